@@ -1,0 +1,247 @@
+"""trtlab.load and Model: structure, views, and every kind of bad input."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+
+import factories as F
+import trtlab
+from trtlab.errors import (ExternalDataError, InvalidModelError, ModelLoadError, TrtlabError,
+                           UnsupportedOpsetError)
+from trtlab.model import TrtlabWarning, WRITE_IR_VERSION
+
+
+# -- sources ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["proto", "bytes", "path", "model"])
+def test_load_from_every_source(kind, tmp_path):
+    proto = F.conv_relu()
+    if kind == "proto":
+        src = proto
+    elif kind == "bytes":
+        src = proto.SerializeToString()
+    elif kind == "path":
+        src = tmp_path / "m.onnx"
+        onnx.save(proto, src)
+    else:
+        src = trtlab.load(proto)
+    m = trtlab.load(src)
+    assert m.node_names == ["conv", "relu"]
+    assert [t.name for t in m.inputs] == ["x"]
+    assert m.inputs[0].shape == ("N", 3, 8, 8)
+    assert m.tensor("c").shape == ("N", 4, 8, 8)
+
+
+def test_node_table_and_macs():
+    m = trtlab.load(F.mlp())
+    df = m.nodes
+    assert list(df.columns) == ["name", "op_type", "domain", "inputs", "outputs", "output_shapes",
+                                "output_dtypes", "macs"]
+    macs = dict(zip(df.name, df.macs))
+    assert macs["mm1"] == 2 * 16 * 32
+    assert macs["gemm2"] == 2 * 32 * 10
+    assert macs["relu1"] == 0 and macs["softmax"] == 0
+    conv = trtlab.load(F.conv_relu(batch=1)).nodes
+    assert conv.loc[conv.name == "conv", "macs"].item() == 4 * 8 * 8 * 3 * 3 * 3
+    assert df.loc[df.name == "gemm2", "output_shapes"].item() == [[2, 10]]
+    assert df.loc[df.name == "gemm2", "output_dtypes"].item() == ["float"]
+
+
+def test_graph_view_edges_carry_tensor_facts():
+    m = trtlab.load(F.mlp())
+    g = m.graph
+    assert set(g.nodes) == set(m.node_names)
+    e = g.edges["mm1", "add1"]
+    assert e["tensor"] == "h0" and e["shape"] == (2, 32) and e["dtype"] == "float"
+    assert e["bytes"] == 2 * 32 * 4
+    assert g.nodes["gemm2"]["op_type"] == "Gemm"
+    assert g.graph["inputs"] == ["x"] and g.graph["outputs"] == ["y"]
+
+
+def test_op_histogram_counts():
+    m = trtlab.load(F.mlp())
+    h = m.op_histogram()
+    assert h["count"].sum() == 5
+    assert h.set_index("op_type").loc["Gemm", "macs"] == 640
+
+
+def test_save_round_trip_and_ir_version_readable(tmp_path):
+    proto = F.conv_relu(batch=1)
+    proto.ir_version = 14  # what onnx >= 1.23 writes by default
+    m = trtlab.load(proto)
+    assert m.proto.ir_version <= WRITE_IR_VERSION
+    out = m.save(tmp_path / "out.onnx")
+    again = onnx.load(out)
+    assert again.ir_version <= WRITE_IR_VERSION
+    from trtlab.ort import run_onnx
+
+    y = run_onnx(out, {"x": np.ones((1, 3, 8, 8), np.float32)})["y"]
+    assert y.shape == (1, 4, 8, 8)
+
+
+def test_constant_folding_removes_constant_nodes():
+    proto = F.mlp()
+    k = onnx.helper.make_node("Constant", [], ["two"], name="two",
+                              value=onnx.numpy_helper.from_array(np.array(2.0, np.float32)))
+    mul = onnx.helper.make_node("Mul", ["y", "two"], ["y2"], name="mul")
+    proto.graph.node.extend([k, mul])
+    proto.graph.output[0].name = "y2"
+    folded = trtlab.load(proto)
+    kept = trtlab.load(proto, fold_constants=False)
+    assert "two" in kept.node_names and "two" not in folded.node_names
+    assert folded.is_constant("two") and kept.is_constant("two")
+    assert float(kept.constant_value("two")) == 2.0
+
+
+def test_external_data_loads_from_path(tmp_path):
+    proto = F.mlp()
+    expected = onnx.numpy_helper.to_array(proto.graph.initializer[0])
+    path = tmp_path / "ext.onnx"
+    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="ext.data", size_threshold=0)
+    assert path.stat().st_size < expected.nbytes  # the weights really are outside the file
+    m = trtlab.load(path)
+    np.testing.assert_array_equal(m.constant_value("w1"), expected)
+
+
+# -- real-world traps ----------------------------------------------------------------------------
+
+def test_duplicate_and_empty_names_made_unique():
+    m = trtlab.load(F.duplicate_names(), fold_constants=False)
+    assert len(set(m.node_names)) == 3 and all(m.node_names)
+    assert m.node_names[0] == "n"
+    assert m.renamed and set(m.renamed.values()) == {"n", ""}
+    assert any("renamed" in n for n in m.notes)
+
+
+def test_initializers_listed_as_inputs_are_dropped():
+    m = trtlab.load(F.initializers_as_inputs())
+    assert [t.name for t in m.inputs] == ["x"]
+    assert any("IR-4" in n for n in m.notes)
+
+
+def test_reused_symbolic_dim_warns_and_renames():
+    with pytest.warns(TrtlabWarning, match="assumes such axes are equal"):
+        m = trtlab.load(F.square_symbolic())
+    conflicts = m.symbolic_dim_conflicts()
+    assert conflicts.iloc[0]["dim_param"] == "?" and list(conflicts.iloc[0]["axes"]) == [2, 3]
+    fixed = m.rename_symbolic_dims()
+    assert len(fixed.symbolic_dim_conflicts()) == 0
+    assert fixed.inputs[0].shape == ("N", 3, "?", "x_dim3")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrtlabWarning)
+        again = trtlab.load(F.square_symbolic(), rename_symbolic_dims=True)
+    assert len(again.symbolic_dim_conflicts()) == 0
+
+
+def test_unsorted_nodes_are_sorted():
+    proto = F.mlp()
+    nodes = list(proto.graph.node)[::-1]
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    m = trtlab.load(proto)
+    assert m.node_names == ["mm1", "add1", "relu1", "gemm2", "softmax"]
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+def test_file_not_found(tmp_path):
+    with pytest.raises(ModelLoadError, match="not found") as err:
+        trtlab.load(tmp_path / "missing.onnx")
+    assert isinstance(err.value, TrtlabError)
+
+
+def test_not_an_onnx_file(tmp_path):
+    p = tmp_path / "notes.onnx"
+    p.write_text("this is plain text, not a model\n" * 10)
+    with pytest.raises(ModelLoadError, match="not an ONNX file"):
+        trtlab.load(p)
+
+
+def test_truncated_file(tmp_path):
+    data = F.mlp().SerializeToString()
+    p = tmp_path / "cut.onnx"
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match="truncated"):
+        trtlab.load(p)
+
+
+def test_dangling_input():
+    with pytest.raises(InvalidModelError, match="dangling input") as err:
+        trtlab.load(F.dangling_input())
+    assert "ghost" in str(err.value)
+
+
+def test_cycle():
+    with pytest.raises(InvalidModelError, match="cycle"):
+        trtlab.load(F.cycle())
+
+
+def test_checker_invalid_model():
+    proto = F.mlp()
+    proto.graph.node[0].op_type = "MatMull"
+    with pytest.raises(InvalidModelError, match="ONNX checker"):
+        trtlab.load(proto)
+
+
+def test_opset_too_old():
+    with pytest.raises(UnsupportedOpsetError, match="opset 6") as err:
+        trtlab.load(F.old_opset())
+    assert "convert_version" in str(err.value)
+
+
+def test_ir_version_newer_than_onnx():
+    proto = F.mlp()
+    proto.ir_version = onnx.IR_VERSION + 5
+    with pytest.raises(ModelLoadError, match="IR version"):
+        trtlab.load(proto)
+
+
+def test_missing_external_data(tmp_path):
+    proto = F.mlp()
+    path = tmp_path / "ext.onnx"
+    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    (tmp_path / "weights.bin").unlink()
+    with pytest.raises(ExternalDataError, match="weights.bin"):
+        trtlab.load(path)
+
+
+def test_unknown_source_type():
+    with pytest.raises(ModelLoadError, match="cannot read a int"):
+        trtlab.load(42)
+
+
+def test_torch_module_without_example_inputs():
+    torch = pytest.importorskip("torch", reason="PyTorch (extra 'torch') is not installed")
+    with pytest.raises(ModelLoadError, match="example inputs"):
+        trtlab.load(torch.nn.Linear(4, 2))
+
+
+def test_torch_module_exports():
+    torch = pytest.importorskip("torch", reason="PyTorch (extra 'torch') is not installed")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
+    m = trtlab.load(net, example_inputs=(torch.randn(2, 4),))
+    assert "Gemm" in set(m.nodes.op_type) or "MatMul" in set(m.nodes.op_type)
+    from trtlab.ort import run_onnx
+
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    (y,) = run_onnx(m, {m.inputs[0].name: x}).values()
+    np.testing.assert_allclose(y, net(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_torch_missing_names_the_extra(monkeypatch):
+    class Module:  # looks like a torch.nn.Module by its class path
+        pass
+
+    Module.__module__ = "torch.nn.modules.module"
+    fake = type("Net", (Module,), {})()
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(trtlab.errors.MissingDependencyError, match=r"trtlab\[torch\]"):
+        trtlab.load(fake, example_inputs=(1,))

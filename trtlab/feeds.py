@@ -1,0 +1,84 @@
+"""Checking run-time inputs against a model's declared inputs."""
+
+from __future__ import annotations
+
+from typing import Dict, Mapping, Sequence
+
+import numpy as np
+
+from .errors import InputError
+from .model import TensorInfo
+
+__all__ = ["validate_feeds", "describe"]
+
+
+def describe(spec: TensorInfo) -> str:
+    shape = "?" if spec.shape is None else "[" + ", ".join(
+        "?" if d is None else str(d) for d in spec.shape) + "]"
+    return f"{spec.name}: {spec.dtype_name}{shape}"
+
+
+def validate_feeds(specs: Sequence[TensorInfo], feeds: Mapping[str, object], *,
+                   what: str = "the model") -> Dict[str, np.ndarray]:
+    """Check names, dtypes and shapes of ``feeds`` against ``specs``.
+
+    Symbolic dims must be consistent across inputs (two inputs sharing ``"batch"`` must agree).
+
+    Returns
+    -------
+    dict
+        The feeds as NumPy arrays (lists and scalars are converted; dtypes are not changed).
+
+    Raises
+    ------
+    InputError
+        Missing or extra names, wrong dtype, wrong rank or size.
+    """
+    if not isinstance(feeds, Mapping):
+        raise InputError(f"Feeds for {what} must be a dict of name -> array, got {type(feeds).__name__}. "
+                         f"Expected inputs: {', '.join(describe(s) for s in specs)}.")
+    expected = {s.name: s for s in specs}
+    missing = [n for n in expected if n not in feeds]
+    extra = [n for n in feeds if n not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing input(s) {missing}")
+        if extra:
+            parts.append(f"unknown input(s) {extra}")
+        raise InputError(
+            f"Feeds for {what}: {' and '.join(parts)}. Expected exactly: "
+            f"{', '.join(describe(s) for s in specs)}."
+        )
+    out: Dict[str, np.ndarray] = {}
+    bound: Dict[str, tuple] = {}
+    for name, spec in expected.items():
+        arr = np.asarray(feeds[name])
+        want = spec.dtype
+        if want is not None and arr.dtype != want:
+            raise InputError(
+                f"Input '{name}' of {what} has dtype {arr.dtype}, expected {want} ({describe(spec)}). "
+                f"Convert it, e.g. feeds['{name}'] = x.astype(np.{want.name})."
+            )
+        if spec.shape is not None:
+            if arr.ndim != len(spec.shape):
+                raise InputError(
+                    f"Input '{name}' of {what} has rank {arr.ndim} (shape {list(arr.shape)}), expected "
+                    f"rank {len(spec.shape)} ({describe(spec)})."
+                )
+            for ax, (got, dim) in enumerate(zip(arr.shape, spec.shape)):
+                if isinstance(dim, int) and got != dim:
+                    raise InputError(
+                        f"Input '{name}' of {what} has size {got} on axis {ax} (shape {list(arr.shape)}), "
+                        f"expected {dim} ({describe(spec)})."
+                    )
+                if isinstance(dim, str):
+                    if dim in bound and bound[dim][0] != got:
+                        other, ax2 = bound[dim][1], bound[dim][2]
+                        raise InputError(
+                            f"Input '{name}' axis {ax} is {got} but '{other}' axis {ax2} is {bound[dim][0]}; "
+                            f"both are the symbolic dimension '{dim}' of {what} and must be equal."
+                        )
+                    bound.setdefault(dim, (got, name, ax))
+        out[name] = arr
+    return out

@@ -1,0 +1,64 @@
+"""The facts about an ONNX graph that layer mapping needs, read once from a ModelProto."""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from typing import Dict, List, Optional, Set
+
+import onnx
+
+__all__ = ["OnnxFacts", "op_from_name"]
+
+_OP_PLAIN = re.compile(r"^([A-Z][A-Za-z0-9]*)_\d+$")
+_OP_PATH = re.compile(r"/([A-Z][A-Za-z0-9]*)(?:_\d+)?$")
+
+#: Ops whose output is their input: the parser and the builder drop them.
+ALIASING_OPS = {"Identity", "Dropout"}
+#: Ops computed from shapes only; static shapes make them constants at build time.
+SHAPE_OPS = {"Shape", "Size"}
+
+
+def op_from_name(name: str) -> str:
+    """An op type guessed from an exporter's node name (``Conv_9``, ``/layer1/Conv``), or ``"?"``."""
+    m = _OP_PLAIN.match(name) or _OP_PATH.search(name)
+    return m.group(1) if m else "?"
+
+
+class OnnxFacts:
+    """Node order, op types, producers, consumers and constants of a graph (top level)."""
+
+    def __init__(self, proto: onnx.ModelProto, name: str = "model") -> None:
+        self.name = name
+        graph = proto.graph
+        self.order: List[str] = [n.name for n in graph.node]
+        self.position: Dict[str, int] = {n: i for i, n in enumerate(self.order)}
+        self.op_type: Dict[str, str] = {n.name: n.op_type for n in graph.node}
+        self.inputs: Dict[str, List[str]] = {n.name: [t for t in n.input if t] for n in graph.node}
+        self.outputs: Dict[str, List[str]] = {n.name: [t for t in n.output if t] for n in graph.node}
+        self.producer: Dict[str, str] = {t: n for n, outs in self.outputs.items() for t in outs}
+        self.consumers: Dict[str, List[str]] = {}
+        for n, ins in self.inputs.items():
+            for t in ins:
+                self.consumers.setdefault(t, []).append(n)
+        self.initializers: Set[str] = {t.name for t in graph.initializer}
+        self.graph_inputs: Set[str] = {t.name for t in graph.input}
+        self.graph_outputs: Set[str] = {t.name for t in graph.output}
+
+    @cached_property
+    def constant_nodes(self) -> Set[str]:
+        """Nodes whose every input is constant (initializers, Constant outputs, or such nodes)."""
+        const_tensors = set(self.initializers)
+        out: Set[str] = set()
+        for n in self.order:
+            ins = self.inputs[n]
+            if (not ins and self.op_type[n] == "Constant") or (ins and all(t in const_tensors for t in ins)):
+                out.add(n)
+                const_tensors.update(self.outputs[n])
+        return out
+
+    def node_of(self, name: str) -> Optional[str]:
+        """The node called ``name``, or the node producing tensor ``name`` (``None`` if neither)."""
+        if name in self.position:
+            return name
+        return self.producer.get(name)

@@ -1,0 +1,171 @@
+"""Engine layer names and ``Metadata`` fields, taken apart.
+
+TensorRT names a fused layer after what it fused: parts joined by ``" + "`` (``" || "`` for
+horizontal fusions), pointwise fusions as ``PWN(a, PWN(b, c))``, Myelin regions as
+``{ForeignNode[first...last]}``, format conversions as ``Reformatting CopyNode for Input Tensor 0
+to X``, its own helper layers as ``(Unnamed Layer* 12) [Shuffle]`` or ``unsqueeze_node_after_X``,
+and every layer of a second shape profile with a ``[profile N]`` suffix. Since TensorRT 8.6 a
+``Metadata`` field lists the ONNX nodes exactly: ``[ONNX Layer: name]`` entries separated by the
+ASCII record/unit separators 0x1E / 0x1F.
+
+:func:`split_name` turns a name into :class:`Part` records; the caller decides which names are
+ONNX nodes (exactly, with a model; by a naming heuristic, without one).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+__all__ = ["Part", "split_name", "metadata_nodes", "shape_profile", "visible", "looks_constant",
+           "SEPARATORS"]
+
+#: Characters TensorRT uses to join several entries in one name or metadata string.
+SEPARATORS = ("\x1e", "\x1f")
+
+_PROFILE = re.compile(r"\s*\[profile (\d+)\]")
+_ONNX_LAYER = re.compile(r"^\s*\[ONNX Layer: (.*)\]\s*$", re.S)
+_FOREIGN = re.compile(r"^\{ForeignNode\[(.*)\]\}$", re.S)
+_REFORMAT_COPY = re.compile(r"^Reformatting CopyNode for (?:Input|Output) Tensor \d+ to (.+)$", re.S)
+_REFORMATTER = re.compile(r"^(.+) (?:input|output) reformatter \d+$", re.S)
+_HELPER = re.compile(r"^(?:copied_)?(?:un)?squeeze(?:_node)?_(?:after|before)_(.+)$", re.S)
+_CONST_SUFFIX = re.compile(
+    r"(?:^|[./:_])(?:weight|weights|bias|biases|running_mean|running_var|gamma|beta|"
+    r"scale|zero_point|kernel)$")
+_OPEN = {"(": ")", "[": "]", "{": "}"}
+_CLOSE = {")", "]", "}"}
+
+
+@dataclass(frozen=True)
+class Part:
+    """One piece of a layer name.
+
+    ``kind`` is ``"name"`` (an ONNX node, initializer or tensor: the caller resolves it),
+    ``"range"`` (a Myelin ``ForeignNode`` range; ``name`` is the first node and ``last`` the
+    last), ``"reformat"`` (a format conversion; ``name`` is the node it serves), or
+    ``"internal"`` (a layer TensorRT made itself; ``name`` is what it refers to, if anything).
+    """
+
+    kind: str
+    name: str
+    last: Optional[str] = None
+
+
+def shape_profile(name: str) -> Tuple[str, int]:
+    """``name`` without its ``[profile N]`` markers, and ``N`` (0 when absent)."""
+    found = _PROFILE.findall(name)
+    if not found:
+        return name, 0
+    return _PROFILE.sub("", name).strip(), int(found[-1])
+
+
+def metadata_nodes(metadata: Optional[str]) -> List[str]:
+    """ONNX node names listed in a layer's ``Metadata`` field, in order, without repeats."""
+    if not metadata:
+        return []
+    out: List[str] = []
+    for piece in re.split("[\x1e\x1f]", metadata):
+        m = _ONNX_LAYER.match(piece)
+        if m and m.group(1) not in out:
+            out.append(m.group(1))
+    return out
+
+
+def _split_top(text: str, seps: Tuple[str, ...]) -> List[str]:
+    """Split ``text`` at ``seps`` outside brackets (plainly when the brackets do not balance)."""
+    pieces: List[str] = []
+    stack: List[str] = []
+    start = i = 0
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch in _OPEN:
+            stack.append(_OPEN[ch])
+        elif ch in _CLOSE:
+            if not stack or stack[-1] != ch:
+                return _split_plain(text, seps)
+            stack.pop()
+        elif not stack:
+            for sep in seps:
+                if text.startswith(sep, i):
+                    pieces.append(text[start:i])
+                    i += len(sep)
+                    start = i
+                    break
+            else:
+                i += 1
+                continue
+            continue
+        i += 1
+    if stack:
+        return _split_plain(text, seps)
+    pieces.append(text[start:])
+    return [p for p in (x.strip() for x in pieces) if p]
+
+
+def _split_plain(text: str, seps: Tuple[str, ...]) -> List[str]:
+    pattern = "|".join(re.escape(s) for s in seps)
+    return [p for p in (x.strip() for x in re.split(pattern, text)) if p]
+
+
+def _parts(piece: str, out: List[Part]) -> None:
+    if piece.startswith("PWN(") and piece.endswith(")"):
+        for inner in _split_top(piece[4:-1], (", ", ",", " + ")):
+            _parts(inner, out)
+        return
+    m = _FOREIGN.match(piece)
+    if m:
+        body = m.group(1)
+        first, dots, last = body.partition("...")
+        out.append(Part("range", first.strip(), last.strip() if dots else first.strip()))
+        return
+    m = _REFORMAT_COPY.match(piece) or _REFORMATTER.match(piece)
+    if m:
+        out.append(Part("reformat", m.group(1).strip()))
+        return
+    if "(Unnamed Layer*" in piece:
+        out.append(Part("internal", ""))
+        return
+    m = _HELPER.match(piece)
+    if m:
+        out.append(Part("internal", m.group(1)))
+        return
+    if piece.startswith("ONNXTRT_"):
+        out.append(Part("internal", ""))
+        return
+    out.append(Part("name", piece))
+
+
+def split_name(name: str) -> List[Part]:
+    """The parts of an engine layer name (``[profile N]`` markers removed first).
+
+    Examples
+    --------
+    >>> [p.name for p in split_name("w + QuantizeLinear_7 + Conv_9 + PWN(Clip_13)")]
+    ['w', 'QuantizeLinear_7', 'Conv_9', 'Clip_13']
+    >>> split_name("{ForeignNode[/a/MatMul.../b/Add]}")[0]
+    Part(kind='range', name='/a/MatMul', last='/b/Add')
+    """
+    base, _ = shape_profile(name)
+    out: List[Part] = []
+    for piece in _split_top(base, (" + ", " || ") + SEPARATORS):
+        _parts(piece, out)
+    return out
+
+
+def looks_constant(name: str) -> bool:
+    """Whether a name part looks like an initializer rather than a node (used without a model).
+
+    Matches PyTorch's parameter names (``features.0.0.weight``, ``classifier.1.bias``),
+    ``onnx::`` initializer names and TensorRT's ``*_output`` constant tensors.
+    """
+    return bool(_CONST_SUFFIX.search(name)) or name.startswith("onnx::") or name.endswith("_output")
+
+
+def visible(text: str) -> str:
+    """``text`` with control characters shown as escapes (``\\x1e``, ``\\n``), for labels."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)

@@ -1,0 +1,119 @@
+"""ONNX Runtime sessions for models and segments.
+
+One place creates :class:`onnxruntime.InferenceSession` objects, so every caller gets the same
+provider choice (CUDA when available, else CPU), the same IR-version fix and the same errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import onnx
+
+from .errors import BuildError, ModelLoadError
+from .feeds import validate_feeds
+from .model import Model, TensorInfo, fit_ir_version
+
+log = logging.getLogger(__name__)
+
+__all__ = ["session", "run_onnx", "default_providers", "model_bytes"]
+
+ModelLike = Union[Model, onnx.ModelProto, bytes, str, os.PathLike]
+
+
+def default_providers() -> List[str]:
+    """CUDA then CPU when ONNX Runtime has the CUDA provider, else CPU."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def model_bytes(model: ModelLike) -> bytes:
+    """Serialized model with an IR version ONNX Runtime reads."""
+    if isinstance(model, Model):
+        return model.to_bytes()
+    if isinstance(model, onnx.ModelProto):
+        if model.ir_version > 10:
+            clone = onnx.ModelProto()
+            clone.CopyFrom(model)
+            return fit_ir_version(clone).SerializeToString()
+        return model.SerializeToString()
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return bytes(model)
+    path = Path(model)
+    if not path.exists():
+        raise ModelLoadError(f"Model file not found: {path}. Check the path.")
+    proto = onnx.load(str(path))
+    return model_bytes(proto)
+
+
+def session(model: ModelLike, providers: Optional[Sequence[str]] = None, *,
+            sess_options: Any = None, threads: Optional[int] = None) -> Any:
+    """An ``onnxruntime.InferenceSession`` for ``model``.
+
+    Parameters
+    ----------
+    model
+        A :class:`~trtlab.model.Model`, ``onnx.ModelProto``, bytes or path.
+    providers
+        Execution providers; default :func:`default_providers`.
+    threads
+        Intra-op thread count (default: ONNX Runtime's choice).
+    """
+    import onnxruntime as ort
+
+    data = model_bytes(model)
+    opts = sess_options or ort.SessionOptions()
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(data, sess_options=opts,
+                                    providers=list(providers or default_providers()))
+    except Exception as exc:  # onnxruntime raises its own exception types
+        msg = str(exc)
+        if "IR version" in msg:
+            raise ModelLoadError(
+                f"ONNX Runtime {ort.__version__} cannot read this model's IR version ({msg.strip()}). "
+                "trtlab lowers the IR version when the opset allows (Model.save writes IR <= 10); "
+                "an opset too new for this ONNX Runtime needs converting: "
+                "onnx.version_converter.convert_version(proto, 17), or upgrade onnxruntime."
+            ) from exc
+        raise BuildError(f"ONNX Runtime could not create a session: {msg.strip()}") from exc
+
+
+def run_onnx(model: ModelLike, feeds: Mapping[str, np.ndarray],
+             output_names: Optional[Sequence[str]] = None, *, validate: bool = True,
+             providers: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+    """Run ``model`` once with ONNX Runtime and return its outputs by name."""
+    sess = session(model, providers)
+    if validate:
+        specs = [TensorInfo(i.name, tuple(d if isinstance(d, (int, str)) else None for d in i.shape)
+                            if i.shape is not None else None, _ort_elem(i.type)) for i in sess.get_inputs()]
+        feeds = validate_feeds(specs, feeds, what="the model")
+    names = list(output_names) if output_names else [o.name for o in sess.get_outputs()]
+    values = sess.run(names, dict(feeds))
+    return dict(zip(names, values))
+
+
+_ORT_TYPES = {
+    "tensor(float)": onnx.TensorProto.FLOAT,
+    "tensor(float16)": onnx.TensorProto.FLOAT16,
+    "tensor(double)": onnx.TensorProto.DOUBLE,
+    "tensor(int64)": onnx.TensorProto.INT64,
+    "tensor(int32)": onnx.TensorProto.INT32,
+    "tensor(int8)": onnx.TensorProto.INT8,
+    "tensor(uint8)": onnx.TensorProto.UINT8,
+    "tensor(bool)": onnx.TensorProto.BOOL,
+    "tensor(int16)": onnx.TensorProto.INT16,
+    "tensor(bfloat16)": onnx.TensorProto.BFLOAT16,
+}
+
+
+def _ort_elem(type_str: str) -> int:
+    return _ORT_TYPES.get(type_str, 0)

@@ -1,0 +1,308 @@
+"""Which TensorRT this machine has, and what it can do here.
+
+trtlab works with full TensorRT (``tensorrt``) and TensorRT for RTX (``tensorrt_rtx``). The
+module is imported lazily; ``import trtlab`` needs neither. Capabilities:
+
+``parse``
+    TensorRT's ONNX parser works (both flavors; no GPU needed for TensorRT-RTX).
+``build``
+    Engines can be built. TensorRT-RTX builds ahead of time without a GPU; full TensorRT
+    needs a GPU.
+``run``
+    Engines can be executed: a GPU the flavor supports, with a CUDA runtime binding.
+
+Examples
+--------
+>>> from trtlab import trt
+>>> trt.info().flavor in ("tensorrt", "tensorrt_rtx", None)
+True
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib
+import importlib.util
+import logging
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, List, Optional, Tuple
+
+from .config import TENSORRT_MODULES, tensorrt_choice
+from .errors import MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "TrtInfo",
+    "GpuInfo",
+    "flavor",
+    "module",
+    "version",
+    "version_tuple",
+    "info",
+    "gpu",
+    "CapturingLogger",
+    "make_parser",
+]
+
+#: Compute capabilities (major, minor) TensorRT-RTX executes engines on: consumer and workstation
+#: GPUs from Turing on. Data-centre parts (8.0, 9.0, 10.0) are refused by the RTX runtime.
+RTX_RUNNABLE_CC = {(7, 5), (8, 6), (8, 7), (8, 9), (12, 0), (12, 1)}
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """The first CUDA device, as the driver reports it."""
+
+    name: str
+    compute_capability: Tuple[int, int]
+    count: int
+
+    @property
+    def cc(self) -> str:
+        return f"{self.compute_capability[0]}.{self.compute_capability[1]}"
+
+
+@dataclass(frozen=True)
+class TrtInfo:
+    """What the chosen TensorRT flavor can do on this machine."""
+
+    flavor: Optional[str]
+    version: Optional[str]
+    parse: bool
+    build: bool
+    run: bool
+    gpu: Optional[str]
+    compute_capability: Optional[str]
+    reason: str
+    notes: Tuple[str, ...] = field(default_factory=tuple)
+
+    def as_dict(self) -> dict:
+        return {
+            "flavor": self.flavor,
+            "version": self.version,
+            "parse": self.parse,
+            "build": self.build,
+            "run": self.run,
+            "gpu": self.gpu,
+            "compute_capability": self.compute_capability,
+            "reason": self.reason,
+        }
+
+
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def flavor() -> Optional[str]:
+    """``"tensorrt"``, ``"tensorrt_rtx"`` or ``None``.
+
+    ``TRTLAB_TENSORRT`` forces a choice; otherwise full TensorRT is preferred when installed.
+    """
+    forced = tensorrt_choice()
+    if forced is not None:
+        return forced if _installed(forced) else None
+    for name in TENSORRT_MODULES:
+        if _installed(name):
+            return name
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _import(name: str) -> ModuleType:
+    return importlib.import_module(name)
+
+
+def module() -> ModuleType:
+    """The imported TensorRT module (``tensorrt`` or ``tensorrt_rtx``).
+
+    Raises
+    ------
+    MissingDependencyError
+        When neither is installed, or the one forced by ``TRTLAB_TENSORRT`` is not.
+    """
+    forced = tensorrt_choice()
+    name = flavor()
+    if name is None:
+        if forced:
+            raise MissingDependencyError(
+                f"TRTLAB_TENSORRT={forced} asks for the '{forced}' module, which is not installed. "
+                f"Install it (pip install 'trtlab[{'rtx' if forced == 'tensorrt_rtx' else 'tensorrt'}]') "
+                "or unset TRTLAB_TENSORRT to use whichever TensorRT is installed."
+            )
+        raise MissingDependencyError(
+            "TensorRT is not installed (neither 'tensorrt' nor 'tensorrt_rtx' can be imported). "
+            "Install TensorRT-RTX with: pip install 'trtlab[rtx]' (parses and builds without a GPU), "
+            "or full TensorRT with: pip install 'trtlab[tensorrt]'. "
+            "check_support(..., source='rules') works without either."
+        )
+    try:
+        return _import(name)
+    except (ImportError, OSError) as exc:
+        raise MissingDependencyError(
+            f"The '{name}' module is installed but failed to import: {exc}. "
+            "Reinstall it, or set TRTLAB_TENSORRT to the other flavor."
+        ) from exc
+
+
+def version() -> Optional[str]:
+    """Version string of the TensorRT module, or ``None`` when there is none."""
+    if flavor() is None:
+        return None
+    return str(module().__version__)
+
+
+def version_tuple() -> Tuple[int, ...]:
+    """Version as integers, e.g. ``(1, 7, 1, 116)`` for TensorRT-RTX 1.7; ``()`` without TensorRT."""
+    v = version()
+    if not v:
+        return ()
+    parts: List[int] = []
+    for piece in v.split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+@functools.lru_cache(maxsize=1)
+def gpu() -> Optional[GpuInfo]:
+    """The first CUDA device via the driver API, or ``None`` without a driver or device."""
+    for lib in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            cuda = ctypes.CDLL(lib)
+            break
+        except OSError:
+            continue
+    else:
+        return None
+    try:
+        if cuda.cuInit(0) != 0:
+            return None
+        count = ctypes.c_int(0)
+        if cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value == 0:
+            return None
+        dev = ctypes.c_int(0)
+        if cuda.cuDeviceGet(ctypes.byref(dev), 0) != 0:
+            return None
+        major, minor = ctypes.c_int(0), ctypes.c_int(0)
+        cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, dev)  # COMPUTE_CAPABILITY_MAJOR
+        cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev)  # COMPUTE_CAPABILITY_MINOR
+        name = ctypes.create_string_buffer(256)
+        cuda.cuDeviceGetName(name, 256, dev)
+        return GpuInfo(name.value.decode(errors="replace"), (major.value, minor.value), count.value)
+    except (AttributeError, OSError) as exc:  # a broken driver install
+        log.debug("CUDA driver query failed: %s", exc)
+        return None
+
+
+def _cuda_binding() -> Optional[str]:
+    """Name of a usable CUDA runtime binding for device buffers, or ``None``."""
+    if _installed("pycuda"):
+        return "pycuda"
+    try:
+        from polygraphy import cuda as pcuda  # noqa: F401  (loads cudart lazily)
+
+        ctypes.CDLL("libcudart.so")
+        return "polygraphy.cuda"
+    except (ImportError, OSError):
+        return None
+
+
+class CapturingLogger:
+    """A TensorRT ``ILogger`` that keeps messages and forwards them to :mod:`logging`.
+
+    TensorRT's own logger prints to stderr; this one keeps errors for reasons tables.
+    """
+
+    def __new__(cls, min_severity: Any = None) -> Any:
+        trt = module()
+
+        class _Logger(trt.ILogger):  # type: ignore[misc, name-defined]
+            def __init__(self) -> None:
+                trt.ILogger.__init__(self)
+                self.messages: List[Tuple[str, str]] = []
+
+            def log(self, severity: Any, msg: str) -> None:  # noqa: A003 - TensorRT's name
+                sev = str(severity).split(".")[-1]
+                self.messages.append((sev, msg))
+                level = {"INTERNAL_ERROR": logging.ERROR, "ERROR": logging.DEBUG,
+                         "WARNING": logging.DEBUG}.get(sev, logging.DEBUG)
+                log.log(level, "[TensorRT %s] %s", sev, msg)
+
+            def errors(self) -> List[str]:
+                return [m for s, m in self.messages if s in ("ERROR", "INTERNAL_ERROR")]
+
+        return _Logger()
+
+
+def make_parser(logger: Any = None) -> Tuple[Any, Any, Any, Any]:
+    """A builder, a strongly typed network, an ONNX parser and their logger.
+
+    Returns
+    -------
+    (builder, network, parser, logger)
+    """
+    trt = module()
+    logger = logger if logger is not None else CapturingLogger()
+    builder = trt.Builder(logger)
+    if builder is None:
+        raise MissingDependencyError(
+            f"{flavor()} could not create a Builder on this machine "
+            "(full TensorRT needs a CUDA GPU for that; TensorRT-RTX does not)."
+        )
+    flags = 0
+    strongly = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if strongly is not None:
+        flags = 1 << int(strongly)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    return builder, network, parser, logger
+
+
+@functools.lru_cache(maxsize=4)
+def _info(choice: Optional[str], name: Optional[str]) -> TrtInfo:
+    dev = gpu()
+    gpu_name = dev.name if dev else None
+    cc = dev.cc if dev else None
+    if name is None:
+        why = ("TRTLAB_TENSORRT forces a module that is not installed" if choice else
+               "no TensorRT installed (pip install 'trtlab[rtx]')")
+        return TrtInfo(None, None, False, False, False, gpu_name, cc, why)
+    try:
+        trt = module()
+    except MissingDependencyError as exc:
+        return TrtInfo(name, None, False, False, False, gpu_name, cc, str(exc))
+    ver = str(trt.__version__)
+    parse = build = run = False
+    notes: List[str] = []
+    try:
+        builder, _, _, _ = make_parser()
+        parse = True
+        build = name == "tensorrt_rtx" or dev is not None
+        del builder
+    except Exception as exc:  # TensorRT raises plain RuntimeError/TypeError on a missing device
+        notes.append(f"builder unavailable: {exc}")
+    if dev is None:
+        why = "no CUDA GPU (no driver or no device): engines are built ahead of time only, run falls back to ONNX Runtime" \
+            if build else "no CUDA GPU: full TensorRT needs one to parse/build/run"
+    elif name == "tensorrt_rtx" and dev.compute_capability not in RTX_RUNNABLE_CC:
+        why = (f"TensorRT-RTX does not run engines on {dev.name} (compute capability {dev.cc}); "
+               "segments run on ONNX Runtime")
+    else:
+        binding = _cuda_binding()
+        run = parse and binding is not None
+        why = (f"engines run on {dev.name} via {binding}" if run else
+               "no CUDA runtime binding (pip install 'trtlab[gpu]' for pycuda)")
+    return TrtInfo(name, ver, parse, build, run, gpu_name, cc, why, tuple(notes))
+
+
+def info() -> TrtInfo:
+    """Flavor, version and capabilities (``parse``, ``build``, ``run``) on this machine."""
+    return _info(tensorrt_choice(), flavor())

@@ -1,0 +1,28 @@
+"""Drawing and widgets. Everything here only draws what analysis functions return.
+
+matplotlib and ipywidgets are imported when a function is first used, never at ``import trtlab``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Dict, Tuple
+
+_EXPORTS: Dict[str, Tuple[str, str]] = {
+    "draw": ("trtlab.viz.graph", "draw"),
+    "explore": ("trtlab.viz.explore", "explore"),
+    "Explorer": ("trtlab.viz.explore", "Explorer"),
+    "plot_latency": ("trtlab.viz.latency", "plot_latency"),
+    "plot_accuracy": ("trtlab.viz.accuracy", "plot_accuracy"),
+    "plot_layer_latency": ("trtlab.viz.fusion", "plot_layer_latency"),
+    "plot_fusion_comparison": ("trtlab.viz.fusion", "plot_fusion_comparison"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        module, attr = _EXPORTS[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'trtlab.viz' has no attribute {name!r}")

@@ -1,0 +1,729 @@
+"""Static drawings of an ONNX graph and its TensorRT / fallback partition.
+
+:func:`draw` returns a matplotlib Figure: nodes in a layered top-to-bottom layout, coloured
+by segment (one colour per TensorRT segment, grey for fallback), nodes that a decision sent to
+fallback hatched with their reason listed in a table, graph inputs and outputs marked, and
+fused layers outlined. Large graphs are drawn condensed: one box per segment with its node
+count and op mix, and the bytes crossing each cut on the edges.
+
+Every figure carries ``fig._trtlab``, a dict describing what was drawn (view, segments, the
+artist of each segment, marked nodes, the reasons table) so tests and notebooks can check it.
+"""
+
+from __future__ import annotations
+
+import logging
+import textwrap
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+
+import numpy as np
+
+from trtlab.errors import FusionError, PartitionError
+from trtlab.viz import _style as st
+from trtlab.viz._layout import Layout, layered_layout
+
+__all__ = ["draw", "reasons_table", "fusion_groups"]
+
+log = logging.getLogger(__name__)
+
+CONDENSE_ABOVE = 300
+_NODE_DECISION_KINDS = ("rejected", "build_failed", "excluded", "pruned_small", "pruned_no_mac")
+_MAX_GRAPH_IN = (34.0, 44.0)
+_LEGEND_IN = 2.5
+_TITLE_IN = 0.45
+_ROW_IN = 0.24
+
+
+# -- inputs ------------------------------------------------------------------------------------
+
+def _is_partition(obj: Any) -> bool:
+    return hasattr(obj, "segments") and hasattr(obj, "assignment") and hasattr(obj, "model")
+
+
+def _resolve(model: Any, partition: Any) -> Tuple[Any, Any]:
+    if partition is None and _is_partition(model):
+        partition, model = model, model.model
+    if not (hasattr(model, "graph") and hasattr(model, "node_names")):
+        from trtlab.model import load
+
+        model = load(model)
+    if partition is not None:
+        if not _is_partition(partition):
+            raise PartitionError(
+                f"draw() got a {type(partition).__name__} as partition; expected a "
+                "trtlab.Partition (from trtlab.partition(model)) or None.")
+        missing = [n for n in model.node_names if n not in partition.assignment]
+        if missing:
+            raise PartitionError(
+                f"The partition does not cover model {model.name!r}: {len(missing)} of its "
+                f"{len(model.node_names)} nodes have no segment (first: {missing[:3]}). Draw the "
+                "partition with the model it was made from: draw(partition) or "
+                "draw(partition.model, partition).")
+    return model, partition
+
+
+def fusion_groups(fusion: Any, model: Any = None) -> List[Set[str]]:
+    """Groups of ONNX node names fused into one engine layer.
+
+    Parameters
+    ----------
+    fusion
+        A report with a ``groups()`` method (:class:`trtlab.fusion.FusionReport`), or an
+        iterable of collections of node names.
+    model
+        When given, names not in the model are dropped and groups left with fewer than two
+        nodes are skipped.
+
+    Returns
+    -------
+    list of set of str
+    """
+    if fusion is None:
+        return []
+    raw = fusion.groups() if callable(getattr(fusion, "groups", None)) else fusion
+    if isinstance(raw, (str, bytes)) or not isinstance(raw, Iterable):
+        raise FusionError(
+            f"draw(fusion=...) got a {type(fusion).__name__}; expected a FusionReport "
+            "(trtlab.fusion(...)) or a list of sets of ONNX node names fused together.")
+    known = set(model.node_names) if model is not None else None
+    out: List[Set[str]] = []
+    for g in raw:
+        if isinstance(g, str) or not isinstance(g, Iterable):
+            raise FusionError(
+                f"A fusion group must be a collection of node names, got {g!r}. Pass "
+                "FusionReport.groups() or a list of sets of names.")
+        names = {str(n) for n in g}
+        if known is not None:
+            names &= known
+        if len(names) >= 2:
+            out.append(names)
+    return out
+
+
+def _node_decisions(model: Any, partition: Any) -> Dict[str, Tuple[str, str]]:
+    """``{node: (kind, reason)}`` for nodes a decision moved to fallback (last one wins)."""
+    if partition is None:
+        return {}
+    frame = partition.decisions
+    if frame is None or len(frame) == 0:
+        return {}
+    nodes = set(model.node_names)
+    out: Dict[str, Tuple[str, str]] = {}
+    for subject, kind, reason in zip(frame["subject"], frame["kind"], frame["reason"]):
+        if subject in nodes and kind in _NODE_DECISION_KINDS:
+            seg = partition.segments[partition.assignment[subject]]
+            if seg.backend == "fallback":
+                out[subject] = (str(kind), str(reason))
+    return out
+
+
+def reasons_table(partition: Any, *, max_rows: int = 12) -> "Any":
+    """The decisions behind a partition, ready to print under a drawing.
+
+    One row per decision (subject, op_type, kind, reason) when there are at most ``max_rows``;
+    otherwise one row per distinct (kind, reason) with a count and example subjects.
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+    import pandas as pd
+
+    frame = partition.decisions
+    if frame is None or len(frame) == 0:
+        return pd.DataFrame(columns=["subject", "op_type", "kind", "reason"])
+    graph = partition.model.graph
+    ops = [graph.nodes[s]["op_type"] if s in graph else "" for s in frame["subject"]]
+    rows = pd.DataFrame({"subject": frame["subject"].astype(str), "op_type": ops,
+                         "kind": frame["kind"].astype(str), "reason": frame["reason"].astype(str)})
+    if len(rows) <= max_rows:
+        return rows.reset_index(drop=True)
+    grouped = (rows.groupby(["kind", "reason"], sort=False)
+               .agg(count=("subject", "size"),
+                    op_types=("op_type", lambda s: ", ".join(sorted({o for o in s if o}))),
+                    examples=("subject", lambda s: ", ".join(list(s)[:3])
+                              + (f", … ({len(s) - 3} more)" if len(s) > 3 else "")))
+               .reset_index()
+               .sort_values("count", ascending=False, kind="stable"))
+    return grouped[["kind", "reason", "count", "op_types", "examples"]].reset_index(drop=True)
+
+
+# -- scene --------------------------------------------------------------------------------------
+
+@dataclass
+class _Scene:
+    """What a view drew: graph extent in inches plus legend handles and metadata."""
+
+    width_in: float
+    height_in: float
+    handles: List[Any] = field(default_factory=list)
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+
+def _segment_colors(partition: Any) -> Dict[int, str]:
+    colors: Dict[int, str] = {}
+    rank = 0
+    for seg in partition.segments:
+        colors[seg.index] = st.segment_color(seg.backend, rank)
+        if seg.backend != "fallback":
+            rank += 1
+    return colors
+
+
+def _fit_scale(width_units: float, height_units: float, sx: float, sy: float,
+               figsize: Optional[Tuple[float, float]]) -> float:
+    max_w, max_h = _MAX_GRAPH_IN
+    if figsize is not None:
+        max_w, max_h = max(figsize[0] - _LEGEND_IN, 1.0), max(figsize[1] - _TITLE_IN, 1.0)
+    return min(1.0, max_w / (width_units * sx), max_h / (height_units * sy))
+
+
+def _legend_handles(partition: Any, colors: Dict[int, str], kinds: Iterable[str],
+                    io: bool, fusion: bool) -> List[Any]:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles: List[Any] = []
+    if partition is None:
+        handles.append(Patch(facecolor=st.NEUTRAL_COLOR, edgecolor=st.darker(st.NEUTRAL_COLOR),
+                             label="node"))
+    else:
+        trt = [s for s in partition.segments if s.backend != "fallback"]
+        shown = trt if len(trt) <= 12 else trt[:11]
+        for seg in shown:
+            handles.append(Patch(facecolor=colors[seg.index], edgecolor=st.darker(colors[seg.index]),
+                                 label=f"{seg.name} ({seg.backend}, {len(seg.nodes)})"))
+        if len(shown) < len(trt):
+            handles.append(Patch(facecolor="white", edgecolor="white",
+                                 label=f"… {len(trt) - len(shown)} more {trt[0].backend} segments"))
+        n_fb = sum(1 for s in partition.segments if s.backend == "fallback")
+        if n_fb:
+            handles.append(Patch(facecolor=st.FALLBACK_COLOR, edgecolor=st.darker(st.FALLBACK_COLOR),
+                                 label=f"fallback ({n_fb} segment{'s' if n_fb != 1 else ''})"))
+        for kind in sorted(set(kinds)):
+            color, hatch, label = st.mark_style(kind)
+            handles.append(Patch(facecolor="white", edgecolor=color, hatch=hatch, linewidth=1.4,
+                                 label=label))
+    if io:
+        handles.append(Line2D([], [], marker="v", linestyle="none", color=st.INPUT_COLOR,
+                              markersize=8, label="graph input"))
+        handles.append(Line2D([], [], marker="s", linestyle="none", color=st.OUTPUT_COLOR,
+                              markersize=7, label="graph output"))
+    if fusion:
+        handles.append(Patch(facecolor="none", edgecolor=st.FUSION_COLOR, linestyle="--",
+                             label="fused into one layer"))
+    return handles
+
+
+def _edge_lines(lay: Layout, src: np.ndarray, dst: np.ndarray, half_h: np.ndarray):
+    """Segment endpoints (bottom of source to top of target) and whether they change column."""
+    p0 = np.column_stack([lay.x[src], lay.y[src] - half_h[src]])
+    p1 = np.column_stack([lay.x[dst], lay.y[dst] + half_h[dst]])
+    same = lay.column[src] == lay.column[dst]
+    return np.stack([p0, p1], axis=1), same
+
+
+def _draw_edges(ax: Any, lines: np.ndarray, same: np.ndarray, boundary: np.ndarray,
+                scale: float) -> None:
+    from matplotlib.collections import LineCollection
+
+    styles = (
+        (same & ~boundary, st.EDGE_COLOR, 0.8, "solid", 0.9, "edges"),
+        (same & boundary, st.BOUNDARY_EDGE_COLOR, 1.6, "solid", 0.95, "boundary_edges"),
+        (~same, st.EDGE_COLOR, 0.8, (0, (3, 3)), 0.55, "folded_edges"),
+    )
+    for mask, color, lw, ls, alpha, gid in styles:
+        if mask.any():
+            ax.add_collection(LineCollection(
+                lines[mask], colors=color, linewidths=max(0.3, lw * scale), linestyles=ls,
+                alpha=alpha, zorder=1, gid=gid))
+
+
+def _io_markers(ax: Any, lay: Layout, idx_in: np.ndarray, idx_out: np.ndarray,
+                names_in: Sequence[str], names_out: Sequence[str], labels: bool,
+                scale: float, fontsize: float) -> None:
+    size = max(12.0, 70.0 * scale)
+    if idx_in.size:
+        ax.scatter(lay.x[idx_in], lay.y[idx_in], marker="v", s=size, color=st.INPUT_COLOR,
+                   zorder=4, gid="inputs")
+    if idx_out.size:
+        ax.scatter(lay.x[idx_out], lay.y[idx_out], marker="s", s=size * 0.8, color=st.OUTPUT_COLOR,
+                   zorder=4, gid="outputs")
+    if labels:
+        for idx, names, color in ((idx_in, names_in, st.INPUT_COLOR),
+                                  (idx_out, names_out, st.OUTPUT_COLOR)):
+            for i, name in zip(idx.tolist(), names):
+                ax.annotate(name, (lay.x[i], lay.y[i]), xytext=(6, 0), textcoords="offset points",
+                            fontsize=fontsize, color=color, va="center", ha="left", zorder=5,
+                            annotation_clip=False)
+
+
+def _io_label(info: Any) -> str:
+    shape = "" if info.shape is None else "[" + ",".join(str(d) for d in info.shape) + "]"
+    return st.ellipsize(info.name, 22) + (f" {st.ellipsize(shape, 20)}" if shape else "")
+
+
+# -- full view ----------------------------------------------------------------------------------
+
+def _full_view(ax_factory: Any, model: Any, partition: Any, groups: List[Set[str]],
+               marks: Dict[str, Tuple[str, str]], max_labels: int,
+               figsize: Optional[Tuple[float, float]]) -> _Scene:
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Rectangle
+
+    names = model.node_names
+    n = len(names)
+    index = {name: i for i, name in enumerate(names)}
+    graph = model.graph
+    ops = [graph.nodes[name]["op_type"] for name in names]
+    ins = [t for t in model.inputs if model.consumers(t.name)]
+    outs = [t for t in model.outputs if model.producer(t.name) is not None]
+    n_in, n_out = len(ins), len(outs)
+    total = n + n_in + n_out
+
+    src: List[int] = []
+    dst: List[int] = []
+    for u, v in graph.edges():
+        src.append(index[u])
+        dst.append(index[v])
+    n_model_edges = len(src)
+    for k, t in enumerate(ins):
+        for c in dict.fromkeys(model.consumers(t.name)):
+            src.append(n + k)
+            dst.append(index[c])
+    for k, t in enumerate(outs):
+        src.append(index[model.producer(t.name)])
+        dst.append(n + n_in + k)
+    src_a = np.asarray(src, dtype=np.int64)
+    dst_a = np.asarray(dst, dtype=np.int64)
+
+    sx, sy = 1.3, 0.72
+    pinned = np.zeros(total, dtype=bool)
+    pinned[n:n + n_in] = True
+    lay = layered_layout(total, src_a, dst_a, pinned=pinned, x_unit=sx, y_unit=sy)
+    pad = 0.7
+    w_units, h_units = lay.width + 2 * pad + 1.2, lay.height + 2 * pad
+    scale = _fit_scale(w_units, h_units, sx, sy, figsize)
+    box_w, box_h = 0.82, 0.5
+    box_pt = box_w * sx * scale * 72
+    base_font = 7.5 * min(1.0, scale * 1.15)
+    labels = n <= max_labels and base_font >= 3.0
+
+    ax = ax_factory(w_units * sx * scale, h_units * sy * scale)
+    half_h = np.full(total, box_h / 2)
+    half_h[n:] = 0.12
+
+    seg_of = (np.asarray([partition.assignment[name] for name in names]) if partition is not None
+              else np.zeros(n, dtype=np.int64))
+    lines, same = _edge_lines(lay, src_a, dst_a, half_h)
+    boundary = np.zeros(len(src_a), dtype=bool)
+    if partition is not None and n_model_edges:
+        boundary[:n_model_edges] = seg_of[src_a[:n_model_edges]] != seg_of[dst_a[:n_model_edges]]
+    _draw_edges(ax, lines, same, boundary, scale)
+    if labels and partition is not None and 0 < int(boundary.sum()) <= 40:
+        for e in np.flatnonzero(boundary).tolist():
+            data = graph.edges[names[src_a[e]], names[dst_a[e]]]
+            mid = lines[e].mean(axis=0)
+            ax.text(mid[0], mid[1], st.fmt_bytes(data.get("bytes")), fontsize=base_font * 0.8,
+                    color=st.BOUNDARY_EDGE_COLOR, ha="center", va="center", zorder=3,
+                    bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
+
+    def rects(idx: Sequence[int]) -> List[Any]:
+        return [Rectangle((lay.x[i] - box_w / 2, lay.y[i] - box_h / 2), box_w, box_h) for i in idx]
+
+    lw = max(0.3, 0.8 * scale)
+    artists: Dict[str, Any] = {}
+    colors: Dict[int, str] = {}
+    if partition is None:
+        coll = PatchCollection(rects(range(n)), facecolor=st.NEUTRAL_COLOR,
+                               edgecolor=st.darker(st.NEUTRAL_COLOR), linewidth=lw, zorder=2,
+                               gid="nodes")
+        ax.add_collection(coll)
+    else:
+        colors = _segment_colors(partition)
+        for seg in partition.segments:
+            idx = [index[name] for name in seg.nodes]
+            coll = PatchCollection(rects(idx), facecolor=colors[seg.index],
+                                   edgecolor=st.darker(colors[seg.index]), linewidth=lw, zorder=2,
+                                   gid=f"segment:{seg.name}")
+            ax.add_collection(coll)
+            artists[seg.name] = coll
+    by_kind: Dict[str, List[int]] = defaultdict(list)
+    for name, (kind, _) in marks.items():
+        by_kind[kind].append(index[name])
+    for kind, idx in by_kind.items():
+        color, hatch, _ = st.mark_style(kind)
+        ax.add_collection(PatchCollection(rects(idx), facecolor="none", edgecolor=color,
+                                          hatch=hatch, linewidth=max(0.6, 1.5 * scale), zorder=3,
+                                          gid=f"marked:{kind}"))
+
+    drawn_groups = 0
+    if groups:
+        outlines = []
+        for g in groups:
+            idx = np.asarray([index[name] for name in g], dtype=np.int64)
+            for col in np.unique(lay.column[idx]):
+                part = idx[lay.column[idx] == col]
+                x0, x1 = lay.x[part].min() - box_w / 2 - 0.08, lay.x[part].max() + box_w / 2 + 0.08
+                y0, y1 = lay.y[part].min() - box_h / 2 - 0.1, lay.y[part].max() + box_h / 2 + 0.1
+                outlines.append(Rectangle((x0, y0), x1 - x0, y1 - y0))
+            drawn_groups += 1
+        ax.add_collection(PatchCollection(outlines, facecolor="none", edgecolor=st.FUSION_COLOR,
+                                          linestyle="--", linewidth=max(0.5, 1.2 * scale),
+                                          zorder=4, gid="fusion"))
+
+    if labels:
+        two_lines = n <= 40
+        for i in range(n):
+            op = st.short_op(ops[i])
+            text = op + ("\n" + st.ellipsize(names[i], 16) if two_lines else "")
+            width_chars = max(len(op), 16 if two_lines else 0)
+            size = min(base_font, box_pt / (0.62 * max(width_chars, 1)))
+            ax.text(lay.x[i], lay.y[i], text, fontsize=max(size, 3.0), ha="center", va="center",
+                    zorder=5, linespacing=1.0)
+    _io_markers(ax, lay, np.arange(n, n + n_in), np.arange(n + n_in, total),
+                [_io_label(t) for t in ins], [_io_label(t) for t in outs], labels or total <= 600,
+                scale, max(base_font, 5.0))
+    ax.set_xlim(lay.x.min() - pad, lay.x.max() + pad + 1.2)
+    ax.set_ylim(lay.y.min() - pad, lay.y.max() + pad)
+    ax.set_axis_off()
+
+    handles = _legend_handles(partition, colors, by_kind.keys(), io=bool(n_in or n_out),
+                              fusion=drawn_groups > 0)
+    meta = dict(view="full", layout=lay, node_positions={names[i]: (float(lay.x[i]), float(lay.y[i]))
+                                                         for i in range(n)},
+                segment_artists=artists, labels=labels, fusion_groups=drawn_groups,
+                inputs=[t.name for t in ins], outputs=[t.name for t in outs])
+    return _Scene(ax.figure.get_figwidth(), ax.figure.get_figheight(), handles, meta)
+
+
+# -- condensed view -----------------------------------------------------------------------------
+
+def _op_summary(ops: Sequence[str], k: int = 3) -> str:
+    common = Counter(ops).most_common()
+    parts = [f"{st.short_op(op)}×{c}" for op, c in common[:k]]
+    rest = len(common) - k
+    return ", ".join(parts) + (f" +{rest} types" if rest > 0 else "")
+
+
+def _segment_flows(model: Any, partition: Any) -> Dict[Tuple[int, int], List[Optional[int]]]:
+    """Bytes of each distinct tensor crossing from one segment to another."""
+    flows: Dict[Tuple[int, int], Dict[str, Optional[int]]] = defaultdict(dict)
+    for seg in partition.segments:
+        for t in seg.outputs:
+            for c in model.consumers(t):
+                dst = partition.assignment.get(c)
+                if dst is not None and dst != seg.index:
+                    flows[(seg.index, dst)][t] = model.tensor(t).bytes
+    return {k: list(v.values()) for k, v in flows.items()}
+
+
+def _sum_bytes(values: Sequence[Optional[int]]) -> Tuple[Optional[int], bool]:
+    known = [v for v in values if v is not None]
+    return (sum(known) if known else None), len(known) < len(values)
+
+
+def _condensed_view(ax_factory: Any, model: Any, partition: Any, groups: List[Set[str]],
+                    marks: Dict[str, Tuple[str, str]],
+                    figsize: Optional[Tuple[float, float]]) -> _Scene:
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import FancyBboxPatch
+
+    segs = partition.segments
+    n_seg = len(segs)
+    pos = {seg.index: k for k, seg in enumerate(segs)}
+    graph = model.graph
+    ins = [t for t in model.inputs if model.consumers(t.name)]
+    outs = [t for t in model.outputs if model.producer(t.name) is not None]
+    n_in, n_out = len(ins), len(outs)
+    total = n_seg + n_in + n_out
+
+    flows = _segment_flows(model, partition)
+    src: List[int] = []
+    dst: List[int] = []
+    edge_bytes: List[Tuple[Optional[int], bool]] = []
+    for (a, b), values in flows.items():
+        src.append(pos[a])
+        dst.append(pos[b])
+        edge_bytes.append(_sum_bytes(values))
+    n_flow = len(src)
+    for k, t in enumerate(ins):
+        for s in dict.fromkeys(partition.assignment[c] for c in model.consumers(t.name)):
+            src.append(n_seg + k)
+            dst.append(pos[s])
+            edge_bytes.append((t.bytes, t.bytes is None))
+    for k, t in enumerate(outs):
+        src.append(pos[partition.assignment[model.producer(t.name)]])
+        dst.append(n_seg + n_in + k)
+        edge_bytes.append((t.bytes, t.bytes is None))
+    src_a = np.asarray(src, dtype=np.int64)
+    dst_a = np.asarray(dst, dtype=np.int64)
+
+    sx, sy = 3.0, 1.45
+    pinned = np.zeros(total, dtype=bool)
+    pinned[n_seg:n_seg + n_in] = True
+    lay = layered_layout(total, src_a, dst_a, pinned=pinned, x_unit=sx, y_unit=sy,
+                         column_gap=0.6, aspect=1.1)
+    pad = 0.7
+    w_units, h_units = lay.width + 2 * pad, lay.height + 2 * pad
+    scale = _fit_scale(w_units, h_units, sx, sy, figsize)
+    ax = ax_factory(w_units * sx * scale, h_units * sy * scale)
+    box_w, box_h = 0.86, 0.62
+    font = max(3.5, 7.5 * min(1.0, scale * 1.1))
+    max_chars = int(box_w * sx * scale * 72 / (0.6 * font))
+
+    half_h = np.full(total, box_h / 2)
+    half_h[n_seg:] = 0.1
+    lines, same = _edge_lines(lay, src_a, dst_a, half_h)
+    boundary = np.zeros(len(src_a), dtype=bool)
+    boundary[:n_flow] = True
+    _draw_edges(ax, lines, same, boundary, scale)
+    for e in range(len(src_a)):
+        value, partial = edge_bytes[e]
+        if e >= n_flow and value is None:
+            continue
+        mid = lines[e][0] * 0.45 + lines[e][1] * 0.55
+        label = ("≥ " if partial and value is not None else "") + st.fmt_bytes(value)
+        ax.text(mid[0], mid[1], label, fontsize=font * 0.9, ha="center", va="center", zorder=3,
+                color=st.BOUNDARY_EDGE_COLOR if e < n_flow else "#555555",
+                bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
+
+    colors = _segment_colors(partition)
+    macs = model.macs
+    kinds_per_seg: Dict[int, Counter] = defaultdict(Counter)
+    for name, (kind, _) in marks.items():
+        kinds_per_seg[partition.assignment[name]][kind] += 1
+    fused_per_seg: Counter = Counter()
+    for g in groups:
+        for s in {partition.assignment[name] for name in g}:
+            fused_per_seg[s] += 1
+
+    artists: Dict[str, Any] = {}
+    hatched: Dict[str, List[Any]] = defaultdict(list)
+    lw = max(0.5, 1.0 * scale)
+    for seg in segs:
+        i = pos[seg.index]
+        x0, y0 = lay.x[i] - box_w / 2, lay.y[i] - box_h / 2
+        box = FancyBboxPatch((x0, y0), box_w, box_h, boxstyle="round,pad=0,rounding_size=0.06",
+                             mutation_aspect=sy / sx)
+        coll = PatchCollection([box], facecolor=colors[seg.index],
+                               edgecolor=st.darker(colors[seg.index]), linewidth=lw, zorder=2,
+                               gid=f"segment:{seg.name}")
+        ax.add_collection(coll)
+        artists[seg.name] = coll
+        kinds = kinds_per_seg.get(seg.index)
+        if kinds:
+            kind = kinds.most_common(1)[0][0]
+            hatched[kind].append(FancyBboxPatch((x0, y0), box_w, box_h,
+                                                boxstyle="round,pad=0,rounding_size=0.06",
+                                                mutation_aspect=sy / sx))
+        seg_macs = sum(macs.get(name, 0) for name in seg.nodes)
+        lines_txt = [f"{seg.name} · {seg.backend}",
+                     f"{len(seg.nodes)} node{'s' if len(seg.nodes) != 1 else ''} · "
+                     f"{st.fmt_macs(seg_macs)}",
+                     st.ellipsize(_op_summary([graph.nodes[nm]["op_type"] for nm in seg.nodes]),
+                                  max_chars)]
+        extra = []
+        if kinds:
+            extra.append(", ".join(f"{k.replace('_', ' ')} {c}" for k, c in kinds.most_common()))
+        if fused_per_seg.get(seg.index):
+            extra.append(f"fused groups {fused_per_seg[seg.index]}")
+        if extra:
+            lines_txt.append(st.ellipsize(" · ".join(extra), max_chars))
+        ax.text(lay.x[i], lay.y[i] + box_h * 0.28, lines_txt[0], fontsize=font * 1.05,
+                fontweight="bold", ha="center", va="center", zorder=5)
+        ax.text(lay.x[i], lay.y[i] - box_h * 0.1, "\n".join(lines_txt[1:]), fontsize=font,
+                ha="center", va="center", zorder=5, linespacing=1.15)
+    for kind, boxes in hatched.items():
+        color, hatch, _ = st.mark_style(kind)
+        ax.add_collection(PatchCollection(boxes, facecolor="none", edgecolor=color, hatch=hatch,
+                                          linewidth=max(0.6, 1.3 * scale), alpha=0.6, zorder=3,
+                                          gid=f"marked:{kind}"))
+
+    _io_markers(ax, lay, np.arange(n_seg, n_seg + n_in), np.arange(n_seg + n_in, total),
+                [_io_label(t) for t in ins], [_io_label(t) for t in outs], True, scale,
+                font)
+    ax.set_xlim(lay.x.min() - pad, lay.x.max() + pad)
+    ax.set_ylim(lay.y.min() - pad, lay.y.max() + pad)
+    ax.set_axis_off()
+    handles = _legend_handles(partition, colors, hatched.keys(), io=bool(n_in or n_out),
+                              fusion=False)
+    meta = dict(view="condensed", layout=lay, segment_artists=artists,
+                boundary_bytes={(segs[src_a[e]].name, segs[dst_a[e]].name): edge_bytes[e][0]
+                                for e in range(n_flow)},
+                fusion_groups=len(groups), labels=True,
+                inputs=[t.name for t in ins], outputs=[t.name for t in outs])
+    return _Scene(ax.figure.get_figwidth(), ax.figure.get_figheight(), handles, meta)
+
+
+# -- figure assembly ----------------------------------------------------------------------------
+
+def _draw_table(ax: Any, table: "Any", fontsize: float = 7.5) -> None:
+    widths = {"subject": 0.2, "op_type": 0.1, "kind": 0.1, "reason": 0.6, "count": 0.05,
+              "op_types": 0.12, "examples": 0.25}
+    cols = list(table.columns)
+    if "count" in cols:
+        widths = dict(widths, reason=0.48)
+    col_w = np.asarray([widths.get(c, 0.1) for c in cols], dtype=float)
+    col_w = col_w / col_w.sum()
+    fig_w_in = ax.figure.get_figwidth() * ax.get_position().width
+    cells = []
+    for row in table.itertuples(index=False):
+        cells.append([st.ellipsize(v, max(8, int(w * fig_w_in * 72 / (0.55 * fontsize))))
+                      for v, w in zip(map(str, row), col_w)])
+    tbl = ax.table(cellText=cells, colLabels=cols, colWidths=list(col_w), cellLoc="left",
+                   colLoc="left", loc="upper center", bbox=[0, 0, 1, 1])
+    tbl.auto_set_font_size(False)
+    tbl.set_fontsize(fontsize)
+    for (r, _), cell in tbl.get_celld().items():
+        cell.set_edgecolor("#d0d0d0")
+        cell.set_linewidth(0.5)
+        if r == 0:
+            cell.set_facecolor("#eeeeee")
+            cell.set_text_props(fontweight="bold")
+    tbl.set_gid("reasons")
+    ax.set_axis_off()
+
+
+def draw(model: Any, partition: Any = None, fusion: Any = None, ax: Any = None, *,
+         condensed: Union[str, bool] = "auto", max_labels: int = CONDENSE_ABOVE,
+         figsize: Optional[Tuple[float, float]] = None, show_reasons: bool = True,
+         max_reason_rows: int = 12, condense_above: int = CONDENSE_ABOVE,
+         title: Optional[str] = None) -> "Any":
+    """Draw an ONNX graph, coloured by partition segment.
+
+    Parameters
+    ----------
+    model
+        A :class:`trtlab.Model` (anything :func:`trtlab.load` reads works too), or a
+        :class:`trtlab.Partition`, whose model is then drawn.
+    partition
+        The partition to colour by: one colour per TensorRT segment, grey for fallback. Nodes a
+        decision moved to fallback (rejected, excluded, pruned, failed build) are hatched and
+        the decisions listed in a table under the graph.
+    fusion
+        A :class:`trtlab.fusion.FusionReport` or a list of sets of node names; each group of
+        fused nodes is outlined with a dashed box (counted per segment in the condensed view).
+    ax
+        Draw into this matplotlib Axes instead of a new figure.
+    condensed
+        ``"auto"`` draws one box per segment when the model has more than ``condense_above``
+        nodes and a partition is given; ``True`` / ``False`` force the choice.
+    max_labels
+        Label nodes with their op type only up to this many nodes.
+    figsize
+        Figure size in inches (default: sized to the graph, capped for very large graphs).
+    show_reasons
+        Draw the decisions table under the graph.
+    max_reason_rows
+        Above this many decisions, the table groups them by (kind, reason).
+    title
+        Figure title (default: model name, node and segment counts).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``fig._trtlab`` describes the drawing: ``view``, ``segments`` (names),
+        ``segment_artists`` (name -> collection drawn for it), ``colors``, ``marked``
+        (node -> kind), ``reasons`` (the table drawn), ``fusion_groups``, ``inputs``,
+        ``outputs``, ``layout``.
+
+    Examples
+    --------
+    >>> import trtlab
+    >>> m = trtlab.load("data/resnet_small.onnx")            # doctest: +SKIP
+    >>> fig = trtlab.draw(m, trtlab.partition(m))              # doctest: +SKIP
+    >>> fig.savefig("partition.png")                           # doctest: +SKIP
+    """
+    from matplotlib.figure import Figure
+
+    model, partition = _resolve(model, partition)
+    if condensed not in ("auto", True, False):
+        raise ValueError(f"condensed must be 'auto', True or False, got {condensed!r}")
+    n = len(model.node_names)
+    if condensed is True and partition is None:
+        raise PartitionError(
+            "The condensed view draws one box per segment and needs a partition: "
+            "draw(model, trtlab.partition(model), condensed=True), or condensed=False.")
+    view_condensed = (condensed is True
+                      or (condensed == "auto" and partition is not None and n > condense_above))
+    groups = fusion_groups(fusion, model)
+    marks = _node_decisions(model, partition)
+    reasons = (reasons_table(partition, max_rows=max_reason_rows)
+               if show_reasons and partition is not None else None)
+    if reasons is not None and len(reasons) == 0:
+        reasons = None
+    n_rows = 0 if reasons is None else len(reasons) + 1
+    table_in = n_rows * _ROW_IN
+
+    own = ax is None
+    state: Dict[str, Any] = {}
+
+    def ax_factory(graph_w: float, graph_h: float) -> Any:
+        if not own:
+            state["ax"] = ax
+            return ax
+        fig_w = max(graph_w + _LEGEND_IN, 9.0 if reasons is not None else 4.0)
+        fig_h = graph_h + _TITLE_IN + (table_in + 0.3 if reasons is not None else 0.0)
+        if figsize is not None:
+            fig_w, fig_h = figsize
+        fig = Figure(figsize=(fig_w, fig_h))
+        top = 1 - _TITLE_IN / fig_h
+        graph_bottom = (table_in + 0.3) / fig_h if reasons is not None else 0.0
+        graph_frac_w = min(graph_w, fig_w - _LEGEND_IN) / fig_w
+        gax = fig.add_axes((0.0, graph_bottom, graph_frac_w, max(top - graph_bottom, 0.05)))
+        state.update(ax=gax, fig_w=fig_w, fig_h=fig_h, top=top, graph_frac_w=graph_frac_w)
+        if reasons is not None:
+            state["table_ax"] = fig.add_axes((0.02, 0.1 / fig_h, 0.96, table_in / fig_h))
+        return gax
+
+    if view_condensed:
+        scene = _condensed_view(ax_factory, model, partition, groups, marks, figsize)
+    else:
+        scene = _full_view(ax_factory, model, partition, groups, marks, max_labels, figsize)
+    gax = state["ax"]
+    fig = gax.figure
+
+    if title is None:
+        title = f"{model.name}: {n} nodes"
+        if partition is not None:
+            n_trt = sum(1 for s in partition.segments if s.backend != "fallback")
+            title += (f", {len(partition.segments)} segments ({n_trt} accelerated, "
+                      f"{len(partition.segments) - n_trt} fallback)")
+        if view_condensed:
+            title += " — condensed: one box per segment, bytes crossing each cut on the edges"
+    if own:
+        fig.suptitle(title, x=0.01, y=1 - 0.12 / state["fig_h"], ha="left", va="top", fontsize=11)
+        fig.legend(handles=scene.handles, loc="upper left", fontsize=8, frameon=False,
+                   bbox_to_anchor=(state["graph_frac_w"] + 0.005, state["top"]))
+        if reasons is not None:
+            _draw_table(state["table_ax"], reasons)
+    else:
+        gax.set_title(title, fontsize=10, loc="left")
+        gax.legend(handles=scene.handles, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+                   fontsize=8, frameon=False)
+        if reasons is not None:
+            tbl = gax.table(cellText=[[st.ellipsize(v, 70) for v in map(str, r)]
+                                      for r in reasons.itertuples(index=False)],
+                            colLabels=list(reasons.columns), loc="bottom", cellLoc="left")
+            tbl.auto_set_font_size(False)
+            tbl.set_fontsize(7)
+            tbl.set_gid("reasons")
+
+    colors = {}
+    if partition is not None:
+        colors = {partition.segments[k].name: c for k, c in
+                  enumerate(_segment_colors(partition)[s.index] for s in partition.segments)}
+    fig._trtlab = dict(
+        scene.meta,
+        model=model.name,
+        n_nodes=n,
+        segments=[s.name for s in partition.segments] if partition is not None else [],
+        colors=colors,
+        marked={k: v[0] for k, v in marks.items()},
+        reasons=reasons,
+        title=title,
+    )
+    return fig
