@@ -71,11 +71,18 @@ class GraphBuilder:
     def bias(self, name: str, n: int, scale: float = 0.05) -> str:
         return self.init(name, (self.rng.standard_normal(n) * scale).astype(np.float32))
 
-    def op(self, op_type: str, inputs: Sequence[str], name: str, *, n_out: int = 1,
-           domain: str = "", **attrs: Attr) -> Union[str, list]:
-        """Add one node called ``name``; return its output name (a list when ``n_out > 1``)."""
+    def op(self, op_type: str, inputs: Sequence[str], name: str, *, n_out: int = 1, domain: str = "",
+           outputs: Optional[Sequence[str]] = None, **attrs: Attr) -> Union[str, list]:
+        """Add one node called ``name``; return its output name (a list when ``n_out > 1``).
+
+        Outputs are called ``<name>.out`` / ``<name>.out<i>`` unless ``outputs`` names them.
+        """
         self._claim(name)
-        outputs = [f"{name}.out"] if n_out == 1 else [f"{name}.out{i}" for i in range(n_out)]
+        if outputs is not None:
+            outputs = list(outputs)
+            n_out = len(outputs)
+        else:
+            outputs = [f"{name}.out"] if n_out == 1 else [f"{name}.out{i}" for i in range(n_out)]
         self.nodes.append(helper.make_node(op_type, list(inputs), outputs, name=name,
                                            domain=domain or None, **attrs))
         return outputs[0] if n_out == 1 else outputs
@@ -273,8 +280,8 @@ def make_resnet_mini(rng: np.random.Generator) -> onnx.ModelProto:
     x = g.op("GlobalAveragePool", [x], "head/gap")
     x = g.op("Flatten", [x], "head/flatten", axis=1)
     w = g.weight("head/fc.weight", (10, 64), fan_in=64, gain=1.0)
-    g.op("Gemm", [x, w, g.bias("head/fc.bias", 10)], "head/fc", transB=1)
-    graph = g.graph([io_info("input", F32, [1, 3, 32, 32])], [io_info("head/fc.out", F32, [1, 10])])
+    g.op("Gemm", [x, w, g.bias("head/fc.bias", 10)], "head/fc", transB=1, outputs=["logits"])
+    graph = g.graph([io_info("input", F32, [1, 3, 32, 32])], [io_info("logits", F32, [1, 10])])
     return finish(graph, "ResNet-style CNN, random weights, BatchNormalization kept unfolded, static batch 1.")
 
 
@@ -306,8 +313,8 @@ def make_mobilenet_mini(rng: np.random.Generator) -> onnx.ModelProto:
     x = g.op("GlobalAveragePool", [x], "head/gap")
     x = g.op("Flatten", [x], "head/flatten", axis=1)
     w = g.weight("head/fc.weight", (10, 64), fan_in=64, gain=1.0)
-    g.op("Gemm", [x, w, g.bias("head/fc.bias", 10)], "head/fc", transB=1)
-    graph = g.graph([io_info("input", F32, ["batch", 3, 32, 32])], [io_info("head/fc.out", F32, ["batch", 10])])
+    g.op("Gemm", [x, w, g.bias("head/fc.bias", 10)], "head/fc", transB=1, outputs=["logits"])
+    graph = g.graph([io_info("input", F32, ["batch", 3, 32, 32])], [io_info("logits", F32, ["batch", 10])])
     return finish(graph, "MobileNetV2-style CNN, random weights (BN folded into conv bias), dynamic batch.")
 
 
@@ -327,10 +334,11 @@ def layernorm_decomposed(g: GraphBuilder, x: str, p: str, d: int) -> str:
     return g.op("Add", [g.op("Mul", [normed, gamma], f"{p}/scale"), beta], f"{p}/shift")
 
 
-def layernorm_op(g: GraphBuilder, x: str, p: str, d: int) -> str:
+def layernorm_op(g: GraphBuilder, x: str, p: str, d: int, outputs: Optional[Sequence[str]] = None) -> str:
     gamma = g.init(f"{p}.gamma", (1.0 + 0.1 * g.rng.standard_normal(d)).astype(np.float32))
     beta = g.init(f"{p}.beta", (0.05 * g.rng.standard_normal(d)).astype(np.float32))
-    return g.op("LayerNormalization", [x, gamma, beta], f"{p}/layernorm", axis=-1, epsilon=1e-5)
+    return g.op("LayerNormalization", [x, gamma, beta], f"{p}/layernorm", axis=-1, epsilon=1e-5,
+                outputs=outputs)
 
 
 def linear(g: GraphBuilder, x: str, p: str, din: int, dout: int) -> str:
@@ -384,7 +392,7 @@ def make_transformer(name: str, rng: np.random.Generator, *, layers: int, seq: i
     x = "input"
     for i in range(layers):
         x = encoder_layer(g, x, f"layer{i}", seq, d, heads, mlp)
-    out = layernorm_op(g, x, "final_ln", d)
+    out = layernorm_op(g, x, "final_ln", d, outputs=["hidden"])
     graph = g.graph([io_info("input", F32, ["batch", seq, d])], [io_info(out, F32, ["batch", seq, d])])
     doc = (f"Pre-norm transformer encoder stack, random weights: {layers} layers, seq {seq}, d_model {d}, "
            f"{heads} heads, MLP {mlp}, dynamic batch.")
@@ -405,9 +413,13 @@ def make_detection_postproc(rng: np.random.Generator, anchors: int = 64, feature
     anchor_boxes = np.stack([cy - half, cx - half, cy + half, cx + half], -1).reshape(1, anchors, 4)
     anchor = g.init("anchors", anchor_boxes.astype(np.float32))
 
-    act = g.op("Gelu", ["features"], "head/gelu", domain="com.microsoft")
+    proj = g.op("MatMul", ["features", g.weight("head/proj.weight", (features, features), fan_in=features)],
+                "head/proj")
+    act = g.op("Gelu", [proj], "head/gelu", domain="com.microsoft")
     w = g.weight("head/cls.weight", (features, classes), fan_in=features, gain=1.0)
     logits = g.op("FusedMatMul", [act, w], "head/fused_matmul", domain="com.microsoft", alpha=1.0)
+    skip_w = g.weight("head/skip.weight", (features, classes), fan_in=features, gain=0.5)
+    logits = g.op("Add", [logits, g.op("MatMul", [proj, skip_w], "head/skip")], "head/add_skip")
     logits = g.op("Add", [logits, g.bias("head/cls.bias", classes)], "head/cls_bias")
     scores = g.op("Sigmoid", [logits], "head/sigmoid")
     scores_t = g.op("Transpose", [scores], "nms/scores_transpose", perm=[0, 2, 1])
@@ -428,26 +440,29 @@ def make_detection_postproc(rng: np.random.Generator, anchors: int = 64, feature
     n_sel = g.op("Slice", [g.op("Shape", [selected], "topk/shape"), g.const("topk.start", [0]),
                            g.const("topk.end", [1])], "topk/num_selected")
     k = g.op("Min", [n_sel, g.const("topk.max_detections", [10])], "topk/k")
-    top_scores, top_idx = g.op("TopK", [sel_scores, k], "topk/topk", n_out=2, axis=0, largest=1, sorted=1)
+    top_scores, top_idx = g.op("TopK", [sel_scores, k], "topk/topk", axis=0, largest=1, sorted=1,
+                               outputs=["det_scores", "topk/topk.indices"])
 
     flat_boxes = g.op("Squeeze", [boxes, g.const("gather.squeeze_axes", [0])], "gather/squeeze_boxes")
     det_box_ids = g.op("Gather", [box_ids, top_idx], "gather/box_ids", axis=0)
-    det_boxes = g.op("Gather", [flat_boxes, det_box_ids], "gather/boxes", axis=0)
-    det_classes = g.op("Gather", [class_ids, top_idx], "gather/classes", axis=0)
+    det_boxes = g.op("Gather", [flat_boxes, det_box_ids], "gather/boxes", axis=0, outputs=["det_boxes"])
+    det_classes = g.op("Gather", [class_ids, top_idx], "gather/classes", axis=0, outputs=["det_classes"])
     k_scalar = g.op("Squeeze", [k, g.const("gather.k_axes", [0])], "gather/k_scalar")
-    det_rank = g.op("Range", [g.const("gather.zero", 0), k_scalar, g.const("gather.one", 1)], "gather/rank")
+    det_rank = g.op("Range", [g.const("gather.zero", 0), k_scalar, g.const("gather.one", 1)], "gather/rank",
+                    outputs=["det_rank"])
 
     best = g.op("ReduceMax", [scores], "candidates/best_score", axes=[2], keepdims=0)
     mask = g.op("Greater", [best, g.const("candidates.threshold", 0.3, np.float32)], "candidates/mask")
     nonzero = g.op("NonZero", [mask], "candidates/nonzero")
     count = g.op("Gather", [g.op("Shape", [nonzero], "candidates/shape"), g.const("candidates.axis", 1)],
-                 "candidates/count", axis=0)
+                 "candidates/count", axis=0, outputs=["num_candidates"])
 
     inputs = [io_info("features", F32, [1, anchors, features]), io_info("box_deltas", F32, [1, anchors, 4])]
     outputs = [io_info(det_boxes, F32, ["detections", 4]), io_info(top_scores, F32, ["detections"]),
                io_info(det_classes, I64, ["detections"]), io_info(det_rank, I64, ["detections"]),
                io_info(count, I64, [])]
-    doc = ("Detection post-processing with random weights: com.microsoft Gelu and FusedMatMul score head, "
+    doc = ("Detection post-processing with random weights: score head MatMul -> com.microsoft Gelu -> "
+           "com.microsoft FusedMatMul with a MatMul skip around them, "
            "anchor box decoding, NonMaxSuppression, GatherND, TopK with data-dependent K, Range, NonZero.")
     return finish(g.graph(inputs, outputs), doc, extra_domains=[("com.microsoft", 1)])
 
@@ -464,8 +479,8 @@ def make_lstm_seq(rng: np.random.Generator, seq: int = 10, features: int = 8, hi
     _, y_h, _ = g.op("LSTM", [x, w, r, b], "lstm", n_out=3, hidden_size=hidden, direction="forward")
     last = g.op("Squeeze", [y_h, g.const("last.axes", [0])], "last_hidden")
     fc_w = g.weight("fc.weight", (classes, hidden), fan_in=hidden, gain=1.0)
-    g.op("Gemm", [last, fc_w, g.bias("fc.bias", classes)], "fc", transB=1)
-    graph = g.graph([io_info("input", F32, ["batch", seq, features])], [io_info("fc.out", F32, ["batch", classes])])
+    g.op("Gemm", [last, fc_w, g.bias("fc.bias", classes)], "fc", transB=1, outputs=["logits"])
+    graph = g.graph([io_info("input", F32, ["batch", seq, features])], [io_info("logits", F32, ["batch", classes])])
     return finish(graph, "LSTM sequence classifier, random weights, batch-major input, dynamic batch.")
 
 
@@ -492,7 +507,7 @@ def make_loop_model(rng: np.random.Generator, width: int = 16, classes: int = 4,
 
     h0 = g.op("Tanh", ["input"], "pre/tanh")
     h_final, changes = g.op("Loop", [g.const("loop.max_iters", max_iters), g.const("loop.cond", True, np.bool_), h0],
-                            "loop/loop", n_out=2, body=body_graph)
+                            "loop/loop", body=body_graph, outputs=["loop/loop.h", "loop_changes"])
 
     positive = g.op("Greater", [g.op("ReduceSum", [h_final], "branch/sum", keepdims=0),
                                 g.const("branch.zero", 0.0, np.float32)], "branch/is_positive")
@@ -504,7 +519,7 @@ def make_loop_model(rng: np.random.Generator, width: int = 16, classes: int = 4,
                   then_branch=then_b.graph([], [io_info(then_out, F32, ["batch", width])]),
                   else_branch=else_b.graph([], [io_info(else_out, F32, ["batch", width])]))
     fc_w = g.weight("fc.weight", (classes, width), fan_in=width, gain=1.0)
-    logits = g.op("Gemm", [chosen, fc_w, g.bias("fc.bias", classes)], "fc", transB=1)
+    logits = g.op("Gemm", [chosen, fc_w, g.bias("fc.bias", classes)], "fc", transB=1, outputs=["logits"])
     graph = g.graph([io_info("input", F32, ["batch", width])],
                     [io_info(logits, F32, ["batch", classes]), io_info(changes, F32, ["iterations"])])
     doc = (f"Control flow, random weights: a Loop (at most {max_iters} steps, stops when the update is small) "
@@ -547,7 +562,11 @@ def validate(name: str, proto: onnx.ModelProto) -> None:
 
 
 def parser_report(path: Path) -> Optional[str]:
-    """TensorRT-RTX / TensorRT ONNX parser verdict: 'all N nodes' or the rejected op types."""
+    """The TensorRT ONNX parser's ``supports_model_v2`` verdict, or None without TensorRT.
+
+    Names the nodes the parser reports errors for and counts the nodes inside subgraphs it
+    marks supported.
+    """
     from trtlab import trt
     from trtlab.errors import MissingDependencyError
 
@@ -555,19 +574,18 @@ def parser_report(path: Path) -> Optional[str]:
         builder, network, parser, logger = trt.make_parser()
     except MissingDependencyError:
         return None
-    proto = onnx.load(str(path))
+    nodes = list(onnx.load(str(path)).graph.node)
     ok = parser.supports_model_v2(path.read_bytes(), str(path))
-    nodes = list(proto.graph.node)
     supported = set()
     for i in range(parser.num_subgraphs):
         if parser.is_subgraph_supported(i):
             supported.update(parser.get_subgraph_nodes(i))
-    rejected = [nodes[i] for i in range(len(nodes)) if i not in supported]
-    if ok and not rejected:
-        return f"all {len(nodes)} supported"
-    ops = sorted({n.op_type for n in rejected})
-    del parser, network, builder, logger
-    return f"{len(rejected)}/{len(nodes)} rejected ({', '.join(ops)})"
+    errors = sorted({f"{nodes[e.node()].op_type} (`{e.node_name()}`)" for e in
+                     (parser.get_error(i) for i in range(parser.num_errors)) if 0 <= e.node() < len(nodes)})
+    if ok and len(supported) == len(nodes):
+        return f"all {len(nodes)} nodes supported"
+    return (f"not supported; errors at {', '.join(errors) or 'no node'}; "
+            f"{len(supported)}/{len(nodes)} nodes in supported subgraphs")
 
 
 def describe(path: Path) -> dict:
@@ -600,7 +618,7 @@ def describe(path: Path) -> dict:
     }
 
 
-NOTABLE = ["BatchNormalization", "Conv", "Add", "MaxPool", "GlobalAveragePool", "Gemm", "Clip", "HardSwish",
+NOTABLE = ["BatchNormalization", "Conv", "MaxPool", "GlobalAveragePool", "Gemm", "Clip", "HardSwish",
            "LayerNormalization", "ReduceMean", "Pow", "Sqrt", "Softmax", "MatMul", "Erf", "Reshape",
            "Transpose", "Shape", "NonMaxSuppression", "NonZero", "TopK", "Range", "GatherND",
            "com.microsoft::Gelu", "com.microsoft::FusedMatMul", "LSTM", "Loop", "If", "ConvInteger",
@@ -612,7 +630,8 @@ def write_readme(summary: Optional[dict] = None) -> str:
     rows = []
     for path in sorted(HERE.glob("*.onnx")):
         d = describe(path)
-        notable = ", ".join(f"{op} ×{d['ops'][op]}" for op in NOTABLE if op in d["ops"])
+        ops = sorted(d["ops"].items(), key=lambda kv: (-kv[1], kv[0]))
+        notable = ", ".join(f"**{op}** ×{n}" if op in NOTABLE else f"{op} ×{n}" for op, n in ops)
         verdict = parser_report(path)
         nodes = f"{d['nodes']}" + (f" ({d['top_nodes']} top level)" if d["nodes"] != d["top_nodes"] else "")
         rows.append(f"| `{d['file']}` | {d['doc']} | {d['opset']} / IR {d['ir']} | {nodes} | {notable} | "
@@ -640,7 +659,7 @@ def write_readme(summary: Optional[dict] = None) -> str:
         "nodes inside Loop/If bodies. The parser column is the TensorRT ONNX parser's "
         "`supports_model_v2` verdict on this machine (TensorRT-RTX).",
         "",
-        "| file | what it is / how it was made | opset | nodes | notable ops | inputs → outputs "
+        "| file | what it is / how it was made | opset | nodes | ops (notable ones in bold) | inputs → outputs "
         "| TensorRT parser | size |",
         "|---|---|---|---|---|---|---|---|",
         *rows,

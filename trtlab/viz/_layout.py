@@ -15,7 +15,7 @@ A small Sugiyama-style pipeline, linear in nodes plus edges per pass:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -42,6 +42,8 @@ class Layout:
         Number of side-by-side columns.
     width, height : float
         Extent of the drawing in layout units.
+    paths : list of numpy.ndarray
+        Routing points (``k x 2``) of each edge between its endpoints.
     """
 
     x: np.ndarray
@@ -52,6 +54,7 @@ class Layout:
     columns: int
     width: float
     height: float
+    paths: List[np.ndarray]
 
 
 def _topological_order(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -103,12 +106,12 @@ def _layers(n: int, src: np.ndarray, dst: np.ndarray, order: np.ndarray,
     return layer
 
 
-def _isotonic_place(desired: np.ndarray) -> np.ndarray:
-    """Positions closest (least squares) to ``desired`` with gaps of at least one, order kept."""
-    target = desired - np.arange(desired.size)
+def _isotonic_place(desired: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+    """Positions closest (least squares) to ``desired`` keeping order and ``x[i] - x[i-1] >= gaps[i]``."""
+    offset = np.cumsum(gaps)
     values: list = []
     weights: list = []
-    for t in target.tolist():
+    for t in (desired - offset).tolist():
         values.append(t)
         weights.append(1)
         while len(values) > 1 and values[-2] > values[-1]:
@@ -116,8 +119,29 @@ def _isotonic_place(desired: np.ndarray) -> np.ndarray:
             v = (values[-2] * weights[-2] + values[-1] * weights[-1]) / w
             values[-2:] = [v]
             weights[-2:] = [w]
-    z = np.repeat(values, weights)
-    return z + np.arange(desired.size)
+    return np.repeat(values, weights) + offset
+
+
+def _gaps(sizes: np.ndarray) -> np.ndarray:
+    gaps = np.zeros(sizes.size)
+    gaps[1:] = (sizes[1:] + sizes[:-1]) / 2.0
+    return gaps
+
+
+def _packed(sizes: np.ndarray) -> np.ndarray:
+    x = np.cumsum(_gaps(sizes))
+    return x - (x[0] + x[-1]) / 2.0 if x.size else x
+
+
+def _long_edges(layer: np.ndarray, src: np.ndarray, dst: np.ndarray, budget: int) -> np.ndarray:
+    """Indices of the edges spanning several layers that get routing points, shortest first."""
+    span = layer[dst] - layer[src]
+    long_ = np.flatnonzero(span > 1)
+    if long_.size == 0:
+        return long_
+    long_ = long_[np.argsort(span[long_], kind="stable")]
+    within = np.cumsum(span[long_] - 1) <= budget
+    return np.sort(long_[within])
 
 
 class _Sweeper:
@@ -146,7 +170,8 @@ class _Sweeper:
 def layered_layout(n: int, src: Sequence[int], dst: Sequence[int], *,
                    pinned: Optional[Sequence[bool]] = None, sweeps: int = 6,
                    fold: bool = True, aspect: float = 1.3, x_unit: float = 1.0,
-                   y_unit: float = 1.0, column_gap: float = 1.5) -> Layout:
+                   y_unit: float = 1.0, column_gap: float = 1.5, fold_above: float = 24.0,
+                   route_width: float = 0.3) -> Layout:
     """Lay out a DAG in layers from top to bottom.
 
     Parameters
@@ -161,16 +186,24 @@ def layered_layout(n: int, src: Sequence[int], dst: Sequence[int], *,
     sweeps : int
         Number of barycentric ordering sweeps (alternating down and up).
     fold : bool
-        Cut a tall drawing into side-by-side columns.
+        Cut a drawing taller than ``fold_above`` into side-by-side columns.
     aspect : float
-        Target height / width of the folded drawing, in drawing units scaled by ``x_unit`` and
-        ``y_unit`` (the physical size of one layout unit along each axis).
+        Target height / width of a folded drawing.
+    x_unit, y_unit : float
+        Physical size of one layout unit along each axis (for example inches), used to decide
+        folding.
     column_gap : float
         Space between folded columns, in layout units.
+    fold_above : float
+        Fold only drawings taller than this, in ``y_unit``.
+    route_width : float
+        Width reserved for an edge passing through a layer (nodes have width one).
 
     Returns
     -------
     Layout
+        ``paths[i]`` holds the routing points of edge ``i`` between its endpoints (empty for
+        edges between adjacent layers and for edges drawn across folded columns).
 
     Examples
     --------
@@ -182,31 +215,60 @@ def layered_layout(n: int, src: Sequence[int], dst: Sequence[int], *,
     dst_a = np.asarray(dst, dtype=np.int64).reshape(-1)
     if src_a.shape != dst_a.shape:
         raise ValueError(f"src and dst differ in length: {src_a.size} != {dst_a.size}")
+    n_edges = src_a.size
     if n == 0:
         empty = np.zeros(0)
-        return Layout(empty, empty, empty.astype(np.int64), empty.astype(np.int64), 0, 1, 0.0, 0.0)
-    if src_a.size and (src_a.min() < 0 or dst_a.min() < 0 or max(src_a.max(), dst_a.max()) >= n):
+        return Layout(empty, empty, empty.astype(np.int64), empty.astype(np.int64), 0, 1, 0.0, 0.0,
+                      [empty.reshape(0, 2)] * n_edges)
+    if n_edges and (src_a.min() < 0 or dst_a.min() < 0 or max(src_a.max(), dst_a.max()) >= n):
         raise ValueError(f"edge endpoints must lie in [0, {n}); got values outside that range")
-    keep = src_a != dst_a
-    src_a, dst_a = src_a[keep], dst_a[keep]
     pin = np.zeros(n, dtype=bool) if pinned is None else np.asarray(pinned, dtype=bool)
+    loops = src_a == dst_a
+    e_src, e_dst = src_a[~loops], dst_a[~loops]
 
-    order = _topological_order(n, src_a, dst_a)
-    layer = _layers(n, src_a, dst_a, order, pin)
+    order = _topological_order(n, e_src, e_dst)
+    layer = _layers(n, e_src, e_dst, order, pin)
     n_layers = int(layer.max()) + 1
-
-    rank = np.empty(n, dtype=np.int64)
+    rank = np.empty(n, dtype=float)
     rank[order] = np.arange(n)
-    by_layer = np.lexsort((rank, layer))
-    bounds = np.searchsorted(layer[by_layer], np.arange(n_layers + 1))
+
+    # Edges spanning several layers get one routing point per layer crossed.
+    edge_ids = np.flatnonzero(~loops)
+    routed = _long_edges(layer, e_src, e_dst, budget=4 * n + 2000)
+    spans = layer[e_dst[routed]] - layer[e_src[routed]] - 1
+    n_dummy = int(spans.sum())
+    total = n + n_dummy
+    g_layer = np.concatenate([layer, np.zeros(n_dummy, dtype=np.int64)])
+    g_rank = np.concatenate([rank, np.zeros(n_dummy)])
+    sizes = np.concatenate([np.ones(n), np.full(n_dummy, route_width)])
+    keep = np.ones(e_src.size, dtype=bool)
+    keep[routed] = False
+    chain_src, chain_dst = [e_src[keep]], [e_dst[keep]]
+    route_of: dict = {}
+    next_id = n
+    for e, span in zip(routed.tolist(), spans.tolist()):
+        u, v = int(e_src[e]), int(e_dst[e])
+        ids = np.arange(next_id, next_id + span)
+        next_id += span
+        g_layer[ids] = layer[u] + 1 + np.arange(span)
+        g_rank[ids] = rank[u] + 0.5
+        path = np.concatenate([[u], ids, [v]])
+        chain_src.append(path[:-1])
+        chain_dst.append(path[1:])
+        route_of[int(edge_ids[e])] = ids
+    g_src = np.concatenate(chain_src)
+    g_dst = np.concatenate(chain_dst)
+
+    by_layer = np.lexsort((g_rank, g_layer))
+    bounds = np.searchsorted(g_layer[by_layer], np.arange(n_layers + 1))
     members = [by_layer[bounds[k]:bounds[k + 1]] for k in range(n_layers)]
 
-    local = np.empty(n, dtype=np.int64)
-    x = np.empty(n, dtype=float)
+    local = np.empty(total, dtype=np.int64)
+    x = np.empty(total, dtype=float)
     for m in members:
         local[m] = np.arange(m.size)
-        x[m] = np.arange(m.size) - (m.size - 1) / 2.0
-    sweeper = _Sweeper(layer, members, src_a, dst_a)
+        x[m] = _packed(sizes[m])
+    sweeper = _Sweeper(g_layer, members, g_src, g_dst)
 
     def sweep(direction: str, place: bool) -> None:
         ks = range(1, n_layers) if direction == "down" else range(n_layers - 2, -1, -1)
@@ -214,58 +276,58 @@ def layered_layout(n: int, src: Sequence[int], dst: Sequence[int], *,
             m = members[k]
             if m.size == 0:
                 continue
-            total, count = sweeper.means(direction, k, x, local)
+            total_w, count = sweeper.means(direction, k, x, local)
             current = x[m]
-            desired = np.where(count > 0, total / np.maximum(count, 1), current)
+            desired = np.where(count > 0, total_w / np.maximum(count, 1), current)
             if place:
-                x[m] = _isotonic_place(desired)
+                x[m] = _isotonic_place(desired, _gaps(sizes[m]))
             else:
-                new = np.lexsort((current, desired))
-                m = m[new]
+                m = m[np.lexsort((current, desired))]
                 members[k] = m
                 local[m] = np.arange(m.size)
-                x[m] = np.arange(m.size) - (m.size - 1) / 2.0
+                x[m] = _packed(sizes[m])
 
     for i in range(sweeps):
         sweep("down" if i % 2 == 0 else "up", place=False)
     for direction in ("down", "up", "down"):
         sweep(direction, place=True)
-    x -= x.min()
+    x -= (x - sizes / 2).min()
+    width = float((x + sizes / 2).max())
 
-    width = float(x.max()) + 1.0
     columns = 1
-    column = np.zeros(n, dtype=np.int64)
-    y_layer = layer.copy()
-    if fold and n_layers > 8:
+    cuts = np.zeros(1, dtype=np.int64)
+    if fold and n_layers * y_unit > fold_above:
         step = width + column_gap
         ideal = np.sqrt(n_layers * y_unit / (aspect * step * x_unit))
         columns = int(max(1, min(round(ideal), n_layers // 4)))
     if columns > 1:
         crossing = np.zeros(n_layers + 1, dtype=np.int64)
-        lo = np.minimum(layer[src_a], layer[dst_a]) + 1
-        hi = np.maximum(layer[src_a], layer[dst_a]) + 1
-        np.add.at(crossing, lo, 1)
-        np.subtract.at(crossing, hi, 1)
+        np.add.at(crossing, layer[e_src] + 1, 1)
+        np.subtract.at(crossing, layer[e_dst] + 1, 1)
         crossing = np.cumsum(crossing)
         per = n_layers / columns
-        cuts = [0]
         window = max(1, int(per * 0.15))
+        chosen = [0]
         for c in range(1, columns):
             ideal_cut = int(round(c * per))
-            lo_c = max(cuts[-1] + 1, ideal_cut - window)
+            lo_c = max(chosen[-1] + 1, ideal_cut - window)
             hi_c = min(n_layers - 1, ideal_cut + window)
             if lo_c > hi_c:
                 break
             cand = np.arange(lo_c, hi_c + 1)
-            best = cand[np.lexsort((np.abs(cand - ideal_cut), crossing[cand]))[0]]
-            cuts.append(int(best))
-        cuts_a = np.asarray(cuts)
-        columns = cuts_a.size
-        column = np.searchsorted(cuts_a, layer, side="right") - 1
-        y_layer = layer - cuts_a[column]
-        x = x + column * (width + column_gap)
-    y = -y_layer.astype(float)
+            chosen.append(int(cand[np.lexsort((np.abs(cand - ideal_cut), crossing[cand]))[0]]))
+        cuts = np.asarray(chosen, dtype=np.int64)
+        columns = cuts.size
+    g_column = np.searchsorted(cuts, g_layer, side="right") - 1
+    gx = x + g_column * (width + column_gap)
+    gy = -(g_layer - cuts[g_column]).astype(float)
+
+    paths = [np.zeros((0, 2))] * n_edges
+    for e, ids in route_of.items():
+        u = src_a[e]
+        if g_column[ids[0]] == g_column[u] and g_column[ids[-1]] == g_column[dst_a[e]] == g_column[u]:
+            paths[e] = np.column_stack([gx[ids], gy[ids]])
     total_width = columns * width + (columns - 1) * column_gap
-    height = float(y_layer.max()) + 1.0
-    return Layout(x=x, y=y, layer=layer, column=column, n_layers=n_layers, columns=columns,
-                  width=float(total_width), height=height)
+    height = float(-gy[:n].min()) + 1.0
+    return Layout(x=gx[:n], y=gy[:n], layer=layer, column=g_column[:n], n_layers=n_layers,
+                  columns=columns, width=float(total_width), height=height, paths=paths)

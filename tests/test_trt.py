@@ -1,0 +1,129 @@
+"""TensorRT detection, environment parsing and the import-time contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from trtlab import config, trt
+from trtlab.errors import MissingDependencyError, TrtlabError
+
+
+def test_config_parses_tensorrt_choice():
+    assert config.tensorrt_choice({}) is None
+    assert config.tensorrt_choice({"TRTLAB_TENSORRT": "auto"}) is None
+    assert config.tensorrt_choice({"TRTLAB_TENSORRT": "TensorRT-RTX"}) == "tensorrt_rtx"
+    assert config.tensorrt_choice({"TRTLAB_TENSORRT": "tensorrt"}) == "tensorrt"
+    with pytest.raises(TrtlabError, match="tensorrt, tensorrt_rtx"):
+        config.tensorrt_choice({"TRTLAB_TENSORRT": "onnxruntime"})
+
+
+def test_config_paths_and_progress(tmp_path):
+    assert config.cache_dir({"TRTLAB_CACHE_DIR": str(tmp_path)}) == tmp_path
+    assert config.cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "trtlab"
+    assert config.data_dir({"TRTLAB_DATA": str(tmp_path)}) == tmp_path
+    assert config.data_dir({}).name == "data"
+    assert config.progress_default({"TRTLAB_PROGRESS": "0"}) is False
+    assert config.progress_default({}) is True
+
+
+def test_forcing_a_missing_flavor_names_the_extra(monkeypatch):
+    monkeypatch.setenv("TRTLAB_TENSORRT", "tensorrt")
+    if trt._installed("tensorrt"):
+        pytest.skip("full TensorRT is installed here, so forcing it cannot fail")
+    assert trt.flavor() is None
+    with pytest.raises(MissingDependencyError, match=r"trtlab\[tensorrt\]"):
+        trt.module()
+    info = trt.info()
+    assert info.flavor is None and not info.parse and not info.run
+
+
+def test_info_reports_capabilities_consistently():
+    info = trt.info()
+    if info.flavor is None:
+        assert not (info.parse or info.build or info.run)
+        return
+    assert info.version == trt.version()
+    assert trt.version_tuple()[0] >= 1
+    if info.run:
+        assert info.gpu is not None and info.build and info.parse
+    if info.gpu is None:
+        assert not info.run
+        assert "GPU" in info.reason
+
+
+def test_rtx_parses_and_builds_without_gpu():
+    if trt.flavor() != "tensorrt_rtx":
+        pytest.skip("TensorRT-RTX is not the TensorRT flavor on this machine")
+    info = trt.info()
+    assert info.parse and info.build
+    if trt.gpu() is None:
+        assert info.run is False
+
+
+def test_make_parser_gives_strongly_typed_network_and_captures_errors():
+    if not trt.info().parse:
+        pytest.skip("no TensorRT ONNX parser on this machine")
+    import factories as F
+
+    _, network, parser, logger = trt.make_parser()
+    assert parser.parse(F.with_unsupported().SerializeToString()) in (True, False)
+    _, network, parser, logger = trt.make_parser()
+    assert parser.parse(F.conv_relu(batch=1).SerializeToString())
+    assert network.num_layers >= 2
+
+
+def test_import_trtlab_needs_no_optional_modules():
+    code = (
+        "import sys\n"
+        "for m in ('tensorrt','tensorrt_rtx','matplotlib','ipywidgets','torch','polygraphy'):\n"
+        "    sys.modules[m] = None\n"
+        "import trtlab\n"
+        "m = trtlab.load\n"
+        "from trtlab import trt\n"
+        "print(trt.info().flavor, trt.info().parse)\n"
+        "print(sorted(k for k in sys.modules if k.split('.')[0] in "
+        "('tensorrt','tensorrt_rtx','matplotlib','ipywidgets','torch','polygraphy') and sys.modules[k]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = out.stdout.strip().splitlines()
+    assert lines[-1] == "[]"
+    assert lines[0].endswith("False")  # no parser when TensorRT cannot be imported
+
+
+def test_cli_info_reports_flavor_and_capabilities():
+    out = subprocess.run([sys.executable, "-m", "trtlab.cli", "info", "--json"], capture_output=True,
+                         text=True, check=True)
+    env = json.loads(out.stdout)
+    info = trt.info()
+    assert env["tensorrt flavor"] == (info.flavor or "none")
+    assert env["parse"] == ("yes" if info.parse else "no")
+    assert env["run"] == ("yes" if info.run else "no")
+    assert "CPUExecutionProvider" in env["onnxruntime providers"]
+    if info.flavor == "tensorrt_rtx" and trt.gpu() is None:
+        assert (env["parse"], env["build"], env["run"]) == ("yes", "yes", "no")
+
+
+def test_cli_inspect_prints_histogram(tmp_path):
+    import onnx
+
+    import factories as F
+
+    path = tmp_path / "mlp.onnx"
+    onnx.save(F.mlp(), path)
+    out = subprocess.run([sys.executable, "-m", "trtlab.cli", "inspect", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    assert "op histogram" in out and "Gemm" in out and "MatMul" in out
+    assert "x: float [2, 16]" in out
+
+
+def test_cli_reports_bad_model_cleanly(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("nope")
+    res = subprocess.run([sys.executable, "-m", "trtlab.cli", "inspect", str(bad)],
+                         capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "not an ONNX file" in res.stderr and "Traceback" not in res.stderr

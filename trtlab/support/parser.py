@@ -1,0 +1,348 @@
+"""Support ground truth from TensorRT's own ONNX parser (either flavor, no GPU needed).
+
+``OnnxParser.supports_model_v2`` parses the model and reports subgraphs (lists of node
+indices) and errors (node index, operator, description, code). Its answer needs reading with
+care, and :func:`parse_support` turns it into one verdict per node:
+
+* ``is_subgraph_supported(i)`` is ``False`` for every subgraph once any node failed. It means
+  "not verified as a whole", not "unsupported": the listed nodes are the ones the parser
+  accepted, and the rejected nodes are the gaps between subgraphs.
+* Errors carry a node index into ``model.graph.node``. Errors inside an ``If``/``Loop``/``Scan``
+  body are reported at the control-flow node; an index that does not match the node name is
+  resolved through the name (older parsers) and, failing that, kept as a graph-level error.
+* The parser runs cheap static checks on every node but imports nodes into a network only up
+  to the first failure, and an import failure stops parsing altogether. Nodes after the first
+  failure are therefore listed in a subgraph without having been imported. With
+  ``recheck=True`` (default) the not-yet-imported rest of the graph is parsed again, as its own
+  model, until every node has been imported or rejected; each extra run is counted in
+  ``ParserReport.passes``. With ``recheck=False`` those nodes are reported as accepted with a
+  reason saying the parser did not import them.
+* Quantized graphs (``ConvInteger``, ``DynamicQuantizeLinear``, ``com.microsoft`` ops) give
+  many small subgraphs; each node still gets its own reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+
+import onnx
+from onnx import helper
+
+from ..errors import SupportError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ParserVerdict", "ParserReport", "parse_support"]
+
+
+@dataclass(frozen=True)
+class ParserVerdict:
+    """The parser's answer for one node of the main graph."""
+
+    index: int
+    name: str
+    op_type: str
+    supported: bool
+    reason: str
+    code: Optional[str] = None
+    subgraph: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class ParserReport:
+    """Everything :func:`parse_support` learned from the parser.
+
+    Attributes
+    ----------
+    flavor, version : which TensorRT parsed
+    all_supported : the first ``supports_model_v2`` call returned True
+    passes : number of parser runs (1 + re-checks)
+    subgraphs : node indices of each subgraph of the first run
+    verified : ``is_subgraph_supported(i)`` of the first run
+    verdicts : one :class:`ParserVerdict` per node, in graph order
+    graph_errors : errors the parser did not tie to a node (inputs, outputs)
+    seconds : wall time of all parser runs
+    """
+
+    flavor: str
+    version: str
+    all_supported: bool
+    passes: int
+    subgraphs: Tuple[Tuple[int, ...], ...]
+    verified: Tuple[bool, ...]
+    verdicts: Tuple[ParserVerdict, ...]
+    graph_errors: Tuple[str, ...] = field(default_factory=tuple)
+    seconds: float = 0.0
+
+
+@dataclass
+class _Run:
+    ok: bool
+    subgraphs: List[List[int]]
+    verified: List[bool]
+    errors: List[Tuple[int, str, str, str, str, str]]  # index, name, op, code, desc, file
+
+
+def _clean(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _run_parser(data: bytes) -> _Run:
+    from .. import trt as _trt
+
+    _, _, parser, _ = _trt.make_parser()
+    try:
+        ok = bool(parser.supports_model_v2(data))
+    except TypeError:
+        ok = bool(parser.supports_model_v2(data, None))
+    subgraphs = [list(parser.get_subgraph_nodes(i)) for i in range(parser.num_subgraphs)]
+    verified = [bool(parser.is_subgraph_supported(i)) for i in range(parser.num_subgraphs)]
+    errors = []
+    for i in range(parser.num_errors):
+        e = parser.get_error(i)
+        code = str(e.code()).split(".")[-1]
+        errors.append((int(e.node()), str(e.node_name()), str(e.node_operator()), code,
+                       _clean(str(e.desc())), str(e.file())))
+    return _Run(ok, subgraphs, verified, errors)
+
+
+def _value_info(name: str, types: Dict[str, Tuple[int, Optional[Tuple[Any, ...]]]]) -> onnx.ValueInfoProto:
+    elem, shape = types.get(name, (0, None))
+    dims = None if shape is None else [d if d is not None else None for d in shape]
+    return helper.make_tensor_value_info(name, elem or onnx.TensorProto.FLOAT, dims)
+
+
+def _sub_model(proto: onnx.ModelProto, keep: Sequence[int],
+               types: Dict[str, Tuple[int, Optional[Tuple[Any, ...]]]]) -> onnx.ModelProto:
+    """The nodes ``keep`` (graph order) as a model: cut tensors become inputs/outputs."""
+    graph = proto.graph
+    nodes = [graph.node[i] for i in keep]
+    produced: Set[str] = {o for n in nodes for o in n.output if o}
+    inits = {t.name: t for t in graph.initializer}
+    needed_inits: List[onnx.TensorProto] = []
+    inputs: List[str] = []
+    seen: Set[str] = set()
+
+    def visit_inputs(names: Sequence[str]) -> None:
+        for name in names:
+            if not name or name in produced or name in seen:
+                continue
+            seen.add(name)
+            if name in inits:
+                needed_inits.append(inits[name])
+            else:
+                inputs.append(name)
+
+    for n in nodes:
+        visit_inputs(n.input)
+        for attr in n.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                visit_inputs(_outer_names(attr.g))
+    keep_set = set(keep)
+    consumed_outside: Set[str] = set()
+    for i, n in enumerate(graph.node):
+        if i not in keep_set:
+            consumed_outside.update(n.input)
+            for attr in n.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    consumed_outside.update(_outer_names(attr.g))
+    graph_outputs = {o.name for o in graph.output}
+    outputs = [o for n in nodes for o in n.output
+               if o and (o in consumed_outside or o in graph_outputs)]
+    if not outputs and nodes:
+        outputs = [o for o in nodes[-1].output if o]
+    sub = helper.make_graph(nodes, f"{graph.name}_rest", [_value_info(n, types) for n in inputs],
+                            [_value_info(n, types) for n in outputs], initializer=needed_inits,
+                            value_info=[v for v in graph.value_info if v.name in produced])
+    model = helper.make_model(sub, opset_imports=list(proto.opset_import),
+                              producer_name="trtlab")
+    model.ir_version = proto.ir_version
+    model.functions.extend(proto.functions)
+    return model
+
+
+def _outer_names(g: onnx.GraphProto) -> List[str]:
+    """Names a subgraph reads from enclosing scopes."""
+    local = {i.name for i in g.input} | {t.name for t in g.initializer}
+    for n in g.node:
+        local.update(o for o in n.output if o)
+    names: List[str] = []
+    for n in g.node:
+        for name in n.input:
+            if name and name not in local:
+                names.append(name)
+        for attr in n.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                names.extend(x for x in _outer_names(attr.g) if x not in local)
+    return names
+
+
+def _types(proto: onnx.ModelProto) -> Dict[str, Tuple[int, Optional[Tuple[Any, ...]]]]:
+    from .rules import _TensorIndex
+
+    return _TensorIndex(proto.graph).types
+
+
+def _body_owners(graph: onnx.GraphProto) -> Dict[str, int]:
+    """Name of every node inside a control-flow body -> index of its main-graph owner."""
+    owners: Dict[str, int] = {}
+
+    def walk(g: onnx.GraphProto, owner: int) -> None:
+        for n in g.node:
+            if n.name:
+                owners.setdefault(n.name, owner)
+            for attr in n.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    walk(attr.g, owner)
+
+    for i, n in enumerate(graph.node):
+        for attr in n.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                walk(attr.g, i)
+    return owners
+
+
+def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
+    """Per-node support from TensorRT's ONNX parser.
+
+    Parameters
+    ----------
+    model : trtlab Model or onnx.ModelProto
+        Node indices refer to ``model.proto.graph.node`` (or the ModelProto's nodes).
+    recheck : bool
+        Parse again the part of the graph the parser did not import after a failure (see the
+        module docstring), so every node is verified.
+
+    Returns
+    -------
+    ParserReport
+
+    Raises
+    ------
+    MissingDependencyError
+        Neither ``tensorrt`` nor ``tensorrt_rtx`` is installed.
+    SupportError
+        The parser could not read the model at all.
+    """
+    from .. import trt as _trt
+
+    proto: onnx.ModelProto = model if isinstance(model, onnx.ModelProto) else model.proto
+    graph = proto.graph
+    n = len(graph.node)
+    names = [node.name for node in graph.node]
+    by_name = {name: i for i, name in enumerate(names) if name}
+    owners = _body_owners(graph)
+    types = _types(proto) if recheck else {}
+    mod = _trt.module()
+    flavor = _trt.flavor() or mod.__name__
+    started = time.perf_counter()
+
+    verdicts: Dict[int, ParserVerdict] = {}
+    graph_errors: List[str] = []
+    pending = list(range(n))
+    first: Optional[_Run] = None
+    passes = 0
+    subgraph_of: Dict[int, int] = {}
+
+    while pending:
+        sub = proto if passes == 0 else _sub_model(proto, pending, types)
+        mapping = list(range(n)) if passes == 0 else pending
+        try:
+            run = _run_parser(sub.SerializeToString())
+        except Exception as exc:  # the binding raises RuntimeError/TypeError on bad input
+            raise SupportError(
+                f"TensorRT's ONNX parser ({flavor} {mod.__version__}) failed on model "
+                f"{graph.name!r}: {exc}. Check the model with onnx.checker, or use "
+                "source='rules'.") from exc
+        passes += 1
+        if first is None:
+            first = run
+            for s, members in enumerate(run.subgraphs):
+                for k in members:
+                    if 0 <= k < n:
+                        subgraph_of[k] = s
+        if run.errors and all(e[0] < 0 for e in run.errors) and run.ok is False and passes == 1 \
+                and any(e[3] == "MODEL_DESERIALIZE_FAILED" for e in run.errors):
+            raise SupportError(
+                f"TensorRT's ONNX parser could not deserialize model {graph.name!r}: "
+                f"{run.errors[0][4]}. Save it with onnx.save and check it with onnx.checker.")
+
+        local_names = [sub.graph.node[k].name for k in range(len(mapping))]
+        errors_at: Dict[int, List[Tuple[str, str]]] = {}
+        bad_inputs: Set[str] = set()
+        for idx, ename, op, code, desc, efile in run.errors:
+            pos: Optional[int] = None
+            if 0 <= idx < len(mapping) and (not ename or local_names[idx] == ename):
+                pos = idx
+            elif ename in by_name and by_name[ename] in mapping:
+                pos = mapping.index(by_name[ename])
+            elif ename in owners and owners[ename] in mapping:
+                pos = mapping.index(owners[ename])
+            if pos is None:
+                if idx < 0 and efile and any(efile in nd.input for nd in sub.graph.node):
+                    bad_inputs.add(efile)
+                    graph_errors.append(f"input {efile}: {desc} [{code}]")
+                else:
+                    graph_errors.append(f"{desc} [{code}]")
+                continue
+            errors_at.setdefault(pos, []).append((code, desc))
+        for pos, node in enumerate(sub.graph.node):
+            if pos not in errors_at and any(i in bad_inputs for i in node.input):
+                errors_at[pos] = [("UNSUPPORTED_GRAPH",
+                                   "reads a graph input the parser could not import")]
+
+        for pos, errs in errors_at.items():
+            k = mapping[pos]
+            codes = sorted({c for c, _ in errs})
+            text = "; ".join(dict.fromkeys(d for _, d in errs))
+            verdicts[k] = ParserVerdict(k, names[k], graph.node[k].op_type, False,
+                                        f"rejected by the parser: {text}", "/".join(codes),
+                                        subgraph_of.get(k))
+        first_bad = min(errors_at) if errors_at else None
+        if first_bad is None:
+            note = "accepted by the parser" if passes == 1 else \
+                f"accepted by the parser (verified in re-check pass {passes})"
+            for k in mapping:
+                if k not in verdicts:
+                    verdicts[k] = ParserVerdict(k, names[k], graph.node[k].op_type, True,
+                                                note, None, subgraph_of.get(k))
+            break
+        stop = mapping[first_bad]
+        for pos, k in enumerate(mapping):
+            if pos < first_bad and k not in verdicts:
+                note = "accepted by the parser" if passes == 1 else \
+                    f"accepted by the parser (verified in re-check pass {passes})"
+                verdicts[k] = ParserVerdict(k, names[k], graph.node[k].op_type, True, note,
+                                            None, subgraph_of.get(k))
+        rest = [k for pos, k in enumerate(mapping) if pos > first_bad and k not in verdicts]
+        if not recheck:
+            for k in rest:
+                s = subgraph_of.get(k)
+                if s is None:
+                    reason = (f"not covered by any parser subgraph (the parser stopped importing "
+                              f"at node {stop} {names[stop]!r})")
+                    verdicts[k] = ParserVerdict(k, names[k], graph.node[k].op_type, False,
+                                                reason, None, None)
+                else:
+                    reason = (f"listed in parser subgraph {s} but not imported: the parser "
+                              f"stopped importing at node {stop} {names[stop]!r} "
+                              "(run with recheck=True to verify)")
+                    verdicts[k] = ParserVerdict(k, names[k], graph.node[k].op_type, True,
+                                                reason, None, s)
+            break
+        pending = rest
+
+    seconds = time.perf_counter() - started
+    log.info("parser support: %d/%d nodes accepted in %d pass(es), %.3f s",
+             sum(v.supported for v in verdicts.values()), n, passes, seconds)
+    return ParserReport(
+        flavor=str(flavor), version=str(mod.__version__),
+        all_supported=bool(first.ok) if first else True, passes=passes,
+        subgraphs=tuple(tuple(s) for s in (first.subgraphs if first else [])),
+        verified=tuple(first.verified if first else []),
+        verdicts=tuple(verdicts[k] for k in range(n)),
+        graph_errors=tuple(graph_errors), seconds=seconds)
