@@ -204,6 +204,8 @@ class TensorRTSegment:
         self.executor = "tensorrt" if info.run else "onnxruntime"
         self.reason = info.reason
         self._session: Any = None
+        if not info.run:
+            self._session, self.executor = _ort_session(model, settings)
         self._runners: Dict[int, Any] = {}
         if settings.eager and (not self._dynamic or settings.profile is not None):
             first = settings.profile
@@ -270,9 +272,7 @@ class TensorRTSegment:
         if self.executor == "tensorrt":
             return self.run_device(feeds, record, host=True)
         if self._session is None:
-            from .ort import session
-
-            self._session = session(self.model, self.settings.providers)
+            self._session, self.executor = _ort_session(self.model, self.settings)
         return dict(zip(self._outputs, self._session.run(self._outputs, dict(feeds))))
 
     def run_device(self, feeds: Mapping[str, Any], record: Optional[EngineRecord] = None, *,
@@ -329,17 +329,30 @@ class TensorRTBackend:
         return TensorRTSegment(segment_model, settings, self.builder)
 
 
+def _ort_session(model: onnx.ModelProto, settings: CompileSettings) -> Tuple[Any, str]:
+    """An ONNX Runtime session for a segment and its executor label.
+
+    A float16 model ONNX Runtime has no kernels for runs with float16 rounding emulated, and
+    the label says so (``"onnxruntime (fp16 emulated)"``).
+    """
+    from .ort import session
+
+    label = "onnxruntime"
+    if settings.precision == "fp16":
+        from .precision import ort_variant
+
+        variant, label = ort_variant(model, list(settings.providers) if settings.providers else None)
+        model = getattr(variant, "proto", variant)
+    return session(model, settings.providers), label
+
+
 class OrtSegment:
     """A segment running in an ONNX Runtime session."""
 
-    executor = "onnxruntime"
-
     def __init__(self, model: onnx.ModelProto, settings: CompileSettings) -> None:
-        from .ort import session
-
         self.model = model
         self.name = settings.segment
-        self.session = session(model, settings.providers)
+        self.session, self.executor = _ort_session(model, settings)
         self.providers = tuple(self.session.get_providers())
         self.reason = f"ONNX Runtime ({', '.join(self.providers)})"
         self._outputs = [o.name for o in self.session.get_outputs()]

@@ -182,6 +182,7 @@ class EngineCache:
                 fh.write(_encode(key, data))
                 fh.flush()
                 os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         except BaseException:
             try:

@@ -9,7 +9,7 @@ import numpy as np
 from .errors import InputError
 from .model import TensorInfo
 
-__all__ = ["validate_feeds", "describe"]
+__all__ = ["validate_feeds", "describe", "random_inputs"]
 
 
 def describe(spec: TensorInfo) -> str:
@@ -82,3 +82,30 @@ def validate_feeds(specs: Sequence[TensorInfo], feeds: Mapping[str, object], *,
                     bound.setdefault(dim, (got, name, ax))
         out[name] = arr
     return out
+
+
+def random_inputs(model: "object", *, batch: int = 1, seed: int = 0,
+                  dims: "Mapping[str, int] | None" = None) -> Dict[str, np.ndarray]:
+    """Deterministic random feeds for every input of a :class:`~trtlab.model.Model`.
+
+    Symbolic or unknown dims take ``dims[name]`` when given, else ``batch`` on axis 0 and 1
+    elsewhere. Floats are standard normal, integers uniform in [0, 10), booleans coin flips.
+    """
+    rng = np.random.default_rng(seed)
+    sizes = dict(dims or {})
+    feeds: Dict[str, np.ndarray] = {}
+    for spec in model.inputs:  # type: ignore[attr-defined]
+        if spec.shape is None:
+            raise InputError(f"Input '{spec.name}' has unknown rank; pass feeds explicitly.")
+        shape = [d if isinstance(d, int) else sizes.get(str(d), batch if ax == 0 else 1)
+                 for ax, d in enumerate(spec.shape)]
+        dt = spec.dtype or np.dtype(np.float32)
+        if np.issubdtype(dt, np.floating):
+            feeds[spec.name] = rng.standard_normal(shape).astype(dt)
+        elif dt == np.bool_:
+            feeds[spec.name] = rng.random(shape) < 0.5
+        elif np.issubdtype(dt, np.integer):
+            feeds[spec.name] = rng.integers(0, 10, size=shape).astype(dt)
+        else:
+            raise InputError(f"Input '{spec.name}' has dtype {dt}; pass feeds explicitly.")
+    return feeds

@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import onnx
 
-from ..errors import FusionError, TrtlabError
+from ..errors import FusionError
 from .graph import OnnxFacts
-from .inspector import (DETAILED_HINT, SCHEMA_TRT8_10, SCHEMA_TRT11, parse_engine_json,
-                        parse_profile, precision_of, read_json)
-from .names import shape_profile, split_name, visible
+from .inspector import SCHEMA_TRT8_10, parse_engine_json, parse_profile, read_json
+from .names import shape_profile, split_name
 from .report import FusionReport, build_report, join_profile, resolve_layers
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def _segment_proto(hybrid: Any, index: int) -> onnx.ModelProto:
 def _from_hybrid(hybrid: Any, profile: Any, shape_prof: int) -> FusionReport:
     from .. import trt
 
-    segments = [s for s in hybrid.partition.segments if s.backend != "fallback"]
+    segments = [s for s in hybrid.partition.segments if s.backend == "tensorrt"]
     if not segments:
         raise FusionError("This hybrid model has no TensorRT segments (every node runs on the "
                           "fallback); there is nothing TensorRT fused.")
@@ -164,7 +165,7 @@ def _from_hybrid(hybrid: Any, profile: Any, shape_prof: int) -> FusionReport:
     info = trt.info()
     engines = dict(getattr(hybrid, "engines", {}) or {})
     facts_all, model = _facts(hybrid.partition.model)
-    parts: List[FusionReport] = []
+    parts: List[Tuple[Any, FusionReport]] = []
     notes: List[str] = []
     post = info.run and all(s.index in engines for s in segments)
     if not post:
@@ -180,7 +181,7 @@ def _from_hybrid(hybrid: Any, profile: Any, shape_prof: int) -> FusionReport:
         if post:
             rep = fusion(engines[seg.index], model=proto, shape_profile=shape_prof)
         else:
-            rep = prefusion(proto)
+            rep = prefusion(proto, progress=False)
         parts.append((seg, rep))
     return _merge(parts, stage="post-fusion" if post else "pre-fusion", facts=facts_all,
                   notes=notes, label=getattr(model, "name", "hybrid"))
@@ -295,32 +296,32 @@ def fusion(source: Any, *, profile: Any = None, model: ModelLike = None,
                     f"({trt.info().reason}); showing the parsed TensorRT network of model= "
                     "instead of the engine layers")
             log.warning("fusion(): %s", note)
-            rep = prefusion(model)
-            return FusionReport(**{**rep.__dict__, "notes": (note,) + rep.notes,
-                                   "label": label or default_label})
+            rep = prefusion(model, progress=False)
+            return replace(rep, notes=(note,) + rep.notes, label=label or default_label)
         doc = read_json(engine_json(engine_bytes), what)[0]
     return _from_json(doc, what, label or default_label, profile=profile, facts=facts,
                       shape_prof=shape_profile, notes=notes)
 
 
 # -- pre-fusion ---------------------------------------------------------------------------------
+_TRT_DTYPES = {"FLOAT": "FP32", "HALF": "FP16", "BF16": "BF16", "FP8": "FP8", "FP4": "FP4",
+               "INT8": "INT8", "INT4": "INT4", "INT32": "INT32", "INT64": "INT64", "BOOL": "BOOL",
+               "UINT8": "UINT8", "E8M0": "E8M0", "DOUBLE": "FP64"}
+
+
 def _dtype_name(t: Any) -> str:
-    try:
-        return precision_of(str(t.dtype).split(".")[-1].replace("FLOAT", "FP32")
-                            .replace("HALF", "FP16").replace("BF16", "BFloat16").title()
-                            .replace("Fp", "FP").replace("Bf", "BF"))
-    except Exception:  # a tensor without a dtype (TensorRT raises its own errors here)
-        return "UNKNOWN"
+    return _TRT_DTYPES.get(str(t.dtype).split(".")[-1].upper(), "UNKNOWN")
 
 
 def _shape(t: Any) -> Optional[Tuple[int, ...]]:
     try:
-        return tuple(int(d) for d in t.shape)
+        return tuple(t.shape)
     except (TypeError, ValueError, RuntimeError):
         return None
 
 
-def prefusion(model: ModelLike, *, label: Optional[str] = None) -> FusionReport:
+def prefusion(model: ModelLike, *, label: Optional[str] = None,
+              progress: bool = True) -> FusionReport:
     """The TensorRT network the ONNX parser makes from ``model``, mapped to ONNX nodes.
 
     No GPU is needed. Each network layer is mapped through its metadata (``[ONNX Layer: name]``)
@@ -335,6 +336,8 @@ def prefusion(model: ModelLike, *, label: Optional[str] = None) -> FusionReport:
         ``Model``, ``onnx.ModelProto`` (e.g. ``Partition.segment_model(i)``), path or bytes.
     label
         Name for the report (default: the model name).
+    progress
+        Show a progress bar over the network's layers (large networks take seconds).
 
     Returns
     -------
@@ -351,14 +354,14 @@ def prefusion(model: ModelLike, *, label: Optional[str] = None) -> FusionReport:
     from .. import trt
 
     facts, m = _facts(model)
-    builder, network, parser, logger = trt.make_parser()
+    t = trt.module()
+    builder, network, parser, _ = trt.make_parser(t.Logger(t.Logger.INTERNAL_ERROR))
     ok = parser.parse(m.to_bytes())
     if not ok:
         errs = []
         for i in range(parser.num_errors):
             e = parser.get_error(i)
-            node = getattr(e, "node_name", lambda: "")() if callable(getattr(e, "node_name", None)) \
-                else ""
+            node = e.node_name() if hasattr(e, "node_name") else ""
             errs.append(f"{node or '?'}: {e.desc()}")
         raise FusionError(
             f"TensorRT's ONNX parser rejected model {m.name!r}: {'; '.join(errs[:5]) or 'no message'}"
@@ -366,7 +369,10 @@ def prefusion(model: ModelLike, *, label: Optional[str] = None) -> FusionReport:
             "whole: pass a TensorRT segment (Partition.segment_model(i)) instead of the full model.")
     rows: List[Dict[str, Any]] = []
     layer_inputs = set()
-    for i in range(network.num_layers):
+    from .._progress import progress as bar
+
+    for i in bar(range(network.num_layers), total=network.num_layers, desc="network layers",
+                 enabled=progress and network.num_layers > 2000):
         layer = network.get_layer(i)
         ins = [layer.get_input(j) for j in range(layer.num_inputs)]
         ins = [t for t in ins if t is not None]
@@ -399,3 +405,14 @@ def prefusion(model: ModelLike, *, label: Optional[str] = None) -> FusionReport:
     source = f"network parsed by {trt.flavor()} {trt.version()}"
     return build_report(rows, stage="pre-fusion", source=source, label=label or m.name,
                         facts=facts, layer_inputs=layer_inputs)
+
+
+class _CallableModule(sys.modules[__name__].__class__):  # type: ignore[misc]
+    """Lets ``trtlab.fusion(source)`` work whether ``trtlab.fusion`` names this package or the
+    function (importing the package makes the attribute the package)."""
+
+    def __call__(self, source: Any, **kwargs: Any) -> FusionReport:
+        return fusion(source, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from functools import cached_property
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Optional, Sequence, Set
 
 import onnx
 
@@ -23,6 +23,18 @@ def op_from_name(name: str) -> str:
     """An op type guessed from an exporter's node name (``Conv_9``, ``/layer1/Conv``), or ``"?"``."""
     m = _OP_PLAIN.match(name) or _OP_PATH.search(name)
     return m.group(1) if m else "?"
+
+
+def _subgraph_nodes(node: onnx.NodeProto) -> List[str]:
+    """Names of the nodes inside ``node``'s subgraph attributes (If/Loop/Scan), at any depth."""
+    out: List[str] = []
+    for attr in node.attribute:
+        graphs = list(attr.graphs) + ([attr.g] if attr.HasField("g") else [])
+        for sub in graphs:
+            for inner in sub.node:
+                out.append(inner.name)
+                out.extend(_subgraph_nodes(inner))
+    return out
 
 
 class OnnxFacts:
@@ -44,6 +56,10 @@ class OnnxFacts:
         self.initializers: Set[str] = {t.name for t in graph.initializer}
         self.graph_inputs: Set[str] = {t.name for t in graph.input}
         self.graph_outputs: Set[str] = {t.name for t in graph.output}
+        self.nested: Dict[str, str] = {}
+        for node in graph.node:
+            for inner in _subgraph_nodes(node):
+                self.nested.setdefault(inner, node.name)
 
     @cached_property
     def constant_nodes(self) -> Set[str]:
@@ -62,3 +78,14 @@ class OnnxFacts:
         if name in self.position:
             return name
         return self.producer.get(name)
+
+    def top_level(self, name: str, enclosing: Sequence[str] = ()) -> Optional[str]:
+        """The top-level node that is or encloses node ``name`` (``None`` when unknown)."""
+        if name in self.position:
+            return name
+        if name in self.nested:
+            return self.nested[name]
+        for outer in enclosing:
+            if outer in self.position:
+                return outer
+        return None

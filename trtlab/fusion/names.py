@@ -14,17 +14,20 @@ ONNX nodes (exactly, with a model; by a naming heuristic, without one).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-__all__ = ["Part", "split_name", "metadata_nodes", "shape_profile", "visible", "looks_constant",
+__all__ = ["Part", "split_name", "metadata_nodes", "metadata_entries", "shape_profile", "visible", "looks_constant",
            "SEPARATORS"]
 
 #: Characters TensorRT uses to join several entries in one name or metadata string.
 SEPARATORS = ("\x1e", "\x1f")
 
 _PROFILE = re.compile(r"\s*\[profile (\d+)\]")
+_META_SPLIT = re.compile("[\x1e\x1f]")
+_OP_SUFFIX = re.compile(r" \([^()]*\)$")
 _ONNX_LAYER = re.compile(r"^\s*\[ONNX Layer: (.*)\]\s*$", re.S)
 _FOREIGN = re.compile(r"^\{ForeignNode\[(.*)\]\}$", re.S)
 _REFORMAT_COPY = re.compile(r"^Reformatting CopyNode for (?:Input|Output) Tensor \d+ to (.+)$", re.S)
@@ -34,6 +37,7 @@ _CONST_SUFFIX = re.compile(
     r"(?:^|[./:_])(?:weight|weights|bias|biases|running_mean|running_var|gamma|beta|"
     r"scale|zero_point|kernel)$")
 _OPEN = {"(": ")", "[": "]", "{": "}"}
+_BRACKETS = re.compile(r"[()\[\]{}]")
 _CLOSE = {")", "]", "}"}
 
 
@@ -60,20 +64,40 @@ def shape_profile(name: str) -> Tuple[str, int]:
     return _PROFILE.sub("", name).strip(), int(found[-1])
 
 
-def metadata_nodes(metadata: Optional[str]) -> List[str]:
-    """ONNX node names listed in a layer's ``Metadata`` field, in order, without repeats."""
+def metadata_entries(metadata: Optional[str]) -> List[Tuple[str, Tuple[str, ...]]]:
+    """ONNX nodes listed in a layer's ``Metadata`` field: ``(node, enclosing nodes)`` pairs.
+
+    A node inside a control-flow subgraph is written ``node | branch (attr) | parent (If)``;
+    the enclosing nodes are returned innermost first, without their ``(Op)`` suffix.
+
+    >>> metadata_entries("[ONNX Layer: a]\x1e[ONNX Layer: b/x | then_branch (then_branch) | b (If)]")
+    [('a', ()), ('b/x', ('then_branch', 'b'))]
+    """
     if not metadata:
         return []
-    out: List[str] = []
-    for piece in re.split("[\x1e\x1f]", metadata):
+    out: List[Tuple[str, Tuple[str, ...]]] = []
+    seen = set()
+    for piece in _META_SPLIT.split(metadata):
         m = _ONNX_LAYER.match(piece)
-        if m and m.group(1) not in out:
-            out.append(m.group(1))
+        if not m:
+            continue
+        first, *outer = m.group(1).split(" | ")
+        chain = [first.strip()] + [_OP_SUFFIX.sub("", c.strip()) for c in outer]
+        if chain[0] not in seen:
+            seen.add(chain[0])
+            out.append((chain[0], tuple(chain[1:])))
     return out
+
+
+def metadata_nodes(metadata: Optional[str]) -> List[str]:
+    """ONNX node names listed in a layer's ``Metadata`` field, in order, without repeats."""
+    return [name for name, _ in metadata_entries(metadata)]
 
 
 def _split_top(text: str, seps: Tuple[str, ...]) -> List[str]:
     """Split ``text`` at ``seps`` outside brackets (plainly when the brackets do not balance)."""
+    if not _BRACKETS.search(text):
+        return _split_plain(text, seps)
     pieces: List[str] = []
     stack: List[str] = []
     start = i = 0
@@ -104,9 +128,13 @@ def _split_top(text: str, seps: Tuple[str, ...]) -> List[str]:
     return [p for p in (x.strip() for x in pieces) if p]
 
 
+@functools.lru_cache(maxsize=16)
+def _sep_pattern(seps: Tuple[str, ...]) -> "re.Pattern[str]":
+    return re.compile("|".join(re.escape(s) for s in seps))
+
+
 def _split_plain(text: str, seps: Tuple[str, ...]) -> List[str]:
-    pattern = "|".join(re.escape(s) for s in seps)
-    return [p for p in (x.strip() for x in re.split(pattern, text)) if p]
+    return [p for p in (x.strip() for x in _sep_pattern(seps).split(text)) if p]
 
 
 def _parts(piece: str, out: List[Part]) -> None:

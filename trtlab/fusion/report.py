@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..errors import FusionError
 from .graph import ALIASING_OPS, SHAPE_OPS, OnnxFacts, op_from_name
-from .names import Part, looks_constant, metadata_nodes, visible
+from .names import Part, looks_constant, metadata_entries, visible
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ LAYER_COLUMNS = [
     "layer", "name", "label", "layer_type", "parameter_type", "kind", "precision",
     "out_precision", "inputs", "input_shapes", "input_formats", "outputs", "output_shapes",
     "output_formats", "tactic", "origin", "onnx_nodes", "related_nodes", "constants",
-    "unresolved", "mapping", "shape_profile", "metadata",
+    "unresolved", "subgraph_nodes", "mapping", "shape_profile", "metadata",
 ]
 #: Columns added by a profile.
 TIME_COLUMNS = ["time_ms", "average_ms", "median_ms", "percentage"]
@@ -38,7 +38,7 @@ def _resolve_part(part: Part, facts: Optional[OnnxFacts], acc: Dict[str, List[st
         if facts is None:
             acc["constants" if looks_constant(part.name) else "nodes"].append(part.name)
             return
-        node = facts.node_of(part.name)
+        node = facts.node_of(part.name) or facts.top_level(part.name)
         if node is not None:
             acc["nodes"].append(node)
         elif part.name in facts.initializers or part.name in facts.graph_inputs:
@@ -72,9 +72,19 @@ def resolve_layers(rows: List[Dict[str, Any]], facts: Optional[OnnxFacts]) -> Li
         acc: Dict[str, List[Any]] = defaultdict(list)
         for part in row["parts"]:
             _resolve_part(part, facts, acc)
-        meta = metadata_nodes(row.get("metadata"))
+        meta = metadata_entries(row.get("metadata"))
+        inner: List[str] = []
+        if meta and facts is not None:
+            nodes = []
+            for name, enclosing in meta:
+                top = facts.top_level(name, enclosing)
+                nodes.append(top or name)
+                if top is not None and top != name:
+                    inner.append(name)
+        else:
+            nodes = [name for name, _ in meta]
         if meta:
-            nodes, mapping = meta, "metadata"
+            mapping = "metadata"
         elif acc["nodes"]:
             nodes, mapping = acc["nodes"], "name"
         elif row.get("fallback_nodes") and not acc["ranges"]:
@@ -85,6 +95,7 @@ def resolve_layers(rows: List[Dict[str, Any]], facts: Optional[OnnxFacts]) -> Li
         row["related_nodes"] = tuple(_unique(n for n in acc["related"] if n not in nodes))
         row["constants"] = tuple(_unique(acc["constants"]))
         row["unresolved"] = tuple(_unique(acc["unresolved"]))
+        row["subgraph_nodes"] = tuple(_unique(inner))
         row["mapping"] = mapping
         if acc["ranges"] and not meta:
             pending.append((row, acc["ranges"]))
@@ -190,6 +201,10 @@ class FusionReport:
         ``median_ms``, ``percentage`` with a profile, and ``segment`` for a hybrid model).
         ``kind`` is ``onnx`` (implements ONNX nodes), ``reformat``, ``constant`` or
         ``internal``; ``precision`` is that of the first input (first output without inputs).
+        ``onnx_nodes`` are top-level ONNX nodes (a layer made from a node inside an If/Loop
+        body maps to the If/Loop node, the inner name kept in ``subgraph_nodes``);
+        ``related_nodes`` are the nodes a reformat layer serves; ``mapping`` says how the
+        nodes were found (``metadata``, ``name``, ``range``, ``range-ends``, ``output``).
     onnx_to_layers : dict
         ONNX node name -> tuple of layer names implementing it (several for a node TensorRT
         split, the same layer for nodes it fused).

@@ -170,18 +170,28 @@ def to_fp16(model: Any, *, keep_io_types: bool = True,
     def floats(names: Iterable[str]) -> List[str]:
         return [x for x in names if x and types.get(x) == FLOAT]
 
+    graph_inputs = {i.name for i in graph.input}
+    graph_outputs = [o.name for o in graph.output]
+    producer = {o: n for n in graph.node for o in n.output if o}
+
+    def stays_fp32(x: str) -> bool:
+        if x in graph_inputs:
+            return keep_io_types
+        return x in producer and producer[x].name not in converted
+
     converted: Set[str] = set()
     for node in graph.node:
-        if (node.domain in ("", "ai.onnx") and node.op_type in FP16_OPS
+        if not (node.domain in ("", "ai.onnx") and node.op_type in FP16_OPS
                 and node.op_type not in keep_ops and node.name not in keep_nodes
                 and not _has_subgraph(node)
                 and all(x in types for x in list(node.input) + list(node.output) if x)
                 and not any(o in outer for o in node.output)):
-            converted.add(node.name)
-
-    graph_inputs = {i.name for i in graph.input}
-    graph_outputs = [o.name for o in graph.output]
-    producer = {o: n for n in graph.node for o in n.output if o}
+            continue
+        data = floats(node.input)
+        # data-movement ops follow their input's precision instead of adding Cast pairs
+        if node.op_type in _EXACT and data and all(stays_fp32(x) for x in data):
+            continue
+        converted.add(node.name)
 
     def wanted(node: onnx.NodeProto, index: int) -> int:
         if node.name not in converted or index in _FP32_ONLY_INPUTS.get(node.op_type, ()):

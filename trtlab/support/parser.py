@@ -87,14 +87,18 @@ class _Run:
     errors: List[Tuple[int, str, str, str, str, str]]  # index, name, op, code, desc, file
 
 
+_NOISE = re.compile(r"\[checkMacros\.cpp::catchCudaError::\d+\][^\n]*")
+
+
 def _clean(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip()
+    """Parser text without the CUDA-runtime noise TensorRT-RTX appends on a machine without GPU."""
+    return re.sub(r"\s+", " ", _NOISE.sub("", text)).strip()
 
 
 def _run_parser(data: bytes) -> _Run:
     from .. import trt as _trt
 
-    _, _, parser, _ = _trt.make_parser()
+    builder, network, parser, logger = _trt.make_parser()  # all four must stay alive
     try:
         ok = bool(parser.supports_model_v2(data))
     except TypeError:
@@ -107,24 +111,53 @@ def _run_parser(data: bytes) -> _Run:
         code = str(e.code()).split(".")[-1]
         errors.append((int(e.node()), str(e.node_name()), str(e.node_operator()), code,
                        _clean(str(e.desc())), str(e.file())))
+    del parser, network, builder, logger
     return _Run(ok, subgraphs, verified, errors)
 
 
-def _value_info(name: str, types: Dict[str, Tuple[int, Optional[Tuple[Any, ...]]]]) -> onnx.ValueInfoProto:
+_TYPE_OF = {f"tensor({name.lower()})": value for name, value in onnx.TensorProto.DataType.items()}
+
+
+def _boundary(name: str, producer: Optional[onnx.NodeProto], opset: int,
+              types: Dict[str, Tuple[int, Optional[Tuple[Any, ...]]]],
+              assumed: Dict[str, str]) -> onnx.ValueInfoProto:
+    """Input of a re-check model; unknown types/ranks are guessed from the producer and noted."""
     elem, shape = types.get(name, (0, None))
-    dims = None if shape is None else [d if d is not None else None for d in shape]
+    if (not elem or shape is None) and producer is not None:
+        first = types.get(producer.input[0], (0, None)) if producer.input else (0, None)
+        guessed_elem = first[0]
+        try:
+            schema = onnx.defs.get_schema(producer.op_type, opset, producer.domain)
+            pos = min(list(producer.output).index(name), len(schema.outputs) - 1)
+            formal = schema.outputs[pos].type_str
+            allowed = {c.type_param_str: list(c.allowed_type_strs) for c in schema.type_constraints}
+            options = allowed.get(formal, [formal])
+            if len(options) == 1 and options[0] in _TYPE_OF:
+                guessed_elem = _TYPE_OF[options[0]]
+        except (onnx.defs.SchemaError, ValueError, IndexError):
+            pass
+        elem = elem or guessed_elem
+        if shape is None and first[1] is not None:
+            shape = tuple(None for _ in first[1])
+        what = f"{name} is {onnx.TensorProto.DataType.Name(elem) if elem else 'FLOAT'}"
+        what += f" of rank {len(shape)}" if shape is not None else " of unknown rank"
+        assumed[name] = what
+    dims = None if shape is None else list(shape)
     return helper.make_tensor_value_info(name, elem or onnx.TensorProto.FLOAT, dims)
 
 
 def _sub_model(proto: onnx.ModelProto, keep: Sequence[int],
-               types: Dict[str, Tuple[int, Optional[Tuple[Any, ...]]]]) -> onnx.ModelProto:
+               types: Dict[str, Tuple[int, Optional[Tuple[Any, ...]]]],
+               assumed: Dict[str, str]) -> onnx.ModelProto:
     """The nodes ``keep`` (graph order) as a model: cut tensors become inputs/outputs."""
     graph = proto.graph
     nodes = [graph.node[i] for i in keep]
-    produced: Set[str] = {o for n in nodes for o in n.output if o}
+    produced: Set[str] = {o for nd in nodes for o in nd.output if o}
+    producers = {o: nd for nd in graph.node for o in nd.output if o}
     inits = {t.name: t for t in graph.initializer}
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 17)
     needed_inits: List[onnx.TensorProto] = []
-    inputs: List[str] = []
+    inputs: List[onnx.ValueInfoProto] = []
     seen: Set[str] = set()
 
     def visit_inputs(names: Sequence[str]) -> None:
@@ -135,28 +168,32 @@ def _sub_model(proto: onnx.ModelProto, keep: Sequence[int],
             if name in inits:
                 needed_inits.append(inits[name])
             else:
-                inputs.append(name)
+                inputs.append(_boundary(name, producers.get(name), opset, types, assumed))
 
-    for n in nodes:
-        visit_inputs(n.input)
-        for attr in n.attribute:
+    for nd in nodes:
+        visit_inputs(nd.input)
+        for attr in nd.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
                 visit_inputs(_outer_names(attr.g))
     keep_set = set(keep)
     consumed_outside: Set[str] = set()
-    for i, n in enumerate(graph.node):
+    for i, nd in enumerate(graph.node):
         if i not in keep_set:
-            consumed_outside.update(n.input)
-            for attr in n.attribute:
+            consumed_outside.update(nd.input)
+            for attr in nd.attribute:
                 if attr.type == onnx.AttributeProto.GRAPH:
                     consumed_outside.update(_outer_names(attr.g))
     graph_outputs = {o.name for o in graph.output}
-    outputs = [o for n in nodes for o in n.output
+    outputs = [o for nd in nodes for o in nd.output
                if o and (o in consumed_outside or o in graph_outputs)]
     if not outputs and nodes:
         outputs = [o for o in nodes[-1].output if o]
-    sub = helper.make_graph(nodes, f"{graph.name}_rest", [_value_info(n, types) for n in inputs],
-                            [_value_info(n, types) for n in outputs], initializer=needed_inits,
+    out_info = []
+    for name in outputs:
+        elem, shape = types.get(name, (0, None))
+        out_info.append(helper.make_tensor_value_info(name, elem or onnx.TensorProto.FLOAT,
+                                                      None if shape is None else list(shape)))
+    sub = helper.make_graph(nodes, f"{graph.name}_rest", inputs, out_info, initializer=needed_inits,
                             value_info=[v for v in graph.value_info if v.name in produced])
     model = helper.make_model(sub, opset_imports=list(proto.opset_import),
                               producer_name="trtlab")
@@ -243,14 +280,21 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
 
     verdicts: Dict[int, ParserVerdict] = {}
     graph_errors: List[str] = []
-    pending = list(range(n))
+    assumed: Dict[str, str] = {}
     first: Optional[_Run] = None
     passes = 0
     subgraph_of: Dict[int, int] = {}
 
-    while pending:
-        sub = proto if passes == 0 else _sub_model(proto, pending, types)
-        mapping = list(range(n)) if passes == 0 else pending
+    def accept(k: int, note: str) -> None:
+        extra = [assumed[i] for i in graph.node[k].input if i in assumed]
+        if extra:
+            note += " (re-checked assuming " + "; ".join(extra) + ")"
+        verdicts[k] = ParserVerdict(k, names[k], graph.node[k].op_type, True, note, None,
+                                    subgraph_of.get(k))
+
+    while len(verdicts) < n or passes == 0:
+        mapping = [k for k in range(n) if k not in verdicts or verdicts[k].supported]
+        sub = proto if passes == 0 else _sub_model(proto, mapping, types, assumed)
         try:
             run = _run_parser(sub.SerializeToString())
         except Exception as exc:  # the binding raises RuntimeError/TypeError on bad input
@@ -265,11 +309,12 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
                 for k in members:
                     if 0 <= k < n:
                         subgraph_of[k] = s
-        if run.errors and all(e[0] < 0 for e in run.errors) and run.ok is False and passes == 1 \
-                and any(e[3] == "MODEL_DESERIALIZE_FAILED" for e in run.errors):
-            raise SupportError(
-                f"TensorRT's ONNX parser could not deserialize model {graph.name!r}: "
-                f"{run.errors[0][4]}. Save it with onnx.save and check it with onnx.checker.")
+            if any(e[3] == "MODEL_DESERIALIZE_FAILED" for e in run.errors):
+                raise SupportError(
+                    f"TensorRT's ONNX parser could not deserialize model {graph.name!r}: "
+                    f"{run.errors[0][4]}. Save it with onnx.save and check it with onnx.checker.")
+        if n == 0:
+            break
 
         local_names = [sub.graph.node[k].name for k in range(len(mapping))]
         errors_at: Dict[int, List[Tuple[str, str]]] = {}
@@ -286,7 +331,7 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
                 if idx < 0 and efile and any(efile in nd.input for nd in sub.graph.node):
                     bad_inputs.add(efile)
                     graph_errors.append(f"input {efile}: {desc} [{code}]")
-                else:
+                elif passes == 1:
                     graph_errors.append(f"{desc} [{code}]")
                 continue
             errors_at.setdefault(pos, []).append((code, desc))
@@ -294,33 +339,34 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
             if pos not in errors_at and any(i in bad_inputs for i in node.input):
                 errors_at[pos] = [("UNSUPPORTED_GRAPH",
                                    "reads a graph input the parser could not import")]
+        errors_at = {pos: e for pos, e in errors_at.items() if mapping[pos] not in verdicts}
 
         for pos, errs in errors_at.items():
             k = mapping[pos]
             codes = sorted({c for c, _ in errs})
             text = "; ".join(dict.fromkeys(d for _, d in errs))
+            extra = [assumed[i] for i in graph.node[k].input if i in assumed]
+            if extra:
+                text += " (re-checked assuming " + "; ".join(extra) + ")"
             verdicts[k] = ParserVerdict(k, names[k], graph.node[k].op_type, False,
                                         f"rejected by the parser: {text}", "/".join(codes),
                                         subgraph_of.get(k))
+        note = "accepted by the parser" if passes == 1 else \
+            f"accepted by the parser (imported in re-check pass {passes})"
         first_bad = min(errors_at) if errors_at else None
         if first_bad is None:
-            note = "accepted by the parser" if passes == 1 else \
-                f"accepted by the parser (verified in re-check pass {passes})"
             for k in mapping:
                 if k not in verdicts:
-                    verdicts[k] = ParserVerdict(k, names[k], graph.node[k].op_type, True,
-                                                note, None, subgraph_of.get(k))
+                    accept(k, note)
             break
-        stop = mapping[first_bad]
-        for pos, k in enumerate(mapping):
-            if pos < first_bad and k not in verdicts:
-                note = "accepted by the parser" if passes == 1 else \
-                    f"accepted by the parser (verified in re-check pass {passes})"
-                verdicts[k] = ParserVerdict(k, names[k], graph.node[k].op_type, True, note,
-                                            None, subgraph_of.get(k))
-        rest = [k for pos, k in enumerate(mapping) if pos > first_bad and k not in verdicts]
+        for pos, k in enumerate(mapping[:first_bad]):
+            if k not in verdicts:
+                accept(k, note)
         if not recheck:
-            for k in rest:
+            stop = mapping[first_bad]
+            for k in mapping[first_bad + 1:]:
+                if k in verdicts:
+                    continue
                 s = subgraph_of.get(k)
                 if s is None:
                     reason = (f"not covered by any parser subgraph (the parser stopped importing "
@@ -334,7 +380,6 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
                     verdicts[k] = ParserVerdict(k, names[k], graph.node[k].op_type, True,
                                                 reason, None, s)
             break
-        pending = rest
 
     seconds = time.perf_counter() - started
     log.info("parser support: %d/%d nodes accepted in %d pass(es), %.3f s",

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import (Any, Callable, Dict, FrozenSet, Iterable, Iterator, List, Mapping, Optional,
-                    Sequence, Set, Tuple, Union)
+from typing import (Any, Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Sequence,
+                    Tuple, Union)
 
 import numpy as np
 import onnx
@@ -952,6 +952,10 @@ def _builtin() -> RuleSet:
 
         return rule
 
+    r.register("Gelu", lambda ctx: supported(
+        "com.microsoft Gelu: TensorRT's parser imports it with its ai.onnx Gelu importer "
+        "(the same erf-based formula)") if ctx.elem_type(0) in (0,) or ctx.elem_type(0) in _F
+        else _no(f"Gelu does not take {_type_name(ctx.elem_type(0))} input"), domain="com.microsoft")
     for op in ("MultiHeadAttention", "GroupQueryAttention", "MatMulNBits",
                "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization"):
         r.register(op, _rtx_only(f"com.microsoft {op}"), domain="com.microsoft")

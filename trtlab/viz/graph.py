@@ -217,15 +217,23 @@ def _legend_handles(partition: Any, colors: Dict[int, str], kinds: Iterable[str]
     return handles
 
 
-def _edge_lines(lay: Layout, src: np.ndarray, dst: np.ndarray, half_h: np.ndarray):
-    """Segment endpoints (bottom of source to top of target) and whether they change column."""
+def _edge_lines(lay: Layout, src: np.ndarray, dst: np.ndarray,
+                half_h: np.ndarray) -> Tuple[List[np.ndarray], np.ndarray]:
+    """Polylines from the bottom of each source to the top of its target, through the routing
+    points of the layout, and whether each edge stays in one column."""
     p0 = np.column_stack([lay.x[src], lay.y[src] - half_h[src]])
     p1 = np.column_stack([lay.x[dst], lay.y[dst] + half_h[dst]])
-    same = lay.column[src] == lay.column[dst]
-    return np.stack([p0, p1], axis=1), same
+    lines = [np.vstack([p0[e], lay.paths[e], p1[e]]) if len(lay.paths[e])
+             else np.vstack([p0[e], p1[e]]) for e in range(len(src))]
+    return lines, lay.column[src] == lay.column[dst]
 
 
-def _draw_edges(ax: Any, lines: np.ndarray, same: np.ndarray, boundary: np.ndarray,
+def _label_point(line: np.ndarray, at: float = 0.5) -> np.ndarray:
+    """A point on the first stretch of an edge, where labels do not sit on other nodes."""
+    return line[0] * (1 - at) + line[1] * at
+
+
+def _draw_edges(ax: Any, lines: List[np.ndarray], same: np.ndarray, boundary: np.ndarray,
                 scale: float) -> None:
     from matplotlib.collections import LineCollection
 
@@ -237,8 +245,8 @@ def _draw_edges(ax: Any, lines: np.ndarray, same: np.ndarray, boundary: np.ndarr
     for mask, color, lw, ls, alpha, gid in styles:
         if mask.any():
             ax.add_collection(LineCollection(
-                lines[mask], colors=color, linewidths=max(0.3, lw * scale), linestyles=ls,
-                alpha=alpha, zorder=1, gid=gid))
+                [lines[e] for e in np.flatnonzero(mask)], colors=color,
+                linewidths=max(0.3, lw * scale), linestyles=ls, alpha=alpha, zorder=1, gid=gid))
 
 
 def _io_markers(ax: Any, lay: Layout, idx_in: np.ndarray, idx_out: np.ndarray,
@@ -325,7 +333,7 @@ def _full_view(ax_factory: Any, model: Any, partition: Any, groups: List[Set[str
     if labels and partition is not None and 0 < int(boundary.sum()) <= 40:
         for e in np.flatnonzero(boundary).tolist():
             data = graph.edges[names[src_a[e]], names[dst_a[e]]]
-            mid = lines[e].mean(axis=0)
+            mid = _label_point(lines[e])
             ax.text(mid[0], mid[1], st.fmt_bytes(data.get("bytes")), fontsize=base_font * 0.8,
                     color=st.BOUNDARY_EDGE_COLOR, ha="center", va="center", zorder=3,
                     bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
@@ -484,7 +492,7 @@ def _condensed_view(ax_factory: Any, model: Any, partition: Any, groups: List[Se
         value, partial = edge_bytes[e]
         if e >= n_flow and value is None:
             continue
-        mid = lines[e][0] * 0.45 + lines[e][1] * 0.55
+        mid = _label_point(lines[e], 0.55)
         label = ("≥ " if partial and value is not None else "") + st.fmt_bytes(value)
         ax.text(mid[0], mid[1], label, fontsize=font * 0.9, ha="center", va="center", zorder=3,
                 color=st.BOUNDARY_EDGE_COLOR if e < n_flow else "#555555",
@@ -538,8 +546,9 @@ def _condensed_view(ax_factory: Any, model: Any, partition: Any, groups: List[Se
                 ha="center", va="center", zorder=5, linespacing=1.15)
     for kind, boxes in hatched.items():
         color, hatch, _ = st.mark_style(kind)
-        ax.add_collection(PatchCollection(boxes, facecolor="none", edgecolor=color, hatch=hatch,
-                                          linewidth=max(0.6, 1.3 * scale), alpha=0.6, zorder=3,
+        ax.add_collection(PatchCollection(boxes, facecolor="none", edgecolor=color,
+                                          hatch=hatch[: max(1, len(hatch) // 2)],
+                                          linewidth=max(0.6, 1.3 * scale), alpha=0.45, zorder=3,
                                           gid=f"marked:{kind}"))
 
     _io_markers(ax, lay, np.arange(n_seg, n_seg + n_in), np.arange(n_seg + n_in, total),

@@ -1,0 +1,92 @@
+"""Scale check for trtlab.fusion: a 2,000-layer engine JSON parses in under a second.
+
+The engine JSON is built by repeating the layers of the real TensorRT 8.x MobileNetV2 fixture
+(node and tensor numbers shifted per copy, so every copy names different ONNX nodes), with a
+matching profile. Prints the parse time, the time of the per-node roll-up and of the plots,
+and exits non-zero when parsing takes a second or more.
+
+Run: python benchmarks/fusion_scale.py [--layers 2000] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+FIXTURES = ROOT / "tests" / "fixtures"
+GRAPH = FIXTURES / "mobilenet_v2_residuals.qat.engine.graph.json"
+PROFILE = FIXTURES / "mobilenet_v2_residuals.qat.engine.profile.json"
+
+
+def repeated(n_layers: int) -> tuple:
+    """(engine JSON text, profile JSON text) with ``n_layers`` layers."""
+    base = json.loads(GRAPH.read_text())
+    times = {r["name"]: r for r in json.loads(PROFILE.read_text()) if "name" in r}
+    layers, profile, k = [], [{"count": 100}], 0
+    while len(layers) < n_layers:
+        def shift(s: str, k: int = k) -> str:
+            return re.sub(r"(\d+)", lambda m: str(int(m.group(1)) + 10000 * k), s)
+        for layer in base["Layers"]:
+            copy = json.loads(json.dumps(layer))
+            copy["Name"] = shift(layer["Name"])
+            for t in copy["Inputs"] + copy["Outputs"]:
+                t["Name"] = shift(t["Name"])
+            layers.append(copy)
+            profile.append({**times[layer["Name"]], "name": copy["Name"]})
+        k += 1
+    doc = {"Layers": layers[:n_layers], "Bindings": base["Bindings"]}
+    return json.dumps(doc), json.dumps(profile[: n_layers + 1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", type=int, default=2000)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+
+    from trtlab.fusion import fusion
+    from trtlab.viz.fusion import plot_before_after, plot_layer_latency
+
+    text, profile = repeated(args.layers)
+    fusion(text)  # warm-up: imports
+    parse = []
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        rep = fusion(text)
+        parse.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    timed = fusion(text, profile=profile)
+    with_profile = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    roll = timed.node_latency()
+    groups = timed.groups()
+    rollup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    plot_layer_latency(timed, top=None)
+    plot_before_after(timed)
+    plots = time.perf_counter() - t0
+    best = min(parse)
+    print(f"engine JSON: {len(rep)} layers, {len(text) / 1e6:.1f} MB, "
+          f"{len(rep.onnx_to_layers)} ONNX nodes, {len(groups)} fused groups")
+    print(f"parse: best {best:.3f} s, median {sorted(parse)[len(parse) // 2]:.3f} s "
+          f"over {args.repeat} runs")
+    print(f"parse + profile join: {with_profile:.3f} s; node roll-up ({len(roll)} nodes) + "
+          f"groups: {rollup:.3f} s; latency bars ({len(timed)} layers) + before/after: {plots:.3f} s")
+    if best >= 1.0:
+        print(f"FAIL: parsing {len(rep)} layers took {best:.3f} s (limit 1 s)")
+        return 1
+    print("OK: under 1 s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

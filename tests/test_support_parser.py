@@ -1,0 +1,143 @@
+"""TensorRT's ONNX parser as support ground truth, and rules-vs-parser agreement on the zoo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto as T
+from onnx import helper, numpy_helper
+
+import trtlab
+from trtlab import trt
+from trtlab.errors import SupportError
+from trtlab.support import check_support, compare_support, parse_support
+
+ZOO = sorted((Path(__file__).resolve().parent.parent / "data").glob("*.onnx"))
+
+
+pytestmark = pytest.mark.skipif(not trt.info().parse,
+                                reason="needs TensorRT or TensorRT-RTX with a working ONNX parser")
+
+F, B = T.FLOAT, T.BOOL
+
+
+def _model(nodes, inputs, outputs, inits=(), domains=()):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
+    opsets = [helper.make_opsetid("", 17)] + [helper.make_opsetid(d, 1) for d in domains]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    return trtlab.load(model, fold_constants=False)
+
+
+def relu_unique_relu():
+    """x ─► Relu ─► Unique ─► Relu ─► y   (Unique fails the parser's static check)"""
+    return _model([helper.make_node("Relu", ["x"], ["a"], name="relu0"),
+                   helper.make_node("Unique", ["a"], ["u"], name="unique"),
+                   helper.make_node("Relu", ["u"], ["y"], name="relu1")],
+                  [helper.make_tensor_value_info("x", F, [6])],
+                  [helper.make_tensor_value_info("y", F, None)])
+
+
+def dropout_then_unique():
+    """x ─► Relu ─► Dropout(training) ─► Relu ─► Unique ─► Relu ─► y
+
+    Dropout fails while importing, which stops the parser: Unique is never looked at in the
+    first pass although it is listed in a subgraph.
+    """
+    return _model([helper.make_node("Relu", ["x"], ["a"], name="relu0"),
+                   helper.make_node("Dropout", ["a", "", "tm"], ["d"], name="dropout"),
+                   helper.make_node("Relu", ["d"], ["b"], name="relu1"),
+                   helper.make_node("Unique", ["b"], ["u"], name="unique"),
+                   helper.make_node("Relu", ["u"], ["y"], name="relu2")],
+                  [helper.make_tensor_value_info("x", F, [1, 3, 8, 8])],
+                  [helper.make_tensor_value_info("y", F, None)],
+                  [numpy_helper.from_array(np.array(True), "tm")])
+
+
+def custom_domain_op():
+    """x ─► Relu ─► com.example::Mystery ─► Relu ─► y"""
+    return _model([helper.make_node("Relu", ["x"], ["a"], name="relu0"),
+                   helper.make_node("Mystery", ["a"], ["m"], name="mystery", domain="com.example"),
+                   helper.make_node("Relu", ["m"], ["y"], name="relu1")],
+                  [helper.make_tensor_value_info("x", F, [4, 4])],
+                  [helper.make_tensor_value_info("y", F, [4, 4])], domains=["com.example"])
+
+
+def if_with_unsupported_branch():
+    """c ─► If{then: Identity(x), else: Unique(x)} ─► Relu ─► y"""
+    x = helper.make_tensor_value_info("x", F, [6])
+    then_g = helper.make_graph([helper.make_node("Identity", ["x"], ["t"], name="then_id")], "then",
+                               [], [helper.make_tensor_value_info("t", F, [6])])
+    else_g = helper.make_graph([helper.make_node("Unique", ["x"], ["e"], name="else_unique")],
+                               "else", [], [helper.make_tensor_value_info("e", F, [6])])
+    return _model([helper.make_node("If", ["c"], ["i"], name="branch", then_branch=then_g,
+                                    else_branch=else_g),
+                   helper.make_node("Relu", ["i"], ["y"], name="relu")],
+                  [x, helper.make_tensor_value_info("c", B, [])],
+                  [helper.make_tensor_value_info("y", F, None)])
+
+
+def test_static_rejection_and_gaps():
+    report = parse_support(relu_unique_relu())
+    assert not report.all_supported
+    assert report.subgraphs == ((0,), (2,)) and report.verified == (False, False)
+    by = {v.name: v for v in report.verdicts}
+    assert by["relu0"].supported and by["relu1"].supported
+    assert not by["unique"].supported and by["unique"].reason.startswith("rejected by the parser")
+    assert by["unique"].code == "UNSUPPORTED_NODE"
+
+
+def test_recheck_finds_what_the_first_pass_skipped():
+    model = dropout_then_unique()
+    report = parse_support(model)
+    by = {v.name: v for v in report.verdicts}
+    assert report.passes == 3
+    assert not by["dropout"].supported and "training mode" in by["dropout"].reason
+    assert not by["unique"].supported
+    assert by["relu1"].supported and "re-check pass 2" in by["relu1"].reason
+    quick = {v.name: v for v in parse_support(model, recheck=False).verdicts}
+    assert quick["unique"].supported and "not imported" in quick["unique"].reason
+
+
+def test_custom_domain_reason():
+    table = check_support(custom_domain_op(), source="parser")
+    assert table.supported_nodes == {"relu0", "relu1"}
+    assert "Plugin not found" in table.reason("mystery")
+    assert set(table.frame["source"]) == {"parser"}
+    rules = check_support(custom_domain_op(), source="rules")
+    assert "custom domain 'com.example'" in rules.reason("mystery")
+
+
+def test_control_flow_error_lands_on_the_if_node():
+    table = check_support(if_with_unsupported_branch(), source="parser")
+    assert not table.frame.set_index("node").loc["branch", "supported"]
+    assert table.frame.set_index("node").loc["relu", "supported"]
+
+
+def test_auto_source_and_version_checks():
+    table = check_support(relu_unique_relu())
+    assert table.source == "parser" and "parser" in table.target
+    other = check_support(relu_unique_relu(), trt_version="10.0")
+    assert other.source == "rules"
+    with pytest.raises(SupportError, match="source='rules'"):
+        check_support(relu_unique_relu(), source="parser", trt_version="10.0")
+
+
+def test_quantized_zoo_model_gets_a_reason_per_node(data_dir):
+    path = data_dir / "quantized_dynamic.onnx"
+    if not path.exists():
+        pytest.skip("zoo model quantized_dynamic.onnx not generated")
+    table = check_support(path, source="parser")
+    bad = table.unsupported()
+    assert set(bad["op_type"]) >= {"ConvInteger", "DynamicQuantizeLinear", "MatMulInteger"}
+    assert table.frame["reason"].str.len().min() > 10
+    assert len(table.details.subgraphs) > 3
+
+
+@pytest.mark.parametrize("path", ZOO, ids=lambda p: p.stem)
+def test_rules_agree_with_parser_on_zoo(path):
+    result = compare_support(path)
+    assert result.agreement >= 95.0, result.disagreements.to_string()
+    assert len(result.frame) == len(trtlab.load(path).proto.graph.node)

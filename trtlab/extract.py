@@ -1,0 +1,181 @@
+"""Turn a segment of a partition into a standalone ONNX model, and write a partition to disk.
+
+A segment model holds the segment's nodes (in execution order), the initializers they read
+(directly or from If/Loop/Scan bodies), copies of ``Constant`` nodes of other segments whose
+values it reads, typed inputs and outputs with shapes where known, the value_info of its
+internal tensors, and the original model's opset imports and local functions. Tensors that
+bodies read from the enclosing scope become segment inputs when another segment makes them.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Dict, List, Set, Union
+
+import onnx
+from onnx import helper
+
+from .errors import PartitionError
+from .model import fit_ir_version
+
+if TYPE_CHECKING:
+    from .partition import Partition
+
+log = logging.getLogger(__name__)
+
+__all__ = ["segment_model", "write_partition"]
+
+
+def _reads(model, node: onnx.NodeProto) -> List[str]:
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+        return model.node_inputs(node.name)
+    return [t for t in node.input if t]
+
+
+def _value_info(partition: "Partition", name: str, role: str, seg_name: str) -> onnx.ValueInfoProto:
+    model = partition.model
+    info = model.tensor(name)
+    elem, shape = info.elem_type, info.shape
+    if not elem or shape is None:
+        rt_elem, rt_shape = _runtime_types(partition).get(name, (0, None))
+        elem, shape = elem or rt_elem, shape if shape is not None else rt_shape
+    if not elem:
+        raise PartitionError(
+            f"Segment {seg_name}: {role} tensor {name!r} has no known element type (neither ONNX "
+            "shape inference nor ONNX Runtime could infer it), so the segment model cannot declare "
+            "it. Add value_info with its type to the model and load it again.")
+    dims = None if shape is None else [d if isinstance(d, (int, str)) else None for d in shape]
+    return helper.make_tensor_value_info(name, elem, dims)
+
+
+def _runtime_types(partition: "Partition") -> Dict[str, tuple]:
+    """Types and shapes ONNX Runtime infers where ONNX shape inference gave none (contrib ops)."""
+    cached = getattr(partition, "_runtime_types", None)
+    if cached is not None:
+        return cached
+    from .ort import session
+
+    model = partition.model
+    proto = copy.deepcopy(model.proto)
+    known = {o.name for o in proto.graph.output}
+    untyped = [o for n in proto.graph.node for o in n.output
+               if o and o not in known and (not model.tensor(o).elem_type or model.tensor(o).shape is None)]
+    for name in untyped:
+        proto.graph.output.add().name = name
+    found: Dict[str, tuple] = {}
+    try:
+        outputs = session(proto, ["CPUExecutionProvider"]).get_outputs()
+    except Exception as exc:  # best effort: the caller reports the untyped tensor
+        log.info("ONNX Runtime type inference failed: %s", exc)
+        outputs = []
+    for out in outputs:
+        type_name = out.type[len("tensor("):-1] if out.type.startswith("tensor(") else ""
+        try:
+            elem = onnx.TensorProto.DataType.Value(type_name.upper())
+        except ValueError:
+            continue
+        shape = None if out.shape is None else tuple(
+            None if (isinstance(d, str) and d.startswith("unk__")) else d for d in out.shape)
+        found[out.name] = (elem, shape)
+    partition._runtime_types = found
+    return found
+
+
+def segment_model(partition: "Partition", index: int) -> onnx.ModelProto:
+    """Segment ``index`` of ``partition`` as a standalone, checker-valid ONNX model.
+
+    Parameters
+    ----------
+    partition
+        A :class:`~trtlab.partition.Partition`.
+    index
+        Segment index (position in :attr:`Partition.segments`).
+
+    Returns
+    -------
+    onnx.ModelProto
+        Inputs are the segment's :attr:`~trtlab.partition.Segment.inputs`, outputs its
+        :attr:`~trtlab.partition.Segment.outputs`; IR version readable by ONNX Runtime.
+
+    Raises
+    ------
+    PartitionError
+        Unknown index, or a boundary tensor without a known type.
+    """
+    segments = partition.segments
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(segments):
+        raise PartitionError(f"No segment {index!r}: partition of {partition.model.name!r} has segments "
+                             f"0..{len(segments) - 1} ({[s.name for s in segments]}).")
+    seg = segments[index]
+    model = partition.model
+    graph = model.proto.graph
+    inside: Set[str] = set(seg.nodes)
+    nodes = [model.node(n) for n in seg.nodes]
+
+    reads: Dict[str, None] = {}
+    for node in nodes:
+        reads.update(dict.fromkeys(_reads(model, node)))
+    produced = {o for node in nodes for o in node.output if o}
+    foreign_constants: List[onnx.NodeProto] = []
+    seen_const: Set[str] = set()
+    for t in reads:
+        if t in produced or t in model.initializers:
+            continue
+        p = model.producer(t)
+        if p is not None and p not in inside and p not in seen_const and model.node(p).op_type == "Constant":
+            seen_const.add(p)
+            foreign_constants.append(model.node(p))
+    initializers = [model.initializers[t] for t in reads if t in model.initializers and t not in produced]
+    sparse = [s for s in graph.sparse_initializer if s.values.name in reads]
+
+    inputs = [_value_info(partition, t, "input", seg.name) for t in seg.inputs]
+    outputs = [_value_info(partition, t, "output", seg.name) for t in seg.outputs]
+    boundary = set(seg.inputs) | set(seg.outputs)
+    internal = produced - boundary
+    value_info = [copy.deepcopy(vi) for vi in graph.value_info if vi.name in internal]
+
+    body = helper.make_graph(
+        [copy.deepcopy(n) for n in foreign_constants + nodes],
+        f"{model.name}_{seg.name}", inputs, outputs,
+        initializer=[copy.deepcopy(t) for t in initializers], value_info=value_info,
+        sparse_initializer=[copy.deepcopy(s) for s in sparse])
+    proto = helper.make_model(body, opset_imports=list(model.proto.opset_import),
+                              producer_name="trtlab", ir_version=model.proto.ir_version)
+    proto.functions.extend(model.proto.functions)
+    proto.doc_string = f"Segment {seg.name} ({seg.backend}) of {model.name}: {len(nodes)} node(s)"
+    return fit_ir_version(proto)
+
+
+def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike]) -> Dict[str, Path]:
+    """Write every segment model plus ``summary.csv``, ``boundaries.csv``, ``decisions.csv`` and
+    ``partition.json`` to ``out_dir`` (created if needed).
+
+    Segment files are named ``<index>_<segment name>.onnx`` (index zero-padded).
+
+    Returns
+    -------
+    dict
+        ``{file name: path}`` of everything written.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise PartitionError(f"Cannot write the partition to {out}: it is a file. Pass a folder path.")
+    out.mkdir(parents=True, exist_ok=True)
+    written: Dict[str, Path] = {}
+    width = max(2, len(str(max(len(partition.segments) - 1, 0))))
+    for seg in partition.segments:
+        path = out / f"{seg.index:0{width}d}_{seg.name}.onnx"
+        path.write_bytes(segment_model(partition, seg.index).SerializeToString())
+        written[path.name] = path
+    tables = {"summary.csv": partition.summary(), "boundaries.csv": partition.boundaries(),
+              "decisions.csv": partition.decisions}
+    for name, frame in tables.items():
+        frame.to_csv(out / name, index=False)
+        written[name] = out / name
+    (out / "partition.json").write_text(partition.to_json(indent=1))
+    written["partition.json"] = out / "partition.json"
+    log.info("wrote %d segment model(s) and tables to %s", len(partition.segments), out)
+    return written
