@@ -156,18 +156,25 @@ def test_cache_hit_on_rebuild_and_miss_on_changes(tmp_path, monkeypatch):
     monkeypatch.setattr(trt, "version", lambda: real_version + "-other")
     other_version = build(part, cache_dir=tmp_path, shapes=CONV_SHAPES, progress=False)
     assert other_version.cache_report()["status"].tolist() == ["miss"]
-    monkeypatch.setattr(trt, "flavor", lambda: "tensorrt")
     from trtlab import build as build_module
-    monkeypatch.setattr(build_module, "polygraphy_trt", _polygraphy_current_flavor())
-    other_flavor = build(part, cache_dir=tmp_path, shapes=CONV_SHAPES, progress=False)
-    assert other_flavor.cache_report()["status"].tolist() == ["miss"]
-    assert other_flavor.cache_report().loc[0, "flavor"] == "tensorrt"
+
+    monkeypatch.setattr(build_module, "engine_target", lambda: "sm8.9")
+    other_target = build(part, cache_dir=tmp_path, shapes=CONV_SHAPES, progress=False)
+    assert other_target.cache_report()["status"].tolist() == ["miss"]
+    assert other_target.cache_report().loc[0, "target"] == "sm8.9"
 
 
-def _polygraphy_current_flavor():
-    from polygraphy.backend import trt as ptrt
+def test_cache_key_depends_on_flavor(monkeypatch):
+    from trtlab.build import cache_key
 
-    return lambda: ptrt
+    settings = CompileSettings()
+    here = cache_key(b"onnx", settings, None)
+    real_version = trt.version()
+    monkeypatch.setattr(trt, "flavor", lambda: "tensorrt")
+    monkeypatch.setattr(trt, "version", lambda: real_version)
+    other = cache_key(b"onnx", settings, None)
+    assert other.flavor == "tensorrt"
+    assert here.digest != other.digest
 
 
 @needs_build

@@ -274,7 +274,7 @@ def test_example_inputs_bad_batch(batch):
         zoo.example_inputs("lstm_seq", batch=batch)
 
 
-@pytest.mark.parametrize("name", ["resnet_mini", "loop_model", "detection_postproc"])
+@pytest.mark.parametrize("name", MODELS)
 def test_load_returns_model(name):
     model = zoo.load(name)
     assert model.node_names and len(set(model.node_names)) == len(model.node_names)

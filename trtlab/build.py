@@ -514,6 +514,28 @@ def _boundary_values(model: Any, batches: List[Dict[str, np.ndarray]],
     return out
 
 
+def _observed_ranges(model: Any, ranges: Mapping[str, ShapeRange], tensors: Sequence[str]) -> Dict[str, ShapeRange]:
+    """Shapes of data-dependent tensors, observed by running the model once on opt-shaped inputs.
+
+    Shape inference cannot bound outputs such as NonZero's or NonMaxSuppression's; the observed
+    shape becomes a static profile, which ``dynamic_batch="single"`` widens at run time.
+    """
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for t in model.inputs:
+        shape = ranges[t.name][1]
+        dtype = t.dtype or np.dtype(np.float32)
+        feeds[t.name] = (rng.standard_normal(shape).astype(dtype) if dtype.kind == "f"
+                         else np.zeros(shape, dtype))
+    values = _boundary_values(model, [feeds], list(tensors))[0]
+    out = {}
+    for name in tensors:
+        shape = tuple(int(d) for d in np.shape(values[name]))
+        log.info("tensor %s has a data-dependent shape; engine profile built for the observed %s", name, shape)
+        out[name] = (shape, shape, shape)
+    return out
+
+
 def _convert(proto: onnx.ModelProto, precision: str, calib: Optional[List[Dict[str, np.ndarray]]]) -> onnx.ModelProto:
     if precision == "fp32":
         return proto
@@ -642,9 +664,13 @@ def build(partition: Any, *, precision: PrecisionArg = "fp32", calibration_data:
             if isinstance(backend, TensorRTBackend):
                 from .backends import _dynamic_inputs
 
-                if _dynamic_inputs(proto):
+                dynamic = _dynamic_inputs(proto)
+                if dynamic:
                     if table is None:
                         table = shape_table(part.model.proto, ranges)
+                    unknown = [n for n in dynamic if n not in overrides and n not in table]
+                    if unknown:
+                        table.update(_observed_ranges(part.model, ranges, unknown))
                     profile = segment_profile(proto, table, overrides, seg.name)
             settings = CompileSettings(segment=seg.name, precision=precisions[seg.index], profile=profile,
                                        workspace=workspace, opt_level=opt_level, dynamic_batch=dynamic_batch,

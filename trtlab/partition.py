@@ -29,14 +29,16 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import gc
 import hashlib
 import heapq
 import json
 import logging
 from collections import Counter, deque
 from dataclasses import asdict, dataclass
-from typing import (TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set,
+from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set,
                     Tuple, Union)
 
 import numpy as np
@@ -425,6 +427,23 @@ def partition(model: Any, *, support: SupportLike = None, min_subgraph_size: int
 
 
 def _run(model: Model, verdicts: Verdicts, settings: Settings, forced: Forced) -> Partition:
+    with _gc_paused():
+        return _pipeline(model, verdicts, settings, forced)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: the passes allocate many small, acyclic objects."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _pipeline(model: Model, verdicts: Verdicts, settings: Settings, forced: Forced) -> Partition:
     decisions: List[Tuple[str, str, str]] = []
     dag = _Dag.of(model)
     accel = annotate(dag, verdicts, decisions)
@@ -448,28 +467,41 @@ class _Dag:
 
     @classmethod
     def of(cls, model: Model) -> "_Dag":
-        nodes = list(model.proto.graph.node)
-        names = [n.name for n in nodes]
-        ops = [n.op_type for n in nodes]
-        outs = [[o for o in n.output if o] for n in nodes]
-        reads = [model.node_inputs(n.name) if _has_bodies(n) else [t for t in n.input if t]
-                 for n in nodes]
+        names: List[str] = []
+        ops: List[str] = []
+        reads: List[List[str]] = []
+        outs: List[List[str]] = []
+        for node in model.proto.graph.node:
+            names.append(node.name)
+            ops.append(node.op_type)
+            outs.append([o for o in node.output if o])
+            if _has_bodies(node):
+                reads.append(model.node_inputs(node.name))
+            else:
+                reads.append([t for t in node.input if t])
         producer = {o: i for i, os_ in enumerate(outs) for o in os_}
         preds: List[List[int]] = []
-        succs: List[List[int]] = [[] for _ in nodes]
+        succs: List[List[int]] = [[] for _ in names]
         for i, rs in enumerate(reads):
-            ps = sorted({producer[t] for t in rs if t in producer} - {i})
-            if ps and ps[-1] > i:
+            ps = sorted({producer[t] for t in rs if t in producer})
+            if ps and ps[-1] >= i:
                 raise PartitionError(
                     f"Model {model.name!r} is not topologically sorted (node {names[i]!r} reads a "
-                    f"tensor produced by the later node {names[ps[-1]]!r}). Load it with trtlab.load().")
+                    f"tensor produced by node {names[ps[-1]]!r}, which does not run before it). "
+                    "Load it with trtlab.load().")
             preds.append(ps)
             for p in ps:
                 succs[p].append(i)
         return cls(names, ops, reads, outs, preds, succs)
 
 
+_BODY_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
+
+
 def _has_bodies(node: Any) -> bool:
+    """Whether ``node`` may carry subgraphs (control flow, or any op of a custom domain)."""
+    if node.op_type not in _BODY_OPS and node.domain in ("", "ai.onnx"):
+        return False
     return any(a.type in (5, 10) for a in node.attribute)  # GRAPH, GRAPHS
 
 
@@ -846,8 +878,8 @@ def _verdicts(model: Model, support: SupportLike, backend: Any) -> Verdicts:
         if missing_cols:
             raise PartitionError(f"Support table lacks column(s) {sorted(missing_cols)}; it has "
                                  f"{list(frame.columns)}. Pass a SupportTable from trtlab.check_support.")
-        reasons = frame["reason"] if "reason" in frame.columns else [""] * len(frame)
-        for node, ok, reason in zip(frame["node"], frame["supported"], reasons):
+        reasons = frame["reason"].tolist() if "reason" in frame.columns else [""] * len(frame)
+        for node, ok, reason in zip(frame["node"].tolist(), frame["supported"].tolist(), reasons):
             verdicts[str(node)] = (bool(ok), _reason(ok, reason))
     elif isinstance(support, Mapping):
         for node, value in support.items():

@@ -245,6 +245,9 @@ class CapturingLogger:
 def make_parser(logger: Any = None) -> Tuple[Any, Any, Any, Any]:
     """A builder, a strongly typed network, an ONNX parser and their logger.
 
+    Keep all four alive while the parser is in use: TensorRT frees the network with the
+    builder, and a parser whose network is gone crashes the process.
+
     Returns
     -------
     (builder, network, parser, logger)

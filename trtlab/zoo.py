@@ -14,7 +14,6 @@ Examples
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
@@ -43,12 +42,10 @@ def data_dir() -> Path:
     """
     folder = config.data_dir()
     if not folder.is_dir():
-        override = os.environ.get(DATA_ENV, "").strip()
-        source = f"{DATA_ENV}={override!r}" if override else "the repository checkout"
         raise ModelLoadError(
-            f"Model zoo folder {folder} not found (taken from {source}). The zoo ships in the "
-            f"repository's data/ folder: work from a checkout, set {DATA_ENV} to a folder with the "
-            "zoo files, or create them with `python data/make_models.py`.")
+            f"Model zoo folder {folder} not found ({DATA_ENV} if set, else data/ of the checkout). "
+            f"The zoo ships in the repository's data/ folder: work from a checkout, set {DATA_ENV} "
+            "to a folder with the zoo files, or create them with `python data/make_models.py`.")
     return folder
 
 

@@ -304,6 +304,8 @@ def to_fp16(model: Any, *, keep_io_types: bool = True,
             if vi.type.tensor_type.elem_type == FLOAT and home.get(vi.name) == HALF:
                 vi.type.tensor_type.elem_type = HALF
     del graph.value_info[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "trtlab.precision", "fp16"
     n_cast = sum(1 for n in nodes if n.op_type == "Cast") - sum(
         1 for n in src.proto.graph.node if n.op_type == "Cast")
     log.info("to_fp16(%s): %d of %d nodes in float16, %d Cast nodes added", src.name,

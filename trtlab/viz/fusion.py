@@ -45,8 +45,18 @@ def _check_report(report: Any, what: str) -> None:
                           f"prefusion(...)), got {type(report).__name__}.")
 
 
+def _ticks(ax: Any, labels: Sequence[str], limit: int) -> bool:
+    """Name every bar when there are at most ``limit``; else number them (fast for 1000s)."""
+    if len(labels) > limit:
+        ax.set_ylabel("position (names omitted: too many bars to label)")
+        return False
+    ax.set_yticks(list(range(len(labels))))
+    ax.set_yticklabels(labels, fontsize=7)
+    return True
+
+
 def plot_layer_latency(report: Any, *, top: Optional[int] = 40, metric: str = "average_ms",
-                       ax: Any = None, label_width: int = 60) -> Any:
+                       ax: Any = None, label_width: int = 60, label_limit: int = 150) -> Any:
     """Horizontal bars of per-layer time, coloured by layer precision, in engine order.
 
     Parameters
@@ -61,6 +71,8 @@ def plot_layer_latency(report: Any, *, top: Optional[int] = 40, metric: str = "a
         Axes to draw on (a new figure when ``None``).
     label_width
         Layer names longer than this are shortened.
+    label_limit
+        With more bars than this, bars are numbered instead of named.
 
     Returns
     -------
@@ -87,21 +99,21 @@ def plot_layer_latency(report: Any, *, top: Optional[int] = 40, metric: str = "a
         fig = ax.figure
     y = list(range(len(frame)))
     ax.barh(y, frame[metric].to_numpy(), color=[_color(p) for p in frame["precision"]])
-    ax.set_yticks(y)
-    ax.set_yticklabels([_short(str(s), label_width) for s in frame["label"]], fontsize=7)
+    named = _ticks(ax, [_short(str(s), label_width) for s in frame["label"]], label_limit)
     ax.invert_yaxis()
     unit = "%" if metric == "percentage" else "ms"
     ax.set_xlabel(f"{metric} ({unit})")
     subset = f"{len(frame)} slowest of {shown} layers" if len(frame) < shown else f"{shown} layers"
     ax.set_title(f"{report.label}: per-layer time ({subset})", fontsize=10)
     _legend(ax, list(frame["precision"]), loc="lower right")
-    fig.tight_layout()
+    if named:
+        fig.tight_layout()
     return fig
 
 
 def plot_fusion_comparison(a: Any, b: Any, *, labels: Optional[Sequence[str]] = None,
                            top: Optional[int] = 40, ax: Any = None,
-                           label_width: int = 40) -> Any:
+                           label_width: int = 40, label_limit: int = 150) -> Any:
     """Two reports side by side, one row per ONNX node (e.g. FP16 vs INT8 engines).
 
     With profiles on both reports the bars are each node's share of layer time
@@ -120,6 +132,9 @@ def plot_fusion_comparison(a: Any, b: Any, *, labels: Optional[Sequence[str]] = 
         times, the first ``top`` nodes. ``None`` shows all.
     ax
         Axes to draw on (a new figure when ``None``).
+    label_width, label_limit
+        Node names longer than ``label_width`` are shortened; with more rows than
+        ``label_limit`` rows are numbered instead of named.
 
     Returns
     -------
@@ -158,14 +173,14 @@ def plot_fusion_comparison(a: Any, b: Any, *, labels: Optional[Sequence[str]] = 
             edgecolor="black", linewidth=0.3, hatch="///")
     names = [("* " if not same else "") + _short(str(n), label_width)
              for n, same in zip(table.index, table[("", "same_fusion")])]
-    ax.set_yticks(y)
-    ax.set_yticklabels(names, fontsize=7)
+    named = _ticks(ax, names, label_limit)
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
     ax.set_title(f"{la} (plain) vs {lb} (hatched), by ONNX node; * = fused differently",
                  fontsize=10)
     _legend(ax, list(pa) + list(pb), loc="lower right")
-    fig.tight_layout()
+    if named:
+        fig.tight_layout()
     return fig
 
 

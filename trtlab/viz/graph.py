@@ -119,11 +119,33 @@ def _node_decisions(model: Any, partition: Any) -> Dict[str, Tuple[str, str]]:
     return out
 
 
+def _examples(subjects: Any) -> str:
+    items = list(subjects)
+    more = len(items) - 3
+    return ", ".join(items[:3]) + (f", … ({more} more)" if more > 0 else "")
+
+
+def _grouped(rows: "Any", keys: List[str]) -> "Any":
+    out = (rows.groupby(keys, sort=False)
+           .agg(count=("subject", "size"),
+                reason=("reason", "first"),
+                distinct=("reason", "nunique"),
+                op_types=("op_type", lambda s: ", ".join(sorted({o for o in s if o}))),
+                examples=("subject", _examples))
+           .reset_index(drop=False))
+    similar = out["distinct"] > 1
+    out.loc[similar, "reason"] = [f"{r} (and {d - 1} similar)" for r, d in
+                                  zip(out.loc[similar, "reason"], out.loc[similar, "distinct"])]
+    return out.sort_values("count", ascending=False, kind="stable")
+
+
 def reasons_table(partition: Any, *, max_rows: int = 12) -> "Any":
     """The decisions behind a partition, ready to print under a drawing.
 
-    One row per decision (subject, op_type, kind, reason) when there are at most ``max_rows``;
-    otherwise one row per distinct (kind, reason) with a count and example subjects.
+    One row per decision (subject, op_type, kind, reason) when there are at most ``max_rows``.
+    Otherwise decisions are grouped (kind, reason, count, op_types, examples): by identical
+    reason, else by kind and op type, and the smallest groups are folded into a last row so
+    the table never exceeds ``max_rows`` rows.
 
     Returns
     -------
@@ -140,14 +162,23 @@ def reasons_table(partition: Any, *, max_rows: int = 12) -> "Any":
                          "kind": frame["kind"].astype(str), "reason": frame["reason"].astype(str)})
     if len(rows) <= max_rows:
         return rows.reset_index(drop=True)
-    grouped = (rows.groupby(["kind", "reason"], sort=False)
-               .agg(count=("subject", "size"),
-                    op_types=("op_type", lambda s: ", ".join(sorted({o for o in s if o}))),
-                    examples=("subject", lambda s: ", ".join(list(s)[:3])
-                              + (f", … ({len(s) - 3} more)" if len(s) > 3 else "")))
-               .reset_index()
-               .sort_values("count", ascending=False, kind="stable"))
-    return grouped[["kind", "reason", "count", "op_types", "examples"]].reset_index(drop=True)
+    grouped = _grouped(rows, ["kind", "reason"])
+    if len(grouped) > max_rows:
+        grouped = _grouped(rows, ["kind", "op_type"])
+    columns = ["kind", "reason", "count", "op_types", "examples"]
+    grouped = grouped[columns].reset_index(drop=True)
+    if len(grouped) > max_rows:
+        keep, rest = grouped.iloc[:max_rows - 1], grouped.iloc[max_rows - 1:]
+        other = pd.DataFrame([{
+            "kind": ", ".join(dict.fromkeys(rest["kind"])),
+            "reason": f"{len(rest)} other groups of decisions (see Partition.decisions)",
+            "count": int(rest["count"].sum()),
+            "op_types": ", ".join(sorted({o for ops_ in rest["op_types"] for o in ops_.split(", ")
+                                          if o})),
+            "examples": _examples(e.split(", ")[0] for e in rest["examples"]),
+        }])
+        grouped = pd.concat([keep, other], ignore_index=True)
+    return grouped
 
 
 # -- scene --------------------------------------------------------------------------------------

@@ -1,0 +1,158 @@
+"""HybridModel: running the zoo, input validation, executors, the Polygraphy runner."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import factories as F
+import trtlab
+from trtlab import trt, zoo
+from trtlab.build import build
+from trtlab.errors import InputError
+from trtlab.model import load
+from trtlab.ort import run_onnx
+
+INFO = trt.info()
+needs_build = pytest.mark.skipif(not INFO.build, reason=f"TensorRT cannot build engines here: {INFO.reason}")
+needs_gpu_run = pytest.mark.skipif(not INFO.run, reason=f"TensorRT engines cannot run here: {INFO.reason}")
+
+#: transformer_large takes over a minute to build on two CPU cores; the overhead benchmark covers it.
+ZOO = [n for n in zoo.names() if n != "transformer_large"]
+
+
+def tolerance(arr):
+    return dict(rtol=0, atol=0) if arr.dtype.kind in "iub" else dict(rtol=1e-4, atol=1e-5)
+
+
+@needs_build
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_model_builds_and_matches_onnxruntime(name, tmp_path):
+    model = zoo.load(name)
+    hybrid = build(trtlab.partition(model), cache_dir=tmp_path, progress=False)
+    trt_segments = [s for s in hybrid.segments if s.backend == "tensorrt"]
+    assert set(hybrid.engines) == {s.index for s in trt_segments}
+    assert all(len(e) > 0 for e in hybrid.engines.values())
+    feeds = zoo.example_inputs(name, batch=1)
+    out, ref = hybrid.run(feeds), run_onnx(model, feeds)
+    assert list(out) == list(ref)
+    for k in ref:
+        np.testing.assert_allclose(out[k], ref[k], **tolerance(ref[k]), err_msg=f"{name}:{k}")
+    assert set(hybrid.last_timings) == {s.name for s in hybrid.segments}
+
+
+@pytest.fixture(scope="module")
+def mlp_hybrid():
+    m = load(F.mlp())
+    return m, build(trtlab.partition(m, exclude_nodes=["relu1"]), cache_dir=False, progress=False)
+
+
+def good_feeds():
+    return {"x": np.random.default_rng(0).standard_normal((2, 16)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("feeds, match", [
+    ({}, "missing input"),
+    ({"x": np.zeros((2, 16), np.float32), "y": np.zeros(1)}, "unknown input"),
+    ({"x": np.zeros((2, 16), np.float64)}, "dtype float64, expected float32"),
+    ({"x": np.zeros((2, 16, 1), np.float32)}, "rank 3"),
+    ({"x": np.zeros((3, 16), np.float32)}, "size 3 on axis 0"),
+    ([np.zeros((2, 16), np.float32)], "must be a dict"),
+])
+def test_bad_inputs_are_refused(mlp_hybrid, feeds, match):
+    _, hybrid = mlp_hybrid
+    with pytest.raises(InputError, match=match) as info:
+        hybrid.run(feeds)
+    assert "x: float[2, 16]" in str(info.value)
+
+
+def test_symbolic_dims_must_agree():
+    from onnx import helper
+
+    nodes = [helper.make_node("Add", ["a", "b"], ["y"], name="add")]
+    m = load(F._model(nodes, [F.vi("a", ["N", 4]), F.vi("b", ["N", 4])], [F.vi("y", ["N", 4])]))
+    hybrid = build(trtlab.partition(m, exclude_nodes=["add"]), cache_dir=False, progress=False)
+    ok = hybrid.run({"a": np.ones((3, 4), np.float32), "b": np.ones((3, 4), np.float32)})
+    assert ok["y"].shape == (3, 4)
+    with pytest.raises(InputError, match="symbolic dimension 'N'"):
+        hybrid.run({"a": np.ones((3, 4), np.float32), "b": np.ones((2, 4), np.float32)})
+
+
+def test_run_matches_and_records_timings(mlp_hybrid):
+    m, hybrid = mlp_hybrid
+    feeds = good_feeds()
+    out = hybrid.run(feeds)
+    np.testing.assert_allclose(out["y"], run_onnx(m, feeds)["y"], rtol=1e-5, atol=1e-6)
+    assert list(hybrid.last_timings) == [s.name for s in hybrid.segments]
+    assert all(t > 0 for t in hybrid.last_timings.values())
+    assert hybrid.last_total >= sum(hybrid.last_timings.values())
+
+
+def test_executors_table_says_what_ran(mlp_hybrid):
+    _, hybrid = mlp_hybrid
+    table = hybrid.executors
+    assert list(table.columns) == ["segment", "backend", "executor", "precision", "nodes", "reason"]
+    assert table["backend"].tolist() == ["tensorrt", "fallback", "tensorrt"]
+    expected = "tensorrt" if INFO.run else "onnxruntime"
+    assert table["executor"].tolist() == [expected, "onnxruntime", expected]
+    assert table.loc[0, "reason"] == INFO.reason
+    assert f"trt_0:{expected}/fp32" in repr(hybrid)
+    assert "onnxruntime" in hybrid._repr_html_()
+
+
+@needs_build
+def test_fp16_segments_build_and_stay_close(tmp_path):
+    m = load(F.conv_relu())
+    hybrid = build(trtlab.partition(m), precision="fp16", cache_dir=tmp_path, progress=False,
+                   shapes={"x": (2, 3, 8, 8)})
+    assert hybrid.executors["precision"].tolist() == ["fp16"]
+    model16 = hybrid.segment_models[0]
+    assert any(init.data_type == 10 for init in model16.graph.initializer)  # FLOAT16 weights
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    np.testing.assert_allclose(hybrid.run(feeds)["y"], run_onnx(m, feeds)["y"], rtol=2e-2, atol=2e-2)
+
+
+@needs_build
+def test_int8_segment_builds_with_calibration(tmp_path):
+    m = load(F.conv_relu())
+    rng = np.random.default_rng(0)
+    calib = [{"x": rng.standard_normal((2, 3, 8, 8)).astype(np.float32)} for _ in range(4)]
+    hybrid = build(trtlab.partition(m), precision="int8", calibration_data=calib, cache_dir=tmp_path,
+                   progress=False, shapes={"x": (2, 3, 8, 8)})
+    ops = {n.op_type for n in hybrid.segment_models[0].graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert len(hybrid.engines[0]) > 0
+    feeds = calib[0]
+    ref = run_onnx(m, feeds)["y"]
+    out = hybrid.run(feeds)["y"]
+    assert np.abs(out - ref).max() < 0.1 * np.abs(ref).max()
+
+
+def test_hybrid_runner_in_polygraphy_comparator(mlp_hybrid):
+    from polygraphy.backend.base import BaseRunner
+    from polygraphy.backend.onnxrt import OnnxrtRunner
+    from polygraphy.comparator import Comparator
+
+    from trtlab.ort import session
+    from trtlab.runtime import HybridRunner
+
+    m, hybrid = mlp_hybrid
+    runner = HybridRunner(hybrid, name="hybrid")
+    assert isinstance(runner, BaseRunner)
+    reference = OnnxrtRunner(lambda: session(m), name="ort")
+    results = Comparator.run([reference, runner], data_loader=[good_feeds()])
+    assert bool(Comparator.compare_accuracy(results))
+    with runner:
+        meta = runner.get_input_metadata()
+        assert list(meta.keys()) == ["x"]
+        assert tuple(meta["x"].shape) == (2, 16)
+
+
+@needs_gpu_run
+def test_tensorrt_segments_run_on_the_gpu(tmp_path):
+    m = load(F.conv_relu())
+    hybrid = build(trtlab.partition(m), cache_dir=tmp_path, shapes={"x": ((1, 3, 8, 8), (2, 3, 8, 8), (4, 3, 8, 8))},
+                   progress=False)
+    assert hybrid.executors["executor"].tolist() == ["tensorrt"]
+    feeds = {"x": np.random.default_rng(0).standard_normal((3, 3, 8, 8)).astype(np.float32)}
+    np.testing.assert_allclose(hybrid.run(feeds)["y"], run_onnx(m, feeds)["y"], rtol=1e-3, atol=1e-3)

@@ -1,0 +1,469 @@
+"""Accuracy tables: candidates against a reference with Polygraphy's Comparator.
+
+:func:`compare` runs a reference and candidates (ONNX models, hybrid models, Polygraphy runners or
+plain callables) over the same data with ``Comparator.run`` and scores them with
+``Comparator.compare_accuracy``. :func:`precision_table` builds the FP32 / FP16 / INT8 variants
+of a model and reports task accuracy, agreement with FP32, error statistics, latency and where
+each ran.
+
+Examples
+--------
+>>> table = precision_table(model, x_test, labels=y_test, calibration_data=x_calib)  # doctest: +SKIP
+>>> compare(model, {"int8": quantize_int8(model, x_calib)}, x_test)                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import CompareError
+from .precision._common import Data, Feeds, as_model, feed_list
+
+log = logging.getLogger(__name__)
+
+__all__ = ["compare", "precision_table", "as_runner", "COMPARE_COLUMNS", "TABLE_COLUMNS"]
+
+COMPARE_COLUMNS = ["candidate", "output", "max_abs", "max_rel", "mean_abs", "cosine", "top1_agree",
+                   "accuracy", "latency_ms", "executor", "pass"]
+TABLE_COLUMNS = ["config", "precision", "method", "fp32_nodes", "accuracy", "accuracy_delta",
+                 "top1_agree", "max_abs", "mean_abs", "cosine", "latency_ms", "executor"]
+
+
+def _callable_runner(fn: Callable[[Feeds], Mapping[str, np.ndarray]], name: str,
+                     inputs: Sequence[Any]) -> Any:
+    from polygraphy.backend.base import BaseRunner
+    from polygraphy.common import TensorMetadata
+    from polygraphy.datatype import DataType
+
+    class CallableRunner(BaseRunner):
+        """Polygraphy runner around a function feeds -> outputs."""
+
+        def __init__(self) -> None:
+            super().__init__(name=name, prefix="callable")
+
+        def activate_impl(self) -> None:
+            pass
+
+        def deactivate_impl(self) -> None:
+            pass
+
+        def get_input_metadata_impl(self) -> Any:
+            meta = TensorMetadata()
+            for spec in inputs:
+                dtype = DataType.from_dtype(spec.dtype) if spec.dtype is not None else None
+                shape = None if spec.shape is None else [d if isinstance(d, int) else -1 for d in spec.shape]
+                meta.add(spec.name, dtype=dtype, shape=shape)
+            return meta
+
+        def infer_impl(self, feed_dict: Mapping[str, Any]) -> Any:
+            start = time.perf_counter()
+            out = fn(dict(feed_dict))
+            self.inference_time = time.perf_counter() - start
+            return OrderedDict((k, np.asarray(v)) for k, v in out.items())
+
+    return CallableRunner()
+
+
+def as_runner(runnable: Any, name: str, inputs: Sequence[Any] = ()) -> Tuple[Any, str]:
+    """A Polygraphy runner named ``name`` for ``runnable``, and a label of where it executes.
+
+    Accepts a Polygraphy ``BaseRunner``, a :class:`~trtlab.runtime.HybridModel`, a trtlab
+    Model / ``onnx.ModelProto`` / path (run by ONNX Runtime), or a callable feeds -> outputs.
+    """
+    import onnx
+    from polygraphy.backend.base import BaseRunner
+
+    from .model import Model
+
+    if isinstance(runnable, BaseRunner):
+        runnable.name = name
+        return runnable, type(runnable).__name__
+    if hasattr(runnable, "executors") and hasattr(runnable, "run"):
+        from .runtime import HybridRunner
+
+        execs = runnable.executors
+        label = "+".join(dict.fromkeys(execs["executor"])) if len(execs) else "hybrid"
+        return HybridRunner(runnable, name=name), label
+    if isinstance(runnable, (Model, onnx.ModelProto, str, bytes)) or hasattr(runnable, "__fspath__"):
+        from polygraphy.backend.onnxrt import OnnxrtRunner
+
+        from .ort import session
+
+        model = as_model(runnable)
+        return OnnxrtRunner(lambda: session(model), name=name), "onnxruntime"
+    if callable(runnable):
+        return _callable_runner(runnable, name, inputs), "callable"
+    raise CompareError(
+        f"Cannot run {name!r}: a {type(runnable).__name__} is not a Polygraphy runner, HybridModel, "
+        "ONNX model or callable feeds -> outputs."
+    )
+
+
+def _model_of(runnable: Any) -> Optional[Any]:
+    import onnx
+
+    from .model import Model
+
+    if isinstance(runnable, (Model, onnx.ModelProto)):
+        return as_model(runnable)
+    part = getattr(runnable, "partition", None)
+    if part is not None and hasattr(part, "model"):
+        return part.model
+    return None
+
+
+def _feeds(reference: Any, candidates: Mapping[str, Any], data: Data,
+           batch_size: Optional[int]) -> Tuple[List[Feeds], Sequence[Any]]:
+    for obj in [reference, *candidates.values()]:
+        model = _model_of(obj)
+        if model is not None:
+            return feed_list(model, data, batch_size=batch_size, error=CompareError), model.inputs
+    if isinstance(data, Mapping):
+        raise CompareError("With no ONNX or hybrid model among the runnables, pass data as a list of "
+                           "feed dicts so compare() knows the inputs.")
+    feeds = feed_list(_Names([]), data, error=CompareError)
+    return feeds, []
+
+
+class _Names:
+    def __init__(self, inputs: Sequence[Any]) -> None:
+        self.inputs = inputs
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 and nb == 0:
+        return 1.0
+    if na == 0 or nb == 0:
+        return 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def _top1(out: np.ndarray) -> Optional[np.ndarray]:
+    if out.ndim >= 2 and out.shape[-1] > 1 and np.issubdtype(out.dtype, np.floating):
+        return out.reshape(-1, out.shape[-1]).argmax(axis=1)
+    return None
+
+
+def _stats(ref: np.ndarray, cand: np.ndarray, labels: Optional[np.ndarray]) -> Dict[str, Any]:
+    r, c = ref.astype(np.float64), cand.astype(np.float64)
+    if r.shape != c.shape:
+        raise CompareError(f"Output shapes differ: reference {r.shape}, candidate {c.shape}.")
+    diff = np.abs(r - c)
+    finite = np.isfinite(diff)
+    rel = diff / np.maximum(np.abs(r), np.finfo(np.float32).tiny)
+    row: Dict[str, Any] = {
+        "max_abs": float(diff.max()) if diff.size else 0.0,
+        "max_rel": float(rel.max()) if rel.size else 0.0,
+        "mean_abs": float(diff[finite].mean()) if finite.any() else float("nan"),
+        "cosine": _cosine(r, c) if np.issubdtype(ref.dtype, np.floating) else float("nan"),
+        "top1_agree": float("nan"), "accuracy": float("nan"),
+    }
+    tr, tc = _top1(ref), _top1(cand)
+    if tr is not None and tc is not None:
+        row["top1_agree"] = float(np.mean(tr == tc))
+        if labels is not None and len(labels) == len(tc):
+            row["accuracy"] = float(np.mean(tc == labels))
+    return row
+
+
+def compare(reference: Any, candidates: Mapping[str, Any], data: Data, *, atol: float = 1e-3,
+            rtol: float = 1e-3, labels: Optional[np.ndarray] = None, batch_size: Optional[int] = None,
+            reference_name: str = "reference", include_reference: bool = False,
+            executors: Optional[Mapping[str, str]] = None) -> Any:
+    """Compare candidates with a reference over a data set.
+
+    Runs every runnable with Polygraphy's ``Comparator.run`` and checks each candidate against
+    the reference with ``Comparator.compare_accuracy`` (element-wise ``atol`` / ``rtol``).
+
+    Parameters
+    ----------
+    reference
+        Polygraphy runner, HybridModel, ONNX model (run by ONNX Runtime) or callable.
+    candidates
+        Name -> runnable of the same kinds.
+    data
+        One array, dict input name -> array (batch on axis 0) or feed dicts.
+    atol, rtol
+        Tolerances of the pass/fail check (relative to the reference).
+    labels
+        Class labels per sample; adds task ``accuracy`` for classifier outputs.
+    batch_size
+        Batch size for dynamic-batch models.
+    reference_name
+        Name of the reference in the table.
+    include_reference
+        Add a row for the reference itself (its accuracy and latency, zero error).
+    executors
+        Name -> label overriding the ``executor`` column.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per candidate x output: candidate, output, max_abs, max_rel, mean_abs, cosine,
+        top1_agree (classifier outputs), accuracy (with ``labels``), latency_ms (median per
+        batch), executor, pass.
+    """
+    import pandas as pd
+    from polygraphy.comparator import Comparator
+    from polygraphy.logger import G_LOGGER
+
+    if not candidates:
+        raise CompareError("compare() needs at least one candidate (a dict name -> runnable).")
+    if reference_name in candidates:
+        raise CompareError(f"A candidate is called {reference_name!r} like the reference; rename it "
+                           "or pass reference_name=.")
+    feeds, inputs = _feeds(reference, candidates, data, batch_size)
+    runners, labels_of = [], {}
+    for name, obj in [(reference_name, reference), *candidates.items()]:
+        runner, label = as_runner(obj, name, inputs)
+        runners.append(runner)
+        labels_of[name] = (executors or {}).get(name, label)
+    try:
+        compare_func = _compare_func(atol, rtol)
+        with G_LOGGER.verbosity(G_LOGGER.CRITICAL):
+            results = Comparator.run(runners, data_loader=feeds)
+            accuracy = Comparator.compare_accuracy(
+                results, comparisons=[(i, 0) for i in range(1, len(runners))], compare_func=compare_func)
+    except CompareError:
+        raise
+    except Exception as exc:  # Polygraphy reports failures as its own exception types
+        raise CompareError(f"Polygraphy could not run or compare the models: {exc}") from exc
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+    outs = {name: _joined(results[name]) for name in [r.name for r in runners]}
+    times = {name: [it.runtime for it in results[name] if it.runtime is not None] for name in outs}
+    verdicts = accuracy[0]
+    rows = []
+    ref_out = outs[reference_name]
+    names = ([reference_name] if include_reference else []) + list(candidates)
+    for name in names:
+        got = outs[name]
+        missing = [o for o in ref_out if o not in got]
+        if missing:
+            raise CompareError(f"Candidate {name!r} lacks output(s) {missing}; it has {list(got)}.")
+        passed = _verdicts(verdicts, name, reference_name) if name != reference_name else {}
+        for output, value in ref_out.items():
+            row = {"candidate": name, "output": output, **_stats(value, got[output], labels)}
+            row["latency_ms"] = float(np.median(times[name]) * 1e3) if times[name] else float("nan")
+            row["executor"] = labels_of[name]
+            row["pass"] = passed.get(output, True)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+
+
+def _compare_func(atol: float, rtol: float) -> Any:
+    from polygraphy.comparator import compare as comp
+
+    simple = getattr(comp, "SimpleCompareFunc", None)
+    if simple is not None:
+        return simple(atol=atol, rtol=rtol, check_shapes=True)
+    return comp.CompareFunc.simple(atol=atol, rtol=rtol, check_shapes=True)
+
+
+def _joined(iterations: Sequence[Any]) -> Dict[str, np.ndarray]:
+    first = iterations[0]
+    out = {}
+    for name in first.keys():
+        parts = [np.asarray(it[name]) for it in iterations]
+        out[name] = np.concatenate(parts) if parts[0].ndim else np.stack(parts)
+    return out
+
+
+def _verdicts(verdicts: Any, name: str, reference_name: str) -> Dict[str, bool]:
+    per_iter = verdicts[(name, reference_name)]
+    passed: Dict[str, bool] = {}
+    for iteration in per_iter:
+        for output, result in iteration.items():
+            passed[output] = passed.get(output, True) and bool(result)
+    return passed
+
+
+# ----------------------------------------------------------------------------------------------
+# precision table
+# ----------------------------------------------------------------------------------------------
+
+
+def _runnable(model: Any, use_build: bool, progress: bool, cache_dir: Any) -> Tuple[Any, Optional[str]]:
+    """How a configuration runs: a HybridModel when trtlab.build is used, else ONNX Runtime."""
+    from .precision import ort_variant
+
+    is_fp16 = any(p.key == "trtlab.precision" and p.value == "fp16" for p in model.proto.metadata_props)
+    if use_build:
+        from .build import build
+        from .partition import partition
+
+        hybrid = build(partition(model), precision="fp32", cache_dir=cache_dir, progress=progress)
+        return hybrid, None
+    if is_fp16:
+        return ort_variant(model)
+    return model, None
+
+
+def precision_table(model: Any, data: Data, *, labels: Optional[np.ndarray] = None,
+                    precisions: Iterable[str] = ("fp32", "fp16", "int8"),
+                    calibration_data: Optional[Data] = None,
+                    methods: Iterable[str] = ("entropy", "minmax"),
+                    keep_fp32_nodes: Iterable[str] = (), keep_fp32_ops: Optional[Iterable[str]] = None,
+                    segment_precisions: Optional[Mapping[str, Mapping[int, str]]] = None,
+                    per_channel: bool = True, batch_size: Optional[int] = None,
+                    runner: str = "auto", cache_dir: Any = None, output: Optional[str] = None,
+                    progress: bool = True) -> Any:
+    """The FP32 / FP16 / INT8 accuracy table of a model.
+
+    Parameters
+    ----------
+    model
+        The float32 model.
+    data
+        Evaluation inputs (one array, dict input name -> array, or feed dicts).
+    labels
+        Class labels per sample: adds task accuracy and its change from FP32 in points.
+    precisions
+        Any of ``"fp32"``, ``"fp16"``, ``"int8"``.
+    calibration_data
+        Real inputs for INT8 calibration (required with ``"int8"``).
+    methods
+        Calibration methods, one INT8 row each.
+    keep_fp32_nodes
+        Mixed precision: when given, FP16 and INT8 rows are repeated with these nodes held in
+        FP32, so the table shows what keeping them buys.
+    keep_fp32_ops
+        Op types FP16 keeps in FP32 (default :data:`trtlab.precision.DEFAULT_KEEP_FP32_OPS`).
+    segment_precisions
+        Extra rows: name -> ``{segment index: precision}`` built with :func:`trtlab.build` on the
+        default partition (INT8 segments calibrated on ``calibration_data``).
+    per_channel
+        Per-channel INT8 weight scales.
+    batch_size
+        Batch size for dynamic-batch models.
+    runner
+        ``"auto"`` (the hybrid runtime when ``trtlab.build`` is available, else ONNX Runtime),
+        ``"hybrid"`` or ``"onnxruntime"``.
+    cache_dir
+        Calibration (and engine) cache folder.
+    output
+        Output scored in the table (default: the model's first output).
+    progress
+        Show progress bars.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per configuration: config, precision, method, fp32_nodes, accuracy,
+        accuracy_delta (points vs FP32), top1_agree (with FP32), max_abs, mean_abs, cosine,
+        latency_ms (median per batch), executor.
+    """
+    import pandas as pd
+
+    from . import precision as prec
+    from ._progress import progress as progress_bar
+
+    src = as_model(model)
+    precisions = list(precisions)
+    bad = [p for p in precisions if p not in ("fp32", "fp16", "int8")]
+    if bad:
+        raise CompareError(f"Unknown precision(s) {bad}; use 'fp32', 'fp16' and/or 'int8'.")
+    methods = list(methods)
+    keep = tuple(keep_fp32_nodes)
+    if ("int8" in precisions or segment_precisions) and calibration_data is None:
+        raise CompareError("INT8 rows need calibration_data= (real inputs of the model).")
+    if runner not in ("auto", "hybrid", "onnxruntime"):
+        raise CompareError(f"runner={runner!r}; use 'auto', 'hybrid' or 'onnxruntime'.")
+    use_build = runner == "hybrid" or (runner == "auto" and _has_build())
+    fp16_kw = {} if keep_fp32_ops is None else {"keep_fp32_ops": keep_fp32_ops}
+    out_name = output or src.outputs[0].name
+    if out_name not in [o.name for o in src.outputs]:
+        raise CompareError(f"Model {src.name!r} has no output {out_name!r}; outputs: "
+                           f"{[o.name for o in src.outputs]}.")
+
+    configs: List[Tuple[str, str, str, int, Callable[[], Any]]] = []
+    if "fp16" in precisions:
+        configs.append(("fp16", "fp16", "", 0, lambda: prec.to_fp16(src, **fp16_kw)))
+        if keep:
+            configs.append((f"fp16 + {len(keep)} fp32 node(s)", "fp16", "", len(keep),
+                            lambda: prec.to_fp16(src, keep_fp32_nodes=keep, **fp16_kw)))
+    if "int8" in precisions:
+        for method in methods:
+            def quantized(method: str = method, exclude: Tuple[str, ...] = ()) -> Any:
+                table = prec.calibrate(src, calibration_data, method=method, cache_dir=cache_dir,
+                                       batch_size=batch_size, progress=progress)
+                return prec.quantize_int8(src, table, method=method, per_channel=per_channel,
+                                          exclude_nodes=exclude, progress=progress)
+            configs.append((f"int8 {method}", "int8", method, 0, quantized))
+            if keep:
+                configs.append((f"int8 {method} + {len(keep)} fp32 node(s)", "int8", method, len(keep),
+                                lambda m=method: quantized(m, keep)))
+    candidates: Dict[str, Any] = {}
+    execs: Dict[str, str] = {}
+    meta: Dict[str, Tuple[str, str, int]] = {}
+    for name, precision, method, n_keep, make in progress_bar(configs, desc="precision configs",
+                                                             enabled=progress):
+        runnable, label = _runnable(make(), use_build, False, cache_dir)
+        candidates[name] = runnable
+        if label:
+            execs[name] = label
+        meta[name] = (precision, method, n_keep)
+    for name, mapping in (segment_precisions or {}).items():
+        from .build import build
+        from .partition import partition
+
+        calib = feed_list(src, calibration_data, batch_size=batch_size)
+        candidates[name] = build(partition(src), precision=dict(mapping), calibration_data=calib,
+                                 progress=False, cache_dir=cache_dir)
+        meta[name] = ("mixed", "entropy", 0)
+    reference, ref_label = _runnable(src, use_build, False, cache_dir)
+    if ref_label:
+        execs["fp32"] = ref_label
+    if not candidates:
+        raise CompareError("precision_table needs a configuration besides FP32: add 'fp16' or 'int8' "
+                           "to precisions=, or segment_precisions=.")
+    frame = compare(reference, candidates, data, labels=labels, batch_size=batch_size,
+                    reference_name="fp32", include_reference="fp32" in precisions, executors=execs)
+    frame = frame[frame["output"] == out_name]
+    rows = []
+    base_acc = float("nan")
+    for r in frame.itertuples(index=False):
+        precision, method, n_keep = meta.get(r.candidate, ("fp32", "", 0))
+        if r.candidate == "fp32":
+            base_acc = r.accuracy
+        rows.append({"config": r.candidate,
+                     "precision": precision, "method": method, "fp32_nodes": n_keep,
+                     "accuracy": r.accuracy, "top1_agree": r.top1_agree, "max_abs": r.max_abs,
+                     "mean_abs": r.mean_abs, "cosine": r.cosine, "latency_ms": r.latency_ms,
+                     "executor": r.executor})
+    table = pd.DataFrame(rows)
+    if "fp32" not in precisions:
+        base_acc = _accuracy(reference, src, data, labels, batch_size, out_name)
+    table["accuracy_delta"] = (table["accuracy"] - base_acc) * 100.0
+    table = table[TABLE_COLUMNS].reset_index(drop=True)
+    table.attrs.update(model=src.name, output=out_name, samples=int(sum(
+        next(iter(f.values())).shape[0] for f in feed_list(src, data, batch_size=batch_size))))
+    return table
+
+
+def _accuracy(reference: Any, src: Any, data: Data, labels: Optional[np.ndarray],
+              batch_size: Optional[int], output: str) -> float:
+    if labels is None:
+        return float("nan")
+    runner, _ = as_runner(reference, "fp32", src.inputs)
+    with runner:
+        preds = [runner.infer(f)[output] for f in feed_list(src, data, batch_size=batch_size)]
+    top = _top1(np.concatenate(preds))
+    labels = np.asarray(labels).reshape(-1)
+    if top is None or len(top) != len(labels):
+        return float("nan")
+    return float(np.mean(top == labels))
+
+
+def _has_build() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("trtlab.build") is not None and \
+        importlib.util.find_spec("trtlab.partition") is not None
