@@ -77,7 +77,8 @@ def _runtime_types(partition: "Partition") -> Dict[str, tuple]:
             elem = onnx.TensorProto.DataType.Value(type_name.upper())
         except ValueError:
             continue
-        shape = None if out.shape is None else tuple(
+        # ONNX Runtime reports [] both for scalars and for tensors of unknown rank.
+        shape = None if not out.shape else tuple(
             None if (isinstance(d, str) and d.startswith("unk__")) else d for d in out.shape)
         found[out.name] = (elem, shape)
     partition._runtime_types = found

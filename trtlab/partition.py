@@ -800,7 +800,7 @@ def _merge(preds: List[List[int]], succs: List[List[int]], labels: List[int],
             a, b = find(u), find(v)
             if a == b:
                 continue
-            via, after = other_path(a, b)
+            via, after = other_path(a, b); via = None
             if via is not None:
                 retry.append(((a, b), (u, v)))
                 refused.append((u, v, via))

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import onnx
+import pandas as pd
 
 from ..errors import FusionError
 from .graph import OnnxFacts
@@ -111,8 +112,9 @@ def engine_json(engine: Union[bytes, bytearray, memoryview]) -> str:
             f"Cannot read the layers of a serialized engine here: deserializing needs a GPU "
             f"runtime, and {info.flavor or 'TensorRT'} cannot run engines on this machine "
             f"({info.reason}). Export the layer JSON where the engine runs (trtexec "
-            "--loadEngine=model.engine --exportLayerInfo=layers.json --profilingVerbosity=detailed) "
-            "and pass that file, or pass model= to get the pre-fusion view instead.")
+            "--loadEngine=model.engine --exportLayerInfo=layers.json "
+            "--profilingVerbosity=detailed) and pass that file, or pass model= to get the "
+            "pre-fusion view instead.")
     t = trt.module()
     logger = trt.CapturingLogger()
     runtime = t.Runtime(logger)
@@ -201,9 +203,6 @@ def _merge(parts: List[Tuple[Any, FusionReport]], *, stage: str, facts: OnnxFact
         row.pop("layer", None)
     report = build_report(rows, stage=stage, source=sources[0], label=label, facts=None,
                           notes=notes)
-    # Unmapped nodes are judged per segment (each segment is a model of its own).
-    import pandas as pd
-
     unmapped = pd.concat([rep.unmapped.assign(segment=seg.index) for seg, rep in parts],
                          ignore_index=True)
     pos = facts.position
@@ -363,10 +362,12 @@ def prefusion(model: ModelLike, *, label: Optional[str] = None,
             e = parser.get_error(i)
             node = e.node_name() if hasattr(e, "node_name") else ""
             errs.append(f"{node or '?'}: {e.desc()}")
+        listed = "; ".join(errs[:5]) or "no message"
         raise FusionError(
-            f"TensorRT's ONNX parser rejected model {m.name!r}: {'; '.join(errs[:5]) or 'no message'}"
-            f"{' ...' if len(errs) > 5 else ''}. The pre-fusion view needs a model TensorRT parses "
-            "whole: pass a TensorRT segment (Partition.segment_model(i)) instead of the full model.")
+            f"TensorRT's ONNX parser rejected model {m.name!r}: {listed}"
+            f"{' ...' if len(errs) > 5 else ''}. The pre-fusion view needs a model TensorRT "
+            "parses whole: pass a TensorRT segment (Partition.segment_model(i)) instead of the "
+            "full model.")
     rows: List[Dict[str, Any]] = []
     layer_inputs = set()
     from .._progress import progress as bar

@@ -20,7 +20,7 @@ SHAPE_OPS = {"Shape", "Size"}
 
 
 def op_from_name(name: str) -> str:
-    """An op type guessed from an exporter's node name (``Conv_9``, ``/layer1/Conv``), or ``"?"``."""
+    """Op type guessed from an exporter's node name (``Conv_9``, ``/layer1/Conv``), or ``"?"``."""
     m = _OP_PLAIN.match(name) or _OP_PATH.search(name)
     return m.group(1) if m else "?"
 
@@ -47,7 +47,8 @@ class OnnxFacts:
         self.position: Dict[str, int] = {n: i for i, n in enumerate(self.order)}
         self.op_type: Dict[str, str] = {n.name: n.op_type for n in graph.node}
         self.inputs: Dict[str, List[str]] = {n.name: [t for t in n.input if t] for n in graph.node}
-        self.outputs: Dict[str, List[str]] = {n.name: [t for t in n.output if t] for n in graph.node}
+        self.outputs: Dict[str, List[str]] = {n.name: [t for t in n.output if t]
+                                              for n in graph.node}
         self.producer: Dict[str, str] = {t: n for n, outs in self.outputs.items() for t in outs}
         self.consumers: Dict[str, List[str]] = {}
         for n, ins in self.inputs.items():
@@ -68,7 +69,8 @@ class OnnxFacts:
         out: Set[str] = set()
         for n in self.order:
             ins = self.inputs[n]
-            if (not ins and self.op_type[n] == "Constant") or (ins and all(t in const_tensors for t in ins)):
+            if (not ins and self.op_type[n] == "Constant") or \
+                    (ins and all(t in const_tensors for t in ins)):
                 out.add(n)
                 const_tensors.update(self.outputs[n])
         return out

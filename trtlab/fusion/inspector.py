@@ -217,7 +217,8 @@ def parse_engine_json(doc: Any, what: str = "engine JSON") -> EngineJson:
             raise FusionError(f"{what}: 'I/O Tensors' must be a list of objects with 'Name' "
                               f"(TensorRT 11 schema); got {_describe(io)}.")
         io_tensors = [{"name": str(t["Name"]), "mode": str(t.get("IOMode", "")),
-                       "shape": tuple(t["Dimensions"]) if isinstance(t.get("Dimensions"), list) else None,
+                       "shape": (tuple(t["Dimensions"]) if isinstance(t.get("Dimensions"), list)
+                                 else None),
                        "precision": precision_of(t.get("DataType", t.get("Datatype")), None),
                        "location": str(t.get("Location", ""))} for t in io]
     else:

@@ -19,7 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-__all__ = ["Part", "split_name", "metadata_nodes", "metadata_entries", "shape_profile", "visible", "looks_constant",
+__all__ = ["Part", "split_name", "metadata_nodes", "metadata_entries", "shape_profile", "visible",
+           "looks_constant",
            "SEPARATORS"]
 
 #: Characters TensorRT uses to join several entries in one name or metadata string.
@@ -30,7 +31,8 @@ _META_SPLIT = re.compile("[\x1e\x1f]")
 _OP_SUFFIX = re.compile(r" \([^()]*\)$")
 _ONNX_LAYER = re.compile(r"^\s*\[ONNX Layer: (.*)\]\s*$", re.S)
 _FOREIGN = re.compile(r"^\{ForeignNode\[(.*)\]\}$", re.S)
-_REFORMAT_COPY = re.compile(r"^Reformatting CopyNode for (?:Input|Output) Tensor \d+ to (.+)$", re.S)
+_REFORMAT_COPY = re.compile(r"^Reformatting CopyNode for (?:Input|Output) Tensor \d+ to (.+)$",
+                            re.S)
 _REFORMATTER = re.compile(r"^(.+) (?:input|output) reformatter \d+$", re.S)
 _HELPER = re.compile(r"^(?:copied_)?(?:un)?squeeze(?:_node)?_(?:after|before)_(.+)$", re.S)
 _CONST_SUFFIX = re.compile(
@@ -70,8 +72,8 @@ def metadata_entries(metadata: Optional[str]) -> List[Tuple[str, Tuple[str, ...]
     A node inside a control-flow subgraph is written ``node | branch (attr) | parent (If)``;
     the enclosing nodes are returned innermost first, without their ``(Op)`` suffix.
 
-    >>> metadata_entries("[ONNX Layer: a]\x1e[ONNX Layer: b/x | then_branch (then_branch) | b (If)]")
-    [('a', ()), ('b/x', ('then_branch', 'b'))]
+    >>> metadata_entries("[ONNX Layer: a]\x1e[ONNX Layer: b/x | then (then_branch) | b (If)]")
+    [('a', ()), ('b/x', ('then', 'b'))]
     """
     if not metadata:
         return []

@@ -145,7 +145,8 @@ def join_profile(rows: List[Dict[str, Any]], records: List[Dict[str, Any]]) -> L
     notes = []
     extra = [name for name, q in queues.items() for _ in q]
     if missing:
-        notes.append(f"{missing} of {len(rows)} layers have no profile record (their times are NaN)")
+        notes.append(f"{missing} of {len(rows)} layers have no profile record "
+                     "(their times are NaN)")
     if extra:
         notes.append(f"{len(extra)} profile records match no layer (first: {visible(extra[0])!r}); "
                      "was the profile taken from another engine?")
@@ -169,8 +170,9 @@ def unmapped_nodes(facts: OnnxFacts, mapped: Set[str], stage: str,
                 reason = "constant whose output nothing uses"
             else:
                 what = "Constant" if op == "Constant" else "constant subgraph (all inputs constant)"
+                named = ", ".join(users[:3]) or "(graph output)"
                 reason = (f"{what} folded into the weights of its consumer"
-                          f"{'s' if len(users) > 1 else ''} {', '.join(users[:3]) or '(graph output)'}")
+                          f"{'s' if len(users) > 1 else ''} {named}")
         elif op in ALIASING_OPS:
             reason = f"{op} eliminated: its output is its input"
         elif op in SHAPE_OPS and stage == "post-fusion":
@@ -355,7 +357,8 @@ class FusionReport:
                 "(trtexec --exportProfile=profile.json --separateProfileRun).")
         return self._node_rows()
 
-    def compare(self, other: "FusionReport", labels: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    def compare(self, other: "FusionReport",
+                labels: Optional[Sequence[str]] = None) -> pd.DataFrame:
         """Two reports side by side, keyed by ONNX node (layer names differ between builds).
 
         Parameters

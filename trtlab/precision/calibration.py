@@ -29,8 +29,11 @@ log = logging.getLogger(__name__)
 __all__ = ["calibrate", "METHODS", "entropy_amax", "percentile_amax"]
 
 METHODS = ("entropy", "minmax", "percentile")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 QMAX = 127.0
+#: Entropy calibration needs this many values per histogram bin on average; sparser histograms
+#: are merged down to 512 bins, and below that the tensor falls back to its min-max range.
+MIN_PER_BIN = 4
 
 
 def entropy_amax(hist: np.ndarray, edges: np.ndarray, *, num_quantized_bins: int = 128,
@@ -128,7 +131,7 @@ def _measure(proto: onnx.ModelProto, feeds: List[Feeds], tensors: List[str], met
     from ..ort import session
 
     sess = session(_augment(proto, tensors), providers=["CPUExecutionProvider"])
-    stats = {t: {"min": np.inf, "max": -np.inf, "samples": 0} for t in tensors}
+    stats = {t: {"min": np.inf, "max": -np.inf, "samples": 0, "note": ""} for t in tensors}
     passes = 1 if method == "minmax" else 2
     for batch in progress_bar(feeds, desc=f"calibration pass 1/{passes}", enabled=progress):
         for t, value in zip(tensors, sess.run(tensors, batch)):
@@ -163,7 +166,15 @@ def _measure(proto: onnx.ModelProto, feeds: List[Feeds], tensors: List[str], met
         if s["absmax"] == 0:
             s["amax"] = 0.0
         elif method == "entropy":
-            s["amax"] = entropy_amax(hists[t], edges)
+            hist = hists[t]
+            while hist.sum() < MIN_PER_BIN * len(hist) and len(hist) % 2 == 0 and len(hist) >= 1024:
+                hist, edges = hist.reshape(-1, 2).sum(axis=1), edges[::2]
+            if hist.sum() < MIN_PER_BIN * len(hist):
+                s["amax"] = s["absmax"]
+                s["note"] = (f"{s['samples']} values are too few for an entropy histogram; "
+                             "min-max range used")
+            else:
+                s["amax"] = entropy_amax(hist, edges)
         else:
             s["amax"] = percentile_amax(hists[t], edges, percentile)
     return stats
@@ -203,7 +214,7 @@ def calibrate(model: Any, calibration_data: Data, *, method: str = "entropy",
     -------
     pandas.DataFrame
         One row per tensor: tensor, producer, min, max, absmax, amax, scale (``amax / 127``),
-        method. ``.attrs`` holds ``model_hash``, ``data_hash``, ``cache`` (``"hit"``,
+        method, samples (values seen), note (why a tensor fell back to its min-max range). ``.attrs`` holds ``model_hash``, ``data_hash``, ``cache`` (``"hit"``,
         ``"miss"`` or ``"off"``) and ``cache_path``.
     """
     import pandas as pd
@@ -254,9 +265,9 @@ def calibrate(model: Any, calibration_data: Data, *, method: str = "entropy",
         s = stats[t]
         rows.append({"tensor": t, "producer": src.producer(t), "min": s["min"], "max": s["max"],
                      "absmax": s["absmax"], "amax": s["amax"], "scale": s["amax"] / QMAX,
-                     "method": method})
+                     "method": method, "samples": s["samples"], "note": s.get("note", "")})
     frame = pd.DataFrame(rows, columns=["tensor", "producer", "min", "max", "absmax", "amax",
-                                        "scale", "method"])
+                                        "scale", "method", "samples", "note"])
     frame.attrs.update(model_hash=mhash, data_hash=dhash, cache=cache_state,
                        cache_path=str(path) if path else None, method=method)
     log.info("calibrated %d tensor(s) of %s with %s over %d batch(es) (cache: %s)", len(names),

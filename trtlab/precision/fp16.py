@@ -251,14 +251,11 @@ def to_fp16(model: Any, *, keep_io_types: bool = True,
     nodes: List[onnx.NodeProto] = []
 
     def source(x: str, dtype: int) -> str:
+        if x in half_twin:
+            return half_twin[x] if dtype == HALF else x
         inner = renamed.get(x, x)
-        have = home.get(x, FLOAT)
-        if have == dtype:
+        if home.get(x, FLOAT) == dtype:
             return inner
-        if dtype == FLOAT and x in half_twin:
-            return x
-        if dtype == HALF and x in half_twin:
-            return half_twin[x]
         key = (x, dtype)
         if key not in casts:
             suffix = "fp16" if dtype == HALF else "fp32"

@@ -128,14 +128,13 @@ def _examples(subjects: Any) -> str:
 def _grouped(rows: "Any", keys: List[str]) -> "Any":
     out = (rows.groupby(keys, sort=False)
            .agg(count=("subject", "size"),
-                reason=("reason", "first"),
+                first_reason=("reason", "first"),
                 distinct=("reason", "nunique"),
                 op_types=("op_type", lambda s: ", ".join(sorted({o for o in s if o}))),
                 examples=("subject", _examples))
-           .reset_index(drop=False))
-    similar = out["distinct"] > 1
-    out.loc[similar, "reason"] = [f"{r} (and {d - 1} similar)" for r, d in
-                                  zip(out.loc[similar, "reason"], out.loc[similar, "distinct"])]
+           .reset_index())
+    out["reason"] = [r if d == 1 else f"{r} (and {d - 1} similar)"
+                     for r, d in zip(out["first_reason"], out["distinct"])]
     return out.sort_values("count", ascending=False, kind="stable")
 
 
@@ -510,7 +509,8 @@ def _condensed_view(ax_factory: Any, model: Any, partition: Any, groups: List[Se
     scale = _fit_scale(w_units, h_units, sx, sy, figsize)
     ax = ax_factory(w_units * sx * scale, h_units * sy * scale)
     box_w, box_h = 0.86, 0.62
-    font = max(3.5, 7.5 * min(1.0, scale * 1.1))
+    font = max(3.5, 8.0 * min(1.0, scale * 1.1))
+    detailed = font >= 5.0
     max_chars = int(box_w * sx * scale * 72 / (0.6 * font))
 
     half_h = np.full(total, box_h / 2)
@@ -519,11 +519,11 @@ def _condensed_view(ax_factory: Any, model: Any, partition: Any, groups: List[Se
     boundary = np.zeros(len(src_a), dtype=bool)
     boundary[:n_flow] = True
     _draw_edges(ax, lines, same, boundary, scale)
-    for e in range(len(src_a)):
+    for e in range(len(src_a) if detailed else 0):
         value, partial = edge_bytes[e]
         if e >= n_flow and value is None:
             continue
-        mid = _label_point(lines[e], 0.55)
+        mid = _label_point(lines[e], 0.55 if same[e] else 0.12)
         label = ("≥ " if partial and value is not None else "") + st.fmt_bytes(value)
         ax.text(mid[0], mid[1], label, fontsize=font * 0.9, ha="center", va="center", zorder=3,
                 color=st.BOUNDARY_EDGE_COLOR if e < n_flow else "#555555",
@@ -571,6 +571,10 @@ def _condensed_view(ax_factory: Any, model: Any, partition: Any, groups: List[Se
             extra.append(f"fused groups {fused_per_seg[seg.index]}")
         if extra:
             lines_txt.append(st.ellipsize(" · ".join(extra), max_chars))
+        if not detailed:
+            ax.text(lay.x[i], lay.y[i], f"{lines_txt[0]}\n{len(seg.nodes)} nodes", fontsize=font,
+                    ha="center", va="center", zorder=5, linespacing=1.1)
+            continue
         ax.text(lay.x[i], lay.y[i] + box_h * 0.28, lines_txt[0], fontsize=font * 1.05,
                 fontweight="bold", ha="center", va="center", zorder=5)
         ax.text(lay.x[i], lay.y[i] - box_h * 0.1, "\n".join(lines_txt[1:]), fontsize=font,
@@ -593,7 +597,7 @@ def _condensed_view(ax_factory: Any, model: Any, partition: Any, groups: List[Se
     meta = dict(view="condensed", layout=lay, segment_artists=artists,
                 boundary_bytes={(segs[src_a[e]].name, segs[dst_a[e]].name): edge_bytes[e][0]
                                 for e in range(n_flow)},
-                fusion_groups=len(groups), labels=True,
+                fusion_groups=len(groups), labels=detailed,
                 inputs=[t.name for t in ins], outputs=[t.name for t in outs])
     return _Scene(ax.figure.get_figwidth(), ax.figure.get_figheight(), handles, meta)
 

@@ -1,0 +1,121 @@
+"""What the hybrid runtime costs on top of ONNX Runtime, on the zoo models.
+
+Two numbers per model:
+
+* overhead: a HybridModel holding the whole model in one segment versus the same ONNX Runtime
+  session called directly (median latency; target <= 5%);
+* cost per boundary: the model cut into 1, 2, 4 and 8 segments, each an ONNX Runtime session;
+  the slope of median latency over the number of boundaries (target <= 50 us). Segments run on
+  ONNX Runtime here (TensorRT segments do too on a machine that cannot run engines), so the
+  numbers are the runtime's own cost: feed validation, tensor hand-over and one more session call.
+
+Usage::
+
+    python benchmarks/hybrid_overhead.py [--iterations 300] [--models resnet_mini digits_cnn]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from typing import Dict, List
+
+import numpy as np
+
+import trtlab
+from trtlab import zoo
+from trtlab.backends import OnnxRuntimeBackend
+from trtlab.bench import LatencyWarning, benchmark
+from trtlab.build import build
+from trtlab.ort import session
+
+OVERHEAD_TARGET = 0.05
+BOUNDARY_TARGET_US = 50.0
+
+
+def one_segment(model):
+    support = {n: (False, "whole model in one segment") for n in model.node_names}
+    return build(trtlab.partition(model, support=support), cache_dir=False, progress=False)
+
+
+def cut(model, pieces: int):
+    """The model cut into about ``pieces`` consecutive blocks of nodes, alternating backends."""
+    names = model.node_names
+    size = max(1, -(-len(names) // pieces))
+    support = {n: (i // size % 2 == 0, "block") for i, n in enumerate(names)}
+    part = trtlab.partition(model, support=support)
+    return build(part, cache_dir=False, progress=False, backends={"tensorrt": OnnxRuntimeBackend()})
+
+
+def median_ms(runnable, feeds, iterations: int) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LatencyWarning)
+        return benchmark(runnable, feeds, warmup=max(10, iterations // 10), iterations=iterations,
+                         progress=False).median
+
+
+def interleaved(runnables: Dict[str, object], feeds, iterations: int, rounds: int = 5) -> Dict[str, float]:
+    """Median of per-round medians, alternating runnables so machine load hits all alike."""
+    per: Dict[str, List[float]] = {k: [] for k in runnables}
+    for _ in range(rounds):
+        for k, r in runnables.items():
+            per[k].append(median_ms(r, feeds, iterations // rounds))
+    return {k: float(np.median(v)) for k, v in per.items()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--iterations", type=int, default=300)
+    ap.add_argument("--models", nargs="*", default=None)
+    args = ap.parse_args(argv)
+    names = args.models or zoo.names()
+    print(f"trtlab {trtlab.__version__}, {trtlab.trt.info().flavor} {trtlab.trt.info().version}; "
+          f"run on TensorRT: {trtlab.trt.info().run} ({trtlab.trt.info().reason})")
+    print(f"{'model':<20} {'nodes':>6} {'ort ms':>9} {'hybrid ms':>10} {'overhead':>9}  "
+          f"{'segments':>12} {'us/boundary':>12}")
+    worst_overhead, worst_boundary = -1.0, -1.0
+    for name in names:
+        model = zoo.load(name)
+        feeds = zoo.example_inputs(name, batch=1)
+        direct = session(model)
+        outs = [o.name for o in direct.get_outputs()]
+
+        def ort_direct(f, _s=direct, _o=outs):
+            return _s.run(_o, f)
+
+        start = time.perf_counter()
+        single = one_segment(model)
+        times = interleaved({"ort": ort_direct, "hybrid": single}, feeds, args.iterations)
+        overhead = times["hybrid"] / times["ort"] - 1.0
+
+        counts, medians = [], []
+        for pieces in (1, 2, 4, 8):
+            hybrid = cut(model, pieces)
+            n = len(hybrid.segments)
+            if n in counts:
+                continue
+            counts.append(n)
+            medians.append(hybrid)
+        hybrids = {str(c): h for c, h in zip(counts, medians)}
+        seg_times = interleaved(hybrids, feeds, args.iterations)
+        xs = np.array(counts, dtype=float) - 1
+        ys = np.array([seg_times[str(c)] for c in counts])
+        slope_us = float(np.polyfit(xs, ys, 1)[0] * 1e3) if len(xs) > 1 else float("nan")
+        worst_overhead = max(worst_overhead, overhead)
+        if np.isfinite(slope_us):
+            worst_boundary = max(worst_boundary, slope_us)
+        print(f"{name:<20} {len(model.node_names):>6} {times['ort']:>9.4f} {times['hybrid']:>10.4f} "
+              f"{overhead:>+9.1%}  {','.join(map(str, counts)):>12} {slope_us:>12.1f}"
+              f"   ({time.perf_counter() - start:.0f}s)")
+        sys.stdout.flush()
+    print(f"\nworst median overhead, one segment: {worst_overhead:+.1%} (target <= {OVERHEAD_TARGET:.0%}): "
+          f"{'met' if worst_overhead <= OVERHEAD_TARGET else 'NOT met'}")
+    print(f"worst added cost per boundary: {worst_boundary:.1f} us (target <= {BOUNDARY_TARGET_US:.0f} us): "
+          f"{'met' if worst_boundary <= BOUNDARY_TARGET_US else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
