@@ -17,6 +17,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 import warnings
@@ -70,10 +71,11 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, default=300)
     ap.add_argument("--models", nargs="*", default=None)
     args = ap.parse_args(argv)
+    logging.getLogger("trtlab.bench").setLevel(logging.ERROR)
     names = args.models or zoo.names()
     print(f"trtlab {trtlab.__version__}, {trtlab.trt.info().flavor} {trtlab.trt.info().version}; "
           f"run on TensorRT: {trtlab.trt.info().run} ({trtlab.trt.info().reason})")
-    print(f"{'model':<20} {'nodes':>6} {'ort ms':>9} {'hybrid ms':>10} {'overhead':>9}  "
+    print(f"{'model':<20} {'nodes':>6} {'ort ms':>9} {'hybrid ms':>10} {'overhead':>9} {'added us':>9}  "
           f"{'segments':>12} {'us/boundary':>12}")
     worst_overhead, worst_boundary = -1.0, -1.0
     for name in names:
@@ -107,7 +109,7 @@ def main(argv=None) -> int:
         if np.isfinite(slope_us):
             worst_boundary = max(worst_boundary, slope_us)
         print(f"{name:<20} {len(model.node_names):>6} {times['ort']:>9.4f} {times['hybrid']:>10.4f} "
-              f"{overhead:>+9.1%}  {','.join(map(str, counts)):>12} {slope_us:>12.1f}"
+              f"{overhead:>+9.1%} {(times['hybrid'] - times['ort']) * 1e3:>9.1f}  {','.join(map(str, counts)):>12} {slope_us:>12.1f}"
               f"   ({time.perf_counter() - start:.0f}s)")
         sys.stdout.flush()
     print(f"\nworst median overhead, one segment: {worst_overhead:+.1%} (target <= {OVERHEAD_TARGET:.0%}): "

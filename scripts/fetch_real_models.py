@@ -46,6 +46,9 @@ _NETWORK_MARKERS = (
 )
 
 
+_TUPLES = ("shape", "mean", "std")
+
+
 class FetchError(RuntimeError):
     """A real model could not be fetched or verified."""
 
@@ -70,6 +73,8 @@ class InputSpec:
     low: int = 0
     high: int = 1
     value: float = 0.0
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
 
     def make(self, rng: np.random.Generator) -> np.ndarray:
         """Return an array of this spec's shape and dtype drawn from ``rng``."""
@@ -80,12 +85,34 @@ class InputSpec:
             data = rng.integers(self.low, self.high, size=self.shape, endpoint=True)
         elif self.fill == "value":
             data = np.full(self.shape, self.value)
+        elif self.fill == "text":
+            data = self._text_image(rng)
         else:
             raise FetchError(
                 f"input {self.name!r} has fill {self.fill!r}; "
-                "expected one of 'normal', 'integers', 'value' in the manifest"
+                "expected one of 'normal', 'integers', 'value', 'text' in the manifest"
             )
         return np.asarray(data).astype(dtype)
+
+    def _text_image(self, rng: np.random.Generator) -> np.ndarray:
+        """Dark text-like strokes on a light page, NCHW, normalized by ``mean`` and ``std``."""
+        if len(self.shape) != 4 or len(self.mean) != self.shape[1] or len(self.std) != self.shape[1]:
+            raise FetchError(
+                f"input {self.name!r}: fill 'text' needs an NCHW shape and one mean and std "
+                f"per channel; got shape {self.shape}, mean {self.mean}, std {self.std}"
+            )
+        n, _, h, w = self.shape
+        page = np.full((n, h, w), 0.95)
+        line = max(h // 5, 2)
+        for top in range(line // 2, h - line + 1, 2 * line):
+            x = line // 2
+            while x < w - line // 2:
+                width = int(rng.integers(1, 4))
+                page[:, top : top + line, x : x + width] = 0.1
+                x += width + int(rng.integers(1, 4))
+        mean = np.asarray(self.mean)[None, :, None, None]
+        std = np.asarray(self.std)[None, :, None, None]
+        return (page[:, None] - mean) / std
 
 
 @dataclass(frozen=True)
@@ -136,11 +163,11 @@ def load_manifest(path: Path | str = MANIFEST) -> list[RealModel]:
     models = []
     for entry in data.get("model", []):
         entry = dict(entry)
-        specs = tuple(
-            InputSpec(**{**spec, "shape": tuple(spec["shape"])})
-            for spec in entry.pop("inputs", [])
-        )
         try:
+            specs = tuple(
+                InputSpec(**{**spec, **{k: tuple(spec[k]) for k in _TUPLES if k in spec}})
+                for spec in entry.pop("inputs", [])
+            )
             models.append(RealModel(**entry, inputs=specs))
         except TypeError as exc:
             raise FetchError(f"bad [[model]] entry {entry.get('id')!r} in {path}: {exc}") from exc

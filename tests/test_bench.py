@@ -88,6 +88,20 @@ def test_ort_session_runnable():
     assert stats.label == "onnxruntime session" and stats.n == 5
 
 
+def test_benchmark_model_table(tmp_path):
+    from trtlab.bench import benchmark_model, random_feeds
+
+    m = load(F.conv_relu())
+    feeds = random_feeds(m, batch=3)
+    assert feeds["x"].shape == (3, 3, 8, 8) and feeds["x"].dtype == np.float32
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LatencyWarning)
+        frame = benchmark_model(m, batch=2, cache_dir=tmp_path, warmup=1, iterations=5, progress=False)
+    assert frame["config"].tolist() == ["onnxruntime", "hybrid fp32", "hybrid fp32", "hybrid fp32"]
+    assert frame["part"].tolist() == ["total", "total", "trt_0", "boundaries"]
+    assert (frame["median"] > 0).all()
+
+
 def test_bad_arguments():
     with pytest.raises(InputError, match="iterations >= 1"):
         benchmark(lambda f: None, {}, iterations=0)

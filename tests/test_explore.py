@@ -13,7 +13,7 @@ from trtlab.viz.explore import Explorer, explore
 
 @pytest.fixture(scope="module")
 def resnet():
-    #  Conv -> BN -> Relu -> MaxPool -> 3 residual blocks (Conv/BN/Relu, Add) -> GAP -> Flatten -> Gemm
+    #  Conv -> BN -> Relu -> MaxPool -> 3 residual blocks -> GlobalAveragePool -> Flatten -> Gemm
     return load(DATA / "resnet_mini.onnx")
 
 
@@ -31,7 +31,7 @@ def test_forcing_op_types_repartitions_and_redraws(resnet):
     assert isinstance(ex, Explorer) and ex.error_ is None
     assert [s.backend for s in ex.partition_.segments] == ["tensorrt"]
     before = png(ex)
-    assert "1 segments" in ex.status.value
+    assert "1 segment<" in ex.status.value
 
     ex.ops.value = ("MaxPool",)
     segs = ex.partition_.segments

@@ -245,3 +245,20 @@ def test_torch_missing_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(trtlab.errors.MissingDependencyError, match=r"trtlab\[torch\]"):
         trtlab.load(fake, example_inputs=(1,))
+
+
+def test_qdq_models_are_not_folded():
+    """Folding DequantizeLinear(int8 weight) would undo explicit quantization."""
+    from onnx import TensorProto, helper
+
+    wq = F.const("wq", np.array([[1, -2], [3, 4]], np.int8))
+    scale = F.const("s", np.array(0.5, np.float32))
+    nodes = [
+        helper.make_node("DequantizeLinear", ["wq", "s"], ["w"], name="dq_w"),
+        helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
+    ]
+    proto = F._model(nodes, [F.vi("x", [1, 2])], [F.vi("y", [1, 2])], [wq, scale])
+    m = trtlab.load(proto)
+    assert "dq_w" in m.node_names
+    assert m.initializers["wq"].data_type == TensorProto.INT8
+    assert any("Q/DQ" in n for n in m.notes)

@@ -124,6 +124,25 @@ def test_regions_merge_around_an_unsupported_branch_when_no_cycle_forms():
     assert trt0.macs == 2 * 4 * 4
 
 
+def test_regions_scheduled_apart_still_merge_when_no_cycle_forms():
+    """x0 -> relu -------------> sum -> y     relu and sum merge; tanh cannot join them
+       x1 -> tanh -> neg (rejected) -^      (the other path runs through neg)
+               `-----------------------^
+    """
+    nodes = [
+        helper.make_node("Relu", ["x0"], ["a"], name="relu"),
+        helper.make_node("Tanh", ["x1"], ["e"], name="tanh"),
+        helper.make_node("Neg", ["e"], ["d"], name="neg"),
+        helper.make_node("Sum", ["a", "d", "e"], ["y"], name="sum"),
+    ]
+    m = trtlab.load(F._model(nodes, [F.vi("x0", [2, 4]), F.vi("x1", [2, 4])], [F.vi("y", [2, 4])]))
+    part = partition(m, support=all_supported(m, rejected={"neg"}))
+    assert seg_of(part, "relu") == seg_of(part, "sum")
+    assert seg_of(part, "tanh") != seg_of(part, "sum")
+    refused = part.decisions[part.decisions.kind == "merge_refused_cycle"]
+    assert refused.subject.tolist() == ["tanh -> sum"] and "'neg'" in refused.reason.iloc[0]
+
+
 def test_every_node_is_in_exactly_one_segment_and_assignment_matches():
     m = chain_with_trivial()
     part = partition(m, support=all_supported(m, rejected={"abs"}))

@@ -51,7 +51,7 @@ def resnet():
 
 @pytest.fixture(scope="module")
 def resnet_part(resnet):
-    #  stem: Conv -> BN -> Relu -> [MaxPool rejected] -> residual blocks ... -> [Flatten rejected] -> Gemm
+    #  Conv -> BN -> Relu -> [MaxPool rejected] -> residual blocks -> GAP -> [Flatten rejected] -> Gemm
     return partition(resnet, support=reject(resnet, "MaxPool", "Flatten"))
 
 

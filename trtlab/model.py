@@ -48,6 +48,8 @@ WRITE_IR_VERSION = 10
 
 #: Ops whose multiply-accumulate count :class:`Model` computes.
 MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+#: Explicit quantization ops; constant folding would fold their weights back to float.
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
 class TrtlabWarning(UserWarning):
@@ -866,7 +868,10 @@ def load(source: Source, *, fold_constants: bool = True, shape_inference: bool =
         fit_ir_version(proto)
         if proto.ir_version != before:
             notes.append(f"IR version {before} lowered to {proto.ir_version} so ONNX Runtime reads it")
-    if fold_constants:
+    if fold_constants and any(n.op_type in QDQ_OPS for n in proto.graph.node):
+        notes.append("constant folding skipped: the model has explicit Q/DQ nodes, which folding "
+                     "would turn back into float weights")
+    elif fold_constants:
         n_before = len(proto.graph.node)
         proto = _fold(proto)
         if len(proto.graph.node) != n_before:

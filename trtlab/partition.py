@@ -585,6 +585,8 @@ def prune(dag: _Dag, accel: List[bool], region: List[int], settings: Settings,
 
 def group(dag: _Dag, accel: List[bool], region: List[int]) -> List[int]:
     """Merge fallback nodes into maximal connected regions around the kept backend regions."""
+    if all(accel):
+        return list(region)
     unit_of: List[int] = []
     unit_ids: Dict[Tuple[str, int], int] = {}
     for i in range(len(dag.names)):
@@ -705,6 +707,14 @@ def _merge(preds: List[List[int]], succs: List[List[int]], labels: List[int],
             parent[x], x = root, parent[x]
         return root
 
+    if len(set(labels)) <= 1 and not any(fixed):  # one label: regions are the components
+        for v in range(n):
+            for u in preds[v]:
+                ru, rv = find(u), find(v)
+                if ru != rv:
+                    parent[rv] = ru
+        return [find(u) for u in range(n)], []
+
     # 1. runs of a greedy Kahn schedule
     indeg = [len(p) for p in preds]
     ready: Dict[int, deque] = {lab: deque() for lab in sorted(set(labels))}
@@ -800,7 +810,7 @@ def _merge(preds: List[List[int]], succs: List[List[int]], labels: List[int],
             a, b = find(u), find(v)
             if a == b:
                 continue
-            via, after = other_path(a, b); via = None
+            via, after = other_path(a, b)
             if via is not None:
                 retry.append(((a, b), (u, v)))
                 refused.append((u, v, via))

@@ -107,7 +107,7 @@ def _layers(n: int, src: np.ndarray, dst: np.ndarray, order: np.ndarray,
 
 
 def _isotonic_place(desired: np.ndarray, gaps: np.ndarray) -> np.ndarray:
-    """Positions closest (least squares) to ``desired`` keeping order and ``x[i] - x[i-1] >= gaps[i]``."""
+    """Positions closest (least squares) to ``desired``, in order, with ``x[i] - x[i-1] >= gaps[i]``."""
     offset = np.cumsum(gaps)
     values: list = []
     weights: list = []
@@ -142,6 +142,18 @@ def _long_edges(layer: np.ndarray, src: np.ndarray, dst: np.ndarray, budget: int
     long_ = long_[np.argsort(span[long_], kind="stable")]
     within = np.cumsum(span[long_] - 1) <= budget
     return np.sort(long_[within])
+
+
+def _drift(x: np.ndarray, layer: np.ndarray, n_layers: int, window: int = 9) -> np.ndarray:
+    """Slow sideways drift of the layer centres (a moving average), removed so long chains of
+    blocks stay in a narrow band instead of wandering across the page."""
+    centers = np.bincount(layer, weights=x, minlength=n_layers) / np.maximum(
+        np.bincount(layer, minlength=n_layers), 1)
+    if n_layers <= window:
+        return np.full(n_layers, centers.mean())
+    half = window // 2
+    padded = np.concatenate([np.full(half, centers[0]), centers, np.full(half, centers[-1])])
+    return np.convolve(padded, np.ones(window) / window, mode="valid")
 
 
 class _Sweeper:
@@ -291,6 +303,7 @@ def layered_layout(n: int, src: Sequence[int], dst: Sequence[int], *,
         sweep("down" if i % 2 == 0 else "up", place=False)
     for direction in ("down", "up", "down"):
         sweep(direction, place=True)
+    x -= _drift(x[:n], layer, n_layers)[g_layer]
     x -= (x - sizes / 2).min()
     width = float((x + sizes / 2).max())
 
@@ -325,7 +338,7 @@ def layered_layout(n: int, src: Sequence[int], dst: Sequence[int], *,
     paths = [np.zeros((0, 2))] * n_edges
     for e, ids in route_of.items():
         u = src_a[e]
-        if g_column[ids[0]] == g_column[u] and g_column[ids[-1]] == g_column[dst_a[e]] == g_column[u]:
+        if np.all(g_column[ids] == g_column[u]) and g_column[dst_a[e]] == g_column[u]:
             paths[e] = np.column_stack([gx[ids], gy[ids]])
     total_width = columns * width + (columns - 1) * column_gap
     height = float(-gy[:n].min()) + 1.0

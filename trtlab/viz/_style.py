@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Tuple
 
-__all__ = ["TRT_PALETTE", "FALLBACK_COLOR", "NEUTRAL_COLOR", "MARK_STYLES", "segment_color",
-           "darker", "fmt_bytes", "fmt_macs", "short_op", "ellipsize"]
+__all__ = ["TRT_PALETTE", "FALLBACK_COLOR", "NEUTRAL_COLOR", "MARK_STYLES", "mark_style",
+           "segment_color", "darker", "fmt_bytes", "fmt_macs", "short_op", "ellipsize"]
 
 TRT_PALETTE = (
     "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",

@@ -14,7 +14,7 @@ import io
 import logging
 from collections import Counter
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional
 
 from trtlab.errors import MissingDependencyError, TrtlabError
 
@@ -248,7 +248,8 @@ class Explorer:
 
         kinds = part.decisions["kind"].value_counts()
         decided = ", ".join(f"{k} {v}" for k, v in kinds.items()) or "none"
-        return (f"<b>{len(segs)} segments</b> ({len(acc)} {html.escape(part.backend)}, "
+        plural = "s" if len(segs) != 1 else ""
+        return (f"<b>{len(segs)} segment{plural}</b> ({len(acc)} {html.escape(part.backend)}, "
                 f"{len(segs) - len(acc)} fallback) · {on_acc}/{len(part.assignment)} nodes "
                 f"accelerated · {len(cut)} boundary tensors ({fmt_bytes(cut_bytes)}) · "
                 f"decisions: {html.escape(decided)} · support: {html.escape(self.source.value)}")

@@ -13,7 +13,6 @@ artist of each segment, marked nodes, the reasons table) so tests and notebooks 
 from __future__ import annotations
 
 import logging
-import textwrap
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
@@ -223,15 +222,17 @@ def _legend_handles(partition: Any, colors: Dict[int, str], kinds: Iterable[str]
         trt = [s for s in partition.segments if s.backend != "fallback"]
         shown = trt if len(trt) <= 12 else trt[:11]
         for seg in shown:
-            handles.append(Patch(facecolor=colors[seg.index], edgecolor=st.darker(colors[seg.index]),
+            color = colors[seg.index]
+            handles.append(Patch(facecolor=color, edgecolor=st.darker(color),
                                  label=f"{seg.name} ({seg.backend}, {len(seg.nodes)})"))
         if len(shown) < len(trt):
             handles.append(Patch(facecolor="white", edgecolor="white",
                                  label=f"… {len(trt) - len(shown)} more {trt[0].backend} segments"))
         n_fb = sum(1 for s in partition.segments if s.backend == "fallback")
         if n_fb:
+            plural = "s" if n_fb != 1 else ""
             handles.append(Patch(facecolor=st.FALLBACK_COLOR, edgecolor=st.darker(st.FALLBACK_COLOR),
-                                 label=f"fallback ({n_fb} segment{'s' if n_fb != 1 else ''})"))
+                                 label=f"fallback ({n_fb} segment{plural})"))
         for kind in sorted(set(kinds)):
             color, hatch, label = st.mark_style(kind)
             handles.append(Patch(facecolor="white", edgecolor=color, hatch=hatch, linewidth=1.4,
@@ -420,7 +421,9 @@ def _full_view(ax_factory: Any, model: Any, partition: Any, groups: List[Set[str
             width_chars = max(len(op), 16 if two_lines else 0)
             size = min(base_font, box_pt / (0.62 * max(width_chars, 1)))
             ax.text(lay.x[i], lay.y[i], text, fontsize=max(size, 3.0), ha="center", va="center",
-                    zorder=5, linespacing=1.0)
+                    zorder=5, linespacing=1.0,
+                    bbox=(dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.75)
+                          if names[i] in marks else None))
     _io_markers(ax, lay, np.arange(n, n + n_in), np.arange(n + n_in, total),
                 [_io_label(t) for t in ins], [_io_label(t) for t in outs], labels or total <= 600,
                 scale, max(base_font, 5.0))
@@ -430,8 +433,8 @@ def _full_view(ax_factory: Any, model: Any, partition: Any, groups: List[Set[str
 
     handles = _legend_handles(partition, colors, by_kind.keys(), io=bool(n_in or n_out),
                               fusion=drawn_groups > 0)
-    meta = dict(view="full", layout=lay, node_positions={names[i]: (float(lay.x[i]), float(lay.y[i]))
-                                                         for i in range(n)},
+    positions = {names[i]: (float(lay.x[i]), float(lay.y[i])) for i in range(n)}
+    meta = dict(view="full", layout=lay, node_positions=positions,
                 segment_artists=artists, labels=labels, fusion_groups=drawn_groups,
                 inputs=[t.name for t in ins], outputs=[t.name for t in outs])
     return _Scene(ax.figure.get_figwidth(), ax.figure.get_figheight(), handles, meta)
@@ -572,8 +575,9 @@ def _condensed_view(ax_factory: Any, model: Any, partition: Any, groups: List[Se
         if extra:
             lines_txt.append(st.ellipsize(" · ".join(extra), max_chars))
         if not detailed:
-            ax.text(lay.x[i], lay.y[i], f"{lines_txt[0]}\n{len(seg.nodes)} nodes", fontsize=font,
-                    ha="center", va="center", zorder=5, linespacing=1.1)
+            brief = f"{lines_txt[0]}\n{lines_txt[1].split(' · ')[0]}"
+            ax.text(lay.x[i], lay.y[i], brief, fontsize=font, ha="center", va="center", zorder=5,
+                    linespacing=1.1)
             continue
         ax.text(lay.x[i], lay.y[i] + box_h * 0.28, lines_txt[0], fontsize=font * 1.05,
                 fontweight="bold", ha="center", va="center", zorder=5)
@@ -605,7 +609,7 @@ def _condensed_view(ax_factory: Any, model: Any, partition: Any, groups: List[Se
 # -- figure assembly ----------------------------------------------------------------------------
 
 def _draw_table(ax: Any, table: "Any", fontsize: float = 7.5) -> None:
-    widths = {"subject": 0.2, "op_type": 0.1, "kind": 0.1, "reason": 0.6, "count": 0.05,
+    widths = {"subject": 0.2, "op_type": 0.1, "kind": 0.14, "reason": 0.56, "count": 0.05,
               "op_types": 0.12, "examples": 0.25}
     cols = list(table.columns)
     if "count" in cols:

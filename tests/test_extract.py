@@ -1,0 +1,180 @@
+"""Segment extraction: standalone, checker-valid ONNX models that run and stitch back together."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import factories as F
+import trtlab
+from trtlab import zoo
+from trtlab.errors import PartitionError
+from trtlab.extract import segment_model
+from trtlab.ort import run_onnx
+from trtlab.partition import partition, run_segments
+
+
+def support(model, rejected=()):
+    return {n: n not in rejected for n in model.node_names}
+
+
+def seg_of(part, node):
+    return part.segments[part.assignment[node]]
+
+
+def constant_across_segments():
+    """A Constant read in two segments.
+
+        x -> relu -> add (rejected) -> mul -> y
+                      ^                ^
+        Constant c ---+----------------'
+    """
+    nodes = [
+        helper.make_node("Constant", [], ["c"], name="const",
+                         value=helper.make_tensor("cv", TensorProto.FLOAT, [4], [1.0, 2.0, 3.0, 4.0])),
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("Add", ["r", "c"], ["a"], name="add"),
+        helper.make_node("Mul", ["a", "c"], ["y"], name="mul"),
+    ]
+    return trtlab.load(F._model(nodes, [F.vi("x", [2, 4])], [F.vi("y", [2, 4])]), fold_constants=False)
+
+
+def if_reading_outer_scope():
+    """An If whose branches read 'r' from the enclosing graph.
+
+        x -> relu (rejected) -> r
+        cond ----------------> If(then: Sigmoid(r) + w, else: Neg(r)) -> y
+    """
+    w = F.const("w", np.full((2, 4), 0.5, dtype=np.float32))
+    then_g = helper.make_graph(
+        [helper.make_node("Sigmoid", ["r"], ["s"], name="then_sig"),
+         helper.make_node("Add", ["s", "w"], ["t_out"], name="then_add")],
+        "then", [], [F.vi("t_out", [2, 4])])
+    else_g = helper.make_graph([helper.make_node("Neg", ["r"], ["e_out"], name="else_neg")],
+                               "else", [], [F.vi("e_out", [2, 4])])
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("If", ["cond"], ["y"], name="if", then_branch=then_g, else_branch=else_g),
+    ]
+    return trtlab.load(F._model(nodes, [F.vi("x", [2, 4]), F.vi("cond", [], TensorProto.BOOL)],
+                                [F.vi("y", [2, 4])], [w]), fold_constants=False)
+
+
+def pass_through_and_shared():
+    """Graph input x is also a graph output; r is read inside its segment, by another segment
+    and is a graph output.
+
+        x ---------------------------> (output x)
+        x -> mm(w1) -> relu -> r ------> (output r)
+                         r -> sig -> (output s)
+                         r -> abs (rejected) -> mm2(w2) -> (output y)
+    """
+    rng = np.random.default_rng(0)
+    inits = [F.const("w1", rng.standard_normal((4, 4)).astype(np.float32)),
+             F.const("w2", rng.standard_normal((4, 4)).astype(np.float32)),
+             F.const("unused", np.zeros(3, dtype=np.float32))]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["m"], name="mm"),
+        helper.make_node("Relu", ["m"], ["r"], name="relu"),
+        helper.make_node("Sigmoid", ["r"], ["s"], name="sig"),
+        helper.make_node("Abs", ["r"], ["a"], name="abs"),
+        helper.make_node("MatMul", ["a", "w2"], ["y"], name="mm2"),
+    ]
+    proto = F._model(nodes, [F.vi("x", [2, 4])],
+                     [F.vi("x", [2, 4]), F.vi("r", [2, 4]), F.vi("s", [2, 4]), F.vi("y", [2, 4])], inits,
+                     extra_opsets=[("com.example", 1)])
+    return trtlab.load(proto, fold_constants=False)
+
+
+def feeds_x(**extra):
+    return {"x": np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32), **extra}
+
+
+def check_all(part):
+    for seg in part.segments:
+        onnx.checker.check_model(part.segment_model(seg.index), full_check=True)
+
+
+def test_constant_nodes_are_copied_into_the_segments_that_read_them():
+    m = constant_across_segments()
+    part = partition(m, support=support(m, rejected={"add"}))
+    assert seg_of(part, "mul").backend == "tensorrt" and seg_of(part, "add").backend == "fallback"
+    assert all("c" not in s.inputs for s in part.segments), "constants are embedded, not passed"
+    assert "c" not in part.boundaries().tensor.tolist()
+    mul_model = part.segment_model(part.assignment["mul"])
+    assert [n.op_type for n in mul_model.graph.node] == ["Constant", "Mul"]
+    check_all(part)
+    np.testing.assert_array_equal(run_segments(part, feeds_x())["y"], run_onnx(m, feeds_x())["y"])
+
+
+def test_outer_scope_reads_of_if_branches_become_segment_inputs():
+    m = if_reading_outer_scope()
+    part = partition(m, support=support(m, rejected={"relu"}))
+    if_seg = seg_of(part, "if")
+    assert if_seg.backend == "tensorrt"
+    assert set(if_seg.inputs) == {"cond", "r"}
+    proto = part.segment_model(if_seg.index)
+    assert [i.name for i in proto.graph.initializer] == ["w"], "initializers read inside bodies come along"
+    assert {i.name for i in proto.graph.input} == {"cond", "r"}
+    check_all(part)
+    for cond in (True, False):
+        feeds = feeds_x(cond=np.array(cond))
+        np.testing.assert_allclose(run_segments(part, feeds)["y"], run_onnx(m, feeds)["y"], rtol=1e-6)
+
+
+def test_pass_through_outputs_and_tensors_needed_inside_and_outside():
+    m = pass_through_and_shared()
+    part = partition(m, support=support(m, rejected={"abs"}))
+    first = seg_of(part, "relu")
+    assert first.nodes == ("mm", "relu", "sig")
+    assert first.outputs == ("r", "s"), "r is read inside, by abs's segment and is a graph output"
+    got, ref = run_segments(part, feeds_x()), run_onnx(m, feeds_x())
+    assert list(got) == ["x", "r", "s", "y"]
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], rtol=1e-6)
+    np.testing.assert_array_equal(got["x"], feeds_x()["x"])
+
+
+def test_segment_models_are_minimal_typed_and_keep_the_opsets():
+    m = pass_through_and_shared()
+    part = partition(m, support=support(m, rejected={"abs"}))
+    check_all(part)
+    for seg in part.segments:
+        proto = part.segment_model(seg.index)
+        reads = {t for n in proto.graph.node for t in n.input}
+        assert {t.name for t in proto.graph.initializer} <= reads
+        assert "unused" not in {t.name for t in proto.graph.initializer}
+        assert [(o.domain, o.version) for o in proto.opset_import] == \
+            [(o.domain, o.version) for o in m.proto.opset_import]
+        assert proto.ir_version <= 10
+        for v in list(proto.graph.input) + list(proto.graph.output):
+            assert v.type.tensor_type.elem_type == TensorProto.FLOAT
+            assert [d.dim_value for d in v.type.tensor_type.shape.dim] == [2, 4]
+        assert tuple(i.name for i in proto.graph.input) == seg.inputs
+        assert tuple(o.name for o in proto.graph.output) == seg.outputs
+    mm2 = part.segment_model(part.assignment["mm2"])
+    assert [t.name for t in mm2.graph.initializer] == ["w2"]
+
+
+def test_boundaries_after_contrib_ops_get_types_from_onnx_runtime():
+    m = zoo.load("detection_postproc")
+    fused = next(n for n in m.node_names if m.node(n).op_type == "FusedMatMul")
+    out = m.node(fused).output[0]
+    assert not m.tensor(out).elem_type, "ONNX shape inference does not know com.microsoft ops"
+    after = m.consumers(out)[0]
+    part = partition(m, support=support(m, rejected={after}))
+    proto = part.segment_model(part.assignment[fused])
+    typed = {o.name: o.type.tensor_type.elem_type for o in proto.graph.output}
+    assert typed[out] == TensorProto.FLOAT
+    onnx.checker.check_model(proto)
+
+
+def test_bad_segment_index():
+    m = constant_across_segments()
+    part = partition(m, support=support(m))
+    with pytest.raises(PartitionError, match=r"No segment 5.*segments 0\.\.0"):
+        segment_model(part, 5)
+    with pytest.raises(PartitionError, match="No segment"):
+        part.segment_model("0")
