@@ -103,7 +103,7 @@ def scale_table(sizes: List[int], repeat: int) -> List[Dict[str, object]]:
 def bare_parser(model: trtlab.Model) -> bool:
     """One ``supports_model_v2`` call on a fresh parser, as Polygraphy and TensorRT users make it."""
     trt = trtlab.trt.module()
-    logger = trt.Logger(trt.Logger.ERROR)
+    logger = trt.Logger(trt.Logger.INTERNAL_ERROR)
     builder = trt.Builder(logger)
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)

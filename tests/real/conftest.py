@@ -2,8 +2,8 @@
 
 The models are listed in ``models.toml`` beside this file and fetched into
 ``build/real_models`` by ``scripts/fetch_real_models.py``. The tier is skipped, with the
-reason printed at the end of the run, only when the package registry cannot be reached;
-any other fetch failure (wrong checksum, missing file, unknown version) is an error.
+reason in pytest's skip summary, only when the package registry cannot be reached; any
+other fetch failure (wrong checksum, missing file, unknown version) is an error.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ if _SCRIPTS not in sys.path:
 
 import fetch_real_models  # noqa: E402
 
-_skip_reasons: list[str] = []
-
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
@@ -29,18 +27,10 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    for reason in _skip_reasons:
-        terminalreporter.write_line(f"real-model tier skipped: {reason}", yellow=True)
-
-
 @pytest.fixture(scope="session")
 def real_model_paths() -> dict[str, Path]:
     """Model id -> verified ``.onnx`` path; skips the tier when the registry is unreachable."""
     try:
         return fetch_real_models.fetch()
     except fetch_real_models.RegistryUnavailableError as exc:
-        reason = f"package registry unreachable, real models not downloaded: {exc}"
-        if reason not in _skip_reasons:
-            _skip_reasons.append(reason)
-        pytest.skip(reason)
+        pytest.skip(f"package registry unreachable, real models not downloaded: {exc}")

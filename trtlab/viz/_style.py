@@ -22,7 +22,7 @@ FUSION_COLOR = "#111111"
 
 MARK_STYLES: Dict[str, Tuple[str, str, str]] = {
     "rejected": ("#c0392b", "////", "rejected (unsupported)"),
-    "build_failed": ("#7b0000", "xxx", "build failed"),
+    "build_failed": ("#7b0000", "xx", "build failed"),
     "excluded": ("#6a3d9a", "\\\\\\\\", "excluded on request"),
     "pruned_small": ("#d35400", "...", "pruned: segment too small"),
     "pruned_no_mac": ("#d35400", "oo", "pruned: segment has no MAC op"),
