@@ -93,8 +93,9 @@ def run_onnx(model: ModelLike, feeds: Mapping[str, np.ndarray],
     """Run ``model`` once with ONNX Runtime and return its outputs by name."""
     sess = session(model, providers)
     if validate:
+        # ONNX Runtime reports [] both for scalars and for unknown rank: check rank only when known.
         specs = [TensorInfo(i.name, tuple(d if isinstance(d, (int, str)) else None for d in i.shape)
-                            if i.shape is not None else None, _ort_elem(i.type)) for i in sess.get_inputs()]
+                            if i.shape else None, _ort_elem(i.type)) for i in sess.get_inputs()]
         feeds = validate_feeds(specs, feeds, what="the model")
     names = list(output_names) if output_names else [o.name for o in sess.get_outputs()]
     values = sess.run(names, dict(feeds))
