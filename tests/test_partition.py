@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import helper
 
 import factories as F
 import trtlab
 from trtlab import zoo
 from trtlab.errors import PartitionError, TrtlabError
 from trtlab.ort import run_onnx
-from trtlab.partition import (DECISION_KINDS, FORMAT_VERSION, Partition, Segment, partition,
-                              run_segments, write_partition)
+from trtlab.partition import (DECISION_KINDS, FORMAT_VERSION, Partition, partition, run_segments,
+                              write_partition)
 
 RTOL = 1e-5
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import networkx as nx
 import numpy as np
-import onnx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from onnx import TensorProto, helper
+from onnx import helper
 
 import factories as F
 import trtlab

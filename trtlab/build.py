@@ -658,7 +658,8 @@ def build(partition: Any, *, precision: PrecisionArg = "fp32", calibration_data:
             if backend is None:
                 raise BuildError(f"Segment {seg.name!r} asks for backend {seg.backend!r}; known backends: "
                                  f"{sorted(table_of_backends)}. Pass backends={{'{seg.backend}': ...}} to build().")
-            seg_calib = None if calib is None else [{k: b[k] for k in seg.inputs} for b in calib]
+            seg_calib = None if calib is None or precisions[seg.index] != "int8" else \
+                [{k: b[k] for k in seg.inputs} for b in calib]
             proto = _convert(part.segment_model(seg.index), precisions[seg.index], seg_calib)
             profile = None
             if isinstance(backend, TensorRTBackend):
