@@ -13,7 +13,7 @@ import copy
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Set, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Set, Union
 
 import onnx
 from onnx import helper
@@ -82,6 +82,9 @@ def _runtime_types(partition: "Partition") -> Dict[str, tuple]:
             None if (isinstance(d, str) and d.startswith("unk__")) else d for d in out.shape)
         found[out.name] = (elem, shape)
     still = [t for t in untyped if found.get(t, (0, None))[1] is None or not found[t][0]]
+    # Symbolic inference merges If branches dim by dim and ignores a rank mismatch: its ranks
+    # for If outputs and everything computed from them are guesses, so they are not used.
+    still = [t for t in still if not _after_if(model, t)]
     if still:
         for name, (elem, shape) in _symbolic_types(model.proto, still).items():
             old_elem, old_shape = found.get(name, (0, None))
@@ -90,13 +93,25 @@ def _runtime_types(partition: "Partition") -> Dict[str, tuple]:
     return found
 
 
+def _after_if(model: Any, tensor: str) -> bool:
+    """Whether ``tensor`` is an If output or computed from one."""
+    import networkx as nx
+
+    producer = model.producer(tensor)
+    if producer is None:
+        return False
+    graph = model.graph
+    ifs = [n for n, op in graph.nodes(data="op_type") if op == "If"]
+    return any(n == producer or producer in nx.descendants(graph, n) for n in ifs)
+
+
 def _symbolic_types(proto: onnx.ModelProto, names: List[str]) -> Dict[str, tuple]:
     """Types and shapes from ONNX Runtime's symbolic shape inference (follows Loop/Scan bodies)."""
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
         inferred = SymbolicShapeInference.infer_shapes(copy.deepcopy(proto), auto_merge=True,
-                                                       guess_output_rank=True)
+                                                       guess_output_rank=False)
     except Exception as exc:  # best effort, like ONNX shape inference
         log.info("symbolic shape inference failed: %s", exc)
         return {}

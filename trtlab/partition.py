@@ -60,7 +60,7 @@ __all__ = ["partition", "Partition", "Segment", "run_segments", "write_partition
 FALLBACK = "fallback"
 #: Kinds of rows in :attr:`Partition.decisions`.
 DECISION_KINDS = ("rejected", "merge_refused_cycle", "pruned_small", "pruned_no_mac", "excluded",
-                  "build_failed")
+                  "build_failed", "unranked_boundary")
 #: Version of the JSON written by :meth:`Partition.to_json`; :meth:`Partition.from_json` reads these.
 FORMAT_VERSION = 1
 _KNOWN_VERSIONS = (1,)
@@ -423,7 +423,40 @@ def partition(model: Any, *, support: SupportLike = None, min_subgraph_size: int
                         exclude_nodes=_names(exclude_nodes, "exclude_nodes"))
     _check_node_names(model, settings.exclude_nodes, "exclude_nodes")
     verdicts = _verdicts(model, support, backend)
-    return _run(model, verdicts, settings, {})
+    return _keep_unranked_together(_run(model, verdicts, settings, {}))
+
+
+def _keep_unranked_together(part: "Partition", rounds: int = 3) -> "Partition":
+    """Keep tensors of unknown rank off segment boundaries.
+
+    A segment model must declare the rank of its inputs and outputs. When neither ONNX shape
+    inference nor ONNX Runtime can tell a cut tensor's rank (e.g. the branches of an ``If``
+    return different ranks), its producer and readers go to fallback together, recorded as
+    ``unranked_boundary`` decisions.
+    """
+    model = part.model
+    for _ in range(rounds):
+        cut = {t for s in part.segments for t in s.inputs if model.producer(t) is not None}
+        unknown = sorted(t for t in cut if model.tensor(t).shape is None)
+        if not unknown:
+            return part
+        from .extract import _runtime_types
+
+        types = _runtime_types(part)
+        unranked = [t for t in unknown if types.get(t, (0, None))[1] is None]
+        if not unranked:
+            return part
+        forced = dict(part.forced)
+        for t in unranked:
+            for node in [model.producer(t)] + model.consumers(t):
+                forced.setdefault(node, (
+                    "unranked_boundary",
+                    f"tensor {t!r} has a rank no shape inference can determine, so it cannot be a "
+                    "segment boundary; its producer and readers stay together in fallback"))
+        if forced == part.forced:
+            return part
+        part = _run(model, part.verdicts, part.settings, forced)
+    return part
 
 
 def _run(model: Model, verdicts: Verdicts, settings: Settings, forced: Forced) -> Partition:

@@ -1,0 +1,176 @@
+"""Execute every notebook in notebooks/ top to bottom and check what it prints and draws.
+
+Each notebook runs in a fresh ``python3`` kernel with the working directory set to
+``notebooks/``, progress bars off, the Agg backend and a private engine cache. A cell error fails
+the test. Notebooks print checkable lines (counts taken from the figures they draw), which the
+tests read back.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+EXPECTED = [
+    "01_import_and_view",
+    "02_support_and_partition",
+    "03_build_and_run_hybrid",
+    "04_layer_fusion",
+    "05_precision_study",
+    "06_latency",
+    "07_write_your_own_backend",
+]
+#: Notebooks that parse or build with TensorRT (TensorRT-RTX does both without a GPU).
+NEEDS_TENSORRT = {"02_support_and_partition", "03_build_and_run_hybrid", "04_layer_fusion",
+                  "05_precision_study", "06_latency"}
+CELL_TIMEOUT_S = 240
+TOTAL_BUDGET_S = 300.0
+
+pytestmark = pytest.mark.notebook
+
+_elapsed: Dict[str, float] = {}
+
+
+def _tensorrt_builds() -> bool:
+    from trtlab import trt
+
+    return bool(trt.info().build)
+
+
+def _execute(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> "nbformat.NotebookNode":
+    if name in NEEDS_TENSORRT and not _tensorrt_builds():
+        pytest.skip(f"{name} parses and builds with TensorRT; no TensorRT that can build is installed")
+    monkeypatch.setenv("TRTLAB_PROGRESS", "0")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("TRTLAB_CACHE_DIR", str(tmp_path / "cache"))
+    nb = nbformat.read(str(NOTEBOOKS / f"{name}.ipynb"), as_version=4)
+    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT_S,
+                                     resources={"metadata": {"path": str(NOTEBOOKS)}})
+    start = time.perf_counter()
+    client.execute()
+    _elapsed[name] = time.perf_counter() - start
+    return nb
+
+
+def _outputs(nb: "nbformat.NotebookNode") -> List[dict]:
+    return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
+
+
+def _printed(nb: "nbformat.NotebookNode") -> str:
+    return "".join(out.get("text", "") for out in _outputs(nb) if out.get("output_type") == "stream")
+
+
+def _images(nb: "nbformat.NotebookNode") -> int:
+    return sum("image/png" in out.get("data", {}) for out in _outputs(nb))
+
+
+def _line(text: str, pattern: str) -> "re.Match[str]":
+    match = re.search(pattern, text)
+    assert match, f"no line matching {pattern!r} in the notebook's printed output:\n{text[-2000:]}"
+    return match
+
+
+def test_notebook_set_is_complete_and_has_no_outputs():
+    found = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+    assert found == EXPECTED
+    for name in EXPECTED:
+        nb = nbformat.read(str(NOTEBOOKS / f"{name}.ipynb"), as_version=4)
+        nbformat.validate(nb)
+        assert nb.metadata["kernelspec"]["name"] == "python3"
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert code and all(not c.outputs and c.execution_count is None for c in code), name
+        assert sum(c.cell_type == "markdown" for c in nb.cells) >= 4, f"{name} needs prose between cells"
+        assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith(f"# {name[:2]}")
+
+
+def test_01_import_and_view(tmp_path, monkeypatch):
+    nb = _execute("01_import_and_view", tmp_path, monkeypatch)
+    text = _printed(nb)
+    m = _line(text, r"drawn nodes: (\d+), view: (\w+), inputs: (\d+), outputs: (\d+)")
+    assert (int(m[1]), m[2], int(m[3]), int(m[4])) == (32, "full", 1, 1)
+    assert _line(text, r"(\d+) nodes, (\d+) edges")[1] == "32"
+    assert _images(nb) >= 2
+
+
+def test_02_support_and_partition(tmp_path, monkeypatch):
+    nb = _execute("02_support_and_partition", tmp_path, monkeypatch)
+    text = _printed(nb)
+    m = _line(text, r"coloured segments drawn: (\d+) of (\d+); distinct colours: (\d+) \((\d+) tensorrt "
+                    r"\+ fallback grey\); node boxes: (\d+) of (\d+)")
+    drawn, segments, colours, n_trt, boxes, nodes = map(int, m.groups())
+    assert drawn == segments >= 3
+    assert colours == n_trt + 1
+    assert boxes == nodes == 30
+    assert "segments reproduce outputs: det_boxes" in text
+    assert _line(text, r"Partition\('transformer_large': (\d+) segments.*\| view: (\w+)")[2] == "condensed"
+    assert _images(nb) >= 3
+
+
+def test_03_build_and_run_hybrid(tmp_path, monkeypatch):
+    from trtlab import trt
+
+    nb = _execute("03_build_and_run_hybrid", tmp_path, monkeypatch)
+    text = _printed(nb)
+    expected = "tensorrt" if trt.info().run else "onnxruntime"
+    assert _line(text, r"tensorrt segments run by: ([\w, ]+)")[1].strip() == expected
+    assert _line(text, r"cache status: (\{.*\})")[1] == "{'trt_0': 'hit', 'trt_2': 'hit'}"
+    assert float(_line(text, r"max \|hybrid - onnxruntime\|: ([\d.e-]+)")[1]) < 1e-4
+    assert float(_line(text, r"accuracy on 64 test images: ([\d.]+)")[1]) > 0.9
+    assert "polygraphy comparison passed: True" in text
+    assert _images(nb) >= 1
+
+
+def test_04_layer_fusion(tmp_path, monkeypatch):
+    nb = _execute("04_layer_fusion", tmp_path, monkeypatch)
+    text = _printed(nb)
+    m = _line(text, r"fusion groups outlined: (\d+) of (\d+) predicted")
+    assert int(m[1]) == int(m[2]) > 0
+    assert "pre-fusion |" in text
+    assert _images(nb) >= 3
+
+
+def test_05_precision_study(tmp_path, monkeypatch):
+    nb = _execute("05_precision_study", tmp_path, monkeypatch)
+    text = _printed(nb)
+    fp32 = float(_line(text, r"FP32 accuracy ([\d.]+)")[1])
+    bad = float(_line(text, r"int8 bad calib: accuracy ([\d.]+)")[1])
+    mixed = float(_line(text, r"int8 bad calib \+ fp32 suspects: accuracy ([\d.]+)")[1])
+    good = float(_line(text, r"int8 good calib: accuracy ([\d.]+)")[1])
+    assert fp32 > 0.95 and good > fp32 - 0.02
+    assert bad < fp32 - 0.2 and mixed > bad + 0.2
+    assert "suggested FP32 nodes: ['/conv1/Conv']" in text
+    assert float(_line(text, r"per-segment mixed precision: accuracy ([\d.]+)")[1]) > 0.95
+    assert _images(nb) >= 1
+
+
+def test_06_latency(tmp_path, monkeypatch):
+    nb = _execute("06_latency", tmp_path, monkeypatch)
+    text = _printed(nb)
+    for label in ("onnxruntime", "1 segment", "cut"):
+        assert re.search(rf"{label}: median [\d.]+ ms", text), label
+    assert _images(nb) >= 3
+
+
+def test_07_write_your_own_backend(tmp_path, monkeypatch):
+    nb = _execute("07_write_your_own_backend", tmp_path, monkeypatch)
+    text = _printed(nb)
+    assert "implements the Backend protocol: True" in text
+    assert float(_line(text, r"max \|numpy hybrid - onnxruntime\| = ([\d.e+-]+)")[1]) < 1e-4
+    m = _line(text, r"numpy segments drawn: (\d+) of (\d+)")
+    assert int(m[1]) == int(m[2]) > 0
+    assert re.search(r"numpy\s+[\d.]+", text)
+    assert _images(nb) >= 2
+
+
+def test_notebooks_total_time():
+    total = sum(_elapsed.values())
+    assert total <= TOTAL_BUDGET_S, f"notebooks took {total:.0f} s in all: {_elapsed}"
