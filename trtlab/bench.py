@@ -219,7 +219,7 @@ def benchmark(runnable: Any, feeds: Mapping[str, Any], *, warmup: int = 10, iter
     if not stats.stable:
         message = (f"{label}: coefficient of variation {stats.cv:.1%} is over {CV_WARN:.1%}; the machine is "
                    "busy or the run too short. Use more iterations or duration=, and fewer other jobs.")
-        log.warning(message)
+        log.debug(message)
         warnings.warn(message, LatencyWarning, stacklevel=2)
     return stats
 

@@ -186,7 +186,9 @@ def build_engine(onnx_bytes: bytes, profile: Optional[Profile] = None,
         builder.error_recorder = recorder
         config = ptrt.CreateConfig(profiles=profiles, memory_pool_limits=pools,
                                    builder_optimization_level=settings.opt_level,
-                                   load_timing_cache=timing_cache)
+                                   load_timing_cache=timing_cache,
+                                   # per-layer detail for the engine inspector (trtlab.fusion)
+                                   profiling_verbosity=trt.ProfilingVerbosity.DETAILED)
         try:
             data = ptrt.EngineBytesFromNetwork((builder, network, parser), config,
                                                save_timing_cache=timing_cache)()
@@ -719,3 +721,8 @@ def _nearest_original(proto: onnx.ModelProto, culprit: str, originals: Sequence[
     if before:
         return before[-1]
     raise BuildError(f"Node {culprit!r} fails to build and no original node of the segment is near it.")
+
+
+from ._callable import callable_module as _callable_module  # noqa: E402
+
+_callable_module(__name__, "build")

@@ -467,3 +467,8 @@ def _has_build() -> bool:
 
     return importlib.util.find_spec("trtlab.build") is not None and \
         importlib.util.find_spec("trtlab.partition") is not None
+
+
+from ._callable import callable_module as _callable_module  # noqa: E402
+
+_callable_module(__name__, "compare")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Set, Union
 
@@ -110,8 +111,15 @@ def _symbolic_types(proto: onnx.ModelProto, names: List[str]) -> Dict[str, tuple
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-        inferred = SymbolicShapeInference.infer_shapes(copy.deepcopy(proto), auto_merge=True,
-                                                       guess_output_rank=False)
+        # On incomplete inference it saves a model into the working directory: give it a temporary one.
+        with tempfile.TemporaryDirectory() as scratch:
+            cwd = os.getcwd()
+            os.chdir(scratch)
+            try:
+                inferred = SymbolicShapeInference.infer_shapes(copy.deepcopy(proto), auto_merge=True,
+                                                               guess_output_rank=False)
+            finally:
+                os.chdir(cwd)
     except Exception as exc:  # best effort, like ONNX shape inference
         log.info("symbolic shape inference failed: %s", exc)
         return {}

@@ -1021,3 +1021,8 @@ def run_segments(partition: Partition, feeds: Mapping[str, np.ndarray], *,
     if return_intermediates:
         return {**env, **result}
     return result
+
+
+from ._callable import callable_module as _callable_module  # noqa: E402
+
+_callable_module(__name__, "partition")

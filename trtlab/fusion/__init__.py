@@ -408,12 +408,6 @@ def prefusion(model: ModelLike, *, label: Optional[str] = None,
                         facts=facts, layer_inputs=layer_inputs)
 
 
-class _CallableModule(sys.modules[__name__].__class__):  # type: ignore[misc]
-    """Lets ``trtlab.fusion(source)`` work whether ``trtlab.fusion`` names this package or the
-    function (importing the package makes the attribute the package)."""
+from .._callable import callable_module as _callable_module  # noqa: E402
 
-    def __call__(self, source: Any, **kwargs: Any) -> FusionReport:
-        return fusion(source, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+_callable_module(__name__, "fusion")

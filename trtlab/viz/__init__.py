@@ -16,6 +16,8 @@ _EXPORTS: Dict[str, Tuple[str, str]] = {
     "plot_accuracy": ("trtlab.viz.accuracy", "plot_accuracy"),
     "plot_layer_latency": ("trtlab.viz.fusion", "plot_layer_latency"),
     "plot_fusion_comparison": ("trtlab.viz.fusion", "plot_fusion_comparison"),
+    "plot_before_after": ("trtlab.viz.fusion", "plot_before_after"),
+    "reasons_table": ("trtlab.viz.graph", "reasons_table"),
 }
 
 __all__ = sorted(_EXPORTS)

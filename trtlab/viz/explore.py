@@ -295,3 +295,8 @@ def explore(model: Any, *, support: Any = None, **draw_options: Any) -> Explorer
         Displays as the widget; drive it from code through its widgets.
     """
     return Explorer(model, support=support, draw_options=draw_options)
+
+
+from .._callable import callable_module as _callable_module  # noqa: E402
+
+_callable_module(__name__, "explore")
