@@ -6,7 +6,6 @@ Each factory returns an ``onnx.ModelProto`` (opset 17, IR 8) and sketches its gr
 from __future__ import annotations
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17

@@ -89,10 +89,11 @@ def test_ort_session_runnable():
 
 
 def test_benchmark_model_table(tmp_path):
-    from trtlab.bench import benchmark_model, random_feeds
+    from trtlab.bench import benchmark_model
+    from trtlab.feeds import random_inputs
 
     m = load(F.conv_relu())
-    feeds = random_feeds(m, batch=3)
+    feeds = random_inputs(m, batch=3)
     assert feeds["x"].shape == (3, 3, 8, 8) and feeds["x"].dtype == np.float32
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LatencyWarning)

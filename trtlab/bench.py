@@ -32,7 +32,7 @@ from .errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["benchmark", "benchmark_model", "random_feeds", "LatencyStats", "LatencyWarning", "summarize", "CV_WARN"]
+__all__ = ["benchmark", "benchmark_model", "LatencyStats", "LatencyWarning", "summarize", "CV_WARN"]
 
 #: Coefficient of variation above which the numbers are flagged unstable (trtexec's threshold).
 CV_WARN = 0.025
@@ -224,21 +224,6 @@ def benchmark(runnable: Any, feeds: Mapping[str, Any], *, warmup: int = 10, iter
     return stats
 
 
-def random_feeds(model: Any, batch: int = 1, seed: int = 0) -> Dict[str, np.ndarray]:
-    """Seeded inputs for ``model``: normal floats, zeros for other types; dynamic dims = ``batch``
-    on axis 0 and 1 elsewhere."""
-    rng = np.random.default_rng(seed)
-    feeds: Dict[str, np.ndarray] = {}
-    for t in model.inputs:
-        if t.shape is None:
-            raise InputError(f"Input {t.name!r} of {model.name!r} has no shape; pass feeds= explicitly.")
-        shape = tuple(d if isinstance(d, int) else (batch if ax == 0 else 1) for ax, d in enumerate(t.shape))
-        dtype = t.dtype or np.dtype(np.float32)
-        feeds[t.name] = (rng.standard_normal(shape).astype(dtype) if dtype.kind == "f"
-                         else np.zeros(shape, dtype))
-    return feeds
-
-
 def benchmark_model(model: Any, *, feeds: Optional[Mapping[str, np.ndarray]] = None, batch: int = 1,
                     precision: Any = "fp32", cache_dir: Any = None, min_subgraph_size: int = 1,
                     warmup: int = 10, iterations: int = 100, duration: Optional[float] = None,
@@ -254,12 +239,13 @@ def benchmark_model(model: Any, *, feeds: Optional[Mapping[str, np.ndarray]] = N
     import pandas as pd
 
     from .build import build
+    from .feeds import random_inputs
     from .model import Model, load
     from .ort import session
     from .partition import partition
 
     m = model if isinstance(model, Model) else load(model)
-    feeds = dict(feeds) if feeds is not None else random_feeds(m, batch)
+    feeds = dict(feeds) if feeds is not None else random_inputs(m, batch=batch)
     shapes = {k: tuple(np.shape(v)) for k, v in feeds.items()}
     hybrid = build(partition(m, min_subgraph_size=min_subgraph_size), precision=precision,
                    cache_dir=cache_dir, shapes=shapes, progress=progress)

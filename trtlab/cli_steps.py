@@ -55,16 +55,13 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import benchmark
-    from .build import build
-    from .feeds import random_inputs
+    from .bench import benchmark_model
 
-    model, part = _partition(args)
-    hybrid = build(part, precision=args.precision, cache_dir=args.cache_dir, progress=not args.quiet)
-    feeds = _load_feeds(args.feeds) if args.feeds else random_inputs(model, batch=args.batch)
-    stats = benchmark(hybrid, feeds, warmup=args.warmup, iterations=args.iterations,
-                      progress=not args.quiet)
-    print(stats.to_frame().to_string(index=False))
+    feeds = _load_feeds(args.feeds) if args.feeds else None
+    frame = benchmark_model(args.model, feeds=feeds, batch=args.batch, precision=args.precision,
+                            cache_dir=args.cache_dir, min_subgraph_size=args.min_subgraph_size,
+                            warmup=args.warmup, iterations=args.iterations, progress=not args.quiet)
+    print(frame.to_string(index=False))
     return 0
 
 

@@ -460,14 +460,13 @@ def _node_macs(node: onnx.NodeProto, tensor: Any) -> int:
     try:
         if op in ("Conv", "ConvTranspose"):
             w = _dims(ins[1])
-            group = next((a.i for a in node.attribute if a.name == "group"), 1) or 1
             if w is None:
                 return 0
             if op == "Conv":
                 o = _dims(outs[0])
                 if o is None:
                     return 0
-                return int(_prod(o) * _prod(w[1:]))  # out elements x (Cin/g * k)
+                return int(_prod(o) * _prod(w[1:]))  # out elements x (Cin/group * kernel)
             x = _dims(ins[0])
             if x is None:
                 return 0

@@ -208,14 +208,23 @@ def report(model: Any, *, feeds: Optional[Mapping[str, np.ndarray]] = None, data
         return _figure(plot_accuracy(table)) + _table(table)
 
     def latency_step() -> str:
-        hybrid = state["hybrid"]
-        sess = session(m)
-        stats = {"onnxruntime (whole model)": benchmark(sess, feeds, iterations=iterations, progress=progress),
-                 "hybrid fp32": benchmark(hybrid, feeds, iterations=iterations, progress=progress)}
+        import warnings
+
         import pandas as pd
 
+        from .bench import LatencyWarning
+
+        hybrid = state["hybrid"]
+        sess = session(m)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", LatencyWarning)
+            stats = {"onnxruntime (whole model)": benchmark(sess, feeds, iterations=iterations,
+                                                            progress=progress),
+                     "hybrid fp32": benchmark(hybrid, feeds, iterations=iterations, progress=progress)}
+        noisy = "".join(f"<p>{html.escape(str(w.message))}</p>" for w in caught
+                        if issubclass(w.category, LatencyWarning))
         frame = pd.concat([s.to_frame().assign(configuration=k) for k, s in stats.items()])
-        return _figure(plot_latency(stats)) + _table(frame)
+        return _figure(plot_latency(stats)) + noisy + _table(frame)
 
     _run(rep, "Model", overview)
     _run(rep, "Support", support_step)

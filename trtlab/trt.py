@@ -207,8 +207,7 @@ def _cuda_binding() -> Optional[str]:
     if _installed("pycuda"):
         return "pycuda"
     try:
-        from polygraphy import cuda as pcuda  # noqa: F401  (loads cudart lazily)
-
+        importlib.import_module("polygraphy.cuda")
         ctypes.CDLL("libcudart.so")
         return "polygraphy.cuda"
     except (ImportError, OSError):

@@ -1,0 +1,98 @@
+"""The pipeline subcommands and the HTML report, run end to end on a small zoo model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+
+from trtlab import trt, zoo
+
+
+def run_cli(*args, check=True):
+    res = subprocess.run([sys.executable, "-m", "trtlab.cli", *args], capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise AssertionError(f"trtlab {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+def test_partition_writes_valid_segments(tmp_path):
+    out = tmp_path / "seg"
+    res = run_cli("partition", str(zoo.path("detection_postproc")), "--out", str(out), "--source", "rules")
+    files = sorted(p.name for p in out.glob("*.onnx"))
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(files) == len(summary) >= 2
+    assert set(summary["backend"]) == {"tensorrt", "fallback"}
+    for f in out.glob("*.onnx"):
+        onnx.checker.check_model(onnx.load(f))
+    assert (out / "partition.json").read_text().startswith("{")
+    assert f"{len(files)} segments written" in res.stdout
+
+
+@pytest.mark.skipif(not trt.info().build, reason="no TensorRT that can build engines on this machine")
+def test_build_prints_executors_and_cache(tmp_path):
+    res = run_cli("build", str(zoo.path("digits_cnn")), "--cache-dir", str(tmp_path), "--quiet")
+    assert "trt_0" in res.stdout
+    expected = "tensorrt" if trt.info().run else "onnxruntime"
+    assert expected in res.stdout
+    assert "miss" in res.stdout
+    again = run_cli("build", str(zoo.path("digits_cnn")), "--cache-dir", str(tmp_path), "--quiet")
+    assert "hit" in again.stdout
+
+
+@pytest.mark.skipif(not trt.info().build, reason="no TensorRT that can build engines on this machine")
+def test_bench_prints_statistics(tmp_path):
+    x, _ = zoo.digits("test")
+    feeds = tmp_path / "feeds.npz"
+    np.savez(feeds, input=x[:4])
+    res = run_cli("bench", str(zoo.path("digits_cnn")), "--cache-dir", str(tmp_path), "--quiet",
+                  "--iterations", "20", "--warmup", "2", "--feeds", str(feeds))
+    for col in ("median", "p99", "cv", "throughput"):
+        assert col in res.stdout
+    assert "onnxruntime" in res.stdout and "hybrid fp32" in res.stdout
+
+
+def test_bench_rejects_bad_feeds(tmp_path):
+    bad = tmp_path / "feeds.npz"
+    np.savez(bad, wrong_name=np.zeros((1, 1, 8, 8), np.float32))
+    res = run_cli("bench", str(zoo.path("digits_cnn")), "--cache-dir", str(tmp_path), "--quiet",
+                  "--feeds", str(bad), check=False)
+    assert res.returncode == 2
+    assert "wrong_name" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.skipif(not trt.info().build, reason="no TensorRT that can build engines on this machine")
+def test_report_html_has_every_section(tmp_path):
+    from trtlab.report import report, write_html
+
+    x, y = zoo.digits("test")
+    xc, _ = zoo.digits("calib")
+    rep = report(zoo.path("digits_cnn"), feeds={"input": x[:8]}, data={"input": x[:200]}, labels=y[:200],
+                 calibration_data={"input": xc[:64]}, iterations=10, cache_dir=tmp_path, progress=False)
+    assert [s.title for s in rep.sections] == ["Model", "Support", "Partition", "Build and run",
+                                              "Layer fusion", "Precision", "Latency"]
+    assert rep.errors == []
+    assert rep.facts["segments"] == 1 and rep.facts["hybrid vs ORT max abs"] == "0.00e+00"
+    path = write_html([rep], tmp_path / "index.html")
+    text = path.read_text()
+    assert text.count("<img src='data:image/png;base64,") >= 3  # partition, accuracy, latency
+    for needle in ("tensorrt flavor", "executor", "int8", "fp16", "onnx_nodes", "p99"):
+        assert needle in text
+
+
+def test_report_records_a_failed_step_and_goes_on(tmp_path, monkeypatch):
+    from trtlab import report as report_mod
+    from trtlab.errors import BuildError
+
+    def broken_build(*args, **kwargs):
+        raise BuildError("builder exploded on purpose")
+
+    monkeypatch.setattr("trtlab.build.build", broken_build)
+    rep = report_mod.report(zoo.path("digits_cnn"), precisions=(), iterations=0, progress=False)
+    failed = {s.title: s.error for s in rep.errors}
+    assert list(failed) == ["Build and run"] and "exploded on purpose" in failed["Build and run"]
+    assert "Layer fusion" in [s.title for s in rep.sections]  # later steps still ran
