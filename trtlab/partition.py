@@ -430,11 +430,13 @@ def _keep_unranked_together(part: "Partition", rounds: int = 3) -> "Partition":
     """Keep tensors of unknown rank off segment boundaries.
 
     A segment model must declare the rank of its inputs and outputs. When neither ONNX shape
-    inference nor ONNX Runtime can tell a cut tensor's rank (e.g. the branches of an ``If``
-    return different ranks), its producer and readers go to fallback together, recorded as
-    ``unranked_boundary`` decisions.
+    inference nor ONNX Runtime can tell a cut tensor's rank (the branches of an ``If`` return
+    different ranks), its producer and readers go to fallback together, recorded as
+    ``unranked_boundary`` decisions. Only models with ``If`` nodes are checked.
     """
     model = part.model
+    if not any(n.op_type == "If" for n in model.proto.graph.node):
+        return part  # ONNX Runtime types every other tensor extraction meets
     for _ in range(rounds):
         cut = {t for s in part.segments for t in s.inputs if model.producer(t) is not None}
         unknown = sorted(t for t in cut if model.tensor(t).shape is None)
