@@ -127,8 +127,6 @@ def test_auto_source_and_version_checks():
 
 def test_quantized_zoo_model_gets_a_reason_per_node(data_dir):
     path = data_dir / "quantized_dynamic.onnx"
-    if not path.exists():
-        pytest.skip("zoo model quantized_dynamic.onnx not generated")
     table = check_support(path, source="parser")
     bad = table.unsupported()
     assert set(bad["op_type"]) >= {"ConvInteger", "DynamicQuantizeLinear", "MatMulInteger"}
