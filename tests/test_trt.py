@@ -127,3 +127,11 @@ def test_cli_reports_bad_model_cleanly(tmp_path):
                          capture_output=True, text=True)
     assert res.returncode == 2
     assert "not an ONNX file" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_cuda_noise_is_stripped_from_tensorrt_messages():
+    stream = ("[cudaResources.cpp::ScopedCudaStream::25] Error Code 1: Cuda Runtime (In ScopedCudaStream at "
+              "/src/cudaResources.cpp:25 (cudaError 35: CUDA driver version is insufficient for CUDA runtime version))")
+    real = "[tacticSupply.cpp::getSupportedFormats::48] Error Code 2: Internal Error (nms has no runners)"
+    assert trt.is_cuda_noise(stream) and not trt.is_cuda_noise(real)
+    assert trt.clean_message(f"{stream}; {real}") == real

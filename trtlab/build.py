@@ -201,7 +201,10 @@ def build_engine(onnx_bytes: bytes, profile: Optional[Profile] = None,
 
 
 def _build_error(stage: str, settings: CompileSettings, errors: List[str]) -> BuildError:
+    from .trt import clean_message, is_cuda_noise
+
     what = "parse" if stage == "parse" else "build"
+    errors = [clean_message(e) for e in errors if not is_cuda_noise(e)] or list(errors)
     text = "; ".join(e.strip() for e in errors if e.strip()) or "no message from TensorRT"
     exc = BuildError(
         f"TensorRT could not {what} segment {settings.segment!r} ({settings.precision}): {text}. "
@@ -701,7 +704,7 @@ def build(partition: Any, *, precision: PrecisionArg = "fp32", calibration_data:
         culprit, error = isolate_build_failure(proto, settings.profile, try_build, progress=progress)
         original = culprit if culprit in set(seg.nodes) else _nearest_original(proto, culprit, seg.nodes)
         reason = f"TensorRT build failed ({precisions[seg.index]}): {error}"
-        log.warning("segment %s: node %s moved to fallback: %s", seg.name, original, error)
+        log.info("segment %s: node %s moved to fallback: %s", seg.name, original, error)
         moved.append((original, reason))
         part = part.with_fallback([original], reason, kind="build_failed")
 

@@ -25,6 +25,7 @@ import functools
 import importlib
 import importlib.util
 import logging
+import re
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, List, Optional, Tuple
@@ -45,6 +46,8 @@ __all__ = [
     "gpu",
     "CapturingLogger",
     "make_parser",
+    "is_cuda_noise",
+    "clean_message",
 ]
 
 #: Compute capabilities (major, minor) TensorRT-RTX executes engines on: consumer and workstation
@@ -239,6 +242,25 @@ class CapturingLogger:
                 return [m for s, m in self.messages if s in ("ERROR", "INTERNAL_ERROR")]
 
         return _Logger()
+
+
+_CUDA_NOISE = re.compile(
+    r"\[(?:checkMacros\.cpp::catchCudaError|cudaResources\.cpp::\w+)::\d+\][^\n;]*?"
+    r"(?:Cuda Runtime \([^\n]*?\)\)|CUDA[^\n;]*)")
+
+
+def is_cuda_noise(message: str) -> bool:
+    """Whether a TensorRT message only says that no usable CUDA device is present.
+
+    TensorRT-RTX adds such messages to parser and builder errors on a machine without a GPU;
+    they are not the reason a node or segment failed.
+    """
+    return bool(_CUDA_NOISE.fullmatch(message.strip()))
+
+
+def clean_message(text: str) -> str:
+    """``text`` without the CUDA-device noise of :func:`is_cuda_noise`, whitespace folded."""
+    return re.sub(r"\s+", " ", _CUDA_NOISE.sub("", text)).strip(" ;")
 
 
 def make_parser(logger: Any = None) -> Tuple[Any, Any, Any, Any]:

@@ -24,7 +24,6 @@ care, and :func:`parse_support` turns it into one verdict per node:
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
@@ -87,12 +86,11 @@ class _Run:
     errors: List[Tuple[int, str, str, str, str, str]]  # index, name, op, code, desc, file
 
 
-_NOISE = re.compile(r"\[checkMacros\.cpp::catchCudaError::\d+\][^\n]*")
-
-
 def _clean(text: str) -> str:
     """Parser text without the CUDA-runtime noise TensorRT-RTX appends on a machine without GPU."""
-    return re.sub(r"\s+", " ", _NOISE.sub("", text)).strip()
+    from ..trt import clean_message
+
+    return clean_message(text)
 
 
 def _run_parser(data: bytes) -> _Run:
