@@ -76,6 +76,8 @@ def _table(df: Any, max_rows: int = 40) -> str:
     if df is None:
         return ""
     frame = getattr(df, "frame", df)
+    if len(frame) == 0:
+        return "<p>(none)</p>"
     if hasattr(frame, "to_frame") and not hasattr(frame, "to_html"):
         frame = frame.to_frame()
     if len(frame) > max_rows:
@@ -263,7 +265,7 @@ def write_html(reports: Sequence[Report], path: Union[str, Path], *, title: str 
 
 
 _SUMMARY_KEYS = ("nodes", "supported", "support source", "segments", "tensorrt segments", "executors",
-                 "hybrid vs ORT max abs")
+                 "hybrid vs ORT max abs", "digits top-1 (ORT)")
 
 
 def demo(out_dir: Union[str, Path] = "build/demo", *, models: Sequence[str] = DEMO_MODELS,

@@ -46,6 +46,7 @@ __all__ = [
     "gpu",
     "CapturingLogger",
     "make_parser",
+    "quiet_logger",
     "is_cuda_noise",
     "clean_message",
 ]
@@ -261,6 +262,17 @@ def is_cuda_noise(message: str) -> bool:
 def clean_message(text: str) -> str:
     """``text`` without the CUDA-device noise of :func:`is_cuda_noise`, whitespace folded."""
     return re.sub(r"\s+", " ", _CUDA_NOISE.sub("", text)).strip(" ;")
+
+
+def quiet_logger() -> Any:
+    """TensorRT's own logger at INTERNAL_ERROR: no Python callback per message.
+
+    TensorRT calls a Python logger for every verbose message (tens of thousands for a large
+    parse), which costs more than the parse. Use this one where errors come from
+    ``parser.get_error`` or an error recorder instead of the log.
+    """
+    trt = module()
+    return trt.Logger(trt.Logger.INTERNAL_ERROR)
 
 
 def make_parser(logger: Any = None) -> Tuple[Any, Any, Any, Any]:

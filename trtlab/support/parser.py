@@ -96,7 +96,7 @@ def _clean(text: str) -> str:
 def _run_parser(data: bytes) -> _Run:
     from .. import trt as _trt
 
-    builder, network, parser, logger = _trt.make_parser()  # all four must stay alive
+    builder, network, parser, logger = _trt.make_parser(_trt.quiet_logger())  # all four stay alive
     try:
         ok = bool(parser.supports_model_v2(data))
     except TypeError:
@@ -271,7 +271,7 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
     names = [node.name for node in graph.node]
     by_name = {name: i for i, name in enumerate(names) if name}
     owners = _body_owners(graph)
-    types = _types(proto) if recheck else {}
+    types: Dict[str, Tuple[int, Optional[Tuple[Any, ...]]]] = {}  # filled for the first re-check
     mod = _trt.module()
     flavor = _trt.flavor() or mod.__name__
     started = time.perf_counter()
@@ -292,6 +292,8 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
 
     while len(verdicts) < n or passes == 0:
         mapping = [k for k in range(n) if k not in verdicts or verdicts[k].supported]
+        if passes and not types:
+            types = _types(proto)
         sub = proto if passes == 0 else _sub_model(proto, mapping, types, assumed)
         try:
             run = _run_parser(sub.SerializeToString())
