@@ -37,8 +37,8 @@ TABLE_COLUMNS = ["config", "precision", "method", "fp32_nodes", "accuracy", "acc
 def _callable_runner(fn: Callable[[Feeds], Mapping[str, np.ndarray]], name: str,
                      inputs: Sequence[Any]) -> Any:
     from polygraphy.backend.base import BaseRunner
-    from polygraphy.common import TensorMetadata
-    from polygraphy.datatype import DataType
+
+    from .runtime import input_metadata
 
     class CallableRunner(BaseRunner):
         """Polygraphy runner around a function feeds -> outputs."""
@@ -53,12 +53,7 @@ def _callable_runner(fn: Callable[[Feeds], Mapping[str, np.ndarray]], name: str,
             pass
 
         def get_input_metadata_impl(self) -> Any:
-            meta = TensorMetadata()
-            for spec in inputs:
-                dtype = DataType.from_dtype(spec.dtype) if spec.dtype is not None else None
-                shape = None if spec.shape is None else [d if isinstance(d, int) else -1 for d in spec.shape]
-                meta.add(spec.name, dtype=dtype, shape=shape)
-            return meta
+            return input_metadata(inputs)
 
         def infer_impl(self, feed_dict: Mapping[str, Any]) -> Any:
             start = time.perf_counter()

@@ -9,7 +9,7 @@ import numpy as np
 from .errors import InputError
 from .model import TensorInfo
 
-__all__ = ["validate_feeds", "describe", "random_inputs"]
+__all__ = ["validate_feeds", "describe", "random_inputs", "random_array"]
 
 
 def describe(spec: TensorInfo) -> str:
@@ -99,13 +99,19 @@ def random_inputs(model: "object", *, batch: int = 1, seed: int = 0,
             raise InputError(f"Input '{spec.name}' has unknown rank; pass feeds explicitly.")
         shape = [d if isinstance(d, int) else sizes.get(str(d), batch if ax == 0 else 1)
                  for ax, d in enumerate(spec.shape)]
-        dt = spec.dtype or np.dtype(np.float32)
-        if np.issubdtype(dt, np.floating):
-            feeds[spec.name] = rng.standard_normal(shape).astype(dt)
-        elif dt == np.bool_:
-            feeds[spec.name] = rng.random(shape) < 0.5
-        elif np.issubdtype(dt, np.integer):
-            feeds[spec.name] = rng.integers(0, 10, size=shape).astype(dt)
-        else:
-            raise InputError(f"Input '{spec.name}' has dtype {dt}; pass feeds explicitly.")
+        feeds[spec.name] = random_array(rng, shape, spec.dtype or np.dtype(np.float32), spec.name)
     return feeds
+
+
+def random_array(rng: np.random.Generator, shape: Sequence[int], dtype: np.dtype,
+                 name: str = "input") -> np.ndarray:
+    """Standard normal floats, integers uniform in [0, 10), or coin-flip booleans."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.floating):
+        return rng.standard_normal(list(shape)).astype(dtype)
+    if dtype == np.bool_:
+        return rng.random(list(shape)) < 0.5
+    if np.issubdtype(dtype, np.integer):
+        return rng.integers(0, 10, size=list(shape)).astype(dtype)
+    raise InputError(f"Input '{name}' has dtype {dtype}, for which no random values are defined; "
+                     "pass feeds explicitly.")

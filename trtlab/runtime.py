@@ -253,13 +253,24 @@ def _profile_text(profile: Any) -> str:
     return "; ".join(f"{n}: {list(lo)}..{list(hi)} (opt {list(opt)})" for n, (lo, opt, hi) in profile)
 
 
+def input_metadata(specs: Sequence[Any]) -> Any:
+    """Polygraphy ``TensorMetadata`` for :class:`~trtlab.model.TensorInfo` specs (dynamic dims: -1)."""
+    from polygraphy.common import TensorMetadata
+    from polygraphy.datatype import DataType
+
+    meta = TensorMetadata()
+    for spec in specs:
+        dtype = DataType.from_dtype(spec.dtype) if spec.dtype is not None else None
+        shape = None if spec.shape is None else [d if isinstance(d, int) else -1 for d in spec.shape]
+        meta.add(spec.name, dtype=dtype, shape=shape)
+    return meta
+
+
 @functools.lru_cache(maxsize=1)
 def _runner_class() -> type:
     from collections import OrderedDict
 
     from polygraphy.backend.base import BaseRunner
-    from polygraphy.common import TensorMetadata
-    from polygraphy.datatype import DataType
 
     class _HybridRunner(BaseRunner):
         """Polygraphy runner over a :class:`HybridModel`; ``Comparator.run`` accepts it."""
@@ -272,12 +283,7 @@ def _runner_class() -> type:
             pass
 
         def get_input_metadata_impl(self) -> Any:
-            meta = TensorMetadata()
-            for spec in self.hybrid.inputs:
-                dtype = DataType.from_dtype(spec.dtype) if spec.dtype is not None else None
-                shape = None if spec.shape is None else [d if isinstance(d, int) else -1 for d in spec.shape]
-                meta.add(spec.name, dtype=dtype, shape=shape)
-            return meta
+            return input_metadata(self.hybrid.inputs)
 
         def infer_impl(self, feed_dict: Mapping[str, Any]) -> Any:
             start = time.perf_counter()

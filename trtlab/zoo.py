@@ -21,6 +21,7 @@ import numpy as np
 
 from trtlab import config
 from trtlab.errors import InputError, ModelLoadError
+from trtlab.feeds import random_array
 
 if TYPE_CHECKING:
     from trtlab.model import Model
@@ -142,13 +143,6 @@ def example_inputs(name: str, batch: int = 1, seed: int = 0,
         if model_path.stem in _DIGITS_MODELS and dtype == np.float32 and shape[1:] == [1, 8, 8]:
             x, _ = digits("test")
             feeds[value.name] = x[rng.permutation(len(x))[np.arange(shape[0]) % len(x)]]
-        elif np.issubdtype(dtype, np.floating):
-            feeds[value.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype == np.bool_:
-            feeds[value.name] = rng.random(shape) < 0.5
-        elif np.issubdtype(dtype, np.integer):
-            feeds[value.name] = rng.integers(0, 10, size=shape).astype(dtype)
         else:
-            raise InputError(f"Input {value.name!r} of zoo model {name!r} has dtype {dtype}, "
-                             "for which no example values are defined.")
+            feeds[value.name] = random_array(rng, shape, dtype, f"{value.name}' of zoo model '{name}")
     return feeds

@@ -22,7 +22,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import PrecisionError
-from ._common import as_model, finish, tensor_types
+from ._common import as_model, finish, tensor_types, unique_name as _unique
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +113,6 @@ def _to_half(arr: np.ndarray, what: str) -> np.ndarray:
         log.warning("%s: %d value(s) beyond the float16 range clipped to +-%g", what,
                     int(big.sum()), FP16_MAX)
     return np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16)
-
-
-def _unique(base: str, taken: Set[str]) -> str:
-    name, i = base, 1
-    while name in taken:
-        name, i = f"{base}_{i}", i + 1
-    taken.add(name)
-    return name
 
 
 def to_fp16(model: Any, *, keep_io_types: bool = True,

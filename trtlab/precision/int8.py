@@ -24,7 +24,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import CalibrationError, PrecisionError
-from ._common import Data, as_model, finish, tensor_types
+from ._common import Data, as_model, finish, tensor_types, unique_name as _unique
 from .calibration import QMAX, calibrate
 
 log = logging.getLogger(__name__)
@@ -163,14 +163,6 @@ def _calibration_table(calibration_data: Any, src: Any, needed: List[str], **kwa
             "with calibrate(model, data) and pass its result."
         )
     return amax
-
-
-def _unique(base: str, taken: Set[str]) -> str:
-    name, i = base, 1
-    while name in taken:
-        name, i = f"{base}_{i}", i + 1
-    taken.add(name)
-    return name
 
 
 def quantize_int8(model: Any, calibration_data: Union[Data, Any], *, method: str = "entropy",
