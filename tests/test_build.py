@@ -341,3 +341,45 @@ def test_custom_backend_from_a_notebook():
     assert hybrid.executors["executor"].tolist() == ["onnx.reference", "onnxruntime", "onnx.reference"]
     feeds = {"x": np.random.default_rng(0).standard_normal((2, 16)).astype(np.float32)}
     np.testing.assert_allclose(hybrid.run(feeds)["y"], run_onnx(m, feeds)["y"], rtol=1e-5, atol=1e-6)
+
+
+@needs_build
+def test_int8_calibration_data_forms():
+    from trtlab.errors import CalibrationError
+
+    part = trtlab.partition(load(F.mlp()), exclude_nodes=["relu1"])
+    x = np.random.default_rng(0).standard_normal((6, 16)).astype(np.float32)
+    forms = {"array": x, "dataset dict with labels": {"x": x, "labels": np.arange(6)},
+             "generator": ({"x": x[i:i + 2]} for i in range(0, 6, 2))}
+    for form, data in forms.items():
+        hybrid = build(part, precision="int8", calibration_data=data, cache_dir=False, progress=False)
+        assert hybrid.executors["precision"].tolist() == ["int8", "fp32", "int8"], form
+        assert "QuantizeLinear" in {n.op_type for n in hybrid.segment_models[2].graph.node}, form
+    with pytest.raises(CalibrationError, match="size 5 on axis 1"):
+        build(part, precision="int8", calibration_data={"x": x[:, :5]}, cache_dir=False, progress=False)
+
+
+@needs_build
+def test_unwritable_cache_dir_still_builds(tmp_path, monkeypatch, caplog):
+    import tempfile
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_mkstemp, real_tempfile = tempfile.mkstemp, tempfile.TemporaryFile
+
+    def deny(real):
+        def call(*args, dir=None, **kwargs):
+            if dir is not None and str(dir) == str(locked):
+                raise PermissionError(13, "Permission denied", str(dir))
+            return real(*args, dir=dir, **kwargs)
+        return call
+
+    monkeypatch.setattr(tempfile, "mkstemp", deny(real_mkstemp))
+    monkeypatch.setattr(tempfile, "TemporaryFile", deny(real_tempfile))
+    with caplog.at_level("WARNING"):
+        hybrid = build(trtlab.partition(load(F.mlp())), cache_dir=locked, progress=False)
+    assert len(hybrid.engines[0]) > 1000
+    assert list(locked.iterdir()) == []
+    assert "not writable" in caplog.text and "engine not cached" in caplog.text
+    feeds = {"x": np.ones((2, 16), np.float32)}
+    np.testing.assert_allclose(hybrid.run(feeds)["y"], run_onnx(F.mlp(), feeds)["y"], rtol=1e-5, atol=1e-6)

@@ -153,3 +153,22 @@ def test_four_processes_same_key_leave_one_valid_entry(tmp_path):
     lookup = EngineCache(tmp_path).get(key())
     assert lookup.status == "hit"
     assert lookup.data == np.random.default_rng(0).bytes(200_000)
+
+
+def test_unwritable_folder_returns_the_engine_uncached(tmp_path, monkeypatch):
+    import tempfile
+
+    from trtlab.errors import CacheError
+
+    def deny(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path))
+
+    monkeypatch.setattr(tempfile, "mkstemp", deny)
+    cache = EngineCache(tmp_path)
+    with pytest.raises(CacheError, match="writable cache_dir"):
+        cache.put(key(), b"engine")
+    data, lookup = cache.get_or_build(key(), lambda: b"engine")
+    assert (data, lookup.status) == (b"engine", "miss")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(CacheError, match="empty engine"):
+        cache.get_or_build(key(), lambda: b"")

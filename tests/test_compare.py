@@ -73,3 +73,23 @@ def test_precision_table_and_plot(tmp_path):
         plot_accuracy(table.drop(columns=["config"]))
     with pytest.raises(CompareError, match="calibration_data"):
         precision_table(model, x, precisions=("fp32", "int8"))
+
+
+def test_precision_table_auto_runs_on_onnxruntime_without_tensorrt(monkeypatch, tmp_path):
+    import dataclasses
+
+    import trtlab.build
+    from trtlab import trt
+
+    info = dataclasses.replace(trt.info(), build=False, run=False)
+    monkeypatch.setattr(trt, "info", lambda: info)
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("build() called although TensorRT cannot build here")
+
+    monkeypatch.setattr(trtlab.build, "build", no_build)
+    model, x = residual_net(), images(8, seed=1)
+    table = precision_table(model, x, precisions=("fp32", "fp16"), runner="auto", cache_dir=tmp_path,
+                            progress=False)
+    assert list(table.config) == ["fp32", "fp16"]
+    assert table.executor.str.startswith("onnxruntime").all()

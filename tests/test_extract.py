@@ -178,3 +178,33 @@ def test_bad_segment_index():
         segment_model(part, 5)
     with pytest.raises(PartitionError, match="No segment"):
         part.segment_model("0")
+
+
+def test_loop_without_trip_count_or_condition_gets_a_ranked_boundary():
+    """ONNX leaves the Loop's output untyped; extraction still declares its rank.
+
+        x -> relu -> r ----------------.
+        x -> Loop(M=3, cond omitted, body: v + r) -> lv -> sigmoid (rejected) -> y
+    """
+    body = helper.make_graph(
+        [helper.make_node("Add", ["v_in", "r"], ["v_out"], name="body_add"),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"], name="body_cond")],
+        "body", [F.vi("i", [], TensorProto.INT64), F.vi("cond_in", [], TensorProto.BOOL),
+                 F.vi("v_in", [2, 3])],
+        [F.vi("cond_out", [], TensorProto.BOOL), F.vi("v_out", [2, 3])])
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("Loop", ["trip", "", "x"], ["lv"], name="loop", body=body),
+        helper.make_node("Sigmoid", ["lv"], ["y"], name="sigmoid"),
+    ]
+    m = trtlab.load(F._model(nodes, [F.vi("x", [2, 3])], [F.vi("y", [2, 3])],
+                             [F.const("trip", np.array(3, np.int64))]))
+    assert m.tensor("lv").shape is None, "ONNX shape inference leaves the Loop output untyped"
+    part = partition(m, support=support(m, rejected={"sigmoid"}))
+    proto = part.segment_model(part.assignment["loop"])
+    onnx.checker.check_model(proto)
+    (out,) = proto.graph.output
+    assert out.name == "lv" and [d.dim_value for d in out.type.tensor_type.shape.dim] == [2, 3]
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    np.testing.assert_allclose(run_segments(part, {"x": x})["y"], run_onnx(m, {"x": x})["y"],
+                               rtol=1e-6)

@@ -189,6 +189,39 @@ def test_checker_invalid_model():
         trtlab.load(proto)
 
 
+def test_checker_still_runs_when_an_output_has_unknown_rank():
+    from onnx import helper
+
+    def relu_model(**attrs):
+        node = helper.make_node("Relu", ["x"], ["y"], name="relu", **attrs)
+        return F._model([node], [F.vi("x", [2, 3])], [F.vi("y", None)])
+
+    m = trtlab.load(relu_model(), shape_inference=False)
+    assert m.outputs[0].shape is None  # the check leaves the rank unknown
+    with pytest.raises(InvalidModelError, match="Unrecognized attribute: foo"):
+        trtlab.load(relu_model(foo=3))
+
+
+def test_empty_file(tmp_path):
+    p = tmp_path / "empty.onnx"
+    p.write_bytes(b"")
+    with pytest.raises(ModelLoadError, match=r"is empty \(0 bytes\)"):
+        trtlab.load(p)
+
+
+def test_run_onnx_reports_bad_paths_and_output_names(tmp_path):
+    from trtlab.errors import InputError
+    from trtlab.ort import run_onnx
+
+    p = tmp_path / "notes.onnx"
+    p.write_text("this is plain text, not a model\n" * 10)
+    with pytest.raises(ModelLoadError, match="not an ONNX file"):
+        run_onnx(p, {})
+    x = np.ones((2, 16), np.float32)
+    with pytest.raises(InputError, match=r"\['nope'\] are not outputs.*\['y'\]"):
+        run_onnx(trtlab.load(F.mlp()), {"x": x}, output_names=["nope"])
+
+
 def test_opset_too_old():
     with pytest.raises(UnsupportedOpsetError, match="opset 6") as err:
         trtlab.load(F.old_opset())
@@ -262,3 +295,36 @@ def test_qdq_models_are_not_folded():
     assert "dq_w" in m.node_names
     assert m.initializers["wq"].data_type == TensorProto.INT8
     assert any("Q/DQ" in n for n in m.notes)
+
+
+def test_constants_inside_if_branches_are_folded():
+    """Folding reaches into If branches and keeps the results.
+
+        x -> ReduceSum -> s > 0 -> If(then: x + (k * k), else: x - k) -> y   (k a branch Constant)
+    """
+    from onnx import helper
+
+    def branch(op, name):
+        k = helper.make_node("Constant", [], [f"{name}_k"], name=f"{name}_k",
+                             value=onnx.numpy_helper.from_array(np.full(3, 2.0, np.float32)))
+        sq = helper.make_node("Mul", [f"{name}_k", f"{name}_k"], [f"{name}_kk"], name=f"{name}_sq")
+        out = helper.make_node(op, ["x", f"{name}_kk"], [f"{name}_out"], name=f"{name}_out")
+        return helper.make_graph([k, sq, out], name, [], [F.vi(f"{name}_out", [2, 3])])
+
+    nodes = [
+        helper.make_node("ReduceSum", ["x"], ["s"], name="sum", keepdims=0),
+        helper.make_node("Greater", ["s", "zero"], ["cond"], name="gt"),
+        helper.make_node("If", ["cond"], ["y"], name="if", then_branch=branch("Add", "then"),
+                         else_branch=branch("Sub", "else")),
+    ]
+    proto = F._model(nodes, [F.vi("x", [2, 3])], [F.vi("y", [2, 3])],
+                     [F.const("zero", np.array(0.0, np.float32))])
+    folded = trtlab.load(proto)
+    kept = trtlab.load(proto, fold_constants=False)
+    branches = [a.g for a in folded.node("if").attribute if a.type == onnx.AttributeProto.GRAPH]
+    assert sorted([n.op_type for n in g.node] for g in branches) == [["Add"], ["Sub"]]
+    from trtlab.ort import run_onnx
+
+    for sign in (1, -1):
+        x = np.full((2, 3), sign, np.float32)
+        np.testing.assert_array_equal(run_onnx(folded, {"x": x})["y"], run_onnx(kept, {"x": x})["y"])

@@ -324,6 +324,8 @@ def test_from_json_refuses_unknown_versions_other_models_and_garbage():
         Partition.from_json("{not json", m)
     with pytest.raises(PartitionError, match="not a trtlab partition"):
         Partition.from_json(json.dumps({"format": "other"}), m)
+    with pytest.raises(PartitionError, match="no 'model' field"):
+        Partition.from_json(json.dumps({"format": "trtlab-partition", "version": FORMAT_VERSION}), m)
 
 
 def test_write_partition_writes_segments_tables_and_json(tmp_path):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -166,8 +167,7 @@ def build_engine(onnx_bytes: bytes, profile: Optional[Profile] = None,
     settings = settings or CompileSettings()
     ptrt = polygraphy_trt()
     trt = trtinfo.module()
-    if timing_cache is None and isinstance(settings.cache, EngineCache):
-        settings.cache.directory.mkdir(parents=True, exist_ok=True)
+    if timing_cache is None and isinstance(settings.cache, EngineCache) and _writable(settings.cache.directory):
         timing_cache = str(settings.cache.directory /
                            f"timing-{trtinfo.flavor()}-{trtinfo.version()}-{engine_target()}.cache")
     pools = None if settings.workspace is None else {trt.MemoryPoolType.WORKSPACE: int(settings.workspace)}
@@ -198,6 +198,18 @@ def build_engine(onnx_bytes: bytes, profile: Optional[Profile] = None,
     if not data:
         raise _build_error("build", settings, ["the builder returned an empty engine"])
     return data
+
+
+def _writable(directory: Any) -> bool:
+    """Whether files can be created in ``directory`` (made if missing); logs why not."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            return True
+    except OSError as exc:
+        log.warning("engine cache folder %s is not writable (%s); building without a timing cache",
+                    directory, exc)
+        return False
 
 
 def _build_error(stage: str, settings: CompileSettings, errors: List[str]) -> BuildError:
@@ -477,23 +489,20 @@ def _segment_precision(seg: Any, per_node: Mapping[str, str], default: Optional[
 
 
 def _calibration_batches(model: Any, data: Any) -> List[Dict[str, np.ndarray]]:
+    from .feeds import validate_feeds
+    from .precision._common import calibration_feeds
+
     if data is None:
-        raise CalibrationError("precision='int8' needs calibration_data= (a dict input name -> array, "
-                               "or a list of such dicts, with real inputs of the model).")
-    names = [t.name for t in model.inputs]
-    if isinstance(data, np.ndarray):
-        if len(names) != 1:
-            raise CalibrationError(f"calibration_data is one array but the model has inputs {names}; "
-                                   "pass a dict name -> array.")
-        data = {names[0]: data}
-    batches = [data] if isinstance(data, Mapping) else list(data)
-    if not batches:
-        raise CalibrationError("calibration_data is empty; pass at least one batch of real inputs.")
-    for b in batches:
-        if not isinstance(b, Mapping) or set(b) != set(names):
-            got = sorted(b) if isinstance(b, Mapping) else type(b).__name__
-            raise CalibrationError(f"a calibration batch has inputs {got}; the model's inputs are {names}.")
-    return [dict(b) for b in batches]
+        raise CalibrationError("precision='int8' needs calibration_data= (one array, a dict input name -> "
+                               "array with the batch on axis 0, or a list of feed dicts, with real inputs "
+                               "of the model).")
+    batches = calibration_feeds(model, data)
+    for i, batch in enumerate(batches):
+        try:
+            validate_feeds(model.inputs, batch, what=f"calibration batch {i} of model {model.name!r}")
+        except InputError as exc:
+            raise CalibrationError(str(exc)) from None
+    return batches
 
 
 def _boundary_values(model: Any, batches: List[Dict[str, np.ndarray]],
@@ -591,7 +600,8 @@ def build(partition: Any, *, precision: PrecisionArg = "fp32", calibration_data:
         (:func:`trtlab.precision.to_fp16`, :func:`trtlab.precision.quantize_int8`); that
         converted ONNX is what TensorRT builds and what ONNX Runtime runs.
     calibration_data
-        For INT8: a dict input name -> array or a list of such dicts (model inputs). Segment
+        For INT8: one array (single-input models), a dict input name -> array with the batch
+        on axis 0 (an ``.npz`` works; other keys are ignored), or a list of feed dicts. Segment
         inputs inside the model are computed from it with the FP32 model.
     cache_dir
         Engine cache folder; ``None`` uses ``TRTLAB_CACHE_DIR`` or the user cache dir; ``False``

@@ -184,11 +184,14 @@ class EngineCache:
                 os.fsync(fh.fileno())
             os.chmod(tmp, 0o644)
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             try:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
+            if isinstance(exc, OSError):
+                raise CacheError(f"Could not write engine cache entry {path}: {exc}. Free some space, "
+                                 "pass another cache_dir= or set TRTLAB_CACHE_DIR.") from exc
             raise
         return path
 
@@ -196,12 +199,19 @@ class EngineCache:
         """The cached engine of ``key``, or ``build()``'s result after storing it.
 
         Returns the engine bytes and the lookup (its status says hit, miss, corrupt or mismatch).
+        An engine that cannot be stored (folder not writable, disk full) is still returned, with
+        a warning.
         """
         lookup = self.get(key)
         if lookup.status == "hit" and lookup.data is not None:
             return lookup.data, lookup
         data = build()
-        self.put(key, data)
+        try:
+            self.put(key, data)
+        except CacheError as exc:
+            if not isinstance(exc.__cause__, OSError):
+                raise
+            log.warning("engine not cached: %s", exc)
         return data, lookup
 
     def entries(self) -> Dict[str, Path]:

@@ -339,7 +339,7 @@ def precision_table(model: Any, data: Data, *, labels: Optional[np.ndarray] = No
     batch_size
         Batch size for dynamic-batch models.
     runner
-        ``"auto"`` (the hybrid runtime when ``trtlab.build`` is available, else ONNX Runtime),
+        ``"auto"`` (the hybrid runtime when TensorRT can build engines here, else ONNX Runtime),
         ``"hybrid"`` or ``"onnxruntime"``.
     cache_dir
         Calibration (and engine) cache folder.
@@ -458,10 +458,9 @@ def _accuracy(reference: Any, src: Any, data: Data, labels: Optional[np.ndarray]
 
 
 def _has_build() -> bool:
-    import importlib.util
+    from . import trt
 
-    return importlib.util.find_spec("trtlab.build") is not None and \
-        importlib.util.find_spec("trtlab.partition") is not None
+    return trt.info().build
 
 
 from ._callable import callable_module as _callable_module  # noqa: E402

@@ -16,8 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Set, Union
 
+import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from .errors import PartitionError
 from .model import fit_ir_version
@@ -112,11 +113,13 @@ def _symbolic_types(proto: onnx.ModelProto, names: List[str]) -> Dict[str, tuple
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
         # On incomplete inference it saves a model into the working directory: give it a temporary one.
+        proto = copy.deepcopy(proto)
+        _name_omitted_loop_inputs(proto.graph)
         with tempfile.TemporaryDirectory() as scratch:
             cwd = os.getcwd()
             os.chdir(scratch)
             try:
-                inferred = SymbolicShapeInference.infer_shapes(copy.deepcopy(proto), auto_merge=True,
+                inferred = SymbolicShapeInference.infer_shapes(proto, auto_merge=True,
                                                                guess_output_rank=False)
             finally:
                 os.chdir(cwd)
@@ -136,6 +139,24 @@ def _symbolic_types(proto: onnx.ModelProto, names: List[str]) -> Dict[str, tuple
                           for d in tt.shape.dim)
         found[vi.name] = (tt.elem_type, shape)
     return found
+
+
+def _name_omitted_loop_inputs(graph: onnx.GraphProto) -> None:
+    """Give omitted Loop trip counts and conditions a constant (in place).
+
+    ONNX Runtime's symbolic shape inference looks up the type of every Loop input by name and
+    fails on an omitted (empty) one; the values only serve type inference.
+    """
+    for node in graph.node:
+        if node.op_type == "Loop":
+            for pos, value in ((0, np.array(1, np.int64)), (1, np.array(True))):
+                if len(node.input) > pos and not node.input[pos]:
+                    name = f"{node.name}__omitted_input{pos}"
+                    graph.initializer.append(numpy_helper.from_array(value, name))
+                    node.input[pos] = name
+        for attr in node.attribute:
+            for body in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs):
+                _name_omitted_loop_inputs(body)
 
 
 def segment_model(partition: "Partition", index: int) -> onnx.ModelProto:

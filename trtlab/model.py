@@ -139,6 +139,9 @@ def _opset(proto: onnx.ModelProto, domain: str = "") -> Optional[int]:
 
 
 def _parse_bytes(data: bytes, what: str) -> onnx.ModelProto:
+    if not data:
+        raise ModelLoadError(f"{what} is empty (0 bytes), not an ONNX model. Re-download or "
+                             "re-export the model and load it again.")
     proto = onnx.ModelProto()
     try:
         proto.ParseFromString(data)
@@ -380,21 +383,38 @@ def _check_opset(proto: onnx.ModelProto, what: str) -> None:
         )
 
 
+def _shapeless(graph: onnx.GraphProto) -> List[Any]:
+    """Tensor types without a shape field (rank unknown) in ``graph`` and its bodies."""
+    found = [vi.type.tensor_type for vi in [*graph.input, *graph.output, *graph.value_info]
+             if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape")]
+    for node in graph.node:
+        for attr in node.attribute:
+            for body in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs):
+                found += _shapeless(body)
+    return found
+
+
 def _check_model(proto: onnx.ModelProto, what: str) -> None:
+    # Newer checkers refuse rank-unknown tensors, which runtimes accept: check the model with an
+    # empty shape in their place, so every other check still runs.
+    shapeless = _shapeless(proto.graph)
+    if shapeless:
+        log.info("%s: %d tensor(s) have no shape (rank unknown)", what, len(shapeless))
+    for tensor_type in shapeless:
+        tensor_type.shape.SetInParent()
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-        if "Field 'shape' of 'type' is required" in first:
-            # Rank-unknown graph inputs/outputs: newer checkers refuse them, runtimes accept them.
-            log.info("%s: a graph input or output has no shape (rank unknown)", what)
-            return
         raise InvalidModelError(
             f"{what} fails the ONNX checker: {first.rstrip('.')}. Fix or re-export the model "
             "(the full checker message is attached as the cause)."
         ) from exc
     except ValueError as exc:  # models over 2 GiB
         log.debug("checker skipped: %s", exc)
+    finally:
+        for tensor_type in shapeless:
+            tensor_type.ClearField("shape")
 
 
 def _fold(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -405,6 +425,10 @@ def _fold(proto: onnx.ModelProto) -> onnx.ModelProto:
         return proto
     try:
         graph = gs.import_onnx(proto)
+        # Bodies import without an IR version; folding exports them at onnx's newest IR, which
+        # ONNX Runtime may not read, and then leaves their constants unfolded.
+        for body in graph.subgraphs(recursive=True):
+            body.ir_version = body.ir_version or graph.ir_version
         # Flattening If nodes with a constant condition drops outputs of nested multi-output
         # Ifs (onnx-graphsurgeon 0.5, e.g. silero-vad's decoder), so branches are kept.
         graph.fold_constants(error_ok=True, flatten_subgraphs=False).cleanup().toposort()

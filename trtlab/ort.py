@@ -14,9 +14,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 import onnx
 
-from .errors import BuildError, ModelLoadError
+from .errors import BuildError, InputError, ModelLoadError
 from .feeds import validate_feeds
-from .model import Model, TensorInfo, fit_ir_version
+from .model import Model, TensorInfo, _read_path, fit_ir_version
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,7 @@ def model_bytes(model: ModelLike) -> bytes:
         return model.SerializeToString()
     if isinstance(model, (bytes, bytearray, memoryview)):
         return bytes(model)
-    path = Path(model)
-    if not path.exists():
-        raise ModelLoadError(f"Model file not found: {path}. Check the path.")
-    proto = onnx.load(str(path))
-    return model_bytes(proto)
+    return model_bytes(_read_path(Path(model).expanduser()))
 
 
 def session(model: ModelLike, providers: Optional[Sequence[str]] = None, *,
@@ -97,7 +93,12 @@ def run_onnx(model: ModelLike, feeds: Mapping[str, np.ndarray],
         specs = [TensorInfo(i.name, tuple(d if isinstance(d, (int, str)) else None for d in i.shape)
                             if i.shape else None, _ort_elem(i.type)) for i in sess.get_inputs()]
         feeds = validate_feeds(specs, feeds, what="the model")
-    names = list(output_names) if output_names else [o.name for o in sess.get_outputs()]
+    available = [o.name for o in sess.get_outputs()]
+    names = list(output_names) if output_names else available
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise InputError(f"output_names {unknown} are not outputs of the model; it has {available}. "
+                         "Ask for some of those, or leave output_names out for all of them.")
     values = sess.run(names, dict(feeds))
     return dict(zip(names, values))
 

@@ -327,7 +327,10 @@ class Partition:
                 f"Partition JSON has format version {version!r}; this trtlab reads version(s) "
                 f"{list(_KNOWN_VERSIONS)}. Upgrade trtlab, or re-create the partition with "
                 "trtlab.partition(model, ...).")
-        meta = doc["model"]
+        meta = doc.get("model")
+        if not isinstance(meta, dict):
+            raise PartitionError(f"Partition JSON (version {version}) has no 'model' field. Re-create "
+                                 "it with Partition.to_json().")
         if meta.get("fingerprint") != _fingerprint(model):
             raise PartitionError(
                 f"Partition JSON was made for model {meta.get('name')!r} ({meta.get('nodes')} nodes), "
