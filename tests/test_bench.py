@@ -143,6 +143,19 @@ def test_plot_segments_labels_executor():
     assert max(tops) == pytest.approx(3.1)
 
 
+def test_plot_segments_legend_beside_the_bars():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from trtlab.viz.latency import plot_latency
+
+    segs = {f"trt_{i}": np.full(5, 1e-3) for i in range(10)}
+    fig = plot_latency({"a": fake("a", 10.0, segs, {}), "b": fake("b", 10.0, segs, {})}, kind="segments")
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    ax = fig.axes[0]
+    legend, plot = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+    assert legend.x0 >= plot.x1 and legend.x1 <= fig.bbox.x1
+
+
 def test_plot_batch_lines():
     from trtlab.viz.latency import plot_latency
 

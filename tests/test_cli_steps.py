@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from trtlab import trt, zoo
+from trtlab.partition import partition
 
 
 def run_cli(*args, check=True):
@@ -30,7 +31,21 @@ def test_partition_writes_valid_segments(tmp_path):
     for f in out.glob("*.onnx"):
         onnx.checker.check_model(onnx.load(f))
     assert (out / "partition.json").read_text().startswith("{")
-    assert f"{len(files)} segments written" in res.stdout
+    assert f"{len(files)} segments written to {out.resolve()}\n" in res.stdout
+
+
+def test_warnings_print_one_clean_line(monkeypatch, capsys):
+    import warnings
+
+    from trtlab import cli
+
+    def noisy(args):
+        warnings.warn("timings are noisy", UserWarning)
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_info", noisy)
+    assert cli.main(["info"]) == 0
+    assert capsys.readouterr().err == "trtlab: warning: timings are noisy\n"
 
 
 @pytest.mark.skipif(not trt.info().build, reason="no TensorRT that can build engines on this machine")
@@ -63,6 +78,22 @@ def test_bench_rejects_bad_feeds(tmp_path):
                   "--feeds", str(bad), check=False)
     assert res.returncode == 2
     assert "wrong_name" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.skipif(not trt.info().build, reason="no TensorRT that can build engines on this machine")
+def test_report_counts_the_segments_that_were_built(tmp_path):
+    from trtlab.report import report, write_html
+
+    rep = report(zoo.path("detection_postproc"), precisions=(), iterations=0, cache_dir=tmp_path,
+                 progress=False)
+    built = next(s for s in rep.sections if s.title == "Build and run")
+    if "could not build" not in built.body:
+        pytest.skip("every segment of detection_postproc builds with this TensorRT")
+    planned = partition(zoo.load("detection_postproc")).segments
+    assert "build_failed" in built.body
+    assert rep.facts["segments"] > len(planned)
+    assert f"runs as {rep.facts['segments']} segments" in built.body
+    assert "overflow-x: auto" in write_html([rep], tmp_path / "index.html").read_text()
 
 
 @pytest.mark.skipif(not trt.info().build, reason="no TensorRT that can build engines on this machine")

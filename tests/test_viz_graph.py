@@ -215,6 +215,15 @@ def test_condensed_view_for_2000_node_transformer(large, large_rules, tmp_path):
     assert (tmp_path / "large.png").stat().st_size > 10_000
 
 
+def test_title_fits_in_a_narrow_condensed_figure(large):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = draw(large, partition(large), condensed=True, show_reasons=False)
+    assert fig._trtlab["title"].startswith("transformer_large: 2209 nodes, 1 segment (")
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    assert fig.texts[0].get_window_extent(renderer).x1 <= fig.bbox.x1
+
+
 def test_condensed_forced_on_small_graph_and_refused_without_partition(resnet, resnet_part):
     fig = draw(resnet, resnet_part, condensed=True)
     assert fig._trtlab["view"] == "condensed"

@@ -11,6 +11,7 @@ import importlib
 import json
 import platform
 import sys
+import warnings
 from typing import Dict, Optional, Sequence
 
 from .errors import TrtlabError
@@ -105,10 +106,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_warning(message: Warning, category: type, filename: str, lineno: int,
+                  file: object = None, line: Optional[str] = None) -> None:
+    print(f"trtlab: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(args.func(args) or 0)
     except TrtlabError as exc:
         print(f"trtlab: error: {exc}", file=sys.stderr)
         return 2

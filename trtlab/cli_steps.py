@@ -37,9 +37,9 @@ def cmd_partition(args: argparse.Namespace) -> int:
     from .partition import write_partition
 
     _, part = _partition(args)
-    out = write_partition(part, args.out)
+    write_partition(part, args.out)
     print(part.summary().to_string(index=False))
-    print(f"\n{len(part.segments)} segments written to {out}")
+    print(f"\n{len(part.segments)} segments written to {Path(args.out).resolve()}")
     return 0
 
 

@@ -63,7 +63,8 @@ class Report:
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; display: block;
+        overflow-x: auto; max-width: 100%; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; }
 img { max-width: 100%; border: 1px solid #eee; }
@@ -180,12 +181,22 @@ def report(model: Any, *, feeds: Optional[Mapping[str, np.ndarray]] = None, data
                     if np.asarray(ref[k]).size else 0.0 for k in ref)
         rep.facts["hybrid vs ORT max abs"] = f"{worst:.2e}"
         rep.facts["executors"] = ", ".join(sorted(set(hybrid.executors["executor"])))
-        return (f"<p>Hybrid outputs vs ONNX Runtime on the whole model: max abs difference "
+        built = hybrid.partition
+        decisions = built.decisions
+        failed = decisions[decisions["kind"] == "build_failed"] if len(decisions) else decisions
+        moved = ""
+        if len(failed):
+            rep.facts["segments"] = len(built.segments)
+            rep.facts["tensorrt segments"] = sum(s.backend != "fallback" for s in built.segments)
+            moved = (f"<p>TensorRT could not build {len(failed)} node(s); the build moved them to "
+                     f"fallback, so the model runs as {len(built.segments)} segments "
+                     f"({rep.facts['tensorrt segments']} TensorRT):</p>" + _table(failed))
+        return (moved + f"<p>Hybrid outputs vs ONNX Runtime on the whole model: max abs difference "
                 f"{worst:.3g}.</p>" + _table(hybrid.executors) + "<h4>Engine cache</h4>"
                 + _table(hybrid.cache_report()))
 
     def fusion_step() -> str:
-        part = state["partition"]
+        part = state["hybrid"].partition if "hybrid" in state else state["partition"]
         rows = []
         for seg in part.segments:
             if seg.backend == "fallback":

@@ -33,6 +33,7 @@ _MAX_GRAPH_IN = (34.0, 44.0)
 _LEGEND_IN = 2.5
 _TITLE_IN = 0.45
 _ROW_IN = 0.24
+_TITLE_CHAR_IN = 0.085
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -706,6 +707,16 @@ def draw(model: Any, partition: Any = None, fusion: Any = None, ax: Any = None, 
     n_rows = 0 if reasons is None else len(reasons) + 1
     table_in = n_rows * _ROW_IN
 
+    if title is None:
+        title = f"{model.name}: {n} nodes"
+        if partition is not None:
+            n_trt = sum(1 for s in partition.segments if s.backend != "fallback")
+            plural = "s" if len(partition.segments) != 1 else ""
+            title += (f", {len(partition.segments)} segment{plural} ({n_trt} accelerated, "
+                      f"{len(partition.segments) - n_trt} fallback)")
+        if view_condensed:
+            title += " — condensed: one box per segment, bytes crossing each cut on the edges"
+
     own = ax is None
     state: Dict[str, Any] = {}
 
@@ -713,7 +724,8 @@ def draw(model: Any, partition: Any = None, fusion: Any = None, ax: Any = None, 
         if not own:
             state["ax"] = ax
             return ax
-        fig_w = max(graph_w + _LEGEND_IN, 9.0 if reasons is not None else 4.0)
+        fig_w = max(graph_w + _LEGEND_IN, 9.0 if reasons is not None else 4.0,
+                    len(title) * _TITLE_CHAR_IN + 0.3)
         fig_h = graph_h + _TITLE_IN + (table_in + 0.3 if reasons is not None else 0.0)
         if figsize is not None:
             fig_w, fig_h = figsize
@@ -734,14 +746,6 @@ def draw(model: Any, partition: Any = None, fusion: Any = None, ax: Any = None, 
     gax = state["ax"]
     fig = gax.figure
 
-    if title is None:
-        title = f"{model.name}: {n} nodes"
-        if partition is not None:
-            n_trt = sum(1 for s in partition.segments if s.backend != "fallback")
-            title += (f", {len(partition.segments)} segments ({n_trt} accelerated, "
-                      f"{len(partition.segments) - n_trt} fallback)")
-        if view_condensed:
-            title += " — condensed: one box per segment, bytes crossing each cut on the edges"
     if own:
         fig.suptitle(title, x=0.01, y=1 - 0.12 / state["fig_h"], ha="left", va="top", fontsize=11)
         fig.legend(handles=scene.handles, loc="upper left", fontsize=8, frameon=False,

@@ -71,7 +71,7 @@ def _segments(ax: Any, data: Dict[Any, Any]) -> None:
         ax.bar(names, heights, bottom=bottom, label=part, color=color, edgecolor="white")
         bottom += heights
     ax.set_ylabel("median latency per part (ms)")
-    ax.legend(fontsize=8, title="segment [executor]")
+    ax.legend(fontsize=8, title="segment [executor]", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.tick_params(axis="x", rotation=20)
 
 
@@ -122,7 +122,8 @@ def plot_latency(stats: Union[Any, Mapping[Any, Any]], kind: str = "bars", *, ax
     import matplotlib.pyplot as plt
 
     if ax is None:
-        fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(data) + 2.5), 3.5))
+        legend_in = 2.2 if kind == "segments" else 0.0
+        fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(data) + 2.5) + legend_in, 3.5))
     else:
         fig = ax.figure
     {"bars": _bars, "segments": _segments, "batch": _batch}[kind](ax, data)
