@@ -592,7 +592,7 @@ def merge(dag: _Dag, accel: List[bool], decisions: List[Tuple[str, str, str]]) -
                           f"joining the region of {dag.names[u]!r} ({sizes[region[u]]} nodes) with the "
                           f"region of {dag.names[v]!r} ({sizes[region[v]]} nodes) would make a cycle "
                           f"through {dag.names[via]!r} ({dag.ops[via]}, "
-                          f"{'supported' if labels[via] else 'not supported'})"))
+                          f"{'on the backend' if labels[via] else 'in fallback'})"))
     return region
 
 
