@@ -31,6 +31,7 @@ import numpy as np
 import onnx
 
 from .errors import BuildError
+from .ort import fast_call
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,7 @@ class TensorRTSegment:
         self._session: Any = None
         if not info.run:
             self._session, self.executor = _ort_session(model, settings)
+            self._call = fast_call(self._session)
         self._runners: Dict[int, Any] = {}
         if settings.eager and (not self._dynamic or settings.profile is not None):
             first = settings.profile
@@ -273,7 +275,8 @@ class TensorRTSegment:
             return self.run_device(feeds, record, host=True)
         if self._session is None:
             self._session, self.executor = _ort_session(self.model, self.settings)
-        return dict(zip(self._outputs, self._session.run(self._outputs, dict(feeds))))
+            self._call = fast_call(self._session)
+        return dict(zip(self._outputs, self._call(self._outputs, feeds)))
 
     def run_device(self, feeds: Mapping[str, Any], record: Optional[EngineRecord] = None, *,
                    host: bool = False) -> Dict[str, Any]:
@@ -356,12 +359,13 @@ class OrtSegment:
         self.providers = tuple(self.session.get_providers())
         self.reason = f"ONNX Runtime ({', '.join(self.providers)})"
         self._outputs = [o.name for o in self.session.get_outputs()]
+        self._call = fast_call(self.session)
 
     def __repr__(self) -> str:
         return f"OrtSegment({self.name!r}, providers={list(self.providers)})"
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        return dict(zip(self._outputs, self.session.run(self._outputs, dict(feeds))))
+        return dict(zip(self._outputs, self._call(self._outputs, feeds)))
 
 
 class OnnxRuntimeBackend:
