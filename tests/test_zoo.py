@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -12,6 +14,9 @@ from onnx import helper
 
 from trtlab import zoo
 from trtlab.errors import InputError, ModelLoadError, TrtlabError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "data"))
+from make_models import all_nodes  # noqa: E402  (the zoo's own walk over subgraph nodes)
 
 MODELS = ["detection_postproc", "digits_cnn", "loop_model", "lstm_seq", "mobilenet_mini",
           "quantized_dynamic", "resnet_mini", "transformer_large", "transformer_stack"]
@@ -33,16 +38,6 @@ REQUIRED_OPS = {
 
 DYNAMIC_BATCH = ["digits_cnn", "mobilenet_mini", "transformer_stack", "transformer_large", "lstm_seq",
                  "loop_model", "quantized_dynamic"]
-
-
-def all_nodes(graph: onnx.GraphProto):
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from all_nodes(attr.g)
-            for sub in attr.graphs:
-                yield from all_nodes(sub)
 
 
 def op_key(node: onnx.NodeProto) -> str:
