@@ -75,8 +75,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     from trtlab.model import load
-    from trtlab.partition import partition
-    from trtlab.support import check_support
+    from trtlab.partitioning.partitioner import partition
+    from trtlab.backends.tensorrt.support import check_support
 
     print(f"{'drawing':<28} {'nodes':>6} {'segs':>5} {'view':>10} {'draw s':>8} {'png s':>8} "
           f"{'inches':>9} file")

@@ -67,8 +67,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
 
-    from trtlab.fusion import fusion
-    from trtlab.viz.fusion import plot_before_after, plot_layer_latency
+    from trtlab.backends.tensorrt.layers import fusion
+    from trtlab.viz.fusion_plots import plot_before_after, plot_layer_latency
 
     text, profile = repeated(args.layers)
     fusion(text)  # warm-up: imports

@@ -28,10 +28,10 @@ import numpy as np
 
 import trtlab
 from trtlab import zoo
-from trtlab.backends import OnnxRuntimeBackend
-from trtlab.bench import LatencyWarning, benchmark
-from trtlab.build import build
-from trtlab.ort import session
+from trtlab.backends.base import OnnxRuntimeBackend
+from trtlab.study.latency import LatencyWarning, benchmark
+from trtlab.codegen import build
+from trtlab.backends.onnxruntime.session import session
 
 OVERHEAD_TARGET = 0.05
 BOUNDARY_TARGET_US = 50.0
@@ -78,10 +78,10 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, default=300)
     ap.add_argument("--models", nargs="*", default=None)
     args = ap.parse_args(argv)
-    logging.getLogger("trtlab.bench").setLevel(logging.ERROR)
+    logging.getLogger("trtlab.study.latency").setLevel(logging.ERROR)
     names = args.models or zoo.names()
-    print(f"trtlab {trtlab.__version__}, {trtlab.trt.info().flavor} {trtlab.trt.info().version}; "
-          f"run on TensorRT: {trtlab.trt.info().run} ({trtlab.trt.info().reason})")
+    print(f"trtlab {trtlab.__version__}, {trtlab.backends.tensorrt.flavor.info().flavor} {trtlab.backends.tensorrt.flavor.info().version}; "
+          f"run on TensorRT: {trtlab.backends.tensorrt.flavor.info().run} ({trtlab.backends.tensorrt.flavor.info().reason})")
     print(f"{'model':<20} {'nodes':>6} {'ort ms':>9} {'hybrid ms':>10} {'overhead':>9} {'added us':>9}  "
           f"{'segments':>12} {'us/boundary':>12} {'glue us/b':>10}")
     worst_overhead, worst_boundary, worst_glue = -1.0, -1.0, -1.0

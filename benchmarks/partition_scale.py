@@ -30,7 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import trtlab
 from trtlab import zoo
-from trtlab.partition import partition
+from trtlab.partitioning.partitioner import partition
 
 #: Elementwise ops the synthetic graphs draw from; "Opaque" (a custom-domain op) is what no
 #: backend supports.
@@ -103,7 +103,7 @@ def scale_table(sizes: List[int], repeat: int) -> List[Dict[str, object]]:
 
 def bare_parser(model: trtlab.Model) -> bool:
     """One ``supports_model_v2`` call on a fresh parser, as Polygraphy and TensorRT users make it."""
-    trt = trtlab.trt.module()
+    trt = trtlab.backends.tensorrt.flavor.module()
     logger = trt.Logger(trt.Logger.INTERNAL_ERROR)
     builder = trt.Builder(logger)
     network = builder.create_network(0)

@@ -568,7 +568,7 @@ def parser_report(path: Path) -> Optional[str]:
     Names the nodes the parser reports errors for and counts the nodes inside subgraphs it
     marks supported.
     """
-    from trtlab import trt
+    from trtlab.backends.tensorrt import flavor as trt
     from trtlab.errors import MissingDependencyError
 
     try:

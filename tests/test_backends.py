@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 import factories as F
-from trtlab import trt
-from trtlab.backends import (Backend, CompileSettings, EngineRecord, OnnxRuntimeBackend, OrtSegment,
+from trtlab.backends.tensorrt import flavor as trt
+from trtlab.backends.base import (Backend, CompileSettings, EngineRecord, OnnxRuntimeBackend, OrtSegment,
                              TensorRTBackend, TensorRTSegment)
 from trtlab.errors import BuildError
 from trtlab.model import load
-from trtlab.ort import run_onnx
+from trtlab.backends.onnxruntime.session import run_onnx
 
 INFO = trt.info()
 

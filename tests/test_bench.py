@@ -10,8 +10,8 @@ import pytest
 
 import factories as F
 import trtlab
-from trtlab.bench import CV_WARN, LatencyStats, LatencyWarning, benchmark, summarize
-from trtlab.build import build
+from trtlab.study.latency import CV_WARN, LatencyStats, LatencyWarning, benchmark, summarize
+from trtlab.codegen import build
 from trtlab.errors import InputError
 from trtlab.model import load
 
@@ -79,7 +79,7 @@ def test_hybrid_per_segment_and_boundaries():
 
 
 def test_ort_session_runnable():
-    from trtlab.ort import session
+    from trtlab.backends.onnxruntime.session import session
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LatencyWarning)
@@ -89,7 +89,7 @@ def test_ort_session_runnable():
 
 
 def test_benchmark_model_table(tmp_path):
-    from trtlab.bench import benchmark_model
+    from trtlab.study.latency import benchmark_model
     from trtlab.feeds import random_inputs
 
     m = load(F.conv_relu())

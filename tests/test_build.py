@@ -9,13 +9,13 @@ from onnx import TensorProto, helper
 
 import factories as F
 import trtlab
-from trtlab import trt
-from trtlab.backends import CompileSettings, TensorRTBackend
-from trtlab.build import (build, build_engine, input_ranges, isolate_build_failure, segment_profile, shape_table,
+from trtlab.backends.tensorrt import flavor as trt
+from trtlab.backends.base import CompileSettings, TensorRTBackend
+from trtlab.codegen import (build, build_engine, input_ranges, isolate_build_failure, segment_profile, shape_table,
                           submodel)
 from trtlab.errors import BuildError, InputError, PrecisionError
 from trtlab.model import load
-from trtlab.ort import run_onnx
+from trtlab.backends.onnxruntime.session import run_onnx
 
 needs_build = pytest.mark.skipif(not trt.info().build, reason=f"TensorRT cannot build engines here: {trt.info().reason}")
 
@@ -156,7 +156,7 @@ def test_cache_hit_on_rebuild_and_miss_on_changes(tmp_path, monkeypatch):
     monkeypatch.setattr(trt, "version", lambda: real_version + "-other")
     other_version = build(part, cache_dir=tmp_path, shapes=CONV_SHAPES, progress=False)
     assert other_version.cache_report()["status"].tolist() == ["miss"]
-    from trtlab import build as build_module
+    from trtlab import codegen as build_module
 
     monkeypatch.setattr(build_module, "engine_target", lambda: "sm8.9")
     other_target = build(part, cache_dir=tmp_path, shapes=CONV_SHAPES, progress=False)
@@ -165,7 +165,7 @@ def test_cache_hit_on_rebuild_and_miss_on_changes(tmp_path, monkeypatch):
 
 
 def test_cache_key_depends_on_flavor(monkeypatch):
-    from trtlab.build import cache_key
+    from trtlab.codegen import cache_key
 
     settings = CompileSettings()
     here = cache_key(b"onnx", settings, None)
@@ -332,7 +332,7 @@ def test_custom_backend_from_a_notebook():
             run.executor = "onnx.reference"
             return run
 
-    from trtlab.backends import Backend
+    from trtlab.backends.base import Backend
 
     assert isinstance(ReferenceBackend(), Backend)
     m = load(F.mlp())

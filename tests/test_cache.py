@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from trtlab import config
-from trtlab.cache import MAGIC, CacheKey, EngineCache, default_cache_dir
+from trtlab.backends.tensorrt.cache import MAGIC, CacheKey, EngineCache, default_cache_dir
 
 BASE = dict(precision="fp32", settings={"workspace": None, "opt_level": 3}, profiles=[["x", [[1, 3], [2, 3], [4, 3]]]],
             flavor="tensorrt_rtx", trt_version="1.7.1.116", target="aot")

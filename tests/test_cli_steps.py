@@ -10,8 +10,9 @@ import onnx
 import pandas as pd
 import pytest
 
-from trtlab import trt, zoo
-from trtlab.partition import partition
+from trtlab import zoo
+from trtlab.backends.tensorrt import flavor as trt
+from trtlab.partitioning.partitioner import partition
 
 
 def run_cli(*args, check=True):
@@ -37,7 +38,7 @@ def test_partition_writes_valid_segments(tmp_path):
 def test_warnings_print_one_clean_line(monkeypatch, capsys):
     import warnings
 
-    from trtlab import cli
+    from trtlab.cli import main as cli
 
     def noisy(args):
         warnings.warn("timings are noisy", UserWarning)
@@ -82,7 +83,7 @@ def test_bench_rejects_bad_feeds(tmp_path):
 
 @pytest.mark.skipif(not trt.info().build, reason="no TensorRT that can build engines on this machine")
 def test_report_counts_the_segments_that_were_built(tmp_path):
-    from trtlab.report import report, write_html
+    from trtlab.cli.report import report, write_html
 
     rep = report(zoo.path("detection_postproc"), precisions=(), iterations=0, cache_dir=tmp_path,
                  progress=False)
@@ -98,7 +99,7 @@ def test_report_counts_the_segments_that_were_built(tmp_path):
 
 @pytest.mark.skipif(not trt.info().build, reason="no TensorRT that can build engines on this machine")
 def test_report_html_has_every_section(tmp_path):
-    from trtlab.report import report, write_html
+    from trtlab.cli.report import report, write_html
 
     x, y = zoo.digits("test")
     xc, _ = zoo.digits("calib")
@@ -116,13 +117,13 @@ def test_report_html_has_every_section(tmp_path):
 
 
 def test_report_records_a_failed_step_and_goes_on(tmp_path, monkeypatch):
-    from trtlab import report as report_mod
+    from trtlab.cli import report as report_mod
     from trtlab.errors import BuildError
 
     def broken_build(*args, **kwargs):
         raise BuildError("builder exploded on purpose")
 
-    monkeypatch.setattr("trtlab.build.build", broken_build)
+    monkeypatch.setattr("trtlab.codegen.build", broken_build)
     rep = report_mod.report(zoo.path("digits_cnn"), precisions=(), iterations=0, progress=False)
     failed = {s.title: s.error for s in rep.errors}
     assert list(failed) == ["Build and run"] and "exploded on purpose" in failed["Build and run"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trtlab.compare import COMPARE_COLUMNS, TABLE_COLUMNS, compare, precision_table
+from trtlab.study.accuracy import COMPARE_COLUMNS, TABLE_COLUMNS, compare, precision_table
 from trtlab.errors import CompareError
-from trtlab.ort import run_onnx
+from trtlab.backends.onnxruntime.session import run_onnx
 from trtlab.precision import quantize_int8, to_fp16
 
 from test_precision import images, residual_net
@@ -78,8 +78,8 @@ def test_precision_table_and_plot(tmp_path):
 def test_precision_table_auto_runs_on_onnxruntime_without_tensorrt(monkeypatch, tmp_path):
     import dataclasses
 
-    import trtlab.build
-    from trtlab import trt
+    import trtlab.codegen
+    from trtlab.backends.tensorrt import flavor as trt
 
     info = dataclasses.replace(trt.info(), build=False, run=False)
     monkeypatch.setattr(trt, "info", lambda: info)
@@ -87,7 +87,7 @@ def test_precision_table_auto_runs_on_onnxruntime_without_tensorrt(monkeypatch, 
     def no_build(*args, **kwargs):
         raise AssertionError("build() called although TensorRT cannot build here")
 
-    monkeypatch.setattr(trtlab.build, "build", no_build)
+    monkeypatch.setattr(trtlab.codegen, "build", no_build)
     model, x = residual_net(), images(8, seed=1)
     table = precision_table(model, x, precisions=("fp32", "fp16"), runner="auto", cache_dir=tmp_path,
                             progress=False)

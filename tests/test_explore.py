@@ -1,4 +1,4 @@
-"""trtlab.viz.explore: the explorer is driven by setting widget values, no browser."""
+"""trtlab.viz.explorer: the explorer is driven by setting widget values, no browser."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from tests.conftest import DATA
 from trtlab.errors import TrtlabError
 from trtlab.model import load
-from trtlab.support import check_support
-from trtlab.viz.explore import Explorer, explore
+from trtlab.backends.tensorrt.support import check_support
+from trtlab.viz.explorer import Explorer, explore
 
 
 @pytest.fixture(scope="module")

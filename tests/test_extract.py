@@ -12,8 +12,8 @@ import trtlab
 from trtlab import zoo
 from trtlab.errors import PartitionError
 from trtlab.extract import segment_model
-from trtlab.ort import run_onnx
-from trtlab.partition import partition, run_segments
+from trtlab.backends.onnxruntime.session import run_onnx
+from trtlab.partitioning.partitioner import partition, run_segments
 
 
 def support(model, rejected=()):

@@ -14,10 +14,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import trtlab
-from trtlab import trt
+from trtlab.backends.tensorrt import flavor as trt
 from trtlab.errors import FusionError
-from trtlab.fusion import FusionReport, fusion, prefusion
-from trtlab.fusion.names import metadata_entries, split_name, visible
+from trtlab.backends.tensorrt.layers import FusionReport, fusion, prefusion
+from trtlab.backends.tensorrt.layers.names import metadata_entries, split_name, visible
 from trtlab.model import load
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -522,11 +522,11 @@ def test_node_latency_needs_profile():
         fusion(MOBILENET).node_latency()
 
 
-def test_top_level_name_is_callable():
-    import trtlab.fusion as module  # the package is imported, and still callable
+def test_top_level_name_stays_the_function_after_importing_its_package():
+    import trtlab.backends.tensorrt.layers  # noqa: F401  (the package holding fusion())
 
     assert isinstance(trtlab.fusion(MOBILENET), FusionReport)
-    assert module(TRT11, shape_profile=1).layers["shape_profile"].eq(1).all()
+    assert trtlab.fusion(TRT11, shape_profile=1).layers["shape_profile"].eq(1).all()
 
 
 # -- scale -----------------------------------------------------------------------------------------

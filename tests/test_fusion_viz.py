@@ -1,4 +1,4 @@
-"""trtlab.viz.fusion: latency bars by precision, fusion comparison, before/after counts."""
+"""trtlab.viz.fusion_plots: latency bars by precision, fusion comparison, before/after counts."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
 from trtlab.errors import FusionError  # noqa: E402
-from trtlab.fusion import fusion  # noqa: E402
-from trtlab.viz.fusion import (PRECISION_COLORS, plot_before_after,  # noqa: E402
+from trtlab.backends.tensorrt.layers import fusion  # noqa: E402
+from trtlab.viz.fusion_plots import (PRECISION_COLORS, plot_before_after,  # noqa: E402
                                plot_fusion_comparison, plot_layer_latency)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from trtlab import trt
-from trtlab.fusion import prefusion
+from trtlab.backends.tensorrt import flavor as trt
+from trtlab.backends.tensorrt.layers import prefusion
 from trtlab.model import load
-from trtlab.partition import partition
+from trtlab.partitioning.partitioner import partition
 
 ZOO = sorted((Path(__file__).resolve().parent.parent / "data").glob("*.onnx"))
 

@@ -8,7 +8,7 @@ import pytest
 from onnx import numpy_helper
 
 from trtlab.errors import CompareError
-from trtlab.localize import common_tensors, localize_error, suggest_fp32_nodes
+from trtlab.study.localize import common_tensors, localize_error, suggest_fp32_nodes
 from trtlab.model import load
 from trtlab.precision import quantize_int8, to_fp16
 

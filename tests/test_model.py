@@ -78,7 +78,7 @@ def test_save_round_trip_and_ir_version_readable(tmp_path):
     out = m.save(tmp_path / "out.onnx")
     again = onnx.load(out)
     assert again.ir_version <= WRITE_IR_VERSION
-    from trtlab.ort import run_onnx
+    from trtlab.backends.onnxruntime.session import run_onnx
 
     y = run_onnx(out, {"x": np.ones((1, 3, 8, 8), np.float32)})["y"]
     assert y.shape == (1, 4, 8, 8)
@@ -211,7 +211,7 @@ def test_empty_file(tmp_path):
 
 def test_run_onnx_reports_bad_paths_and_output_names(tmp_path):
     from trtlab.errors import InputError
-    from trtlab.ort import run_onnx
+    from trtlab.backends.onnxruntime.session import run_onnx
 
     p = tmp_path / "notes.onnx"
     p.write_text("this is plain text, not a model\n" * 10)
@@ -262,7 +262,7 @@ def test_torch_module_exports():
     net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
     m = trtlab.load(net, example_inputs=(torch.randn(2, 4),))
     assert "Gemm" in set(m.nodes.op_type) or "MatMul" in set(m.nodes.op_type)
-    from trtlab.ort import run_onnx
+    from trtlab.backends.onnxruntime.session import run_onnx
 
     x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
     (y,) = run_onnx(m, {m.inputs[0].name: x}).values()
@@ -323,7 +323,7 @@ def test_constants_inside_if_branches_are_folded():
     kept = trtlab.load(proto, fold_constants=False)
     branches = [a.g for a in folded.node("if").attribute if a.type == onnx.AttributeProto.GRAPH]
     assert sorted([n.op_type for n in g.node] for g in branches) == [["Add"], ["Sub"]]
-    from trtlab.ort import run_onnx
+    from trtlab.backends.onnxruntime.session import run_onnx
 
     for sign in (1, -1):
         x = np.full((2, 3), sign, np.float32)

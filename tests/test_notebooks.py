@@ -35,7 +35,7 @@ CELL_TIMEOUT_S = 240
 pytestmark = pytest.mark.notebook
 
 def _tensorrt_builds() -> bool:
-    from trtlab import trt
+    from trtlab.backends.tensorrt import flavor as trt
 
     return bool(trt.info().build)
 
@@ -108,7 +108,7 @@ def test_02_support_and_partition(tmp_path, monkeypatch):
 
 
 def test_03_build_and_run_hybrid(tmp_path, monkeypatch):
-    from trtlab import trt
+    from trtlab.backends.tensorrt import flavor as trt
 
     nb = _execute("03_build_and_run_hybrid", tmp_path, monkeypatch)
     text = _printed(nb)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import factories as F
-from trtlab.ort import fast_call, session
+from trtlab.backends.onnxruntime.session import fast_call, session
 
 
 def test_fast_call_matches_session_run():

@@ -20,8 +20,8 @@ import factories as F
 import trtlab
 from trtlab import zoo
 from trtlab.errors import PartitionError, TrtlabError
-from trtlab.ort import run_onnx
-from trtlab.partition import (DECISION_KINDS, FORMAT_VERSION, Partition, partition, run_segments,
+from trtlab.backends.onnxruntime.session import run_onnx
+from trtlab.partitioning.partitioner import (DECISION_KINDS, FORMAT_VERSION, Partition, partition, run_segments,
                               write_partition)
 
 RTOL = 1e-5
@@ -386,7 +386,7 @@ def assert_outputs_match(got, ref):
 @pytest.mark.parametrize("setting", ["rules", "parser-pruned", "random-rejections", "cut-every-4th"])
 @pytest.mark.parametrize("name", zoo.names())
 def test_segments_reproduce_the_zoo_model(name, setting):
-    if setting == "parser-pruned" and not trtlab.trt.info().parse:
+    if setting == "parser-pruned" and not trtlab.backends.tensorrt.flavor.info().parse:
         pytest.skip("TensorRT's ONNX parser is not installed")
     model, feeds, ref = _zoo(name)
     part = partition(model, **_knobs(model, setting))

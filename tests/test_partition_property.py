@@ -16,8 +16,8 @@ from onnx import helper
 
 import factories as F
 import trtlab
-from trtlab.ort import run_onnx
-from trtlab.partition import partition, run_segments
+from trtlab.backends.onnxruntime.session import run_onnx
+from trtlab.partitioning.partitioner import partition, run_segments
 
 UNARY = ("Relu", "Sigmoid", "Tanh", "Neg", "Identity")
 BINARY = ("Add", "Mul", "Sub")

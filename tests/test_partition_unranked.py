@@ -39,7 +39,7 @@ def test_unranked_cut_is_kept_in_fallback():
     x = np.arange(6, dtype=np.float32).reshape(2, 3) - 2
     for cond in (True, False):
         feeds = {"cond": np.array(cond), "x": x}
-        want = trtlab.ort.run_onnx(m, feeds, validate=False)["y"]
+        want = trtlab.backends.onnxruntime.session.run_onnx(m, feeds, validate=False)["y"]
         got = trtlab.run_segments(part, feeds)["y"]
         np.testing.assert_array_equal(got, want)
     assert len(part.boundaries()) == 0

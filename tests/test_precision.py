@@ -7,9 +7,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from trtlab import trt
+from trtlab.backends.tensorrt import flavor as trt
 from trtlab.errors import CalibrationError, PrecisionError
-from trtlab.ort import run_onnx
+from trtlab.backends.onnxruntime.session import run_onnx
 from trtlab.precision import (DEFAULT_KEEP_FP32_OPS, calibrate, emulate_fp16, ort_variant,
                               quantization_plan, quantize_int8, to_fp16)
 from trtlab.precision.calibration import entropy_amax, percentile_amax

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trtlab import trt, zoo
-from trtlab.compare import precision_table
-from trtlab.ort import run_onnx
+from trtlab import zoo
+from trtlab.backends.tensorrt import flavor as trt
+from trtlab.study.accuracy import precision_table
+from trtlab.backends.onnxruntime.session import run_onnx
 from trtlab.precision import quantize_int8, to_fp16
 
 from test_precision import needs_parser, trt_build

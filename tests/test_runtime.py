@@ -7,11 +7,12 @@ import pytest
 
 import factories as F
 import trtlab
-from trtlab import trt, zoo
-from trtlab.build import build
+from trtlab import zoo
+from trtlab.backends.tensorrt import flavor as trt
+from trtlab.codegen import build
 from trtlab.errors import InputError
 from trtlab.model import load
-from trtlab.ort import run_onnx
+from trtlab.backends.onnxruntime.session import run_onnx
 
 INFO = trt.info()
 needs_build = pytest.mark.skipif(not INFO.build, reason=f"TensorRT cannot build engines here: {INFO.reason}")
@@ -133,7 +134,7 @@ def test_hybrid_runner_in_polygraphy_comparator(mlp_hybrid):
     from polygraphy.backend.onnxrt import OnnxrtRunner
     from polygraphy.comparator import Comparator
 
-    from trtlab.ort import session
+    from trtlab.backends.onnxruntime.session import session
     from trtlab.runtime import HybridRunner
 
     m, hybrid = mlp_hybrid

@@ -10,9 +10,9 @@ from onnx import TensorProto as T
 from onnx import helper, numpy_helper
 
 import trtlab
-from trtlab import trt
+from trtlab.backends.tensorrt import flavor as trt
 from trtlab.errors import SupportError
-from trtlab.support import check_support, compare_support, parse_support
+from trtlab.backends.tensorrt.support import check_support, compare_support, parse_support
 
 ZOO = sorted((Path(__file__).resolve().parent.parent / "data").glob("*.onnx"))
 

@@ -9,7 +9,7 @@ from onnx import helper, numpy_helper
 
 import trtlab
 from trtlab.errors import SupportError
-from trtlab.support import (RuleSet, Verdict, check_support, default_rules, register_rule,
+from trtlab.backends.tensorrt.support import (RuleSet, Verdict, check_support, default_rules, register_rule,
                             reset_rules, resolve_target, rules_support)
 
 F, I64, I32, B = T.FLOAT, T.INT64, T.INT32, T.BOOL

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from trtlab import config, trt
+from trtlab import config
+from trtlab.backends.tensorrt import flavor as trt
 from trtlab.errors import MissingDependencyError, TrtlabError
 
 
@@ -83,7 +84,7 @@ def test_import_trtlab_needs_no_optional_modules():
         "    sys.modules[m] = None\n"
         "import trtlab\n"
         "m = trtlab.load\n"
-        "from trtlab import trt\n"
+        "from trtlab.backends.tensorrt import flavor as trt\n"
         "print(trt.info().flavor, trt.info().parse)\n"
         "print(sorted(k for k in sys.modules if k.split('.')[0] in "
         "('tensorrt','tensorrt_rtx','matplotlib','ipywidgets','torch','polygraphy') and sys.modules[k]))\n"

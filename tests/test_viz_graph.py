@@ -16,8 +16,8 @@ from matplotlib.colors import to_hex
 from tests.conftest import DATA
 from trtlab.errors import FusionError, InvalidModelError, PartitionError
 from trtlab.model import load
-from trtlab.partition import partition
-from trtlab.support import check_support
+from trtlab.partitioning.partitioner import partition
+from trtlab.backends.tensorrt.support import check_support
 from trtlab.viz import _style
 from trtlab.viz._layout import layered_layout
 from trtlab.viz.graph import draw, fusion_groups, reasons_table
@@ -301,7 +301,7 @@ def test_layout_rejects_cycles_and_scales():
 
 
 def test_import_does_not_load_matplotlib_or_ipywidgets():
-    code = ("import sys, trtlab, trtlab.viz.graph, trtlab.viz.explore, trtlab.viz._layout; "
+    code = ("import sys, trtlab, trtlab.viz.graph, trtlab.viz.explorer, trtlab.viz._layout; "
             "bad = [m for m in ('matplotlib', 'ipywidgets') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -279,7 +279,7 @@ def test_load_returns_model(name):
 # --- TensorRT parser ------------------------------------------------------------------------
 
 def parser_verdict(name: str):
-    from trtlab import trt
+    from trtlab.backends.tensorrt import flavor as trt
 
     builder, network, parser, logger = trt.make_parser()
     ok = parser.supports_model_v2(zoo.path(name).read_bytes(), str(zoo.path(name)))
@@ -289,7 +289,7 @@ def parser_verdict(name: str):
 
 @pytest.fixture(scope="module")
 def tensorrt():
-    from trtlab import trt
+    from trtlab.backends.tensorrt import flavor as trt
 
     if trt.flavor() is None:
         pytest.skip("no TensorRT or TensorRT-RTX installed")

@@ -12,7 +12,7 @@ def progress_enabled(enabled: Optional[bool] = True) -> bool:
     """
     if enabled is False:
         return False
-    from .config import progress_default
+    from trtlab.config import progress_default
 
     return progress_default()
 

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Mapping, Optional
 
-from .errors import TrtlabError
+from trtlab.errors import TrtlabError
 
 TENSORRT_MODULES = ("tensorrt", "tensorrt_rtx")
 

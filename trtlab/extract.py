@@ -20,11 +20,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .errors import PartitionError
-from .model import fit_ir_version
+from trtlab.errors import PartitionError
+from trtlab.model import fit_ir_version
 
 if TYPE_CHECKING:
-    from .partition import Partition
+    from trtlab.partitioning.partitioner import Partition
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def _runtime_types(partition: "Partition") -> Dict[str, tuple]:
     cached = getattr(partition, "_runtime_types", None)
     if cached is not None:
         return cached
-    from .ort import session
+    from trtlab.backends.onnxruntime.session import session
 
     model = partition.model
     proto = copy.deepcopy(model.proto)
@@ -165,15 +165,15 @@ def segment_model(partition: "Partition", index: int) -> onnx.ModelProto:
     Parameters
     ----------
     partition
-        A :class:`~trtlab.partition.Partition`.
+        A :class:`~trtlab.partitioning.partitioner.Partition`.
     index
         Segment index (position in :attr:`Partition.segments`).
 
     Returns
     -------
     onnx.ModelProto
-        Inputs are the segment's :attr:`~trtlab.partition.Segment.inputs`, outputs its
-        :attr:`~trtlab.partition.Segment.outputs`; IR version readable by ONNX Runtime.
+        Inputs are the segment's :attr:`~trtlab.partitioning.partitioner.Segment.inputs`, outputs its
+        :attr:`~trtlab.partitioning.partitioner.Segment.outputs`; IR version readable by ONNX Runtime.
 
     Raises
     ------

@@ -6,8 +6,8 @@ from typing import Dict, Mapping, Sequence
 
 import numpy as np
 
-from .errors import InputError
-from .model import TensorInfo
+from trtlab.errors import InputError
+from trtlab.model import TensorInfo
 
 __all__ = ["validate_feeds", "describe", "random_inputs", "random_array"]
 

@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .errors import (
+from trtlab.errors import (
     ExternalDataError,
     InvalidModelError,
     MissingDependencyError,

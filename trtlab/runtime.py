@@ -1,6 +1,6 @@
 """The hybrid model: segments run in order, each on the executor that can run it here.
 
-A TensorRT segment runs on TensorRT when :func:`trtlab.trt.info` says engines run on this
+A TensorRT segment runs on TensorRT when :func:`trtlab.backends.tensorrt.flavor.info` says engines run on this
 machine; otherwise the same ONNX runs on ONNX Runtime and every table and repr says
 ``executor = onnxruntime``. Fallback segments run on ONNX Runtime. Between consecutive
 TensorRT segments on a GPU, tensors stay on the device.
@@ -25,8 +25,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import onnx
 
-from .backends import TensorRTSegment
-from .feeds import validate_feeds
+from trtlab.backends.base import TensorRTSegment
+from trtlab.feeds import validate_feeds
 
 log = logging.getLogger(__name__)
 

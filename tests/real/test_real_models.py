@@ -17,7 +17,7 @@ import onnxruntime as ort
 import pytest
 
 import trtlab
-from trtlab.ort import run_onnx
+from trtlab.backends.onnxruntime.session import run_onnx
 
 pytestmark = pytest.mark.real
 

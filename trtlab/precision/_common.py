@@ -9,7 +9,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, 
 import numpy as np
 import onnx
 
-from ..errors import CalibrationError, InputError, PrecisionError
+from trtlab.errors import CalibrationError, InputError, PrecisionError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def as_model(model: Any, what: str = "model") -> Any:
 
     Models are loaded without constant folding so explicit Q/DQ pairs on constant weights survive.
     """
-    from ..model import Model, load
+    from trtlab.model import Model, load
 
     if isinstance(model, Model):
         return model
@@ -42,7 +42,7 @@ def as_model(model: Any, what: str = "model") -> Any:
 
 def finish(proto: onnx.ModelProto, name: str) -> Any:
     """Check a transformed proto and wrap it as a Model (shapes re-inferred, nothing folded)."""
-    from ..model import load
+    from trtlab.model import load
 
     try:
         onnx.checker.check_model(proto)

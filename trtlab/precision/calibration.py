@@ -20,9 +20,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 import numpy as np
 import onnx
 
-from .._progress import progress as progress_bar
-from ..errors import CalibrationError
-from ._common import Data, Feeds, as_model, calibration_feeds, data_hash, model_hash
+from trtlab._progress import progress as progress_bar
+from trtlab.errors import CalibrationError
+from trtlab.precision._common import Data, Feeds, as_model, calibration_feeds, data_hash, model_hash
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def _write_cache(path: Path, payload: Dict[str, Any]) -> None:
 
 def _measure(proto: onnx.ModelProto, feeds: List[Feeds], tensors: List[str], method: str,
              num_bins: int, percentile: float, progress: bool) -> Dict[str, Dict[str, float]]:
-    from ..ort import session
+    from trtlab.backends.onnxruntime.session import session
 
     sess = session(_augment(proto, tensors), providers=["CPUExecutionProvider"])
     stats = {t: {"min": np.inf, "max": -np.inf, "samples": 0, "note": ""} for t in tensors}
@@ -219,7 +219,7 @@ def calibrate(model: Any, calibration_data: Data, *, method: str = "entropy",
     """
     import pandas as pd
 
-    from .int8 import quantization_plan
+    from trtlab.precision.int8 import quantization_plan
 
     if method not in METHODS:
         raise CalibrationError(f"Unknown calibration method {method!r}; choose one of {METHODS}.")

@@ -21,8 +21,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..errors import PrecisionError
-from ._common import as_model, finish, tensor_types, unique_name as _unique
+from trtlab.errors import PrecisionError
+from trtlab.precision._common import as_model, finish, tensor_types, unique_name as _unique
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def to_fp16(model: Any, *, keep_io_types: bool = True,
     keep_fp32_ops
         Op types held in float32 (default: :data:`DEFAULT_KEEP_FP32_OPS`, see its reasons).
     keep_fp32_nodes
-        Node names held in float32, e.g. from :func:`trtlab.localize.suggest_fp32_nodes`.
+        Node names held in float32, e.g. from :func:`trtlab.study.localize.suggest_fp32_nodes`.
 
     Returns
     -------
@@ -392,7 +392,7 @@ def ort_variant(model: Any, providers: Optional[List[str]] = None) -> Tuple[Any,
     Returns ``(model, "onnxruntime")`` when ONNX Runtime accepts the float16 graph as is, else
     ``(emulate_fp16(model), "onnxruntime (fp16 emulated)")``.
     """
-    from ..ort import session
+    from trtlab.backends.onnxruntime.session import session
 
     src = as_model(model)
     try:

@@ -23,9 +23,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..errors import CalibrationError, PrecisionError
-from ._common import Data, as_model, finish, tensor_types, unique_name as _unique
-from .calibration import QMAX, calibrate
+from trtlab.errors import CalibrationError, PrecisionError
+from trtlab.precision._common import Data, as_model, finish, tensor_types, unique_name as _unique
+from trtlab.precision.calibration import QMAX, calibrate
 
 log = logging.getLogger(__name__)
 

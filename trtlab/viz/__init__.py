@@ -10,13 +10,13 @@ from typing import Any, Dict, Tuple
 
 _EXPORTS: Dict[str, Tuple[str, str]] = {
     "draw": ("trtlab.viz.graph", "draw"),
-    "explore": ("trtlab.viz.explore", "explore"),
-    "Explorer": ("trtlab.viz.explore", "Explorer"),
+    "explore": ("trtlab.viz.explorer", "explore"),
+    "Explorer": ("trtlab.viz.explorer", "Explorer"),
     "plot_latency": ("trtlab.viz.latency", "plot_latency"),
     "plot_accuracy": ("trtlab.viz.accuracy", "plot_accuracy"),
-    "plot_layer_latency": ("trtlab.viz.fusion", "plot_layer_latency"),
-    "plot_fusion_comparison": ("trtlab.viz.fusion", "plot_fusion_comparison"),
-    "plot_before_after": ("trtlab.viz.fusion", "plot_before_after"),
+    "plot_layer_latency": ("trtlab.viz.fusion_plots", "plot_layer_latency"),
+    "plot_fusion_comparison": ("trtlab.viz.fusion_plots", "plot_fusion_comparison"),
+    "plot_before_after": ("trtlab.viz.fusion_plots", "plot_before_after"),
     "reasons_table": ("trtlab.viz.graph", "reasons_table"),
 }
 

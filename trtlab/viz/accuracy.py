@@ -1,10 +1,10 @@
-"""Plot an accuracy table from :func:`trtlab.compare.precision_table`."""
+"""Plot an accuracy table from :func:`trtlab.study.accuracy.precision_table`."""
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..errors import CompareError
+from trtlab.errors import CompareError
 
 __all__ = ["plot_accuracy"]
 
@@ -15,7 +15,7 @@ def plot_accuracy(table: Any, *, ax: Optional[Any] = None, metric: Optional[str]
     Parameters
     ----------
     table
-        A :func:`~trtlab.compare.precision_table` DataFrame.
+        A :func:`~trtlab.study.accuracy.precision_table` DataFrame.
     ax
         Matplotlib axes to draw on (a new figure otherwise).
     metric

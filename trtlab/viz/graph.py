@@ -70,7 +70,7 @@ def fusion_groups(fusion: Any, model: Any = None) -> List[Set[str]]:
     Parameters
     ----------
     fusion
-        A report with a ``groups()`` method (:class:`trtlab.fusion.FusionReport`), or an
+        A report with a ``groups()`` method (:class:`trtlab.backends.tensorrt.layers.FusionReport`), or an
         iterable of collections of node names.
     model
         When given, names not in the model are dropped and groups left with fewer than two
@@ -653,7 +653,7 @@ def draw(model: Any, partition: Any = None, fusion: Any = None, ax: Any = None, 
         decision moved to fallback (rejected, excluded, pruned, failed build) are hatched and
         the decisions listed in a table under the graph.
     fusion
-        A :class:`trtlab.fusion.FusionReport` or a list of sets of node names; each group of
+        A :class:`trtlab.backends.tensorrt.layers.FusionReport` or a list of sets of node names; each group of
         fused nodes is outlined with a dashed box (counted per segment in the condensed view).
     ax
         Draw into this matplotlib Axes instead of a new figure.

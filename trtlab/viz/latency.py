@@ -1,6 +1,6 @@
 """Latency plots: configurations side by side, per-segment breakdown, latency versus batch size.
 
-Every function only draws :class:`~trtlab.bench.LatencyStats` it is given. Segment labels carry
+Every function only draws :class:`~trtlab.study.latency.LatencyStats` it is given. Segment labels carry
 the executor that ran them (``trt_0 [onnxruntime]``), so a TensorRT segment that ran on ONNX
 Runtime is never shown as TensorRT.
 """
@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 
-from ..errors import InputError
+from trtlab.errors import InputError
 
 __all__ = ["plot_latency"]
 
@@ -19,7 +19,7 @@ KINDS = ("bars", "segments", "batch")
 
 
 def _as_dict(stats: Any) -> Dict[Any, Any]:
-    from ..bench import LatencyStats
+    from trtlab.study.latency import LatencyStats
 
     if isinstance(stats, LatencyStats):
         return {stats.label: stats}
@@ -49,7 +49,7 @@ def _bars(ax: Any, data: Dict[Any, Any]) -> None:
 
 
 def _segments(ax: Any, data: Dict[Any, Any]) -> None:
-    from ._style import TRT_PALETTE
+    from trtlab.viz._style import TRT_PALETTE
 
     names = [str(k) for k in data]
     parts: List[str] = []
@@ -76,7 +76,7 @@ def _segments(ax: Any, data: Dict[Any, Any]) -> None:
 
 
 def _batch(ax: Any, data: Dict[Any, Any]) -> None:
-    from ..bench import LatencyStats
+    from trtlab.study.latency import LatencyStats
 
     series = {"": data} if all(isinstance(v, LatencyStats) for v in data.values()) else data
     for name, by_batch in series.items():
@@ -103,7 +103,7 @@ def plot_latency(stats: Union[Any, Mapping[Any, Any]], kind: str = "bars", *, ax
     Parameters
     ----------
     stats
-        A :class:`~trtlab.bench.LatencyStats`, or a dict name -> LatencyStats. For
+        A :class:`~trtlab.study.latency.LatencyStats`, or a dict name -> LatencyStats. For
         ``kind="batch"``: batch size -> LatencyStats, or name -> {batch size -> LatencyStats}.
     kind
         ``"bars"``: median bars with min..p99 whiskers and p90/p95 ticks. ``"segments"``:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from ..errors import FusionError
+from trtlab.errors import FusionError
 
 __all__ = ["EngineJson", "read_json", "parse_engine_json", "parse_profile", "precision_of",
            "SCHEMA_TRT8_10", "SCHEMA_TRT11", "DETAILED_HINT"]

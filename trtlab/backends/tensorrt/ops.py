@@ -12,8 +12,8 @@ line (:meth:`RuleSet.simple`); complex ops get a predicate. Rules compose with
 
 Users add or override rules in a notebook cell::
 
-    trtlab.support.register_rule("MyOp", lambda ctx: ctx.rank(0) == 4)   # session-wide
-    mine = trtlab.support.default_rules().copy(); mine.register("Relu", my_relu_rule)
+    trtlab.backends.tensorrt.support.register_rule("MyOp", lambda ctx: ctx.rank(0) == 4)   # session-wide
+    mine = trtlab.backends.tensorrt.support.default_rules().copy(); mine.register("Relu", my_relu_rule)
     trtlab.check_support(model, source="rules", rules=mine)              # one call only
 
 TensorRT versions
@@ -40,7 +40,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..errors import SupportError
+from trtlab.errors import SupportError
 
 log = logging.getLogger(__name__)
 
@@ -158,14 +158,14 @@ def _parse_version(value: Union[str, Sequence[int]]) -> Tuple[int, ...]:
 def resolve_target(trt_version: Union[None, str, Sequence[int], TrtTarget] = None) -> TrtTarget:
     """Turn ``trt_version`` into a :class:`TrtTarget`.
 
-    ``None`` means the installed TensorRT (via :func:`trtlab.trt.version_tuple`), or
+    ``None`` means the installed TensorRT (via :func:`trtlab.backends.tensorrt.flavor.version_tuple`), or
     :data:`LATEST` when none is installed. A major version of 1 is TensorRT-RTX, mapped with
     :data:`RTX_FEATURE_LEVEL`. TensorRT older than 10.0 is refused: the table encodes 10.x/11.x.
     """
     if isinstance(trt_version, TrtTarget):
         return trt_version
     if trt_version is None:
-        from .. import trt as _trt
+        from trtlab.backends.tensorrt import flavor as _trt
 
         installed = _trt.version_tuple()
         if not installed:
@@ -584,7 +584,7 @@ class RuleSet:
                            "parser only knows ai.onnx ops (a TensorRT plugin of that name would be "
                            "needed)")
             return _no(f"no rule for ONNX op {node.op_type}: it is not in the onnx-tensorrt "
-                       "operator matrix (add one with trtlab.support.register_rule)")
+                       "operator matrix (add one with trtlab.backends.tensorrt.support.register_rule)")
         try:
             return _as_verdict(rule(ctx), node.op_type)
         except SupportError:
@@ -982,7 +982,7 @@ def register_rule(op_type: str, predicate: Optional[Rule] = None, *, domain: str
 
     Examples
     --------
-    >>> from trtlab.support import register_rule, reset_rules
+    >>> from trtlab.backends.tensorrt.support import register_rule, reset_rules
     >>> _ = register_rule("Relu", lambda ctx: (ctx.rank(0) == 4, "4D Relu only"))
     >>> reset_rules()
     """

@@ -12,7 +12,7 @@ Two views, clearly labelled:
 
 Examples
 --------
->>> from trtlab.fusion import fusion                                    # doctest: +SKIP
+>>> from trtlab import fusion                                    # doctest: +SKIP
 >>> rep = fusion("layers.json", profile="profile.json", model="model.onnx")
 >>> rep.before_after()          # ONNX nodes vs engine layers, per op type
 >>> rep.node_latency()          # per-ONNX-node time
@@ -29,11 +29,11 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import onnx
 import pandas as pd
 
-from ..errors import FusionError
-from .graph import OnnxFacts
-from .inspector import SCHEMA_TRT8_10, parse_engine_json, parse_profile, read_json
-from .names import shape_profile, split_name
-from .report import FusionReport, build_report, join_profile, resolve_layers
+from trtlab.errors import FusionError
+from trtlab.backends.tensorrt.layers.graph import OnnxFacts
+from trtlab.backends.tensorrt.layers.inspector import SCHEMA_TRT8_10, parse_engine_json, parse_profile, read_json
+from trtlab.backends.tensorrt.layers.names import shape_profile, split_name
+from trtlab.backends.tensorrt.layers.report import FusionReport, build_report, join_profile, resolve_layers
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ ModelLike = Any
 # -- models -------------------------------------------------------------------------------------
 def _facts(model: ModelLike) -> Tuple[OnnxFacts, Any]:
     """OnnxFacts and the trtlab Model for ``model`` (Model, ModelProto, path or bytes)."""
-    from ..model import Model, load
+    from trtlab.model import Model, load
 
     if isinstance(model, Model):
         m = model
@@ -103,7 +103,7 @@ def engine_json(engine: Union[bytes, bytearray, memoryview]) -> str:
     FusionError
         When this machine cannot deserialize engines, or deserialization fails.
     """
-    from .. import trt
+    from trtlab.backends.tensorrt import flavor as trt
 
     info = trt.info()
     if not info.run:
@@ -154,7 +154,7 @@ def _segment_proto(hybrid: Any, index: int) -> onnx.ModelProto:
 
 
 def _from_hybrid(hybrid: Any, profile: Any, shape_prof: int) -> FusionReport:
-    from .. import trt
+    from trtlab.backends.tensorrt import flavor as trt
 
     segments = [s for s in hybrid.partition.segments if s.backend == "tensorrt"]
     if not segments:
@@ -287,7 +287,7 @@ def fusion(source: Any, *, profile: Any = None, model: ModelLike = None,
             f"fusion() cannot read a {type(source).__name__}. Pass engine-inspector JSON "
             "(text, bytes, path or dict), a serialized engine (bytes or path), or a HybridModel.")
     if engine_bytes is not None:
-        from .. import trt
+        from trtlab.backends.tensorrt import flavor as trt
 
         if not trt.info().run and facts is not None:
             note = (f"pre-fusion view: this machine cannot deserialize engines "
@@ -349,7 +349,7 @@ def prefusion(model: ModelLike, *, label: Optional[str] = None,
     MissingDependencyError
         Without TensorRT.
     """
-    from .. import trt
+    from trtlab.backends.tensorrt import flavor as trt
 
     facts, m = _facts(model)
     t = trt.module()
@@ -369,7 +369,7 @@ def prefusion(model: ModelLike, *, label: Optional[str] = None,
             "full model.")
     rows: List[Dict[str, Any]] = []
     layer_inputs = set()
-    from .._progress import progress as bar
+    from trtlab._progress import progress as bar
 
     for i in bar(range(network.num_layers), total=network.num_layers, desc="network layers",
                  enabled=progress and network.num_layers > 2000):
@@ -405,8 +405,3 @@ def prefusion(model: ModelLike, *, label: Optional[str] = None,
     source = f"network parsed by {trt.flavor()} {trt.version()}"
     return build_report(rows, stage="pre-fusion", source=source, label=label or m.name,
                         facts=facts, layer_inputs=layer_inputs)
-
-
-from .._callable import callable_module as _callable_module  # noqa: E402
-
-_callable_module(__name__, "fusion")

@@ -7,7 +7,7 @@ from typing import Any, Dict, Iterable, List, Optional, Set
 
 import pandas as pd
 
-from ..errors import SupportError
+from trtlab.errors import SupportError
 
 __all__ = ["SupportTable", "COLUMNS"]
 
@@ -26,7 +26,7 @@ class SupportTable:
     target : str
         What was judged against, e.g. ``"TensorRT-RTX 1.7.1.116 parser"``.
     details : object
-        The :class:`~trtlab.support.parser.ParserReport` for parser tables, else ``None``.
+        The :class:`~trtlab.backends.tensorrt.parser.ParserReport` for parser tables, else ``None``.
     """
 
     def __init__(self, frame: pd.DataFrame, *, model_name: str = "", target: str = "",

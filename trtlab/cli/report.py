@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from .errors import TrtlabError
+from trtlab.errors import TrtlabError
 
 log = logging.getLogger(__name__)
 
@@ -126,16 +126,16 @@ def report(model: Any, *, feeds: Optional[Mapping[str, np.ndarray]] = None, data
         Evaluation inputs (dict name -> batched array), their labels, and INT8 calibration
         inputs for the precision table (default: ``feeds``).
     """
-    from .bench import benchmark
-    from .feeds import random_inputs
-    from .build import build
-    from .compare import precision_table
-    from .fusion import prefusion
-    from .model import load
-    from .ort import run_onnx, session
-    from .partition import partition
-    from .support import check_support
-    from .viz import draw, plot_accuracy, plot_latency
+    from trtlab.study.latency import benchmark
+    from trtlab.feeds import random_inputs
+    from trtlab.codegen import build
+    from trtlab.study.accuracy import precision_table
+    from trtlab.backends.tensorrt.layers import prefusion
+    from trtlab.model import load
+    from trtlab.backends.onnxruntime.session import run_onnx, session
+    from trtlab.partitioning.partitioner import partition
+    from trtlab.backends.tensorrt.support import check_support
+    from trtlab.viz import draw, plot_accuracy, plot_latency
 
     m = load(model)
     rep = Report(m.name)
@@ -225,7 +225,7 @@ def report(model: Any, *, feeds: Optional[Mapping[str, np.ndarray]] = None, data
 
         import pandas as pd
 
-        from .bench import LatencyWarning
+        from trtlab.study.latency import LatencyWarning
 
         hybrid = state["hybrid"]
         sess = session(m)
@@ -255,7 +255,7 @@ def report(model: Any, *, feeds: Optional[Mapping[str, np.ndarray]] = None, data
 
 def write_html(reports: Sequence[Report], path: Union[str, Path], *, title: str = "trtlab report") -> Path:
     """Write reports as one HTML page with an environment table on top."""
-    from .cli import environment
+    from trtlab.cli.main import environment
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -285,7 +285,7 @@ def demo(out_dir: Union[str, Path] = "build/demo", *, models: Sequence[str] = DE
 
     Returns the page's path and the reports.
     """
-    from . import zoo
+    from trtlab import zoo
 
     out = Path(out_dir)
     reports: List[Report] = []
@@ -296,7 +296,7 @@ def demo(out_dir: Union[str, Path] = "build/demo", *, models: Sequence[str] = DE
         if name == "digits_cnn":
             rep = report(zoo.path(name), feeds={"input": x_test[:32]}, data={"input": x_test}, labels=y_test,
                          calibration_data={"input": x_cal}, cache_dir=out / "engines", progress=progress)
-            from .ort import run_onnx
+            from trtlab.backends.onnxruntime.session import run_onnx
 
             logits = run_onnx(zoo.path(name), {"input": x_test})["logits"]
             rep.facts["digits top-1 (ORT)"] = f"{float((logits.argmax(1) == y_test).mean()):.4f}"

@@ -1,4 +1,4 @@
-"""Plots of :class:`trtlab.fusion.FusionReport`: layer latency, fusion comparison, before/after.
+"""Plots of :class:`trtlab.backends.tensorrt.layers.FusionReport`: layer latency, fusion comparison, before/after.
 
 The fused-group overlay on the ONNX graph is drawn by :func:`trtlab.viz.draw` from
 ``FusionReport.groups()``. matplotlib is imported inside each function.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Sequence
 
-from ..errors import FusionError
+from trtlab.errors import FusionError
 
 __all__ = ["plot_layer_latency", "plot_fusion_comparison", "plot_before_after",
            "PRECISION_COLORS"]
@@ -38,10 +38,10 @@ def _legend(ax: Any, precisions: Sequence[str], **kwargs: Any) -> None:
 
 
 def _check_report(report: Any, what: str) -> None:
-    from ..fusion import FusionReport
+    from trtlab.backends.tensorrt.layers import FusionReport
 
     if not isinstance(report, FusionReport):
-        raise FusionError(f"{what} needs a FusionReport (trtlab.fusion.fusion(...) or "
+        raise FusionError(f"{what} needs a FusionReport (trtlab.backends.tensorrt.layers.fusion(...) or "
                           f"prefusion(...)), got {type(report).__name__}.")
 
 
@@ -62,7 +62,7 @@ def plot_layer_latency(report: Any, *, top: Optional[int] = 40, metric: str = "a
     Parameters
     ----------
     report
-        A post-fusion :class:`~trtlab.fusion.FusionReport` with a profile.
+        A post-fusion :class:`~trtlab.backends.tensorrt.layers.FusionReport` with a profile.
     top
         Show the ``top`` slowest layers (still in engine order); ``None`` shows all.
     metric
@@ -124,7 +124,7 @@ def plot_fusion_comparison(a: Any, b: Any, *, labels: Optional[Sequence[str]] = 
     Parameters
     ----------
     a, b
-        :class:`~trtlab.fusion.FusionReport` objects (pre- or post-fusion).
+        :class:`~trtlab.backends.tensorrt.layers.FusionReport` objects (pre- or post-fusion).
     labels
         Names for the two reports (default: their labels).
     top

@@ -5,8 +5,8 @@
     annotate -> exclude -> merge -> prune -> group -> order
 
 * **annotate**: every node gets the accelerating backend (``"tensorrt"``) or ``"fallback"``,
-  from "what is supported" given as data (a :class:`~trtlab.support.SupportTable`, a mapping,
-  or :func:`trtlab.support.check_support` when nothing is given);
+  from "what is supported" given as data (a :class:`~trtlab.backends.tensorrt.support.SupportTable`, a mapping,
+  or :func:`trtlab.backends.tensorrt.support.check_support` when nothing is given);
 * **exclude**: nodes and op types the user keeps off the backend go to fallback;
 * **merge**: supported nodes grow into maximal connected regions such that the graph of
   regions stays acyclic; every merge refused because of a cycle is recorded;
@@ -43,9 +43,9 @@ from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping,
 
 import numpy as np
 
-from .errors import InputError, PartitionError
-from .extract import segment_model, write_partition
-from .model import Model
+from trtlab.errors import InputError, PartitionError
+from trtlab.extract import segment_model, write_partition
+from trtlab.model import Model
 
 if TYPE_CHECKING:
     import onnx
@@ -309,7 +309,7 @@ class Partition:
             Not partition JSON, an unknown format version, or a different model.
         """
         if not isinstance(model, Model):
-            from .model import load
+            from trtlab.model import load
 
             model = load(model)
         try:
@@ -389,9 +389,9 @@ def partition(model: Any, *, support: SupportLike = None, min_subgraph_size: int
     model
         A :class:`~trtlab.model.Model` (or anything :func:`trtlab.load` takes).
     support
-        What the backend supports, as data: a :class:`~trtlab.support.SupportTable` (or its
+        What the backend supports, as data: a :class:`~trtlab.backends.tensorrt.support.SupportTable` (or its
         DataFrame with columns node, supported, reason), a mapping ``node -> bool`` or
-        ``node -> (bool, reason)``, or ``None`` for :func:`trtlab.support.check_support` (or the
+        ``node -> (bool, reason)``, or ``None`` for :func:`trtlab.backends.tensorrt.support.check_support` (or the
         backend object's own ``check_support``).
     min_subgraph_size
         Backend regions with fewer non-trivial nodes (see :data:`TRIVIAL_OPS`) go to fallback.
@@ -413,7 +413,7 @@ def partition(model: Any, *, support: SupportLike = None, min_subgraph_size: int
         Bad knobs, support data that does not cover the model, unknown excluded nodes.
     """
     if not isinstance(model, Model):
-        from .model import load
+        from trtlab.model import load
 
         model = load(model)
     name = _backend_name(backend)
@@ -445,7 +445,7 @@ def _keep_unranked_together(part: "Partition", rounds: int = 3) -> "Partition":
         unknown = sorted(t for t in cut if model.tensor(t).shape is None)
         if not unknown:
             return part
-        from .extract import _runtime_types
+        from trtlab.extract import _runtime_types
 
         types = _runtime_types(part)
         unranked = [t for t in unknown if types.get(t, (0, None))[1] is None]
@@ -914,7 +914,7 @@ def _verdicts(model: Model, support: SupportLike, backend: Any) -> Verdicts:
         if callable(checker):
             support = checker(model)
         else:
-            from .support import check_support
+            from trtlab.backends.tensorrt.support import check_support
 
             support = check_support(model)
     frame = getattr(support, "frame", None)
@@ -998,8 +998,8 @@ def run_segments(partition: Partition, feeds: Mapping[str, np.ndarray], *,
     InputError
         Feeds that do not match the model's inputs.
     """
-    from .feeds import validate_feeds
-    from .ort import session
+    from trtlab.feeds import validate_feeds
+    from trtlab.backends.onnxruntime.session import session
 
     model = partition.model
     env: Dict[str, np.ndarray] = dict(validate_feeds(model.inputs, feeds, what=f"model {model.name!r}"))
@@ -1026,8 +1026,3 @@ def run_segments(partition: Partition, feeds: Mapping[str, np.ndarray], *,
     if return_intermediates:
         return {**env, **result}
     return result
-
-
-from ._callable import callable_module as _callable_module  # noqa: E402
-
-_callable_module(__name__, "partition")

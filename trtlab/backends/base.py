@@ -30,8 +30,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Seque
 import numpy as np
 import onnx
 
-from .errors import BuildError
-from .ort import fast_call
+from trtlab.errors import BuildError
+from trtlab.backends.onnxruntime.session import fast_call
 
 log = logging.getLogger(__name__)
 
@@ -179,14 +179,14 @@ EngineBuilder = Callable[[bytes, Optional[Profile], "CompileSettings"], bytes]
 class TensorRTSegment:
     """A compiled TensorRT segment: its engines, and the executor that runs it here.
 
-    ``executor`` is ``"tensorrt"`` when :func:`trtlab.trt.info` says engines run on this
+    ``executor`` is ``"tensorrt"`` when :func:`trtlab.backends.tensorrt.flavor.info` says engines run on this
     machine, else ``"onnxruntime"`` (the same ONNX the engine was built from runs on ONNX
     Runtime; ``reason`` says why).
     """
 
     def __init__(self, model: onnx.ModelProto, settings: CompileSettings, builder: EngineBuilder) -> None:
-        from . import trt
-        from .ort import model_bytes
+        from trtlab.backends.tensorrt import flavor as trt
+        from trtlab.backends.onnxruntime.session import model_bytes
 
         if settings.dynamic_batch not in DYNAMIC_BATCH_MODES:
             raise BuildError(f"dynamic_batch={settings.dynamic_batch!r} is not a mode trtlab knows; "
@@ -221,7 +221,7 @@ class TensorRTSegment:
 
     # -- engines -------------------------------------------------------------------------------
     def _add_engine(self, profile: Optional[Profile]) -> EngineRecord:
-        from .build import cache_key
+        from trtlab.codegen import cache_key
 
         start = time.perf_counter()
         cache = self.settings.cache
@@ -286,7 +286,7 @@ class TensorRTSegment:
                 if self._dynamic else (self.engines[0] if self.engines else self._add_engine(None))
         runner = self._runners.get(id(record))
         if runner is None:
-            from .build import polygraphy_trt
+            from trtlab.codegen import polygraphy_trt
 
             ptrt = polygraphy_trt()
             runner = ptrt.TrtRunner(ptrt.EngineFromBytes(record.data), name=self.name)
@@ -308,14 +308,14 @@ class TensorRTBackend:
     ----------
     builder
         ``(onnx_bytes, profile, settings) -> engine bytes``; default
-        :func:`trtlab.build.build_engine`. Tests and notebooks pass their own to study failures.
+        :func:`trtlab.codegen.build_engine`. Tests and notebooks pass their own to study failures.
     """
 
     name = "tensorrt"
 
     def __init__(self, builder: Optional[EngineBuilder] = None) -> None:
         if builder is None:
-            from .build import build_engine
+            from trtlab.codegen import build_engine
 
             builder = build_engine
         self.builder = builder
@@ -324,7 +324,7 @@ class TensorRTBackend:
         return "TensorRTBackend()"
 
     def check_support(self, model: Any) -> Any:
-        from .support import check_support
+        from trtlab.backends.tensorrt.support import check_support
 
         return check_support(model)
 
@@ -338,11 +338,11 @@ def _ort_session(model: onnx.ModelProto, settings: CompileSettings) -> Tuple[Any
     A float16 model ONNX Runtime has no kernels for runs with float16 rounding emulated, and
     the label says so (``"onnxruntime (fp16 emulated)"``).
     """
-    from .ort import session
+    from trtlab.backends.onnxruntime.session import session
 
     label = "onnxruntime"
     if settings.precision == "fp16":
-        from .precision import ort_variant
+        from trtlab.precision import ort_variant
 
         variant, label = ort_variant(model, list(settings.providers) if settings.providers else None)
         model = getattr(variant, "proto", variant)
@@ -377,8 +377,8 @@ class OnnxRuntimeBackend:
         return "OnnxRuntimeBackend()"
 
     def check_support(self, model: Any) -> Any:
-        from .model import load
-        from .support import SupportTable
+        from trtlab.model import load
+        from trtlab.backends.tensorrt.support import SupportTable
 
         m = load(model)
         rows = [{"node": n.name, "op_type": n.op_type, "supported": True,

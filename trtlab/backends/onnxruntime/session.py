@@ -14,9 +14,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 import onnx
 
-from .errors import BuildError, InputError, ModelLoadError
-from .feeds import validate_feeds
-from .model import Model, TensorInfo, _read_path, fit_ir_version
+from trtlab.errors import BuildError, InputError, ModelLoadError
+from trtlab.feeds import validate_feeds
+from trtlab.model import Model, TensorInfo, _read_path, fit_ir_version
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import sys
 import warnings
 from typing import Dict, Optional, Sequence
 
-from .errors import TrtlabError
+from trtlab.errors import TrtlabError
 
 
 def _version(dist: str) -> str:
@@ -28,7 +28,8 @@ def _version(dist: str) -> str:
 
 def environment() -> Dict[str, object]:
     """Versions and capabilities of everything trtlab uses, as a dict."""
-    from . import __version__, trt
+    from trtlab import __version__
+    from trtlab.backends.tensorrt import flavor as trt
 
     info = trt.info()
     env: Dict[str, object] = {
@@ -67,7 +68,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .model import load
+    from trtlab.model import load
 
     model = load(args.model, fold_constants=not args.no_fold)
     print(repr(model))
@@ -102,7 +103,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--no-fold", action="store_true", help="do not fold constants")
     s.set_defaults(func=cmd_inspect)
 
-    importlib.import_module("trtlab.cli_steps").add_parsers(sub)
+    importlib.import_module("trtlab.cli.steps").add_parsers(sub)
     return p
 
 

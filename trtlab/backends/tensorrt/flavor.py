@@ -13,7 +13,7 @@ module is imported lazily; ``import trtlab`` needs neither. Capabilities:
 
 Examples
 --------
->>> from trtlab import trt
+>>> from trtlab.backends.tensorrt import flavor as trt
 >>> trt.info().flavor in ("tensorrt", "tensorrt_rtx", None)
 True
 """
@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, List, Optional, Tuple
 
-from .config import TENSORRT_MODULES, tensorrt_choice
-from .errors import MissingDependencyError
+from trtlab.config import TENSORRT_MODULES, tensorrt_choice
+from trtlab.errors import MissingDependencyError
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from .errors import CompareError
-from .precision._common import Data, Feeds, as_model, feed_list
+from trtlab.errors import CompareError
+from trtlab.precision._common import Data, Feeds, as_model, feed_list
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def _callable_runner(fn: Callable[[Feeds], Mapping[str, np.ndarray]], name: str,
                      inputs: Sequence[Any]) -> Any:
     from polygraphy.backend.base import BaseRunner
 
-    from .runtime import input_metadata
+    from trtlab.runtime import input_metadata
 
     class CallableRunner(BaseRunner):
         """Polygraphy runner around a function feeds -> outputs."""
@@ -73,13 +73,13 @@ def as_runner(runnable: Any, name: str, inputs: Sequence[Any] = ()) -> Tuple[Any
     import onnx
     from polygraphy.backend.base import BaseRunner
 
-    from .model import Model
+    from trtlab.model import Model
 
     if isinstance(runnable, BaseRunner):
         runnable.name = name
         return runnable, type(runnable).__name__
     if hasattr(runnable, "executors") and hasattr(runnable, "run"):
-        from .runtime import HybridRunner
+        from trtlab.runtime import HybridRunner
 
         execs = runnable.executors
         label = "+".join(dict.fromkeys(execs["executor"])) if len(execs) else "hybrid"
@@ -87,7 +87,7 @@ def as_runner(runnable: Any, name: str, inputs: Sequence[Any] = ()) -> Tuple[Any
     if isinstance(runnable, (Model, onnx.ModelProto, str, bytes)) or hasattr(runnable, "__fspath__"):
         from polygraphy.backend.onnxrt import OnnxrtRunner
 
-        from .ort import session
+        from trtlab.backends.onnxruntime.session import session
 
         model = as_model(runnable)
         return OnnxrtRunner(lambda: session(model), name=name), "onnxruntime"
@@ -102,7 +102,7 @@ def as_runner(runnable: Any, name: str, inputs: Sequence[Any] = ()) -> Tuple[Any
 def _model_of(runnable: Any) -> Optional[Any]:
     import onnx
 
-    from .model import Model
+    from trtlab.model import Model
 
     if isinstance(runnable, (Model, onnx.ModelProto)):
         return as_model(runnable)
@@ -288,12 +288,12 @@ def _verdicts(verdicts: Any, name: str, reference_name: str) -> Dict[str, bool]:
 
 def _runnable(model: Any, use_build: bool, progress: bool, cache_dir: Any) -> Tuple[Any, Optional[str]]:
     """How a configuration runs: a HybridModel when trtlab.build is used, else ONNX Runtime."""
-    from .precision import ort_variant
+    from trtlab.precision import ort_variant
 
     is_fp16 = any(p.key == "trtlab.precision" and p.value == "fp16" for p in model.proto.metadata_props)
     if use_build:
-        from .build import build
-        from .partition import partition
+        from trtlab.codegen import build
+        from trtlab.partitioning.partitioner import partition
 
         hybrid = build(partition(model), precision="fp32", cache_dir=cache_dir, progress=progress)
         return hybrid, None
@@ -358,8 +358,8 @@ def precision_table(model: Any, data: Data, *, labels: Optional[np.ndarray] = No
     """
     import pandas as pd
 
-    from . import precision as prec
-    from ._progress import progress as progress_bar
+    from trtlab import precision as prec
+    from trtlab._progress import progress as progress_bar
 
     src = as_model(model)
     precisions = list(precisions)
@@ -407,8 +407,8 @@ def precision_table(model: Any, data: Data, *, labels: Optional[np.ndarray] = No
             execs[name] = label
         meta[name] = (precision, method, n_keep)
     for name, mapping in (segment_precisions or {}).items():
-        from .build import build
-        from .partition import partition
+        from trtlab.codegen import build
+        from trtlab.partitioning.partitioner import partition
 
         calib = feed_list(src, calibration_data, batch_size=batch_size)
         candidates[name] = build(partition(src), precision=dict(mapping), calibration_data=calib,
@@ -459,11 +459,6 @@ def _accuracy(reference: Any, src: Any, data: Data, labels: Optional[np.ndarray]
 
 
 def _has_build() -> bool:
-    from . import trt
+    from trtlab.backends.tensorrt import flavor as trt
 
     return trt.info().build
-
-
-from ._callable import callable_module as _callable_module  # noqa: E402
-
-_callable_module(__name__, "compare")

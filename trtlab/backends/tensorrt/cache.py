@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
-from .errors import CacheError
+from trtlab.errors import CacheError
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ SUFFIX = ".engine"
 
 def default_cache_dir() -> Path:
     """Engine folder inside the trtlab cache dir (``TRTLAB_CACHE_DIR`` or the user cache dir)."""
-    from .config import cache_dir
+    from trtlab.config import cache_dir
 
     return cache_dir() / "engines"
 

@@ -1,6 +1,6 @@
 """An ipywidgets explorer for partitioning what-ifs.
 
-The widgets only set arguments of :func:`trtlab.partition.partition` and :func:`trtlab.draw`;
+The widgets only set arguments of :func:`trtlab.partitioning.partitioner.partition` and :func:`trtlab.draw`;
 every change re-partitions the model and redraws the coloured graph, the segment summary and
 the boundary table. :class:`Explorer` keeps the last results (``partition_``, ``figure_``,
 ``summary_``, ``boundaries_``) so it can be driven and checked without a browser.
@@ -37,7 +37,7 @@ def _widgets() -> Any:
 
 
 def _parser_available() -> bool:
-    from trtlab import trt
+    from trtlab.backends.tensorrt import flavor as trt
 
     try:
         return bool(trt.info().parse)
@@ -62,7 +62,7 @@ class Explorer:
     model
         A :class:`trtlab.Model` (or anything :func:`trtlab.load` reads).
     support
-        A :class:`~trtlab.support.SupportTable` to start from (listed as ``"given"``), or a
+        A :class:`~trtlab.backends.tensorrt.support.SupportTable` to start from (listed as ``"given"``), or a
         source name (``"parser"`` / ``"rules"``). Default: the TensorRT parser when it is
         installed, else trtlab's rules.
     draw_options
@@ -121,7 +121,7 @@ class Explorer:
             if support == "parser" and not parser_ok:
                 raise MissingDependencyError(
                     "explore(support='parser') needs the TensorRT ONNX parser, which is not "
-                    "usable here (see trtlab.trt.info()); use support='rules' or install "
+                    "usable here (see trtlab.backends.tensorrt.flavor.info()); use support='rules' or install "
                     "tensorrt / tensorrt_rtx.")
             initial = support
         initial = initial or sources[0]
@@ -170,7 +170,7 @@ class Explorer:
 
     # -- state ---------------------------------------------------------------------------------
     def settings(self) -> Dict[str, Any]:
-        """The keyword arguments the widgets currently give :func:`trtlab.partition.partition`."""
+        """The keyword arguments the widgets currently give :func:`trtlab.partitioning.partitioner.partition`."""
         return dict(min_subgraph_size=int(self.min_size.value),
                     remove_no_mac_subgraphs=bool(self.no_mac.value),
                     exclude_ops=tuple(self.ops.value), exclude_nodes=tuple(self.nodes.value))
@@ -179,7 +179,7 @@ class Explorer:
         """The support table of the selected source (computed once per source)."""
         source = self.source.value
         if source not in self._supports:
-            from trtlab.support import check_support
+            from trtlab.backends.tensorrt.support import check_support
 
             self._supports[source] = check_support(self.model, source=source)
         return self._supports[source]
@@ -211,7 +211,7 @@ class Explorer:
         refuses) is shown in ``status`` and kept in ``error_``; the previous results are
         cleared so nothing stale is shown.
         """
-        from trtlab.partition import partition
+        from trtlab.partitioning.partitioner import partition
         from trtlab.viz.graph import draw
 
         try:
@@ -295,8 +295,3 @@ def explore(model: Any, *, support: Any = None, **draw_options: Any) -> Explorer
         Displays as the widget; drive it from code through its widgets.
     """
     return Explorer(model, support=support, draw_options=draw_options)
-
-
-from .._callable import callable_module as _callable_module  # noqa: E402
-
-_callable_module(__name__, "explore")

@@ -11,7 +11,7 @@ import numpy as np
 
 
 def _load_feeds(path: str) -> Dict[str, np.ndarray]:
-    from .errors import InputError
+    from trtlab.errors import InputError
 
     try:
         with np.load(path) as archive:
@@ -22,9 +22,9 @@ def _load_feeds(path: str) -> Dict[str, np.ndarray]:
 
 
 def _partition(args: argparse.Namespace) -> Any:
-    from .model import load
-    from .partition import partition
-    from .support import check_support
+    from trtlab.model import load
+    from trtlab.partitioning.partitioner import partition
+    from trtlab.backends.tensorrt.support import check_support
 
     model = load(args.model)
     support = check_support(model, source=args.source)
@@ -34,7 +34,7 @@ def _partition(args: argparse.Namespace) -> Any:
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
-    from .partition import write_partition
+    from trtlab.partitioning.partitioner import write_partition
 
     _, part = _partition(args)
     write_partition(part, args.out)
@@ -44,7 +44,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .build import build
+    from trtlab.codegen import build
 
     _, part = _partition(args)
     hybrid = build(part, precision=args.precision, cache_dir=args.cache_dir, progress=not args.quiet)
@@ -55,7 +55,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import benchmark_model
+    from trtlab.study.latency import benchmark_model
 
     feeds = _load_feeds(args.feeds) if args.feeds else None
     frame = benchmark_model(args.model, feeds=feeds, batch=args.batch, precision=args.precision,
@@ -66,7 +66,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import report, write_html
+    from trtlab.cli.report import report, write_html
 
     rep = report(args.model, min_subgraph_size=args.min_subgraph_size, progress=not args.quiet,
                  cache_dir=args.cache_dir)
@@ -76,7 +76,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .report import DEMO_MODELS, demo
+    from trtlab.cli.report import DEMO_MODELS, demo
 
     models = args.models.split(",") if args.models else DEMO_MODELS
     path, reports = demo(args.out, models=models, progress=not args.quiet)

@@ -20,9 +20,9 @@ from typing import Any, Dict, Iterable, List, Optional
 import numpy as np
 import onnx
 
-from ._progress import progress as progress_bar
-from .errors import CompareError
-from .precision._common import Data, as_model, feed_list, tensor_types
+from trtlab._progress import progress as progress_bar
+from trtlab.errors import CompareError
+from trtlab.precision._common import Data, as_model, feed_list, tensor_types
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def localize_error(model: Any, candidate_model: Any, data: Data, *,
     """
     import pandas as pd
 
-    from .ort import session
+    from trtlab.backends.onnxruntime.session import session
 
     ref, cand = as_model(model, "reference"), as_model(candidate_model, "candidate")
     available = common_tensors(ref, cand)
@@ -148,7 +148,7 @@ def localize_error(model: Any, candidate_model: Any, data: Data, *,
         if missing:
             raise CompareError(
                 f"Tensor(s) {missing[:5]} are not computed by both models; {len(available)} "
-                f"tensors are (see trtlab.localize.common_tensors)."
+                f"tensors are (see trtlab.study.localize.common_tensors)."
             )
         order = {t: i for i, t in enumerate(available)}
         chosen = sorted(wanted, key=order.__getitem__)

@@ -3,10 +3,10 @@
 Two sources answer the question:
 
 ``parser``
-    TensorRT's own ONNX parser (:mod:`trtlab.support.parser`): the ground truth for the
+    TensorRT's own ONNX parser (:mod:`trtlab.backends.tensorrt.parser`): the ground truth for the
     installed TensorRT (``tensorrt`` or ``tensorrt_rtx``; no GPU needed).
 ``rules``
-    trtlab's operator table (:mod:`trtlab.support.rules`): no TensorRT needed, any target
+    trtlab's operator table (:mod:`trtlab.backends.tensorrt.ops`): no TensorRT needed, any target
     version, every verdict explained, editable in a notebook.
 
 :func:`compare_support` measures how often the two agree.
@@ -26,13 +26,13 @@ from typing import Any, Callable, Mapping, Union
 
 import pandas as pd
 
-from ..errors import SupportError
-from .parser import ParserReport, ParserVerdict, parse_support
-from .rules import (BOOL, FLOATS, INTS, LATEST, QUANTIZED, RTX_FEATURE_LEVEL, Rule, RuleContext,
+from trtlab.errors import SupportError
+from trtlab.backends.tensorrt.parser import ParserReport, ParserVerdict, parse_support
+from trtlab.backends.tensorrt.ops import (BOOL, FLOATS, INTS, LATEST, QUANTIZED, RTX_FEATURE_LEVEL, Rule, RuleContext,
                     RuleSet, TrtTarget, Verdict, _TensorIndex, all_of, attr_in, constant_input,
                     default_rules, dtypes, no_input, no_output, rank_in, register_rule,
                     reset_rules, resolve_target, since, supported, unsupported)
-from .table import COLUMNS, SupportTable
+from trtlab.partitioning.support_table import COLUMNS, SupportTable
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ RulesArg = Union[None, RuleSet, Mapping[str, Callable[[RuleContext], Any]]]
 
 
 def _as_model(model: Any) -> Any:
-    from ..model import Model, load
+    from trtlab.model import Model, load
 
     return model if isinstance(model, Model) else load(model)
 
@@ -67,7 +67,7 @@ def _as_ruleset(rules: RulesArg) -> RuleSet:
             merged.register(op, rule)
         return merged
     raise SupportError(
-        f"rules={type(rules).__name__} is not a rule set: pass a trtlab.support.RuleSet, a dict "
+        f"rules={type(rules).__name__} is not a rule set: pass a trtlab.backends.tensorrt.support.RuleSet, a dict "
         "{op_type: predicate} (merged over the defaults), or None for the default table.")
 
 
@@ -118,7 +118,7 @@ def check_support(model: Any, *, source: str = "auto", trt_version: Any = None,
     model : Model or anything :func:`trtlab.load` accepts
     source : {"auto", "parser", "rules"}
         ``"parser"`` asks the installed TensorRT's ONNX parser; ``"rules"`` uses trtlab's
-        operator table; ``"auto"`` uses the parser when :func:`trtlab.trt.info` says it can
+        operator table; ``"auto"`` uses the parser when :func:`trtlab.backends.tensorrt.flavor.info` says it can
         parse (and no other ``trt_version`` is asked for), else the rules. The ``source``
         column says which one answered.
     trt_version : str or tuple, optional
@@ -136,7 +136,7 @@ def check_support(model: Any, *, source: str = "auto", trt_version: Any = None,
         raise SupportError(f"source={source!r} is not a support source; use one of {_SOURCES}.")
     model = _as_model(model)
     if source == "auto":
-        from .. import trt as _trt
+        from trtlab.backends.tensorrt import flavor as _trt
 
         source = "rules"
         if _trt.info().parse:
@@ -147,7 +147,7 @@ def check_support(model: Any, *, source: str = "auto", trt_version: Any = None,
         log.info("check_support(source='auto') uses the %s", source)
     if source == "parser":
         if trt_version is not None:
-            from .. import trt as _trt
+            from trtlab.backends.tensorrt import flavor as _trt
 
             installed = _trt.version_tuple()
             if resolve_target(trt_version).version[:2] != installed[:2]:
@@ -194,7 +194,7 @@ def compare_support(model: Any, *, trt_version: Any = None, rules: RulesArg = No
     """
     model = _as_model(model)
     if trt_version is None:
-        from .. import trt as _trt
+        from trtlab.backends.tensorrt import flavor as _trt
 
         if not _trt.version_tuple():
             _trt.module()  # raises MissingDependencyError with install advice

@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 import onnx
 from onnx import helper
 
-from ..errors import SupportError
+from trtlab.errors import SupportError
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +88,13 @@ class _Run:
 
 def _clean(text: str) -> str:
     """Parser text without the CUDA-runtime noise TensorRT-RTX appends on a machine without GPU."""
-    from ..trt import clean_message
+    from trtlab.backends.tensorrt.flavor import clean_message
 
     return clean_message(text)
 
 
 def _run_parser(data: bytes) -> _Run:
-    from .. import trt as _trt
+    from trtlab.backends.tensorrt import flavor as _trt
 
     builder, network, parser, logger = _trt.make_parser(_trt.quiet_logger())  # all four stay alive
     try:
@@ -217,7 +217,7 @@ def _outer_names(g: onnx.GraphProto) -> List[str]:
 
 
 def _types(proto: onnx.ModelProto) -> Dict[str, Tuple[int, Optional[Tuple[Any, ...]]]]:
-    from .rules import _TensorIndex
+    from trtlab.backends.tensorrt.ops import _TensorIndex
 
     return _TensorIndex(proto.graph).types
 
@@ -263,7 +263,7 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
     SupportError
         The parser could not read the model at all.
     """
-    from .. import trt as _trt
+    from trtlab.backends.tensorrt import flavor as _trt
 
     proto: onnx.ModelProto = model if isinstance(model, onnx.ModelProto) else model.proto
     graph = proto.graph

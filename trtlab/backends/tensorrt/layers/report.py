@@ -11,9 +11,9 @@ from typing import Any, Deque, Dict, Iterable, List, Optional, Sequence, Set, Tu
 
 import pandas as pd
 
-from ..errors import FusionError
-from .graph import ALIASING_OPS, SHAPE_OPS, OnnxFacts, op_from_name
-from .names import Part, looks_constant, metadata_entries, visible
+from trtlab.errors import FusionError
+from trtlab.backends.tensorrt.layers.graph import ALIASING_OPS, SHAPE_OPS, OnnxFacts, op_from_name
+from trtlab.backends.tensorrt.layers.names import Part, looks_constant, metadata_entries, visible
 
 log = logging.getLogger(__name__)
 

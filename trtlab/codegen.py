@@ -32,8 +32,8 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 import onnx
 
-from ._progress import progress as progress_bar
-from .backends import (
+from trtlab._progress import progress as progress_bar
+from trtlab.backends.base import (
     DYNAMIC_BATCH_MODES,
     CompileSettings,
     OnnxRuntimeBackend,
@@ -42,8 +42,8 @@ from .backends import (
     ShapeRange,
     TensorRTBackend,
 )
-from .cache import CacheKey, EngineCache
-from .errors import BuildError, CalibrationError, InputError, PrecisionError
+from trtlab.backends.tensorrt.cache import CacheKey, EngineCache
+from trtlab.errors import BuildError, CalibrationError, InputError, PrecisionError
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,9 @@ def polygraphy_trt() -> Any:
 
     Polygraphy picks ``tensorrt`` or ``tensorrt_rtx`` when ``polygraphy.backend.trt`` is first
     imported (``POLYGRAPHY_USE_TENSORRT_RTX``); this sets that choice from
-    :func:`trtlab.trt.flavor` before the import.
+    :func:`trtlab.backends.tensorrt.flavor.flavor` before the import.
     """
-    from . import trt
+    from trtlab.backends.tensorrt import flavor as trt
 
     trt.module()
     rtx = trt.flavor() == "tensorrt_rtx"
@@ -98,7 +98,7 @@ def polygraphy_trt() -> Any:
 
 def engine_target() -> str:
     """What engines are built for: the GPU's compute capability, or ``"aot"`` without one."""
-    from . import trt
+    from trtlab.backends.tensorrt import flavor as trt
 
     info = trt.info()
     if info.run and info.compute_capability:
@@ -108,7 +108,7 @@ def engine_target() -> str:
 
 def cache_key(onnx_bytes: bytes, settings: CompileSettings, profile: Optional[Profile]) -> CacheKey:
     """The engine cache key of one segment build."""
-    from . import trt
+    from trtlab.backends.tensorrt import flavor as trt
 
     return CacheKey.make(onnx_bytes, precision=settings.precision, settings=settings.build_options(),
                          profiles=[] if profile is None else [list(p) for p in profile],
@@ -162,7 +162,7 @@ def build_engine(onnx_bytes: bytes, profile: Optional[Profile] = None,
     from polygraphy.exception import PolygraphyException
     from polygraphy.logger import G_LOGGER
 
-    from . import trt as trtinfo
+    from trtlab.backends.tensorrt import flavor as trtinfo
 
     settings = settings or CompileSettings()
     ptrt = polygraphy_trt()
@@ -213,7 +213,7 @@ def _writable(directory: Any) -> bool:
 
 
 def _build_error(stage: str, settings: CompileSettings, errors: List[str]) -> BuildError:
-    from .trt import clean_message, is_cuda_noise
+    from trtlab.backends.tensorrt.flavor import clean_message, is_cuda_noise
 
     what = "parse" if stage == "parse" else "build"
     errors = [clean_message(e) for e in errors if not is_cuda_noise(e)] or list(errors)
@@ -337,7 +337,7 @@ def shape_table(proto: onnx.ModelProto, ranges: Mapping[str, ShapeRange]) -> Dic
 def segment_profile(proto: onnx.ModelProto, table: Mapping[str, ShapeRange],
                     overrides: Mapping[str, ShapeRange], segment: str = "segment") -> Optional[Profile]:
     """The optimization profile of a segment model: ranges of its inputs with dynamic dims."""
-    from .backends import _dynamic_inputs
+    from trtlab.backends.base import _dynamic_inputs
 
     entries = []
     for name in _dynamic_inputs(proto):
@@ -365,7 +365,7 @@ def _value_infos(proto: onnx.ModelProto) -> Dict[str, onnx.ValueInfoProto]:
 
 
 def _node_reads(node: onnx.NodeProto) -> List[str]:
-    from .model import _subgraph_outer_refs
+    from trtlab.model import _subgraph_outer_refs
 
     return [x for x in dict.fromkeys(list(node.input) + sorted(_subgraph_outer_refs(node))) if x]
 
@@ -489,8 +489,8 @@ def _segment_precision(seg: Any, per_node: Mapping[str, str], default: Optional[
 
 
 def _calibration_batches(model: Any, data: Any) -> List[Dict[str, np.ndarray]]:
-    from .feeds import validate_feeds
-    from .precision._common import calibration_feeds
+    from trtlab.feeds import validate_feeds
+    from trtlab.precision._common import calibration_feeds
 
     if data is None:
         raise CalibrationError("precision='int8' needs calibration_data= (one array, a dict input name -> "
@@ -508,7 +508,7 @@ def _calibration_batches(model: Any, data: Any) -> List[Dict[str, np.ndarray]]:
 def _boundary_values(model: Any, batches: List[Dict[str, np.ndarray]],
                      tensors: Sequence[str]) -> List[Dict[str, np.ndarray]]:
     """Values of ``tensors`` for each calibration batch, from the FP32 model on ONNX Runtime."""
-    from .ort import session
+    from trtlab.backends.onnxruntime.session import session
 
     proto = onnx.ModelProto()
     proto.CopyFrom(model.proto)
@@ -553,7 +553,7 @@ def _observed_ranges(model: Any, ranges: Mapping[str, ShapeRange], tensors: Sequ
 def _convert(proto: onnx.ModelProto, precision: str, calib: Optional[List[Dict[str, np.ndarray]]]) -> onnx.ModelProto:
     if precision == "fp32":
         return proto
-    from . import precision as prec
+    from trtlab import precision as prec
 
     result = prec.to_fp16(proto) if precision == "fp16" else prec.quantize_int8(proto, calib)
     return getattr(result, "proto", result)
@@ -566,8 +566,8 @@ def _convert(proto: onnx.ModelProto, precision: str, calib: Optional[List[Dict[s
 def _as_partition(source: Any) -> Any:
     if hasattr(source, "segments") and hasattr(source, "segment_model"):
         return source
-    from .model import Model, load
-    from .partition import partition
+    from trtlab.model import Model, load
+    from trtlab.partitioning.partitioner import partition
 
     return partition(source if isinstance(source, Model) else load(source))
 
@@ -588,7 +588,7 @@ def build(partition: Any, *, precision: PrecisionArg = "fp32", calibration_data:
           progress: bool = True, on_build_failure: str = "fallback", eager: bool = True,
           opt_level: Optional[int] = None, backends: Optional[Mapping[str, Any]] = None,
           providers: Optional[Sequence[str]] = None) -> Any:
-    """Build a :class:`~trtlab.partition.Partition` into a :class:`~trtlab.runtime.HybridModel`.
+    """Build a :class:`~trtlab.partitioning.partitioner.Partition` into a :class:`~trtlab.runtime.HybridModel`.
 
     Parameters
     ----------
@@ -626,7 +626,7 @@ def build(partition: Any, *, precision: PrecisionArg = "fp32", calibration_data:
     opt_level
         Builder optimization level.
     backends
-        Extra backends by segment backend name (see :mod:`trtlab.backends`).
+        Extra backends by segment backend name (see :mod:`trtlab.backends.base`).
     providers
         ONNX Runtime providers for ONNX Runtime segments.
 
@@ -634,7 +634,7 @@ def build(partition: Any, *, precision: PrecisionArg = "fp32", calibration_data:
     -------
     HybridModel
     """
-    from .runtime import HybridModel
+    from trtlab.runtime import HybridModel
 
     if dynamic_batch not in DYNAMIC_BATCH_MODES:
         raise BuildError(f"dynamic_batch={dynamic_batch!r} is not a mode; use one of {', '.join(DYNAMIC_BATCH_MODES)}.")
@@ -678,7 +678,7 @@ def build(partition: Any, *, precision: PrecisionArg = "fp32", calibration_data:
             proto = _convert(part.segment_model(seg.index), precisions[seg.index], seg_calib)
             profile = None
             if isinstance(backend, TensorRTBackend):
-                from .backends import _dynamic_inputs
+                from trtlab.backends.base import _dynamic_inputs
 
                 dynamic = _dynamic_inputs(proto)
                 if dynamic:
@@ -734,8 +734,3 @@ def _nearest_original(proto: onnx.ModelProto, culprit: str, originals: Sequence[
     if before:
         return before[-1]
     raise BuildError(f"Node {culprit!r} fails to build and no original node of the segment is near it.")
-
-
-from ._callable import callable_module as _callable_module  # noqa: E402
-
-_callable_module(__name__, "build")

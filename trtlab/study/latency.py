@@ -27,8 +27,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ._progress import progress as progress_bar
-from .errors import InputError
+from trtlab._progress import progress as progress_bar
+from trtlab.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class LatencyStats:
 
 def _as_callable(runnable: Any) -> Tuple[Callable[[Mapping[str, Any]], Any], str, Any]:
     """(call, label, hybrid-or-None) for a HybridModel, an ORT session or a callable."""
-    from .runtime import HybridModel
+    from trtlab.runtime import HybridModel
 
     if isinstance(runnable, HybridModel):
         return runnable.run, f"hybrid {runnable.model.name}", runnable
@@ -238,11 +238,11 @@ def benchmark_model(model: Any, *, feeds: Optional[Mapping[str, np.ndarray]] = N
     """
     import pandas as pd
 
-    from .build import build
-    from .feeds import random_inputs
-    from .model import Model, load
-    from .ort import session
-    from .partition import partition
+    from trtlab.codegen import build
+    from trtlab.feeds import random_inputs
+    from trtlab.model import Model, load
+    from trtlab.backends.onnxruntime.session import session
+    from trtlab.partitioning.partitioner import partition
 
     m = model if isinstance(model, Model) else load(model)
     feeds = dict(feeds) if feeds is not None else random_inputs(m, batch=batch)

@@ -1,0 +1,1 @@
+"""trtlab.backends.onnxruntime."""
