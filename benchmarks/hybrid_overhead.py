@@ -28,7 +28,7 @@ import numpy as np
 
 import trtlab
 from trtlab import zoo
-from trtlab.backends.base import OnnxRuntimeBackend
+from trtlab.backends.onnxruntime.backend import OnnxRuntimeBackend
 from trtlab.study.latency import LatencyWarning, benchmark
 from trtlab.codegen import build
 from trtlab.backends.onnxruntime.session import session

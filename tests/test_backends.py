@@ -7,8 +7,10 @@ import pytest
 
 import factories as F
 from trtlab.backends.tensorrt import flavor as trt
-from trtlab.backends.base import (Backend, CompileSettings, EngineRecord, OnnxRuntimeBackend, OrtSegment,
-                             TensorRTBackend, TensorRTSegment)
+from trtlab.backends.base import Backend, CompileSettings
+from trtlab.backends.onnxruntime.backend import OnnxRuntimeBackend, OrtSegment
+from trtlab.backends.tensorrt.backend import TensorRTBackend, TensorRTSegment
+from trtlab.backends.tensorrt.engine import EngineRecord
 from trtlab.errors import BuildError
 from trtlab.model import load
 from trtlab.backends.onnxruntime.session import run_onnx

@@ -10,9 +10,12 @@ from onnx import TensorProto, helper
 import factories as F
 import trtlab
 from trtlab.backends.tensorrt import flavor as trt
-from trtlab.backends.base import CompileSettings, TensorRTBackend
-from trtlab.codegen import (build, build_engine, input_ranges, isolate_build_failure, segment_profile, shape_table,
-                          submodel)
+from trtlab.backends.base import CompileSettings
+from trtlab.backends.tensorrt.backend import TensorRTBackend
+from trtlab.backends.tensorrt.engine import build_engine
+from trtlab.backends.tensorrt.isolate import isolate_build_failure, submodel
+from trtlab.backends.tensorrt.profiles import input_ranges, segment_profile, shape_table
+from trtlab.codegen import build
 from trtlab.errors import BuildError, InputError, PrecisionError
 from trtlab.model import load
 from trtlab.backends.onnxruntime.session import run_onnx
@@ -156,7 +159,7 @@ def test_cache_hit_on_rebuild_and_miss_on_changes(tmp_path, monkeypatch):
     monkeypatch.setattr(trt, "version", lambda: real_version + "-other")
     other_version = build(part, cache_dir=tmp_path, shapes=CONV_SHAPES, progress=False)
     assert other_version.cache_report()["status"].tolist() == ["miss"]
-    from trtlab import codegen as build_module
+    from trtlab.backends.tensorrt import engine as build_module
 
     monkeypatch.setattr(build_module, "engine_target", lambda: "sm8.9")
     other_target = build(part, cache_dir=tmp_path, shapes=CONV_SHAPES, progress=False)
@@ -165,7 +168,7 @@ def test_cache_hit_on_rebuild_and_miss_on_changes(tmp_path, monkeypatch):
 
 
 def test_cache_key_depends_on_flavor(monkeypatch):
-    from trtlab.codegen import cache_key
+    from trtlab.backends.tensorrt.engine import cache_key
 
     settings = CompileSettings()
     here = cache_key(b"onnx", settings, None)

@@ -25,40 +25,24 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-import tempfile
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import onnx
 
 from trtlab._progress import progress as progress_bar
-from trtlab.backends.base import (
-    DYNAMIC_BATCH_MODES,
-    CompileSettings,
-    OnnxRuntimeBackend,
-    Profile,
-    Shape,
-    ShapeRange,
-    TensorRTBackend,
-)
-from trtlab.backends.tensorrt.cache import CacheKey, EngineCache
+from trtlab.backends.base import DYNAMIC_BATCH_MODES, CompileSettings, Profile, ShapeRange
+from trtlab.backends.onnxruntime.backend import OnnxRuntimeBackend
+from trtlab.backends.tensorrt.backend import TensorRTBackend
+from trtlab.backends.tensorrt.cache import EngineCache
+from trtlab.backends.tensorrt.isolate import _nearest_original, isolate_build_failure
+from trtlab.backends.tensorrt.profiles import (_boundary_values, _dynamic_inputs, _observed_ranges, input_ranges,
+                                               segment_profile, shape_table)
 from trtlab.errors import BuildError, CalibrationError, InputError, PrecisionError
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "build",
-    "build_engine",
-    "cache_key",
-    "engine_target",
-    "input_ranges",
-    "segment_profile",
-    "shape_table",
-    "isolate_build_failure",
-    "polygraphy_trt",
-    "PRECISIONS",
-]
+__all__ = ["build", "PRECISIONS"]
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FAILURE_MODES = ("fallback", "raise")
@@ -69,387 +53,15 @@ PrecisionArg = Union[str, Mapping[int, str]]
 # TensorRT engines
 # ----------------------------------------------------------------------------------------------
 
-def polygraphy_trt() -> Any:
-    """``polygraphy.backend.trt``, bound to the TensorRT flavor trtlab uses.
-
-    Polygraphy picks ``tensorrt`` or ``tensorrt_rtx`` when ``polygraphy.backend.trt`` is first
-    imported (``POLYGRAPHY_USE_TENSORRT_RTX``); this sets that choice from
-    :func:`trtlab.backends.tensorrt.flavor.flavor` before the import.
-    """
-    from trtlab.backends.tensorrt import flavor as trt
-
-    trt.module()
-    rtx = trt.flavor() == "tensorrt_rtx"
-    from polygraphy import config as pconfig
-
-    if "polygraphy.backend.trt.loader" not in sys.modules:
-        pconfig.USE_TENSORRT_RTX = rtx
-    elif bool(pconfig.USE_TENSORRT_RTX) != rtx:
-        raise BuildError(
-            f"Polygraphy's TensorRT backend was imported for "
-            f"{'tensorrt_rtx' if pconfig.USE_TENSORRT_RTX else 'tensorrt'} but trtlab uses "
-            f"{trt.flavor()}. Set POLYGRAPHY_USE_TENSORRT_RTX={'1' if rtx else '0'} before importing "
-            "polygraphy.backend.trt, or set TRTLAB_TENSORRT to the same flavor."
-        )
-    from polygraphy.backend import trt as ptrt
-
-    return ptrt
-
-
-def engine_target() -> str:
-    """What engines are built for: the GPU's compute capability, or ``"aot"`` without one."""
-    from trtlab.backends.tensorrt import flavor as trt
-
-    info = trt.info()
-    if info.run and info.compute_capability:
-        return f"sm{info.compute_capability}"
-    return "aot"
-
-
-def cache_key(onnx_bytes: bytes, settings: CompileSettings, profile: Optional[Profile]) -> CacheKey:
-    """The engine cache key of one segment build."""
-    from trtlab.backends.tensorrt import flavor as trt
-
-    return CacheKey.make(onnx_bytes, precision=settings.precision, settings=settings.build_options(),
-                         profiles=[] if profile is None else [list(p) for p in profile],
-                         flavor=trt.flavor() or "none", trt_version=trt.version() or "none",
-                         target=engine_target())
-
-
-def _error_recorder(trt: Any) -> Any:
-    class _Recorder(trt.IErrorRecorder):  # type: ignore[misc, name-defined]
-        def __init__(self) -> None:
-            trt.IErrorRecorder.__init__(self)
-            self.errors: List[Tuple[Any, str]] = []
-
-        def num_errors(self) -> int:
-            return len(self.errors)
-
-        def has_overflowed(self) -> bool:
-            return False
-
-        def clear(self) -> None:
-            self.errors.clear()
-
-        def get_error_code(self, index: int) -> Any:
-            return self.errors[index][0]
-
-        def get_error_desc(self, index: int) -> str:
-            return self.errors[index][1]
-
-        def report_error(self, code: Any, desc: str) -> bool:
-            self.errors.append((code, desc))
-            return True
-
-    return _Recorder()
-
-
-def build_engine(onnx_bytes: bytes, profile: Optional[Profile] = None,
-                 settings: Optional[CompileSettings] = None, *,
-                 timing_cache: Optional[str] = None) -> bytes:
-    """Build a serialized TensorRT engine from ONNX bytes.
-
-    A strongly typed network is parsed with Polygraphy's ``NetworkFromOnnxBytes``; the builder
-    config (``CreateConfig``) gets one optimization profile, the workspace limit, the builder
-    optimization level and a timing cache (read from and written back to the cache folder).
-
-    Raises
-    ------
-    BuildError
-        Parsing or building failed; ``exc.stage`` is ``"parse"`` or ``"build"`` and
-        ``exc.errors`` holds TensorRT's messages.
-    """
-    from polygraphy.exception import PolygraphyException
-    from polygraphy.logger import G_LOGGER
-
-    from trtlab.backends.tensorrt import flavor as trtinfo
-
-    settings = settings or CompileSettings()
-    ptrt = polygraphy_trt()
-    trt = trtinfo.module()
-    if timing_cache is None and isinstance(settings.cache, EngineCache) and _writable(settings.cache.directory):
-        timing_cache = str(settings.cache.directory /
-                           f"timing-{trtinfo.flavor()}-{trtinfo.version()}-{engine_target()}.cache")
-    pools = None if settings.workspace is None else {trt.MemoryPoolType.WORKSPACE: int(settings.workspace)}
-    profiles = None
-    if profile:
-        prof = ptrt.Profile()
-        for name, (lo, opt, hi) in profile:
-            prof.add(name, lo, opt, hi)
-        profiles = [prof]
-    with G_LOGGER.verbosity(G_LOGGER.CRITICAL + 1):
-        try:
-            builder, network, parser = ptrt.NetworkFromOnnxBytes(bytes(onnx_bytes), strongly_typed=True)()
-        except PolygraphyException as exc:
-            raise _build_error("parse", settings, [str(exc)]) from None
-        recorder = _error_recorder(trt)
-        builder.error_recorder = recorder
-        config = ptrt.CreateConfig(profiles=profiles, memory_pool_limits=pools,
-                                   builder_optimization_level=settings.opt_level,
-                                   load_timing_cache=timing_cache,
-                                   # per-layer detail for the engine inspector (trtlab.fusion)
-                                   profiling_verbosity=trt.ProfilingVerbosity.DETAILED)
-        try:
-            data = ptrt.EngineBytesFromNetwork((builder, network, parser), config,
-                                               save_timing_cache=timing_cache)()
-        except PolygraphyException as exc:
-            raise _build_error("build", settings, [d for _, d in recorder.errors] or [str(exc)]) from None
-    data = bytes(data)
-    if not data:
-        raise _build_error("build", settings, ["the builder returned an empty engine"])
-    return data
-
-
-def _writable(directory: Any) -> bool:
-    """Whether files can be created in ``directory`` (made if missing); logs why not."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=directory):
-            return True
-    except OSError as exc:
-        log.warning("engine cache folder %s is not writable (%s); building without a timing cache",
-                    directory, exc)
-        return False
-
-
-def _build_error(stage: str, settings: CompileSettings, errors: List[str]) -> BuildError:
-    from trtlab.backends.tensorrt.flavor import clean_message, is_cuda_noise
-
-    what = "parse" if stage == "parse" else "build"
-    errors = [clean_message(e) for e in errors if not is_cuda_noise(e)] or list(errors)
-    text = "; ".join(e.strip() for e in errors if e.strip()) or "no message from TensorRT"
-    exc = BuildError(
-        f"TensorRT could not {what} segment {settings.segment!r} ({settings.precision}): {text}. "
-        "build(..., on_build_failure='fallback') moves the failing nodes to ONNX Runtime; "
-        "partition(..., exclude_nodes=[...]) does it by hand."
-    )
-    exc.stage = stage  # type: ignore[attr-defined]
-    exc.errors = list(errors)  # type: ignore[attr-defined]
-    return exc
-
 
 # ----------------------------------------------------------------------------------------------
 # shapes and profiles
 # ----------------------------------------------------------------------------------------------
 
-def _parse_range(name: str, spec: Any) -> ShapeRange:
-    def shape(x: Any) -> Shape:
-        try:
-            dims = tuple(int(d) for d in x)
-        except (TypeError, ValueError):
-            raise InputError(f"shapes[{name!r}]={spec!r} is not a shape; give a tuple of ints, "
-                             "(min, opt, max) tuples, or {'min':..., 'opt':..., 'max':...}.") from None
-        if any(d < 1 for d in dims):
-            raise InputError(f"shapes[{name!r}] has a dimension below 1: {dims}.")
-        return dims
-
-    if isinstance(spec, Mapping):
-        missing = [k for k in ("min", "opt", "max") if k not in spec]
-        if missing:
-            raise InputError(f"shapes[{name!r}] lacks {missing}; give min, opt and max.")
-        lo, opt, hi = shape(spec["min"]), shape(spec["opt"]), shape(spec["max"])
-    elif isinstance(spec, (list, tuple)) and len(spec) == 3 and all(
-            isinstance(s, (list, tuple)) for s in spec):
-        lo, opt, hi = (shape(s) for s in spec)
-    else:
-        lo = opt = hi = shape(spec)
-    if not (len(lo) == len(opt) == len(hi)):
-        raise InputError(f"shapes[{name!r}]: min {lo}, opt {opt} and max {hi} differ in rank.")
-    if any(not (a <= o <= b) for a, o, b in zip(lo, opt, hi)):
-        raise InputError(f"shapes[{name!r}]: need min <= opt <= max on every axis, got {lo}, {opt}, {hi}.")
-    return lo, opt, hi
-
-
-def input_ranges(model: Any, shapes: Optional[Mapping[str, Any]] = None) -> Dict[str, ShapeRange]:
-    """(min, opt, max) of every model input and of every other tensor named in ``shapes``.
-
-    ``shapes`` maps a tensor name to a static shape, ``(min, opt, max)`` shapes, or a dict with
-    ``min``/``opt``/``max``. Model inputs not named keep their static dims; their dynamic dims
-    default to 1.
-    """
-    shapes = dict(shapes or {})
-    known = set(model._tensors) | {t.name for t in model.inputs}
-    unknown = [n for n in shapes if n not in known]
-    if unknown:
-        raise InputError(f"shapes names {unknown}, which are not tensors of model {model.name!r}. "
-                         f"Model inputs: {[t.name for t in model.inputs]}.")
-    out: Dict[str, ShapeRange] = {}
-    for name, spec in shapes.items():
-        rng = _parse_range(name, spec)
-        info = model.tensor(name)
-        if info.shape is not None:
-            if len(info.shape) != len(rng[0]):
-                raise InputError(f"shapes[{name!r}] has rank {len(rng[0])}, tensor {name!r} has rank "
-                                 f"{len(info.shape)} (shape {list(info.shape)}).")
-            for ax, dim in enumerate(info.shape):
-                if isinstance(dim, int) and any(s[ax] != dim for s in rng):
-                    raise InputError(f"shapes[{name!r}] axis {ax} must be {dim} (static in the model), "
-                                     f"got {[s[ax] for s in rng]}.")
-        out[name] = rng
-    for info in model.inputs:
-        if info.name in out:
-            continue
-        if info.shape is None:
-            raise InputError(f"Input {info.name!r} has no shape in the model; pass "
-                             f"shapes={{'{info.name}': (min, opt, max)}}.")
-        dims = tuple(d if isinstance(d, int) else 1 for d in info.shape)
-        if not info.is_static:
-            log.info("input %s has dynamic dims %s; they default to 1 (pass shapes= to choose)",
-                     info.name, list(info.shape))
-        out[info.name] = (dims, dims, dims)
-    return out
-
-
-def shape_table(proto: onnx.ModelProto, ranges: Mapping[str, ShapeRange]) -> Dict[str, ShapeRange]:
-    """(min, opt, max) of every tensor whose shape ONNX shape inference pins down.
-
-    The graph inputs are fixed to the min, opt and max shapes in turn and shapes are inferred
-    (with data propagation) three times.
-    """
-    tables: List[Dict[str, Shape]] = []
-    for k in range(3):
-        m = onnx.ModelProto()
-        m.CopyFrom(proto)
-        del m.graph.value_info[:]
-        for vi in m.graph.input:
-            if vi.name in ranges:
-                dims = vi.type.tensor_type.shape.dim
-                del dims[:]
-                for d in ranges[vi.name][k]:
-                    dims.add().dim_value = int(d)
-        for vi in m.graph.output:
-            vi.type.tensor_type.ClearField("shape")
-        try:
-            inferred = onnx.shape_inference.infer_shapes(m, data_prop=True)
-        except onnx.shape_inference.InferenceError as exc:
-            log.debug("shape inference failed: %s", exc)
-            inferred = m
-        table: Dict[str, Shape] = {}
-        for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-            tt = vi.type.tensor_type
-            if tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim):
-                table[vi.name] = tuple(int(d.dim_value) for d in tt.shape.dim)
-        tables.append(table)
-    return {n: (tables[0][n], tables[1][n], tables[2][n])
-            for n in tables[1] if n in tables[0] and n in tables[2]}
-
-
-def segment_profile(proto: onnx.ModelProto, table: Mapping[str, ShapeRange],
-                    overrides: Mapping[str, ShapeRange], segment: str = "segment") -> Optional[Profile]:
-    """The optimization profile of a segment model: ranges of its inputs with dynamic dims."""
-    from trtlab.backends.base import _dynamic_inputs
-
-    entries = []
-    for name in _dynamic_inputs(proto):
-        rng = overrides.get(name) or table.get(name)
-        if rng is None:
-            raise BuildError(
-                f"The range of shapes of tensor {name!r} (input of segment {segment!r}) cannot be "
-                f"inferred. Pass shapes={{'{name}': (min_shape, opt_shape, max_shape)}} to build()."
-            )
-        entries.append((name, tuple(tuple(s) for s in rng)))
-    return tuple(sorted(entries)) or None
-
 
 # ----------------------------------------------------------------------------------------------
 # sub-models and build-failure isolation
 # ----------------------------------------------------------------------------------------------
-
-def _value_infos(proto: onnx.ModelProto) -> Dict[str, onnx.ValueInfoProto]:
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto)
-    except onnx.shape_inference.InferenceError:
-        inferred = proto
-    g = inferred.graph
-    return {vi.name: vi for vi in list(g.value_info) + list(g.input) + list(g.output)}
-
-
-def _node_reads(node: onnx.NodeProto) -> List[str]:
-    from trtlab.model import _subgraph_outer_refs
-
-    return [x for x in dict.fromkeys(list(node.input) + sorted(_subgraph_outer_refs(node))) if x]
-
-
-def submodel(proto: onnx.ModelProto, nodes: Iterable[str],
-             infos: Optional[Mapping[str, onnx.ValueInfoProto]] = None) -> onnx.ModelProto:
-    """A standalone model of the named nodes of ``proto``.
-
-    Its inputs are the tensors the nodes read but do not produce; its outputs are the tensors
-    they produce that other nodes or the graph outputs read (or nothing reads).
-    """
-    infos = infos if infos is not None else _value_infos(proto)
-    g = proto.graph
-    chosen = set(nodes)
-    picked = [n for n in g.node if n.name in chosen]
-    produced = {o for n in picked for o in n.output if o}
-    inits = {t.name: t for t in g.initializer}
-    reads = [x for n in picked for x in _node_reads(n)]
-    needed = [x for x in dict.fromkeys(reads) if x not in produced]
-    read_inside = set(reads)
-    read_outside = {x for n in g.node if n.name not in chosen for x in _node_reads(n)}
-    graph_outputs = {o.name for o in g.output}
-    outs = [o for n in picked for o in n.output
-            if o and (o in read_outside or o in graph_outputs or o not in read_inside)]
-
-    def vi(name: str) -> onnx.ValueInfoProto:
-        if name in infos and infos[name].type.tensor_type.elem_type:
-            return infos[name]
-        return onnx.helper.make_tensor_value_info(name, onnx.TensorProto.UNDEFINED, None)
-
-    graph = onnx.helper.make_graph(
-        picked, f"{g.name}_sub", [vi(x) for x in needed if x not in inits], [vi(x) for x in outs],
-        [inits[x] for x in needed if x in inits],
-        value_info=[infos[x] for x in produced if x in infos and x not in outs])
-    model = onnx.helper.make_model(graph, opset_imports=list(proto.opset_import))
-    model.ir_version = proto.ir_version
-    return model
-
-
-def isolate_build_failure(proto: onnx.ModelProto, profile: Optional[Profile],
-                          try_build: Callable[[bytes, Optional[Profile]], None],
-                          *, progress: bool = False) -> Tuple[str, str]:
-    """The node whose addition makes a segment fail to build, and the builder's error.
-
-    Bisects over prefixes of the segment's nodes (in topological order; a prefix is always a
-    valid sub-network): the shortest prefix that fails to build ends with the culprit.
-
-    Parameters
-    ----------
-    try_build
-        ``(onnx_bytes, profile) -> None``; raises :class:`BuildError` when the build fails.
-    """
-    names = [n.name for n in proto.graph.node]
-    infos = _value_infos(proto)
-    ranges = dict(profile or ())
-    table = shape_table(proto, ranges) if ranges else {}
-    errors: Dict[int, str] = {}
-
-    def fails(k: int) -> bool:
-        sub = submodel(proto, names[:k], infos)
-        if not sub.graph.input:
-            return False
-        prof = segment_profile(sub, table, ranges)
-        try:
-            try_build(sub.SerializeToString(), prof)
-        except BuildError as exc:
-            errors[k] = "; ".join(getattr(exc, "errors", None) or [str(exc)])
-            return True
-        return False
-
-    lo, hi = 0, len(names)
-    if not fails(hi):
-        raise BuildError(f"The segment builds when tried again ({len(names)} nodes); nothing to isolate.")
-    steps = progress_bar(total=max(1, int(np.ceil(np.log2(max(hi, 2))))), desc="bisect build failure",
-                         enabled=progress)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if fails(mid):
-            hi = mid
-        else:
-            lo = mid
-        steps.update(1)
-    steps.close()
-    return names[hi - 1], errors[hi]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -503,51 +115,6 @@ def _calibration_batches(model: Any, data: Any) -> List[Dict[str, np.ndarray]]:
         except InputError as exc:
             raise CalibrationError(str(exc)) from None
     return batches
-
-
-def _boundary_values(model: Any, batches: List[Dict[str, np.ndarray]],
-                     tensors: Sequence[str]) -> List[Dict[str, np.ndarray]]:
-    """Values of ``tensors`` for each calibration batch, from the FP32 model on ONNX Runtime."""
-    from trtlab.backends.onnxruntime.session import session
-
-    proto = onnx.ModelProto()
-    proto.CopyFrom(model.proto)
-    existing = {o.name for o in proto.graph.output}
-    inputs = {t.name for t in model.inputs}
-    for name in tensors:
-        if name not in existing and name not in inputs:
-            proto.graph.output.append(onnx.helper.make_tensor_value_info(
-                name, model.tensor(name).elem_type or onnx.TensorProto.FLOAT, None))
-    sess = session(proto)
-    wanted = [t for t in tensors if t not in inputs]
-    out = []
-    for b in batches:
-        values = dict(zip(wanted, sess.run(wanted, b))) if wanted else {}
-        values.update({k: v for k, v in b.items() if k in tensors})
-        out.append(values)
-    return out
-
-
-def _observed_ranges(model: Any, ranges: Mapping[str, ShapeRange], tensors: Sequence[str]) -> Dict[str, ShapeRange]:
-    """Shapes of data-dependent tensors, observed by running the model once on opt-shaped inputs.
-
-    Shape inference cannot bound outputs such as NonZero's or NonMaxSuppression's; the observed
-    shape becomes a static profile, which ``dynamic_batch="single"`` widens at run time.
-    """
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for t in model.inputs:
-        shape = ranges[t.name][1]
-        dtype = t.dtype or np.dtype(np.float32)
-        feeds[t.name] = (rng.standard_normal(shape).astype(dtype) if dtype.kind == "f"
-                         else np.zeros(shape, dtype))
-    values = _boundary_values(model, [feeds], list(tensors))[0]
-    out = {}
-    for name in tensors:
-        shape = tuple(int(d) for d in np.shape(values[name]))
-        log.info("tensor %s has a data-dependent shape; engine profile built for the observed %s", name, shape)
-        out[name] = (shape, shape, shape)
-    return out
 
 
 def _convert(proto: onnx.ModelProto, precision: str, calib: Optional[List[Dict[str, np.ndarray]]]) -> onnx.ModelProto:
@@ -678,8 +245,6 @@ def build(partition: Any, *, precision: PrecisionArg = "fp32", calibration_data:
             proto = _convert(part.segment_model(seg.index), precisions[seg.index], seg_calib)
             profile = None
             if isinstance(backend, TensorRTBackend):
-                from trtlab.backends.base import _dynamic_inputs
-
                 dynamic = _dynamic_inputs(proto)
                 if dynamic:
                     if table is None:
@@ -722,15 +287,3 @@ def build(partition: Any, *, precision: PrecisionArg = "fp32", calibration_data:
                        moved=moved)
 
 
-def _nearest_original(proto: onnx.ModelProto, culprit: str, originals: Sequence[str]) -> str:
-    """Map a node a precision pass inserted (Cast, Q/DQ) to the original node it serves."""
-    order = [n.name for n in proto.graph.node]
-    known = set(originals)
-    at = order.index(culprit)
-    after = [n for n in order[at:] if n in known]
-    before = [n for n in order[:at] if n in known]
-    if after:
-        return after[0]
-    if before:
-        return before[-1]
-    raise BuildError(f"Node {culprit!r} fails to build and no original node of the segment is near it.")

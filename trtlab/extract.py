@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Set, Union
+from typing import Any, Dict, List, Set, Union
 
 import numpy as np
 import onnx
@@ -23,8 +23,8 @@ from onnx import helper, numpy_helper
 from trtlab.errors import PartitionError
 from trtlab.model import fit_ir_version
 
-if TYPE_CHECKING:
-    from trtlab.partitioning.partitioner import Partition
+#: A :class:`~trtlab.partitioning.partitioner.Partition` (not imported: the partitioner imports this module).
+Partition = Any
 
 log = logging.getLogger(__name__)
 

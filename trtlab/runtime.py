@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import onnx
 
-from trtlab.backends.base import TensorRTSegment
+from trtlab.backends.tensorrt.backend import TensorRTSegment
 from trtlab.feeds import validate_feeds
 
 log = logging.getLogger(__name__)

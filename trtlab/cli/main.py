@@ -9,51 +9,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import platform
 import sys
 import warnings
-from typing import Dict, Optional, Sequence
+from typing import Optional, Sequence
 
+from trtlab.cli.environment import environment
 from trtlab.errors import TrtlabError
-
-
-def _version(dist: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def environment() -> Dict[str, object]:
-    """Versions and capabilities of everything trtlab uses, as a dict."""
-    from trtlab import __version__
-    from trtlab.backends.tensorrt import flavor as trt
-
-    info = trt.info()
-    env: Dict[str, object] = {
-        "trtlab": __version__,
-        "python": platform.python_version(),
-        "onnx": _version("onnx"),
-        "onnxruntime": _version("onnxruntime"),
-        "polygraphy": _version("polygraphy"),
-        "onnx-graphsurgeon": _version("onnx-graphsurgeon"),
-        "tensorrt flavor": info.flavor or "none",
-        "tensorrt version": info.version or "none",
-        "parse": "yes" if info.parse else "no",
-        "build": "yes" if info.build else "no",
-        "run": "yes" if info.run else "no",
-        "gpu": f"{info.gpu} (compute capability {info.compute_capability})" if info.gpu else "none",
-        "why": info.reason,
-    }
-    try:
-        import onnxruntime as ort
-
-        env["onnxruntime providers"] = ", ".join(ort.get_available_providers())
-    except ImportError:
-        env["onnxruntime providers"] = "onnxruntime not installed"
-    return env
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -255,7 +255,7 @@ def report(model: Any, *, feeds: Optional[Mapping[str, np.ndarray]] = None, data
 
 def write_html(reports: Sequence[Report], path: Union[str, Path], *, title: str = "trtlab report") -> Path:
     """Write reports as one HTML page with an environment table on top."""
-    from trtlab.cli.main import environment
+    from trtlab.cli.environment import environment
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,74 @@
+"""The ONNX Runtime backend: runs every ONNX op; fallback segments use it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Mapping, Tuple
+
+import numpy as np
+import onnx
+
+from trtlab.backends.base import CompileSettings
+from trtlab.backends.onnxruntime.session import fast_call
+
+log = logging.getLogger(__name__)
+
+
+def _ort_session(model: onnx.ModelProto, settings: CompileSettings) -> Tuple[Any, str]:
+    """An ONNX Runtime session for a segment and its executor label.
+
+    A float16 model ONNX Runtime has no kernels for runs with float16 rounding emulated, and
+    the label says so (``"onnxruntime (fp16 emulated)"``).
+    """
+    from trtlab.backends.onnxruntime.session import session
+
+    label = "onnxruntime"
+    if settings.precision == "fp16":
+        from trtlab.precision import ort_variant
+
+        variant, label = ort_variant(model, list(settings.providers) if settings.providers else None)
+        model = getattr(variant, "proto", variant)
+    return session(model, settings.providers), label
+
+
+class OrtSegment:
+    """A segment running in an ONNX Runtime session."""
+
+    def __init__(self, model: onnx.ModelProto, settings: CompileSettings) -> None:
+        self.model = model
+        self.name = settings.segment
+        self.session, self.executor = _ort_session(model, settings)
+        self.providers = tuple(self.session.get_providers())
+        self.reason = f"ONNX Runtime ({', '.join(self.providers)})"
+        self._outputs = [o.name for o in self.session.get_outputs()]
+        self._call = fast_call(self.session)
+
+    def __repr__(self) -> str:
+        return f"OrtSegment({self.name!r}, providers={list(self.providers)})"
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        return dict(zip(self._outputs, self._call(self._outputs, feeds)))
+
+
+class OnnxRuntimeBackend:
+    """ONNX Runtime: runs every ONNX op, so every node is supported."""
+
+    name = "onnxruntime"
+
+    def __repr__(self) -> str:
+        return "OnnxRuntimeBackend()"
+
+    def check_support(self, model: Any) -> Any:
+        from trtlab.model import load
+        from trtlab.backends.tensorrt.support import SupportTable
+
+        m = load(model)
+        rows = [{"node": n.name, "op_type": n.op_type, "supported": True,
+                 "reason": "ONNX Runtime runs every ONNX operator", "source": "rules"}
+                for n in m.proto.graph.node]
+        import pandas as pd
+
+        return SupportTable(pd.DataFrame(rows, columns=["node", "op_type", "supported", "reason", "source"]))
+
+    def compile(self, segment_model: onnx.ModelProto, settings: CompileSettings) -> OrtSegment:
+        return OrtSegment(segment_model, settings)

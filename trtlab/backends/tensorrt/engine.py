@@ -1,0 +1,211 @@
+"""TensorRT engines: Polygraphy's loaders, the engine cache key, builder errors.
+
+Engines are built with Polygraphy's TensorRT loaders (``NetworkFromOnnxBytes`` strongly typed,
+``CreateConfig`` with profiles, memory pool limit, optimization level and timing cache,
+``EngineBytesFromNetwork``). With TensorRT-RTX they are built ahead of time, without a GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Mapping, Optional, Tuple
+
+from trtlab.backends.base import CompileSettings, Profile, Shape
+from trtlab.backends.tensorrt.cache import CacheKey, EngineCache
+from trtlab.errors import BuildError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineRecord:
+    """One serialized engine of a TensorRT segment."""
+
+    segment: str
+    profile: Optional[Profile]
+    data: bytes = field(repr=False)
+    status: str = "disabled"
+    key: Any = field(default=None, repr=False)
+    path: Optional[str] = None
+    build_seconds: float = 0.0
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.data)
+
+    def covers(self, shapes: Mapping[str, Shape]) -> bool:
+        """Whether every shape lies inside this engine's profile."""
+        if self.profile is None:
+            return True
+        for name, (lo, _, hi) in self.profile:
+            got = shapes.get(name)
+            if got is None or len(got) != len(lo):
+                return False
+            if any(g < a or g > b for g, a, b in zip(got, lo, hi)):
+                return False
+        return True
+
+
+EngineBuilder = Callable[[bytes, Optional[Profile], "CompileSettings"], bytes]
+
+
+def polygraphy_trt() -> Any:
+    """``polygraphy.backend.trt``, bound to the TensorRT flavor trtlab uses.
+
+    Polygraphy picks ``tensorrt`` or ``tensorrt_rtx`` when ``polygraphy.backend.trt`` is first
+    imported (``POLYGRAPHY_USE_TENSORRT_RTX``); this sets that choice from
+    :func:`trtlab.backends.tensorrt.flavor.flavor` before the import.
+    """
+    from trtlab.backends.tensorrt import flavor as trt
+
+    trt.module()
+    rtx = trt.flavor() == "tensorrt_rtx"
+    from polygraphy import config as pconfig
+
+    if "polygraphy.backend.trt.loader" not in sys.modules:
+        pconfig.USE_TENSORRT_RTX = rtx
+    elif bool(pconfig.USE_TENSORRT_RTX) != rtx:
+        raise BuildError(
+            f"Polygraphy's TensorRT backend was imported for "
+            f"{'tensorrt_rtx' if pconfig.USE_TENSORRT_RTX else 'tensorrt'} but trtlab uses "
+            f"{trt.flavor()}. Set POLYGRAPHY_USE_TENSORRT_RTX={'1' if rtx else '0'} before importing "
+            "polygraphy.backend.trt, or set TRTLAB_TENSORRT to the same flavor."
+        )
+    from polygraphy.backend import trt as ptrt
+
+    return ptrt
+
+
+def engine_target() -> str:
+    """What engines are built for: the GPU's compute capability, or ``"aot"`` without one."""
+    from trtlab.backends.tensorrt import flavor as trt
+
+    info = trt.info()
+    if info.run and info.compute_capability:
+        return f"sm{info.compute_capability}"
+    return "aot"
+
+
+def cache_key(onnx_bytes: bytes, settings: CompileSettings, profile: Optional[Profile]) -> CacheKey:
+    """The engine cache key of one segment build."""
+    from trtlab.backends.tensorrt import flavor as trt
+
+    return CacheKey.make(onnx_bytes, precision=settings.precision, settings=settings.build_options(),
+                         profiles=[] if profile is None else [list(p) for p in profile],
+                         flavor=trt.flavor() or "none", trt_version=trt.version() or "none",
+                         target=engine_target())
+
+
+def _error_recorder(trt: Any) -> Any:
+    class _Recorder(trt.IErrorRecorder):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            trt.IErrorRecorder.__init__(self)
+            self.errors: List[Tuple[Any, str]] = []
+
+        def num_errors(self) -> int:
+            return len(self.errors)
+
+        def has_overflowed(self) -> bool:
+            return False
+
+        def clear(self) -> None:
+            self.errors.clear()
+
+        def get_error_code(self, index: int) -> Any:
+            return self.errors[index][0]
+
+        def get_error_desc(self, index: int) -> str:
+            return self.errors[index][1]
+
+        def report_error(self, code: Any, desc: str) -> bool:
+            self.errors.append((code, desc))
+            return True
+
+    return _Recorder()
+
+
+def build_engine(onnx_bytes: bytes, profile: Optional[Profile] = None,
+                 settings: Optional[CompileSettings] = None, *,
+                 timing_cache: Optional[str] = None) -> bytes:
+    """Build a serialized TensorRT engine from ONNX bytes.
+
+    A strongly typed network is parsed with Polygraphy's ``NetworkFromOnnxBytes``; the builder
+    config (``CreateConfig``) gets one optimization profile, the workspace limit, the builder
+    optimization level and a timing cache (read from and written back to the cache folder).
+
+    Raises
+    ------
+    BuildError
+        Parsing or building failed; ``exc.stage`` is ``"parse"`` or ``"build"`` and
+        ``exc.errors`` holds TensorRT's messages.
+    """
+    from polygraphy.exception import PolygraphyException
+    from polygraphy.logger import G_LOGGER
+
+    from trtlab.backends.tensorrt import flavor as trtinfo
+
+    settings = settings or CompileSettings()
+    ptrt = polygraphy_trt()
+    trt = trtinfo.module()
+    if timing_cache is None and isinstance(settings.cache, EngineCache) and _writable(settings.cache.directory):
+        timing_cache = str(settings.cache.directory /
+                           f"timing-{trtinfo.flavor()}-{trtinfo.version()}-{engine_target()}.cache")
+    pools = None if settings.workspace is None else {trt.MemoryPoolType.WORKSPACE: int(settings.workspace)}
+    profiles = None
+    if profile:
+        prof = ptrt.Profile()
+        for name, (lo, opt, hi) in profile:
+            prof.add(name, lo, opt, hi)
+        profiles = [prof]
+    with G_LOGGER.verbosity(G_LOGGER.CRITICAL + 1):
+        try:
+            builder, network, parser = ptrt.NetworkFromOnnxBytes(bytes(onnx_bytes), strongly_typed=True)()
+        except PolygraphyException as exc:
+            raise _build_error("parse", settings, [str(exc)]) from None
+        recorder = _error_recorder(trt)
+        builder.error_recorder = recorder
+        config = ptrt.CreateConfig(profiles=profiles, memory_pool_limits=pools,
+                                   builder_optimization_level=settings.opt_level,
+                                   load_timing_cache=timing_cache,
+                                   # per-layer detail for the engine inspector (trtlab.fusion)
+                                   profiling_verbosity=trt.ProfilingVerbosity.DETAILED)
+        try:
+            data = ptrt.EngineBytesFromNetwork((builder, network, parser), config,
+                                               save_timing_cache=timing_cache)()
+        except PolygraphyException as exc:
+            raise _build_error("build", settings, [d for _, d in recorder.errors] or [str(exc)]) from None
+    data = bytes(data)
+    if not data:
+        raise _build_error("build", settings, ["the builder returned an empty engine"])
+    return data
+
+
+def _writable(directory: Any) -> bool:
+    """Whether files can be created in ``directory`` (made if missing); logs why not."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            return True
+    except OSError as exc:
+        log.warning("engine cache folder %s is not writable (%s); building without a timing cache",
+                    directory, exc)
+        return False
+
+
+def _build_error(stage: str, settings: CompileSettings, errors: List[str]) -> BuildError:
+    from trtlab.backends.tensorrt.flavor import clean_message, is_cuda_noise
+
+    what = "parse" if stage == "parse" else "build"
+    errors = [clean_message(e) for e in errors if not is_cuda_noise(e)] or list(errors)
+    text = "; ".join(e.strip() for e in errors if e.strip()) or "no message from TensorRT"
+    exc = BuildError(
+        f"TensorRT could not {what} segment {settings.segment!r} ({settings.precision}): {text}. "
+        "build(..., on_build_failure='fallback') moves the failing nodes to ONNX Runtime; "
+        "partition(..., exclude_nodes=[...]) does it by hand."
+    )
+    exc.stage = stage  # type: ignore[attr-defined]
+    exc.errors = list(errors)  # type: ignore[attr-defined]
+    return exc
