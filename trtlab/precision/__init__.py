@@ -14,10 +14,10 @@ Runtime runs, so accuracy studies compare like with like.
 ============================  ================================================================
 """
 
-from trtlab.precision.calibration import METHODS, calibrate
+from trtlab.precision.calibration import METHODS
 from trtlab.precision.fp16 import (DEFAULT_KEEP_FP32_OPS, EXECUTOR_EMULATED, EXECUTOR_NATIVE, FP16_OPS, emulate_fp16,
                    ort_variant, to_fp16)
-from trtlab.precision.int8 import WEIGHTED_OPS, quantization_plan, quantize_int8
+from trtlab.precision.int8 import WEIGHTED_OPS, calibrate, quantization_plan, quantize_int8
 
 __all__ = ["DEFAULT_KEEP_FP32_OPS", "FP16_OPS", "METHODS", "WEIGHTED_OPS", "EXECUTOR_NATIVE",
            "EXECUTOR_EMULATED", "to_fp16", "emulate_fp16", "ort_variant", "calibrate",

@@ -180,12 +180,12 @@ def _measure(proto: onnx.ModelProto, feeds: List[Feeds], tensors: List[str], met
     return stats
 
 
-def calibrate(model: Any, calibration_data: Data, *, method: str = "entropy",
-              tensors: Optional[Iterable[str]] = None, percentile: float = 99.99,
-              num_bins: int = 2048, batch_size: Optional[int] = None,
-              cache_dir: Optional[Union[str, os.PathLike]] = None, progress: bool = True,
-              exclude_nodes: Iterable[str] = ()) -> Any:
-    """Measure activation ranges for INT8 quantization.
+def calibrate_tensors(model: Any, calibration_data: Data, *, tensors: Iterable[str], method: str = "entropy",
+                      percentile: float = 99.99, num_bins: int = 2048, batch_size: Optional[int] = None,
+                      cache_dir: Optional[Union[str, os.PathLike]] = None, progress: bool = True) -> Any:
+    """Measure the ranges of ``tensors`` for INT8 quantization.
+
+    :func:`trtlab.precision.calibrate` picks the tensors from the quantization plan and calls this.
 
     Parameters
     ----------
@@ -196,7 +196,7 @@ def calibrate(model: Any, calibration_data: Data, *, method: str = "entropy",
     method
         ``"entropy"`` (TensorRT's KL calibration), ``"minmax"`` or ``"percentile"``.
     tensors
-        Tensors to measure; default the activations :func:`quantization_plan` quantizes.
+        Tensors to measure.
     percentile
         Percentile of ``|x|`` kept by ``method="percentile"``.
     num_bins
@@ -207,9 +207,6 @@ def calibrate(model: Any, calibration_data: Data, *, method: str = "entropy",
         Folder for the JSON cache (keyed by model, data and settings); ``None`` disables it.
     progress
         Show progress bars.
-    exclude_nodes
-        Nodes left unquantized (their inputs are not measured unless another node needs them).
-
     Returns
     -------
     pandas.DataFrame
@@ -219,8 +216,6 @@ def calibrate(model: Any, calibration_data: Data, *, method: str = "entropy",
     """
     import pandas as pd
 
-    from trtlab.precision.int8 import quantization_plan
-
     if method not in METHODS:
         raise CalibrationError(f"Unknown calibration method {method!r}; choose one of {METHODS}.")
     if not 0 < percentile <= 100:
@@ -228,18 +223,14 @@ def calibrate(model: Any, calibration_data: Data, *, method: str = "entropy",
     if num_bins < 256:
         raise CalibrationError(f"num_bins must be at least 256 for 8-bit calibration, got {num_bins}.")
     src = as_model(model)
-    if tensors is None:
-        plan = quantization_plan(src, exclude_nodes=exclude_nodes)
-        names = list(dict.fromkeys(plan.loc[plan["role"] != "weight", "tensor"]))
-    else:
-        names = list(dict.fromkeys(tensors))
-        inputs = {t.name for t in src.inputs}
-        unknown = [t for t in names if src.producer(t) is None and t not in inputs]
-        if unknown:
-            raise CalibrationError(
-                f"Cannot calibrate unknown tensor(s) {unknown[:5]} of model {src.name!r}; "
-                "tensor names are in Model.nodes['outputs']."
-            )
+    names = list(dict.fromkeys(tensors))
+    inputs = {t.name for t in src.inputs}
+    unknown = [t for t in names if src.producer(t) is None and t not in inputs]
+    if unknown:
+        raise CalibrationError(
+            f"Cannot calibrate unknown tensor(s) {unknown[:5]} of model {src.name!r}; "
+            "tensor names are in Model.nodes['outputs']."
+        )
     feeds = calibration_feeds(src, calibration_data, batch_size)
     mhash, dhash = model_hash(src.proto), data_hash(feeds)
     settings = {"method": method, "num_bins": num_bins, "tensors": sorted(names)}

@@ -25,7 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from trtlab.errors import CalibrationError, PrecisionError
 from trtlab.precision._common import Data, as_model, finish, tensor_types, unique_name as _unique
-from trtlab.precision.calibration import QMAX, calibrate
+from trtlab.precision.calibration import QMAX, calibrate_tensors
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,35 @@ def _residual_rows(src: Any, quantized: Set[str], exclude: Set[str],
                          input_index=idx, axis=None,
                          reason=f"residual input of Add, so TensorRT fuses the Add into {fused}"))
     return rows
+
+
+def calibrate(model: Any, calibration_data: Any, *, tensors: Optional[Iterable[str]] = None,
+              exclude_nodes: Iterable[str] = (), **kwargs: Any) -> Any:
+    """Measure activation ranges for INT8 quantization.
+
+    Parameters
+    ----------
+    model
+        The float32 model (:class:`trtlab.model.Model`, ModelProto or path).
+    calibration_data
+        Real inputs: one array, a dict input name -> array (batch on axis 0) or feed dicts.
+    tensors
+        Tensors to measure; default the activations :func:`quantization_plan` quantizes.
+    exclude_nodes
+        Nodes left unquantized (their inputs are not measured unless another node needs them).
+    **kwargs
+        ``method``, ``percentile``, ``num_bins``, ``batch_size``, ``cache_dir``, ``progress``:
+        see :func:`trtlab.precision.calibration.calibrate_tensors`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per tensor (see :func:`~trtlab.precision.calibration.calibrate_tensors`).
+    """
+    if tensors is None:
+        plan = quantization_plan(as_model(model), exclude_nodes=exclude_nodes)
+        tensors = list(dict.fromkeys(plan.loc[plan["role"] != "weight", "tensor"]))
+    return calibrate_tensors(model, calibration_data, tensors=tensors, **kwargs)
 
 
 def _calibration_table(calibration_data: Any, src: Any, needed: List[str], **kwargs: Any) -> Dict[str, float]:
