@@ -33,12 +33,15 @@ from ..errors import FusionError
 from .graph import OnnxFacts
 from .inspector import SCHEMA_TRT8_10, parse_engine_json, parse_profile, read_json
 from .names import shape_profile, split_name, visible
+from .align import Alignment, align_engines
+from .card import EngineCard, engine_graph, engine_metadata, report_card
 from .report import (NON_RUNNING_TYPES, FusionReport, build_report, join_profile,
                      resolve_layers)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["fusion", "prefusion", "FusionReport", "engine_json"]
+__all__ = ["fusion", "prefusion", "FusionReport", "engine_json", "report_card", "EngineCard",
+           "engine_metadata", "engine_graph", "align_engines", "Alignment"]
 
 ModelLike = Any
 

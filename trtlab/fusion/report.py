@@ -522,6 +522,23 @@ class FusionReport:
         out.index.name = "node"
         return out
 
+    def align(self, other: "FusionReport") -> Any:
+        """Pair this engine's layers with ``other``'s by ONNX nodes (``Metadata``) where both
+        list them, else by topology and layer signature (:func:`trtlab.fusion.align.align_engines`).
+
+        Unlike :meth:`compare`, which keys by ONNX node name, this survives different exports of
+        one model (different node names) and different precisions (different reformats).
+        """
+        from .align import align_engines
+
+        return align_engines(self, other)
+
+    def card(self, *, metadata: Any = None) -> Any:
+        """The engine report card (:func:`trtlab.fusion.card.report_card`)."""
+        from .card import report_card
+
+        return report_card(self, metadata=metadata)
+
     def summary(self) -> Dict[str, Any]:
         """Counts in one dict: running layers (``layers``; ``layers_listed`` includes the
         ``elided`` ones), running reformats, mapped nodes, fused groups, unmapped nodes, time."""
