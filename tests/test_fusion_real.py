@@ -311,3 +311,30 @@ def test_report_is_unchanged_by_a_copy_of_the_document():
     before = copy.deepcopy(doc)
     fusion(doc)
     assert doc == before
+
+
+# What trex 0.2.1 (NVIDIA/TensorRT b8b46f21, tools/experimental/trt-engine-explorer) reports
+# for each fixture with its profile: len(EnginePlan.df), rows of type "Reformat", total_runtime.
+# (Run with pandas' future.infer_string off: trex 0.2.1 predates pandas 3's string dtype.)
+TREX = {
+    "controlnet_trt86.fp16.engine": (241, 58, 15.2946),
+    "mobilenet.qat.engine": (72, 18, 0.4704),
+    "mobilenet_v2_residuals.qat.engine": (57, 3, 0.3559),
+    "pt_resnet18.a100.fp16.engine": (25, 2, 1.0168),
+    "pt_resnet18.a100.qat.engine": (35, 12, 1.0957),
+    "tf_resnet50.fp16.engine": (61, 2, 4.2727),
+    "tf_resnet50.fp32.engine": (72, 13, 12.3997),
+    "tf_resnet50.qat.engine": (62, 2, 2.3806),
+}
+
+
+@pytest.mark.parametrize("stem", sorted(TREX))
+def test_counts_agree_with_trex(stem, reports):
+    layers, reformat_type, total = TREX[stem]
+    rep = reports[stem]
+    run = rep.running
+    assert len(run) == layers
+    assert (run["layer_type"] == "Reformat").sum() == reformat_type
+    assert rep.summary()["total_average_ms"] == pytest.approx(total, abs=1e-4)
+    # trtlab's reformats also count Myelin's (LayerType MyelinReformat), which trex types apart
+    assert rep.summary()["reformats"] == reformat_type + (run["layer_type"] == "MyelinReformat").sum()
