@@ -123,7 +123,8 @@ def main() -> int:
     print(f"parse: best {best:.3f} s, median {sorted(parse)[len(parse) // 2]:.3f} s "
           f"over {args.repeat} runs")
     print(f"parse + profile join: {with_profile:.3f} s; node roll-up ({len(roll)} nodes) + "
-          f"groups: {rollup:.3f} s; latency bars ({len(timed)} layers) + before/after: {plots:.3f} s")
+          f"groups: {rollup:.3f} s; latency bars ({len(timed)} layers) + before/after: "
+          f"{plots:.3f} s")
     print(f"overlay: draw() of a {len(model.node_names)}-node graph with {drawn} fused groups "
           f"outlined: {overlay:.3f} s")
     print(f"report card of {len(timed)} layers: {card_s:.3f} s, its figure {card_plot:.3f} s; "

@@ -173,3 +173,17 @@ def test_engine_graph_plot_stays_readable_at_400_layers(reports):
         plot_engine_graph(rep, color_by="size")
     with pytest.raises(FusionError, match="no per-layer times"):
         plot_engine_graph(fusion(_graph("tf_resnet50.qat.engine")))
+
+
+def test_card_on_the_trt11_schema_and_the_trt10_myelin_excerpt():
+    trt11 = fusion(FIXTURES / "trt11_tiny_block.graph.json",
+                   profile=FIXTURES / "trt11_tiny_block.profile.json")
+    card = report_card(trt11)
+    assert card.by_layer_type["layers"].sum() == len(trt11.running) == 5
+    assert set(card.precision["precision"]) == {"FP16"}  # "DataType": "Half"
+    assert len(plot_report_card(card).axes) == 6
+    myelin = fusion(FIXTURES / "trt10_myelin_mlp.layers.json")
+    card = report_card(myelin)
+    assert card.by_layer_type.set_index("layer_type").loc["shape_call", "elided"] == 1
+    assert math.isnan(card.memory["activation_bytes"].iloc[0])  # dynamic batch (-1)
+    assert len(plot_report_card(card).axes) == 6

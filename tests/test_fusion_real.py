@@ -74,7 +74,7 @@ def test_counts_quoted_in_the_issue(reports):
     assert (c["layers_listed"], c["layers"], c["reformats"]) == (389, 241, 79)
 
 
-# -- 1. a reformat whose target is a fused layer -----------------------------------------------------
+# -- 1. a reformat whose target is a fused layer ---------------------------------------------------
 def test_reformat_into_fused_layer_is_not_credited_to_its_nodes(reports):
     rep = reports["pt_resnet18.a100.fp16.engine"]
     first = rep.layers.iloc[0]
@@ -102,7 +102,7 @@ def test_no_reformat_is_credited_to_an_onnx_node(stem, reports):
     assert named["related_nodes"].map(len).gt(0).all()
 
 
-# -- 2. ForeignNode ranges -----------------------------------------------------------------------------
+# -- 2. ForeignNode ranges -------------------------------------------------------------------------
 CN = "controlnet_trt86.fp16.engine"
 FOREIGN = ("{ForeignNode[input_blocks.1.1.transformer_blocks.0.norm1.weight + (Unnamed Layer* 109) "
            "[Shuffle].../input_blocks.1/input_blocks.1.1/Reshape_2 + /input_blocks.1/"
@@ -150,7 +150,8 @@ def controlnet_block_model():
                          ["/r", "input_blocks.1.1.transformer_blocks.0.norm1.weight", "nb"],
                          ["/n"], name=P + "transformer_blocks.0/norm1/LayerNormalization",
                          axis=-1),
-        helper.make_node("MatMul", ["/n", "wq"], ["/q"], name=P + "transformer_blocks.0/attn1/MatMul"),
+        helper.make_node("MatMul", ["/n", "wq"], ["/q"],
+                         name=P + "transformer_blocks.0/attn1/MatMul"),
         helper.make_node("Reshape", ["/q", "s2"], ["/r2"], name=P + "Reshape_2"),
         helper.make_node("Transpose", ["/r2"], ["/t1"], name=P + "Transpose_1", perm=[0, 3, 1, 2]),
         helper.make_node("Reshape", ["/t1", "s3"], ["/r3"], name=P + "Reshape_3"),
@@ -205,7 +206,7 @@ def test_range_end_not_in_the_model_is_unresolved_not_a_node():
     assert not any("not in model" in n for n in rep.notes)
 
 
-# -- 3. TensorRT's own layers ---------------------------------------------------------------------------
+# -- 3. TensorRT's own layers ----------------------------------------------------------------------
 def test_myelin_internal_layers_are_never_onnx_nodes():
     rep = fusion(FIXTURES / "trt10_myelin_mlp.layers.json")
     layers = rep.layers.set_index("name")
@@ -238,13 +239,14 @@ def test_reshape_after_helpers_point_at_their_node(reports):
     ref = "Reformatting CopyNode for Input Tensor 0 to reshape_after_/time_embed/time_embed.0/Gemm"
     assert layers.loc[ref, "kind"] == "reformat" and not layers.loc[ref, "runs"]
     assert layers.loc[ref, "related_nodes"] == ("/time_embed/time_embed.0/Gemm",)
-    copy_in = "reshape_after_/input_blocks.1/input_blocks.1.0/emb_layers/emb_layers.1/Gemm_copy_input"
+    copy_in = ("reshape_after_/input_blocks.1/input_blocks.1.0/emb_layers/emb_layers.1/"
+               "Gemm_copy_input")
     assert layers.loc[copy_in, "kind"] == "reformat"  # LayerType Reformat
     assert layers.loc[copy_in, "related_nodes"] == (
         "/input_blocks.1/input_blocks.1.0/emb_layers/emb_layers.1/Gemm",)
 
 
-# -- 4. elided layers, I/O tensors, text files, the Metadata note ----------------------------------------
+# -- 4. elided layers, I/O tensors, text files, the Metadata note ----------------------------------
 def test_elided_noops_do_not_count(reports):
     rep = reports["tf_resnet50.fp32.engine"]
     assert len(rep.running) == 72 and len(rep) == 103
@@ -288,7 +290,7 @@ def test_metadata_note_only_when_the_field_is_absent(reports):
     assert any("every 'Metadata' field is empty" in n for n in rep.notes)
 
 
-# -- 5. before/after shows what was fused --------------------------------------------------------------
+# -- 5. before/after shows what was fused ----------------------------------------------------------
 def test_before_after_shows_fusion_on_tf_resnet(reports):
     table = reports["tf_resnet50.fp16.engine"].before_after().set_index("op_type")
     fate = reports["tf_resnet50.fp16.engine"].fate().set_index("node")
@@ -337,4 +339,5 @@ def test_counts_agree_with_trex(stem, reports):
     assert (run["layer_type"] == "Reformat").sum() == reformat_type
     assert rep.summary()["total_average_ms"] == pytest.approx(total, abs=1e-4)
     # trtlab's reformats also count Myelin's (LayerType MyelinReformat), which trex types apart
-    assert rep.summary()["reformats"] == reformat_type + (run["layer_type"] == "MyelinReformat").sum()
+    myelin = (run["layer_type"] == "MyelinReformat").sum()
+    assert rep.summary()["reformats"] == reformat_type + myelin

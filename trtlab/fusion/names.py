@@ -3,8 +3,9 @@
 TensorRT names a fused layer after what it fused: parts joined by ``" + "`` (``" || "`` for
 horizontal fusions), pointwise fusions as ``PWN(a, PWN(b, c))``, Myelin regions as
 ``{ForeignNode[first...last]}``, format conversions as ``Reformatting CopyNode for Input Tensor 0
-to X``, its own helper layers as ``(Unnamed Layer* 12) [Shuffle]`` or ``unsqueeze_node_after_X``,
-Myelin's own kernels as ``__myl_*`` / ``__mye*``, and every layer of a second shape profile with a ``[profile N]`` suffix. Since TensorRT 8.6 a
+to X``, its own helper layers as ``(Unnamed Layer* 12) [Shuffle]``, ``unsqueeze_node_after_X`` or
+``reshape_after_X``, Myelin's own kernels as ``__myl_*`` / ``__mye*``, and every layer of a second
+shape profile with a ``[profile N]`` suffix. Since TensorRT 8.6 a
 ``Metadata`` field lists the ONNX nodes exactly: ``[ONNX Layer: name]`` entries separated by the
 ASCII record/unit separators 0x1E / 0x1F.
 

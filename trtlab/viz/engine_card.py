@@ -7,10 +7,10 @@ imported inside each function.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from ..errors import FusionError
-from .fusion import PRECISION_COLORS, _color, _short
+from .fusion import _color, _short
 
 __all__ = ["plot_report_card", "plot_engine_graph", "plot_alignment"]
 
