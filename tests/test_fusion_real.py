@@ -341,3 +341,15 @@ def test_counts_agree_with_trex(stem, reports):
     # trtlab's reformats also count Myelin's (LayerType MyelinReformat), which trex types apart
     myelin = (run["layer_type"] == "MyelinReformat").sum()
     assert rep.summary()["reformats"] == reformat_type + myelin
+
+
+def test_reformat_with_metadata_still_serves_rather_than_implements():
+    # ControlNet's reformat in front of proj_in (layer 70), given the Metadata of the layer it
+    # feeds, as an engine that records it on reformats would
+    doc = _controlnet_layers(70, 71)
+    doc["Layers"][0]["Metadata"] = doc["Layers"][1]["Metadata"]
+    rep = fusion(doc)
+    reformat = rep.layers.iloc[0]
+    assert (reformat["kind"], reformat["onnx_nodes"]) == ("reformat", ())
+    assert reformat["related_nodes"] == (P + "proj_in/Conv",)
+    assert rep.onnx_to_layers[P + "proj_in/Conv"] == (P + "proj_in/Conv",)

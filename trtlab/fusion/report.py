@@ -148,6 +148,10 @@ def resolve_layers(rows: List[Dict[str, Any]], facts: Optional[OnnxFacts]) -> Li
             nodes, mapping = list(row["fallback_nodes"]), "output"
         else:
             nodes, mapping = [], ""
+        if row["parts"] and row["parts"][0].kind == "reformat":
+            # a named format conversion serves the nodes its Metadata lists; it implements none
+            acc["related"] = list(nodes) + acc["related"]
+            nodes, mapping = [], ""
         row["onnx_nodes"] = tuple(_unique(nodes))
         row["related_nodes"] = tuple(_unique(n for n in acc["related"] if n not in nodes))
         row["constants"] = tuple(_unique(acc["constants"]))
