@@ -331,7 +331,9 @@ class FusionReport:
         return self.op_types.get(node) or op_from_name(node)
 
     def groups(self, min_size: int = 2) -> List[Set[str]]:
-        """Sets of ONNX nodes that share one layer (fused together), in layer order.
+        """Sets of ONNX nodes that share one running layer (fused together), in layer order.
+
+        Layers TensorRT elides (``runs`` False) are left out: their nodes run as no kernel.
 
         Parameters
         ----------
@@ -340,7 +342,7 @@ class FusionReport:
         """
         out: List[Set[str]] = []
         seen: Set[frozenset] = set()
-        for nodes in self.layers["onnx_nodes"]:
+        for nodes in self.running["onnx_nodes"]:
             key = frozenset(nodes)
             if len(key) >= min_size and key not in seen:
                 seen.add(key)
