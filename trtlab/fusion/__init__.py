@@ -10,12 +10,19 @@ Two views, clearly labelled:
   needed) and maps each layer of the resulting network to the ONNX node it came from. It shows
   how TensorRT translated the graph before the builder fused anything.
 
+Every layer says whether it ``runs`` (TensorRT lists elided ``NoOp`` layers too) and what it
+is (``kind``: ``onnx``, ``reformat``, ``constant``, ``internal``). On top of a report:
+:func:`report_card` (:mod:`trtlab.fusion.card`) gives the engine report card as DataFrames, and
+:func:`align_engines` (:mod:`trtlab.fusion.align`) pairs the layers of two builds of a network.
+
 Examples
 --------
 >>> from trtlab.fusion import fusion                                    # doctest: +SKIP
 >>> rep = fusion("layers.json", profile="profile.json", model="model.onnx")
->>> rep.before_after()          # ONNX nodes vs engine layers, per op type
+>>> rep.before_after()          # per op type: nodes with their own layer vs absorbed
 >>> rep.node_latency()          # per-ONNX-node time
+>>> report_card(rep, metadata="layers.json").by_layer_type
+>>> rep.align(fusion("int8_layers.json")).coverage
 """
 
 from __future__ import annotations
