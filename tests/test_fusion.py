@@ -550,3 +550,9 @@ def test_two_thousand_layers_parse_and_join_the_profile():
     assert len(rep) == 2000
     assert len(rep.groups()) > 1700
     assert rep.layers["time_ms"].notna().all()
+
+
+def test_copy_and_sync_layers_are_internal():
+    part, = split_name("/blk/emb/Gemm_copy_output")
+    assert (part.kind, part.ends) == ("internal", ("/blk/emb/Gemm",))
+    assert split_name("[trainStation1]")[0].kind == "internal"

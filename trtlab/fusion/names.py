@@ -39,7 +39,9 @@ _HELPER = re.compile(
     r"^(?:copied_)?(?:(?:un)?squeeze(?:_node)?|reshape|transpose|shuffle|cast)_(?:after|before)_"
     r"(.+?)(?:_copy_(?:input|output))?$", re.S)
 #: Layers TensorRT makes itself (Myelin kernels and shape calls, parser helpers): never ONNX nodes.
-_INTERNAL_PREFIX = ("__myl_", "__mye", "__myln", "ONNXTRT_", "(Unnamed Layer*", "PWN(__my")
+_INTERNAL_PREFIX = ("__myl_", "__mye", "__myln", "ONNXTRT_", "(Unnamed Layer*", "[trainStation")
+#: Copies TensorRT inserts around a layer: ``X_copy_input`` / ``X_copy_output``.
+_COPY = re.compile(r"^(.+)_copy_(?:input|output)\d*$", re.S)
 #: Myelin appends ``_myl<graph>_<index>`` to the node names it keeps (TensorRT 10).
 _MYL_SUFFIX = re.compile(r"_myl\d+_\d+$")
 _CONST_SUFFIX = re.compile(
@@ -201,7 +203,7 @@ def _parts(piece: str, out: List[Part]) -> None:
     if piece.startswith(_INTERNAL_PREFIX):
         out.append(Part("internal", ""))
         return
-    m = _HELPER.match(piece)
+    m = _HELPER.match(piece) or _COPY.match(piece)
     if m:
         target = m.group(1).strip()
         out.append(Part("internal", target, None, _target_names(target)))
