@@ -2,8 +2,9 @@
 
 The engine JSON is built by repeating the layers of the real TensorRT 8.x MobileNetV2 fixture
 (node and tensor numbers shifted per copy, so every copy names different ONNX nodes), with a
-matching profile. Prints the parse time, the time of the per-node roll-up and of the plots,
-and exits non-zero when parsing takes a second or more.
+matching profile. Prints the parse time, the time of the per-node roll-up, of the plots, of the
+report card and engine graph, and of the real 389-layer ControlNet engine (TensorRT 8.6), and
+exits non-zero when parsing takes a second or more.
 
 Run: python benchmarks/fusion_scale.py [--layers 2000] [--repeat 5]
 """
@@ -95,15 +96,41 @@ def main() -> int:
     fig = draw(model, fusion=timed, show_reasons=False)
     overlay = time.perf_counter() - t0
     drawn = getattr(fig, "_trtlab", {}).get("fusion_groups", "?")
+    from trtlab.backends.tensorrt.layers import align_engines, report_card
+    from trtlab.viz.engine_card import plot_engine_graph, plot_report_card
+
+    t0 = time.perf_counter()
+    card = report_card(timed)
+    card_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    plot_report_card(card)
+    card_plot = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    align = align_engines(timed, timed)
+    align_s = time.perf_counter() - t0
+    cn = FIXTURES / "controlnet_trt86.fp16.engine.graph.json"
+    cn_parse = []
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        cn_rep = fusion(cn, profile=FIXTURES / "controlnet_trt86.fp16.engine.profile.json")
+        cn_parse.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    plot_engine_graph(cn_rep)
+    cn_graph = time.perf_counter() - t0
     best = min(parse)
     print(f"engine JSON: {len(rep)} layers, {len(text) / 1e6:.1f} MB, "
           f"{len(rep.onnx_to_layers)} ONNX nodes, {len(groups)} fused groups")
     print(f"parse: best {best:.3f} s, median {sorted(parse)[len(parse) // 2]:.3f} s "
           f"over {args.repeat} runs")
     print(f"parse + profile join: {with_profile:.3f} s; node roll-up ({len(roll)} nodes) + "
-          f"groups: {rollup:.3f} s; latency bars ({len(timed)} layers) + before/after: {plots:.3f} s")
+          f"groups: {rollup:.3f} s; latency bars ({len(timed)} layers) + before/after: "
+          f"{plots:.3f} s")
     print(f"overlay: draw() of a {len(model.node_names)}-node graph with {drawn} fused groups "
           f"outlined: {overlay:.3f} s")
+    print(f"report card of {len(timed)} layers: {card_s:.3f} s, its figure {card_plot:.3f} s; "
+          f"self-alignment: {align_s:.3f} s ({align.coverage:.0%} paired)")
+    print(f"ControlNet (TensorRT 8.6, {len(cn_rep)} layers, {len(cn_rep.running)} running): "
+          f"parse + profile best {min(cn_parse):.3f} s; engine graph figure {cn_graph:.3f} s")
     if best >= 1.0:
         print(f"FAIL: parsing {len(rep)} layers took {best:.3f} s (limit 1 s)")
         return 1

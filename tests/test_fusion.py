@@ -176,7 +176,7 @@ def test_mobilenet_profile_join(mobilenet):
     # the reformat layer in front of the pooling layer: averageMs 0.00419584 in the profile
     assert lat.loc["GlobalAveragePool_747", "reformat_ms"] == pytest.approx(
         layers.loc[53, "average_ms"])
-    mapped = layers[layers["kind"] == "onnx"]["average_ms"].sum()
+    mapped = layers[layers["onnx_nodes"].map(len) > 0]["average_ms"].sum()
     assert lat["share_ms"].sum() == pytest.approx(mapped)
 
 
@@ -185,8 +185,13 @@ def test_mobilenet_before_after(mobilenet):
     assert table.loc["QuantizeLinear", "onnx_nodes"] == 55
     assert table.loc["Conv", "layers"] == 52
     assert table.loc["Clip", "onnx_nodes"] == 35 and table.loc["Clip", "layers"] == 35
+    # every Clip and Add is fused into its convolution's layer; every Conv anchors one
+    assert (table.loc["Clip", "own_layer"], table.loc["Clip", "absorbed"]) == (0, 35)
+    assert (table.loc["Add", "own_layer"], table.loc["Add", "absorbed"]) == (0, 10)
+    assert table.loc["Conv", "own_layer"] == 52
     assert table.loc["Add", "onnx_nodes"] == 10
-    assert (table.loc["TOTAL", "onnx_nodes"], table.loc["TOTAL", "layers"]) == (154, 58)
+    # 58 layers listed, one of them a NoOp that does not run
+    assert (table.loc["TOTAL", "onnx_nodes"], table.loc["TOTAL", "layers"]) == (154, 57)
 
 
 def test_profile_that_does_not_match_is_reported():
@@ -233,7 +238,8 @@ def test_trt11_fixture_with_model_resolves_ranges():
     assert lat.loc["pool", "reformat_ms"] == pytest.approx(0.0021)
     table = rep.before_after().set_index("op_type")
     assert table.loc["MatMul", "onnx_nodes"] == 2 and table.loc["MatMul", "layers"] == 2
-    assert (table.loc["TOTAL", "onnx_nodes"], table.loc["TOTAL", "layers"]) == (10, 6)
+    # the sixth layer, "(Unnamed Layer* 15) [Shuffle]", is a NoOp: five layers run
+    assert (table.loc["TOTAL", "onnx_nodes"], table.loc["TOTAL", "layers"]) == (10, 5)
 
 
 def test_trt11_second_shape_profile():
@@ -510,10 +516,14 @@ def test_compare_keyed_by_onnx_node():
 
 def test_report_repr_and_summary(mobilenet):
     text = repr(mobilenet)
-    assert "post-fusion, 58 layers from 154 ONNX nodes, 53 fused groups" in text
+    assert ("post-fusion, 57 running layers (+1 elided), 3 reformats, from 154 ONNX nodes, "
+            "53 fused groups") in text
     assert "<b>post-fusion</b>" in mobilenet._repr_html_()
     s = mobilenet.summary()
-    assert s["kinds"] == {"onnx": 56, "reformat": 1, "internal": 1}
+    # running layers: QuantizeLinear_2 and QuantizeLinear_757 are Reformat layers (Origin QDQ),
+    # plus the reformat in front of GlobalAveragePool_747; the NoOp squeeze does not run
+    assert s["kinds"] == {"onnx": 54, "reformat": 3}
+    assert (s["layers"], s["layers_listed"], s["elided"], s["reformats"]) == (57, 58, 1, 3)
     assert s["total_average_ms"] == pytest.approx(mobilenet.layers["average_ms"].sum())
 
 
@@ -540,3 +550,9 @@ def test_two_thousand_layers_parse_and_join_the_profile():
     assert len(rep) == 2000
     assert len(rep.groups()) > 1700
     assert rep.layers["time_ms"].notna().all()
+
+
+def test_copy_and_sync_layers_are_internal():
+    part, = split_name("/blk/emb/Gemm_copy_output")
+    assert (part.kind, part.ends) == ("internal", ("/blk/emb/Gemm",))
+    assert split_name("[trainStation1]")[0].kind == "internal"

@@ -40,25 +40,30 @@ def _bars(ax):
 
 
 def test_layer_latency_bars_coloured_by_precision(timed):
-    fig = plot_layer_latency(timed, top=None)
+    fig = plot_layer_latency(timed, top=None, order="engine")
     ax = fig.axes[0]
     bars = _bars(ax)
-    assert len(bars) == 58
-    want = [mcolors.to_rgba(PRECISION_COLORS[p]) for p in timed.layers["precision"]]
+    running = timed.layers[timed.layers["runs"]]
+    assert len(bars) == 57  # 58 listed, the NoOp squeeze does not run
+    want = [mcolors.to_rgba(PRECISION_COLORS[p]) for p in running["precision"]]
     assert [b.get_facecolor() for b in bars] == want
     assert bars[1].get_width() == pytest.approx(0.00912019)
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend == ["FP32", "INT8", "FP16"]
-    assert "58 layers" in ax.get_title()
-    assert len(ax.get_yticklabels()) == 58
+    assert "57 running layers" in ax.get_title()
+    assert len(ax.get_yticklabels()) == 57
 
 
-def test_layer_latency_top_keeps_engine_order(timed):
+def test_layer_latency_top_is_sorted_slowest_first(timed):
     fig = plot_layer_latency(timed, top=5)
     ax = fig.axes[0]
-    assert "5 slowest of 58 layers" in ax.get_title()
-    slowest = timed.layers.nlargest(5, "average_ms").sort_values("layer")
-    assert [b.get_width() for b in _bars(ax)] == pytest.approx(list(slowest["average_ms"]))
+    assert "5 slowest of 57 running layers" in ax.get_title()
+    widths = [b.get_width() for b in _bars(ax)]
+    assert widths == sorted(widths, reverse=True)
+    slowest = timed.layers.nlargest(5, "average_ms")
+    assert widths == pytest.approx(list(slowest["average_ms"]))
+    with pytest.raises(FusionError, match="order must be"):
+        plot_layer_latency(timed, order="name")
 
 
 def test_layer_latency_many_bars_are_numbered(timed):
@@ -104,5 +109,10 @@ def test_fusion_comparison_without_times_shows_group_size():
 def test_before_after_plot(timed):
     fig = plot_before_after(timed)
     ax = fig.axes[0]
-    assert len(_bars(ax)) == 2 * 6  # six op types in the fixture's layer names
-    assert "154 ONNX nodes" in ax.get_title() and "58 post-fusion layers" in ax.get_title()
+    # six op types; own-layer bars for the 4 that anchor layers (Conv, QuantizeLinear, Gemm,
+    # GlobalAveragePool) and absorbed bars for the 3 fused into convolutions (Q, Clip, Add)
+    table = timed.before_after().set_index("op_type").drop("TOTAL")
+    want = int((table["own_layer"] > 0).sum() + (table["absorbed"] > 0).sum())
+    assert sum(b.get_width() > 0 for b in _bars(ax)) == want
+    assert table.loc["Clip", "absorbed"] == 35
+    assert "154 ONNX nodes" in ax.get_title() and "57 running post-fusion" in ax.get_title()

@@ -128,6 +128,11 @@ def test_04_layer_fusion(tmp_path, monkeypatch):
     assert int(m[1]) == int(m[2]) > 0
     assert "pre-fusion |" in text
     assert _images(nb) >= 3
+    relu = _line(text, r"Relu: (\d+) nodes, (\d+) own layer, (\d+) absorbed")
+    assert int(relu[3]) == int(relu[1]) > 0  # the before/after shows the fusion
+    assert "slowest-layers plot sorted: True" in text
+    assert "report card panels: 6" in text
+    assert int(_line(text, r"aligned layers: \d+ \((\d+)% of")[1]) > 80
 
 
 def test_05_precision_study(tmp_path, monkeypatch):

@@ -45,6 +45,8 @@ _EXPORTS: Dict[str, Tuple[str, str]] = {
     "fusion": ("trtlab.backends.tensorrt.layers", "fusion"),
     "prefusion": ("trtlab.backends.tensorrt.layers", "prefusion"),
     "FusionReport": ("trtlab.backends.tensorrt.layers", "FusionReport"),
+    "report_card": ("trtlab.backends.tensorrt.layers", "report_card"),
+    "align_engines": ("trtlab.backends.tensorrt.layers", "align_engines"),
     "tensorrt_info": ("trtlab.backends.tensorrt.flavor", "info"),
     "run_onnx": ("trtlab.backends.onnxruntime.session", "run_onnx"),
     "draw": ("trtlab.viz", "draw"),

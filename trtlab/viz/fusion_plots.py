@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional, Sequence
 from trtlab.errors import FusionError
 
 __all__ = ["plot_layer_latency", "plot_fusion_comparison", "plot_before_after",
-           "PRECISION_COLORS"]
+           "PRECISION_COLORS", "FATE_COLORS"]
 
 #: One colour per precision, the same in every plot.
 PRECISION_COLORS: Dict[str, str] = {
@@ -56,15 +56,18 @@ def _ticks(ax: Any, labels: Sequence[str], limit: int) -> bool:
 
 
 def plot_layer_latency(report: Any, *, top: Optional[int] = 40, metric: str = "average_ms",
-                       ax: Any = None, label_width: int = 60, label_limit: int = 150) -> Any:
-    """Horizontal bars of per-layer time, coloured by layer precision, in engine order.
+                       order: str = "time", ax: Any = None, label_width: int = 60,
+                       label_limit: int = 150) -> Any:
+    """Horizontal bars of per-layer time of the running layers, coloured by precision.
 
     Parameters
     ----------
     report
         A post-fusion :class:`~trtlab.backends.tensorrt.layers.FusionReport` with a profile.
     top
-        Show the ``top`` slowest layers (still in engine order); ``None`` shows all.
+        Show the ``top`` slowest layers; ``None`` shows all.
+    order
+        ``"time"`` (slowest first; the default) or ``"engine"`` (engine order).
     metric
         ``"average_ms"`` (default), ``"median_ms"``, ``"time_ms"`` or ``"percentage"``.
     ax
@@ -86,10 +89,14 @@ def plot_layer_latency(report: Any, *, top: Optional[int] = 40, metric: str = "a
     if metric not in ("average_ms", "median_ms", "time_ms", "percentage"):
         raise FusionError(f"metric must be average_ms, median_ms, time_ms or percentage; "
                           f"got {metric!r}.")
-    frame = report.layers[["layer", "label", "precision", metric]].dropna(subset=[metric])
+    if order not in ("time", "engine"):
+        raise FusionError(f"order must be 'time' or 'engine'; got {order!r}.")
+    frame = report.running[["layer", "label", "precision", metric]].dropna(subset=[metric])
     shown = len(frame)
     if top is not None and len(frame) > top:
-        frame = frame.nlargest(top, metric).sort_values("layer")
+        frame = frame.nlargest(top, metric)
+    frame = (frame.sort_values([metric, "layer"], ascending=[False, True]) if order == "time"
+             else frame.sort_values("layer"))
     import matplotlib.pyplot as plt
 
     if ax is None:
@@ -103,7 +110,8 @@ def plot_layer_latency(report: Any, *, top: Optional[int] = 40, metric: str = "a
     ax.invert_yaxis()
     unit = "%" if metric == "percentage" else "ms"
     ax.set_xlabel(f"{metric} ({unit})")
-    subset = f"{len(frame)} slowest of {shown} layers" if len(frame) < shown else f"{shown} layers"
+    subset = (f"{len(frame)} slowest of {shown} running layers" if len(frame) < shown
+              else f"{shown} running layers")
     ax.set_title(f"{report.label}: per-layer time ({subset})", fontsize=10)
     _legend(ax, list(frame["precision"]), loc="lower right")
     if named:
@@ -184,8 +192,17 @@ def plot_fusion_comparison(a: Any, b: Any, *, labels: Optional[Sequence[str]] = 
     return fig
 
 
+#: Colours of a node's fate in :func:`plot_before_after`.
+FATE_COLORS: Dict[str, str] = {"own_layer": "#4e79a7", "absorbed": "#f28e2b",
+                               "elided": "#bab0ac", "no_layer": "#e15759"}
+
+
 def plot_before_after(report: Any, *, ax: Any = None, top: Optional[int] = 20) -> Any:
-    """ONNX node count against layer count per op type (``FusionReport.before_after()``).
+    """What fusion did to each ONNX op type (``FusionReport.before_after()``).
+
+    One stacked bar per op type: nodes that became their own layer, nodes absorbed into a
+    layer another op anchors (a Relu in ``Conv + Relu``), nodes only in layers TensorRT elides,
+    and nodes with no layer. A black tick marks how many running layers implement the op type.
 
     Returns
     -------
@@ -204,16 +221,24 @@ def plot_before_after(report: Any, *, ax: Any = None, top: Optional[int] = 20) -
     else:
         fig = ax.figure
     y = list(range(len(table)))
-    ax.barh([v - 0.2 for v in y], table["onnx_nodes"], height=0.4, color="#4e79a7",
-            label="ONNX nodes")
-    ax.barh([v + 0.2 for v in y], table["layers"], height=0.4, color="#f28e2b",
-            label=f"{report.stage} layers")
+    left = [0] * len(table)
+    labels = {"own_layer": "own layer", "absorbed": "absorbed into another op's layer",
+              "elided": "elided (NoOp)", "no_layer": "no layer"}
+    for col in ("own_layer", "absorbed", "elided", "no_layer"):
+        vals = table[col].tolist()
+        if not any(vals):
+            continue
+        ax.barh(y, vals, left=left, height=0.6, color=FATE_COLORS[col], label=labels[col])
+        left = [a + b for a, b in zip(left, vals)]
+    ax.scatter(table["layers"], y, marker="|", s=200, color="black", zorder=3,
+               label=f"running {report.stage} layers")
     ax.set_yticks(y)
     ax.set_yticklabels(table["op_type"], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("count")
+    ax.set_xlabel("ONNX nodes")
     ax.set_title(f"{report.label}: {total['onnx_nodes']} ONNX nodes \u2192 {total['layers']} "
-                 f"{report.stage} layers", fontsize=10)
-    ax.legend(fontsize="small")
+                 f"running {report.stage} layers ({total['absorbed']} nodes absorbed)",
+                 fontsize=10)
+    ax.legend(fontsize="small", loc="lower right")
     fig.tight_layout()
     return fig

@@ -10,12 +10,19 @@ Two views, clearly labelled:
   needed) and maps each layer of the resulting network to the ONNX node it came from. It shows
   how TensorRT translated the graph before the builder fused anything.
 
+Every layer says whether it ``runs`` (TensorRT lists elided ``NoOp`` layers too) and what it
+is (``kind``: ``onnx``, ``reformat``, ``constant``, ``internal``). On top of a report:
+:func:`report_card` (:mod:`trtlab.backends.tensorrt.layers.card`) gives the engine report card as DataFrames, and
+:func:`align_engines` (:mod:`trtlab.backends.tensorrt.layers.align`) pairs the layers of two builds of a network.
+
 Examples
 --------
 >>> from trtlab import fusion                                    # doctest: +SKIP
 >>> rep = fusion("layers.json", profile="profile.json", model="model.onnx")
->>> rep.before_after()          # ONNX nodes vs engine layers, per op type
+>>> rep.before_after()          # per op type: nodes with their own layer vs absorbed
 >>> rep.node_latency()          # per-ONNX-node time
+>>> report_card(rep, metadata="layers.json").by_layer_type
+>>> rep.align(fusion("int8_layers.json")).coverage
 """
 
 from __future__ import annotations
@@ -32,12 +39,16 @@ import pandas as pd
 from trtlab.errors import FusionError
 from trtlab.backends.tensorrt.layers.graph import OnnxFacts
 from trtlab.backends.tensorrt.layers.inspector import SCHEMA_TRT8_10, parse_engine_json, parse_profile, read_json
-from trtlab.backends.tensorrt.layers.names import shape_profile, split_name
-from trtlab.backends.tensorrt.layers.report import FusionReport, build_report, join_profile, resolve_layers
+from trtlab.backends.tensorrt.layers.names import shape_profile, split_name, visible
+from trtlab.backends.tensorrt.layers.align import Alignment, align_engines
+from trtlab.backends.tensorrt.layers.card import EngineCard, engine_graph, engine_metadata, report_card
+from trtlab.backends.tensorrt.layers.report import (NON_RUNNING_TYPES, FusionReport, build_report, join_profile,
+                     resolve_layers)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["fusion", "prefusion", "FusionReport", "engine_json"]
+__all__ = ["fusion", "prefusion", "FusionReport", "engine_json", "report_card", "EngineCard",
+           "engine_metadata", "engine_graph", "align_engines", "Alignment"]
 
 ModelLike = Any
 
@@ -55,6 +66,10 @@ def _facts(model: ModelLike) -> Tuple[OnnxFacts, Any]:
 
 
 # -- post-fusion --------------------------------------------------------------------------------
+_STANDARD_KEYS = frozenset({"Name", "LayerType", "Inputs", "Outputs", "ParameterType",
+                            "TacticName", "TacticValue", "Origin", "Metadata"})
+
+
 def _engine_rows(doc: Any, what: str, shape_prof: int) -> Tuple[List[Dict[str, Any]], Any]:
     parsed = parse_engine_json(doc, what)
     rows: List[Dict[str, Any]] = []
@@ -69,12 +84,14 @@ def _engine_rows(doc: Any, what: str, shape_prof: int) -> Tuple[List[Dict[str, A
         ins, outs = item["inputs"], item["outputs"]
         parts = split_name(name)
         origin = str(raw.get("Origin", "") or "")
-        if not origin and any(p.kind == "reformat" for p in parts):
+        if not origin and parts and parts[0].kind == "reformat":
             origin = "REFORMAT"
+        layer_type = str(raw.get("LayerType", ""))
         rows.append({
             "name": name,
-            "layer_type": str(raw.get("LayerType", "")),
+            "layer_type": layer_type,
             "parameter_type": str(raw.get("ParameterType", "") or ""),
+            "runs": layer_type not in NON_RUNNING_TYPES,
             "precision": (ins or outs)[0]["precision"] if (ins or outs) else "UNKNOWN",
             "out_precision": outs[0]["precision"] if outs else "UNKNOWN",
             "inputs": tuple(t["name"] for t in ins),
@@ -87,12 +104,25 @@ def _engine_rows(doc: Any, what: str, shape_prof: int) -> Tuple[List[Dict[str, A
             "origin": origin,
             "metadata": str(raw.get("Metadata", "") or ""),
             "shape_profile": prof,
+            "attributes": {k: v for k, v in raw.items() if k not in _STANDARD_KEYS},
             "parts": parts,
         })
     if not rows:
         raise FusionError(f"{what} has no layers for shape profile {shape_prof}; profiles present: "
                           f"{sorted(profiles)}. Pass shape_profile= one of them.")
     return rows, parsed
+
+
+def _is_text(data: bytes) -> bool:
+    """Whether ``data`` (the start of a file) is UTF-8 text: serialized engines hold NUL bytes."""
+    if not data or b"\x00" in data:
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(data) - 4:  # not merely a character cut at the end of the sample
+            return False
+    return True
 
 
 def engine_json(engine: Union[bytes, bytearray, memoryview]) -> str:
@@ -135,11 +165,49 @@ def _from_json(doc: Any, what: str, label: str, *, profile: Any, facts: Optional
     if profile is not None:
         pdoc, _ = read_json(profile, "profile JSON")
         notes += join_profile(rows, parse_profile(pdoc))
-    if parsed.schema == SCHEMA_TRT8_10 and not any(r["metadata"] for r in rows):
-        notes.append("no 'Metadata' field (TensorRT < 8.6): ONNX nodes are read from layer names"
-                     + ("" if facts else "; pass model= to resolve them exactly"))
+    hint = "" if facts else "; pass model= to resolve them exactly"
+    if not any(r["metadata"] for r in rows):
+        if not any("Metadata" in item["raw"] for item in parsed.layers):
+            if parsed.schema == SCHEMA_TRT8_10:
+                notes.append("no 'Metadata' field (TensorRT < 8.6): ONNX nodes are read from "
+                             "layer names" + hint)
+        else:
+            notes.append("every 'Metadata' field is empty (the ONNX parser recorded no node "
+                         "names, e.g. a network built through the API): ONNX nodes are read "
+                         "from layer names" + hint)
     return build_report(rows, stage="post-fusion", source=f"engine JSON ({parsed.schema} schema)",
-                        label=label, facts=facts, notes=notes, io_tensors=parsed.io_tensors)
+                        label=label, facts=facts, notes=notes,
+                        io_tensors=_io_details(parsed.io_tensors, parsed.layers))
+
+
+def _io_details(io: List[Dict[str, Any]], layers: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Fill direction, shape, precision and format of engine I/O tensors from the layers.
+
+    TensorRT 8-10 lists ``Bindings`` by name only: a binding no layer writes is an input, one a
+    layer writes is an output; its shape and type are those of the layer tensor of that name.
+    """
+    produced, seen = set(), {}
+    for item in layers:
+        for t in item["outputs"]:
+            produced.add(t["name"])
+            seen.setdefault(t["name"], t)
+        for t in item["inputs"]:
+            seen.setdefault(t["name"], t)
+    out = []
+    for t in io:
+        rec = dict(t)
+        found = seen.get(rec["name"])
+        mode = str(rec.get("mode") or "")
+        if not mode:
+            mode = "Output" if rec["name"] in produced else ("Input" if found else "")
+        rec["mode"] = mode
+        if rec.get("shape") is None and found is not None:
+            rec["shape"] = found["shape"]
+        if not rec.get("precision") or rec.get("precision") == "UNKNOWN":
+            rec["precision"] = found["precision"] if found is not None else "UNKNOWN"
+        rec["format"] = found["format"] if found is not None else ""
+        out.append(rec)
+    return out
 
 
 def _is_hybrid(obj: Any) -> bool:
@@ -273,11 +341,20 @@ def fusion(source: Any, *, profile: Any = None, model: ModelLike = None,
         if not path.is_file():
             raise FusionError(f"No file at {str(path)!r}. Pass engine-inspector JSON (text, dict "
                               "or path), a serialized engine, or a HybridModel.")
-        head = path.open("rb").read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+        with path.open("rb") as fh:
+            start = fh.read(4096)
+        head = start.lstrip(b"\xef\xbb\xbf \t\r\n")
         default_label = path.stem
         if head[:1] in (b"{", b"["):
             doc, _ = read_json(path, what)
             what = f"engine JSON {path.name}"
+        elif _is_text(start):
+            raise FusionError(
+                f"{path} is a text file but not JSON (it starts with "
+                f"{visible(start[:60].decode('utf-8', 'replace'))!r}). fusion() reads the JSON "
+                "that trtexec --exportLayerInfo (or IEngineInspector.get_engine_information("
+                "LayerInformationFormat.JSON)) writes, or a serialized engine. A per-layer text "
+                "dump or a build log must be exported again as JSON.")
         else:
             engine_bytes = path.read_bytes()
     elif isinstance(source, (str, dict, list)):

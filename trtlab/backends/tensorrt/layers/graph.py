@@ -10,8 +10,16 @@ import onnx
 
 __all__ = ["OnnxFacts", "op_from_name"]
 
-_OP_PLAIN = re.compile(r"^([A-Z][A-Za-z0-9]*)_\d+$")
-_OP_PATH = re.compile(r"/([A-Z][A-Za-z0-9]*)(?:_\d+)?$")
+_OP_PLAIN = re.compile(r"^([A-Z][A-Za-z0-9]*)_{1,2}\d+$")
+_OP_PATH = re.compile(r"/([A-Za-z][A-Za-z0-9]*)(?:_{1,2}\d+)?$")
+#: TensorFlow op names (tf2onnx keeps them in node names) -> the ONNX op they become.
+TF_OPS = {"Conv2D": "Conv", "DepthwiseConv2dNative": "Conv", "Conv2DBackpropInput":
+          "ConvTranspose", "BiasAdd": "Add", "add": "Add", "AddV2": "Add", "mul": "Mul",
+          "Mean": "ReduceMean", "Relu6": "Clip", "FusedBatchNormV3": "BatchNormalization",
+          "FusedBatchNorm": "BatchNormalization", "MatMul": "MatMul", "MaxPool": "MaxPool",
+          "AvgPool": "AveragePool", "ConcatV2": "Concat", "Sigmoid": "Sigmoid",
+          "Softmax": "Softmax", "Pad": "Pad", "Relu": "Relu", "Reshape": "Reshape",
+          "QuantLinearNode": "QuantizeLinear", "DequantLinearNode": "DequantizeLinear"}
 
 #: Ops whose output is their input: the parser and the builder drop them.
 ALIASING_OPS = {"Identity", "Dropout"}
@@ -20,9 +28,18 @@ SHAPE_OPS = {"Shape", "Size"}
 
 
 def op_from_name(name: str) -> str:
-    """Op type guessed from an exporter's node name (``Conv_9``, ``/layer1/Conv``), or ``"?"``."""
+    """Op type guessed from an exporter's node name, or ``"?"``.
+
+    PyTorch (``Conv_9``, ``/layer1/Conv``) and tf2onnx names (``Conv__435``,
+    ``resnet50/conv1_conv/Conv2D``: TensorFlow op names become the ONNX op they convert to).
+    """
     m = _OP_PLAIN.match(name) or _OP_PATH.search(name)
-    return m.group(1) if m else "?"
+    if not m:
+        return "?"
+    op = m.group(1)
+    if op in TF_OPS:
+        return TF_OPS[op]
+    return op if op[0].isupper() else "?"
 
 
 def _subgraph_nodes(node: onnx.NodeProto) -> List[str]:

@@ -3,8 +3,9 @@
 TensorRT names a fused layer after what it fused: parts joined by ``" + "`` (``" || "`` for
 horizontal fusions), pointwise fusions as ``PWN(a, PWN(b, c))``, Myelin regions as
 ``{ForeignNode[first...last]}``, format conversions as ``Reformatting CopyNode for Input Tensor 0
-to X``, its own helper layers as ``(Unnamed Layer* 12) [Shuffle]`` or ``unsqueeze_node_after_X``,
-and every layer of a second shape profile with a ``[profile N]`` suffix. Since TensorRT 8.6 a
+to X``, its own helper layers as ``(Unnamed Layer* 12) [Shuffle]``, ``unsqueeze_node_after_X`` or
+``reshape_after_X``, Myelin's own kernels as ``__myl_*`` / ``__mye*``, and every layer of a second
+shape profile with a ``[profile N]`` suffix. Since TensorRT 8.6 a
 ``Metadata`` field lists the ONNX nodes exactly: ``[ONNX Layer: name]`` entries separated by the
 ASCII record/unit separators 0x1E / 0x1F.
 
@@ -34,7 +35,15 @@ _FOREIGN = re.compile(r"^\{ForeignNode\[(.*)\]\}$", re.S)
 _REFORMAT_COPY = re.compile(r"^Reformatting CopyNode for (?:Input|Output) Tensor \d+ to (.+)$",
                             re.S)
 _REFORMATTER = re.compile(r"^(.+) (?:input|output) reformatter \d+$", re.S)
-_HELPER = re.compile(r"^(?:copied_)?(?:un)?squeeze(?:_node)?_(?:after|before)_(.+)$", re.S)
+_HELPER = re.compile(
+    r"^(?:copied_)?(?:(?:un)?squeeze(?:_node)?|reshape|transpose|shuffle|cast)_(?:after|before)_"
+    r"(.+?)(?:_copy_(?:input|output))?$", re.S)
+#: Layers TensorRT makes itself (Myelin kernels and shape calls, parser helpers): never ONNX nodes.
+_INTERNAL_PREFIX = ("__myl_", "__mye", "__myln", "ONNXTRT_", "(Unnamed Layer*", "[trainStation")
+#: Copies TensorRT inserts around a layer: ``X_copy_input`` / ``X_copy_output``.
+_COPY = re.compile(r"^(.+)_copy_(?:input|output)\d*$", re.S)
+#: Myelin appends ``_myl<graph>_<index>`` to the node names it keeps (TensorRT 10).
+_MYL_SUFFIX = re.compile(r"_myl\d+_\d+$")
 _CONST_SUFFIX = re.compile(
     r"(?:^|[./:_])(?:weight|weights|bias|biases|running_mean|running_var|gamma|beta|"
     r"scale|zero_point|kernel)$")
@@ -51,11 +60,14 @@ class Part:
     ``"range"`` (a Myelin ``ForeignNode`` range; ``name`` is the first node and ``last`` the
     last), ``"reformat"`` (a format conversion; ``name`` is the node it serves), or
     ``"internal"`` (a layer TensorRT made itself; ``name`` is what it refers to, if anything).
+    ``ends`` lists the names inside a range's two ends, or in the layer a reformat or helper
+    layer serves.
     """
 
     kind: str
     name: str
     last: Optional[str] = None
+    ends: Tuple[str, ...] = ()
 
 
 def shape_profile(name: str) -> Tuple[str, int]:
@@ -139,6 +151,41 @@ def _split_plain(text: str, seps: Tuple[str, ...]) -> List[str]:
     return [p for p in (x.strip() for x in _sep_pattern(seps).split(text)) if p]
 
 
+def _range(body: str) -> Part:
+    """A ``ForeignNode[first...last]`` body: each end may itself be a fused name (``a + b``)."""
+    left, dots, right = body.partition("...")
+    ends: List[Part] = []
+    for side in ((left, right) if dots else (left,)):
+        for piece in _split_top(side, (" + ", " || ") + SEPARATORS):
+            _parts(piece, ends)
+    names = [p.name for p in ends if p.kind == "name"]
+    first_side = [p.name for p in _named(left)]
+    last_side = [p.name for p in _named(right)] if dots else first_side
+    first = (first_side or names or [left.strip()])[0]
+    last = (last_side or names or [right.strip() or left.strip()])[-1]
+    return Part("range", first, last, tuple(names))
+
+
+def _named(side: str) -> List[Part]:
+    out: List[Part] = []
+    for piece in _split_top(side, (" + ", " || ") + SEPARATORS):
+        _parts(piece, out)
+    return [p for p in out if p.kind == "name"]
+
+
+def _target_names(target: str) -> Tuple[str, ...]:
+    """ONNX-looking names in the layer a reformat serves (the target may be a fused layer)."""
+    names: List[str] = []
+    for part in split_name(target):
+        if part.kind == "name":
+            names.append(part.name)
+        elif part.kind == "range":
+            names.extend(part.ends or (part.name,))
+        elif part.kind in ("internal", "reformat") and part.name:
+            names.extend(part.ends or (part.name,))
+    return tuple(dict.fromkeys(names))
+
+
 def _parts(piece: str, out: List[Part]) -> None:
     if piece.startswith("PWN(") and piece.endswith(")"):
         for inner in _split_top(piece[4:-1], (", ", ",", " + ")):
@@ -146,39 +193,50 @@ def _parts(piece: str, out: List[Part]) -> None:
         return
     m = _FOREIGN.match(piece)
     if m:
-        body = m.group(1)
-        first, dots, last = body.partition("...")
-        out.append(Part("range", first.strip(), last.strip() if dots else first.strip()))
+        out.append(_range(m.group(1)))
         return
     m = _REFORMAT_COPY.match(piece) or _REFORMATTER.match(piece)
     if m:
-        out.append(Part("reformat", m.group(1).strip()))
+        target = m.group(1).strip()
+        out.append(Part("reformat", target, None, _target_names(target)))
         return
-    if "(Unnamed Layer*" in piece:
+    if piece.startswith(_INTERNAL_PREFIX):
         out.append(Part("internal", ""))
         return
-    m = _HELPER.match(piece)
+    m = _HELPER.match(piece) or _COPY.match(piece)
     if m:
-        out.append(Part("internal", m.group(1)))
+        target = m.group(1).strip()
+        out.append(Part("internal", target, None, _target_names(target)))
         return
-    if piece.startswith("ONNXTRT_"):
-        out.append(Part("internal", ""))
-        return
+    m = _MYL_SUFFIX.search(piece)
+    if m and m.start() > 0:
+        piece = piece[:m.start()]
     out.append(Part("name", piece))
 
 
 def split_name(name: str) -> List[Part]:
     """The parts of an engine layer name (``[profile N]`` markers removed first).
 
+    A format conversion (``Reformatting CopyNode for Input Tensor 0 to Conv_0 + Relu_1``) is
+    recognised before the name is split at ``" + "``: it is one ``"reformat"`` part whose
+    ``ends`` are the names of the layer it serves. A Myelin range's ends are split too
+    (``{ForeignNode[a + b...c + d]}`` runs from ``a`` to ``d``; ``ends`` lists ``a, b, c, d``).
+
     Examples
     --------
     >>> [p.name for p in split_name("w + QuantizeLinear_7 + Conv_9 + PWN(Clip_13)")]
     ['w', 'QuantizeLinear_7', 'Conv_9', 'Clip_13']
     >>> split_name("{ForeignNode[/a/MatMul.../b/Add]}")[0]
-    Part(kind='range', name='/a/MatMul', last='/b/Add')
+    Part(kind='range', name='/a/MatMul', last='/b/Add', ends=('/a/MatMul', '/b/Add'))
+    >>> split_name("Reformatting CopyNode for Input Tensor 0 to Conv_0 + Relu_1")
+    [Part(kind='reformat', name='Conv_0 + Relu_1', last=None, ends=('Conv_0', 'Relu_1'))]
     """
     base, _ = shape_profile(name)
     out: List[Part] = []
+    m = _REFORMAT_COPY.match(base) or _REFORMATTER.match(base)
+    if m:
+        target = m.group(1).strip()
+        return [Part("reformat", target, None, _target_names(target))]
     for piece in _split_top(base, (" + ", " || ") + SEPARATORS):
         _parts(piece, out)
     return out

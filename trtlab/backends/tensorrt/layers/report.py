@@ -18,19 +18,44 @@ from trtlab.backends.tensorrt.layers.names import Part, looks_constant, metadata
 log = logging.getLogger(__name__)
 
 __all__ = ["FusionReport", "STAGES", "LAYER_COLUMNS", "TIME_COLUMNS", "resolve_layers",
-           "join_profile", "unmapped_nodes"]
+           "join_profile", "unmapped_nodes", "REFORMAT_TYPES", "NON_RUNNING_TYPES",
+           "IO_COLUMNS", "ANCHOR_OPS"]
 
 STAGES = ("pre-fusion", "post-fusion")
 
 #: Columns of :attr:`FusionReport.layers`, in order (``segment`` is added for hybrid models).
 LAYER_COLUMNS = [
-    "layer", "name", "label", "layer_type", "parameter_type", "kind", "precision",
+    "layer", "name", "label", "layer_type", "parameter_type", "kind", "runs", "precision",
     "out_precision", "inputs", "input_shapes", "input_formats", "outputs", "output_shapes",
     "output_formats", "tactic", "origin", "onnx_nodes", "related_nodes", "constants",
-    "unresolved", "subgraph_nodes", "mapping", "shape_profile", "metadata",
+    "unresolved", "subgraph_nodes", "mapping", "shape_profile", "metadata", "attributes",
 ]
+#: Columns of :attr:`FusionReport.io_tensors`.
+IO_COLUMNS = ["name", "mode", "shape", "precision", "format", "location"]
+#: Op types that anchor a fused layer (the layer is "theirs"; the others were absorbed into it).
+ANCHOR_OPS = frozenset({
+    "Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "Gemm", "MatMul", "MatMulInteger",
+    "QLinearMatMul", "Einsum", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+    "LpPool", "LSTM", "GRU", "RNN", "Softmax", "LogSoftmax", "Attention",
+    "LayerNormalization", "GroupNormalization", "InstanceNormalization", "BatchNormalization",
+    "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "Resize", "Gather", "Concat", "Slice",
+    "TopK", "NonMaxSuppression", "Transpose", "Reshape"})
+_QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
 #: Columns added by a profile.
 TIME_COLUMNS = ["time_ms", "average_ms", "median_ms", "percentage"]
+
+
+#: Layer types that convert a tensor's format or type (the layer does no math of an ONNX op).
+REFORMAT_TYPES = frozenset({"Reformat", "MyelinReformat", "REFORMAT"})
+#: Layer types TensorRT keeps in the layer list but does not run: elided copies (NoOp), constants
+#: baked into the engine, Myelin's host-side shape calls. trex leaves the same types out.
+NON_RUNNING_TYPES = frozenset({"NoOp", "Constant", "shape_call"})
+
+
+def _resolve_name(name: str, facts: Optional[OnnxFacts]) -> Optional[str]:
+    if facts is None:
+        return None if looks_constant(name) else name
+    return facts.node_of(name) or facts.top_level(name)
 
 
 def _resolve_part(part: Part, facts: Optional[OnnxFacts], acc: Dict[str, List[str]]) -> None:
@@ -47,10 +72,12 @@ def _resolve_part(part: Part, facts: Optional[OnnxFacts], acc: Dict[str, List[st
             acc["unresolved"].append(part.name)
     elif part.kind == "range":
         acc["ranges"].append(part)
-    elif part.kind in ("reformat", "internal") and part.name:
-        node = facts.node_of(part.name) if facts is not None else None
-        if node is not None or (facts is None and part.kind == "reformat"):
-            acc["related"].append(node or part.name)
+    elif part.kind in ("reformat", "internal"):
+        acc["helpers"].append(part)
+        for name in part.ends or ((part.name,) if part.name else ()):
+            node = _resolve_name(name, facts)
+            if node is not None:
+                acc["related"].append(node)
 
 
 def _unique(items: Iterable[str]) -> List[str]:
@@ -58,14 +85,43 @@ def _unique(items: Iterable[str]) -> List[str]:
     return [x for x in items if not (x in seen or seen.add(x))]
 
 
+def _range_positions(part: Part, facts: OnnxFacts) -> List[int]:
+    """Topological positions of a range's ends (an initializer end counts as its first user)."""
+    out: List[int] = []
+    for name in part.ends or (part.name, part.last or part.name):
+        node = facts.node_of(name) or facts.top_level(name)
+        if node is not None:
+            out.append(facts.position[node])
+        elif name in facts.consumers:
+            users = [facts.position[c] for c in facts.consumers[name] if c in facts.position]
+            if users:
+                out.append(min(users))
+    return out
+
+
+def _kind(row: Dict[str, Any]) -> str:
+    parts = row["parts"]
+    if (str(row.get("layer_type", "")) in REFORMAT_TYPES or row.get("origin") == "REFORMAT"
+            or (parts and parts[0].kind == "reformat")):
+        return "reformat"
+    if row["onnx_nodes"]:
+        return "onnx"
+    if row["constants"] and not any(p.kind == "internal" for p in parts):
+        return "constant"
+    return "internal"
+
+
 def resolve_layers(rows: List[Dict[str, Any]], facts: Optional[OnnxFacts]) -> List[Dict[str, Any]]:
     """Fill ``onnx_nodes``, ``related_nodes``, ``constants``, ``unresolved``, ``mapping`` and
     ``kind`` of each row from its ``parts``, ``metadata`` and ``fallback_nodes``.
 
     ``Metadata`` wins when present; otherwise the name parts are resolved (exactly against
-    ``facts``, by naming heuristics without). Myelin ``ForeignNode[first...last]`` ranges are
-    resolved last: with a model, to the nodes between ``first`` and ``last`` in topological
-    order that no other layer claims; without one, to their two ends.
+    ``facts``, by naming heuristics without). A format conversion and a layer TensorRT made
+    itself never implement an ONNX node by their name: the node they serve goes to
+    ``related_nodes``. Myelin ``ForeignNode[a + b...c + d]`` ranges are resolved last: with a
+    model, to the nodes between the first and last resolvable end in topological order that no
+    other layer claims (ends that are not in the model go to ``unresolved``); without one, to
+    the ends that look like nodes.
     """
     pending: List[Tuple[Dict[str, Any], List[Part]]] = []
     for row in rows:
@@ -87,9 +143,14 @@ def resolve_layers(rows: List[Dict[str, Any]], facts: Optional[OnnxFacts]) -> Li
             mapping = "metadata"
         elif acc["nodes"]:
             nodes, mapping = acc["nodes"], "name"
-        elif row.get("fallback_nodes") and not acc["ranges"]:
+        elif row.get("fallback_nodes") and not acc["ranges"] and not any(
+                p.kind == "reformat" for p in acc["helpers"]):
             nodes, mapping = list(row["fallback_nodes"]), "output"
         else:
+            nodes, mapping = [], ""
+        if row["parts"] and row["parts"][0].kind == "reformat":
+            # a named format conversion serves the nodes its Metadata lists; it implements none
+            acc["related"] = list(nodes) + acc["related"]
             nodes, mapping = [], ""
         row["onnx_nodes"] = tuple(_unique(nodes))
         row["related_nodes"] = tuple(_unique(n for n in acc["related"] if n not in nodes))
@@ -103,28 +164,28 @@ def resolve_layers(rows: List[Dict[str, Any]], facts: Optional[OnnxFacts]) -> Li
         claimed = {n for row in rows for n in row["onnx_nodes"]}
         for row, ranges in pending:
             nodes = list(row["onnx_nodes"])
+            unresolved = list(row["unresolved"])
             exact = facts is not None
             for part in ranges:
-                ends = [facts.node_of(part.name), facts.node_of(part.last or part.name)] \
-                    if facts is not None else [part.name, part.last or part.name]
-                if facts is not None and None not in ends:
-                    a, b = sorted(facts.position[e] for e in ends)
-                    nodes += [n for n in facts.order[a:b + 1] if n not in claimed or n in ends]
-                else:
+                ends = part.ends or (part.name, part.last or part.name)
+                if facts is None:
+                    nodes += [e for e in ends if not looks_constant(e)]
+                    continue
+                found = [facts.node_of(e) or facts.top_level(e) for e in ends]
+                unresolved += [e for e, f in zip(ends, found) if f is None
+                               and e not in facts.initializers and e not in facts.consumers]
+                pos = _range_positions(part, facts)
+                if not pos:
                     exact = False
-                    nodes += [e if e is not None else p for e, p in
-                              zip(ends, (part.name, part.last or part.name))]
+                    continue
+                a, b = min(pos), max(pos)
+                nodes += [n for n in facts.order[a:b + 1] if n not in claimed or n in found]
             row["onnx_nodes"] = tuple(_unique(nodes))
+            row["unresolved"] = tuple(_unique(unresolved))
             row["mapping"] = "range" if exact else "range-ends"
     for row in rows:
-        if row["onnx_nodes"]:
-            row["kind"] = "onnx"
-        elif row.get("origin") == "REFORMAT" or any(p.kind == "reformat" for p in row["parts"]):
-            row["kind"] = "reformat"
-        elif row["constants"] and not any(p.kind == "internal" for p in row["parts"]):
-            row["kind"] = "constant"
-        else:
-            row["kind"] = "internal"
+        row["kind"] = _kind(row)
+        row.setdefault("runs", True)
     return rows
 
 
@@ -201,8 +262,12 @@ class FusionReport:
     layers : pandas.DataFrame
         One row per layer, columns :data:`LAYER_COLUMNS` (plus ``time_ms``, ``average_ms``,
         ``median_ms``, ``percentage`` with a profile, and ``segment`` for a hybrid model).
-        ``kind`` is ``onnx`` (implements ONNX nodes), ``reformat``, ``constant`` or
-        ``internal``; ``precision`` is that of the first input (first output without inputs).
+        ``kind`` is ``reformat`` (every format or type conversion: LayerType ``Reformat`` /
+        ``MyelinReformat`` or a ``Reformatting CopyNode`` name, whatever node it serves),
+        ``onnx`` (implements ONNX nodes), ``constant`` or ``internal``; ``runs`` is False for
+        layers TensorRT lists but does not run (``NoOp``, ``Constant``, ``shape_call``);
+        ``precision`` is that of the first input (first output without inputs);
+        ``attributes`` holds the layer's other JSON fields (``Kernel``, ``Weights``, ...).
         ``onnx_nodes`` are top-level ONNX nodes (a layer made from a node inside an If/Loop
         body maps to the If/Loop node, the inner name kept in ``subgraph_nodes``);
         ``related_nodes`` are the nodes a reformat layer serves; ``mapping`` says how the
@@ -221,7 +286,9 @@ class FusionReport:
         ONNX nodes of the given model that map to no layer, with the reason (empty without a
         model).
     io_tensors : pandas.DataFrame
-        Engine inputs and outputs (``Bindings`` or ``I/O Tensors``).
+        Engine inputs and outputs (``Bindings`` or ``I/O Tensors``): columns
+        :data:`IO_COLUMNS`; with TensorRT 8-10 the direction, shape and type come from the
+        layer tensors of the same name.
     notes : tuple of str
         What the reader noticed: fallbacks, missing profile records, schema remarks.
     """
@@ -234,8 +301,7 @@ class FusionReport:
     unmapped: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=["node", "op_type", "reason"]))
     io_tensors: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame(columns=["name", "mode", "shape", "precision",
-                                                      "location"]))
+        default_factory=lambda: pd.DataFrame(columns=IO_COLUMNS))
     notes: Tuple[str, ...] = ()
     op_types: Dict[str, str] = field(default_factory=dict)
     node_order: Tuple[str, ...] = ()
@@ -265,7 +331,9 @@ class FusionReport:
         return self.op_types.get(node) or op_from_name(node)
 
     def groups(self, min_size: int = 2) -> List[Set[str]]:
-        """Sets of ONNX nodes that share one layer (fused together), in layer order.
+        """Sets of ONNX nodes that share one running layer (fused together), in layer order.
+
+        Layers TensorRT elides (``runs`` False) are left out: their nodes run as no kernel.
 
         Parameters
         ----------
@@ -274,7 +342,7 @@ class FusionReport:
         """
         out: List[Set[str]] = []
         seen: Set[frozenset] = set()
-        for nodes in self.layers["onnx_nodes"]:
+        for nodes in self.running["onnx_nodes"]:
             key = frozenset(nodes)
             if len(key) >= min_size and key not in seen:
                 seen.add(key)
@@ -282,35 +350,95 @@ class FusionReport:
         return out
 
     # -- tables -----------------------------------------------------------------------------
-    def before_after(self) -> pd.DataFrame:
-        """ONNX node count against layer count, per op type.
+    @property
+    def running(self) -> pd.DataFrame:
+        """The layers that run (``runs`` is True): what the profile times and trex counts."""
+        return self.layers[self.layers["runs"].astype(bool)]
 
-        Columns: ``op_type``, ``onnx_nodes`` (nodes of that type: all of the model's when it is
-        known, else those the layers name), ``mapped`` (of them, mapped to a layer), ``layers``
-        (distinct layers implementing at least one such node). The last row, ``TOTAL``,
-        compares all ONNX nodes with all layers of the report.
+    def owner(self, nodes: Sequence[str]) -> Optional[str]:
+        """The node a fused layer belongs to: the first compute op (Conv, Gemm, pooling, ...),
+        else the first node that is not a Q/DQ, else the first node."""
+        if not nodes:
+            return None
+        for node in nodes:
+            if self.op_type(node) in ANCHOR_OPS:
+                return node
+        for node in nodes:
+            if self.op_type(node) not in _QDQ:
+                return node
+        return nodes[0]
+
+    def fate(self) -> pd.DataFrame:
+        """What became of each ONNX node: its own layer, absorbed into another op's layer,
+        only in layers TensorRT elides, or no layer.
+
+        Columns: ``node``, ``op_type``, ``fate`` (``own layer``, ``absorbed``, ``elided``,
+        ``no layer``), ``into`` (for ``absorbed``: the node owning the layer, and its op type
+        in ``into_op``). With the model known every node is listed; without it, the nodes the
+        layers name.
         """
-        counts: Dict[str, Dict[str, Any]] = {}
-
-        def entry(op: str) -> Dict[str, Any]:
-            return counts.setdefault(op, {"onnx_nodes": 0, "mapped": 0, "layers": set()})
-
-        universe = list(self.node_order) if self.node_order else list(self.onnx_to_layers)
-        for node in universe:
-            e = entry(self.op_type(node))
-            e["onnx_nodes"] += 1
-            if node in self.onnx_to_layers:
-                e["mapped"] += 1
-        for idx, nodes in zip(self.layers["layer"], self.layers["onnx_nodes"]):
+        owned: Dict[str, Set[str]] = defaultdict(set)
+        running: Dict[str, bool] = {}
+        for nodes, runs in zip(self.layers["onnx_nodes"], self.layers["runs"]):
+            head = self.owner(nodes)
             for node in nodes:
-                entry(self.op_type(node))["layers"].add(idx)
-        rows = [{"op_type": op, "onnx_nodes": e["onnx_nodes"], "mapped": e["mapped"],
-                 "layers": len(e["layers"])} for op, e in counts.items()]
-        frame = pd.DataFrame(rows, columns=["op_type", "onnx_nodes", "mapped", "layers"])
+                running[node] = running.get(node, False) or bool(runs)
+                if runs:
+                    owned[node].add(head)
+        universe = list(self.node_order) if self.node_order else list(self.onnx_to_layers)
+        rows = []
+        for node in universe:
+            heads = owned.get(node, set())
+            into = ""
+            if node not in self.onnx_to_layers:
+                fate = "no layer"
+            elif not running.get(node):
+                fate = "elided"
+            elif node in heads:
+                fate = "own layer"
+            else:
+                fate = "absorbed"
+                into = sorted(heads)[0]
+            rows.append({"node": node, "op_type": self.op_type(node), "fate": fate,
+                         "into": into, "into_op": self.op_type(into) if into else ""})
+        return pd.DataFrame(rows, columns=["node", "op_type", "fate", "into", "into_op"])
+
+    def before_after(self) -> pd.DataFrame:
+        """Per ONNX op type: how many nodes became their own layer and how many were fused away.
+
+        Columns: ``op_type``; ``onnx_nodes`` (nodes of that type: all of the model's when it
+        is known, else those the layers name); ``own_layer`` (nodes that anchor a running
+        layer: a Conv in ``Conv + Relu``); ``absorbed`` (nodes fused into a layer another op
+        anchors: the Relu); ``elided`` (nodes only in layers TensorRT does not run, e.g.
+        ``NoOp``); ``no_layer`` (nodes no layer names: folded constants, Q/DQ folded into
+        scales, ...); ``mapped`` (``onnx_nodes - no_layer``); ``layers`` (running layers
+        implementing at least one such node). The last row, ``TOTAL``, compares all ONNX nodes
+        with all running layers; ``reformat`` layers appear only there.
+        """
+        fate = self.fate()
+        counts = pd.crosstab(fate["op_type"], fate["fate"]) if len(fate) else pd.DataFrame()
+        cols = ["own layer", "absorbed", "elided", "no layer"]
+        counts = counts.reindex(columns=cols, fill_value=0)
+        layers: Dict[str, Set[int]] = defaultdict(set)
+        for idx, nodes, runs in zip(self.layers["layer"], self.layers["onnx_nodes"],
+                                    self.layers["runs"]):
+            if runs:
+                for node in nodes:
+                    layers[self.op_type(node)].add(idx)
+        rows = []
+        for op in counts.index:
+            c = counts.loc[op]
+            total = int(c.sum())
+            rows.append({"op_type": op, "onnx_nodes": total, "own_layer": int(c["own layer"]),
+                         "absorbed": int(c["absorbed"]), "elided": int(c["elided"]),
+                         "no_layer": int(c["no layer"]), "mapped": total - int(c["no layer"]),
+                         "layers": len(layers.get(op, ()))})
+        columns = ["op_type", "onnx_nodes", "own_layer", "absorbed", "elided", "no_layer",
+                   "mapped", "layers"]
+        frame = pd.DataFrame(rows, columns=columns)
         frame = frame.sort_values(["onnx_nodes", "op_type"], ascending=[False, True])
-        total = pd.DataFrame([{"op_type": "TOTAL", "onnx_nodes": len(universe),
-                               "mapped": sum(1 for n in universe if n in self.onnx_to_layers),
-                               "layers": len(self.layers)}])
+        tot = {c: int(frame[c].sum()) for c in columns[1:-1]}
+        total = pd.DataFrame([{"op_type": "TOTAL", **tot, "layers": len(self.running)}])
         return pd.concat([frame, total], ignore_index=True)
 
     def _node_rows(self) -> pd.DataFrame:
@@ -400,13 +528,34 @@ class FusionReport:
         out.index.name = "node"
         return out
 
+    def align(self, other: "FusionReport") -> Any:
+        """Pair this engine's layers with ``other``'s by ONNX nodes (``Metadata``) where both
+        list them, else by topology and layer signature (:func:`trtlab.fusion.align.align_engines`).
+
+        Unlike :meth:`compare`, which keys by ONNX node name, this survives different exports of
+        one model (different node names) and different precisions (different reformats).
+        """
+        from trtlab.backends.tensorrt.layers.align import align_engines
+
+        return align_engines(self, other)
+
+    def card(self, *, metadata: Any = None) -> Any:
+        """The engine report card (:func:`trtlab.fusion.card.report_card`)."""
+        from trtlab.backends.tensorrt.layers.card import report_card
+
+        return report_card(self, metadata=metadata)
+
     def summary(self) -> Dict[str, Any]:
-        """Counts in one dict: layers, mapped nodes, fused groups, unmapped nodes, total time."""
-        out = {"stage": self.stage, "source": self.source, "layers": len(self.layers),
+        """Counts in one dict: running layers (``layers``; ``layers_listed`` includes the
+        ``elided`` ones), running reformats, mapped nodes, fused groups, unmapped nodes, time."""
+        run = self.running
+        out = {"stage": self.stage, "source": self.source, "layers": len(run),
+               "layers_listed": len(self.layers), "elided": len(self.layers) - len(run),
+               "reformats": int((run["kind"] == "reformat").sum()),
                "onnx_nodes_mapped": len(self.onnx_to_layers),
                "fused_groups": len(self.groups()), "unmapped_nodes": len(self.unmapped),
-               "kinds": self.layers["kind"].value_counts().to_dict(),
-               "precisions": self.layers["precision"].value_counts().to_dict()}
+               "kinds": run["kind"].value_counts().to_dict(),
+               "precisions": run["precision"].value_counts().to_dict()}
         if self.has_profile:
             out["total_average_ms"] = float(self.layers["average_ms"].sum(skipna=True))
         return out
@@ -414,16 +563,19 @@ class FusionReport:
     def __repr__(self) -> str:
         s = self.summary()
         prof = f", {s['total_average_ms']:.4g} ms" if self.has_profile else ""
-        return (f"FusionReport({self.label!r}, {self.stage}, {s['layers']} layers from "
+        elided = f" (+{s['elided']} elided)" if s["elided"] else ""
+        return (f"FusionReport({self.label!r}, {self.stage}, {s['layers']} running layers"
+                f"{elided}, {s['reformats']} reformats, from "
                 f"{s['onnx_nodes_mapped']} ONNX nodes, {s['fused_groups']} fused groups, "
                 f"{s['unmapped_nodes']} unmapped{prof}; {self.source})")
 
     def _repr_html_(self) -> str:
-        cols = [c for c in ("layer", "label", "layer_type", "kind", "precision", "onnx_nodes",
-                            "average_ms") if c in self.layers.columns]
+        cols = [c for c in ("layer", "label", "layer_type", "kind", "runs", "precision",
+                            "onnx_nodes", "average_ms") if c in self.layers.columns]
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
         return (f"<b>FusionReport</b> {html.escape(self.label)} &mdash; <b>{self.stage}</b>, "
-                f"{len(self.layers)} layers, {len(self.onnx_to_layers)} ONNX nodes mapped, "
+                f"{len(self.running)} running layers of {len(self.layers)} listed, "
+                f"{len(self.onnx_to_layers)} ONNX nodes mapped, "
                 f"{len(self.unmapped)} unmapped ({html.escape(self.source)})"
                 f"{'<ul>' + notes + '</ul>' if notes else ''}"
                 + self.layers[cols].head(30).to_html(index=False))
@@ -447,6 +599,8 @@ def build_report(rows: List[Dict[str, Any]], *, stage: str, source: str, label: 
     for i, row in enumerate(rows):
         row["layer"] = i
         row["label"] = visible(row["name"])
+        row.setdefault("runs", True)
+        row.setdefault("attributes", {})
     cols = list(LAYER_COLUMNS)
     if rows and "average_ms" in rows[0]:
         cols += TIME_COLUMNS
@@ -473,7 +627,7 @@ def build_report(rows: List[Dict[str, Any]], *, stage: str, source: str, label: 
         onnx_to_layers = {n: tuple(v) for n, v in mapping.items()}
         unmapped = pd.DataFrame(columns=["node", "op_type", "reason"])
         op_types, order = {}, ()
-    io = pd.DataFrame(io_tensors or [], columns=["name", "mode", "shape", "precision", "location"])
+    io = pd.DataFrame(io_tensors or [], columns=IO_COLUMNS)
     return FusionReport(layers=layers, onnx_to_layers=onnx_to_layers, stage=stage, source=source,
                         label=label, unmapped=unmapped, io_tensors=io, notes=tuple(notes),
                         op_types=op_types, node_order=order)
