@@ -28,6 +28,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from trtlab.opinfo import MAC_FORMULA_OPS, QDQ_OPS
 from trtlab.errors import (
     ExternalDataError,
     InvalidModelError,
@@ -46,10 +47,6 @@ MIN_OPSET = 9
 #: trtlab writes models with at most this IR version, so older ONNX Runtime releases read them.
 WRITE_IR_VERSION = 10
 
-#: Ops whose multiply-accumulate count :class:`Model` computes.
-MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-#: Explicit quantization ops; constant folding would fold their weights back to float.
-QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
 class TrtlabWarning(UserWarning):
@@ -477,7 +474,7 @@ def _dims(info: Optional[TensorInfo]) -> Optional[List[Optional[int]]]:
 
 def _node_macs(node: onnx.NodeProto, tensor: Any) -> int:
     op = node.op_type
-    if node.domain not in ("", "ai.onnx") or op not in MAC_OPS:
+    if node.domain not in ("", "ai.onnx") or op not in MAC_FORMULA_OPS:
         return 0
     ins = [tensor(x) if x else None for x in node.input]
     outs = [tensor(x) if x else None for x in node.output]

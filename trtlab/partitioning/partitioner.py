@@ -44,6 +44,7 @@ from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping,
 import numpy as np
 
 from trtlab.errors import InputError, PartitionError
+from trtlab.opinfo import BODY_OPS, COMPUTE_OPS as MAC_OPS, TRIVIAL_OPS
 from trtlab.extract import segment_model, write_partition
 from trtlab.model import Model
 
@@ -66,18 +67,6 @@ FORMAT_VERSION = 1
 _KNOWN_VERSIONS = (1,)
 _FORMAT = "trtlab-partition"
 
-#: Ops that do (almost) no arithmetic; they do not count towards ``min_subgraph_size``.
-TRIVIAL_OPS = frozenset({
-    "Identity", "Constant", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Shape", "Size", "Cast",
-    "CastLike", "Dropout",
-})
-#: Ops with multiply-accumulate work; a region with none of them is "no-MAC".
-MAC_OPS = frozenset({
-    "Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "Gemm", "MatMul", "MatMulInteger",
-    "QLinearMatMul", "FusedMatMul", "Einsum", "LSTM", "GRU", "RNN", "Attention", "MultiHeadAttention",
-    "ReduceSum", "ReduceMean", "ReduceProd", "ReduceSumSquare", "ReduceL1", "ReduceL2",
-    "ReduceLogSum", "ReduceLogSumExp",
-})
 
 SupportLike = Union[None, Mapping[str, Any], Any]
 
@@ -394,9 +383,9 @@ def partition(model: Any, *, support: SupportLike = None, min_subgraph_size: int
         ``node -> (bool, reason)``, or ``None`` for :func:`trtlab.backends.tensorrt.support.check_support` (or the
         backend object's own ``check_support``).
     min_subgraph_size
-        Backend regions with fewer non-trivial nodes (see :data:`TRIVIAL_OPS`) go to fallback.
+        Backend regions with fewer non-trivial nodes (see :data:`trtlab.opinfo.TRIVIAL_OPS`) go to fallback.
     remove_no_mac_subgraphs
-        Send backend regions without a multiply-accumulate op (see :data:`MAC_OPS`) to fallback.
+        Send backend regions without a multiply-accumulate op (see :data:`trtlab.opinfo.COMPUTE_OPS`) to fallback.
     exclude_ops, exclude_nodes
         Op types and node names kept off the backend.
     backend
@@ -533,7 +522,7 @@ class _Dag:
         return cls(names, ops, reads, outs, preds, succs)
 
 
-_BODY_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
+_BODY_OPS = BODY_OPS
 
 
 def _has_bodies(node: Any) -> bool:

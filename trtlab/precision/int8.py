@@ -24,6 +24,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from trtlab.errors import CalibrationError, PrecisionError
+from trtlab.opinfo import WEIGHTED_OPS
 from trtlab.precision._common import Data, as_model, finish, tensor_types, unique_name as _unique
 from trtlab.precision.calibration import QMAX, calibrate_tensors
 
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 __all__ = ["WEIGHTED_OPS", "quantization_plan", "quantize_int8"]
 
 #: Ops whose inputs and weights TensorRT runs in INT8 when they are fed by Q/DQ pairs.
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 #: Ops between a weighted op and an ``Add`` that TensorRT folds into the weighted op.
 _FOLDED = ("BatchNormalization",)
 PLAN_COLUMNS = ["tensor", "role", "node", "op_type", "input_index", "axis", "reason"]
