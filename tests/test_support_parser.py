@@ -139,3 +139,48 @@ def test_rules_agree_with_parser_on_zoo(path):
     result = compare_support(path)
     assert result.agreement >= 95.0, result.disagreements.to_string()
     assert len(result.frame) == len(trtlab.load(path).proto.graph.node)
+
+
+# -- re-checks in windows --------------------------------------------------------------------------
+def _stopping_chain(n: int):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from parser_scale import stopping_chain
+
+    return stopping_chain(n)
+
+
+@pytest.mark.parametrize("n", [30, 700])
+def test_parser_stops_are_rechecked_node_by_node(n):
+    """Every import-time failure (a side-branch Reshape) is rejected, every other node accepted,
+    whether the re-checks fit in one window (30 nodes) or need many (700 nodes)."""
+    report = parse_support(_stopping_chain(n))
+    rejected = [v.name for v in report.verdicts if not v.supported]
+    assert rejected == [f"n{i}" for i in range(n) if i % 10 == 9]
+    assert all("Reshape" in v.reason or "reshape" in v.reason.lower() or "Invalid Node" in v.reason
+               for v in report.verdicts if not v.supported)
+    assert report.passes == n // 10  # the first parse, then one re-check after each stop but the last
+
+
+def test_recheck_windows_do_not_reparse_the_whole_rest():
+    """Each re-check parses a window near the stop, not every remaining node (the quadratic path)."""
+    import trtlab.backends.tensorrt.parser as parser_module
+
+    sizes = []
+    real = parser_module._run_parser
+
+    def counting(data):
+        import onnx
+
+        sizes.append(len(onnx.load_from_string(data).graph.node))
+        return real(data)
+
+    model = _stopping_chain(2000)
+    import unittest.mock
+
+    with unittest.mock.patch.object(parser_module, "_run_parser", counting):
+        parse_support(model)
+    assert sizes[0] == 2000
+    # 200 stops; re-parsing the whole rest each time would read ~200k nodes
+    assert sum(sizes[1:]) < 20 * 2000

@@ -113,6 +113,11 @@ def _run_parser(data: bytes) -> _Run:
     return _Run(ok, subgraphs, verified, errors)
 
 
+#: Re-check windows (nodes per extra parser run): each run parses a window of the undecided nodes,
+#: so a graph the parser stops in many times is re-parsed in linear, not quadratic, time.
+_FIRST_WINDOW = 256
+_MIN_WINDOW = 32
+
 _TYPE_OF = {f"tensor({name.lower()})": value for name, value in onnx.TensorProto.DataType.items()}
 
 
@@ -144,46 +149,59 @@ def _boundary(name: str, producer: Optional[onnx.NodeProto], opset: int,
     return helper.make_tensor_value_info(name, elem or onnx.TensorProto.FLOAT, dims)
 
 
-def _sub_model(proto: onnx.ModelProto, keep: Sequence[int],
+class _Index:
+    """Producer, consumer and read tables of a graph, built once per :func:`parse_support` call."""
+
+    def __init__(self, proto: onnx.ModelProto) -> None:
+        graph = proto.graph
+        self.proto = proto
+        self.reads: List[List[str]] = []
+        self.producer: Dict[str, int] = {}
+        self.consumers: Dict[str, List[int]] = {}
+        for k, nd in enumerate(graph.node):
+            names = [x for x in nd.input if x]
+            for attr in nd.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    names.extend(_outer_names(attr.g))
+            names = list(dict.fromkeys(names))
+            self.reads.append(names)
+            for name in names:
+                self.consumers.setdefault(name, []).append(k)
+            for o in nd.output:
+                if o:
+                    self.producer[o] = k
+        self.inits = {t.name: t for t in graph.initializer}
+        self.graph_outputs = {o.name for o in graph.output}
+        self.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 17)
+        self.value_info = {v.name: v for v in graph.value_info}
+
+
+def _sub_model(index: _Index, keep: Sequence[int],
                types: Dict[str, Tuple[int, Optional[Tuple[Any, ...]]]],
                assumed: Dict[str, str]) -> onnx.ModelProto:
     """The nodes ``keep`` (graph order) as a model: cut tensors become inputs/outputs."""
+    proto = index.proto
     graph = proto.graph
     nodes = [graph.node[i] for i in keep]
+    keep_set = set(keep)
     produced: Set[str] = {o for nd in nodes for o in nd.output if o}
-    producers = {o: nd for nd in graph.node for o in nd.output if o}
-    inits = {t.name: t for t in graph.initializer}
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 17)
     needed_inits: List[onnx.TensorProto] = []
     inputs: List[onnx.ValueInfoProto] = []
     seen: Set[str] = set()
-
-    def visit_inputs(names: Sequence[str]) -> None:
-        for name in names:
-            if not name or name in produced or name in seen:
+    for k in keep:
+        for name in index.reads[k]:
+            if name in produced or name in seen:
                 continue
             seen.add(name)
-            if name in inits:
-                needed_inits.append(inits[name])
+            if name in index.inits:
+                needed_inits.append(index.inits[name])
             else:
-                inputs.append(_boundary(name, producers.get(name), opset, types, assumed))
-
-    for nd in nodes:
-        visit_inputs(nd.input)
-        for attr in nd.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                visit_inputs(_outer_names(attr.g))
-    keep_set = set(keep)
-    consumed_outside: Set[str] = set()
-    for i, nd in enumerate(graph.node):
-        if i not in keep_set:
-            consumed_outside.update(nd.input)
-            for attr in nd.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    consumed_outside.update(_outer_names(attr.g))
-    graph_outputs = {o.name for o in graph.output}
+                producer = index.producer.get(name)
+                inputs.append(_boundary(name, None if producer is None else graph.node[producer],
+                                        index.opset, types, assumed))
     outputs = [o for nd in nodes for o in nd.output
-               if o and (o in consumed_outside or o in graph_outputs)]
+               if o and (o in index.graph_outputs
+                         or any(c not in keep_set for c in index.consumers.get(o, ())))]
     if not outputs and nodes:
         outputs = [o for o in nodes[-1].output if o]
     out_info = []
@@ -192,12 +210,34 @@ def _sub_model(proto: onnx.ModelProto, keep: Sequence[int],
         out_info.append(helper.make_tensor_value_info(name, elem or onnx.TensorProto.FLOAT,
                                                       None if shape is None else list(shape)))
     sub = helper.make_graph(nodes, f"{graph.name}_rest", inputs, out_info, initializer=needed_inits,
-                            value_info=[v for v in graph.value_info if v.name in produced])
+                            value_info=[index.value_info[o] for o in produced if o in index.value_info])
     model = helper.make_model(sub, opset_imports=list(proto.opset_import),
                               producer_name="trtlab")
     model.ir_version = proto.ir_version
     model.functions.extend(proto.functions)
     return model
+
+
+def _window(index: _Index, undecided: Sequence[int], size: int,
+            verdicts: Dict[int, "ParserVerdict"]) -> List[int]:
+    """The next re-check: ``size`` undecided nodes, plus the accepted nodes just before them that
+    feed them (so the parser sees how their inputs are made, e.g. shape computations)."""
+    window = list(undecided[:size])
+    start = window[0]
+    lookback = start - max(size, 16)
+    context: Set[int] = set()
+    stack = [name for k in window for name in index.reads[k]]
+    while stack:
+        name = stack.pop()
+        k = index.producer.get(name)
+        if k is None or k >= start or k < lookback or k in context:
+            continue
+        verdict = verdicts.get(k)
+        if verdict is None or not verdict.supported:
+            continue
+        context.add(k)
+        stack.extend(index.reads[k])
+    return sorted(context) + window
 
 
 def _outer_names(g: onnx.GraphProto) -> List[str]:
@@ -282,6 +322,7 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
     first: Optional[_Run] = None
     passes = 0
     subgraph_of: Dict[int, int] = {}
+    stalled = False
 
     def accept(k: int, note: str) -> None:
         extra = [assumed[i] for i in graph.node[k].input if i in assumed]
@@ -290,11 +331,28 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
         verdicts[k] = ParserVerdict(k, names[k], graph.node[k].op_type, True, note, None,
                                     subgraph_of.get(k))
 
+    index: Optional[_Index] = None
+    size = _FIRST_WINDOW
+    cursor = 0
     while len(verdicts) < n or passes == 0:
-        mapping = [k for k in range(n) if k not in verdicts or verdicts[k].supported]
-        if passes and not types:
-            types = _types(proto)
-        sub = proto if passes == 0 else _sub_model(proto, mapping, types, assumed)
+        if passes == 0:
+            mapping = list(range(n))
+        else:
+            if index is None:
+                index, types = _Index(proto), _types(proto)
+            while cursor < n and cursor in verdicts:
+                cursor += 1
+            undecided = []
+            for k in range(cursor, n):
+                if k not in verdicts:
+                    undecided.append(k)
+                    if len(undecided) == size:
+                        break
+            mapping = _window(index, undecided, size, verdicts)
+            if stalled:
+                mapping = sorted(set(mapping) | {k for k in range(n) if k not in verdicts or verdicts[k].supported})
+        decided_before = len(verdicts)
+        sub = proto if passes == 0 else _sub_model(index, mapping, types, assumed)
         try:
             run = _run_parser(sub.SerializeToString())
         except Exception as exc:  # the binding raises RuntimeError/TypeError on bad input
@@ -317,16 +375,17 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
             break
 
         local_names = [sub.graph.node[k].name for k in range(len(mapping))]
+        position = {k: pos for pos, k in enumerate(mapping)}
         errors_at: Dict[int, List[Tuple[str, str]]] = {}
         bad_inputs: Set[str] = set()
         for idx, ename, op, code, desc, efile in run.errors:
             pos: Optional[int] = None
             if 0 <= idx < len(mapping) and (not ename or local_names[idx] == ename):
                 pos = idx
-            elif ename in by_name and by_name[ename] in mapping:
-                pos = mapping.index(by_name[ename])
-            elif ename in owners and owners[ename] in mapping:
-                pos = mapping.index(owners[ename])
+            elif ename in by_name and by_name[ename] in position:
+                pos = position[by_name[ename]]
+            elif ename in owners and owners[ename] in position:
+                pos = position[owners[ename]]
             if pos is None:
                 if idx < 0 and efile and any(efile in nd.input for nd in sub.graph.node):
                     bad_inputs.add(efile)
@@ -358,10 +417,19 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
             for k in mapping:
                 if k not in verdicts:
                     accept(k, note)
-            break
+            if len(verdicts) == n:
+                break
+            size *= 2
+            stalled = False
+            continue
         for pos, k in enumerate(mapping[:first_bad]):
             if k not in verdicts:
                 accept(k, note)
+        if passes > 1:
+            # next window: twice the run of nodes this pass verified
+            verified = sum(1 for k in mapping[:first_bad] if k >= cursor)
+            size = max(_MIN_WINDOW, 2 * (verified + 1))
+        stalled = len(verdicts) == decided_before
         if not recheck:
             stop = mapping[first_bad]
             for k in mapping[first_bad + 1:]:

@@ -1,0 +1,82 @@
+"""Parser-based support at scale: the re-check passes stay linear in the graph size.
+
+TensorRT's ONNX parser stops importing at a node that fails at import time (not at its static
+checks); trtlab parses the rest again. The graph here has one such node every ``EVERY`` nodes
+(a side-branch ``Reshape`` to an impossible shape), so the parser stops about n / EVERY times.
+
+Target: 10x the nodes costs at most 12x the time, from 1k to 20k nodes.
+
+Run: ``.venv/bin/python benchmarks/parser_scale.py [--quick]``
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import List
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+EVERY = 10
+SIZES = (1_000, 2_000, 5_000, 10_000, 20_000)
+
+
+def stopping_chain(n: int, every: int = EVERY) -> onnx.ModelProto:
+    """A chain of ``n`` unary ops; every ``every``-th node is a Reshape the parser fails to import.
+
+    ::
+
+        x -> Sigmoid -> Relu -> ... -> out
+                  \\-> Reshape([1, 3])   (16 elements: fails at import, a side output)
+    """
+    nodes: List[onnx.NodeProto] = []
+    outputs = []
+    prev = "x"
+    for i in range(n):
+        out = f"t{i}"
+        if i % every == every - 1:
+            nodes.append(helper.make_node("Reshape", [prev, "bad_shape"], [out], name=f"n{i}"))
+            outputs.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
+        else:
+            nodes.append(helper.make_node("Relu" if i % 2 else "Sigmoid", [prev], [out], name=f"n{i}"))
+            prev = out
+    outputs.append(helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, 4, 4]))
+    graph = helper.make_graph(nodes, f"chain{n}", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4])],
+                              outputs, initializer=[numpy_helper.from_array(np.array([1, 3], np.int64), "bad_shape")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def main(quick: bool = False) -> int:
+    from trtlab.backends.tensorrt import flavor as trt
+    from trtlab.backends.tensorrt.parser import parse_support
+
+    if not trt.info().parse:
+        print(f"parser_scale: skipped, no TensorRT parser here ({trt.info().reason})")
+        return 0
+    sizes = SIZES[:3] if quick else SIZES
+    times = {}
+    print(f"{'nodes':>7} {'seconds':>8} {'passes':>7} {'bare parse s':>13}")
+    for n in sizes:
+        model = stopping_chain(n)
+        data = model.SerializeToString()
+        t = time.perf_counter()
+        keep = trt.make_parser(trt.quiet_logger())  # builder, network, parser, logger stay alive together
+        keep[2].supports_model_v2(data)
+        bare = time.perf_counter() - t
+        t = time.perf_counter()
+        report = parse_support(model)
+        times[n] = time.perf_counter() - t
+        assert sum(not v.supported for v in report.verdicts) == n // EVERY
+        print(f"{n:>7} {times[n]:>8.2f} {report.passes:>7} {bare:>13.3f}")
+    lo, hi = sizes[0], sizes[-1]
+    ratio = times[hi] / times[lo]
+    target = 1.2 * hi / lo
+    print(f"time({hi}) / time({lo}) = {ratio:.1f} for {hi / lo:.0f}x the nodes; target <= {target:.0f} "
+          f"({'met' if ratio <= target else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(quick="--quick" in sys.argv))
