@@ -748,7 +748,10 @@ class Model:
         """
         import pandas as pd
 
-        rows = []
+        return pd.DataFrame(self._symbolic_dim_conflict_rows(), columns=["input", "dim_param", "axes"])
+
+    def _symbolic_dim_conflict_rows(self) -> List[Dict[str, Any]]:
+        rows: List[Dict[str, Any]] = []
         for t in self.inputs:
             if t.shape is None:
                 continue
@@ -757,7 +760,7 @@ class Model:
                 if isinstance(d, str):
                     axes[d].append(ax)
             rows += [{"input": t.name, "dim_param": p, "axes": a} for p, a in axes.items() if len(a) > 1]
-        return pd.DataFrame(rows, columns=["input", "dim_param", "axes"])
+        return rows
 
     def rename_symbolic_dims(self) -> "Model":
         """A copy where every reused symbolic dimension gets a distinct name (``<input>_dim<axis>``)."""
@@ -899,9 +902,9 @@ def load(source: Source, *, fold_constants: bool = True, shape_inference: bool =
     if shape_inference:
         proto = _infer_shapes(proto)
     model = Model(proto, name=name, path=path, notes=notes, renamed=renamed)
-    conflicts = model.symbolic_dim_conflicts()
-    if len(conflicts):
-        desc = "; ".join(f"{r.input}: '{r.dim_param}' on axes {r.axes}" for r in conflicts.itertuples())
+    conflicts = model._symbolic_dim_conflict_rows()
+    if conflicts:
+        desc = "; ".join(f"{r['input']}: '{r['dim_param']}' on axes {r['axes']}" for r in conflicts)
         if rename_symbolic_dims:
             model = model.rename_symbolic_dims()
         else:

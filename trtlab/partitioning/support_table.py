@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import html
-from typing import Any, Dict, Iterable, List, Optional, Set
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 from trtlab.errors import SupportError
 
@@ -29,43 +30,64 @@ class SupportTable:
         The :class:`~trtlab.backends.tensorrt.parser.ParserReport` for parser tables, else ``None``.
     """
 
-    def __init__(self, frame: pd.DataFrame, *, model_name: str = "", target: str = "",
+    def __init__(self, frame: "pd.DataFrame", *, model_name: str = "", target: str = "",
                  details: Any = None) -> None:
         missing = [c for c in COLUMNS if c not in frame.columns]
         if missing:
             raise SupportError(f"a SupportTable needs columns {COLUMNS}; {missing} are missing "
                                f"(got {list(frame.columns)}).")
-        if frame["node"].duplicated().any():
-            dup = frame.loc[frame["node"].duplicated(), "node"].tolist()[:5]
+        rows = [dict(zip(COLUMNS, values)) for values in frame[COLUMNS].itertuples(index=False, name=None)]
+        self._init(rows, model_name, target, details)
+
+    def _init(self, rows: List[Dict[str, Any]], model_name: str, target: str, details: Any) -> None:
+        for row in rows:
+            row["supported"] = bool(row["supported"])
+        seen: Set[str] = set()
+        dup = [r["node"] for r in rows if r["node"] in seen or seen.add(r["node"])][:5]
+        if dup:
             raise SupportError(f"a SupportTable has one row per node; {dup} appear twice.")
-        self.frame = frame[COLUMNS].reset_index(drop=True).astype({"supported": bool})
+        self._rows = rows
+        self._frame: Optional["pd.DataFrame"] = None
         self.model_name = model_name
         self.target = target
         self.details = details
         self._reasons: Optional[Dict[str, str]] = None
 
     @classmethod
-    def from_rows(cls, rows: Iterable[Dict[str, Any]], **kwargs: Any) -> "SupportTable":
-        return cls(pd.DataFrame(list(rows), columns=COLUMNS), **kwargs)
+    def from_rows(cls, rows: Iterable[Dict[str, Any]], *, model_name: str = "", target: str = "",
+                  details: Any = None) -> "SupportTable":
+        """A table from dicts with the keys of :data:`COLUMNS` (pandas is not needed until ``frame``)."""
+        table = cls.__new__(cls)
+        table._init([{c: r.get(c) for c in COLUMNS} for r in rows], model_name, target, details)
+        return table
+
+    @property
+    def frame(self) -> "pd.DataFrame":
+        """Columns ``node, op_type, supported, reason, source`` (built on first use)."""
+        if self._frame is None:
+            import pandas as pd
+
+            self._frame = pd.DataFrame(self._rows, columns=COLUMNS).astype({"supported": bool})
+        return self._frame
 
     # -- queries -------------------------------------------------------------------------------
     @property
     def supported_nodes(self) -> Set[str]:
-        return set(self.frame.loc[self.frame["supported"], "node"])
+        return {r["node"] for r in self._rows if r["supported"]}
 
     @property
     def unsupported_nodes(self) -> Set[str]:
-        return set(self.frame.loc[~self.frame["supported"], "node"])
+        return {r["node"] for r in self._rows if not r["supported"]}
 
     @property
     def source(self) -> str:
-        sources = sorted(set(self.frame["source"]))
+        sources = sorted({str(r["source"]) for r in self._rows})
         return sources[0] if len(sources) == 1 else "+".join(sources)
 
     @property
     def coverage(self) -> float:
         """Fraction of nodes supported (1.0 for an empty graph)."""
-        return float(self.frame["supported"].mean()) if len(self.frame) else 1.0
+        return sum(r["supported"] for r in self._rows) / len(self._rows) if self._rows else 1.0
 
     def is_supported(self, node: str) -> bool:
         return node in self.supported_nodes
@@ -73,7 +95,7 @@ class SupportTable:
     def reason(self, node: str) -> str:
         """Why ``node`` is (not) supported."""
         if self._reasons is None:
-            self._reasons = dict(zip(self.frame["node"], self.frame["reason"]))
+            self._reasons = {r["node"]: r["reason"] for r in self._rows}
         try:
             return self._reasons[node]
         except KeyError:
@@ -83,12 +105,14 @@ class SupportTable:
                 f"({len(self._reasons)} nodes)" + (f"; similar names: {near}" if near else "")
                 + ". Use the names in table.frame['node'].") from None
 
-    def unsupported(self) -> pd.DataFrame:
+    def unsupported(self) -> "pd.DataFrame":
         """Rows of the nodes that are not supported."""
         return self.frame.loc[~self.frame["supported"]].reset_index(drop=True)
 
-    def summary(self) -> pd.DataFrame:
+    def summary(self) -> "pd.DataFrame":
         """Per op type: node count, supported, unsupported, and the most common reason."""
+        import pandas as pd
+
         if not len(self.frame):
             return pd.DataFrame(columns=["op_type", "nodes", "supported", "unsupported", "reason"])
         rows: List[Dict[str, Any]] = []
@@ -100,18 +124,18 @@ class SupportTable:
         return pd.DataFrame(rows).sort_values(["unsupported", "nodes"], ascending=False,
                                               ignore_index=True)
 
-    def to_frame(self) -> pd.DataFrame:
+    def to_frame(self) -> "pd.DataFrame":
         return self.frame.copy()
 
     # -- display -------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self.frame)
+        return len(self._rows)
 
     def __iter__(self):
         return iter(self.frame.itertuples(index=False))
 
     def _headline(self) -> str:
-        n, ok = len(self.frame), int(self.frame["supported"].sum())
+        n, ok = len(self._rows), sum(r["supported"] for r in self._rows)
         name = f" for {self.model_name}" if self.model_name else ""
         target = f", {self.target}" if self.target else ""
         return f"SupportTable{name}: {ok}/{n} nodes supported (source={self.source}{target})"

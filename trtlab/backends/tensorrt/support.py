@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Union
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 from trtlab.errors import SupportError
 from trtlab.backends.tensorrt.parser import ParserReport, ParserVerdict, parse_support
@@ -176,8 +177,8 @@ class SupportComparison:
     """
 
     agreement: float
-    disagreements: pd.DataFrame
-    frame: pd.DataFrame
+    disagreements: "pd.DataFrame"
+    frame: "pd.DataFrame"
     target: str = ""
 
     def __repr__(self) -> str:
@@ -200,6 +201,8 @@ def compare_support(model: Any, *, trt_version: Any = None, rules: RulesArg = No
             _trt.module()  # raises MissingDependencyError with install advice
     by_parser = check_support(model, source="parser", recheck=recheck)
     by_rules = rules_support(model, trt_version=trt_version, rules=rules)
+    import pandas as pd
+
     frame = pd.DataFrame({
         "node": by_rules.frame["node"], "op_type": by_rules.frame["op_type"],
         "rules": by_rules.frame["supported"].to_numpy(),
