@@ -1,0 +1,1 @@
+"""Studies over models and configurations: precision sweeps on Dask and their task metrics."""
