@@ -60,7 +60,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 RUNNERS = ("auto", "hybrid", "onnxruntime")
 RESULT_COLUMNS = ["model", "config", "precision", "method", "calibration_size", "fp32_nodes", "batch_size",
                   "metric", "target", "accuracy", "accuracy_delta", "cosine", "max_abs", "latency_ms",
-                  "size_bytes", "engine_bytes", "executor", "status", "error", "seconds", "worker",
+                  "size_bytes", "engine_bytes", "executor", "tensorrt", "status", "error", "seconds", "worker",
                   "cached", "key"]
 
 
@@ -583,9 +583,29 @@ def _connect(client: Any, n_workers: Optional[int], n_jobs: int,
     options = {"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0",
                "silence_logs": logging.ERROR, **dict(cluster_options or {})}
     # Workers are not daemonic, so a job may start processes of its own (engine builds).
-    with dask.config.set({"distributed.worker.daemon": False}):
-        cluster = distributed.LocalCluster(**options)
+    try:
+        with dask.config.set({"distributed.worker.daemon": False}):
+            cluster = distributed.LocalCluster(**options)
+    except Exception as exc:  # Dask reports worker start failures as RuntimeError and friends
+        raise SweepError(
+            f"Could not start a local Dask cluster of {workers} worker process(es): {str(exc).rstrip('.')}. Worker "
+            "processes import the main module again: in a script, call trtlab.sweep under "
+            "`if __name__ == \"__main__\":`. Or pass client= (a distributed.Client or a scheduler "
+            "address).") from exc
     return distributed.Client(cluster), cluster
+
+
+def _close(client: Any, owned: Any) -> None:
+    """Close a client the sweep opened, and the cluster it started (without Dask's INFO chatter)."""
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
+    try:
+        client.close()
+        if owned != "address":
+            owned.close()
+    finally:
+        logger.setLevel(level)
 
 
 def _dashboard(client: Any) -> Optional[str]:
@@ -686,10 +706,11 @@ class SweepRun:
         if self._thread.is_alive():
             raise SweepError(f"The sweep is still running after {timeout} s; call wait() again, read "
                              "table() for the results so far, or cancel().")
-        self.close()
         if self._error is not None:
+            self.cancel()
             raise SweepError(f"The sweep stopped: {self._error}. Finished jobs are stored in "
                              f"{self.store.folder}; run the same call again to resume.") from self._error
+        self.close()
         return self.table()
 
     def cancel(self) -> None:
@@ -704,9 +725,7 @@ class SweepRun:
             return
         self._closed = True
         if self._owned is not None:
-            self.client.close()
-            if self._owned != "address":
-                self._owned.close()
+            _close(self.client, self._owned)
 
 
 def sweep(models: Any, grid: Iterable[Union[SweepConfig, Mapping[str, Any]]], data: Any, *,
@@ -764,7 +783,7 @@ def sweep(models: Any, grid: Iterable[Union[SweepConfig, Mapping[str, Any]]], da
         fp32_nodes, batch_size, metric (name of the score), target (``targets`` or ``fp32``),
         accuracy (the score), accuracy_delta (points vs the model's FP32 row), cosine and max_abs
         (first output vs FP32), latency_ms (median per batch), size_bytes (the variant's ONNX),
-        engine_bytes, executor, status (``ok`` / ``error``), error, seconds, worker, cached
+        engine_bytes, executor, tensorrt (flavor and version on the worker), status (``ok`` / ``error``), error, seconds, worker, cached
         (read from disk), key; then any extra scores of the metric. ``.attrs``: jobs, computed
         (jobs run by this call), dashboard, folder. ``trtlab.plot_accuracy`` draws one model's rows.
     """
@@ -793,6 +812,7 @@ def sweep(models: Any, grid: Iterable[Union[SweepConfig, Mapping[str, Any]]], da
     for name in names:
         ds = datasets[name]
         model_hash = hashlib.sha256(sources[name]).hexdigest()
+        inputs_hash, targets_hash = data_hash(ds.inputs), data_hash(ds.targets)
         for cfg in dict.fromkeys(configs):
             if cfg.precision == "int8":
                 if ds.calibration is None:
@@ -801,8 +821,8 @@ def sweep(models: Any, grid: Iterable[Union[SweepConfig, Mapping[str, Any]]], da
                 calib_hash = data_hash(_take(ds.calibration, cfg.calibration_size, name))
             else:
                 calib_hash = None
-            fields = {"model_sha256": model_hash, "config": cfg.as_dict(), "inputs_sha256": data_hash(ds.inputs),
-                      "targets_sha256": data_hash(ds.targets), "calibration_sha256": calib_hash,
+            fields = {"model_sha256": model_hash, "config": cfg.as_dict(), "inputs_sha256": inputs_hash,
+                      "targets_sha256": targets_hash, "calibration_sha256": calib_hash,
                       "metric": metrics[name].key, "runner": runner, "latency_iterations": latency_iterations,
                       **env}
             key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:40]
@@ -835,8 +855,6 @@ def sweep(models: Any, grid: Iterable[Union[SweepConfig, Mapping[str, Any]]], da
         run = SweepRun(jobs, store, client_, owned, submit, progress)
     except BaseException:
         if owned is not None:
-            client_.close()
-            if owned != "address":
-                owned.close()
+            _close(client_, owned)
         raise
     return run.wait() if wait else run
