@@ -141,14 +141,22 @@ def top1(output: Optional[str] = None) -> Metric:
 # ----------------------------------------------------------------------------------------------
 
 
+def _corners(boxes: np.ndarray) -> np.ndarray:
+    x = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.concatenate([np.minimum(x[:, :2], x[:, 2:]), np.maximum(x[:, :2], x[:, 2:])], axis=1)
+
+
 def _area(boxes: np.ndarray) -> np.ndarray:
     return np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0.0, None), axis=1)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of boxes ``a`` [N, 4] and ``b`` [M, 4] given as (x1, y1, x2, y2)."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    """IoU matrix of boxes ``a`` [N, 4] and ``b`` [M, 4] given by two opposite corners.
+
+    As in ONNX ``NonMaxSuppression``, either diagonal pair of corners is accepted: (x1, y1, x2, y2)
+    or (y1, x1, y2, x2) in any order within each axis.
+    """
+    a, b = _corners(a), _corners(b)
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.prod(np.clip(rb - lt, 0.0, None), axis=2)

@@ -532,7 +532,7 @@ def _frame(records: Sequence[Dict[str, Any]], cached: Sequence[bool]) -> Any:
     table["batch_size"] = table["batch_size"].astype("Int64")
     table["size_bytes"] = table["size_bytes"].astype("Int64")
     table["error"] = table["error"].fillna("")
-    for model, part in table.groupby("model", sort=False):
+    for _model, part in table.groupby("model", sort=False):
         base = part.loc[(part["precision"] == "fp32") & (part["status"] == "ok"), "accuracy"]
         if len(base):
             table.loc[part.index, "accuracy_delta"] = (part["accuracy"] - float(base.iloc[0])) * 100.0
