@@ -257,6 +257,12 @@ def test_killed_worker_loses_only_its_job_and_rerun_does_no_work(cluster, tmp_pa
     assert again["accuracy"].tolist() == pytest.approx(table["accuracy"].tolist(), nan_ok=True)
     assert again["error"].tolist() == table["error"].tolist()
 
+    retried = trtlab.sweep(["digits_cnn"], grid, _digits(), metric=metric, client=cluster, cache_dir=folder,
+                           latency_iterations=5, retry_failed=True, progress=False)
+    assert retried.attrs["computed"] == 1  # only the failed job ran again (and failed again)
+    assert retried.loc[~retried["cached"], "config"].tolist() == ["fp16 + 1 fp32 node(s)"]
+    assert log_path.read_text().split() == started
+
     changed = trtlab.sweep(["digits_cnn"], grid[:1], {**_digits(), "targets": _digits()["targets"][::-1]},
                            metric=metric, client=cluster, cache_dir=folder, latency_iterations=5,
                            progress=False)
