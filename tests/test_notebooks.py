@@ -26,6 +26,7 @@ EXPECTED = [
     "05_precision_study",
     "06_latency",
     "07_write_your_own_backend",
+    "08_precision_sweep",
 ]
 #: Notebooks that parse or build with TensorRT (TensorRT-RTX does both without a GPU).
 NEEDS_TENSORRT = {"02_support_and_partition", "03_build_and_run_hybrid", "04_layer_fusion",
@@ -165,4 +166,18 @@ def test_07_write_your_own_backend(tmp_path, monkeypatch):
     m = _line(text, r"numpy segments drawn: (\d+) of (\d+)")
     assert int(m[1]) == int(m[2]) > 0
     assert re.search(r"numpy\s+[\d.]+", text)
+    assert _images(nb) >= 2
+
+
+def test_08_precision_sweep(tmp_path, monkeypatch):
+    nb = _execute("08_precision_sweep", tmp_path, monkeypatch)
+    text = _printed(nb)
+    assert _line(text, r"Dask dashboard: (\S+)")[1].startswith("http")
+    assert tuple(map(int, _line(text, r"jobs: (\d+), computed: (\d+), failed: (\d+)").groups())) == (24, 24, 0)
+    m = _line(text, r"digits_cnn fp32 top1 ([\d.]+); best int8: .* ([\d.]+); worst int8: .* ([\d.]+)")
+    fp32, best, worst = map(float, m.groups())
+    assert fp32 > 0.95 and best >= worst > fp32 - 0.05
+    assert _line(text, r"points drawn: (\d+) of (\d+)").groups() == ("48", "48")
+    assert _line(text, r"rerun computed: (\d+), read from disk: (\d+)").groups() == ("0", "24")
+    assert _line(text, r"rows in the sweep folder: (\d+)")[1] == "24"
     assert _images(nb) >= 2

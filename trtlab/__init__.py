@@ -53,6 +53,8 @@ _EXPORTS: Dict[str, Tuple[str, str]] = {
     "explore": ("trtlab.viz", "explore"),
     "plot_latency": ("trtlab.viz", "plot_latency"),
     "plot_accuracy": ("trtlab.viz", "plot_accuracy"),
+    "sweep": ("trtlab.study.sweeps", "sweep"), "sweep_grid": ("trtlab.study.sweeps", "sweep_grid"),
+    "sweep_results": ("trtlab.study.sweeps", "sweep_results"),
 }
 
 _SUBMODULES = ("errors", "model", "extract", "feeds", "config", "zoo", "partitioning", "codegen",
