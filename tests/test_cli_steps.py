@@ -77,7 +77,7 @@ def test_bench_rejects_bad_feeds(tmp_path):
     np.savez(bad, wrong_name=np.zeros((1, 1, 8, 8), np.float32))
     res = run_cli("bench", str(zoo.path("digits_cnn")), "--cache-dir", str(tmp_path), "--quiet",
                   "--feeds", str(bad), check=False)
-    assert res.returncode == 2
+    assert res.returncode == 3  # bad input (trtlab.cli.main.EXIT_INPUT)
     assert "wrong_name" in res.stderr and "Traceback" not in res.stderr
 
 

@@ -31,3 +31,15 @@ def test_fast_call_keeps_the_public_run_when_providers_can_fall_back():
 
     assert fast_call(Session())(["y"], {"x": 1}) == ["out"]
     assert calls == [(["y"], {"x": 1})]
+
+
+def test_fast_call_uses_only_the_public_session_api():
+    class Session:  # ONNX Runtime's private binding is off limits: touching it fails the test
+        @property
+        def _sess(self):
+            raise AssertionError("fast_call reached the private InferenceSession._sess")
+
+        def run(self, names, feeds):
+            return [feeds["x"] * 2]
+
+    assert fast_call(Session())(["y"], {"x": 3}) == [6]

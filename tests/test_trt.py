@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from trtlab import config
 from trtlab.backends.tensorrt import flavor as trt
 from trtlab.errors import MissingDependencyError, TrtlabError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_config_parses_tensorrt_choice():
@@ -22,13 +25,40 @@ def test_config_parses_tensorrt_choice():
         config.tensorrt_choice({"TRTLAB_TENSORRT": "onnxruntime"})
 
 
-def test_config_paths_and_progress(tmp_path):
+def test_config_cache_dir_is_the_platform_user_cache(tmp_path, monkeypatch):
+    import platformdirs
+
     assert config.cache_dir({"TRTLAB_CACHE_DIR": str(tmp_path)}) == tmp_path
-    assert config.cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "trtlab"
+    assert config.cache_dir({"TRTLAB_CACHE_DIR": " "}) == config.cache_dir({})
+    assert config.cache_dir({}) == Path(platformdirs.user_cache_path("trtlab", appauthor=False))
+    if sys.platform.startswith("linux"):
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+        assert config.cache_dir({}) == tmp_path / "trtlab"
+
+
+def test_config_finds_the_shipped_zoo_and_notebooks(tmp_path):
     assert config.data_dir({"TRTLAB_DATA": str(tmp_path)}) == tmp_path
-    assert config.data_dir({}).name == "data"
-    assert config.progress_default({"TRTLAB_PROGRESS": "0"}) is False
-    assert config.progress_default({}) is True
+    zoo_dir = config.data_dir({})
+    assert (zoo_dir / "digits_cnn.onnx").is_file() and (zoo_dir / "digits_test.npz").is_file()
+    assert len(list(config.notebooks_dir().glob("*.ipynb"))) >= 7
+    # from a checkout the shipped folders are the repository's own data/ and notebooks/
+    assert zoo_dir.samefile(ROOT / "data") or zoo_dir.parent.name == "trtlab"
+
+
+@pytest.mark.parametrize("env, mode", [
+    ({}, None), ({"TRTLAB_PROGRESS": "auto"}, None), ({"TRTLAB_PROGRESS": "0"}, False),
+    ({"TRTLAB_PROGRESS": "off"}, False), ({"TRTLAB_PROGRESS": "1"}, True),
+    ({"TRTLAB_PROGRESS": "Yes"}, True), ({"TQDM_DISABLE": "1"}, False),
+    ({"TQDM_DISABLE": "True", "TRTLAB_PROGRESS": "1"}, False), ({"TQDM_DISABLE": "0"}, None),
+])
+def test_config_progress_mode(env, mode):
+    assert config.progress_mode(env) is mode
+    assert config.progress_default(env) is (mode is not False)
+
+
+def test_config_refuses_an_unknown_progress_value():
+    with pytest.raises(TrtlabError, match="TRTLAB_PROGRESS='sometimes'.*0 \\(off\\), 1 \\(on\\)"):
+        config.progress_mode({"TRTLAB_PROGRESS": "sometimes"})
 
 
 def test_forcing_a_missing_flavor_names_the_extra(monkeypatch):
@@ -126,7 +156,7 @@ def test_cli_reports_bad_model_cleanly(tmp_path):
     bad.write_text("nope")
     res = subprocess.run([sys.executable, "-m", "trtlab.cli", "inspect", str(bad)],
                          capture_output=True, text=True)
-    assert res.returncode == 2
+    assert res.returncode == 3  # bad input (trtlab.cli.main.EXIT_INPUT)
     assert "not an ONNX file" in res.stderr and "Traceback" not in res.stderr
 
 

@@ -1,7 +1,10 @@
-"""The model zoo shipped in the repository's ``data/`` folder.
+"""The model zoo shipped with trtlab.
 
 The zoo is a set of small ONNX models (see ``data/README.md``) plus the digits test and
-calibration splits. ``TRTLAB_DATA`` points at another folder with the same layout.
+calibration splits. The repository keeps them in ``data/``; the wheel carries the same files as
+package data (``trtlab/_zoo_data``, found with :mod:`importlib.resources` by
+:func:`trtlab.config.data_dir`), so the zoo works from any folder after ``pip install``.
+``TRTLAB_DATA`` points at another folder with the same layout.
 
 Examples
 --------
@@ -34,7 +37,7 @@ _DIGITS_MODELS = ("digits_cnn", "quantized_dynamic")
 
 
 def data_dir() -> Path:
-    """Folder holding the zoo: ``$TRTLAB_DATA`` if set, else ``data/`` next to the package.
+    """Folder holding the zoo: ``$TRTLAB_DATA`` if set, else the zoo shipped with trtlab.
 
     Raises
     ------
@@ -43,10 +46,11 @@ def data_dir() -> Path:
     """
     folder = config.data_dir()
     if not folder.is_dir():
+        where = f"{DATA_ENV}={folder}" if config.data_dir() != config.data_dir({}) else "shipped with trtlab"
         raise ModelLoadError(
-            f"Model zoo folder {folder} not found ({DATA_ENV} if set, else data/ of the checkout). "
-            f"The zoo ships in the repository's data/ folder: work from a checkout, set {DATA_ENV} "
-            "to a folder with the zoo files, or create them with `python data/make_models.py`.")
+            f"Model zoo folder {folder} not found ({where}). The zoo ships inside the trtlab wheel "
+            f"and in the repository's data/ folder: reinstall trtlab (pip install trtlab), point "
+            f"{DATA_ENV} at a folder with the zoo files, or unset {DATA_ENV}.")
     return folder
 
 
@@ -93,8 +97,8 @@ def digits(split: str = "test") -> Tuple[np.ndarray, np.ndarray]:
         raise InputError(f"Unknown digits split {split!r}. Available: {', '.join(DIGITS_SPLITS)}.")
     file = data_dir() / f"digits_{split}.npz"
     if not file.is_file():
-        raise ModelLoadError(f"Digits split file {file} not found. Create it with `python data/make_models.py` "
-                             f"or point {DATA_ENV} at a folder that has it.")
+        raise ModelLoadError(f"Digits split file {file} not found. The zoo shipped with trtlab has it: "
+                             f"point {DATA_ENV} at a folder that has it, or unset {DATA_ENV}.")
     with np.load(file) as archive:
         return archive["x"].astype(np.float32), archive["y"].astype(np.int64)
 

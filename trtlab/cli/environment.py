@@ -18,7 +18,7 @@ def _version(dist: str) -> str:
 
 def environment() -> Dict[str, object]:
     """Versions and capabilities of everything trtlab uses, as a dict."""
-    from trtlab import __version__
+    from trtlab import __version__, config
     from trtlab.backends.tensorrt import flavor as trt
 
     info = trt.info()
@@ -36,6 +36,8 @@ def environment() -> Dict[str, object]:
         "run": "yes" if info.run else "no",
         "gpu": f"{info.gpu} (compute capability {info.compute_capability})" if info.gpu else "none",
         "why": info.reason,
+        "engine cache": str(config.cache_dir()),
+        "zoo": str(config.data_dir()),
     }
     try:
         import onnxruntime as ort

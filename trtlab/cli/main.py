@@ -1,26 +1,45 @@
 """The ``trtlab`` command.
 
 Subcommands: ``info``, ``inspect MODEL``, ``partition MODEL --out DIR``, ``build MODEL``,
-``bench MODEL``, ``report MODEL --out DIR`` and ``demo``.
+``bench MODEL``, ``report MODEL --out DIR``, ``demo`` and ``notebooks DIR``. Every command that
+prints a table takes ``--json`` (one JSON document on stdout instead of the text).
+
+Exit codes
+----------
+====  =======================================================================================
+0     success
+1     the command ran, but some pipeline steps failed (``report``, ``demo``: listed on stdout)
+2     usage error (unknown command or option, bad option value)
+3     bad input: the model, feeds, files or settings given cannot be used (the message says why)
+4     run-time failure: a build, cache or library step failed on valid input
+5     a needed optional dependency is missing (the message names the extra to install)
+70    internal error (a bug in trtlab: rerun with ``--debug`` and report the traceback)
+130   interrupted (Ctrl-C)
+====  =======================================================================================
+
+Errors are one line on stderr (``trtlab: error: ...``); ``--debug`` adds the traceback and
+debug logging.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
+import logging
 import sys
+import traceback
 import warnings
-from typing import Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
+from trtlab.cli.common import (EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_MISSING_DEPENDENCY, EXIT_OK,  # noqa: F401
+                               EXIT_RUNTIME, EXIT_STEPS_FAILED, EXIT_USAGE, exit_code, json_option, print_json,
+                               records)
 from trtlab.cli.environment import environment
-from trtlab.errors import TrtlabError
-
 
 def cmd_info(args: argparse.Namespace) -> int:
     env = environment()
     if args.json:
-        print(json.dumps(env, indent=2))
+        print_json(env)
         return 0
     width = max(len(k) for k in env)
     for key, value in env.items():
@@ -32,6 +51,20 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from trtlab.model import load
 
     model = load(args.model, fold_constants=not args.no_fold)
+    nodes = model.nodes
+    if args.json:
+        def tensors(ts: Any) -> list:
+            return [{"name": t.name, "dtype": t.dtype_name,
+                     "shape": list(t.shape) if t.shape is not None else None} for t in ts]
+
+        doc: Dict[str, Any] = {
+            "model": model.name, "nodes": len(nodes), "macs": int(nodes["macs"].sum()),
+            "notes": list(model.notes), "inputs": tensors(model.inputs),
+            "outputs": tensors(model.outputs), "op_histogram": records(model.op_histogram())}
+        if args.nodes:
+            doc["node_table"] = records(nodes[["name", "op_type", "output_shapes", "macs"]])
+        print_json(doc)
+        return 0
     print(repr(model))
     for note in model.notes:
         print(f"note: {note}")
@@ -43,28 +76,47 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"  {t.name}: {t.dtype_name} {list(t.shape) if t.shape is not None else '?'}")
     print("\nop histogram:")
     print(model.op_histogram().to_string(index=False))
-    nodes = model.nodes
     print(f"\nnodes: {len(nodes)}, total MACs (symbolic dims = 1): {int(nodes['macs'].sum()):,}")
     if args.nodes:
         print(nodes[["name", "op_type", "output_shapes", "macs"]].to_string(index=False))
     return 0
 
 
+def common_options() -> argparse.ArgumentParser:
+    """Options every subcommand accepts (also before the subcommand): ``--debug``."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="on error, print the traceback; log at debug level")
+    return common
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="trtlab", description="TensorRT BYOC research toolkit")
+    from trtlab import __version__
+
+    common = common_options()
+    p = argparse.ArgumentParser(prog="trtlab", description="TensorRT BYOC research toolkit",
+                                parents=[common],
+                                epilog="exit codes: 0 ok, 1 some pipeline steps failed, 2 usage, "
+                                       "3 bad input, 4 run-time failure, 5 missing optional "
+                                       "dependency, 70 internal error, 130 interrupted")
+    p.add_argument("--version", action="version", version=f"trtlab {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("info", help="versions, TensorRT flavor and what it can do here")
-    s.add_argument("--json", action="store_true")
+    def add(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    s = add("info", help="versions, TensorRT flavor and what it can do here")
+    json_option(s)
     s.set_defaults(func=cmd_info)
 
-    s = sub.add_parser("inspect", help="node table summary, op histogram, inputs/outputs")
+    s = add("inspect", help="node table summary, op histogram, inputs/outputs")
+    json_option(s)
     s.add_argument("model")
     s.add_argument("--nodes", action="store_true", help="print every node")
     s.add_argument("--no-fold", action="store_true", help="do not fold constants")
     s.set_defaults(func=cmd_inspect)
 
-    importlib.import_module("trtlab.cli.steps").add_parsers(sub)
+    importlib.import_module("trtlab.cli.steps").add_parsers(add)
     return p
 
 
@@ -74,14 +126,30 @@ def _show_warning(message: Warning, category: type, filename: str, lineno: int,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parser().parse_args(argv)
+    """Run the ``trtlab`` command; returns the exit code (see the module docstring)."""
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    debug = getattr(args, "debug", False)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr,
+                        format="trtlab: %(levelname)s: %(name)s: %(message)s")
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
-            return int(args.func(args) or 0)
-    except TrtlabError as exc:
-        print(f"trtlab: error: {exc}", file=sys.stderr)
-        return 2
+            return int(args.func(args) or EXIT_OK)
+    except (Exception, KeyboardInterrupt) as exc:
+        code = exit_code(exc)
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+        if code == EXIT_INTERRUPTED:
+            print("trtlab: interrupted", file=sys.stderr)
+        elif code == EXIT_INTERNAL:
+            print(f"trtlab: internal error: {type(exc).__name__}: {exc}"
+                  + ("" if debug else " (rerun with --debug for the traceback)"), file=sys.stderr)
+        else:
+            print(f"trtlab: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -1,13 +1,18 @@
-"""Pipeline subcommands of the ``trtlab`` command (partition, build, bench, report, demo)."""
+"""Pipeline subcommands of the ``trtlab`` command (partition, build, bench, report, demo,
+notebooks). Exit codes and ``--json`` are described in :mod:`trtlab.cli`."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import webbrowser
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Callable, Dict, List, Sequence
 
 import numpy as np
+
+from trtlab.cli.common import EXIT_OK, EXIT_STEPS_FAILED, json_option, print_json, records
 
 
 def _load_feeds(path: str) -> Dict[str, np.ndarray]:
@@ -38,9 +43,13 @@ def cmd_partition(args: argparse.Namespace) -> int:
 
     _, part = _partition(args)
     write_partition(part, args.out)
+    out = Path(args.out).resolve()
+    if args.json:
+        print_json({"out": str(out), "segments": records(part.summary())})
+        return EXIT_OK
     print(part.summary().to_string(index=False))
-    print(f"\n{len(part.segments)} segments written to {Path(args.out).resolve()}")
-    return 0
+    print(f"\n{len(part.segments)} segments written to {out}")
+    return EXIT_OK
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -48,10 +57,13 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     _, part = _partition(args)
     hybrid = build(part, precision=args.precision, cache_dir=args.cache_dir, progress=not args.quiet)
+    if args.json:
+        print_json({"executors": records(hybrid.executors), "cache": records(hybrid.cache_report())})
+        return EXIT_OK
     print(hybrid.executors.to_string(index=False))
     print()
     print(hybrid.cache_report().to_string(index=False))
-    return 0
+    return EXIT_OK
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -61,8 +73,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     frame = benchmark_model(args.model, feeds=feeds, batch=args.batch, precision=args.precision,
                             cache_dir=args.cache_dir, min_subgraph_size=args.min_subgraph_size,
                             warmup=args.warmup, iterations=args.iterations, progress=not args.quiet)
+    if args.json:
+        print_json(records(frame))
+        return EXIT_OK
     print(frame.to_string(index=False))
-    return 0
+    return EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -71,8 +86,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     rep = report(args.model, min_subgraph_size=args.min_subgraph_size, progress=not args.quiet,
                  cache_dir=args.cache_dir)
     path = write_html([rep], Path(args.out) / "index.html", title=f"trtlab report: {rep.model_name}")
-    _print_summary([rep], path, args.open)
-    return 0
+    return _summary([rep], path, args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -80,21 +94,86 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     models = args.models.split(",") if args.models else DEMO_MODELS
     path, reports = demo(args.out, models=models, progress=not args.quiet)
+    if not args.json:
+        failed = sum(len(r.errors) for r in reports)
+        print(f"trtlab demo: {len(reports)} models, {failed} failed steps")
+    return _summary(reports, path, args)
+
+
+def _summary(reports: Sequence[Any], path: Path, args: argparse.Namespace) -> int:
+    """Print what each report found; exit code 1 when any step failed."""
     failed = sum(len(r.errors) for r in reports)
-    print(f"trtlab demo: {len(reports)} models, {failed} failed steps")
-    _print_summary(reports, path, args.open)
-    return 0
-
-
-def _print_summary(reports: Any, path: Path, open_it: bool) -> None:
-    for rep in reports:
-        facts = ", ".join(f"{k}: {v}" for k, v in rep.facts.items())
-        print(f"{rep.model_name}: {facts}")
-        for s in rep.errors:
-            print(f"  failed step {s.title}: {s.error}")
-    print(f"report: {path.resolve()}")
-    if open_it:
+    if args.json:
+        print_json({"report": str(path.resolve()), "failed_steps": failed, "models": [
+            {"model": r.model_name, "facts": r.facts,
+             "failed_steps": [{"step": s.title, "error": s.error} for s in r.errors]}
+            for r in reports]})
+    else:
+        for rep in reports:
+            facts = ", ".join(f"{k}: {v}" for k, v in rep.facts.items())
+            print(f"{rep.model_name}: {facts}")
+            for s in rep.errors:
+                print(f"  failed step {s.title}: {s.error}")
+        print(f"report: {path.resolve()}")
+    if args.open:
         webbrowser.open(path.resolve().as_uri())
+    return EXIT_STEPS_FAILED if failed else EXIT_OK
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def copy_notebooks(out: "str | os.PathLike[str]", *, force: bool = False) -> List[Path]:
+    """Copy the notebooks shipped with trtlab into folder ``out``; returns the written paths.
+
+    Raises
+    ------
+    InputError
+        If a notebook of the same name is already there and ``force`` is false (nothing is
+        written then), or ``out`` is a file.
+    """
+    from trtlab.config import notebooks_dir
+    from trtlab.errors import InputError, ModelLoadError
+
+    source = notebooks_dir()
+    notebooks = sorted(source.glob("*.ipynb"))
+    if not notebooks:
+        raise ModelLoadError(f"No notebooks found in {source}: this trtlab installation is "
+                             "incomplete; reinstall it (pip install --force-reinstall trtlab).")
+    target = Path(out).expanduser()
+    if target.exists() and not target.is_dir():
+        raise InputError(f"{target} is a file; give a folder to copy the notebooks into.")
+    clashes = [target / nb.name for nb in notebooks if (target / nb.name).exists()]
+    if clashes and not force:
+        raise InputError(f"{len(clashes)} notebook(s) already in {target} ({clashes[0].name}, ...); "
+                         "nothing was copied. Pick another folder or pass --force to overwrite.")
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for nb in notebooks:
+        _write_atomic(target / nb.name, nb.read_bytes())
+        written.append(target / nb.name)
+    return written
+
+
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    written = copy_notebooks(args.out, force=args.force)
+    if args.json:
+        print_json([str(p.resolve()) for p in written])
+        return EXIT_OK
+    for p in written:
+        print(p)
+    print(f"{len(written)} notebooks copied; open them with: jupyter lab {Path(args.out)}")
+    return EXIT_OK
 
 
 def _partition_args(s: argparse.ArgumentParser) -> None:
@@ -106,16 +185,18 @@ def _partition_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--exclude-op", action="append", help="force an op type to fallback (repeatable)")
 
 
-def add_parsers(sub: Any) -> None:
-    """Register the pipeline subcommands on an argparse subparsers object."""
-    s = sub.add_parser("partition", help="partition a model and write every segment")
+def add_parsers(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """Register the pipeline subcommands with ``add(name, help=...)`` (a subparser factory)."""
+    s = add("partition", help="partition a model and write every segment")
+    json_option(s)
     _partition_args(s)
     s.add_argument("--out", required=True, help="output folder")
     s.set_defaults(func=cmd_partition)
 
     for name, func, helptext in (("build", cmd_build, "build engines and sessions; print executors"),
                                  ("bench", cmd_bench, "build, run and print latency statistics")):
-        s = sub.add_parser(name, help=helptext)
+        s = add(name, help=helptext)
+        json_option(s)
         _partition_args(s)
         s.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
         s.add_argument("--cache-dir", default=None)
@@ -127,7 +208,8 @@ def add_parsers(sub: Any) -> None:
             s.add_argument("--iterations", type=int, default=100)
         s.set_defaults(func=func)
 
-    s = sub.add_parser("report", help="HTML report of every pipeline step for one model")
+    s = add("report", help="HTML report of every pipeline step for one model (exit 1 if a step failed)")
+    json_option(s)
     s.add_argument("model")
     s.add_argument("--out", required=True)
     s.add_argument("--min-subgraph-size", type=int, default=1)
@@ -136,9 +218,16 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("demo", help="the end-to-end demo over the shipped models")
+    s = add("demo", help="the end-to-end demo over the shipped models (exit 1 if a step failed)")
+    json_option(s)
     s.add_argument("--out", default="build/demo")
     s.add_argument("--models", default="", help="comma-separated zoo names (default: all)")
     s.add_argument("--open", action="store_true")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_demo)
+
+    s = add("notebooks", help="copy the notebooks shipped with trtlab into a folder")
+    json_option(s)
+    s.add_argument("out", help="folder to copy them into (created if missing)")
+    s.add_argument("--force", action="store_true", help="overwrite notebooks already there")
+    s.set_defaults(func=cmd_notebooks)

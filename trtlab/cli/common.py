@@ -1,0 +1,47 @@
+"""What every CLI command shares: exit codes, JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from trtlab.errors import MissingDependencyError, TrtlabError
+
+EXIT_OK = 0
+EXIT_STEPS_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INPUT = 3
+EXIT_RUNTIME = 4
+EXIT_MISSING_DEPENDENCY = 5
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+
+def exit_code(exc: BaseException) -> int:
+    """The documented exit code for an exception that ended a command."""
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(exc, MissingDependencyError):
+        return EXIT_MISSING_DEPENDENCY
+    if isinstance(exc, TrtlabError):
+        return EXIT_INPUT if isinstance(exc, (ValueError, FileNotFoundError)) else EXIT_RUNTIME
+    if isinstance(exc, OSError):  # the file system refused (permissions, disk full)
+        return EXIT_RUNTIME
+    return EXIT_INTERNAL
+
+
+def print_json(value: Any) -> None:
+    """Write ``value`` as one JSON document on stdout."""
+    print(json.dumps(value, indent=2, default=str))
+
+
+def records(table: Any) -> list:
+    """A DataFrame (or an object with ``.frame``) as a list of JSON-ready row dicts."""
+    frame = getattr(table, "frame", table)
+    return json.loads(frame.to_json(orient="records", default_handler=str))
+
+
+def json_option(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+
