@@ -906,11 +906,15 @@ def _verdicts(model: Model, support: SupportLike, backend: Any) -> Verdicts:
             from trtlab.backends.tensorrt.support import check_support
 
             support = check_support(model)
-    frame = getattr(support, "frame", None)
-    if frame is None and hasattr(support, "columns"):
+    rows = getattr(support, "_rows", None)  # a SupportTable: its rows, without building a DataFrame
+    frame = None if rows is not None else getattr(support, "frame", None)
+    if frame is None and rows is None and hasattr(support, "columns"):
         frame = support
     verdicts: Verdicts = {}
-    if frame is not None:
+    if rows is not None:
+        for row in rows:
+            verdicts[str(row["node"])] = (bool(row["supported"]), _reason(row["supported"], row["reason"]))
+    elif frame is not None:
         missing_cols = {"node", "supported"} - set(frame.columns)
         if missing_cols:
             raise PartitionError(f"Support table lacks column(s) {sorted(missing_cols)}; it has "
