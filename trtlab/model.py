@@ -259,8 +259,8 @@ def _outer_names(graph: onnx.GraphProto) -> set:
     return names
 
 
-def _subgraph_outer_refs(node: onnx.NodeProto) -> set:
-    """Tensors a node's If/Loop/Scan bodies read from the enclosing scope."""
+def outer_reads(node: onnx.NodeProto) -> set:
+    """Tensors a node's If/Loop/Scan bodies read from the enclosing scope (the one walker for them)."""
     refs: set = set()
     for attr in node.attribute:
         bodies = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
@@ -270,7 +270,7 @@ def _subgraph_outer_refs(node: onnx.NodeProto) -> set:
                 local.update(n.output)
             for n in body.node:
                 refs.update(x for x in n.input if x not in local)
-                refs.update(r for r in _subgraph_outer_refs(n) if r not in local)
+                refs.update(r for r in outer_reads(n) if r not in local)
             refs.update(o.name for o in body.output if o.name not in local)
     return refs
 
@@ -286,7 +286,7 @@ def _toposort(graph: onnx.GraphProto, what: str) -> None:
     deps: List[set] = []
     for i, node in enumerate(graph.node):
         needed = [x for x in node.input if x not in available]
-        needed += [x for x in _subgraph_outer_refs(node) if x not in available]
+        needed += [x for x in outer_reads(node) if x not in available]
         missing = [x for x in needed if x not in producer]
         if missing:
             raise InvalidModelError(
@@ -655,7 +655,7 @@ class Model:
     def _consumers(self) -> Dict[str, List[str]]:
         cons: Dict[str, List[str]] = defaultdict(list)
         for n in self.proto.graph.node:
-            for x in dict.fromkeys(list(n.input) + sorted(_subgraph_outer_refs(n))):
+            for x in dict.fromkeys(list(n.input) + sorted(outer_reads(n))):
                 if x:
                     cons[x].append(n.name)
         return dict(cons)
@@ -671,7 +671,7 @@ class Model:
     def node_inputs(self, name: str) -> List[str]:
         """Tensors node ``name`` reads: its inputs plus outer-scope reads of its bodies."""
         node = self.node(name)
-        return [x for x in dict.fromkeys(list(node.input) + sorted(_subgraph_outer_refs(node))) if x]
+        return [x for x in dict.fromkeys(list(node.input) + sorted(outer_reads(node))) if x]
 
     # -- views ---------------------------------------------------------------------------------
     @cached_property
@@ -916,3 +916,12 @@ def load(source: Source, *, fold_constants: bool = True, shape_inference: bool =
     for note in model.notes:
         log.info("%s: %s", model.name, note)
     return model
+
+
+def node_reads(node: onnx.NodeProto) -> List[str]:
+    """Every tensor ``node`` reads: its inputs, then what its bodies read from outside (no blanks)."""
+    return [x for x in dict.fromkeys(list(node.input) + sorted(outer_reads(node))) if x]
+
+
+#: Former name of :func:`outer_reads`.
+_subgraph_outer_refs = outer_reads

@@ -12,14 +12,13 @@ from trtlab._progress import progress as progress_bar
 from trtlab.backends.base import Profile
 from trtlab.backends.tensorrt.profiles import _value_infos, segment_profile, shape_table
 from trtlab.errors import BuildError
+from trtlab.model import node_reads
 
 log = logging.getLogger(__name__)
 
 
 def _node_reads(node: onnx.NodeProto) -> List[str]:
-    from trtlab.model import _subgraph_outer_refs
-
-    return [x for x in dict.fromkeys(list(node.input) + sorted(_subgraph_outer_refs(node))) if x]
+    return node_reads(node)
 
 
 def submodel(proto: onnx.ModelProto, nodes: Iterable[str],

@@ -32,6 +32,7 @@ import onnx
 from onnx import helper
 
 from trtlab.errors import SupportError
+from trtlab.model import node_reads
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +160,7 @@ class _Index:
         self.producer: Dict[str, int] = {}
         self.consumers: Dict[str, List[int]] = {}
         for k, nd in enumerate(graph.node):
-            names = [x for x in nd.input if x]
-            for attr in nd.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    names.extend(_outer_names(attr.g))
-            names = list(dict.fromkeys(names))
+            names = node_reads(nd)
             self.reads.append(names)
             for name in names:
                 self.consumers.setdefault(name, []).append(k)
@@ -238,22 +235,6 @@ def _window(index: _Index, undecided: Sequence[int], size: int,
         context.add(k)
         stack.extend(index.reads[k])
     return sorted(context) + window
-
-
-def _outer_names(g: onnx.GraphProto) -> List[str]:
-    """Names a subgraph reads from enclosing scopes."""
-    local = {i.name for i in g.input} | {t.name for t in g.initializer}
-    for n in g.node:
-        local.update(o for o in n.output if o)
-    names: List[str] = []
-    for n in g.node:
-        for name in n.input:
-            if name and name not in local:
-                names.append(name)
-        for attr in n.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                names.extend(x for x in _outer_names(attr.g) if x not in local)
-    return names
 
 
 def _types(proto: onnx.ModelProto) -> Dict[str, Tuple[int, Optional[Tuple[Any, ...]]]]:
