@@ -26,6 +26,14 @@ from trtlab.precision._common import Data, Feeds, as_model, feed_list
 
 log = logging.getLogger(__name__)
 
+
+def _bind_polygraphy() -> None:
+    """Fix Polygraphy's TensorRT flavor to trtlab's before importing Polygraphy (see
+    :func:`trtlab.backends.tensorrt.flavor.bind_polygraphy`)."""
+    from trtlab.backends.tensorrt.flavor import bind_polygraphy
+
+    bind_polygraphy(strict=False)
+
 __all__ = ["compare", "precision_table", "as_runner", "COMPARE_COLUMNS", "TABLE_COLUMNS"]
 
 COMPARE_COLUMNS = ["candidate", "output", "max_abs", "max_rel", "mean_abs", "cosine", "top1_agree",
@@ -36,6 +44,7 @@ TABLE_COLUMNS = ["config", "precision", "method", "fp32_nodes", "accuracy", "acc
 
 def _callable_runner(fn: Callable[[Feeds], Mapping[str, np.ndarray]], name: str,
                      inputs: Sequence[Any]) -> Any:
+    _bind_polygraphy()
     from polygraphy.backend.base import BaseRunner
 
     from trtlab.runtime import input_metadata
@@ -71,6 +80,7 @@ def as_runner(runnable: Any, name: str, inputs: Sequence[Any] = ()) -> Tuple[Any
     Model / ``onnx.ModelProto`` / path (run by ONNX Runtime), or a callable feeds -> outputs.
     """
     import onnx
+    _bind_polygraphy()
     from polygraphy.backend.base import BaseRunner
 
     from trtlab.model import Model
@@ -85,6 +95,7 @@ def as_runner(runnable: Any, name: str, inputs: Sequence[Any] = ()) -> Tuple[Any
         label = "+".join(dict.fromkeys(execs["executor"])) if len(execs) else "hybrid"
         return HybridRunner(runnable, name=name), label
     if isinstance(runnable, (Model, onnx.ModelProto, str, bytes)) or hasattr(runnable, "__fspath__"):
+        _bind_polygraphy()
         from polygraphy.backend.onnxrt import OnnxrtRunner
 
         from trtlab.backends.onnxruntime.session import session
@@ -206,6 +217,7 @@ def compare(reference: Any, candidates: Mapping[str, Any], data: Data, *, atol: 
         batch), executor, pass.
     """
     import pandas as pd
+    _bind_polygraphy()
     from polygraphy.comparator import Comparator
     from polygraphy.logger import G_LOGGER
 
@@ -255,6 +267,7 @@ def compare(reference: Any, candidates: Mapping[str, Any], data: Data, *, atol: 
 
 
 def _compare_func(atol: float, rtol: float) -> Any:
+    _bind_polygraphy()
     from polygraphy.comparator import compare as comp
 
     simple = getattr(comp, "SimpleCompareFunc", None)
