@@ -472,3 +472,42 @@ def test_rtx_runner_uses_and_saves_the_runtime_cache(tmp_path, monkeypatch):
     assert again.loader.config.cache.blob == b"+kernels"
     device.close_runner(again)
     assert path.read_bytes() == b"+kernels+kernels"
+
+
+# -- scripts/gpu_smoke.py -------------------------------------------------------------------------
+def _smoke():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "gpu_smoke.py"
+    spec = importlib.util.spec_from_file_location("gpu_smoke", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_smoke_stops_cleanly_where_engines_cannot_run(capsys):
+    if trt.info().run:
+        pytest.skip("engines run here: the smoke test would run for real")
+    smoke = _smoke()
+    assert smoke.main(["--models", "digits_cnn", "resnet_mini"]) == smoke.NEEDS_GPU
+    out, err = capsys.readouterr()
+    assert "digits_cnn" in out and "resnet_mini" in out and "need a GPU" in out
+    assert "No GPU run:" in err and trt.info().reason in err
+    assert smoke.main(["--models", "no_such_model"]) == 2
+
+
+def test_gpu_smoke_row_on_stand_in_runners(gpu_here, monkeypatch, tmp_path):
+    """The GPU branch of the smoke test, with stand-in engines: it runs on "TensorRT", matches ONNX
+    Runtime, counts copies, and refuses to call a stand-in engine a post-fusion view."""
+    import trtlab.backends.tensorrt.backend as trt_backend
+
+    monkeypatch.setattr(trt_backend, "build_engine", onnx_as_engine)
+    smoke = _smoke()
+    row = smoke.check_model("digits_cnn", "fp32", tmp_path, iterations=3)
+    assert row["executors"] == "tensorrt" and row["match"] is True and row["engines"] == 1
+    assert row["h2d"] == 1 and row["d2h"] == 1 and row["resident"] == 0
+    assert row["median_ms"] > 0
+    # a stand-in engine is no TensorRT engine: the inspector must not pass it as one
+    assert row["fusion"] != "post-fusion" and row["status"].startswith("FAIL") and "engine inspector" in row["status"]
+    assert set(row) == set(smoke.COLUMNS)
