@@ -1,11 +1,7 @@
 """The GPU path, checked without a GPU: stand-ins that behave like Polygraphy's TrtRunner where it
-matters (reused host output buffers, refusal of shape tensors in device memory, activate /
-deactivate), and the parts of the TensorRT path that need no device (cache key, error recorder,
-timing / runtime cache, compute capabilities, engine validity, run detection).
-
-The stand-in "engine" of a segment is its ONNX; the stand-in runner executes it with ONNX Runtime.
-Which inputs it treats as shape tensors follows ONNX's own definition (the shape operands of
-Reshape, Expand, Tile, Slice, Squeeze, Unsqueeze, ConstantOfShape), independently of trtlab.
+matters (``tests/standins.py``: reused output buffers, refusal of shape tensors in device memory,
+activate / deactivate), and the parts of the TensorRT path that need no device (cache key, error
+recorder, timing / runtime cache, compute capabilities, engine validity, run detection).
 """
 
 from __future__ import annotations
@@ -14,16 +10,14 @@ import json
 import sys
 import types
 import warnings
-from collections import OrderedDict
 
 import numpy as np
-import onnx
 import pytest
 from onnx import helper
 
 import factories as F
 import trtlab
-from trtlab.backends.onnxruntime.session import run_onnx, session
+from trtlab.backends.onnxruntime.session import run_onnx
 from trtlab.backends.tensorrt import device
 from trtlab.backends.tensorrt import engine as trt_engine
 from trtlab.backends.tensorrt import flavor as trt
@@ -32,112 +26,13 @@ from trtlab.codegen import build
 from trtlab.model import load
 from trtlab.partitioning.partitioner import Partition
 from trtlab.study.latency import LatencyWarning, benchmark
-
-#: (op type, input position) pairs that are shape tensors in ONNX.
-SHAPE_OPERANDS = {("Reshape", 1), ("Expand", 1), ("Tile", 1), ("Squeeze", 1), ("Unsqueeze", 1),
-                  ("ConstantOfShape", 0), ("Slice", 1), ("Slice", 2), ("Slice", 3), ("Slice", 4)}
-
-
-# -- stand-ins ----------------------------------------------------------------------------------
-class StandInDeviceView:
-    """Device memory as Polygraphy's DeviceView presents it: ptr, shape, dtype, nbytes, numpy()."""
-
-    def __init__(self, array: np.ndarray) -> None:
-        self._data = np.array(array, copy=True)
-        self.ptr = id(self._data)
-        self.shape = self._data.shape
-        self.dtype = self._data.dtype
-        self.nbytes = self._data.nbytes
-
-    def numpy(self) -> np.ndarray:
-        return np.array(self._data, copy=True)
-
-
-class StandInEngine:
-    def __init__(self, data: bytes) -> None:
-        self.model = onnx.load_from_string(bytes(data))
-        graph_inputs = {i.name for i in self.model.graph.input}
-        self.shape_inputs = {n.input[i] for n in self.model.graph.node for i in range(len(n.input))
-                             if (n.op_type, i) in SHAPE_OPERANDS and n.input[i] in graph_inputs}
-
-    def is_shape_inference_io(self, name: str) -> bool:
-        return name in self.shape_inputs
-
-
-class StandInTrtRunner:
-    """Behaves like polygraphy.backend.trt.TrtRunner where trtlab depends on it."""
-
-    created: list = []
-
-    def __init__(self, engine_or_loader, name=None) -> None:
-        self.loader = engine_or_loader
-        self.name = name
-        self.is_active = False
-        self.deactivated = 0
-        self.host_output_buffers: dict = {}
-        StandInTrtRunner.created.append(self)
-
-    def activate(self) -> None:
-        eng = self.loader() if callable(self.loader) else self.loader
-        self.engine = eng if isinstance(eng, StandInEngine) else eng.engine
-        self._session = session(self.engine.model)
-        self._outputs = [o.name for o in self.engine.model.graph.output]
-        self.is_active = True
-
-    def deactivate(self) -> None:
-        self.is_active = False
-        self.deactivated += 1
-
-    def infer(self, feed_dict, copy_outputs_to_host=True):
-        assert self.is_active, "infer() on an inactive runner"
-        host = {}
-        for name, value in feed_dict.items():
-            on_device = isinstance(value, StandInDeviceView)
-            if self.engine.is_shape_inference_io(name) and on_device:
-                # Polygraphy: G_LOGGER.critical(...) raises PolygraphyException
-                raise RuntimeError(f"A DeviceView was provided for input: {name}, but since this is a "
-                                   "shape tensor, it must reside in host memory.")
-            host[name] = value.numpy() if on_device else value
-        results = self._session.run(self._outputs, host)
-        out = OrderedDict()
-        for name, arr in zip(self._outputs, results):
-            if copy_outputs_to_host:
-                buf = self.host_output_buffers.get(name)
-                if buf is None or buf.shape != arr.shape or buf.dtype != arr.dtype:
-                    buf = self.host_output_buffers[name] = np.empty_like(arr)
-                np.copyto(buf, arr)  # the same host buffer, reused run after run
-                out[name] = buf
-            else:
-                out[name] = StandInDeviceView(arr)
-        return out
-
-
-class StandInEngineFromBytes:
-    def __init__(self, data: bytes) -> None:
-        self.data = bytes(data)
-
-    def __call__(self) -> StandInEngine:
-        return StandInEngine(self.data)
-
-
-STAND_IN_PTRT = types.SimpleNamespace(TrtRunner=StandInTrtRunner, EngineFromBytes=StandInEngineFromBytes)
-
-
-def onnx_as_engine(onnx_bytes, profile, settings):
-    """Engine builder whose "engine" is the segment's ONNX (run by the stand-in runner)."""
-    return bytes(onnx_bytes)
-
+from standins import (StandInEngine, StandInTrtRunner, onnx_as_engine,
+                      pretend_gpu)
 
 @pytest.fixture
 def gpu_here(monkeypatch):
     """Pretend engines run here: info() says run=True, Polygraphy's TrtRunner is the stand-in."""
-    fake = trt.TrtInfo("tensorrt_rtx", trt.version() or "1.7", True, True, True, "Stand-in RTX 4090", "8.9",
-                       "engines run on Stand-in RTX 4090 via stand-in")
-    monkeypatch.setattr(trt, "info", lambda: fake)
-    monkeypatch.setattr(trt, "engine_validity", lambda data, trt_module=None: ("UNKNOWN", ""))
-    monkeypatch.setattr(trt_engine, "polygraphy_trt", lambda: STAND_IN_PTRT)
-    StandInTrtRunner.created = []
-    return fake
+    return pretend_gpu(monkeypatch)
 
 
 def build_standin(part, **kwargs):
@@ -211,7 +106,9 @@ def test_outputs_of_tensorrt_segments_are_copies_not_runner_buffers(gpu_here):
     np.testing.assert_array_equal(first["y"], kept)
     np.testing.assert_allclose(first["y"], run_onnx(m, a)["y"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(second["y"], run_onnx(m, b)["y"], rtol=1e-5, atol=1e-6)
-    assert not np.shares_memory(second["y"], StandInTrtRunner.created[0].host_output_buffers["y"])
+    runner = StandInTrtRunner.created[0]
+    for buffers in (runner.host_output_buffers, runner.device_output_buffers):
+        assert all(not np.shares_memory(second["y"], b) for b in buffers.values())
 
 
 def test_compare_keeps_each_batch_result(gpu_here):

@@ -99,20 +99,20 @@ class HybridModel:
         return getattr(exe, "executor", type(exe).__name__)
 
     def _make_plan(self) -> List[Tuple[str, Any, Tuple[str, ...], bool]]:
-        """(name, callable, input names, device_outputs) per segment in execution order."""
+        """(name, callable, input names, runs on the device) per segment in execution order.
+
+        A segment running on TensorRT keeps its outputs on the GPU; only those a later ONNX
+        Runtime segment or the caller reads are copied to the host
+        (:func:`trtlab.backends.tensorrt.device.host_outputs`).
+        """
         gpu = {s.index for s in self.segments
                if isinstance(self.executables[s.index], TensorRTSegment) and self._executor(s.index) == "tensorrt"}
-        consumers: Dict[str, List[int]] = {}
-        for s in self.segments:
-            for t in s.inputs:
-                consumers.setdefault(t, []).append(s.index)
-        outputs = set(self._output_names)
+        to_host = device.host_outputs(self.segments, gpu, self._output_names)
         plan = []
         for s in self.segments:
             exe = self.executables[s.index]
-            on_device = s.index in gpu and all(
-                t not in outputs and all(c in gpu for c in consumers.get(t, ())) for t in s.outputs)
-            call = functools.partial(exe.run_device, host=False) if on_device else exe
+            on_device = s.index in gpu
+            call = functools.partial(exe.run_device, host=False, to_host=to_host[s.index]) if on_device else exe
             plan.append((s.name, call, tuple(s.inputs), on_device))
         return plan
 

@@ -119,7 +119,8 @@ class TensorRTSegment:
         else:
             record = self._add_engine(None)
         if self.executor == "tensorrt":
-            return self.run_device(feeds, record, host=True)
+            # TrtRunner reuses its host output buffers: hand out arrays the caller owns
+            return {k: device.owned(v) for k, v in self.run_device(feeds, record, host=True).items()}
         return self._run_ort(feeds)
 
     def _run_ort(self, feeds: Mapping[str, Any]) -> Dict[str, Any]:
@@ -131,8 +132,9 @@ class TensorRTSegment:
         return dict(zip(self._outputs, self._call(self._outputs, feeds)))
 
     def run_device(self, feeds: Mapping[str, Any], record: Optional[EngineRecord] = None, *,
-                   host: bool = False) -> Dict[str, Any]:
-        """Run on TensorRT; with ``host=False`` outputs stay on the device (Polygraphy DeviceViews)."""
+                   host: bool = False, to_host: Tuple[str, ...] = ()) -> Dict[str, Any]:
+        """Run on TensorRT; with ``host=False`` outputs stay on the device (Polygraphy DeviceViews)
+        except those named in ``to_host``, copied to host arrays the caller owns."""
         if record is None:
             record = self.engine_for({n: tuple(feeds[n].shape) for n in self._dynamic}) \
                 if self._dynamic else (self.engines[0] if self.engines else self._add_engine(None))
@@ -150,7 +152,8 @@ class TensorRTSegment:
             self._runners[id(record)] = runner
         ready, copies = device.prepare_feeds(runner, feeds, self.name)
         out = dict(runner.infer(ready, copy_outputs_to_host=host))
-        self.last_copies = copies + device.output_copies(out, self.name, host)
+        out, out_copies = device.outputs_to_host(out, self.name, () if host else to_host, all_host=host)
+        self.last_copies = copies + out_copies
         return out
 
     def _refused_here(self, record: EngineRecord) -> str:

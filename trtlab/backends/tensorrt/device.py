@@ -40,7 +40,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 __all__ = ["Copy", "Residency", "is_device", "to_host", "owned", "nbytes", "prepare_feeds",
-           "output_copies", "make_runner", "close_runner", "runtime_cache_path", "copy_frame",
+           "outputs_to_host", "host_outputs", "make_runner", "close_runner", "runtime_cache_path", "copy_frame",
            "COPY_COLUMNS"]
 
 COPY_COLUMNS = ["tensor", "producer", "consumers", "resident", "d2h", "h2d", "bytes"]
@@ -123,11 +123,34 @@ def prepare_feeds(runner: Any, feeds: Mapping[str, Any], segment: str) -> Tuple[
     return ready, copies
 
 
-def output_copies(outputs: Mapping[str, Any], segment: str, host: bool) -> List[Copy]:
-    """The device-to-host copies of a TensorRT segment's outputs (none when they stay on the GPU)."""
-    if not host:
-        return []
-    return [Copy(name, "d2h", nbytes(value), segment, "output") for name, value in outputs.items()]
+def outputs_to_host(outputs: Mapping[str, Any], segment: str, names: Iterable[str] = (), *,
+                    all_host: bool = False) -> Tuple[Dict[str, Any], List[Copy]]:
+    """A TensorRT segment's outputs with ``names`` brought to the host, and the copies made.
+
+    With ``all_host`` the runner already copied every output to the host (each one counted).
+    """
+    out = dict(outputs)
+    if all_host:
+        return out, [Copy(n, "d2h", nbytes(v), segment, "output") for n, v in out.items()]
+    copies: List[Copy] = []
+    for name in names:
+        value = out.get(name)
+        if value is not None and is_device(value):
+            out[name] = to_host(value)
+            copies.append(Copy(name, "d2h", nbytes(out[name]), segment, "read on the host"))
+    return out, copies
+
+
+def host_outputs(segments: Sequence[Any], on_gpu: Iterable[int], model_outputs: Iterable[str]) -> Dict[int, Tuple[str, ...]]:
+    """Segment index -> outputs of a TensorRT segment that must reach the host: model outputs and
+    tensors an ONNX Runtime segment reads. The others stay on the GPU for the next TensorRT
+    segment."""
+    gpu = set(on_gpu)
+    wanted = set(model_outputs)
+    for s in segments:
+        if s.index not in gpu:
+            wanted.update(s.inputs)
+    return {s.index: tuple(t for t in s.outputs if t in wanted) if s.index in gpu else () for s in segments}
 
 
 # -- runners -----------------------------------------------------------------------------------
@@ -243,8 +266,8 @@ class Residency:
                     trt_outputs.append(t)
             for t in s.inputs:
                 consumers.setdefault(t, []).append(s.name)
-        resident = [t for name, _, inputs, on_device in hybrid._plan if on_device
-                    for s in segments if s.name == name for t in s.outputs]
+        to_host = host_outputs(segments, on_trt, [t.name for t in hybrid.outputs])
+        resident = [t for s in segments if s.index in on_trt for t in s.outputs if t not in to_host[s.index]]
         executables = {s.name: hybrid.executables[s.index] for s in segments}
         return cls(executables, producers, consumers, trt_outputs, resident)
 
