@@ -26,6 +26,13 @@ from trtlab.precision._common import Data, Feeds, as_model, feed_list
 
 log = logging.getLogger(__name__)
 
+__all__ = ["compare", "precision_table", "as_runner", "COMPARE_COLUMNS", "TABLE_COLUMNS"]
+
+COMPARE_COLUMNS = ["candidate", "output", "max_abs", "max_rel", "mean_abs", "cosine", "top1_agree",
+                   "accuracy", "latency_ms", "executor", "pass"]
+TABLE_COLUMNS = ["config", "precision", "method", "fp32_nodes", "accuracy", "accuracy_delta",
+                 "top1_agree", "max_abs", "mean_abs", "cosine", "latency_ms", "executor"]
+
 
 def _bind_polygraphy() -> None:
     """Fix Polygraphy's TensorRT flavor to trtlab's before importing Polygraphy (see
@@ -33,13 +40,6 @@ def _bind_polygraphy() -> None:
     from trtlab.backends.tensorrt.flavor import bind_polygraphy
 
     bind_polygraphy(strict=False)
-
-__all__ = ["compare", "precision_table", "as_runner", "COMPARE_COLUMNS", "TABLE_COLUMNS"]
-
-COMPARE_COLUMNS = ["candidate", "output", "max_abs", "max_rel", "mean_abs", "cosine", "top1_agree",
-                   "accuracy", "latency_ms", "executor", "pass"]
-TABLE_COLUMNS = ["config", "precision", "method", "fp32_nodes", "accuracy", "accuracy_delta",
-                 "top1_agree", "max_abs", "mean_abs", "cosine", "latency_ms", "executor"]
 
 
 def _callable_runner(fn: Callable[[Feeds], Mapping[str, np.ndarray]], name: str,
@@ -80,6 +80,7 @@ def as_runner(runnable: Any, name: str, inputs: Sequence[Any] = ()) -> Tuple[Any
     Model / ``onnx.ModelProto`` / path (run by ONNX Runtime), or a callable feeds -> outputs.
     """
     import onnx
+
     _bind_polygraphy()
     from polygraphy.backend.base import BaseRunner
 
@@ -95,7 +96,6 @@ def as_runner(runnable: Any, name: str, inputs: Sequence[Any] = ()) -> Tuple[Any
         label = "+".join(dict.fromkeys(execs["executor"])) if len(execs) else "hybrid"
         return HybridRunner(runnable, name=name), label
     if isinstance(runnable, (Model, onnx.ModelProto, str, bytes)) or hasattr(runnable, "__fspath__"):
-        _bind_polygraphy()
         from polygraphy.backend.onnxrt import OnnxrtRunner
 
         from trtlab.backends.onnxruntime.session import session
