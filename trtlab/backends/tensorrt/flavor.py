@@ -38,7 +38,7 @@ from types import ModuleType
 from typing import Any, List, Optional, Tuple
 
 from trtlab.config import TENSORRT_MODULES, tensorrt_choice
-from trtlab.errors import MissingDependencyError, TrtlabError
+from trtlab.errors import MissingDependencyError, PolygraphyFlavorError
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +68,6 @@ __all__ = [
 #: SM121 in 1.7). Hopper and data-centre Blackwell (9.0, 10.x) and Jetson Orin (8.7) are not
 #: among them. :func:`rtx_runnable_cc` prefers the module's own list.
 RTX_RUNNABLE_CC = {(7, 5), (8, 0), (8, 6), (8, 9), (12, 0), (12, 1)}
-
-
-class PolygraphyFlavorError(TrtlabError):
-    """Polygraphy was imported bound to the other TensorRT flavor than the one trtlab uses."""
 
 
 @dataclass(frozen=True)
