@@ -82,8 +82,8 @@ def check_model(name: str, precision: str, cache_dir: Path, iterations: int) -> 
     try:
         hybrid = trtlab.build(part, precision=precision, cache_dir=cache_dir, progress=False,
                               shapes={k: tuple(v.shape) for k, v in feeds.items()})
-    except trtlab.TrtlabError as exc:
-        row.update(status=f"build failed: {exc}")
+    except Exception as exc:  # report every model, whatever breaks
+        row.update(status=f"FAIL build: {type(exc).__name__}: {exc}")
         return row
     row.update(build_s=round(time.perf_counter() - start, 1), engines=hybrid.engine_count,
                engine_mb=round(hybrid.engine_bytes / 2**20, 2))
