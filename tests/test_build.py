@@ -383,6 +383,8 @@ def test_unwritable_cache_dir_still_builds(tmp_path, monkeypatch, caplog):
         hybrid = build(trtlab.partition(load(F.mlp())), cache_dir=locked, progress=False)
     assert len(hybrid.engines[0]) > 1000
     assert list(locked.iterdir()) == []
-    assert "not writable" in caplog.text and "engine not cached" in caplog.text
+    assert "engine not cached" in caplog.text
+    if trt.flavor() == "tensorrt":  # TensorRT-RTX has no timing cache to write
+        assert "not writable" in caplog.text
     feeds = {"x": np.ones((2, 16), np.float32)}
     np.testing.assert_allclose(hybrid.run(feeds)["y"], run_onnx(F.mlp(), feeds)["y"], rtol=1e-5, atol=1e-6)

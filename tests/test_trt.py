@@ -166,3 +166,83 @@ def test_cuda_noise_is_stripped_from_tensorrt_messages():
     real = "[tacticSupply.cpp::getSupportedFormats::48] Error Code 2: Internal Error (nms has no runners)"
     assert trt.is_cuda_noise(stream) and not trt.is_cuda_noise(real)
     assert trt.clean_message(f"{stream}; {real}") == real
+
+
+# -- Polygraphy binds to trtlab's flavor --------------------------------------------------------
+#: A stand-in ``tensorrt`` module: full TensorRT cannot be installed here. It carries what
+#: Polygraphy's import path and its TensorRT data type table read.
+_STAND_IN_TENSORRT = '''
+__version__ = "10.16.1.11"
+class DataType:
+    def __init__(self, name): self.name = name
+    def __repr__(self): return f"<DataType.{self.name}>"
+float32, float16, int32, int8, int64, uint8, bool = (DataType(n) for n in
+    ("FLOAT", "HALF", "INT32", "INT8", "INT64", "UINT8", "BOOL"))
+'''
+
+_ORDER_SCRIPT = '''
+import json, sys
+entry = sys.argv[1]
+if entry == "info":        # the run probe imports polygraphy.cuda
+    from trtlab.backends.tensorrt import flavor as trt
+    trt.info()
+else:                      # compare() imports Polygraphy's runner base and comparator
+    from trtlab.study.accuracy import as_runner
+    as_runner(lambda feeds: feeds, "c")
+    from trtlab.backends.tensorrt import flavor as trt
+import polygraphy.backend.trt
+import polygraphy.config
+from polygraphy.mod import importer
+from polygraphy.datatype import DataType
+# TrtRunner's output path: DataType.from_dtype(engine.get_tensor_dtype(name), source_module="tensorrt")
+dtype = DataType.from_dtype(trt.module().float32, source_module="tensorrt")
+print(json.dumps({"lazy": sorted(set(importer._all_external_lazy_imports) & {"tensorrt", "tensorrt_rtx"}),
+                  "use_rtx": polygraphy.config.USE_TENSORRT_RTX, "float32": str(dtype)}))
+'''
+
+
+@pytest.mark.parametrize("entry", ["info", "compare"])
+@pytest.mark.parametrize("choice", ["tensorrt", "tensorrt_rtx"])
+def test_polygraphy_binds_to_the_flavor_before_any_polygraphy_import(tmp_path, choice, entry):
+    """In a fresh process, whatever the caller's POLYGRAPHY_USE_TENSORRT_RTX says, Polygraphy ends
+    up bound to TRTLAB_TENSORRT's module, and TensorRT data types convert (no ``TypeError: Cannot
+    interpret '<DataType.FLOAT: 0>' as a data type``)."""
+    import json
+    import os
+
+    if choice == "tensorrt_rtx" and not trt._installed("tensorrt_rtx"):
+        pytest.skip("tensorrt_rtx is not installed")
+    stand_in = tmp_path / "site"
+    (stand_in / "tensorrt").mkdir(parents=True)
+    (stand_in / "tensorrt" / "__init__.py").write_text(_STAND_IN_TENSORRT)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(trt.__file__)))
+    env = {**os.environ, "TRTLAB_TENSORRT": choice,
+           "POLYGRAPHY_USE_TENSORRT_RTX": "0" if choice == "tensorrt_rtx" else "1",
+           "PYTHONPATH": os.pathsep.join([str(stand_in), os.path.dirname(os.path.dirname(root)),
+                                          os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", _ORDER_SCRIPT, entry], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["lazy"] == [choice]
+    assert got["use_rtx"] is (choice == "tensorrt_rtx")
+    assert got["float32"] == "float32"
+
+
+def test_binding_to_the_other_flavor_is_refused_with_the_fix():
+    if trt.flavor() is None:
+        pytest.skip("no TensorRT installed")
+    import os
+
+    other = "1" if trt.flavor() == "tensorrt" else "0"
+    code = ("import polygraphy.util\n"  # the user imported Polygraphy first, bound to the other flavor
+            "from trtlab.backends.tensorrt import flavor as trt\n"
+            "try:\n"
+            "    trt.bind_polygraphy()\n"
+            "except trt.PolygraphyFlavorError as exc:\n"
+            "    print('refused:', exc)\n")
+    env = {**os.environ, "POLYGRAPHY_USE_TENSORRT_RTX": other}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("refused:")
+    assert f"POLYGRAPHY_USE_TENSORRT_RTX={'0' if other == '1' else '1'}" in out.stdout

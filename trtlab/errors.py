@@ -23,6 +23,7 @@ __all__ = [
     "PrecisionError",
     "CalibrationError",
     "CompareError",
+    "PolygraphyFlavorError",
 ]
 
 
@@ -84,3 +85,7 @@ class CalibrationError(PrecisionError):
 
 class CompareError(TrtlabError, ValueError):
     """An accuracy comparison could not be made."""
+
+
+class PolygraphyFlavorError(TrtlabError):
+    """Polygraphy was imported bound to the other TensorRT flavor than the one trtlab uses."""

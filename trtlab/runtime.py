@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import onnx
 
+from trtlab.backends.tensorrt import device
 from trtlab.backends.tensorrt.backend import TensorRTSegment
 from trtlab.feeds import validate_feeds
 
@@ -53,6 +54,9 @@ class HybridModel:
         between segments included).
     moved : list of (node, reason)
         Nodes moved to fallback because TensorRT could not build them.
+    last_copies : dict
+        Boundary tensor -> host/device copies of the last :meth:`run` (producer, consumers,
+        resident on the GPU, d2h, h2d, bytes); empty when no segment runs on TensorRT.
     """
 
     def __init__(self, partition: Any, executables: Mapping[int, Any],
@@ -73,6 +77,9 @@ class HybridModel:
         self._checks = [(t.name, t.dtype, tuple(t.shape) if t.shape is not None else None) for t in self._specs]
         self._output_names = [t.name for t in self.model.outputs]
         self._plan = self._make_plan()
+        # -- device residency (trtlab.backends.tensorrt.device) --
+        self._residency = device.Residency.of(self)
+        self.last_copies: Dict[str, Dict[str, Any]] = {}
 
     # -- structure -----------------------------------------------------------------------------
     @property
@@ -92,20 +99,20 @@ class HybridModel:
         return getattr(exe, "executor", type(exe).__name__)
 
     def _make_plan(self) -> List[Tuple[str, Any, Tuple[str, ...], bool]]:
-        """(name, callable, input names, device_outputs) per segment in execution order."""
+        """(name, callable, input names, runs on the device) per segment in execution order.
+
+        A segment running on TensorRT keeps its outputs on the GPU; only those a later ONNX
+        Runtime segment or the caller reads are copied to the host
+        (:func:`trtlab.backends.tensorrt.device.host_outputs`).
+        """
         gpu = {s.index for s in self.segments
                if isinstance(self.executables[s.index], TensorRTSegment) and self._executor(s.index) == "tensorrt"}
-        consumers: Dict[str, List[int]] = {}
-        for s in self.segments:
-            for t in s.inputs:
-                consumers.setdefault(t, []).append(s.index)
-        outputs = set(self._output_names)
+        to_host = device.host_outputs(self.segments, gpu, self._output_names)
         plan = []
         for s in self.segments:
             exe = self.executables[s.index]
-            on_device = s.index in gpu and all(
-                t not in outputs and all(c in gpu for c in consumers.get(t, ())) for t in s.outputs)
-            call = functools.partial(exe.run_device, host=False) if on_device else exe
+            on_device = s.index in gpu
+            call = functools.partial(exe.run_device, host=False, to_host=to_host[s.index]) if on_device else exe
             plan.append((s.name, call, tuple(s.inputs), on_device))
         return plan
 
@@ -187,12 +194,21 @@ class HybridModel:
             env = validate_feeds(self._specs, feeds, what=f"model {self.model.name!r}")
         timings: Dict[str, float] = {}
         clock = time.perf_counter
+        residency = self._residency
+        if residency is not None:
+            residency.start()
         for name, call, inputs, _ in self._plan:
             seg_feeds = {t: env[t] for t in inputs}
             t0 = clock()
             env.update(call(seg_feeds))
             timings[name] = clock() - t0
+            if residency is not None:
+                residency.record(name)
         out = {n: v if type(v) is np.ndarray else _host(v) for n, v in ((n, env[n]) for n in self._output_names)}
+        if residency is not None:
+            # TrtRunner reuses its host output buffers: hand out copies the caller owns.
+            out = residency.finish(out)
+            self.last_copies = residency.per_tensor()
         self.last_timings = timings
         self.last_total = time.perf_counter() - start
         return out
@@ -255,6 +271,9 @@ def _profile_text(profile: Any) -> str:
 
 def input_metadata(specs: Sequence[Any]) -> Any:
     """Polygraphy ``TensorMetadata`` for :class:`~trtlab.model.TensorInfo` specs (dynamic dims: -1)."""
+    from trtlab.backends.tensorrt.flavor import bind_polygraphy
+
+    bind_polygraphy(strict=False)  # before Polygraphy binds a TensorRT flavor of its own
     from polygraphy.common import TensorMetadata
     from polygraphy.datatype import DataType
 
@@ -270,6 +289,9 @@ def input_metadata(specs: Sequence[Any]) -> Any:
 def _runner_class() -> type:
     from collections import OrderedDict
 
+    from trtlab.backends.tensorrt.flavor import bind_polygraphy
+
+    bind_polygraphy(strict=False)  # before Polygraphy binds a TensorRT flavor of its own
     from polygraphy.backend.base import BaseRunner
 
     class _HybridRunner(BaseRunner):

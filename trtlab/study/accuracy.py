@@ -34,8 +34,17 @@ TABLE_COLUMNS = ["config", "precision", "method", "fp32_nodes", "accuracy", "acc
                  "top1_agree", "max_abs", "mean_abs", "cosine", "latency_ms", "executor"]
 
 
+def _bind_polygraphy() -> None:
+    """Fix Polygraphy's TensorRT flavor to trtlab's before importing Polygraphy (see
+    :func:`trtlab.backends.tensorrt.flavor.bind_polygraphy`)."""
+    from trtlab.backends.tensorrt.flavor import bind_polygraphy
+
+    bind_polygraphy(strict=False)
+
+
 def _callable_runner(fn: Callable[[Feeds], Mapping[str, np.ndarray]], name: str,
                      inputs: Sequence[Any]) -> Any:
+    _bind_polygraphy()
     from polygraphy.backend.base import BaseRunner
 
     from trtlab.runtime import input_metadata
@@ -71,6 +80,8 @@ def as_runner(runnable: Any, name: str, inputs: Sequence[Any] = ()) -> Tuple[Any
     Model / ``onnx.ModelProto`` / path (run by ONNX Runtime), or a callable feeds -> outputs.
     """
     import onnx
+
+    _bind_polygraphy()
     from polygraphy.backend.base import BaseRunner
 
     from trtlab.model import Model
@@ -206,6 +217,7 @@ def compare(reference: Any, candidates: Mapping[str, Any], data: Data, *, atol: 
         batch), executor, pass.
     """
     import pandas as pd
+    _bind_polygraphy()
     from polygraphy.comparator import Comparator
     from polygraphy.logger import G_LOGGER
 
@@ -255,6 +267,7 @@ def compare(reference: Any, candidates: Mapping[str, Any], data: Data, *, atol: 
 
 
 def _compare_func(atol: float, rtol: float) -> Any:
+    _bind_polygraphy()
     from polygraphy.comparator import compare as comp
 
     simple = getattr(comp, "SimpleCompareFunc", None)

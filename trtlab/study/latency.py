@@ -80,6 +80,10 @@ class LatencyStats:
         Part name (segment name, ``"boundaries"``) -> per-run seconds, for a HybridModel.
     executors : dict
         Part name -> executor that ran it.
+    copies : dict
+        Boundary tensor -> host/device copies summed over the timed runs of a HybridModel with
+        TensorRT segments (producer, consumers, resident, d2h, h2d, bytes); see
+        :meth:`copy_frame`.
     """
 
     label: str
@@ -98,6 +102,14 @@ class LatencyStats:
     samples: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
     segments: Dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
     executors: Dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    copies: Dict[str, Dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
+
+    def copy_frame(self) -> Any:
+        """DataFrame, one row per boundary tensor: producer, consumers, whether it stays on the
+        GPU, device-to-host and host-to-device copies and bytes per run."""
+        from trtlab.backends.tensorrt.device import copy_frame
+
+        return copy_frame(self.copies, runs=self.n)
 
     @property
     def stable(self) -> bool:
@@ -183,6 +195,7 @@ def benchmark(runnable: Any, feeds: Mapping[str, Any], *, warmup: int = 10, iter
         call(feeds)
     samples: List[float] = []
     parts: Dict[str, List[float]] = {}
+    copies: Dict[str, Dict[str, Any]] = {}
     clock = time.perf_counter
     bar = progress_bar(total=iterations, desc=f"benchmark {label}", enabled=progress)
     begin = clock()
@@ -195,6 +208,7 @@ def benchmark(runnable: Any, feeds: Mapping[str, Any], *, warmup: int = 10, iter
             for name, seconds in timings.items():
                 parts.setdefault(name, []).append(seconds)
             parts.setdefault(BOUNDARIES, []).append(max(0.0, hybrid.last_total - sum(timings.values())))
+            _add_copies(copies, getattr(hybrid, "last_copies", {}))
         if len(samples) <= iterations:
             bar.update(1)
         if len(samples) >= iterations and (duration is None or clock() - begin >= duration):
@@ -215,13 +229,22 @@ def benchmark(runnable: Any, feeds: Mapping[str, Any], *, warmup: int = 10, iter
         executors["total"] = "hybrid"
     stats = LatencyStats(label=label, n=len(samples), **summary, throughput=len(samples) / wall if wall else 0.0,
                          batch=batch, samples=arr,
-                         segments={k: np.asarray(v) for k, v in parts.items()}, executors=executors)
+                         segments={k: np.asarray(v) for k, v in parts.items()}, executors=executors,
+                         copies=copies)
     if not stats.stable:
         message = (f"{label}: coefficient of variation {stats.cv:.1%} is over {CV_WARN:.1%}; the machine is "
                    "busy or the run too short. Use more iterations or duration=, and fewer other jobs.")
         log.debug(message)
         warnings.warn(message, LatencyWarning, stacklevel=2)
     return stats
+
+
+def _add_copies(total: Dict[str, Dict[str, Any]], run: Mapping[str, Mapping[str, Any]]) -> None:
+    """Add one run's copies per boundary tensor to the running totals."""
+    for tensor, row in run.items():
+        acc = total.setdefault(tensor, {**row, "d2h": 0, "h2d": 0, "bytes": 0})
+        for key in ("d2h", "h2d", "bytes"):
+            acc[key] += row[key]
 
 
 def benchmark_model(model: Any, *, feeds: Optional[Mapping[str, np.ndarray]] = None, batch: int = 1,

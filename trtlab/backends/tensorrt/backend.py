@@ -15,7 +15,8 @@ import onnx
 from trtlab.backends.base import DYNAMIC_BATCH_MODES, CompileSettings, Profile, Shape
 from trtlab.backends.onnxruntime.backend import _ort_session
 from trtlab.backends.onnxruntime.session import fast_call
-from trtlab.backends.tensorrt.engine import EngineBuilder, EngineRecord, build_engine, cache_key, polygraphy_trt
+from trtlab.backends.tensorrt import device
+from trtlab.backends.tensorrt.engine import EngineBuilder, EngineRecord, build_engine, cache_key
 from trtlab.backends.tensorrt.profiles import _dynamic_inputs, _opt_profile, _static_profile, _widen
 from trtlab.errors import BuildError
 
@@ -55,6 +56,8 @@ class TensorRTSegment:
             self._session, self.executor = _ort_session(model, settings)
             self._call = fast_call(self._session)
         self._runners: Dict[int, Any] = {}
+        #: host/device copies of the last run (:mod:`trtlab.backends.tensorrt.device`)
+        self.last_copies: List[device.Copy] = []
         if settings.eager and (not self._dynamic or settings.profile is not None):
             first = settings.profile
             if first is not None and settings.dynamic_batch == "per_shape":
@@ -85,7 +88,7 @@ class TensorRTSegment:
             self.rebuilds += 1
             self.engines = [record]
             self._seen.clear()
-            self._runners.clear()
+            self.close()  # the dropped engines' runners free their device memory
         else:
             self.engines.append(record)
         return record
@@ -116,31 +119,58 @@ class TensorRTSegment:
         else:
             record = self._add_engine(None)
         if self.executor == "tensorrt":
-            return self.run_device(feeds, record, host=True)
+            # TrtRunner reuses its host output buffers: hand out arrays the caller owns
+            return {k: device.owned(v) for k, v in self.run_device(feeds, record, host=True).items()}
+        return self._run_ort(feeds)
+
+    def _run_ort(self, feeds: Mapping[str, Any]) -> Dict[str, Any]:
         if self._session is None:
             self._session, self.executor = _ort_session(self.model, self.settings)
             self._call = fast_call(self._session)
+        self.last_copies = []
+        feeds = {k: device.to_host(v) for k, v in feeds.items()}
         return dict(zip(self._outputs, self._call(self._outputs, feeds)))
 
     def run_device(self, feeds: Mapping[str, Any], record: Optional[EngineRecord] = None, *,
-                   host: bool = False) -> Dict[str, Any]:
-        """Run on TensorRT; with ``host=False`` outputs stay on the device (Polygraphy DeviceViews)."""
+                   host: bool = False, to_host: Tuple[str, ...] = ()) -> Dict[str, Any]:
+        """Run on TensorRT; with ``host=False`` outputs stay on the device (Polygraphy DeviceViews)
+        except those named in ``to_host``, copied to host arrays the caller owns."""
         if record is None:
             record = self.engine_for({n: tuple(feeds[n].shape) for n in self._dynamic}) \
                 if self._dynamic else (self.engines[0] if self.engines else self._add_engine(None))
+        # -- device residency (trtlab.backends.tensorrt.device) --
+        if self.executor != "tensorrt":
+            return self._run_ort(feeds)
         runner = self._runners.get(id(record))
         if runner is None:
-            ptrt = polygraphy_trt()
-            runner = ptrt.TrtRunner(ptrt.EngineFromBytes(record.data), name=self.name)
-            runner.activate()
+            refused = self._refused_here(record)
+            if refused:
+                self.executor, self.reason = "onnxruntime", refused
+                log.warning("segment %s: %s", self.name, refused)
+                return self._run_ort(feeds)
+            runner = device.make_runner(record.data, self.name, self.settings.cache)
             self._runners[id(record)] = runner
-        return dict(runner.infer(dict(feeds), copy_outputs_to_host=host))
+        ready, copies = device.prepare_feeds(runner, feeds, self.name)
+        out = dict(runner.infer(ready, copy_outputs_to_host=host))
+        out, out_copies = device.outputs_to_host(out, self.name, () if host else to_host, all_host=host)
+        self.last_copies = copies + out_copies
+        return out
+
+    def _refused_here(self, record: EngineRecord) -> str:
+        """Why this machine's runtime refuses the engine (``Runtime.get_engine_validity``), or ``""``."""
+        from trtlab.backends.tensorrt import flavor as trt
+
+        validity, diagnostics = trt.engine_validity(record.data)
+        if validity != "INVALID":
+            return ""
+        return (f"{trt.flavor()} reports the engine invalid on this GPU ({diagnostics or 'no diagnostics'}); "
+                "the segment runs on ONNX Runtime")
 
     def close(self) -> None:
-        """Release TensorRT runners."""
-        for runner in self._runners.values():
-            runner.deactivate()
-        self._runners.clear()
+        """Release TensorRT runners (device memory) and save the TensorRT-RTX runtime cache."""
+        runners, self._runners = list(self._runners.values()), {}
+        for runner in runners:
+            device.close_runner(runner)
 
 
 class TensorRTBackend:

@@ -1,14 +1,15 @@
 """TensorRT engines: Polygraphy's loaders, the engine cache key, builder errors.
 
 Engines are built with Polygraphy's TensorRT loaders (``NetworkFromOnnxBytes`` strongly typed,
-``CreateConfig`` with profiles, memory pool limit, optimization level and timing cache,
-``EngineBytesFromNetwork``). With TensorRT-RTX they are built ahead of time, without a GPU.
+``CreateConfig`` with profiles, memory pool limit, optimization level and, for full TensorRT, a
+timing cache; ``EngineBytesFromNetwork``). With TensorRT-RTX they are built ahead of time,
+without a GPU; TensorRT-RTX has no timing cache (it compiles kernels when an engine is loaded, and
+keeps them in its runtime cache: :mod:`trtlab.backends.tensorrt.device`).
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Mapping, Optional, Tuple
@@ -57,35 +58,37 @@ def polygraphy_trt() -> Any:
 
     Polygraphy picks ``tensorrt`` or ``tensorrt_rtx`` when ``polygraphy.backend.trt`` is first
     imported (``POLYGRAPHY_USE_TENSORRT_RTX``); this sets that choice from
-    :func:`trtlab.backends.tensorrt.flavor.flavor` before the import.
+    :func:`trtlab.backends.tensorrt.flavor.flavor` before the import
+    (:func:`~trtlab.backends.tensorrt.flavor.bind_polygraphy`).
+
+    Raises
+    ------
+    PolygraphyFlavorError
+        Polygraphy was imported earlier bound to the other flavor.
     """
     from trtlab.backends.tensorrt import flavor as trt
 
     trt.module()
-    rtx = trt.flavor() == "tensorrt_rtx"
-    from polygraphy import config as pconfig
-
-    if "polygraphy.backend.trt.loader" not in sys.modules:
-        pconfig.USE_TENSORRT_RTX = rtx
-    elif bool(pconfig.USE_TENSORRT_RTX) != rtx:
-        raise BuildError(
-            f"Polygraphy's TensorRT backend was imported for "
-            f"{'tensorrt_rtx' if pconfig.USE_TENSORRT_RTX else 'tensorrt'} but trtlab uses "
-            f"{trt.flavor()}. Set POLYGRAPHY_USE_TENSORRT_RTX={'1' if rtx else '0'} before importing "
-            "polygraphy.backend.trt, or set TRTLAB_TENSORRT to the same flavor."
-        )
+    trt.bind_polygraphy()
     from polygraphy.backend import trt as ptrt
 
     return ptrt
 
 
 def engine_target() -> str:
-    """What engines are built for: the GPU's compute capability, or ``"aot"`` without one."""
+    """What engines are built for: compute capability and GPU model, or ``"aot"``.
+
+    Engines are not portable across GPU models (full TensorRT tunes kernels on the device it
+    builds on), so the model's name is part of the key: ``"sm8.6 NVIDIA GeForce RTX 3090"``.
+    Full TensorRT always builds on the GPU when there is one; TensorRT-RTX builds ahead of time
+    (``"aot"``) unless its engines also run here.
+    """
     from trtlab.backends.tensorrt import flavor as trt
 
     info = trt.info()
-    if info.run and info.compute_capability:
-        return f"sm{info.compute_capability}"
+    on_gpu = info.run or (info.flavor == "tensorrt" and info.gpu is not None)
+    if on_gpu and info.compute_capability:
+        return f"sm{info.compute_capability} {info.gpu}".strip()
     return "aot"
 
 
@@ -121,8 +124,10 @@ def _error_recorder(trt: Any) -> Any:
             return self.errors[index][1]
 
         def report_error(self, code: Any, desc: str) -> bool:
+            # False: the error is recorded, not a request to abort the process
+            # (IErrorRecorder::reportError returns whether the error is fatal).
             self.errors.append((code, desc))
-            return True
+            return False
 
     return _Recorder()
 
@@ -134,7 +139,8 @@ def build_engine(onnx_bytes: bytes, profile: Optional[Profile] = None,
 
     A strongly typed network is parsed with Polygraphy's ``NetworkFromOnnxBytes``; the builder
     config (``CreateConfig``) gets one optimization profile, the workspace limit, the builder
-    optimization level and a timing cache (read from and written back to the cache folder).
+    optimization level and, for full TensorRT, a timing cache (read from and written back to the
+    cache folder). TensorRT-RTX gets none: it has no timing cache.
 
     Raises
     ------
@@ -150,9 +156,10 @@ def build_engine(onnx_bytes: bytes, profile: Optional[Profile] = None,
     settings = settings or CompileSettings()
     ptrt = polygraphy_trt()
     trt = trtinfo.module()
-    if timing_cache is None and isinstance(settings.cache, EngineCache) and _writable(settings.cache.directory):
-        timing_cache = str(settings.cache.directory /
-                           f"timing-{trtinfo.flavor()}-{trtinfo.version()}-{engine_target()}.cache")
+    if trtinfo.flavor() == "tensorrt_rtx":
+        timing_cache = None
+    elif timing_cache is None and isinstance(settings.cache, EngineCache) and _writable(settings.cache.directory):
+        timing_cache = str(settings.cache.directory / timing_cache_name())
     pools = None if settings.workspace is None else {trt.MemoryPoolType.WORKSPACE: int(settings.workspace)}
     profiles = None
     if profile:
@@ -181,6 +188,14 @@ def build_engine(onnx_bytes: bytes, profile: Optional[Profile] = None,
     if not data:
         raise _build_error("build", settings, ["the builder returned an empty engine"])
     return data
+
+
+def timing_cache_name() -> str:
+    """File name of full TensorRT's timing cache in the engine cache folder."""
+    from trtlab.backends.tensorrt import flavor as trtinfo
+
+    target = engine_target().replace(" ", "_").replace("/", "_")
+    return f"timing-{trtinfo.flavor()}-{trtinfo.version()}-{target}.cache"
 
 
 def _writable(directory: Any) -> bool:

@@ -9,7 +9,12 @@ module is imported lazily; ``import trtlab`` needs neither. Capabilities:
     Engines can be built. TensorRT-RTX builds ahead of time without a GPU; full TensorRT
     needs a GPU.
 ``run``
-    Engines can be executed: a GPU the flavor supports, with a CUDA runtime binding.
+    Engines can be executed: a GPU the flavor supports, with a CUDA runtime Polygraphy's
+    ``TrtRunner`` can load (probed through cuda-python or Polygraphy's own CUDA wrapper).
+
+Polygraphy binds to ``tensorrt`` or ``tensorrt_rtx`` when its first TensorRT-aware module is
+imported (``POLYGRAPHY_USE_TENSORRT_RTX``). :func:`bind_polygraphy` fixes that choice to
+trtlab's flavor; trtlab calls it before each of its own Polygraphy imports.
 
 Examples
 --------
@@ -25,13 +30,15 @@ import functools
 import importlib
 import importlib.util
 import logging
+import os
 import re
+import sys
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, List, Optional, Tuple
 
 from trtlab.config import TENSORRT_MODULES, tensorrt_choice
-from trtlab.errors import MissingDependencyError
+from trtlab.errors import MissingDependencyError, PolygraphyFlavorError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,11 @@ __all__ = [
     "version_tuple",
     "info",
     "gpu",
+    "bind_polygraphy",
+    "polygraphy_binding",
+    "PolygraphyFlavorError",
+    "rtx_runnable_cc",
+    "engine_validity",
     "CapturingLogger",
     "make_parser",
     "quiet_logger",
@@ -51,9 +63,11 @@ __all__ = [
     "clean_message",
 ]
 
-#: Compute capabilities (major, minor) TensorRT-RTX executes engines on: consumer and workstation
-#: GPUs from Turing on. Data-centre parts (8.0, 9.0, 10.0) are refused by the RTX runtime.
-RTX_RUNNABLE_CC = {(7, 5), (8, 6), (8, 7), (8, 9), (12, 0), (12, 1)}
+#: Compute capabilities (major, minor) TensorRT-RTX builds for and executes on when its module
+#: does not list them itself (``tensorrt_rtx.ComputeCapability``: SM75, SM80, SM86, SM89, SM120,
+#: SM121 in 1.7). Hopper and data-centre Blackwell (9.0, 10.x) and Jetson Orin (8.7) are not
+#: among them. :func:`rtx_runnable_cc` prefers the module's own list.
+RTX_RUNNABLE_CC = {(7, 5), (8, 0), (8, 6), (8, 9), (12, 0), (12, 1)}
 
 
 @dataclass(frozen=True)
@@ -206,16 +220,142 @@ def gpu() -> Optional[GpuInfo]:
         return None
 
 
-def _cuda_binding() -> Optional[str]:
-    """Name of a usable CUDA runtime binding for device buffers, or ``None``."""
-    if _installed("pycuda"):
-        return "pycuda"
-    try:
-        importlib.import_module("polygraphy.cuda")
-        ctypes.CDLL("libcudart.so")
-        return "polygraphy.cuda"
-    except (ImportError, OSError):
+def _cuda_python() -> Optional[str]:
+    """``"cuda-python"`` when cuda-python's runtime binding sees a device, else ``None``."""
+    for name in ("cuda.bindings.runtime", "cuda.cudart"):
+        try:
+            cudart = importlib.import_module(name)
+        except ImportError:
+            continue
+        try:
+            err, count = cudart.cudaGetDeviceCount()
+        except Exception as exc:  # a binding without a loadable CUDA runtime raises on first call
+            log.debug("cuda-python %s: %s", name, exc)
+            return None
+        return "cuda-python" if int(err) == 0 and count > 0 else None
+    return None
+
+
+def _polygraphy_cuda() -> Optional[str]:
+    """``"polygraphy.cuda"`` when Polygraphy's CUDA wrapper loads a CUDA runtime, else ``None``.
+
+    Polygraphy searches the versioned ``libcudart.so*`` / ``cudart64_*.dll`` of the CUDA toolkit
+    and of pip's ``nvidia-cuda-runtime`` wheels; it is what ``TrtRunner`` itself uses.
+    """
+    if bind_polygraphy(strict=False) not in (None, flavor()):
         return None
+    try:
+        from polygraphy import cuda as pcuda
+        from polygraphy.logger import G_LOGGER
+    except ImportError:
+        return None
+    try:
+        with G_LOGGER.verbosity(G_LOGGER.CRITICAL + 1):
+            pcuda.wrapper()
+    except Exception as exc:  # Polygraphy raises PolygraphyException or OSError
+        log.debug("polygraphy.cuda: %s", exc)
+        return None
+    return "polygraphy.cuda"
+
+
+def _cuda_binding() -> Optional[str]:
+    """Name of the probe that found a CUDA runtime TrtRunner can use, or ``None``.
+
+    TrtRunner allocates and copies through ``polygraphy.cuda``; cuda-python answers the same
+    question without loading Polygraphy's TensorRT side.
+    """
+    return _cuda_python() or _polygraphy_cuda()
+
+
+def rtx_runnable_cc(trt_module: Any = None) -> set:
+    """Compute capabilities TensorRT-RTX runs engines on: its ``ComputeCapability`` enum's
+    ``SMxy`` members when the module has them, else :data:`RTX_RUNNABLE_CC`."""
+    members = getattr(getattr(trt_module, "ComputeCapability", None), "__members__", None) or {}
+    found = set()
+    for key in members:
+        m = re.fullmatch(r"SM(\d+)(\d)", key)
+        if m:
+            found.add((int(m.group(1)), int(m.group(2))))
+    return found or set(RTX_RUNNABLE_CC)
+
+
+def engine_validity(data: bytes, trt_module: Any = None) -> Tuple[str, str]:
+    """``(validity, diagnostics)`` of a serialized engine on this machine.
+
+    ``Runtime.get_engine_validity`` (TensorRT-RTX) reads the engine header: ``"VALID"``,
+    ``"SUBOPTIMAL"`` or ``"INVALID"``. Where the runtime has no such call the answer is
+    ``("UNKNOWN", "")``: the engine is tried and the runner reports a mismatch.
+    """
+    trt_mod = trt_module if trt_module is not None else module()
+    runtime_cls = getattr(trt_mod, "Runtime", None)
+    if runtime_cls is None or not hasattr(runtime_cls, "get_engine_validity"):
+        return "UNKNOWN", ""
+    runtime = runtime_cls(quiet_logger() if trt_module is None else trt_mod.Logger())
+    validity, diagnostics = runtime.get_engine_validity(bytes(data))
+    return str(validity).split(".")[-1], str(diagnostics or "")
+
+
+#: Polygraphy modules that bind a TensorRT module when imported (``lazy_import_trt``).
+_POLYGRAPHY_BINDING_MODULES = ("polygraphy.util.util", "polygraphy.datatype.tensorrt",
+                               "polygraphy.backend.trt.util")
+
+
+def polygraphy_binding() -> Optional[str]:
+    """The TensorRT module Polygraphy's imported modules are bound to, or ``None`` when no
+    TensorRT-aware Polygraphy module is imported yet (the choice is still open)."""
+    if not any(name in sys.modules for name in _POLYGRAPHY_BINDING_MODULES):
+        return None
+    importer = sys.modules.get("polygraphy.mod.importer")
+    names = set(getattr(importer, "_all_external_lazy_imports", ())) & {"tensorrt", "tensorrt_rtx"}
+    if len(names) == 1:
+        return names.pop()
+    pconfig = sys.modules.get("polygraphy.config")
+    return "tensorrt_rtx" if getattr(pconfig, "USE_TENSORRT_RTX", False) else "tensorrt"
+
+
+def bind_polygraphy(strict: bool = True) -> Optional[str]:
+    """Bind Polygraphy to trtlab's TensorRT flavor before Polygraphy binds one itself.
+
+    Sets ``POLYGRAPHY_USE_TENSORRT_RTX`` (inherited by worker processes) and, when
+    ``polygraphy.config`` is already imported, ``polygraphy.config.USE_TENSORRT_RTX``. Call it
+    before importing any Polygraphy module other than ``polygraphy.config``.
+
+    Parameters
+    ----------
+    strict
+        Raise when Polygraphy is already bound to the other flavor; with ``False`` (callers that
+        run no TensorRT engine themselves) log a warning and leave the binding as it is.
+
+    Returns
+    -------
+    The flavor Polygraphy is bound to, or ``None`` without TensorRT.
+
+    Raises
+    ------
+    PolygraphyFlavorError
+        Polygraphy was already imported bound to the other flavor (its TensorRT data types
+        would not match the engines trtlab builds).
+    """
+    name = flavor()
+    if name is None:
+        return None
+    rtx = name == "tensorrt_rtx"
+    bound = polygraphy_binding()
+    if bound is not None and bound != name:
+        message = (
+            f"Polygraphy was imported bound to '{bound}' but trtlab uses '{name}'. Set "
+            f"POLYGRAPHY_USE_TENSORRT_RTX={'1' if rtx else '0'} before anything imports Polygraphy "
+            f"(or TRTLAB_TENSORRT={bound} to use that flavor), then restart the Python process."
+        )
+        if strict:
+            raise PolygraphyFlavorError(message)
+        log.warning("%s TensorRT engines cannot run in this process.", message)
+        return bound
+    os.environ["POLYGRAPHY_USE_TENSORRT_RTX"] = "1" if rtx else "0"
+    pconfig = sys.modules.get("polygraphy.config")
+    if pconfig is not None:
+        pconfig.USE_TENSORRT_RTX = rtx
+    return name
 
 
 class CapturingLogger:
@@ -328,17 +468,23 @@ def _info(choice: Optional[str], name: Optional[str]) -> TrtInfo:
     if dev is None:
         why = "no CUDA GPU (no driver or no device): engines are built ahead of time only, run falls back to ONNX Runtime" \
             if build else "no CUDA GPU: full TensorRT needs one to parse/build/run"
-    elif name == "tensorrt_rtx" and dev.compute_capability not in RTX_RUNNABLE_CC:
+    elif name == "tensorrt_rtx" and dev.compute_capability not in rtx_runnable_cc(trt):
         why = (f"TensorRT-RTX does not run engines on {dev.name} (compute capability {dev.cc}); "
                "segments run on ONNX Runtime")
     else:
         binding = _cuda_binding()
         run = parse and binding is not None
         why = (f"engines run on {dev.name} via {binding}" if run else
-               "no CUDA runtime binding (pip install 'trtlab[gpu]' for pycuda)")
+               "no CUDA runtime found by cuda-python or Polygraphy's CUDA wrapper "
+               "(pip install 'trtlab[gpu]' for cuda-python and the CUDA runtime wheel)")
     return TrtInfo(name, ver, parse, build, run, gpu_name, cc, why, tuple(notes))
 
 
 def info() -> TrtInfo:
-    """Flavor, version and capabilities (``parse``, ``build``, ``run``) on this machine."""
+    """Flavor, version and capabilities (``parse``, ``build``, ``run``) on this machine.
+
+    Binds Polygraphy to the flavor first (:func:`bind_polygraphy`): the run probe may import
+    ``polygraphy.cuda``.
+    """
+    bind_polygraphy(strict=False)
     return _info(tensorrt_choice(), flavor())
