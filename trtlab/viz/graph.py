@@ -45,7 +45,8 @@ def _is_partition(obj: Any) -> bool:
 def _resolve(model: Any, partition: Any) -> Tuple[Any, Any]:
     if partition is None and _is_partition(model):
         partition, model = model, model.model
-    if not (hasattr(model, "graph") and hasattr(model, "node_names")):
+    # Look at the type: hasattr on the instance would build the cached networkx view.
+    if not (hasattr(type(model), "graph") and hasattr(type(model), "node_names")):
         from trtlab.model import load
 
         model = load(model)
@@ -138,6 +139,14 @@ def _grouped(rows: "Any", keys: List[str]) -> "Any":
     return out.sort_values("count", ascending=False, kind="stable")
 
 
+def _op_types(model: Any, names: Iterable[str]) -> List[str]:
+    """Op type of each name that is a node of ``model`` (``""`` otherwise), without building
+    the networkx view of the graph."""
+    index = model._node_index
+    nodes = model.proto.graph.node
+    return [nodes[index[s]].op_type if s in index else "" for s in names]
+
+
 def reasons_table(partition: Any, *, max_rows: int = 12) -> "Any":
     """The decisions behind a partition, ready to print under a drawing.
 
@@ -155,8 +164,7 @@ def reasons_table(partition: Any, *, max_rows: int = 12) -> "Any":
     frame = partition.decisions
     if frame is None or len(frame) == 0:
         return pd.DataFrame(columns=["subject", "op_type", "kind", "reason"])
-    graph = partition.model.graph
-    ops = [graph.nodes[s]["op_type"] if s in graph else "" for s in frame["subject"]]
+    ops = _op_types(partition.model, frame["subject"])
     rows = pd.DataFrame({"subject": frame["subject"].astype(str), "op_type": ops,
                          "kind": frame["kind"].astype(str), "reason": frame["reason"].astype(str)})
     if len(rows) <= max_rows:
@@ -193,13 +201,9 @@ class _Scene:
 
 
 def _segment_colors(partition: Any) -> Dict[int, str]:
-    colors: Dict[int, str] = {}
-    rank = 0
-    for seg in partition.segments:
-        colors[seg.index] = st.segment_color(seg.backend, rank)
-        if seg.backend != "fallback":
-            rank += 1
-    return colors
+    """Colour of every segment, by segment index (one pass over the segments)."""
+    return {seg.index: c for seg, c in zip(partition.segments,
+                                           st.segment_colors(partition.segments))}
 
 
 def _fit_scale(width_units: float, height_units: float, sx: float, sy: float,
@@ -278,7 +282,8 @@ def _draw_edges(ax: Any, lines: List[np.ndarray], same: np.ndarray, boundary: np
         if mask.any():
             ax.add_collection(LineCollection(
                 [lines[e] for e in np.flatnonzero(mask)], colors=color,
-                linewidths=max(0.3, lw * scale), linestyles=ls, alpha=alpha, zorder=1, gid=gid))
+                linewidths=max(0.3, lw * scale), linestyles=ls, alpha=alpha, zorder=1, gid=gid),
+                autolim=False)
 
 
 def _io_markers(ax: Any, lay: Layout, idx_in: np.ndarray, idx_out: np.ndarray,
@@ -380,16 +385,17 @@ def _full_view(ax_factory: Any, model: Any, partition: Any, groups: List[Set[str
         coll = PatchCollection(rects(range(n)), facecolor=st.NEUTRAL_COLOR,
                                edgecolor=st.darker(st.NEUTRAL_COLOR), linewidth=lw, zorder=2,
                                gid="nodes")
-        ax.add_collection(coll)
+        ax.add_collection(coll, autolim=False)
     else:
+        # One collection for every node box, coloured per node: drawing cost stays linear in
+        # nodes whatever the number of segments, and the explorer recolours it in place.
         colors = _segment_colors(partition)
-        for seg in partition.segments:
-            idx = [index[name] for name in seg.nodes]
-            coll = PatchCollection(rects(idx), facecolor=colors[seg.index],
-                                   edgecolor=st.darker(colors[seg.index]), linewidth=lw, zorder=2,
-                                   gid=f"segment:{seg.name}")
-            ax.add_collection(coll)
-            artists[seg.name] = coll
+        face = [colors[int(s)] for s in seg_of]
+        coll = PatchCollection(rects(range(n)), facecolor=face,
+                               edgecolor=[st.darker(c) for c in face], linewidth=lw, zorder=2,
+                               gid="segments")
+        ax.add_collection(coll, autolim=False)
+        artists = {seg.name: coll for seg in partition.segments}
     by_kind: Dict[str, List[int]] = defaultdict(list)
     for name, (kind, _) in marks.items():
         by_kind[kind].append(index[name])
@@ -397,7 +403,7 @@ def _full_view(ax_factory: Any, model: Any, partition: Any, groups: List[Set[str
         color, hatch, _ = st.mark_style(kind)
         ax.add_collection(PatchCollection(rects(idx), facecolor="none", edgecolor=color,
                                           hatch=hatch, linewidth=max(0.6, 1.5 * scale), zorder=3,
-                                          gid=f"marked:{kind}"))
+                                          gid=f"marked:{kind}"), autolim=False)
 
     drawn_groups = 0
     if groups:
@@ -412,7 +418,7 @@ def _full_view(ax_factory: Any, model: Any, partition: Any, groups: List[Set[str
             drawn_groups += 1
         ax.add_collection(PatchCollection(outlines, facecolor="none", edgecolor=st.FUSION_COLOR,
                                           linestyle="--", linewidth=max(0.5, 1.2 * scale),
-                                          zorder=4, gid="fusion"))
+                                          zorder=4, gid="fusion"), autolim=False)
 
     if labels:
         two_lines = n <= 40
@@ -435,8 +441,8 @@ def _full_view(ax_factory: Any, model: Any, partition: Any, groups: List[Set[str
     handles = _legend_handles(partition, colors, by_kind.keys(), io=bool(n_in or n_out),
                               fusion=drawn_groups > 0)
     positions = {names[i]: (float(lay.x[i]), float(lay.y[i])) for i in range(n)}
-    meta = dict(view="full", layout=lay, node_positions=positions,
-                segment_artists=artists, labels=labels, fusion_groups=drawn_groups,
+    meta = dict(view="full", layout=lay, node_positions=positions, node_order=list(names),
+                segment_of_node=seg_of, segment_artists=artists, labels=labels, fusion_groups=drawn_groups,
                 inputs=[t.name for t in ins], outputs=[t.name for t in outs])
     return _Scene(ax.figure.get_figwidth(), ax.figure.get_figheight(), handles, meta)
 
@@ -467,16 +473,24 @@ def _sum_bytes(values: Sequence[Optional[int]]) -> Tuple[Optional[int], bool]:
     return (sum(known) if known else None), len(known) < len(values)
 
 
+# Physical sizes of the segment-level view, in inches and points: never scaled down, so the
+# labels read at 100% zoom; a larger partition makes a larger figure instead.
+_DETAILED_MAX_SEGMENTS = 150
+_SEG_BOX = {True: (2.3, 0.66), False: (1.1, 0.27)}          # detailed?: (width, height)
+_SEG_PITCH = {True: (2.75, 1.2), False: (1.24, 0.5)}     # layout unit along x, y
+_SEG_FONT = {True: 8.0, False: 7.5}
+
+
 def _condensed_view(ax_factory: Any, model: Any, partition: Any, groups: List[Set[str]],
                     marks: Dict[str, Tuple[str, str]],
                     figsize: Optional[Tuple[float, float]]) -> _Scene:
+    """One box per segment at a fixed, legible size; every step is linear in segments."""
     from matplotlib.collections import PatchCollection
-    from matplotlib.patches import FancyBboxPatch
+    from matplotlib.patches import Rectangle
 
     segs = partition.segments
     n_seg = len(segs)
     pos = {seg.index: k for k, seg in enumerate(segs)}
-    graph = model.graph
     ins = [t for t in model.inputs if model.consumers(t.name)]
     outs = [t for t in model.outputs if model.producer(t.name) is not None]
     n_in, n_out = len(ins), len(outs)
@@ -503,38 +517,46 @@ def _condensed_view(ax_factory: Any, model: Any, partition: Any, groups: List[Se
     src_a = np.asarray(src, dtype=np.int64)
     dst_a = np.asarray(dst, dtype=np.int64)
 
-    sx, sy = 3.0, 1.45
+    detailed = n_seg <= _DETAILED_MAX_SEGMENTS
+    box_w_in, box_h_in = _SEG_BOX[detailed]
+    sx, sy = _SEG_PITCH[detailed]
+    font = _SEG_FONT[detailed]
     pinned = np.zeros(total, dtype=bool)
     pinned[n_seg:n_seg + n_in] = True
     lay = layered_layout(total, src_a, dst_a, pinned=pinned, x_unit=sx, y_unit=sy,
-                         column_gap=0.6, aspect=1.1)
+                         column_gap=0.5, aspect=1.0, fold_above=12.0)
     pad = 0.7
     w_units, h_units = lay.width + 2 * pad, lay.height + 2 * pad
-    scale = _fit_scale(w_units, h_units, sx, sy, figsize)
+    scale = 1.0
+    if figsize is not None:
+        scale = _fit_scale(w_units, h_units, sx, sy, figsize)
+        font = max(4.0, font * scale)
     ax = ax_factory(w_units * sx * scale, h_units * sy * scale)
-    box_w, box_h = 0.86, 0.62
-    font = max(3.5, 8.0 * min(1.0, scale * 1.1))
-    detailed = font >= 5.0
-    max_chars = int(box_w * sx * scale * 72 / (0.6 * font))
+    box_w, box_h = box_w_in / sx, box_h_in / sy
+    max_chars = int(box_w_in * scale * 72 / (0.55 * font))
 
     half_h = np.full(total, box_h / 2)
-    half_h[n_seg:] = 0.1
+    half_h[n_seg:] = 0.12
     lines, same = _edge_lines(lay, src_a, dst_a, half_h)
     boundary = np.zeros(len(src_a), dtype=bool)
     boundary[:n_flow] = True
     _draw_edges(ax, lines, same, boundary, scale)
-    for e in range(len(src_a) if detailed else 0):
-        value, partial = edge_bytes[e]
-        if e >= n_flow and value is None:
-            continue
-        mid = _label_point(lines[e], 0.55 if same[e] else 0.12)
-        label = ("≥ " if partial and value is not None else "") + st.fmt_bytes(value)
-        ax.text(mid[0], mid[1], label, fontsize=font * 0.9, ha="center", va="center", zorder=3,
-                color=st.BOUNDARY_EDGE_COLOR if e < n_flow else "#555555",
-                bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
+    if detailed:
+        from trtlab.viz._glyphs import label_collection
 
+        at, texts, tcolors = [], [], []
+        for e in range(len(src_a)):
+            value, partial = edge_bytes[e]
+            if e >= n_flow and value is None:
+                continue
+            at.append(_label_point(lines[e], 0.5 if same[e] else 0.15))
+            texts.append(("≥ " if partial and value is not None else "") + st.fmt_bytes(value))
+            tcolors.append(st.BOUNDARY_EDGE_COLOR if e < n_flow else "#555555")
+        if texts:
+            at_a = np.asarray(at)
+            label_collection(ax, at_a[:, 0], at_a[:, 1], texts, size=font - 1, colors=tcolors,
+                             background=(1, 1, 1, 0.85), zorder=3, gid="cut_bytes")
     colors = _segment_colors(partition)
-    macs = model.macs
     kinds_per_seg: Dict[int, Counter] = defaultdict(Counter)
     for name, (kind, _) in marks.items():
         kinds_per_seg[partition.assignment[name]][kind] += 1
@@ -543,53 +565,60 @@ def _condensed_view(ax_factory: Any, model: Any, partition: Any, groups: List[Se
         for s in {partition.assignment[name] for name in g}:
             fused_per_seg[s] += 1
 
-    artists: Dict[str, Any] = {}
+    xs, ys = lay.x[:n_seg], lay.y[:n_seg]
+    boxes = [Rectangle((x - box_w / 2, y - box_h / 2), box_w, box_h)
+             for x, y in zip(xs.tolist(), ys.tolist())]
+    face = [colors[seg.index] for seg in segs]
+    lw = 0.8 if detailed else 0.5
+    coll = PatchCollection(boxes, facecolor=face, edgecolor=[st.darker(c) for c in face],
+                           linewidth=lw, zorder=2, gid="segments")
+    ax.add_collection(coll, autolim=False)
+    artists = {seg.name: coll for seg in segs}
+
     hatched: Dict[str, List[Any]] = defaultdict(list)
-    lw = max(0.5, 1.0 * scale)
-    for seg in segs:
-        i = pos[seg.index]
-        x0, y0 = lay.x[i] - box_w / 2, lay.y[i] - box_h / 2
-        box = FancyBboxPatch((x0, y0), box_w, box_h, boxstyle="round,pad=0,rounding_size=0.06",
-                             mutation_aspect=sy / sx)
-        coll = PatchCollection([box], facecolor=colors[seg.index],
-                               edgecolor=st.darker(colors[seg.index]), linewidth=lw, zorder=2,
-                               gid=f"segment:{seg.name}")
-        ax.add_collection(coll)
-        artists[seg.name] = coll
+    macs = model.macs if detailed else {}
+    compact_labels: List[str] = []
+    detail_lines: List[Tuple[str, str, str]] = []
+    for k, seg in enumerate(segs):
         kinds = kinds_per_seg.get(seg.index)
         if kinds:
             kind = kinds.most_common(1)[0][0]
-            hatched[kind].append(FancyBboxPatch((x0, y0), box_w, box_h,
-                                                boxstyle="round,pad=0,rounding_size=0.06",
-                                                mutation_aspect=sy / sx))
+            hatched[kind].append(Rectangle((xs[k] - box_w / 2, ys[k] - box_h / 2), box_w, box_h))
+        n_nodes = len(seg.nodes)
+        if not detailed:
+            compact_labels.append(st.ellipsize(f"{seg.name} ({n_nodes})", max_chars))
+            continue
         seg_macs = sum(macs.get(name, 0) for name in seg.nodes)
-        lines_txt = [f"{seg.name} · {seg.backend}",
-                     f"{len(seg.nodes)} node{'s' if len(seg.nodes) != 1 else ''} · "
-                     f"{st.fmt_macs(seg_macs)}",
-                     st.ellipsize(_op_summary([graph.nodes[nm]["op_type"] for nm in seg.nodes]),
-                                  max_chars)]
+        body = [f"{n_nodes} node{'s' if n_nodes != 1 else ''} · {st.fmt_macs(seg_macs)}",
+                st.ellipsize(_op_summary(_op_types(model, seg.nodes)), max_chars)]
         extra = []
         if kinds:
-            extra.append(", ".join(f"{k.replace('_', ' ')} {c}" for k, c in kinds.most_common()))
+            extra.append(", ".join(f"{k_.replace('_', ' ')} {c}" for k_, c in kinds.most_common()))
         if fused_per_seg.get(seg.index):
             extra.append(f"fused groups {fused_per_seg[seg.index]}")
         if extra:
-            lines_txt.append(st.ellipsize(" · ".join(extra), max_chars))
-        if not detailed:
-            brief = f"{lines_txt[0]}\n{lines_txt[1].split(' · ')[0]}"
-            ax.text(lay.x[i], lay.y[i], brief, fontsize=font, ha="center", va="center", zorder=5,
-                    linespacing=1.1)
-            continue
-        ax.text(lay.x[i], lay.y[i] + box_h * 0.28, lines_txt[0], fontsize=font * 1.05,
-                fontweight="bold", ha="center", va="center", zorder=5)
-        ax.text(lay.x[i], lay.y[i] - box_h * 0.1, "\n".join(lines_txt[1:]), fontsize=font,
-                ha="center", va="center", zorder=5, linespacing=1.15)
-    for kind, boxes in hatched.items():
+            body[-1] = st.ellipsize(" · ".join(extra), max_chars)
+        detail_lines.append((st.ellipsize(f"{seg.name} · {seg.backend}", max_chars), *body))
+    if detail_lines:
+        from trtlab.viz._glyphs import label_collection
+
+        ink = [_text_on(c) for c in face]
+        step = font * 1.2
+        for row, (dy, weight) in enumerate(((step, "bold"), (0.0, "normal"), (-step, "normal"))):
+            label_collection(ax, xs, ys, [lines_[row] for lines_ in detail_lines],
+                             size=font if row == 0 else font - 0.5, colors=ink, weight=weight,
+                             dy=dy, gid="segment_labels" if row == 0 else f"segment_detail_{row}")
+    if compact_labels:
+        from trtlab.viz._glyphs import label_collection
+
+        label_collection(ax, xs, ys, compact_labels, size=font,
+                         colors=[_text_on(c) for c in face], gid="segment_labels")
+    for kind, kboxes in hatched.items():
         color, hatch, _ = st.mark_style(kind)
-        ax.add_collection(PatchCollection(boxes, facecolor="none", edgecolor=color,
+        ax.add_collection(PatchCollection(kboxes, facecolor="none", edgecolor=color,
                                           hatch=hatch[: max(1, len(hatch) // 2)],
-                                          linewidth=max(0.6, 1.3 * scale), alpha=0.45, zorder=3,
-                                          gid=f"marked:{kind}"))
+                                          linewidth=lw * 1.3, alpha=0.45, zorder=3,
+                                          gid=f"marked:{kind}"), autolim=False)
 
     _io_markers(ax, lay, np.arange(n_seg, n_seg + n_in), np.arange(n_seg + n_in, total),
                 [_io_label(t) for t in ins], [_io_label(t) for t in outs], True, scale,
@@ -602,12 +631,49 @@ def _condensed_view(ax_factory: Any, model: Any, partition: Any, groups: List[Se
     meta = dict(view="condensed", layout=lay, segment_artists=artists,
                 boundary_bytes={(segs[src_a[e]].name, segs[dst_a[e]].name): edge_bytes[e][0]
                                 for e in range(n_flow)},
-                fusion_groups=len(groups), labels=detailed,
+                fusion_groups=len(groups), labels=True, detailed=detailed, font_pt=font,
                 inputs=[t.name for t in ins], outputs=[t.name for t in outs])
     return _Scene(ax.figure.get_figwidth(), ax.figure.get_figheight(), handles, meta)
 
 
+def _text_on(color: str) -> str:
+    """Black or white, whichever reads better on ``color``."""
+    from matplotlib.colors import to_rgb
+
+    r, g, b = to_rgb(color)
+    return "#111111" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "#ffffff"
+
+
 # -- figure assembly ----------------------------------------------------------------------------
+
+def _fast_png_canvas_class() -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    class FastPngCanvas(FigureCanvasAgg):
+        """Agg canvas whose PNGs use zlib level 1: drawings of large graphs are mostly flat
+        colour, so the file grows little and encoding takes about half as long."""
+
+        def print_png(self, filename_or_obj: Any, *args: Any, pil_kwargs: Any = None,
+                      **kwargs: Any) -> None:
+            pil_kwargs = {"compress_level": 1, **(pil_kwargs or {})}
+            # print_figure passes these for other renderers (matplotlib filters them only for
+            # its own canvases).
+            for key in ("dpi", "facecolor", "edgecolor", "orientation", "bbox_inches_restore"):
+                kwargs.pop(key, None)
+            super().print_png(filename_or_obj, *args, pil_kwargs=pil_kwargs, **kwargs)
+
+    return FastPngCanvas
+
+
+def _FastPngCanvas(fig: Any) -> Any:
+    global _FAST_CANVAS
+    if _FAST_CANVAS is None:
+        _FAST_CANVAS = _fast_png_canvas_class()
+    return _FAST_CANVAS(fig)
+
+
+_FAST_CANVAS: Any = None
+
 
 def _draw_table(ax: Any, table: "Any", fontsize: float = 7.5) -> None:
     widths = {"subject": 0.2, "op_type": 0.1, "kind": 0.14, "reason": 0.56, "count": 0.05,
@@ -715,7 +781,10 @@ def draw(model: Any, partition: Any = None, fusion: Any = None, ax: Any = None, 
             title += (f", {len(partition.segments)} segment{plural} ({n_trt} accelerated, "
                       f"{len(partition.segments) - n_trt} fallback)")
         if view_condensed:
-            title += " — condensed: one box per segment, bytes crossing each cut on the edges"
+            title += " — one box per segment, bytes crossing each cut on the edges"
+    hint = (f"Every node of the {n}: trtlab.viz.model_explorer.show(partition) opens Model "
+            "Explorer coloured by segment (extra: trtlab[explorer])" if view_condensed else None)
+    title_in = _TITLE_IN + (0.22 if hint and ax is None else 0.0)
 
     own = ax is None
     state: Dict[str, Any] = {}
@@ -725,12 +794,13 @@ def draw(model: Any, partition: Any = None, fusion: Any = None, ax: Any = None, 
             state["ax"] = ax
             return ax
         fig_w = max(graph_w + _LEGEND_IN, 9.0 if reasons is not None else 4.0,
-                    len(title) * _TITLE_CHAR_IN + 0.3)
-        fig_h = graph_h + _TITLE_IN + (table_in + 0.3 if reasons is not None else 0.0)
+                    len(title) * _TITLE_CHAR_IN + 0.3, len(hint or "") * 0.066 + 0.3)
+        fig_h = graph_h + title_in + (table_in + 0.3 if reasons is not None else 0.0)
         if figsize is not None:
             fig_w, fig_h = figsize
         fig = Figure(figsize=(fig_w, fig_h))
-        top = 1 - _TITLE_IN / fig_h
+        _FastPngCanvas(fig)
+        top = 1 - title_in / fig_h
         graph_bottom = (table_in + 0.3) / fig_h if reasons is not None else 0.0
         graph_frac_w = min(graph_w, fig_w - _LEGEND_IN) / fig_w
         gax = fig.add_axes((0.0, graph_bottom, graph_frac_w, max(top - graph_bottom, 0.05)))
@@ -748,6 +818,9 @@ def draw(model: Any, partition: Any = None, fusion: Any = None, ax: Any = None, 
 
     if own:
         fig.suptitle(title, x=0.01, y=1 - 0.12 / state["fig_h"], ha="left", va="top", fontsize=11)
+        if hint:
+            fig.text(0.01, 1 - 0.42 / state["fig_h"], hint, ha="left", va="top", fontsize=8.5,
+                     color="#444444", gid="large_graph_hint")
         fig.legend(handles=scene.handles, loc="upper left", fontsize=8, frameon=False,
                    bbox_to_anchor=(state["graph_frac_w"] + 0.005, state["top"]))
         if reasons is not None:
@@ -766,8 +839,8 @@ def draw(model: Any, partition: Any = None, fusion: Any = None, ax: Any = None, 
 
     colors = {}
     if partition is not None:
-        colors = {partition.segments[k].name: c for k, c in
-                  enumerate(_segment_colors(partition)[s.index] for s in partition.segments)}
+        colors = {seg.name: c for seg, c in zip(partition.segments,
+                                                st.segment_colors(partition.segments))}
     fig._trtlab = dict(
         scene.meta,
         model=model.name,
@@ -777,5 +850,6 @@ def draw(model: Any, partition: Any = None, fusion: Any = None, ax: Any = None, 
         marked={k: v[0] for k, v in marks.items()},
         reasons=reasons,
         title=title,
+        hint=hint,
     )
     return fig
