@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.trtlab-installed
-EXTRAS ?= rtx,notebook,dev,torch
+EXTRAS ?= rtx,notebook,dev,torch,explorer
 OUT    ?= build/demo
 
 .PHONY: install demo test test-fast notebooks benchmarks clean
