@@ -195,9 +195,31 @@ def test_fusion_groups_outlined(resnet, resnet_part):
 def test_labels_only_for_small_graphs(resnet, resnet_part):
     labelled = draw(resnet, resnet_part)
     bare = draw(resnet, resnet_part, max_labels=10)
-    text = {t.get_text() for t in labelled.axes[0].texts}
-    assert any(t.startswith("Conv") for t in text)
-    assert not any(t.startswith("Conv") for t in (x.get_text() for x in bare.axes[0].texts))
+    ops = [resnet.node(n).op_type for n in labelled._trtlab["node_order"]]
+    assert labels_of(labelled, "node_labels") == [_style.short_op(op) for op in ops]
+    assert labels_of(labelled, "node_names") == [_style.ellipsize(n, 16) for n in resnet.node_names]
+    assert labels_of(bare, "node_labels") == []
+
+
+def test_recolor_matches_a_fresh_drawing(resnet, resnet_part):
+    from trtlab.viz.graph import recolor
+
+    plain = partition(resnet, support=reject(resnet))
+    fig = draw(resnet, plain)
+    assert artists(fig, "boundary_edges") == [] and artists(fig, "marked:") == []
+    recolor(fig, resnet_part)
+    fresh = draw(resnet, resnet_part)
+    assert node_faces(fig) == node_faces(fresh)
+    assert len(artists(fig, "boundary_edges")[0].get_segments()) == \
+        len(artists(fresh, "boundary_edges")[0].get_segments())
+    assert len(artists(fig, "marked:rejected")[0].get_paths()) == 2
+    assert labels_of(fig, "cut_bytes") == labels_of(fresh, "cut_bytes") != []
+    assert fig._trtlab["marked"] == fresh._trtlab["marked"]
+    recolor(fig, plain)
+    assert artists(fig, "boundary_edges") == [] and artists(fig, "marked:") == []
+    other = load(DATA / "digits_cnn.onnx")
+    with pytest.raises(PartitionError, match="not the drawn"):
+        recolor(fig, partition(other))
 
 
 # -- condensed view ----------------------------------------------------------------------------

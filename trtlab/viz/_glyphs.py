@@ -61,11 +61,12 @@ def _label_path(text: str, size: float, weight: str, dy: float = 0.0) -> Tuple[A
 
 
 def label_collection(ax: Any, xs: Sequence[float], ys: Sequence[float], texts: Sequence[str], *,
-                     size: float = 8.0, colors: Any = "#111111", weight: str = "normal",
+                     size: Any = 8.0, colors: Any = "#111111", weight: str = "normal",
                      dy: float = 0.0, background: Any = None, zorder: float = 5,
                      gid: str = "labels") -> Any:
     """Draw ``texts`` centred at data points ``(xs, ys)`` in ``ax``, ``size`` points high.
 
+    ``size`` is one size or one per label (rounded to quarter points so glyphs are shared);
     ``dy`` shifts every label up by that many points; ``background`` (a colour) puts a box of
     that colour behind each label. Returns the ``PathCollection`` of the glyphs (its
     ``labels_`` attribute holds the strings, in order).
@@ -74,17 +75,19 @@ def label_collection(ax: Any, xs: Sequence[float], ys: Sequence[float], texts: S
     from matplotlib.path import Path
     from matplotlib.transforms import Affine2D
 
-    built = [_label_path(t, size, weight, dy) for t in texts]
+    sizes = (np.full(len(texts), float(size)) if np.ndim(size) == 0
+             else np.round(np.asarray(size, dtype=float) * 4) / 4)
+    built = [_label_path(t, float(z), weight, dy) for t, z in zip(texts, sizes)]
     paths = [p for p, _ in built]
     fig = ax.figure
     offsets = np.column_stack([xs, ys]) if len(paths) else None
     to_display = Affine2D().scale(1.0 / 72.0) + fig.dpi_scale_trans
     if background is not None and paths:
-        pad = size * 0.25
         boxes = []
-        for _, w in built:
+        for (_, w), z in zip(built, sizes):
+            pad = z * 0.25
             x0, x1 = -w / 2 - pad, w / 2 + pad
-            y0, y1 = dy - size * 0.55 - pad * 0.4, dy + size * 0.55 + pad * 0.4
+            y0, y1 = dy - z * 0.55 - pad * 0.4, dy + z * 0.55 + pad * 0.4
             boxes.append(Path([(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)], closed=True))
         back = PathCollection(boxes, offsets=offsets, offset_transform=ax.transData,
                               facecolors=background, edgecolors="none", linewidths=0,

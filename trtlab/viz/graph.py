@@ -23,7 +23,7 @@ from trtlab.errors import FusionError, PartitionError
 from trtlab.viz import _style as st
 from trtlab.viz._layout import Layout, layered_layout
 
-__all__ = ["draw", "reasons_table", "fusion_groups"]
+__all__ = ["draw", "recolor", "reasons_table", "fusion_groups"]
 
 log = logging.getLogger(__name__)
 
@@ -310,6 +310,94 @@ def _io_label(info: Any) -> str:
     return st.ellipsize(info.name, 22) + (f" {st.ellipsize(shape, 20)}" if shape else "")
 
 
+def _full_cut_labels(ax: Any, model: Any, names: Sequence[str], src: np.ndarray, dst: np.ndarray,
+                     lines: List[np.ndarray], boundary: np.ndarray, font: float) -> None:
+    """Bytes of each tensor crossing a cut, on its edge (only when there are at most 40)."""
+    cut = np.flatnonzero(boundary)
+    if not 0 < cut.size <= 40:
+        return
+    from trtlab.viz._glyphs import label_collection
+
+    texts, at = [], []
+    for e in cut.tolist():
+        u, v = names[src[e]], names[dst[e]]
+        tensors = [t for t in model.node(u).output if t and v in model.consumers(t)]
+        texts.append(st.fmt_bytes(model.tensor(tensors[0]).bytes if tensors else None))
+        at.append(_label_point(lines[e]))
+    at_a = np.asarray(at)
+    label_collection(ax, at_a[:, 0], at_a[:, 1], texts, size=max(font * 0.8, 4.0),
+                     colors=st.BOUNDARY_EDGE_COLOR, background=(1, 1, 1, 0.8), zorder=3,
+                     gid="cut_bytes")
+
+
+def _full_marks(ax: Any, lay: Layout, index: Dict[str, int], marks: Dict[str, Tuple[str, str]],
+                box: Tuple[float, float], scale: float) -> Dict[str, List[int]]:
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Rectangle
+
+    box_w, box_h = box
+    by_kind: Dict[str, List[int]] = defaultdict(list)
+    for name, (kind, _) in marks.items():
+        by_kind[kind].append(index[name])
+    for kind, idx in by_kind.items():
+        color, hatch, _ = st.mark_style(kind)
+        rects = [Rectangle((lay.x[i] - box_w / 2, lay.y[i] - box_h / 2), box_w, box_h) for i in idx]
+        ax.add_collection(PatchCollection(rects, facecolor="none", edgecolor=color, hatch=hatch,
+                                          linewidth=max(0.6, 1.5 * scale), zorder=3,
+                                          gid=f"marked:{kind}"), autolim=False)
+    return by_kind
+
+
+_PARTITION_GIDS = ("edges", "boundary_edges", "folded_edges", "cut_bytes", "cut_bytes_background")
+
+
+def recolor(fig: Any, partition: Any) -> Any:
+    """Show another partition of the same model on a full-view figure of :func:`draw`, in place.
+
+    Only what depends on the partition is redrawn: node colours (one collection), the edges
+    crossing a cut, their byte labels and the hatching of nodes a decision moved. The layout,
+    node boxes and labels stay, so this is much cheaper than a new drawing (the explorer uses
+    it on every change). Returns ``fig``.
+    """
+    meta = getattr(fig, "_trtlab", None)
+    if not meta or meta.get("view") != "full" or "geometry" not in meta:
+        raise PartitionError("recolor() needs a full-view figure drawn by trtlab.draw(model, "
+                             "partition, condensed=False).")
+    model = partition.model
+    names = meta["node_order"]
+    if list(model.node_names) != names:
+        raise PartitionError(f"The partition is of model {model.name!r}, not the drawn "
+                             f"{meta['model']!r}; draw it anew with trtlab.draw.")
+    ax, geo, lay = meta["ax"], meta["geometry"], meta["layout"]
+    nodes = [c for c in ax.collections if c.get_gid() == "segments"]
+    if len(nodes) != 1:
+        raise PartitionError("recolor() needs a figure drawn with a partition.")
+    for coll in list(ax.collections):
+        gid = coll.get_gid() or ""
+        if gid in _PARTITION_GIDS or gid.startswith("marked:"):
+            coll.remove()
+    seg_of = np.asarray([partition.assignment[name] for name in names])
+    colors = _segment_colors(partition)
+    face = [colors[int(s)] for s in seg_of]
+    nodes[0].set_facecolor(face)
+    nodes[0].set_edgecolor([st.darker(c) for c in face])
+    src, dst, k = geo["src"], geo["dst"], geo["n_model_edges"]
+    boundary = np.zeros(len(src), dtype=bool)
+    boundary[:k] = seg_of[src[:k]] != seg_of[dst[:k]]
+    _draw_edges(ax, geo["lines"], geo["same"], boundary, geo["scale"])
+    if meta["labels"]:
+        _full_cut_labels(ax, model, names, src, dst, geo["lines"], boundary, geo["base_font"])
+    marks = _node_decisions(model, partition)
+    index = {name: i for i, name in enumerate(names)}
+    _full_marks(ax, lay, index, marks, geo["box"], geo["scale"])
+    meta.update(segment_of_node=seg_of,
+                segment_artists={s.name: nodes[0] for s in partition.segments},
+                segments=[s.name for s in partition.segments],
+                colors={s.name: colors[s.index] for s in partition.segments},
+                marked={k_: v[0] for k_, v in marks.items()})
+    return fig
+
+
 # -- full view ----------------------------------------------------------------------------------
 
 def _full_view(ax_factory: Any, model: Any, partition: Any, groups: List[Set[str]],
@@ -367,13 +455,8 @@ def _full_view(ax_factory: Any, model: Any, partition: Any, groups: List[Set[str
     if partition is not None and n_model_edges:
         boundary[:n_model_edges] = seg_of[src_a[:n_model_edges]] != seg_of[dst_a[:n_model_edges]]
     _draw_edges(ax, lines, same, boundary, scale)
-    if labels and partition is not None and 0 < int(boundary.sum()) <= 40:
-        for e in np.flatnonzero(boundary).tolist():
-            data = graph.edges[names[src_a[e]], names[dst_a[e]]]
-            mid = _label_point(lines[e])
-            ax.text(mid[0], mid[1], st.fmt_bytes(data.get("bytes")), fontsize=base_font * 0.8,
-                    color=st.BOUNDARY_EDGE_COLOR, ha="center", va="center", zorder=3,
-                    bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
+    if labels and partition is not None:
+        _full_cut_labels(ax, model, names, src_a, dst_a, lines, boundary, base_font)
 
     def rects(idx: Sequence[int]) -> List[Any]:
         return [Rectangle((lay.x[i] - box_w / 2, lay.y[i] - box_h / 2), box_w, box_h) for i in idx]
@@ -396,14 +479,7 @@ def _full_view(ax_factory: Any, model: Any, partition: Any, groups: List[Set[str
                                gid="segments")
         ax.add_collection(coll, autolim=False)
         artists = {seg.name: coll for seg in partition.segments}
-    by_kind: Dict[str, List[int]] = defaultdict(list)
-    for name, (kind, _) in marks.items():
-        by_kind[kind].append(index[name])
-    for kind, idx in by_kind.items():
-        color, hatch, _ = st.mark_style(kind)
-        ax.add_collection(PatchCollection(rects(idx), facecolor="none", edgecolor=color,
-                                          hatch=hatch, linewidth=max(0.6, 1.5 * scale), zorder=3,
-                                          gid=f"marked:{kind}"), autolim=False)
+    by_kind = _full_marks(ax, lay, index, marks, (box_w, box_h), scale)
 
     drawn_groups = 0
     if groups:
@@ -421,16 +497,20 @@ def _full_view(ax_factory: Any, model: Any, partition: Any, groups: List[Set[str
                                           zorder=4, gid="fusion"), autolim=False)
 
     if labels:
+        from trtlab.viz._glyphs import label_collection
+
         two_lines = n <= 40
-        for i in range(n):
-            op = st.short_op(ops[i])
-            text = op + ("\n" + st.ellipsize(names[i], 16) if two_lines else "")
-            width_chars = max(len(op), 16 if two_lines else 0)
-            size = min(base_font, box_pt / (0.62 * max(width_chars, 1)))
-            ax.text(lay.x[i], lay.y[i], text, fontsize=max(size, 3.0), ha="center", va="center",
-                    zorder=5, linespacing=1.0,
-                    bbox=(dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.75)
-                          if names[i] in marks else None))
+        short = [st.short_op(op) for op in ops]
+        widths = [max(len(op), 16 if two_lines else 0, 1) for op in short]
+        sizes = np.maximum(np.minimum(base_font, box_pt / (0.62 * np.asarray(widths))), 3.0)
+        if two_lines:
+            step = float(sizes.min()) * 0.6
+            label_collection(ax, lay.x[:n], lay.y[:n], short, size=sizes, dy=step,
+                             gid="node_labels")
+            label_collection(ax, lay.x[:n], lay.y[:n], [st.ellipsize(nm, 16) for nm in names],
+                             size=sizes, dy=-step, gid="node_names")
+        else:
+            label_collection(ax, lay.x[:n], lay.y[:n], short, size=sizes, gid="node_labels")
     _io_markers(ax, lay, np.arange(n, n + n_in), np.arange(n + n_in, total),
                 [_io_label(t) for t in ins], [_io_label(t) for t in outs], labels or total <= 600,
                 scale, max(base_font, 5.0))
@@ -442,7 +522,9 @@ def _full_view(ax_factory: Any, model: Any, partition: Any, groups: List[Set[str
                               fusion=drawn_groups > 0)
     positions = {names[i]: (float(lay.x[i]), float(lay.y[i])) for i in range(n)}
     meta = dict(view="full", layout=lay, node_positions=positions, node_order=list(names),
-                segment_of_node=seg_of, segment_artists=artists, labels=labels, fusion_groups=drawn_groups,
+                segment_of_node=seg_of, segment_artists=artists, ax=ax,
+                geometry=dict(src=src_a, dst=dst_a, lines=lines, same=same, box=(box_w, box_h),
+                              scale=scale, n_model_edges=n_model_edges, base_font=base_font), labels=labels, fusion_groups=drawn_groups,
                 inputs=[t.name for t in ins], outputs=[t.name for t in outs])
     return _Scene(ax.figure.get_figwidth(), ax.figure.get_figheight(), handles, meta)
 
@@ -706,7 +788,7 @@ def draw(model: Any, partition: Any = None, fusion: Any = None, ax: Any = None, 
          condensed: Union[str, bool] = "auto", max_labels: int = CONDENSE_ABOVE,
          figsize: Optional[Tuple[float, float]] = None, show_reasons: bool = True,
          max_reason_rows: int = 12, condense_above: int = CONDENSE_ABOVE,
-         title: Optional[str] = None) -> "Any":
+         title: Optional[str] = None, legend: bool = True) -> "Any":
     """Draw an ONNX graph, coloured by partition segment.
 
     Parameters
@@ -735,7 +817,9 @@ def draw(model: Any, partition: Any = None, fusion: Any = None, ax: Any = None, 
     max_reason_rows
         Above this many decisions, the table groups them by (kind, reason).
     title
-        Figure title (default: model name, node and segment counts).
+        Figure title (default: model name, node and segment counts); ``""`` draws none.
+    legend
+        Draw the legend beside the graph (the explorer shows it as HTML instead).
 
     Returns
     -------
@@ -783,8 +867,10 @@ def draw(model: Any, partition: Any = None, fusion: Any = None, ax: Any = None, 
         if view_condensed:
             title += " — one box per segment, bytes crossing each cut on the edges"
     hint = (f"Every node of the {n}: trtlab.viz.model_explorer.show(partition) opens Model "
-            "Explorer coloured by segment (extra: trtlab[explorer])" if view_condensed else None)
-    title_in = _TITLE_IN + (0.22 if hint and ax is None else 0.0)
+            "Explorer coloured by segment (extra: trtlab[explorer])"
+            if view_condensed and title else None)
+    title_in = (_TITLE_IN if title else 0.1) + (0.22 if hint and ax is None else 0.0)
+    legend_in = _LEGEND_IN if legend else 0.1
 
     own = ax is None
     state: Dict[str, Any] = {}
@@ -793,7 +879,7 @@ def draw(model: Any, partition: Any = None, fusion: Any = None, ax: Any = None, 
         if not own:
             state["ax"] = ax
             return ax
-        fig_w = max(graph_w + _LEGEND_IN, 9.0 if reasons is not None else 4.0,
+        fig_w = max(graph_w + legend_in, 9.0 if reasons is not None else 4.0,
                     len(title) * _TITLE_CHAR_IN + 0.3, len(hint or "") * 0.066 + 0.3)
         fig_h = graph_h + title_in + (table_in + 0.3 if reasons is not None else 0.0)
         if figsize is not None:
@@ -802,7 +888,7 @@ def draw(model: Any, partition: Any = None, fusion: Any = None, ax: Any = None, 
         _FastPngCanvas(fig)
         top = 1 - title_in / fig_h
         graph_bottom = (table_in + 0.3) / fig_h if reasons is not None else 0.0
-        graph_frac_w = min(graph_w, fig_w - _LEGEND_IN) / fig_w
+        graph_frac_w = min(graph_w, fig_w - legend_in) / fig_w
         gax = fig.add_axes((0.0, graph_bottom, graph_frac_w, max(top - graph_bottom, 0.05)))
         state.update(ax=gax, fig_w=fig_w, fig_h=fig_h, top=top, graph_frac_w=graph_frac_w)
         if reasons is not None:
@@ -817,18 +903,23 @@ def draw(model: Any, partition: Any = None, fusion: Any = None, ax: Any = None, 
     fig = gax.figure
 
     if own:
-        fig.suptitle(title, x=0.01, y=1 - 0.12 / state["fig_h"], ha="left", va="top", fontsize=11)
+        if title:
+            fig.suptitle(title, x=0.01, y=1 - 0.12 / state["fig_h"], ha="left", va="top",
+                         fontsize=11)
         if hint:
             fig.text(0.01, 1 - 0.42 / state["fig_h"], hint, ha="left", va="top", fontsize=8.5,
                      color="#444444", gid="large_graph_hint")
-        fig.legend(handles=scene.handles, loc="upper left", fontsize=8, frameon=False,
-                   bbox_to_anchor=(state["graph_frac_w"] + 0.005, state["top"]))
+        if legend:
+            fig.legend(handles=scene.handles, loc="upper left", fontsize=8, frameon=False,
+                       bbox_to_anchor=(state["graph_frac_w"] + 0.005, state["top"]))
         if reasons is not None:
             _draw_table(state["table_ax"], reasons)
     else:
-        gax.set_title(title, fontsize=10, loc="left")
-        gax.legend(handles=scene.handles, loc="upper left", bbox_to_anchor=(1.0, 1.0),
-                   fontsize=8, frameon=False)
+        if title:
+            gax.set_title(title, fontsize=10, loc="left")
+        if legend:
+            gax.legend(handles=scene.handles, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+                       fontsize=8, frameon=False)
         if reasons is not None:
             tbl = gax.table(cellText=[[st.ellipsize(v, 70) for v in map(str, r)]
                                       for r in reasons.itertuples(index=False)],
@@ -851,5 +942,6 @@ def draw(model: Any, partition: Any = None, fusion: Any = None, ax: Any = None, 
         reasons=reasons,
         title=title,
         hint=hint,
+        legend_handles=scene.handles,
     )
     return fig
