@@ -310,6 +310,20 @@ def _io_label(info: Any) -> str:
     return st.ellipsize(info.name, 22) + (f" {st.ellipsize(shape, 20)}" if shape else "")
 
 
+def _boxes(xs: Any, ys: Any, w: float, h: float) -> np.ndarray:
+    """Corners (n x 4 x 2) of boxes of size ``w`` x ``h`` centred at ``(xs, ys)``: a
+    PolyCollection built from one array instead of a patch object per box."""
+    xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    dx = np.array([-w, w, w, -w]) / 2
+    dy = np.array([-h, -h, h, h]) / 2
+    return np.stack([xs[:, None] + dx, ys[:, None] + dy], axis=-1)
+
+
+def _darker_all(colors: Sequence[str]) -> List[Any]:
+    memo: Dict[str, Any] = {}
+    return [memo[c] if c in memo else memo.setdefault(c, st.darker(c)) for c in colors]
+
+
 def _full_cut_labels(ax: Any, model: Any, names: Sequence[str], src: np.ndarray, dst: np.ndarray,
                      lines: List[np.ndarray], boundary: np.ndarray, font: float) -> None:
     """Bytes of each tensor crossing a cut, on its edge (only when there are at most 40)."""
@@ -332,8 +346,7 @@ def _full_cut_labels(ax: Any, model: Any, names: Sequence[str], src: np.ndarray,
 
 def _full_marks(ax: Any, lay: Layout, index: Dict[str, int], marks: Dict[str, Tuple[str, str]],
                 box: Tuple[float, float], scale: float) -> Dict[str, List[int]]:
-    from matplotlib.collections import PatchCollection
-    from matplotlib.patches import Rectangle
+    from matplotlib.collections import PolyCollection
 
     box_w, box_h = box
     by_kind: Dict[str, List[int]] = defaultdict(list)
@@ -341,8 +354,8 @@ def _full_marks(ax: Any, lay: Layout, index: Dict[str, int], marks: Dict[str, Tu
         by_kind[kind].append(index[name])
     for kind, idx in by_kind.items():
         color, hatch, _ = st.mark_style(kind)
-        rects = [Rectangle((lay.x[i] - box_w / 2, lay.y[i] - box_h / 2), box_w, box_h) for i in idx]
-        ax.add_collection(PatchCollection(rects, facecolor="none", edgecolor=color, hatch=hatch,
+        rects = _boxes(lay.x[idx], lay.y[idx], box_w, box_h)
+        ax.add_collection(PolyCollection(rects, facecolor="none", edgecolor=color, hatch=hatch,
                                           linewidth=max(0.6, 1.5 * scale), zorder=3,
                                           gid=f"marked:{kind}"), autolim=False)
     return by_kind
@@ -380,7 +393,7 @@ def recolor(fig: Any, partition: Any) -> Any:
     colors = _segment_colors(partition)
     face = [colors[int(s)] for s in seg_of]
     nodes[0].set_facecolor(face)
-    nodes[0].set_edgecolor([st.darker(c) for c in face])
+    nodes[0].set_edgecolor(_darker_all(face))
     src, dst, k = geo["src"], geo["dst"], geo["n_model_edges"]
     boundary = np.zeros(len(src), dtype=bool)
     boundary[:k] = seg_of[src[:k]] != seg_of[dst[:k]]
@@ -403,7 +416,7 @@ def recolor(fig: Any, partition: Any) -> Any:
 def _full_view(ax_factory: Any, model: Any, partition: Any, groups: List[Set[str]],
                marks: Dict[str, Tuple[str, str]], max_labels: int,
                figsize: Optional[Tuple[float, float]]) -> _Scene:
-    from matplotlib.collections import PatchCollection
+    from matplotlib.collections import PatchCollection, PolyCollection
     from matplotlib.patches import Rectangle
 
     names = model.node_names
@@ -459,13 +472,14 @@ def _full_view(ax_factory: Any, model: Any, partition: Any, groups: List[Set[str
         _full_cut_labels(ax, model, names, src_a, dst_a, lines, boundary, base_font)
 
     def rects(idx: Sequence[int]) -> List[Any]:
-        return [Rectangle((lay.x[i] - box_w / 2, lay.y[i] - box_h / 2), box_w, box_h) for i in idx]
+        idx = np.asarray(list(idx), dtype=np.int64)
+        return _boxes(lay.x[idx], lay.y[idx], box_w, box_h)
 
     lw = max(0.3, 0.8 * scale)
     artists: Dict[str, Any] = {}
     colors: Dict[int, str] = {}
     if partition is None:
-        coll = PatchCollection(rects(range(n)), facecolor=st.NEUTRAL_COLOR,
+        coll = PolyCollection(rects(range(n)), facecolor=st.NEUTRAL_COLOR,
                                edgecolor=st.darker(st.NEUTRAL_COLOR), linewidth=lw, zorder=2,
                                gid="nodes")
         ax.add_collection(coll, autolim=False)
@@ -474,8 +488,8 @@ def _full_view(ax_factory: Any, model: Any, partition: Any, groups: List[Set[str
         # nodes whatever the number of segments, and the explorer recolours it in place.
         colors = _segment_colors(partition)
         face = [colors[int(s)] for s in seg_of]
-        coll = PatchCollection(rects(range(n)), facecolor=face,
-                               edgecolor=[st.darker(c) for c in face], linewidth=lw, zorder=2,
+        coll = PolyCollection(rects(range(n)), facecolor=face,
+                              edgecolor=_darker_all(face), linewidth=lw, zorder=2,
                                gid="segments")
         ax.add_collection(coll, autolim=False)
         artists = {seg.name: coll for seg in partition.segments}
@@ -567,8 +581,7 @@ def _condensed_view(ax_factory: Any, model: Any, partition: Any, groups: List[Se
                     marks: Dict[str, Tuple[str, str]],
                     figsize: Optional[Tuple[float, float]]) -> _Scene:
     """One box per segment at a fixed, legible size; every step is linear in segments."""
-    from matplotlib.collections import PatchCollection
-    from matplotlib.patches import Rectangle
+    from matplotlib.collections import PolyCollection
 
     segs = partition.segments
     n_seg = len(segs)
@@ -648,16 +661,15 @@ def _condensed_view(ax_factory: Any, model: Any, partition: Any, groups: List[Se
             fused_per_seg[s] += 1
 
     xs, ys = lay.x[:n_seg], lay.y[:n_seg]
-    boxes = [Rectangle((x - box_w / 2, y - box_h / 2), box_w, box_h)
-             for x, y in zip(xs.tolist(), ys.tolist())]
+    boxes = _boxes(xs, ys, box_w, box_h)
     face = [colors[seg.index] for seg in segs]
     lw = 0.8 if detailed else 0.5
-    coll = PatchCollection(boxes, facecolor=face, edgecolor=[st.darker(c) for c in face],
+    coll = PolyCollection(boxes, facecolor=face, edgecolor=_darker_all(face),
                            linewidth=lw, zorder=2, gid="segments")
     ax.add_collection(coll, autolim=False)
     artists = {seg.name: coll for seg in segs}
 
-    hatched: Dict[str, List[Any]] = defaultdict(list)
+    hatched: Dict[str, List[int]] = defaultdict(list)
     macs = model.macs if detailed else {}
     compact_labels: List[str] = []
     detail_lines: List[Tuple[str, str, str]] = []
@@ -665,7 +677,7 @@ def _condensed_view(ax_factory: Any, model: Any, partition: Any, groups: List[Se
         kinds = kinds_per_seg.get(seg.index)
         if kinds:
             kind = kinds.most_common(1)[0][0]
-            hatched[kind].append(Rectangle((xs[k] - box_w / 2, ys[k] - box_h / 2), box_w, box_h))
+            hatched[kind].append(k)
         n_nodes = len(seg.nodes)
         if not detailed:
             compact_labels.append(st.ellipsize(f"{seg.name} ({n_nodes})", max_chars))
@@ -697,7 +709,7 @@ def _condensed_view(ax_factory: Any, model: Any, partition: Any, groups: List[Se
                          colors=[_text_on(c) for c in face], gid="segment_labels")
     for kind, kboxes in hatched.items():
         color, hatch, _ = st.mark_style(kind)
-        ax.add_collection(PatchCollection(kboxes, facecolor="none", edgecolor=color,
+        ax.add_collection(PolyCollection(boxes[kboxes], facecolor="none", edgecolor=color,
                                           hatch=hatch[: max(1, len(hatch) // 2)],
                                           linewidth=lw * 1.3, alpha=0.45, zorder=3,
                                           gid=f"marked:{kind}"), autolim=False)
