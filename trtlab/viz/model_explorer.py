@@ -205,19 +205,33 @@ class Server:
                          extensions=[_ADAPTER], skip_health_check=True)
 
         del me
-        self.thread = threading.Thread(target=run, name="trtlab-model-explorer", daemon=True)
-        self.thread.start()
+        # The server prints its start-up banner from its thread; keep it out of whatever
+        # notebook cell runs next (this thread waits here until the server answers).
+        import contextlib
+        import io
+
+        banner = io.StringIO()
+        with contextlib.redirect_stdout(banner):
+            self.thread = threading.Thread(target=run, name="trtlab-model-explorer", daemon=True)
+            self.thread.start()
+            answered = self._wait(timeout)
+        log.debug("Model Explorer start-up output: %s", banner.getvalue())
+        if answered:
+            log.info("Model Explorer serving at %s", self.url)
+            return self
+        raise TrtlabError(f"Model Explorer did not answer at {self.url} within {timeout:.0f} s. "
+                          "Check that the port is free, or pass port=.")
+
+    def _wait(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(f"{self.url}/check_health", timeout=1) as r:
                     if r.status == 200:
-                        log.info("Model Explorer serving at %s", self.url)
-                        return self
+                        return True
             except OSError:
                 time.sleep(0.1)
-        raise TrtlabError(f"Model Explorer did not answer at {self.url} within {timeout:.0f} s. "
-                          "Check that the port is free, or pass port=.")
+        return False
 
     @classmethod
     def shared(cls, host: str = "127.0.0.1", port: Optional[int] = None) -> "Server":
