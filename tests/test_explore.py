@@ -152,13 +152,18 @@ def test_debounce_collapses_a_burst_of_changes(resnet):
     start = ex.refreshes_
 
     async def burst():
-        for value in (2, 3, 4, 5):      # four slider key presses
-            ex.min_size.value = value
+        for value in (2, 3, 4, 5):      # four slider key presses, as the front end sends them
+            ex.min_size.set_state({"value": value})
         assert ex.refreshes_ == start   # nothing yet: waiting for the burst to end
         await asyncio.sleep(0.3)
+        assert ex.refreshes_ == start + 1
+        ex.min_size.value = 1           # set from code: refreshes at once, even in a loop
+        assert ex.refreshes_ == start + 2 and ex.settings()["min_subgraph_size"] == 1
+        ex.min_size.set_state({"value": 5})
 
     asyncio.run(burst())
-    assert ex.refreshes_ == start + 1
+    assert ex.refreshes_ == start + 2   # the loop ended before the last browser change fired
+    ex.refresh()
     assert ex.settings()["min_subgraph_size"] == 5
     assert ex.partition_ is not None and ("min_subgraph_size", 5) in ex._last_request[1]
 

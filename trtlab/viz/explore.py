@@ -134,9 +134,9 @@ class Explorer:
         source name (``"parser"`` / ``"rules"``). Default: the TensorRT parser when it is
         installed, else trtlab's rules.
     debounce
-        Seconds to wait for further changes before refreshing, when an event loop runs (a live
-        kernel); ``0`` refreshes on every change. Without a running loop (a script, a test)
-        every change refreshes at once.
+        Seconds to wait for further changes made in the browser before refreshing (a burst of
+        slider key presses makes one refresh); ``0`` refreshes on every change. Values set from
+        code, and changes without a running event loop, refresh at once.
     dpi
         Resolution of the picture.
     draw_options
@@ -300,8 +300,12 @@ class Explorer:
     def _on_change(self, change: Dict[str, Any]) -> None:
         if self._holding:
             return
+        # Only changes made in the browser are debounced (a widget's property lock is held
+        # while it applies a state sent by the front end); a value set from code refreshes at
+        # once, so the next line of a cell sees the new partition.
+        from_browser = bool(getattr(change.get("owner"), "_property_lock", None))
         loop = None
-        if self.debounce > 0:
+        if self.debounce > 0 and from_browser:
             import asyncio
 
             try:
