@@ -62,18 +62,20 @@ TARGET_S = 3.0  # draw + PNG of a 10k-node / 2k-segment graph
 def measure(model, part, out: Path, label: str, **kwargs) -> None:
     from trtlab.viz.graph import draw
 
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     fig = draw(model, part, **kwargs)
     t1 = time.perf_counter()
     path = out / f"{label}.png"
     fig.savefig(path, dpi=80)
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     w, h = fig.get_size_inches()
-    target = (f"target <= {TARGET_S:.0f} s: {'met' if t2 - t0 <= TARGET_S else 'MISSED'}"
-              if len(model.node_names) >= 10_000 and not kwargs else "")
+    target = ""
+    if len(model.node_names) >= 10_000 and not kwargs:
+        target = (f"target <= {TARGET_S:.0f} s: wall {'met' if t2 - t0 <= TARGET_S else 'MISSED'},"
+                  f" cpu {'met' if c2 - c0 <= TARGET_S else 'MISSED'}")
     print(f"{label:<28} {len(model.node_names):>6} {len(part.segments):>5} "
           f"{fig._trtlab['view']:>10} {t1 - t0:>8.2f} {t2 - t1:>8.2f} {t2 - t0:>8.2f} "
-          f"{w:>5.0f}x{h:<4.0f} {path.name} {target}")
+          f"{c2 - c0:>7.2f} {w:>5.0f}x{h:<4.0f} {path.name} {target}")
 
 
 def main() -> None:
@@ -93,7 +95,9 @@ def main() -> None:
     import matplotlib.textpath  # noqa: F401
 
     print(f"{'drawing':<28} {'nodes':>6} {'segs':>5} {'view':>10} {'draw s':>8} {'png s':>8} "
-          f"{'total s':>8} {'inches':>9} file")
+          f"{'total s':>8} {'cpu s':>7} {'inches':>9} file")
+    print("(wall times; 'cpu s' is this process's CPU time for draw + PNG: on a shared machine "
+          "the gap is time spent waiting for a core)")
     for n_blocks in args.blocks:
         model = load(stacked_blocks(n_blocks), name=f"blocks_{n_blocks}")
         part = partition(model, support=check_support(model, source="rules"),
