@@ -376,3 +376,15 @@ def test_import_does_not_load_matplotlib_or_ipywidgets():
             "bad = [m for m in ('matplotlib', 'ipywidgets') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_label_paths_assembled_in_bulk_match_one_by_one():
+    from trtlab.viz._glyphs import _label_path, _label_paths
+
+    texts = [f"trt_{i} ({i % 7})" for i in range(50)] + ["", "a b", "fallback_1 · x", ""]
+    bulk = _label_paths(texts, 7.5, "bold", 2.0)
+    for text, (path, width) in zip(texts, bulk):
+        one, one_width = _label_path(text, 7.5, "bold", 2.0)
+        assert width == pytest.approx(one_width)
+        np.testing.assert_allclose(path.vertices, one.vertices, atol=1e-9)
+    assert bulk[0][1] > 0 and bulk[50][1] == 0.0

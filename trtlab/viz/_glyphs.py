@@ -60,6 +60,40 @@ def _label_path(text: str, size: float, weight: str, dy: float = 0.0) -> Tuple[A
     return Path(allv, np.concatenate(codes)), x
 
 
+def _label_paths(texts: Sequence[str], size: float, weight: str,
+                 dy: float) -> List[Tuple[Any, float]]:
+    """:func:`_label_path` for many labels of one size, assembled with array operations."""
+    from matplotlib.path import Path
+
+    if not texts:
+        return []
+    glyphs = {ch: _glyph(ch, size, weight) for ch in set("".join(texts))}
+    if not glyphs:
+        return [(Path(np.zeros((1, 2)), [Path.MOVETO]), 0.0) for _ in texts]
+    chars = [ch for t in texts for ch in t]
+    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+    widths = np.fromiter((glyphs[ch][2] for ch in chars), dtype=float, count=len(chars))
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    running = np.concatenate([[0.0], np.cumsum(widths)])     # width before each character
+    label_of = np.repeat(np.arange(len(texts)), lengths)
+    label_width = np.bincount(label_of, weights=widths, minlength=len(texts))
+    # x of each character: its offset within its label, minus half the label's width.
+    x0 = running[:-1] - running[starts][label_of] - label_width[label_of] / 2
+    counts = np.fromiter((len(glyphs[ch][0]) for ch in chars), dtype=np.int64, count=len(chars))
+    if counts.sum() == 0:
+        return [(Path(np.zeros((1, 2)), [Path.MOVETO]), float(w)) for w in label_width]
+    verts = np.concatenate([glyphs[ch][0] for ch in chars if len(glyphs[ch][0])])
+    codes = np.concatenate([glyphs[ch][1] for ch in chars if len(glyphs[ch][1])])
+    verts = verts + np.column_stack([np.repeat(x0, counts),
+                                     np.full(int(counts.sum()), dy - size * 0.36)])
+    per_label = np.bincount(label_of, weights=counts, minlength=len(texts)).astype(np.int64)
+    cuts = np.cumsum(per_label)[:-1]
+    out = []
+    for v, c, n, w in zip(np.split(verts, cuts), np.split(codes, cuts), per_label, label_width):
+        out.append((Path(v, c) if n else Path(np.zeros((1, 2)), [Path.MOVETO]), float(w)))
+    return out
+
+
 def label_collection(ax: Any, xs: Sequence[float], ys: Sequence[float], texts: Sequence[str], *,
                      size: Any = 8.0, colors: Any = "#111111", weight: str = "normal",
                      dy: float = 0.0, background: Any = None, zorder: float = 5,
@@ -77,7 +111,8 @@ def label_collection(ax: Any, xs: Sequence[float], ys: Sequence[float], texts: S
 
     sizes = (np.full(len(texts), float(size)) if np.ndim(size) == 0
              else np.round(np.asarray(size, dtype=float) * 4) / 4)
-    built = [_label_path(t, float(z), weight, dy) for t, z in zip(texts, sizes)]
+    built = (_label_paths(texts, float(sizes[0]), weight, dy) if np.ndim(size) == 0
+             else [_label_path(t, float(z), weight, dy) for t, z in zip(texts, sizes)])
     paths = [p for p, _ in built]
     fig = ax.figure
     offsets = np.column_stack([xs, ys]) if len(paths) else None

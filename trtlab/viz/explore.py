@@ -77,7 +77,6 @@ def _picture(fig: Any, dpi: float) -> Tuple[bytes, str]:
     are JPEG at quality 90, which encodes several times faster and keeps 7.5 pt labels legible.
     Returns ``(bytes, format)``.
     """
-    import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from PIL import Image
 
@@ -85,7 +84,9 @@ def _picture(fig: Any, dpi: float) -> Tuple[bytes, str]:
         fig.set_dpi(dpi)
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     canvas.draw()
-    rgb = Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3])
+    width, height = canvas.get_width_height(physical=True)
+    rgb = Image.frombuffer("RGBA", (width, height), canvas.buffer_rgba(), "raw", "RGBA", 0,
+                           1).convert("RGB")
     buf = io.BytesIO()
     if rgb.width * rgb.height <= PNG_MAX_PIXELS:
         rgb.save(buf, format="png", compress_level=1)

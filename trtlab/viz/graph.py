@@ -618,8 +618,10 @@ def _condensed_view(ax_factory: Any, model: Any, partition: Any, groups: List[Se
     font = _SEG_FONT[detailed]
     pinned = np.zeros(total, dtype=bool)
     pinned[n_seg:n_seg + n_in] = True
+    # Two ordering sweeps settle a graph of segments (mostly chains) as well as six do.
     lay = layered_layout(total, src_a, dst_a, pinned=pinned, x_unit=sx, y_unit=sy,
-                         column_gap=0.5, aspect=1.0, fold_above=12.0)
+                         column_gap=0.5, aspect=1.0, fold_above=12.0,
+                         sweeps=6 if detailed else 2)
     pad = 0.7
     w_units, h_units = lay.width + 2 * pad, lay.height + 2 * pad
     scale = 1.0
