@@ -388,3 +388,13 @@ def test_label_paths_assembled_in_bulk_match_one_by_one():
         assert width == pytest.approx(one_width)
         np.testing.assert_allclose(path.vertices, one.vertices, atol=1e-9)
     assert bulk[0][1] > 0 and bulk[50][1] == 0.0
+
+
+def test_cut_labels_give_symbolic_sizes_as_expressions(large, large_rules):
+    part = partition(large, support=large_rules, exclude_ops=("Softmax",))
+    fig = draw(large, part)
+    labels = labels_of(fig, "cut_bytes")
+    # transformer_large's activations are float32[batch, 8, 8]: 256 bytes per unit of batch.
+    assert "256·batch B" in labels and not any(label == "256 B" for label in labels)
+    static = draw(load(DATA / "resnet_mini.onnx"), condensed=False)
+    assert labels_of(static, "cut_bytes") == []

@@ -336,7 +336,8 @@ def _full_cut_labels(ax: Any, model: Any, names: Sequence[str], src: np.ndarray,
     for e in cut.tolist():
         u, v = names[src[e]], names[dst[e]]
         tensors = [t for t in model.node(u).output if t and v in model.consumers(t)]
-        texts.append(st.fmt_bytes(model.tensor(tensors[0]).bytes if tensors else None))
+        info = model.tensor(tensors[0]) if tensors else None
+        texts.append(_bytes_label([info], info.bytes, False) if info is not None else "?")
         at.append(_label_point(lines[e]))
     at_a = np.asarray(at)
     label_collection(ax, at_a[:, 0], at_a[:, 1], texts, size=max(font * 0.8, 4.0),
@@ -564,6 +565,33 @@ def _segment_flows(model: Any, partition: Any) -> Dict[Tuple[int, int], List[Opt
     return {k: list(v.values()) for k, v in flows.items()}
 
 
+def _segment_flow_tensors(model: Any, partition: Any) -> Dict[Tuple[int, int], List[Any]]:
+    """The TensorInfo of each distinct tensor crossing from one segment to another."""
+    flows: Dict[Tuple[int, int], Dict[str, Any]] = defaultdict(dict)
+    for seg in partition.segments:
+        for t in seg.outputs:
+            for c in model.consumers(t):
+                dst = partition.assignment.get(c)
+                if dst is not None and dst != seg.index:
+                    flows[(seg.index, dst)][t] = model.tensor(t)
+    return {k: list(v.values()) for k, v in flows.items()}
+
+
+def _bytes_label(infos: Sequence[Any], value: Optional[int], partial: bool) -> str:
+    """Bytes on a cut edge: a size when every shape is static, else the size as an
+    expression of the symbolic dims (``"12·N·H·W B"``, see :mod:`trtlab.shapes`)."""
+    from trtlab.shapes import bytes_expression
+
+    exprs = [bytes_expression(i) for i in infos]
+    symbolic = [e for e in exprs if e is not None and not e.isdigit()]
+    if not symbolic:
+        return ("≥ " if partial and value is not None else "") + st.fmt_bytes(value)
+    static = sum(int(e) for e in exprs if e is not None and e.isdigit())
+    parts = ([st.fmt_bytes(static)] if static else []) + [f"{e} B" for e in dict.fromkeys(symbolic)]
+    text = " + ".join(parts) + (" + ?" if None in exprs else "")
+    return st.ellipsize(text, 28)
+
+
 def _sum_bytes(values: Sequence[Optional[int]]) -> Tuple[Optional[int], bool]:
     known = [v for v in values if v is not None]
     return (sum(known) if known else None), len(known) < len(values)
@@ -592,23 +620,28 @@ def _condensed_view(ax_factory: Any, model: Any, partition: Any, groups: List[Se
     total = n_seg + n_in + n_out
 
     flows = _segment_flows(model, partition)
+    flow_tensors = _segment_flow_tensors(model, partition)
     src: List[int] = []
     dst: List[int] = []
     edge_bytes: List[Tuple[Optional[int], bool]] = []
+    edge_tensors: List[List[Any]] = []
     for (a, b), values in flows.items():
         src.append(pos[a])
         dst.append(pos[b])
         edge_bytes.append(_sum_bytes(values))
+        edge_tensors.append(flow_tensors[(a, b)])
     n_flow = len(src)
     for k, t in enumerate(ins):
         for s in dict.fromkeys(partition.assignment[c] for c in model.consumers(t.name)):
             src.append(n_seg + k)
             dst.append(pos[s])
             edge_bytes.append((t.bytes, t.bytes is None))
+            edge_tensors.append([t])
     for k, t in enumerate(outs):
         src.append(pos[partition.assignment[model.producer(t.name)]])
         dst.append(n_seg + n_in + k)
         edge_bytes.append((t.bytes, t.bytes is None))
+        edge_tensors.append([t])
     src_a = np.asarray(src, dtype=np.int64)
     dst_a = np.asarray(dst, dtype=np.int64)
 
@@ -647,7 +680,7 @@ def _condensed_view(ax_factory: Any, model: Any, partition: Any, groups: List[Se
             if e >= n_flow and value is None:
                 continue
             at.append(_label_point(lines[e], 0.5 if same[e] else 0.15))
-            texts.append(("≥ " if partial and value is not None else "") + st.fmt_bytes(value))
+            texts.append(_bytes_label(edge_tensors[e], value, partial))
             tcolors.append(st.BOUNDARY_EDGE_COLOR if e < n_flow else "#555555")
         if texts:
             at_a = np.asarray(at)
