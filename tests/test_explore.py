@@ -46,6 +46,7 @@ def test_forcing_op_types_repartitions_and_redraws(resnet):
     assert ex.figure_._trtlab["segments"] == [s.name for s in segs]
     assert png(ex) != before and png(ex).startswith(b"\x89PNG")
     assert len(ex.summary_) == 3 and "fallback_1" in ex.summary.value
+    assert "excluded" in ex.reasons.value
     assert set(ex.partition_.decisions["kind"]) == {"excluded"}
     maxpool = [n for n in resnet.node_names if resnet.graph.nodes[n]["op_type"] == "MaxPool"]
     assert set(ex.boundaries_["tensor"]) >= set(resnet.node(maxpool[0]).output)
@@ -176,4 +177,9 @@ def test_large_model_uses_the_segment_view_and_points_to_model_explorer():
     assert len(ex.partition_.segments) > 90
     assert ex.figure_._trtlab["segments"] == [s.name for s in ex.partition_.segments]
     assert "model_explorer.show" in ex.status.value
+    assert ex.summary.value == ""                  # a large model's table waits for its tab
+    ex.tabs.selected_index = 1
+    assert "fallback_1" in ex.summary.value and ex.boundaries.value != ex.summary.value
+    ex.tabs.selected_index = 2
+    assert "Softmax" not in ex.summary.value and "fallback_1" in ex.boundaries.value
     assert set(ex.timings_) == {"partition", "draw", "render"}  # timed by benchmarks/explore_time.py

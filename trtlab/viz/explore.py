@@ -68,6 +68,7 @@ def _frame_html(frame: Any, max_rows: int = 60) -> str:
 
 
 PNG_MAX_PIXELS = 4_000_000
+EAGER_TABLES_UP_TO = 1000  # nodes; larger models build a table when its tab is shown
 
 
 def _picture(fig: Any, dpi: float) -> Tuple[bytes, str]:
@@ -158,6 +159,8 @@ class Explorer:
     image : ipywidgets.Image
         The drawing (PNG); ``legend`` (HTML) explains its colours.
     status, summary, boundaries, reasons : ipywidgets.HTML
+        The tables; for models over :data:`EAGER_TABLES_UP_TO` nodes each is built when its
+        tab (``tabs``) is shown.
     widget : ipywidgets.VBox
         Everything, laid out; displaying the explorer displays this.
     partition_, figure_, summary_, boundaries_, png_, error_
@@ -236,7 +239,8 @@ class Explorer:
         self.boundaries = w.HTML()
         self.reasons = w.HTML()
 
-        tabs = w.Tab(children=[self.graph, self.summary, self.boundaries, self.reasons])
+        self.tabs = tabs = w.Tab(children=[self.graph, self.summary, self.boundaries,
+                                           self.reasons])
         for i, title in enumerate(("Graph", "Segments", "Boundaries", "Decisions")):
             tabs.set_title(i, title)
         controls = w.HBox([
@@ -245,11 +249,12 @@ class Explorer:
             w.VBox([self.nodes]),
         ])
         self.widget = w.VBox([controls, self.status, tabs])
+        tabs.observe(lambda change: self._fill_tables(), names="selected_index")
 
         self.partition_: Any = None
         self.figure_: Any = None
-        self.summary_: Any = None
-        self.boundaries_: Any = None
+        self._tables: Dict[str, Any] = {}
+        self._filled: Optional[int] = None
         self.png_: Optional[bytes] = None
         self.format_ = "png"
         self.error_: Optional[str] = None
@@ -406,21 +411,64 @@ class Explorer:
             self._shown = key
         t3 = time.perf_counter()
         self.partition_, self.error_, self._last_request = part, None, request
-        if changed or self.summary_ is None:
-            from trtlab.viz.graph import reasons_table
-
-            self.summary_ = part.summary()
-            self.boundaries_ = part.boundaries()
-            self.summary.value = _frame_html(self.summary_)
-            self.boundaries.value = _frame_html(self.boundaries_)
-            self.reasons.value = _frame_html(reasons_table(part, max_rows=40))
+        if changed or not self._tables:
+            # Tables of large models are built when their tab is shown (or the attribute
+            # read); small models fill them all, so a saved notebook has every tab.
+            self._tables = {}
+            self._filled = None
+            if len(self.model.node_names) <= EAGER_TABLES_UP_TO:
+                self._fill_all_tables()
+            else:
+                self._fill_tables()
         self.status.value = self._status_html(part)
         self.timings_ = {"partition": t1 - t0, "draw": t2 - t1, "render": t3 - t2}
         log.debug("explorer refresh: %s", self.timings_)
         return self
 
+    def _table(self, name: str) -> Any:
+        if self.partition_ is None:
+            return None
+        if name not in self._tables:
+            from trtlab.viz.graph import reasons_table
+
+            make = {"summary": lambda p: p.summary(), "boundaries": lambda p: p.boundaries(),
+                    "reasons": lambda p: reasons_table(p, max_rows=40)}[name]
+            self._tables[name] = make(self.partition_)
+        return self._tables[name]
+
+    @property
+    def summary_(self) -> Any:
+        """``partition_.summary()`` (built on first use for each partition)."""
+        return self._table("summary")
+
+    @property
+    def boundaries_(self) -> Any:
+        """``partition_.boundaries()`` (built on first use for each partition)."""
+        return self._table("boundaries")
+
+    def _fill_all_tables(self) -> None:
+        for name, widget in (("summary", self.summary), ("boundaries", self.boundaries),
+                             ("reasons", self.reasons)):
+            widget.value = _frame_html(self._table(name))
+        self._filled = -1
+
+    def _fill_tables(self) -> None:
+        """Fill the table shown in the selected tab, if it is not filled yet."""
+        index = self.tabs.selected_index
+        if self.partition_ is None or index in (None, 0) or self._filled in (index, -1):
+            return
+        name, widget = {1: ("summary", self.summary), 2: ("boundaries", self.boundaries),
+                        3: ("reasons", self.reasons)}[index]
+        for other in (self.summary, self.boundaries, self.reasons):
+            if other is not widget:
+                other.value = "<i>…</i>"
+        widget.value = _frame_html(self._table(name))
+        self._filled = index
+
     def _clear(self, message: str) -> None:
-        self.partition_ = self.figure_ = self.summary_ = self.boundaries_ = self.png_ = None
+        self.partition_ = self.figure_ = self.png_ = None
+        self._tables = {}
+        self._filled = None
         self._shown = None
         self.error_ = message
         self.image.value = b""
@@ -432,8 +480,9 @@ class Explorer:
         segs = part.segments
         acc = [s for s in segs if s.backend != "fallback"]
         on_acc = sum(len(s.nodes) for s in acc)
-        cut = self.boundaries_
-        cut_bytes = int(cut["bytes"].dropna().sum()) if len(cut) else 0
+        read = {t for s in segs for t in s.inputs}
+        cut = [t for s in segs for t in s.outputs if t in read]
+        cut_bytes = sum(b for b in (self.model.tensor(t).bytes for t in cut) if b is not None)
         from trtlab.viz._style import fmt_bytes
 
         kinds = part.decisions["kind"].value_counts()
