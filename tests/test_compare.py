@@ -33,11 +33,32 @@ def test_compare_accuracy_with_labels_and_strict_tolerance():
     model, x = residual_net(), images(16)
     labels = run_onnx(model, {"x": x})["y"].argmax(1)
     int8 = quantize_int8(model, images(64, seed=3), method="minmax", progress=False)
+    # Without a task metric, pass is the element-wise check: 1e-7 fails INT8.
+    strict = compare(model, {"int8": int8}, {"x": x}, atol=1e-7, rtol=1e-7)
+    assert not bool(strict["pass"].iloc[0]) and strict["pass_rule"].iloc[0].startswith("elementwise")
+    # With labels, pass follows the task metric's tolerance.
     table = compare(model, {"int8": int8}, {"x": x}, labels=labels, atol=1e-7, rtol=1e-7,
                     include_reference=True, reference_name="fp32")
     ref, cand = table.set_index("candidate").loc["fp32"], table.set_index("candidate").loc["int8"]
     assert ref.accuracy == 1.0 and ref.max_abs == 0.0
-    assert 0.8 <= cand.accuracy <= 1.0 and not bool(cand["pass"])
+    assert 0.8 <= cand.accuracy <= 1.0
+    assert bool(cand["pass"]) == (1.0 - cand.accuracy <= 0.01)
+    assert cand["pass_rule"] == "accuracy drop <= 1 pt"
+    loose = compare(model, {"int8": int8}, {"x": x}, labels=labels, accuracy_tolerance=0.5)
+    assert bool(loose["pass"].iloc[0])
+
+
+def test_top1_agree_only_for_classifier_outputs():
+    from trtlab import zoo
+    from trtlab.study.accuracy import classifier_outputs
+
+    det = zoo.load("detection_postproc")
+    assert classifier_outputs(det) == set()
+    assert classifier_outputs(zoo.load("digits_cnn")) == {"logits"}
+    feeds = [zoo.example_inputs("detection_postproc")]
+    table = compare(det, {"same": det}, feeds)
+    assert table["top1_agree"].isna().all()        # boxes [detections, 4] are no class scores
+    assert (table["max_abs"] == 0).all()
 
 
 def test_compare_rejects_bad_requests():
@@ -62,13 +83,21 @@ def test_precision_table_and_plot(tmp_path):
     assert rows.loc["fp32", "accuracy"] == 1.0 and rows.loc["fp32", "accuracy_delta"] == 0.0
     assert rows.loc["int8 minmax + 1 fp32 node(s)", "mean_abs"] < rows.loc["int8 minmax", "mean_abs"]
     assert rows.loc["fp16", "executor"].startswith("onnxruntime")
+    # Latency from warm repeated runs: a median and its spread for every configuration.
+    assert (table.latency_ms > 0).all() and (table.latency_p90_ms >= table.latency_ms).all()
+    assert table.latency_cv.notna().all()
     import matplotlib
 
     matplotlib.use("Agg")
     from trtlab.viz.accuracy import plot_accuracy
 
     fig = plot_accuracy(table)
-    assert len(fig.axes[0].patches) == len(table)
+    acc_ax, lat_ax = fig.axes
+    assert len(acc_ax.patches) == len(table)
+    texts = [t.get_text() for t in acc_ax.texts]
+    assert texts and not any("ms" in t for t in texts)     # no latency on the accuracy bars
+    medians = lat_ax.collections[-1].get_offsets()[:, 0]
+    np.testing.assert_allclose(medians, table.latency_ms)
     with pytest.raises(CompareError):
         plot_accuracy(table.drop(columns=["config"]))
     with pytest.raises(CompareError, match="calibration_data"):

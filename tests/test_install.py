@@ -220,7 +220,7 @@ def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
     wanted = dict(_requirement(r) for r in project["dependencies"])
-    for extra in ("rtx", "notebook", "dev", "torch", "study"):  # what `make test` installs
+    for extra in ("rtx", "notebook", "dev", "torch", "study", "explorer"):  # what `make test` installs
         wanted.update(_requirement(r) for r in extras[extra])
     listed = {}
     text = (ROOT / "environment.yml").read_text().split("\ndependencies:\n", 1)[1]

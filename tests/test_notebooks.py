@@ -3,7 +3,8 @@
 Each notebook runs in a fresh ``python3`` kernel with the working directory set to
 ``notebooks/``, progress bars off, the Agg backend and a private engine cache. A cell error fails
 the test. Notebooks print checkable lines (counts taken from the figures they draw), which the
-tests read back.
+tests read back. Notebooks committed with outputs (by scripts/execute_notebooks.py) must match
+the fresh run structurally: the same outputs, of the same kinds, cell by cell.
 """
 
 from __future__ import annotations
@@ -51,7 +52,44 @@ def _execute(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> "nbf
     client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT_S,
                                      resources={"metadata": {"path": str(NOTEBOOKS)}})
     client.execute()  # the time budget is measured by benchmarks/notebook_time.py
+    _assert_matches_committed(name, nb)
     return nb
+
+
+def _structure(nb: "nbformat.NotebookNode") -> List[List[tuple]]:
+    """Per code cell, the kind of each output: stream name, or the MIME types of a display.
+    Warnings (stderr) depend on the machine and are left out."""
+    cells = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kinds = []
+        for out in cell.get("outputs", []):
+            if out["output_type"] == "stream":
+                if out["name"] == "stderr":
+                    continue
+                kind = ("stream", out["name"])
+            else:
+                kind = (out["output_type"], tuple(sorted(out.get("data", {}))))
+            if not kinds or kinds[-1] != kind or kind[0] != "stream":
+                kinds.append(kind)
+        cells.append(kinds)
+    return cells
+
+
+def _committed_with_outputs(nb: "nbformat.NotebookNode") -> bool:
+    return nb.metadata.get("trtlab", {}).get("executed_by") == "scripts/execute_notebooks.py"
+
+
+def _assert_matches_committed(name: str, fresh: "nbformat.NotebookNode") -> None:
+    committed = nbformat.read(str(NOTEBOOKS / f"{name}.ipynb"), as_version=4)
+    if not _committed_with_outputs(committed):
+        return
+    want, got = _structure(committed), _structure(fresh)
+    assert len(want) == len(got)
+    for i, (w, g) in enumerate(zip(want, got)):
+        assert w == g, (f"{name}: code cell {i} shows {g} in a fresh run but {w} in the committed "
+                        "notebook; run python scripts/execute_notebooks.py and commit the result")
 
 
 def _outputs(nb: "nbformat.NotebookNode") -> List[dict]:
@@ -72,7 +110,7 @@ def _line(text: str, pattern: str) -> "re.Match[str]":
     return match
 
 
-def test_notebook_set_is_complete_and_has_no_outputs():
+def test_notebook_set_is_complete_and_outputs_come_from_the_script():
     found = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
     assert found == EXPECTED
     for name in EXPECTED:
@@ -80,7 +118,13 @@ def test_notebook_set_is_complete_and_has_no_outputs():
         nbformat.validate(nb)
         assert nb.metadata["kernelspec"]["name"] == "python3"
         code = [c for c in nb.cells if c.cell_type == "code"]
-        assert code and all(not c.outputs and c.execution_count is None for c in code), name
+        assert code
+        if _committed_with_outputs(nb):
+            # Executed top to bottom in one run, without per-cell timings.
+            assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), name
+            assert not any("execution" in c.metadata for c in code), name
+        else:
+            assert all(not c.outputs and c.execution_count is None for c in code), name
         assert sum(c.cell_type == "markdown" for c in nb.cells) >= 4, f"{name} needs prose between cells"
         assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith(f"# {name[:2]}")
 
@@ -104,7 +148,11 @@ def test_02_support_and_partition(tmp_path, monkeypatch):
     assert colours == n_trt + 1
     assert boxes == nodes == 30
     assert "segments reproduce outputs: det_boxes" in text
+    m = _line(text, r"cut tensors: (\d+), with a size: (\d+)")
+    assert int(m[1]) == int(m[2]) >= 5                      # every cut has a size
     assert _line(text, r"Partition\('transformer_large': (\d+) segments.*\| view: (\w+)")[2] == "condensed"
+    m = _line(text, r"overlay: (\d+) nodes, (\d+) colours")
+    assert int(m[1]) == 2209 and int(m[2]) > 18
     assert _images(nb) >= 3
 
 
@@ -148,6 +196,9 @@ def test_05_precision_study(tmp_path, monkeypatch):
     assert "suggested FP32 nodes: ['/conv1/Conv']" in text
     assert float(_line(text, r"per-segment mixed precision: accuracy ([\d.]+)")[1]) > 0.95
     assert _images(nb) >= 1
+    # Latency from warm repeated runs, in its own panel (the table has its spread).
+    tables = "".join(out.get("data", {}).get("text/html", "") for out in _outputs(nb))
+    assert "latency_p90_ms" in tables and "latency_cv" in tables and "pass_rule" in tables
 
 
 def test_06_latency(tmp_path, monkeypatch):
@@ -156,6 +207,8 @@ def test_06_latency(tmp_path, monkeypatch):
     for label in ("onnxruntime", "1 segment", "cut"):
         assert re.search(rf"{label}: median [\d.]+ ms", text), label
     assert _images(nb) >= 3
+    source = "".join(c.source for c in nb.cells)
+    assert "catch_warnings" not in source and "simplefilter" not in source  # noise stays visible
 
 
 def test_07_write_your_own_backend(tmp_path, monkeypatch):

@@ -184,3 +184,20 @@ def test_recheck_windows_do_not_reparse_the_whole_rest():
     assert sizes[0] == 2000
     # 200 stops; re-parsing the whole rest each time would read ~200k nodes
     assert sum(sizes[1:]) < 20 * 2000
+
+
+def test_rejections_take_the_most_precise_reason():
+    """The parser says only 'false' for quantized_dynamic's integer ops; the rule table knows
+    why, and that reason is shown (with the parser's words kept)."""
+    from trtlab import zoo
+    from trtlab.backends.tensorrt.support import check_support
+
+    model = zoo.load("quantized_dynamic")
+    table = check_support(model, source="parser")
+    rules = check_support(model, source="rules")
+    rejected = table.frame.query("not supported")
+    assert len(rejected) >= 8
+    for node, reason in zip(rejected["node"], rejected["reason"]):
+        assert reason.startswith(rules.reason(node)), reason
+        assert reason.endswith("(parser: rejected by the parser: false)")
+    assert not any(r.strip().endswith(": false") and "(parser:" not in r for r in table.frame["reason"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,19 +67,25 @@ def large_rules(large):
 
 # -- full view ---------------------------------------------------------------------------------
 
-def test_one_coloured_patch_group_per_segment(resnet, resnet_part):
+def node_faces(fig):
+    """Hex face colour of every node box of a full view, by node name."""
+    (coll,) = artists(fig, "segments")
+    faces = [to_hex(c) for c in coll.get_facecolor()]
+    return dict(zip(fig._trtlab["node_order"], faces))
+
+
+def test_one_collection_coloured_by_segment(resnet, resnet_part):
     fig = draw(resnet, resnet_part)
     segs = resnet_part.segments
     assert len(segs) >= 3
-    drawn = artists(fig, "segment:")
-    assert len(drawn) == len(segs)
-    by_name = {a.get_gid().split(":", 1)[1]: a for a in drawn}
-    assert set(by_name) == {s.name for s in segs}
+    (coll,) = artists(fig, "segments")
+    assert len(coll.get_paths()) == len(resnet.node_names)
+    faces = node_faces(fig)
     trt_colors = []
     for s in segs:
-        coll = by_name[s.name]
-        assert len(coll.get_paths()) == len(s.nodes)
-        face = to_hex(coll.get_facecolor()[0])
+        colours = {faces[n] for n in s.nodes}
+        assert len(colours) == 1
+        face = colours.pop()
         if s.backend == "fallback":
             assert face == _style.FALLBACK_COLOR
         else:
@@ -87,7 +94,20 @@ def test_one_coloured_patch_group_per_segment(resnet, resnet_part):
     assert len(set(trt_colors)) == len(trt_colors)
     assert fig._trtlab["view"] == "full"
     assert fig._trtlab["segments"] == [s.name for s in segs]
-    assert sum(len(c.get_paths()) for c in drawn) == len(resnet.node_names)
+    assert set(fig._trtlab["segment_artists"]) == {s.name for s in segs}
+
+
+def test_segment_colours_distinct_beyond_the_palette():
+    class Seg:
+        def __init__(self, backend):
+            self.backend = backend
+
+    segs = [Seg("tensorrt" if i % 2 == 0 else "fallback") for i in range(1000)]
+    colours = _style.segment_colors(segs)
+    trt = colours[::2]
+    assert len(set(trt)) == len(trt) == 500
+    assert set(colours[1::2]) == {_style.FALLBACK_COLOR}
+    assert _style.FALLBACK_COLOR not in trt
 
 
 def test_rejected_nodes_hatched_and_listed_with_reasons(resnet, resnet_part):
@@ -135,7 +155,7 @@ def test_boundary_edges_drawn_between_segments(resnet, resnet_part):
 
 def test_without_partition_draws_plain_nodes(resnet):
     fig = draw(resnet, show_reasons=False)
-    assert artists(fig, "segment:") == []
+    assert artists(fig, "segments") == []
     nodes = artists(fig, "nodes")
     assert len(nodes) == 1 and len(nodes[0].get_paths()) == len(resnet.node_names)
     assert fig._trtlab["segments"] == [] and fig._trtlab["reasons"] is None
@@ -143,7 +163,7 @@ def test_without_partition_draws_plain_nodes(resnet):
 
 def test_partition_alone_and_given_axes(resnet, resnet_part):
     fig = draw(resnet_part)
-    assert len(artists(fig, "segment:")) == len(resnet_part.segments)
+    assert len(artists(fig, "segments")[0].get_paths()) == len(resnet.node_names)
 
     from matplotlib.figure import Figure
 
@@ -151,8 +171,7 @@ def test_partition_alone_and_given_axes(resnet, resnet_part):
     ax = host.add_subplot()
     out = draw(resnet, resnet_part, ax=ax)
     assert out is host
-    assert len([c for c in ax.collections if (c.get_gid() or "").startswith("segment:")]) \
-        == len(resnet_part.segments)
+    assert [c.get_gid() for c in ax.collections].count("segments") == 1
 
 
 def test_fusion_groups_outlined(resnet, resnet_part):
@@ -176,12 +195,38 @@ def test_fusion_groups_outlined(resnet, resnet_part):
 def test_labels_only_for_small_graphs(resnet, resnet_part):
     labelled = draw(resnet, resnet_part)
     bare = draw(resnet, resnet_part, max_labels=10)
-    text = {t.get_text() for t in labelled.axes[0].texts}
-    assert any(t.startswith("Conv") for t in text)
-    assert not any(t.startswith("Conv") for t in (x.get_text() for x in bare.axes[0].texts))
+    ops = [resnet.node(n).op_type for n in labelled._trtlab["node_order"]]
+    assert labels_of(labelled, "node_labels") == [_style.short_op(op) for op in ops]
+    assert labels_of(labelled, "node_names") == [_style.ellipsize(n, 16) for n in resnet.node_names]
+    assert labels_of(bare, "node_labels") == []
+
+
+def test_recolor_matches_a_fresh_drawing(resnet, resnet_part):
+    from trtlab.viz.graph import recolor
+
+    plain = partition(resnet, support=reject(resnet))
+    fig = draw(resnet, plain)
+    assert artists(fig, "boundary_edges") == [] and artists(fig, "marked:") == []
+    recolor(fig, resnet_part)
+    fresh = draw(resnet, resnet_part)
+    assert node_faces(fig) == node_faces(fresh)
+    assert len(artists(fig, "boundary_edges")[0].get_segments()) == \
+        len(artists(fresh, "boundary_edges")[0].get_segments())
+    assert len(artists(fig, "marked:rejected")[0].get_paths()) == 2
+    assert labels_of(fig, "cut_bytes") == labels_of(fresh, "cut_bytes") != []
+    assert fig._trtlab["marked"] == fresh._trtlab["marked"]
+    recolor(fig, plain)
+    assert artists(fig, "boundary_edges") == [] and artists(fig, "marked:") == []
+    other = load(DATA / "digits_cnn.onnx")
+    with pytest.raises(PartitionError, match="not the drawn"):
+        recolor(fig, partition(other))
 
 
 # -- condensed view ----------------------------------------------------------------------------
+
+def labels_of(fig, gid):
+    return [label for coll in artists(fig, gid) if coll.get_gid() == gid for label in coll.labels_]
+
 
 def test_condensed_view_for_2000_node_transformer(large, large_rules, tmp_path):
     part = partition(large, support=large_rules, exclude_ops=("Softmax",))
@@ -190,14 +235,18 @@ def test_condensed_view_for_2000_node_transformer(large, large_rules, tmp_path):
     fig = draw(large, part)  # timed by benchmarks/draw_scale.py
     fig.savefig(tmp_path / "large.png", dpi=50)
     assert fig._trtlab["view"] == "condensed"
-    drawn = artists(fig, "segment:")
-    assert len(drawn) == len(part.segments) > 10
-    assert all(len(a.get_paths()) == 1 for a in drawn)
-    fb = [a for a in drawn if to_hex(a.get_facecolor()[0]) == _style.FALLBACK_COLOR]
+    (boxes,) = artists(fig, "segments")
+    assert len(boxes.get_paths()) == len(part.segments) > 10
+    faces = [to_hex(c) for c in boxes.get_facecolor()]
+    fb = [f for f in faces if f == _style.FALLBACK_COLOR]
     assert len(fb) == sum(1 for s in part.segments if s.backend == "fallback")
-    texts = " ".join(t.get_text() for t in fig.axes[0].texts)
-    for s in part.segments:
-        assert f"{s.name} · {s.backend}" in texts
+    trt = [f for f, s in zip(faces, part.segments) if s.backend != "fallback"]
+    assert len(set(trt)) == len(trt) > 18          # distinct beyond the 18-colour palette
+    names = labels_of(fig, "segment_labels")
+    assert names == [f"{s.name} · {s.backend}" for s in part.segments]
+    # Legible at 100% zoom: labels are never scaled below 7.5 pt, the figure grows instead.
+    assert fig._trtlab["font_pt"] >= 7.5
+    assert "model_explorer.show" in fig._trtlab["hint"]
     cut = part.boundaries()
     drawn_bytes = fig._trtlab["boundary_bytes"]
     expected = {}
@@ -205,10 +254,32 @@ def test_condensed_view_for_2000_node_transformer(large, large_rules, tmp_path):
         for c in row.consumers:
             expected[(row.producer, c)] = expected.get((row.producer, c), 0) + row.bytes
     assert drawn_bytes == expected
+    assert len(labels_of(fig, "cut_bytes")) >= len(expected)
     table = fig._trtlab["reasons"]
     assert {"kind", "reason", "count"} <= set(table.columns)
     assert table["count"].sum() == len(part.decisions)
     assert (tmp_path / "large.png").stat().st_size > 10_000
+
+
+def test_segment_view_of_a_10k_node_graph_is_linear_and_labelled(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from draw_scale import stacked_blocks  # the generator benchmarks/draw_scale.py times
+
+    model = load(stacked_blocks(1000), name="blocks_1000")
+    part = partition(model, support=check_support(model, source="rules"),
+                     exclude_ops=("Softmax",))
+    assert len(model.node_names) == 10_000 and len(part.segments) > 2000
+    fig = draw(model, part)
+    assert fig._trtlab["view"] == "condensed" and not fig._trtlab["detailed"]
+    ax = fig.axes[0]
+    # One collection for all boxes and one for all labels, whatever the number of segments.
+    assert len(ax.collections) <= 8
+    assert len(ax.texts) == len(model.inputs) + len(model.outputs)  # their name labels
+    assert labels_of(fig, "segment_labels") == [f"{s.name} ({len(s.nodes)})"
+                                                for s in part.segments]
+    assert fig._trtlab["font_pt"] >= 7.5
+    fig.savefig(tmp_path / "10k.png", dpi=40)
+    assert (tmp_path / "10k.png").stat().st_size > 10_000
 
 
 def test_title_fits_in_a_narrow_condensed_figure(large):
@@ -223,7 +294,7 @@ def test_title_fits_in_a_narrow_condensed_figure(large):
 def test_condensed_forced_on_small_graph_and_refused_without_partition(resnet, resnet_part):
     fig = draw(resnet, resnet_part, condensed=True)
     assert fig._trtlab["view"] == "condensed"
-    assert len(artists(fig, "segment:")) == len(resnet_part.segments)
+    assert len(artists(fig, "segments")[0].get_paths()) == len(resnet_part.segments)
     assert len(artists(fig, "marked:rejected")[0].get_paths()) == sum(
         1 for s in resnet_part.segments if s.backend == "fallback")
     with pytest.raises(PartitionError, match="needs a partition"):
@@ -305,3 +376,25 @@ def test_import_does_not_load_matplotlib_or_ipywidgets():
             "bad = [m for m in ('matplotlib', 'ipywidgets') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_label_paths_assembled_in_bulk_match_one_by_one():
+    from trtlab.viz._glyphs import _label_path, _label_paths
+
+    texts = [f"trt_{i} ({i % 7})" for i in range(50)] + ["", "a b", "fallback_1 · x", ""]
+    bulk = _label_paths(texts, 7.5, "bold", 2.0)
+    for text, (path, width) in zip(texts, bulk):
+        one, one_width = _label_path(text, 7.5, "bold", 2.0)
+        assert width == pytest.approx(one_width)
+        np.testing.assert_allclose(path.vertices, one.vertices, atol=1e-9)
+    assert bulk[0][1] > 0 and bulk[50][1] == 0.0
+
+
+def test_cut_labels_give_symbolic_sizes_as_expressions(large, large_rules):
+    part = partition(large, support=large_rules, exclude_ops=("Softmax",))
+    fig = draw(large, part)
+    labels = labels_of(fig, "cut_bytes")
+    # transformer_large's activations are float32[batch, 8, 8]: 256 bytes per unit of batch.
+    assert "256·batch B" in labels and not any(label == "256 B" for label in labels)
+    static = draw(load(DATA / "resnet_mini.onnx"), condensed=False)
+    assert labels_of(static, "cut_bytes") == []

@@ -446,10 +446,13 @@ def _fold(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 def _infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
     try:
-        return onnx.shape_inference.infer_shapes(proto, data_prop=True)
+        proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
     except Exception as exc:  # inference is best effort: unknown ops, custom domains
         log.info("shape inference incomplete: %s", exc)
-        return proto
+    # Past contrib ops (com.microsoft ...), ONNX Runtime's symbolic inference (trtlab.shapes).
+    from trtlab.shapes import infer_contrib_shapes
+
+    return infer_contrib_shapes(proto)
 
 
 # ----------------------------------------------------------------------------------------------

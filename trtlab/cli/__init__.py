@@ -1,1 +1,1 @@
-"""trtlab.cli."""
+"""The command line: ``trtlab info | inspect | partition | build | bench | report | demo | notebooks``."""

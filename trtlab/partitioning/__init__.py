@@ -1,1 +1,1 @@
-"""trtlab.partitioning."""
+"""Partitioning, the BYOC heart: annotate, merge, prune, order and cut (``trtlab.partition``)."""

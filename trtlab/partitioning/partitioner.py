@@ -204,14 +204,22 @@ class Partition:
         return pd.DataFrame(rows, columns=["segment", "name", "backend", "nodes", "op_types", "macs",
                                            "inputs", "outputs", "input_bytes", "output_bytes"])
 
-    def boundaries(self) -> "pd.DataFrame":
+    def boundaries(self, shapes: Optional[Mapping[str, Sequence[int]]] = None) -> "pd.DataFrame":
         """One row per cut tensor (produced in one segment, read in others).
 
         Columns: tensor, producer (segment name), producer_index, consumers (segment names),
-        consumer_indices, shape, dtype, bytes (symbolic dims taken as 1; ``None`` if unknown).
+        consumer_indices, shape, dtype, bytes, bytes_expr (the size as an expression of the
+        symbolic dims, e.g. ``"1024·batch"``; see :mod:`trtlab.shapes`).
+
+        ``bytes`` takes symbolic dims as 1, or, with ``shapes`` (input name -> concrete
+        shape), their values for those inputs (``None`` for dims the inputs do not fix, such
+        as data-dependent counts).
         """
         import pandas as pd
 
+        from trtlab.shapes import bytes_expression, dims_from_shapes, tensor_bytes
+
+        dims = dims_from_shapes(self.model, shapes) if shapes is not None else None
         readers: Dict[str, List[int]] = {}
         for s in self.segments:
             for t in s.inputs:
@@ -227,10 +235,13 @@ class Partition:
                     "consumers": [self.segments[i].name for i in readers[t]],
                     "consumer_indices": list(readers[t]),
                     "shape": list(info.shape) if info.shape is not None else None,
-                    "dtype": info.dtype_name, "bytes": info.bytes,
+                    "dtype": info.dtype_name,
+                    "bytes": info.bytes if dims is None else tensor_bytes(info, dims),
+                    "bytes_expr": bytes_expression(info),
                 })
         return pd.DataFrame(rows, columns=["tensor", "producer", "producer_index", "consumers",
-                                           "consumer_indices", "shape", "dtype", "bytes"])
+                                           "consumer_indices", "shape", "dtype", "bytes",
+                                           "bytes_expr"])
 
     # -- actions -------------------------------------------------------------------------------
     def segment_model(self, index: int) -> "onnx.ModelProto":

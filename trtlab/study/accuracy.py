@@ -29,9 +29,10 @@ log = logging.getLogger(__name__)
 __all__ = ["compare", "precision_table", "as_runner", "COMPARE_COLUMNS", "TABLE_COLUMNS"]
 
 COMPARE_COLUMNS = ["candidate", "output", "max_abs", "max_rel", "mean_abs", "cosine", "top1_agree",
-                   "accuracy", "latency_ms", "executor", "pass"]
+                   "accuracy", "latency_ms", "executor", "pass", "pass_rule"]
 TABLE_COLUMNS = ["config", "precision", "method", "fp32_nodes", "accuracy", "accuracy_delta",
-                 "top1_agree", "max_abs", "mean_abs", "cosine", "latency_ms", "executor"]
+                 "top1_agree", "max_abs", "mean_abs", "cosine", "latency_ms", "executor",
+                 "latency_p90_ms", "latency_cv"]
 
 
 def _bind_polygraphy() -> None:
@@ -157,7 +158,41 @@ def _top1(out: np.ndarray) -> Optional[np.ndarray]:
     return None
 
 
-def _stats(ref: np.ndarray, cand: np.ndarray, labels: Optional[np.ndarray]) -> Dict[str, Any]:
+# -- classification outputs and the task-metric verdict (issue 18) ------------------------------
+
+def classifier_outputs(model: Any) -> Optional[set]:
+    """Outputs of ``model`` that are per-sample class scores, or ``None`` when unknown.
+
+    An output is a classifier's when it is a float tensor of rank 2 whose first axis is the
+    batch axis of an input (the same symbol or the same size) and whose last axis has a fixed
+    size above one: ``logits[batch, 10]`` is, ``det_boxes[detections, 4]`` is not.
+    """
+    if model is None:
+        return None
+    batch_dims = {t.shape[0] for t in model.inputs if t.shape}
+    out = set()
+    for t in model.outputs:
+        shape = t.shape
+        if (shape is not None and len(shape) == 2 and isinstance(shape[1], int) and shape[1] > 1
+                and shape[0] is not None and shape[0] in batch_dims
+                and t.dtype is not None and np.issubdtype(t.dtype, np.floating)):
+            out.add(t.name)
+    return out
+
+
+def _task_verdict(acc: float, ref_acc: float, tolerance: float) -> Optional[bool]:
+    """Pass when the task metric drops by at most ``tolerance`` (a fraction); ``None`` when
+    either accuracy is unknown."""
+    if acc != acc or ref_acc != ref_acc:
+        return None
+    return bool(ref_acc - acc <= tolerance + 1e-12)
+
+
+# -----------------------------------------------------------------------------------------------
+
+
+def _stats(ref: np.ndarray, cand: np.ndarray, labels: Optional[np.ndarray],
+           classify: bool = True) -> Dict[str, Any]:
     r, c = ref.astype(np.float64), cand.astype(np.float64)
     if r.shape != c.shape:
         raise CompareError(f"Output shapes differ: reference {r.shape}, candidate {c.shape}.")
@@ -171,7 +206,7 @@ def _stats(ref: np.ndarray, cand: np.ndarray, labels: Optional[np.ndarray]) -> D
         "cosine": _cosine(r, c) if np.issubdtype(ref.dtype, np.floating) else float("nan"),
         "top1_agree": float("nan"), "accuracy": float("nan"),
     }
-    tr, tc = _top1(ref), _top1(cand)
+    tr, tc = (_top1(ref), _top1(cand)) if classify else (None, None)
     if tr is not None and tc is not None:
         row["top1_agree"] = float(np.mean(tr == tc))
         if labels is not None and len(labels) == len(tc):
@@ -182,7 +217,8 @@ def _stats(ref: np.ndarray, cand: np.ndarray, labels: Optional[np.ndarray]) -> D
 def compare(reference: Any, candidates: Mapping[str, Any], data: Data, *, atol: float = 1e-3,
             rtol: float = 1e-3, labels: Optional[np.ndarray] = None, batch_size: Optional[int] = None,
             reference_name: str = "reference", include_reference: bool = False,
-            executors: Optional[Mapping[str, str]] = None) -> Any:
+            executors: Optional[Mapping[str, str]] = None,
+            accuracy_tolerance: float = 0.01) -> Any:
     """Compare candidates with a reference over a data set.
 
     Runs every runnable with Polygraphy's ``Comparator.run`` and checks each candidate against
@@ -197,9 +233,15 @@ def compare(reference: Any, candidates: Mapping[str, Any], data: Data, *, atol: 
     data
         One array, dict input name -> array (batch on axis 0) or feed dicts.
     atol, rtol
-        Tolerances of the pass/fail check (relative to the reference).
+        Tolerances of the element-wise pass/fail check (relative to the reference), used when
+        no task metric is given.
     labels
-        Class labels per sample; adds task ``accuracy`` for classifier outputs.
+        Class labels per sample; adds task ``accuracy`` for classifier outputs, and then
+        ``pass`` follows the task metric: accuracy at most ``accuracy_tolerance`` below the
+        reference's.
+    accuracy_tolerance
+        Largest accepted accuracy drop (a fraction: 0.01 is one point) when ``labels`` are
+        given.
     batch_size
         Batch size for dynamic-batch models.
     reference_name
@@ -213,8 +255,10 @@ def compare(reference: Any, candidates: Mapping[str, Any], data: Data, *, atol: 
     -------
     pandas.DataFrame
         One row per candidate x output: candidate, output, max_abs, max_rel, mean_abs, cosine,
-        top1_agree (classifier outputs), accuracy (with ``labels``), latency_ms (median per
-        batch), executor, pass.
+        top1_agree (classifier outputs only: rank 2, batch x classes), accuracy (with
+        ``labels``), latency_ms (median per batch of the comparison run; for latency as the
+        field reports it use :func:`trtlab.benchmark`), executor, pass, pass_rule (the check
+        that decided ``pass``).
     """
     import pandas as pd
     _bind_polygraphy()
@@ -246,6 +290,8 @@ def compare(reference: Any, candidates: Mapping[str, Any], data: Data, *, atol: 
     if labels is not None:
         labels = np.asarray(labels).reshape(-1)
     outs = {name: _joined(results[name]) for name in [r.name for r in runners]}
+    classify = classifier_outputs(next((m for m in map(_model_of, [reference, *candidates.values()])
+                                        if m is not None), None))
     times = {name: [it.runtime for it in results[name] if it.runtime is not None] for name in outs}
     verdicts = accuracy[0]
     rows = []
@@ -258,10 +304,19 @@ def compare(reference: Any, candidates: Mapping[str, Any], data: Data, *, atol: 
             raise CompareError(f"Candidate {name!r} lacks output(s) {missing}; it has {list(got)}.")
         passed = _verdicts(verdicts, name, reference_name) if name != reference_name else {}
         for output, value in ref_out.items():
-            row = {"candidate": name, "output": output, **_stats(value, got[output], labels)}
+            is_cls = classify is None or output in classify
+            row = {"candidate": name, "output": output,
+                   **_stats(value, got[output], labels, classify=is_cls)}
             row["latency_ms"] = float(np.median(times[name]) * 1e3) if times[name] else float("nan")
             row["executor"] = labels_of[name]
             row["pass"] = passed.get(output, True)
+            row["pass_rule"] = f"elementwise atol={atol:g}, rtol={rtol:g}"
+            if labels is not None and is_cls:
+                ref_acc = _stats(value, value, labels, classify=True)["accuracy"]
+                task = _task_verdict(row["accuracy"], ref_acc, accuracy_tolerance)
+                if task is not None:
+                    row["pass"] = task
+                    row["pass_rule"] = f"accuracy drop <= {accuracy_tolerance * 100:g} pt"
             rows.append(row)
     return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
 
@@ -323,7 +378,8 @@ def precision_table(model: Any, data: Data, *, labels: Optional[np.ndarray] = No
                     segment_precisions: Optional[Mapping[str, Mapping[int, str]]] = None,
                     per_channel: bool = True, batch_size: Optional[int] = None,
                     runner: str = "auto", cache_dir: Any = None, output: Optional[str] = None,
-                    progress: bool = True) -> Any:
+                    progress: bool = True, latency_warmup: int = 10,
+                    latency_iterations: int = 50, ort_threads: Optional[int] = 1) -> Any:
     """The FP32 / FP16 / INT8 accuracy table of a model.
 
     Parameters
@@ -361,13 +417,22 @@ def precision_table(model: Any, data: Data, *, labels: Optional[np.ndarray] = No
         Output scored in the table (default: the model's first output).
     progress
         Show progress bars.
+    latency_warmup, latency_iterations
+        Latency is measured apart from the accuracy run, the way trtexec reports it: each
+        configuration runs ``latency_warmup`` untimed calls, then at least
+        ``latency_iterations`` timed calls on the first batch (:func:`trtlab.benchmark`).
+    ort_threads
+        Intra-op threads of the ONNX Runtime sessions timed (pinned so configurations do not
+        fight over cores; ``None``: ONNX Runtime's default).
 
     Returns
     -------
     pandas.DataFrame
         One row per configuration: config, precision, method, fp32_nodes, accuracy,
-        accuracy_delta (points vs FP32), top1_agree (with FP32), max_abs, mean_abs, cosine,
-        latency_ms (median per batch), executor.
+        accuracy_delta (points vs FP32), top1_agree (with FP32, classifier outputs), max_abs,
+        mean_abs, cosine, latency_ms (median of the warm timed runs, per batch), executor,
+        latency_p90_ms and latency_cv (their spread). One :class:`~trtlab.bench.LatencyWarning`
+        names the configurations whose timings were noisy.
     """
     import pandas as pd
 
@@ -436,6 +501,8 @@ def precision_table(model: Any, data: Data, *, labels: Optional[np.ndarray] = No
     frame = compare(reference, candidates, data, labels=labels, batch_size=batch_size,
                     reference_name="fp32", include_reference="fp32" in precisions, executors=execs)
     frame = frame[frame["output"] == out_name]
+    latency = _warm_latency({"fp32": reference, **candidates}, src, data, batch_size,
+                            latency_warmup, latency_iterations, ort_threads)
     rows = []
     base_acc = float("nan")
     for r in frame.itertuples(index=False):
@@ -445,8 +512,10 @@ def precision_table(model: Any, data: Data, *, labels: Optional[np.ndarray] = No
         rows.append({"config": r.candidate,
                      "precision": precision, "method": method, "fp32_nodes": n_keep,
                      "accuracy": r.accuracy, "top1_agree": r.top1_agree, "max_abs": r.max_abs,
-                     "mean_abs": r.mean_abs, "cosine": r.cosine, "latency_ms": r.latency_ms,
-                     "executor": r.executor})
+                     "mean_abs": r.mean_abs, "cosine": r.cosine,
+                     "latency_ms": latency[r.candidate].median, "executor": r.executor,
+                     "latency_p90_ms": latency[r.candidate].p90,
+                     "latency_cv": latency[r.candidate].cv})
     table = pd.DataFrame(rows)
     if "fp32" not in precisions:
         base_acc = _accuracy(reference, src, data, labels, batch_size, out_name)
@@ -455,6 +524,42 @@ def precision_table(model: Any, data: Data, *, labels: Optional[np.ndarray] = No
     table.attrs.update(model=src.name, output=out_name, samples=int(sum(
         next(iter(f.values())).shape[0] for f in feed_list(src, data, batch_size=batch_size))))
     return table
+
+
+# -- warm latency of the precision table (issue 18) ----------------------------------------------
+
+def _warm_latency(runnables: Mapping[str, Any], src: Any, data: Data, batch_size: Optional[int],
+                  warmup: int, iterations: int, threads: Optional[int]) -> Dict[str, Any]:
+    """Name -> :class:`~trtlab.bench.LatencyStats` of warm repeated runs on the first batch.
+
+    ONNX models run in a session with ``threads`` intra-op threads; hybrid models and callables
+    as they are. Noisy timings are reported in one warning, not one per configuration.
+    """
+    import warnings
+
+    from trtlab.study.latency import LatencyWarning, benchmark
+    from trtlab.model import Model
+    from trtlab.backends.onnxruntime.session import session
+
+    feeds = feed_list(src, data, batch_size=batch_size, error=CompareError)[0]
+    out: Dict[str, Any] = {}
+    noisy: List[str] = []
+    for name, obj in runnables.items():
+        target = session(as_model(obj), threads=threads) if isinstance(obj, Model) else obj
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", LatencyWarning)
+            out[name] = benchmark(target, feeds, warmup=warmup, iterations=iterations,
+                                  progress=False, label=name)
+        for w in caught:
+            if issubclass(w.category, LatencyWarning):
+                noisy.append(f"{name} (cv {out[name].cv:.1%})")
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if noisy:
+        warnings.warn(f"precision_table latency is noisy for {', '.join(noisy)}: the machine is "
+                      "busy. Raise latency_iterations=, keep ort_threads=1 and run fewer other "
+                      "jobs; the accuracy columns are unaffected.", LatencyWarning, stacklevel=3)
+    return out
 
 
 def _accuracy(reference: Any, src: Any, data: Data, labels: Optional[np.ndarray],

@@ -18,6 +18,7 @@ _EXPORTS: Dict[str, Tuple[str, str]] = {
     "plot_fusion_comparison": ("trtlab.viz.fusion_plots", "plot_fusion_comparison"),
     "plot_before_after": ("trtlab.viz.fusion_plots", "plot_before_after"),
     "reasons_table": ("trtlab.viz.graph", "reasons_table"),
+    "show_model_explorer": ("trtlab.viz.model_explorer", "show"),
 }
 
 __all__ = sorted(_EXPORTS)

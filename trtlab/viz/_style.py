@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 __all__ = ["TRT_PALETTE", "FALLBACK_COLOR", "NEUTRAL_COLOR", "MARK_STYLES", "mark_style",
-           "segment_color", "darker", "fmt_bytes", "fmt_macs", "short_op", "ellipsize"]
+           "segment_color", "segment_colors", "darker", "fmt_bytes", "fmt_macs", "short_op", "ellipsize"]
 
 TRT_PALETTE = (
     "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
@@ -49,10 +49,35 @@ def mark_style(kind: str) -> Tuple[str, str, str]:
 
 
 def segment_color(backend: str, trt_rank: int) -> str:
-    """Fill colour of a segment: grey for fallback, a palette colour per accelerated segment."""
+    """Fill colour of a segment: grey for fallback, a distinct colour per accelerated segment.
+
+    The first ``len(TRT_PALETTE)`` accelerated segments take the palette; later ones walk the
+    hue circle by the golden angle with alternating saturation and lightness, so no two
+    accelerated segments share a colour and neighbours in execution order differ clearly.
+    """
     if backend == "fallback":
         return FALLBACK_COLOR
-    return TRT_PALETTE[trt_rank % len(TRT_PALETTE)]
+    if trt_rank < len(TRT_PALETTE):
+        return TRT_PALETTE[trt_rank]
+    import colorsys
+
+    k = trt_rank - len(TRT_PALETTE)
+    hue = (0.11 + k * 0.6180339887498949) % 1.0
+    light = (0.46, 0.62, 0.54)[k % 3]
+    sat = (0.62, 0.78)[(k // 3) % 2]
+    r, g, b = colorsys.hls_to_rgb(hue, light, sat)
+    return "#{:02x}{:02x}{:02x}".format(round(r * 255), round(g * 255), round(b * 255))
+
+
+def segment_colors(segments: Iterable[Any]) -> List[str]:
+    """Fill colour of each segment (objects with ``backend``), in one pass."""
+    out: List[str] = []
+    rank = 0
+    for seg in segments:
+        out.append(segment_color(seg.backend, rank))
+        if seg.backend != "fallback":
+            rank += 1
+    return out
 
 
 def darker(color: str, factor: float = 0.6) -> Tuple[float, float, float]:

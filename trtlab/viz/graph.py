@@ -23,7 +23,7 @@ from trtlab.errors import FusionError, PartitionError
 from trtlab.viz import _style as st
 from trtlab.viz._layout import Layout, layered_layout
 
-__all__ = ["draw", "reasons_table", "fusion_groups"]
+__all__ = ["draw", "recolor", "reasons_table", "fusion_groups"]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ def _is_partition(obj: Any) -> bool:
 def _resolve(model: Any, partition: Any) -> Tuple[Any, Any]:
     if partition is None and _is_partition(model):
         partition, model = model, model.model
-    if not (hasattr(model, "graph") and hasattr(model, "node_names")):
+    # Look at the type: hasattr on the instance would build the cached networkx view.
+    if not (hasattr(type(model), "graph") and hasattr(type(model), "node_names")):
         from trtlab.model import load
 
         model = load(model)
@@ -138,6 +139,14 @@ def _grouped(rows: "Any", keys: List[str]) -> "Any":
     return out.sort_values("count", ascending=False, kind="stable")
 
 
+def _op_types(model: Any, names: Iterable[str]) -> List[str]:
+    """Op type of each name that is a node of ``model`` (``""`` otherwise), without building
+    the networkx view of the graph."""
+    index = model._node_index
+    nodes = model.proto.graph.node
+    return [nodes[index[s]].op_type if s in index else "" for s in names]
+
+
 def reasons_table(partition: Any, *, max_rows: int = 12) -> "Any":
     """The decisions behind a partition, ready to print under a drawing.
 
@@ -155,8 +164,7 @@ def reasons_table(partition: Any, *, max_rows: int = 12) -> "Any":
     frame = partition.decisions
     if frame is None or len(frame) == 0:
         return pd.DataFrame(columns=["subject", "op_type", "kind", "reason"])
-    graph = partition.model.graph
-    ops = [graph.nodes[s]["op_type"] if s in graph else "" for s in frame["subject"]]
+    ops = _op_types(partition.model, frame["subject"])
     rows = pd.DataFrame({"subject": frame["subject"].astype(str), "op_type": ops,
                          "kind": frame["kind"].astype(str), "reason": frame["reason"].astype(str)})
     if len(rows) <= max_rows:
@@ -193,13 +201,9 @@ class _Scene:
 
 
 def _segment_colors(partition: Any) -> Dict[int, str]:
-    colors: Dict[int, str] = {}
-    rank = 0
-    for seg in partition.segments:
-        colors[seg.index] = st.segment_color(seg.backend, rank)
-        if seg.backend != "fallback":
-            rank += 1
-    return colors
+    """Colour of every segment, by segment index (one pass over the segments)."""
+    return {seg.index: c for seg, c in zip(partition.segments,
+                                           st.segment_colors(partition.segments))}
 
 
 def _fit_scale(width_units: float, height_units: float, sx: float, sy: float,
@@ -278,7 +282,8 @@ def _draw_edges(ax: Any, lines: List[np.ndarray], same: np.ndarray, boundary: np
         if mask.any():
             ax.add_collection(LineCollection(
                 [lines[e] for e in np.flatnonzero(mask)], colors=color,
-                linewidths=max(0.3, lw * scale), linestyles=ls, alpha=alpha, zorder=1, gid=gid))
+                linewidths=max(0.3, lw * scale), linestyles=ls, alpha=alpha, zorder=1, gid=gid),
+                autolim=False)
 
 
 def _io_markers(ax: Any, lay: Layout, idx_in: np.ndarray, idx_out: np.ndarray,
@@ -305,12 +310,114 @@ def _io_label(info: Any) -> str:
     return st.ellipsize(info.name, 22) + (f" {st.ellipsize(shape, 20)}" if shape else "")
 
 
+def _boxes(xs: Any, ys: Any, w: float, h: float) -> np.ndarray:
+    """Corners (n x 4 x 2) of boxes of size ``w`` x ``h`` centred at ``(xs, ys)``: a
+    PolyCollection built from one array instead of a patch object per box."""
+    xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    dx = np.array([-w, w, w, -w]) / 2
+    dy = np.array([-h, -h, h, h]) / 2
+    return np.stack([xs[:, None] + dx, ys[:, None] + dy], axis=-1)
+
+
+def _darker_all(colors: Sequence[str]) -> List[Any]:
+    memo: Dict[str, Any] = {}
+    return [memo[c] if c in memo else memo.setdefault(c, st.darker(c)) for c in colors]
+
+
+def _full_cut_labels(ax: Any, model: Any, names: Sequence[str], src: np.ndarray, dst: np.ndarray,
+                     lines: List[np.ndarray], boundary: np.ndarray, font: float) -> None:
+    """Bytes of each tensor crossing a cut, on its edge (only when there are at most 40)."""
+    cut = np.flatnonzero(boundary)
+    if not 0 < cut.size <= 40:
+        return
+    from trtlab.viz._glyphs import label_collection
+
+    texts, at = [], []
+    for e in cut.tolist():
+        u, v = names[src[e]], names[dst[e]]
+        tensors = [t for t in model.node(u).output if t and v in model.consumers(t)]
+        info = model.tensor(tensors[0]) if tensors else None
+        texts.append(_bytes_label([info], info.bytes, False) if info is not None else "?")
+        at.append(_label_point(lines[e]))
+    at_a = np.asarray(at)
+    label_collection(ax, at_a[:, 0], at_a[:, 1], texts, size=max(font * 0.8, 4.0),
+                     colors=st.BOUNDARY_EDGE_COLOR, background=(1, 1, 1, 0.8), zorder=3,
+                     gid="cut_bytes")
+
+
+def _full_marks(ax: Any, lay: Layout, index: Dict[str, int], marks: Dict[str, Tuple[str, str]],
+                box: Tuple[float, float], scale: float) -> Dict[str, List[int]]:
+    from matplotlib.collections import PolyCollection
+
+    box_w, box_h = box
+    by_kind: Dict[str, List[int]] = defaultdict(list)
+    for name, (kind, _) in marks.items():
+        by_kind[kind].append(index[name])
+    for kind, idx in by_kind.items():
+        color, hatch, _ = st.mark_style(kind)
+        rects = _boxes(lay.x[idx], lay.y[idx], box_w, box_h)
+        ax.add_collection(PolyCollection(rects, facecolor="none", edgecolor=color, hatch=hatch,
+                                          linewidth=max(0.6, 1.5 * scale), zorder=3,
+                                          gid=f"marked:{kind}"), autolim=False)
+    return by_kind
+
+
+_PARTITION_GIDS = ("edges", "boundary_edges", "folded_edges", "cut_bytes", "cut_bytes_background")
+
+
+def recolor(fig: Any, partition: Any) -> Any:
+    """Show another partition of the same model on a full-view figure of :func:`draw`, in place.
+
+    Only what depends on the partition is redrawn: node colours (one collection), the edges
+    crossing a cut, their byte labels and the hatching of nodes a decision moved. The layout,
+    node boxes and labels stay, so this is much cheaper than a new drawing (the explorer uses
+    it on every change). Returns ``fig``.
+    """
+    meta = getattr(fig, "_trtlab", None)
+    if not meta or meta.get("view") != "full" or "geometry" not in meta:
+        raise PartitionError("recolor() needs a full-view figure drawn by trtlab.draw(model, "
+                             "partition, condensed=False).")
+    model = partition.model
+    names = meta["node_order"]
+    if list(model.node_names) != names:
+        raise PartitionError(f"The partition is of model {model.name!r}, not the drawn "
+                             f"{meta['model']!r}; draw it anew with trtlab.draw.")
+    ax, geo, lay = meta["ax"], meta["geometry"], meta["layout"]
+    nodes = [c for c in ax.collections if c.get_gid() == "segments"]
+    if len(nodes) != 1:
+        raise PartitionError("recolor() needs a figure drawn with a partition.")
+    for coll in list(ax.collections):
+        gid = coll.get_gid() or ""
+        if gid in _PARTITION_GIDS or gid.startswith("marked:"):
+            coll.remove()
+    seg_of = np.asarray([partition.assignment[name] for name in names])
+    colors = _segment_colors(partition)
+    face = [colors[int(s)] for s in seg_of]
+    nodes[0].set_facecolor(face)
+    nodes[0].set_edgecolor(_darker_all(face))
+    src, dst, k = geo["src"], geo["dst"], geo["n_model_edges"]
+    boundary = np.zeros(len(src), dtype=bool)
+    boundary[:k] = seg_of[src[:k]] != seg_of[dst[:k]]
+    _draw_edges(ax, geo["lines"], geo["same"], boundary, geo["scale"])
+    if meta["labels"]:
+        _full_cut_labels(ax, model, names, src, dst, geo["lines"], boundary, geo["base_font"])
+    marks = _node_decisions(model, partition)
+    index = {name: i for i, name in enumerate(names)}
+    _full_marks(ax, lay, index, marks, geo["box"], geo["scale"])
+    meta.update(segment_of_node=seg_of,
+                segment_artists={s.name: nodes[0] for s in partition.segments},
+                segments=[s.name for s in partition.segments],
+                colors={s.name: colors[s.index] for s in partition.segments},
+                marked={k_: v[0] for k_, v in marks.items()})
+    return fig
+
+
 # -- full view ----------------------------------------------------------------------------------
 
 def _full_view(ax_factory: Any, model: Any, partition: Any, groups: List[Set[str]],
                marks: Dict[str, Tuple[str, str]], max_labels: int,
                figsize: Optional[Tuple[float, float]]) -> _Scene:
-    from matplotlib.collections import PatchCollection
+    from matplotlib.collections import PatchCollection, PolyCollection
     from matplotlib.patches import Rectangle
 
     names = model.node_names
@@ -362,42 +469,32 @@ def _full_view(ax_factory: Any, model: Any, partition: Any, groups: List[Set[str
     if partition is not None and n_model_edges:
         boundary[:n_model_edges] = seg_of[src_a[:n_model_edges]] != seg_of[dst_a[:n_model_edges]]
     _draw_edges(ax, lines, same, boundary, scale)
-    if labels and partition is not None and 0 < int(boundary.sum()) <= 40:
-        for e in np.flatnonzero(boundary).tolist():
-            data = graph.edges[names[src_a[e]], names[dst_a[e]]]
-            mid = _label_point(lines[e])
-            ax.text(mid[0], mid[1], st.fmt_bytes(data.get("bytes")), fontsize=base_font * 0.8,
-                    color=st.BOUNDARY_EDGE_COLOR, ha="center", va="center", zorder=3,
-                    bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
+    if labels and partition is not None:
+        _full_cut_labels(ax, model, names, src_a, dst_a, lines, boundary, base_font)
 
     def rects(idx: Sequence[int]) -> List[Any]:
-        return [Rectangle((lay.x[i] - box_w / 2, lay.y[i] - box_h / 2), box_w, box_h) for i in idx]
+        idx = np.asarray(list(idx), dtype=np.int64)
+        return _boxes(lay.x[idx], lay.y[idx], box_w, box_h)
 
     lw = max(0.3, 0.8 * scale)
     artists: Dict[str, Any] = {}
     colors: Dict[int, str] = {}
     if partition is None:
-        coll = PatchCollection(rects(range(n)), facecolor=st.NEUTRAL_COLOR,
+        coll = PolyCollection(rects(range(n)), facecolor=st.NEUTRAL_COLOR,
                                edgecolor=st.darker(st.NEUTRAL_COLOR), linewidth=lw, zorder=2,
                                gid="nodes")
-        ax.add_collection(coll)
+        ax.add_collection(coll, autolim=False)
     else:
+        # One collection for every node box, coloured per node: drawing cost stays linear in
+        # nodes whatever the number of segments, and the explorer recolours it in place.
         colors = _segment_colors(partition)
-        for seg in partition.segments:
-            idx = [index[name] for name in seg.nodes]
-            coll = PatchCollection(rects(idx), facecolor=colors[seg.index],
-                                   edgecolor=st.darker(colors[seg.index]), linewidth=lw, zorder=2,
-                                   gid=f"segment:{seg.name}")
-            ax.add_collection(coll)
-            artists[seg.name] = coll
-    by_kind: Dict[str, List[int]] = defaultdict(list)
-    for name, (kind, _) in marks.items():
-        by_kind[kind].append(index[name])
-    for kind, idx in by_kind.items():
-        color, hatch, _ = st.mark_style(kind)
-        ax.add_collection(PatchCollection(rects(idx), facecolor="none", edgecolor=color,
-                                          hatch=hatch, linewidth=max(0.6, 1.5 * scale), zorder=3,
-                                          gid=f"marked:{kind}"))
+        face = [colors[int(s)] for s in seg_of]
+        coll = PolyCollection(rects(range(n)), facecolor=face,
+                              edgecolor=_darker_all(face), linewidth=lw, zorder=2,
+                               gid="segments")
+        ax.add_collection(coll, autolim=False)
+        artists = {seg.name: coll for seg in partition.segments}
+    by_kind = _full_marks(ax, lay, index, marks, (box_w, box_h), scale)
 
     drawn_groups = 0
     if groups:
@@ -412,19 +509,23 @@ def _full_view(ax_factory: Any, model: Any, partition: Any, groups: List[Set[str
             drawn_groups += 1
         ax.add_collection(PatchCollection(outlines, facecolor="none", edgecolor=st.FUSION_COLOR,
                                           linestyle="--", linewidth=max(0.5, 1.2 * scale),
-                                          zorder=4, gid="fusion"))
+                                          zorder=4, gid="fusion"), autolim=False)
 
     if labels:
+        from trtlab.viz._glyphs import label_collection
+
         two_lines = n <= 40
-        for i in range(n):
-            op = st.short_op(ops[i])
-            text = op + ("\n" + st.ellipsize(names[i], 16) if two_lines else "")
-            width_chars = max(len(op), 16 if two_lines else 0)
-            size = min(base_font, box_pt / (0.62 * max(width_chars, 1)))
-            ax.text(lay.x[i], lay.y[i], text, fontsize=max(size, 3.0), ha="center", va="center",
-                    zorder=5, linespacing=1.0,
-                    bbox=(dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.75)
-                          if names[i] in marks else None))
+        short = [st.short_op(op) for op in ops]
+        widths = [max(len(op), 16 if two_lines else 0, 1) for op in short]
+        sizes = np.maximum(np.minimum(base_font, box_pt / (0.62 * np.asarray(widths))), 3.0)
+        if two_lines:
+            step = float(sizes.min()) * 0.6
+            label_collection(ax, lay.x[:n], lay.y[:n], short, size=sizes, dy=step,
+                             gid="node_labels")
+            label_collection(ax, lay.x[:n], lay.y[:n], [st.ellipsize(nm, 16) for nm in names],
+                             size=sizes, dy=-step, gid="node_names")
+        else:
+            label_collection(ax, lay.x[:n], lay.y[:n], short, size=sizes, gid="node_labels")
     _io_markers(ax, lay, np.arange(n, n + n_in), np.arange(n + n_in, total),
                 [_io_label(t) for t in ins], [_io_label(t) for t in outs], labels or total <= 600,
                 scale, max(base_font, 5.0))
@@ -435,8 +536,10 @@ def _full_view(ax_factory: Any, model: Any, partition: Any, groups: List[Set[str
     handles = _legend_handles(partition, colors, by_kind.keys(), io=bool(n_in or n_out),
                               fusion=drawn_groups > 0)
     positions = {names[i]: (float(lay.x[i]), float(lay.y[i])) for i in range(n)}
-    meta = dict(view="full", layout=lay, node_positions=positions,
-                segment_artists=artists, labels=labels, fusion_groups=drawn_groups,
+    meta = dict(view="full", layout=lay, node_positions=positions, node_order=list(names),
+                segment_of_node=seg_of, segment_artists=artists, ax=ax,
+                geometry=dict(src=src_a, dst=dst_a, lines=lines, same=same, box=(box_w, box_h),
+                              scale=scale, n_model_edges=n_model_edges, base_font=base_font), labels=labels, fusion_groups=drawn_groups,
                 inputs=[t.name for t in ins], outputs=[t.name for t in outs])
     return _Scene(ax.figure.get_figwidth(), ax.figure.get_figheight(), handles, meta)
 
@@ -462,79 +565,128 @@ def _segment_flows(model: Any, partition: Any) -> Dict[Tuple[int, int], List[Opt
     return {k: list(v.values()) for k, v in flows.items()}
 
 
+def _segment_flow_tensors(model: Any, partition: Any) -> Dict[Tuple[int, int], List[Any]]:
+    """The TensorInfo of each distinct tensor crossing from one segment to another."""
+    flows: Dict[Tuple[int, int], Dict[str, Any]] = defaultdict(dict)
+    for seg in partition.segments:
+        for t in seg.outputs:
+            for c in model.consumers(t):
+                dst = partition.assignment.get(c)
+                if dst is not None and dst != seg.index:
+                    flows[(seg.index, dst)][t] = model.tensor(t)
+    return {k: list(v.values()) for k, v in flows.items()}
+
+
+def _bytes_label(infos: Sequence[Any], value: Optional[int], partial: bool) -> str:
+    """Bytes on a cut edge: a size when every shape is static, else the size as an
+    expression of the symbolic dims (``"12·N·H·W B"``, see :mod:`trtlab.shapes`)."""
+    from trtlab.shapes import bytes_expression
+
+    exprs = [bytes_expression(i) for i in infos]
+    symbolic = [e for e in exprs if e is not None and not e.isdigit()]
+    if not symbolic:
+        return ("≥ " if partial and value is not None else "") + st.fmt_bytes(value)
+    static = sum(int(e) for e in exprs if e is not None and e.isdigit())
+    parts = ([st.fmt_bytes(static)] if static else []) + [f"{e} B" for e in dict.fromkeys(symbolic)]
+    text = " + ".join(parts) + (" + ?" if None in exprs else "")
+    return st.ellipsize(text, 28)
+
+
 def _sum_bytes(values: Sequence[Optional[int]]) -> Tuple[Optional[int], bool]:
     known = [v for v in values if v is not None]
     return (sum(known) if known else None), len(known) < len(values)
 
 
+# Physical sizes of the segment-level view, in inches and points: never scaled down, so the
+# labels read at 100% zoom; a larger partition makes a larger figure instead.
+_DETAILED_MAX_SEGMENTS = 150
+_SEG_BOX = {True: (2.3, 0.66), False: (1.1, 0.27)}          # detailed?: (width, height)
+_SEG_PITCH = {True: (2.75, 1.2), False: (1.24, 0.5)}     # layout unit along x, y
+_SEG_FONT = {True: 8.0, False: 7.5}
+
+
 def _condensed_view(ax_factory: Any, model: Any, partition: Any, groups: List[Set[str]],
                     marks: Dict[str, Tuple[str, str]],
                     figsize: Optional[Tuple[float, float]]) -> _Scene:
-    from matplotlib.collections import PatchCollection
-    from matplotlib.patches import FancyBboxPatch
+    """One box per segment at a fixed, legible size; every step is linear in segments."""
+    from matplotlib.collections import PolyCollection
 
     segs = partition.segments
     n_seg = len(segs)
     pos = {seg.index: k for k, seg in enumerate(segs)}
-    graph = model.graph
     ins = [t for t in model.inputs if model.consumers(t.name)]
     outs = [t for t in model.outputs if model.producer(t.name) is not None]
     n_in, n_out = len(ins), len(outs)
     total = n_seg + n_in + n_out
 
     flows = _segment_flows(model, partition)
+    flow_tensors = _segment_flow_tensors(model, partition)
     src: List[int] = []
     dst: List[int] = []
     edge_bytes: List[Tuple[Optional[int], bool]] = []
+    edge_tensors: List[List[Any]] = []
     for (a, b), values in flows.items():
         src.append(pos[a])
         dst.append(pos[b])
         edge_bytes.append(_sum_bytes(values))
+        edge_tensors.append(flow_tensors[(a, b)])
     n_flow = len(src)
     for k, t in enumerate(ins):
         for s in dict.fromkeys(partition.assignment[c] for c in model.consumers(t.name)):
             src.append(n_seg + k)
             dst.append(pos[s])
             edge_bytes.append((t.bytes, t.bytes is None))
+            edge_tensors.append([t])
     for k, t in enumerate(outs):
         src.append(pos[partition.assignment[model.producer(t.name)]])
         dst.append(n_seg + n_in + k)
         edge_bytes.append((t.bytes, t.bytes is None))
+        edge_tensors.append([t])
     src_a = np.asarray(src, dtype=np.int64)
     dst_a = np.asarray(dst, dtype=np.int64)
 
-    sx, sy = 3.0, 1.45
+    detailed = n_seg <= _DETAILED_MAX_SEGMENTS
+    box_w_in, box_h_in = _SEG_BOX[detailed]
+    sx, sy = _SEG_PITCH[detailed]
+    font = _SEG_FONT[detailed]
     pinned = np.zeros(total, dtype=bool)
     pinned[n_seg:n_seg + n_in] = True
+    # Two ordering sweeps settle a graph of segments (mostly chains) as well as six do.
     lay = layered_layout(total, src_a, dst_a, pinned=pinned, x_unit=sx, y_unit=sy,
-                         column_gap=0.6, aspect=1.1)
+                         column_gap=0.5, aspect=1.0, fold_above=12.0,
+                         sweeps=6 if detailed else 2)
     pad = 0.7
     w_units, h_units = lay.width + 2 * pad, lay.height + 2 * pad
-    scale = _fit_scale(w_units, h_units, sx, sy, figsize)
+    scale = 1.0
+    if figsize is not None:
+        scale = _fit_scale(w_units, h_units, sx, sy, figsize)
+        font = max(4.0, font * scale)
     ax = ax_factory(w_units * sx * scale, h_units * sy * scale)
-    box_w, box_h = 0.86, 0.62
-    font = max(3.5, 8.0 * min(1.0, scale * 1.1))
-    detailed = font >= 5.0
-    max_chars = int(box_w * sx * scale * 72 / (0.6 * font))
+    box_w, box_h = box_w_in / sx, box_h_in / sy
+    max_chars = int(box_w_in * scale * 72 / (0.55 * font))
 
     half_h = np.full(total, box_h / 2)
-    half_h[n_seg:] = 0.1
+    half_h[n_seg:] = 0.12
     lines, same = _edge_lines(lay, src_a, dst_a, half_h)
     boundary = np.zeros(len(src_a), dtype=bool)
     boundary[:n_flow] = True
     _draw_edges(ax, lines, same, boundary, scale)
-    for e in range(len(src_a) if detailed else 0):
-        value, partial = edge_bytes[e]
-        if e >= n_flow and value is None:
-            continue
-        mid = _label_point(lines[e], 0.55 if same[e] else 0.12)
-        label = ("≥ " if partial and value is not None else "") + st.fmt_bytes(value)
-        ax.text(mid[0], mid[1], label, fontsize=font * 0.9, ha="center", va="center", zorder=3,
-                color=st.BOUNDARY_EDGE_COLOR if e < n_flow else "#555555",
-                bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
+    if detailed:
+        from trtlab.viz._glyphs import label_collection
 
+        at, texts, tcolors = [], [], []
+        for e in range(len(src_a)):
+            value, partial = edge_bytes[e]
+            if e >= n_flow and value is None:
+                continue
+            at.append(_label_point(lines[e], 0.5 if same[e] else 0.15))
+            texts.append(_bytes_label(edge_tensors[e], value, partial))
+            tcolors.append(st.BOUNDARY_EDGE_COLOR if e < n_flow else "#555555")
+        if texts:
+            at_a = np.asarray(at)
+            label_collection(ax, at_a[:, 0], at_a[:, 1], texts, size=font - 1, colors=tcolors,
+                             background=(1, 1, 1, 0.85), zorder=3, gid="cut_bytes")
     colors = _segment_colors(partition)
-    macs = model.macs
     kinds_per_seg: Dict[int, Counter] = defaultdict(Counter)
     for name, (kind, _) in marks.items():
         kinds_per_seg[partition.assignment[name]][kind] += 1
@@ -543,53 +695,59 @@ def _condensed_view(ax_factory: Any, model: Any, partition: Any, groups: List[Se
         for s in {partition.assignment[name] for name in g}:
             fused_per_seg[s] += 1
 
-    artists: Dict[str, Any] = {}
-    hatched: Dict[str, List[Any]] = defaultdict(list)
-    lw = max(0.5, 1.0 * scale)
-    for seg in segs:
-        i = pos[seg.index]
-        x0, y0 = lay.x[i] - box_w / 2, lay.y[i] - box_h / 2
-        box = FancyBboxPatch((x0, y0), box_w, box_h, boxstyle="round,pad=0,rounding_size=0.06",
-                             mutation_aspect=sy / sx)
-        coll = PatchCollection([box], facecolor=colors[seg.index],
-                               edgecolor=st.darker(colors[seg.index]), linewidth=lw, zorder=2,
-                               gid=f"segment:{seg.name}")
-        ax.add_collection(coll)
-        artists[seg.name] = coll
+    xs, ys = lay.x[:n_seg], lay.y[:n_seg]
+    boxes = _boxes(xs, ys, box_w, box_h)
+    face = [colors[seg.index] for seg in segs]
+    lw = 0.8 if detailed else 0.5
+    coll = PolyCollection(boxes, facecolor=face, edgecolor=_darker_all(face),
+                           linewidth=lw, zorder=2, gid="segments")
+    ax.add_collection(coll, autolim=False)
+    artists = {seg.name: coll for seg in segs}
+
+    hatched: Dict[str, List[int]] = defaultdict(list)
+    macs = model.macs if detailed else {}
+    compact_labels: List[str] = []
+    detail_lines: List[Tuple[str, str, str]] = []
+    for k, seg in enumerate(segs):
         kinds = kinds_per_seg.get(seg.index)
         if kinds:
             kind = kinds.most_common(1)[0][0]
-            hatched[kind].append(FancyBboxPatch((x0, y0), box_w, box_h,
-                                                boxstyle="round,pad=0,rounding_size=0.06",
-                                                mutation_aspect=sy / sx))
+            hatched[kind].append(k)
+        n_nodes = len(seg.nodes)
+        if not detailed:
+            compact_labels.append(st.ellipsize(f"{seg.name} ({n_nodes})", max_chars))
+            continue
         seg_macs = sum(macs.get(name, 0) for name in seg.nodes)
-        lines_txt = [f"{seg.name} · {seg.backend}",
-                     f"{len(seg.nodes)} node{'s' if len(seg.nodes) != 1 else ''} · "
-                     f"{st.fmt_macs(seg_macs)}",
-                     st.ellipsize(_op_summary([graph.nodes[nm]["op_type"] for nm in seg.nodes]),
-                                  max_chars)]
+        body = [f"{n_nodes} node{'s' if n_nodes != 1 else ''} · {st.fmt_macs(seg_macs)}",
+                st.ellipsize(_op_summary(_op_types(model, seg.nodes)), max_chars)]
         extra = []
         if kinds:
-            extra.append(", ".join(f"{k.replace('_', ' ')} {c}" for k, c in kinds.most_common()))
+            extra.append(", ".join(f"{k_.replace('_', ' ')} {c}" for k_, c in kinds.most_common()))
         if fused_per_seg.get(seg.index):
             extra.append(f"fused groups {fused_per_seg[seg.index]}")
         if extra:
-            lines_txt.append(st.ellipsize(" · ".join(extra), max_chars))
-        if not detailed:
-            brief = f"{lines_txt[0]}\n{lines_txt[1].split(' · ')[0]}"
-            ax.text(lay.x[i], lay.y[i], brief, fontsize=font, ha="center", va="center", zorder=5,
-                    linespacing=1.1)
-            continue
-        ax.text(lay.x[i], lay.y[i] + box_h * 0.28, lines_txt[0], fontsize=font * 1.05,
-                fontweight="bold", ha="center", va="center", zorder=5)
-        ax.text(lay.x[i], lay.y[i] - box_h * 0.1, "\n".join(lines_txt[1:]), fontsize=font,
-                ha="center", va="center", zorder=5, linespacing=1.15)
-    for kind, boxes in hatched.items():
+            body[-1] = st.ellipsize(" · ".join(extra), max_chars)
+        detail_lines.append((st.ellipsize(f"{seg.name} · {seg.backend}", max_chars), *body))
+    if detail_lines:
+        from trtlab.viz._glyphs import label_collection
+
+        ink = [_text_on(c) for c in face]
+        step = font * 1.2
+        for row, (dy, weight) in enumerate(((step, "bold"), (0.0, "normal"), (-step, "normal"))):
+            label_collection(ax, xs, ys, [lines_[row] for lines_ in detail_lines],
+                             size=font if row == 0 else font - 0.5, colors=ink, weight=weight,
+                             dy=dy, gid="segment_labels" if row == 0 else f"segment_detail_{row}")
+    if compact_labels:
+        from trtlab.viz._glyphs import label_collection
+
+        label_collection(ax, xs, ys, compact_labels, size=font,
+                         colors=[_text_on(c) for c in face], gid="segment_labels")
+    for kind, kboxes in hatched.items():
         color, hatch, _ = st.mark_style(kind)
-        ax.add_collection(PatchCollection(boxes, facecolor="none", edgecolor=color,
+        ax.add_collection(PolyCollection(boxes[kboxes], facecolor="none", edgecolor=color,
                                           hatch=hatch[: max(1, len(hatch) // 2)],
-                                          linewidth=max(0.6, 1.3 * scale), alpha=0.45, zorder=3,
-                                          gid=f"marked:{kind}"))
+                                          linewidth=lw * 1.3, alpha=0.45, zorder=3,
+                                          gid=f"marked:{kind}"), autolim=False)
 
     _io_markers(ax, lay, np.arange(n_seg, n_seg + n_in), np.arange(n_seg + n_in, total),
                 [_io_label(t) for t in ins], [_io_label(t) for t in outs], True, scale,
@@ -602,12 +760,56 @@ def _condensed_view(ax_factory: Any, model: Any, partition: Any, groups: List[Se
     meta = dict(view="condensed", layout=lay, segment_artists=artists,
                 boundary_bytes={(segs[src_a[e]].name, segs[dst_a[e]].name): edge_bytes[e][0]
                                 for e in range(n_flow)},
-                fusion_groups=len(groups), labels=detailed,
+                fusion_groups=len(groups), labels=True, detailed=detailed, font_pt=font,
                 inputs=[t.name for t in ins], outputs=[t.name for t in outs])
     return _Scene(ax.figure.get_figwidth(), ax.figure.get_figheight(), handles, meta)
 
 
+def _text_on(color: str) -> str:
+    """Black or white, whichever reads better on ``color``."""
+    from matplotlib.colors import to_rgb
+
+    r, g, b = to_rgb(color)
+    return "#111111" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "#ffffff"
+
+
 # -- figure assembly ----------------------------------------------------------------------------
+
+def _fast_png_canvas_class() -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    class FastPngCanvas(FigureCanvasAgg):
+        """Agg canvas whose PNGs are RGB (the figure is opaque) at zlib level 1: drawings of
+        large graphs are mostly flat colour, so the file grows little and encoding takes
+        about half as long as matplotlib's RGBA level-6 default."""
+
+        def print_png(self, filename_or_obj: Any, *args: Any, metadata: Any = None,
+                      pil_kwargs: Any = None, **kwargs: Any) -> None:
+            from PIL import Image, PngImagePlugin
+
+            FigureCanvasAgg.draw(self)
+            rgba = np.asarray(self.buffer_rgba())
+            image = Image.fromarray(rgba[..., :3] if bool((rgba[..., 3] == 255).all()) else rgba)
+            info = PngImagePlugin.PngInfo()
+            for key, value in {"Software": "matplotlib (trtlab.draw)", **(metadata or {})}.items():
+                if value is not None:
+                    info.add_text(key, str(value))
+            dpi = round(self.figure.dpi)
+            image.save(filename_or_obj, format="png", pnginfo=info, dpi=(dpi, dpi),
+                       **{"compress_level": 1, **(pil_kwargs or {})})
+
+    return FastPngCanvas
+
+
+def _FastPngCanvas(fig: Any) -> Any:
+    global _FAST_CANVAS
+    if _FAST_CANVAS is None:
+        _FAST_CANVAS = _fast_png_canvas_class()
+    return _FAST_CANVAS(fig)
+
+
+_FAST_CANVAS: Any = None
+
 
 def _draw_table(ax: Any, table: "Any", fontsize: float = 7.5) -> None:
     widths = {"subject": 0.2, "op_type": 0.1, "kind": 0.14, "reason": 0.56, "count": 0.05,
@@ -640,7 +842,7 @@ def draw(model: Any, partition: Any = None, fusion: Any = None, ax: Any = None, 
          condensed: Union[str, bool] = "auto", max_labels: int = CONDENSE_ABOVE,
          figsize: Optional[Tuple[float, float]] = None, show_reasons: bool = True,
          max_reason_rows: int = 12, condense_above: int = CONDENSE_ABOVE,
-         title: Optional[str] = None) -> "Any":
+         title: Optional[str] = None, legend: bool = True) -> "Any":
     """Draw an ONNX graph, coloured by partition segment.
 
     Parameters
@@ -669,7 +871,9 @@ def draw(model: Any, partition: Any = None, fusion: Any = None, ax: Any = None, 
     max_reason_rows
         Above this many decisions, the table groups them by (kind, reason).
     title
-        Figure title (default: model name, node and segment counts).
+        Figure title (default: model name, node and segment counts); ``""`` draws none.
+    legend
+        Draw the legend beside the graph (the explorer shows it as HTML instead).
 
     Returns
     -------
@@ -715,7 +919,12 @@ def draw(model: Any, partition: Any = None, fusion: Any = None, ax: Any = None, 
             title += (f", {len(partition.segments)} segment{plural} ({n_trt} accelerated, "
                       f"{len(partition.segments) - n_trt} fallback)")
         if view_condensed:
-            title += " — condensed: one box per segment, bytes crossing each cut on the edges"
+            title += " — one box per segment, bytes crossing each cut on the edges"
+    hint = (f"Every node of the {n}: trtlab.viz.model_explorer.show(partition) opens Model "
+            "Explorer coloured by segment (extra: trtlab[explorer])"
+            if view_condensed and title else None)
+    title_in = (_TITLE_IN if title else 0.1) + (0.22 if hint and ax is None else 0.0)
+    legend_in = _LEGEND_IN if legend else 0.1
 
     own = ax is None
     state: Dict[str, Any] = {}
@@ -724,15 +933,16 @@ def draw(model: Any, partition: Any = None, fusion: Any = None, ax: Any = None, 
         if not own:
             state["ax"] = ax
             return ax
-        fig_w = max(graph_w + _LEGEND_IN, 9.0 if reasons is not None else 4.0,
-                    len(title) * _TITLE_CHAR_IN + 0.3)
-        fig_h = graph_h + _TITLE_IN + (table_in + 0.3 if reasons is not None else 0.0)
+        fig_w = max(graph_w + legend_in, 9.0 if reasons is not None else 4.0,
+                    len(title) * _TITLE_CHAR_IN + 0.3, len(hint or "") * 0.066 + 0.3)
+        fig_h = graph_h + title_in + (table_in + 0.3 if reasons is not None else 0.0)
         if figsize is not None:
             fig_w, fig_h = figsize
         fig = Figure(figsize=(fig_w, fig_h))
-        top = 1 - _TITLE_IN / fig_h
+        _FastPngCanvas(fig)
+        top = 1 - title_in / fig_h
         graph_bottom = (table_in + 0.3) / fig_h if reasons is not None else 0.0
-        graph_frac_w = min(graph_w, fig_w - _LEGEND_IN) / fig_w
+        graph_frac_w = min(graph_w, fig_w - legend_in) / fig_w
         gax = fig.add_axes((0.0, graph_bottom, graph_frac_w, max(top - graph_bottom, 0.05)))
         state.update(ax=gax, fig_w=fig_w, fig_h=fig_h, top=top, graph_frac_w=graph_frac_w)
         if reasons is not None:
@@ -747,15 +957,23 @@ def draw(model: Any, partition: Any = None, fusion: Any = None, ax: Any = None, 
     fig = gax.figure
 
     if own:
-        fig.suptitle(title, x=0.01, y=1 - 0.12 / state["fig_h"], ha="left", va="top", fontsize=11)
-        fig.legend(handles=scene.handles, loc="upper left", fontsize=8, frameon=False,
-                   bbox_to_anchor=(state["graph_frac_w"] + 0.005, state["top"]))
+        if title:
+            fig.suptitle(title, x=0.01, y=1 - 0.12 / state["fig_h"], ha="left", va="top",
+                         fontsize=11)
+        if hint:
+            fig.text(0.01, 1 - 0.42 / state["fig_h"], hint, ha="left", va="top", fontsize=8.5,
+                     color="#444444", gid="large_graph_hint")
+        if legend:
+            fig.legend(handles=scene.handles, loc="upper left", fontsize=8, frameon=False,
+                       bbox_to_anchor=(state["graph_frac_w"] + 0.005, state["top"]))
         if reasons is not None:
             _draw_table(state["table_ax"], reasons)
     else:
-        gax.set_title(title, fontsize=10, loc="left")
-        gax.legend(handles=scene.handles, loc="upper left", bbox_to_anchor=(1.0, 1.0),
-                   fontsize=8, frameon=False)
+        if title:
+            gax.set_title(title, fontsize=10, loc="left")
+        if legend:
+            gax.legend(handles=scene.handles, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+                       fontsize=8, frameon=False)
         if reasons is not None:
             tbl = gax.table(cellText=[[st.ellipsize(v, 70) for v in map(str, r)]
                                       for r in reasons.itertuples(index=False)],
@@ -766,8 +984,8 @@ def draw(model: Any, partition: Any = None, fusion: Any = None, ax: Any = None, 
 
     colors = {}
     if partition is not None:
-        colors = {partition.segments[k].name: c for k, c in
-                  enumerate(_segment_colors(partition)[s.index] for s in partition.segments)}
+        colors = {seg.name: c for seg, c in zip(partition.segments,
+                                                st.segment_colors(partition.segments))}
     fig._trtlab = dict(
         scene.meta,
         model=model.name,
@@ -777,5 +995,7 @@ def draw(model: Any, partition: Any = None, fusion: Any = None, ax: Any = None, 
         marked={k: v[0] for k, v in marks.items()},
         reasons=reasons,
         title=title,
+        hint=hint,
+        legend_handles=scene.handles,
     )
     return fig

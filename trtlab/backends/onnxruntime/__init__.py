@@ -1,1 +1,1 @@
-"""trtlab.backends.onnxruntime."""
+"""The ONNX Runtime backend: sessions, and the backend every fallback segment runs on."""

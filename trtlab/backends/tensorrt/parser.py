@@ -222,19 +222,19 @@ def _window(index: _Index, undecided: Sequence[int], size: int,
     window = list(undecided[:size])
     start = window[0]
     lookback = start - max(size, 16)
-    context: Set[int] = set()
+    feeding: Set[int] = set()
     stack = [name for k in window for name in index.reads[k]]
     while stack:
         name = stack.pop()
         k = index.producer.get(name)
-        if k is None or k >= start or k < lookback or k in context:
+        if k is None or k >= start or k < lookback or k in feeding:
             continue
         verdict = verdicts.get(k)
         if verdict is None or not verdict.supported:
             continue
-        context.add(k)
+        feeding.add(k)
         stack.extend(index.reads[k])
-    return sorted(context) + window
+    return sorted(feeding) + window
 
 
 def _types(proto: onnx.ModelProto) -> Dict[str, Tuple[int, Optional[Tuple[Any, ...]]]]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Union
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -101,10 +101,29 @@ def rules_support(model: Any, *, trt_version: Any = None, rules: RulesArg = None
     return SupportTable.from_rows(rows, model_name=model.name, target=f"{target} rules")
 
 
+def _vague(reason: str) -> bool:
+    """A parser reason that says nothing beyond 'no' (the parser reported only ``false``)."""
+    text = str(reason).strip().lower()
+    return text in ("", "false", "unknown") or text.endswith((": false", ": unknown", ":"))
+
+
+def _most_precise(model: Any, rows: List[Dict[str, Any]]) -> None:
+    """Rejections whose parser reason is only 'false' take trtlab's rule reason when the
+    rules reject the node too (the parser's words are kept after it)."""
+    vague = [r for r in rows if not r["supported"] and _vague(r["reason"])]
+    if not vague:
+        return
+    by_rules = rules_support(model)
+    for r in vague:
+        if not by_rules.is_supported(r["node"]):
+            r["reason"] = f"{by_rules.reason(r['node'])} (parser: {r['reason']})"
+
+
 def _parser_table(model: Any, recheck: bool) -> SupportTable:
     report = parse_support(model, recheck=recheck)
     rows = [{"node": v.name, "op_type": v.op_type, "supported": v.supported, "reason": v.reason,
              "source": "parser"} for v in report.verdicts]
+    _most_precise(model, rows)
     flavor = "TensorRT-RTX" if report.flavor == "tensorrt_rtx" else "TensorRT"
     return SupportTable.from_rows(rows, model_name=model.name,
                                   target=f"{flavor} {report.version} parser", details=report)
