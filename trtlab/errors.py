@@ -23,6 +23,10 @@ __all__ = [
     "PrecisionError",
     "CalibrationError",
     "CompareError",
+    "FileReadError",
+    "FileWriteError",
+    "OutputExistsError",
+    "RunError",
 ]
 
 
@@ -84,3 +88,21 @@ class CalibrationError(PrecisionError):
 
 class CompareError(TrtlabError, ValueError):
     """An accuracy comparison could not be made."""
+
+
+class FileReadError(TrtlabError, ValueError):
+    """A file could not be read: missing, not a regular file (FIFO, socket, device), too large,
+    or not readable by this user."""
+
+
+class FileWriteError(TrtlabError, OSError):
+    """A file or folder could not be written (disk full, read-only, permissions); whatever
+    existed at the destination is left as it was."""
+
+
+class OutputExistsError(TrtlabError, FileExistsError):
+    """The destination exists; pass ``overwrite=True`` (CLI: ``--force``) or another path."""
+
+
+class RunError(TrtlabError, RuntimeError):
+    """A model or segment failed while it ran (ONNX Runtime or TensorRT raised at run time)."""
