@@ -7,6 +7,7 @@ Engines are built with Polygraphy's TensorRT loaders (``NetworkFromOnnxBytes`` s
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 import tempfile
@@ -172,15 +173,29 @@ def build_engine(onnx_bytes: bytes, profile: Optional[Profile] = None,
                                    load_timing_cache=timing_cache,
                                    # per-layer detail for the engine inspector (trtlab.fusion)
                                    profiling_verbosity=trt.ProfilingVerbosity.DETAILED)
+        timing_out = io.BytesIO() if timing_cache else None
         try:
             data = ptrt.EngineBytesFromNetwork((builder, network, parser), config,
-                                               save_timing_cache=timing_cache)()
+                                               save_timing_cache=timing_out)()
         except PolygraphyException as exc:
             raise _build_error("build", settings, [d for _, d in recorder.errors] or [str(exc)]) from None
+    if timing_cache and timing_out is not None and timing_out.getvalue():
+        _save_timing_cache(timing_cache, timing_out.getvalue())
     data = bytes(data)
     if not data:
         raise _build_error("build", settings, ["the builder returned an empty engine"])
     return data
+
+
+def _save_timing_cache(path: str, data: bytes) -> None:
+    """Write the timing cache atomically; a full or read-only disk is a warning, not a failure."""
+    from trtlab import _io
+    from trtlab.errors import FileWriteError
+
+    try:
+        _io.write_bytes(path, data, what="timing cache")
+    except FileWriteError as exc:
+        log.warning("timing cache not saved: %s", exc)
 
 
 def _writable(directory: Any) -> bool:
