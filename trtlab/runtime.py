@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 
 from trtlab.backends.tensorrt.backend import TensorRTSegment
-from trtlab.feeds import validate_feeds
+from trtlab.feeds import unalias_outputs, validate_feeds
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +193,7 @@ class HybridModel:
             env.update(call(seg_feeds))
             timings[name] = clock() - t0
         out = {n: v if type(v) is np.ndarray else _host(v) for n, v in ((n, env[n]) for n in self._output_names)}
+        unalias_outputs(out, feeds)
         self.last_timings = timings
         self.last_total = time.perf_counter() - start
         return out

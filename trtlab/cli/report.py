@@ -157,7 +157,7 @@ def report(model: Any, *, feeds: Optional[Mapping[str, np.ndarray]] = None, data
         rep.facts["supported"] = f"{int(frame['supported'].sum())}/{len(frame)}"
         rep.facts["support source"] = str(frame["source"].iloc[0]) if len(frame) else "-"
         return (f"<p>{int(frame['supported'].sum())} of {len(frame)} nodes supported "
-                f"(source: {rep.facts['support source']}).</p>"
+                f"(source: {html.escape(rep.facts['support source'])}).</p>"
                 + ("<p>Rejected nodes and reasons:</p>" + _table(rejected, 60) if len(rejected) else
                    "<p>No node rejected.</p>"))
 

@@ -1101,8 +1101,8 @@ def run_segments(partition: Partition, feeds: Mapping[str, np.ndarray], *,
     InputError
         Feeds that do not match the model's inputs.
     """
-    from trtlab.feeds import validate_feeds
-    from trtlab.backends.onnxruntime.session import session
+    from trtlab.feeds import unalias_outputs, validate_feeds
+    from trtlab.backends.onnxruntime.session import run_error, session
 
     model = partition.model
     env: Dict[str, np.ndarray] = dict(validate_feeds(model.inputs, feeds, what=f"model {model.name!r}"))
@@ -1116,6 +1116,8 @@ def run_segments(partition: Partition, feeds: Mapping[str, np.ndarray], *,
         except KeyError as exc:
             raise InputError(f"Segment {seg.name} reads tensor {exc.args[0]!r}, which no earlier "
                              "segment produced.") from None
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise run_error(exc, outs, {n: env[n] for n in names}, what=f"segment {seg.name}") from exc
         env.update(zip(outs, values))
     result: Dict[str, np.ndarray] = {}
     for out in model.outputs:
@@ -1126,6 +1128,7 @@ def run_segments(partition: Partition, feeds: Mapping[str, np.ndarray], *,
             if value is None:
                 raise InputError(f"Model output {out.name!r} was produced by no segment.")
             result[out.name] = value
+    unalias_outputs(result, feeds)
     if return_intermediates:
         return {**env, **result}
     return result

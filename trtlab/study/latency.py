@@ -19,6 +19,7 @@ Examples
 
 from __future__ import annotations
 
+import html
 import logging
 import time
 import warnings
@@ -123,7 +124,7 @@ class LatencyStats:
         return frame
 
     def _repr_html_(self) -> str:
-        return f"<p><b>{self.label}</b></p>" + self.to_frame().to_html(index=False, float_format="%.4f")
+        return f"<p><b>{html.escape(str(self.label))}</b></p>" + self.to_frame().to_html(index=False, float_format="%.4f")
 
     def __str__(self) -> str:
         return (f"{self.label}: median {self.median:.4f} ms, mean {self.mean:.4f} ms, "

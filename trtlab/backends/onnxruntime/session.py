@@ -14,13 +14,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 import onnx
 
-from trtlab.errors import BuildError, InputError, ModelLoadError
+from trtlab.errors import BuildError, InputError, ModelLoadError, RunError
 from trtlab.feeds import validate_feeds
 from trtlab.model import Model, TensorInfo, _read_path, fit_ir_version
 
 log = logging.getLogger(__name__)
 
-__all__ = ["session", "run_onnx", "default_providers", "model_bytes", "fast_call"]
+__all__ = ["session", "run_onnx", "default_providers", "model_bytes", "fast_call", "run_error"]
 
 ModelLike = Union[Model, onnx.ModelProto, bytes, str, os.PathLike]
 
@@ -93,8 +93,29 @@ def fast_call(sess: Any) -> Callable[[Sequence[str], Mapping[str, np.ndarray]], 
     binding = getattr(sess, "_sess", None)
     if binding is None or not callable(getattr(binding, "run", None)) \
             or list(sess.get_providers()) != ["CPUExecutionProvider"]:
-        return lambda names, feeds: sess.run(names, feeds)
-    return lambda names, feeds: binding.run(names, feeds, None)
+        run = lambda names, feeds: sess.run(names, feeds)  # noqa: E731
+    else:
+        run = lambda names, feeds: binding.run(names, feeds, None)  # noqa: E731
+
+    def call(names: Sequence[str], feeds: Mapping[str, np.ndarray]) -> List[Any]:
+        try:
+            return run(names, feeds)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise run_error(exc, names, feeds) from exc
+
+    return call
+
+
+def run_error(exc: BaseException, names: Sequence[str], feeds: Mapping[str, Any],
+              what: str = "the model") -> RunError:
+    """A :class:`~trtlab.errors.RunError` for an ONNX Runtime failure at run time."""
+    shown = ", ".join(f"{k}: {getattr(v, 'dtype', type(v).__name__)}{list(np.shape(v))}"
+                      for k, v in list(feeds.items())[:8])
+    msg = " ".join(str(exc).split())[:600]
+    return RunError(
+        f"ONNX Runtime failed while running {what} (outputs {list(names)[:8]}, inputs {shown}): {msg}. "
+        "Check the input values (index and shape inputs must be in range for the model) and "
+        "their shapes; Model.inputs lists what the model expects.")
 
 
 def run_onnx(model: ModelLike, feeds: Mapping[str, np.ndarray],
@@ -113,7 +134,10 @@ def run_onnx(model: ModelLike, feeds: Mapping[str, np.ndarray],
     if unknown:
         raise InputError(f"output_names {unknown} are not outputs of the model; it has {available}. "
                          "Ask for some of those, or leave output_names out for all of them.")
-    values = sess.run(names, dict(feeds))
+    try:
+        values = sess.run(names, dict(feeds))
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise run_error(exc, names, feeds) from exc
     return dict(zip(names, values))
 
 
