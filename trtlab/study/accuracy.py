@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["compare", "precision_table", "as_runner", "COMPARE_COLUMNS", "TABLE_COLUMNS"]
 
-COMPARE_COLUMNS = ["candidate", "output", "max_abs", "max_rel", "mean_abs", "cosine", "top1_agree",
-                   "accuracy", "latency_ms", "executor", "pass"]
+COMPARE_COLUMNS = ["candidate", "output", "max_abs", "max_rel", "mean_abs", "n_nan", "n_inf", "cosine",
+                   "top1_agree", "accuracy", "latency_ms", "executor", "pass"]
 TABLE_COLUMNS = ["config", "precision", "method", "fp32_nodes", "accuracy", "accuracy_delta",
                  "top1_agree", "max_abs", "mean_abs", "cosine", "latency_ms", "executor"]
 
@@ -99,6 +99,13 @@ def as_runner(runnable: Any, name: str, inputs: Sequence[Any] = ()) -> Tuple[Any
     )
 
 
+def _loaded(runnable: Any) -> Any:
+    """A path or serialized model as a :class:`~trtlab.model.Model`; anything else as it is."""
+    if isinstance(runnable, (str, bytes, bytearray)) or hasattr(runnable, "__fspath__"):
+        return as_model(runnable)
+    return runnable
+
+
 def _model_of(runnable: Any) -> Optional[Any]:
     import onnx
 
@@ -150,13 +157,20 @@ def _stats(ref: np.ndarray, cand: np.ndarray, labels: Optional[np.ndarray]) -> D
     r, c = ref.astype(np.float64), cand.astype(np.float64)
     if r.shape != c.shape:
         raise CompareError(f"Output shapes differ: reference {r.shape}, candidate {c.shape}.")
-    diff = np.abs(r - c)
-    finite = np.isfinite(diff)
-    rel = diff / np.maximum(np.abs(r), np.finfo(np.float32).tiny)
+    # Non-finite values are counted, never dropped: an element where the candidate is NaN or inf
+    # and the reference is not counts in n_nan / n_inf and makes the error infinite.
+    same = (r == c) | (np.isnan(r) & np.isnan(c))
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.where(same, 0.0, np.abs(r - c))
+    diff[~np.isfinite(diff)] = np.inf
+    n_nan = int(np.count_nonzero(np.isnan(c) & ~np.isnan(r)))
+    n_inf = int(np.count_nonzero(np.isinf(c) & ~same))
+    rel = diff / np.maximum(np.abs(np.nan_to_num(r, nan=0.0)), np.finfo(np.float32).tiny)
     row: Dict[str, Any] = {
         "max_abs": float(diff.max()) if diff.size else 0.0,
         "max_rel": float(rel.max()) if rel.size else 0.0,
-        "mean_abs": float(diff[finite].mean()) if finite.any() else float("nan"),
+        "mean_abs": float(diff.mean()) if diff.size else 0.0,
+        "n_nan": n_nan, "n_inf": n_inf,
         "cosine": _cosine(r, c) if np.issubdtype(ref.dtype, np.floating) else float("nan"),
         "top1_agree": float("nan"), "accuracy": float("nan"),
     }
@@ -201,7 +215,9 @@ def compare(reference: Any, candidates: Mapping[str, Any], data: Data, *, atol: 
     Returns
     -------
     pandas.DataFrame
-        One row per candidate x output: candidate, output, max_abs, max_rel, mean_abs, cosine,
+        One row per candidate x output: candidate, output, max_abs, max_rel, mean_abs (over every
+        element; infinite when the candidate has NaN or inf where the reference does not),
+        n_nan and n_inf (such elements, counted), cosine,
         top1_agree (classifier outputs), accuracy (with ``labels``), latency_ms (median per
         batch), executor, pass.
     """
@@ -214,6 +230,12 @@ def compare(reference: Any, candidates: Mapping[str, Any], data: Data, *, atol: 
     if reference_name in candidates:
         raise CompareError(f"A candidate is called {reference_name!r} like the reference; rename it "
                            "or pass reference_name=.")
+    if not isinstance(candidates, Mapping):
+        raise CompareError(f"compare() takes candidates as a dict name -> runnable, got a "
+                           f"{type(candidates).__name__}.")
+    # Paths and bytes are loaded once, up front: a bad file fails here, naming the file.
+    reference = _loaded(reference)
+    candidates = {name: _loaded(obj) for name, obj in candidates.items()}
     feeds, inputs = _feeds(reference, candidates, data, batch_size)
     runners, labels_of = [], {}
     for name, obj in [(reference_name, reference), *candidates.items()]:
@@ -249,7 +271,7 @@ def compare(reference: Any, candidates: Mapping[str, Any], data: Data, *, atol: 
             row = {"candidate": name, "output": output, **_stats(value, got[output], labels)}
             row["latency_ms"] = float(np.median(times[name]) * 1e3) if times[name] else float("nan")
             row["executor"] = labels_of[name]
-            row["pass"] = passed.get(output, True)
+            row["pass"] = passed.get(output, True) and row["n_nan"] == 0 and row["n_inf"] == 0
             rows.append(row)
     return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
 

@@ -263,6 +263,9 @@ def fusion(source: Any, *, profile: Any = None, model: ModelLike = None,
     what, default_label = "engine JSON", "engine"
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
+        if not data.strip():
+            raise FusionError("fusion() was given empty bytes: neither engine-inspector JSON nor a "
+                              "serialized engine. Pass the JSON TensorRT wrote, an engine, or a HybridModel.")
         if data[:64].lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
             doc, _ = read_json(data, what)
         else:
@@ -270,16 +273,23 @@ def fusion(source: Any, *, profile: Any = None, model: ModelLike = None,
     elif isinstance(source, (str, os.PathLike)) and not (
             isinstance(source, str) and source.lstrip("\ufeff \t\r\n")[:1] in ("{", "[")):
         path = Path(source)
-        if not path.is_file():
+        if not path.exists():
             raise FusionError(f"No file at {str(path)!r}. Pass engine-inspector JSON (text, dict "
                               "or path), a serialized engine, or a HybridModel.")
-        head = path.open("rb").read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+        from trtlab import _io
+
+        data = _io.read_bytes(path, limit=1 << 31, what="fusion() input", error=FusionError)
+        if not data.strip():
+            raise FusionError(f"{path} is empty ({len(data)} bytes): neither engine-inspector JSON "
+                              "nor a serialized engine. Export it again (trtexec --exportLayerInfo "
+                              "writes the JSON after the build finishes).")
+        head = data[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
         default_label = path.stem
         if head[:1] in (b"{", b"["):
-            doc, _ = read_json(path, what)
             what = f"engine JSON {path.name}"
+            doc, _ = read_json(data, what)
         else:
-            engine_bytes = path.read_bytes()
+            engine_bytes = data
     elif isinstance(source, (str, dict, list)):
         doc, _ = read_json(source, what)
     else:
