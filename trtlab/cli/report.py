@@ -271,7 +271,9 @@ def write_html(reports: Sequence[Report], path: Union[str, Path], *, title: str 
             f"</head><body><h1>{html.escape(title)}</h1><nav>{nav}</nav><h2>Environment</h2>"
             f"<table>{env}</table><h2>Summary</h2><table><tr>{head}</tr>{summary_rows}</table>"
             + "".join(r.to_html() for r in reports) + "</body></html>")
-    path.write_text(body, encoding="utf-8")
+    from trtlab import _io
+
+    _io.write_text(path, body, what="report page")
     return path
 
 

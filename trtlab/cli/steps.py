@@ -3,22 +3,93 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import functools
+import io
 import webbrowser
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 import numpy as np
+
+#: Largest .npz of feeds or calibration data the CLI reads.
+NPZ_LIMIT = 1 << 32
+
+
+def _load_npz(path: str, what: str, error: type) -> Dict[str, np.ndarray]:
+    """Arrays of an ``.npz`` archive (regular file, size-limited, no pickles)."""
+    from trtlab import _io
+
+    data = _io.read_bytes(path, limit=NPZ_LIMIT, what=what, error=error)
+    try:
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise error(f"{what} {path} is not a NumPy archive ({exc}). Save it with "
+                    "np.savez(path, input_name=array, ...).") from exc
+    if isinstance(loaded, np.ndarray):
+        raise error(f"{what} {path} is a single .npy array of shape {list(loaded.shape)}; trtlab needs "
+                    "an .npz with one array per model input name: np.savez(path, input_name=array).")
+    try:
+        with loaded as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except (OSError, ValueError, EOFError, KeyError) as exc:
+        raise error(f"{what} {path} could not be read ({exc}); it is damaged, or holds object arrays "
+                    "(which trtlab does not unpickle). Save plain arrays with np.savez.") from exc
+    if not arrays:
+        raise error(f"{what} {path} holds no arrays. Save one per model input with np.savez.")
+    return arrays
 
 
 def _load_feeds(path: str) -> Dict[str, np.ndarray]:
     from trtlab.errors import InputError
 
-    try:
-        with np.load(path) as archive:
-            return {k: archive[k] for k in archive.files}
-    except (OSError, ValueError) as exc:
-        raise InputError(f"Could not read feeds from {path} ({exc}); pass an .npz with one array "
-                         "per model input name.") from exc
+    return _load_npz(path, "Feeds", InputError)
+
+
+def _wrapped(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """OS and memory failures of a subcommand become TrtlabErrors (one line, no traceback)."""
+
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        from trtlab.errors import FileWriteError, TrtlabError
+
+        try:
+            return func(args)
+        except TrtlabError:
+            raise
+        except MemoryError as exc:
+            raise TrtlabError(f"trtlab {args.command}: out of memory ({exc or 'MemoryError'}). Use a "
+                              "smaller batch or model, or a machine with more memory.") from exc
+        except OSError as exc:
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            hint = ("Free some space or write elsewhere." if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                    else "Check the paths and their permissions.")
+            raise FileWriteError(f"trtlab {args.command}: {exc.strerror or exc}{where}. {hint}") from exc
+
+    return run
+
+
+def _check_int(args: argparse.Namespace, name: str, minimum: int) -> None:
+    from trtlab.errors import InputError
+
+    value = getattr(args, name, None)
+    if value is not None and value < minimum:
+        raise InputError(f"--{name.replace('_', '-')} {value} is below {minimum}; pass {minimum} or more.")
+
+
+def _calibration(args: argparse.Namespace) -> Any:
+    """Calibration data for ``--precision int8`` (``--calibration FILE.npz``), checked up front."""
+    from trtlab.errors import CalibrationError
+
+    path = getattr(args, "calibration", None)
+    if args.precision != "int8":
+        return None
+    if not path:
+        raise CalibrationError(
+            "--precision int8 needs calibration data: pass --calibration FILE.npz with one array per "
+            "model input (samples on axis 0), e.g. np.savez('calib.npz', input=x[:256]). INT8 scales "
+            "come from the ranges of real data.")
+    return _load_npz(path, "Calibration data", CalibrationError)
 
 
 def _partition(args: argparse.Namespace) -> Any:
@@ -33,48 +104,72 @@ def _partition(args: argparse.Namespace) -> Any:
     return model, part
 
 
+@_wrapped
 def cmd_partition(args: argparse.Namespace) -> int:
+    from trtlab import _io
     from trtlab.partitioning.partitioner import write_partition
 
+    _check_int(args, "min_subgraph_size", 0)
+    _io.check_destination(args.out, overwrite=args.force, folder=True, what="partition")
     _, part = _partition(args)
-    write_partition(part, args.out)
+    write_partition(part, args.out, overwrite=args.force)
     print(part.summary().to_string(index=False))
     print(f"\n{len(part.segments)} segments written to {Path(args.out).resolve()}")
     return 0
 
 
+@_wrapped
 def cmd_build(args: argparse.Namespace) -> int:
     from trtlab.codegen import build
 
+    _check_int(args, "min_subgraph_size", 0)
+    calibration = _calibration(args)
     _, part = _partition(args)
-    hybrid = build(part, precision=args.precision, cache_dir=args.cache_dir, progress=not args.quiet)
+    hybrid = build(part, precision=args.precision, calibration_data=calibration,
+                   cache_dir=args.cache_dir, progress=not args.quiet)
     print(hybrid.executors.to_string(index=False))
     print()
     print(hybrid.cache_report().to_string(index=False))
     return 0
 
 
+@_wrapped
 def cmd_bench(args: argparse.Namespace) -> int:
     from trtlab.study.latency import benchmark_model
 
+    for name, minimum in (("batch", 1), ("warmup", 0), ("iterations", 1), ("min_subgraph_size", 0)):
+        _check_int(args, name, minimum)
+    calibration = _calibration(args)
     feeds = _load_feeds(args.feeds) if args.feeds else None
     frame = benchmark_model(args.model, feeds=feeds, batch=args.batch, precision=args.precision,
+                            calibration_data=calibration,
                             cache_dir=args.cache_dir, min_subgraph_size=args.min_subgraph_size,
                             warmup=args.warmup, iterations=args.iterations, progress=not args.quiet)
     print(frame.to_string(index=False))
     return 0
 
 
+@_wrapped
 def cmd_report(args: argparse.Namespace) -> int:
+    from trtlab import _io
     from trtlab.cli.report import report, write_html
+    from trtlab.model import load
 
-    rep = report(args.model, min_subgraph_size=args.min_subgraph_size, progress=not args.quiet,
+    _check_int(args, "min_subgraph_size", 0)
+    # The destination and the model are checked before the pipeline runs.
+    _io.check_destination(args.out, overwrite=args.force, folder=True, what="report")
+    model = load(args.model)
+    rep = report(model, min_subgraph_size=args.min_subgraph_size, progress=not args.quiet,
                  cache_dir=args.cache_dir)
-    path = write_html([rep], Path(args.out) / "index.html", title=f"trtlab report: {rep.model_name}")
+    with _io.atomic_dir(args.out, overwrite=args.force, what="report",
+                        meta={"content": "trtlab report"}) as tmp:
+        write_html([rep], tmp / "index.html", title=f"trtlab report: {rep.model_name}")
+    path = Path(args.out) / "index.html"
     _print_summary([rep], path, args.open)
     return 0
 
 
+@_wrapped
 def cmd_demo(args: argparse.Namespace) -> int:
     from trtlab.cli.report import DEMO_MODELS, demo
 
@@ -111,6 +206,8 @@ def add_parsers(sub: Any) -> None:
     s = sub.add_parser("partition", help="partition a model and write every segment")
     _partition_args(s)
     s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--force", action="store_true",
+                   help="replace an existing output folder written by trtlab")
     s.set_defaults(func=cmd_partition)
 
     for name, func, helptext in (("build", cmd_build, "build engines and sessions; print executors"),
@@ -119,6 +216,8 @@ def add_parsers(sub: Any) -> None:
         _partition_args(s)
         s.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
         s.add_argument("--cache-dir", default=None)
+        s.add_argument("--calibration", metavar="FILE.npz", default=None,
+                       help="calibration data for --precision int8: one array per input")
         s.add_argument("--quiet", action="store_true", help="no progress bars")
         if name == "bench":
             s.add_argument("--feeds", help=".npz with one array per input (default: random)")
@@ -129,7 +228,9 @@ def add_parsers(sub: Any) -> None:
 
     s = sub.add_parser("report", help="HTML report of every pipeline step for one model")
     s.add_argument("model")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, help="output folder (index.html)")
+    s.add_argument("--force", action="store_true",
+                   help="replace an existing report folder written by trtlab")
     s.add_argument("--min-subgraph-size", type=int, default=1)
     s.add_argument("--cache-dir", default=None)
     s.add_argument("--open", action="store_true", help="open the report in a browser")

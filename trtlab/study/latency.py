@@ -228,7 +228,7 @@ def benchmark(runnable: Any, feeds: Mapping[str, Any], *, warmup: int = 10, iter
 def benchmark_model(model: Any, *, feeds: Optional[Mapping[str, np.ndarray]] = None, batch: int = 1,
                     precision: Any = "fp32", cache_dir: Any = None, min_subgraph_size: int = 1,
                     warmup: int = 10, iterations: int = 100, duration: Optional[float] = None,
-                    progress: bool = True) -> Any:
+                    progress: bool = True, calibration_data: Any = None) -> Any:
     """Partition, build and time a model next to ONNX Runtime on the whole model.
 
     Returns
@@ -245,11 +245,19 @@ def benchmark_model(model: Any, *, feeds: Optional[Mapping[str, np.ndarray]] = N
     from trtlab.backends.onnxruntime.session import session
     from trtlab.partitioning.partitioner import partition
 
+    from trtlab.feeds import validate_feeds
+
+    if iterations < 1 or warmup < 0:
+        raise InputError(f"benchmark needs iterations >= 1 and warmup >= 0, got iterations={iterations}, "
+                         f"warmup={warmup}.")
     m = model if isinstance(model, Model) else load(model)
-    feeds = dict(feeds) if feeds is not None else random_inputs(m, batch=batch)
+    # Feeds are checked against the model before anything is built.
+    feeds = (validate_feeds(m.inputs, feeds, what=f"model {m.name!r}") if feeds is not None
+             else random_inputs(m, batch=batch))
     shapes = {k: tuple(np.shape(v)) for k, v in feeds.items()}
     hybrid = build(partition(m, min_subgraph_size=min_subgraph_size), precision=precision,
-                   cache_dir=cache_dir, shapes=shapes, progress=progress)
+                   calibration_data=calibration_data, cache_dir=cache_dir, shapes=shapes,
+                   progress=progress)
     kwargs = dict(warmup=warmup, iterations=iterations, duration=duration, progress=progress)
     label = f"hybrid {precision}" if isinstance(precision, str) else "hybrid mixed"
     frames = [benchmark(session(m), feeds, label="onnxruntime", **kwargs).to_frame().assign(config="onnxruntime"),
