@@ -315,6 +315,9 @@ class Partition:
             model = load(model)
         try:
             doc = json.loads(text)
+        except RecursionError:
+            raise PartitionError("Partition JSON is nested too deeply to be a trtlab partition. Pass "
+                                 "the text written by Partition.to_json().") from None
         except (TypeError, ValueError) as exc:
             raise PartitionError(f"Partition JSON could not be parsed ({exc}). Pass the text written "
                                  "by Partition.to_json().") from exc
@@ -361,7 +364,7 @@ class Partition:
                 "Partition JSON segments do not cover every node of the model exactly once (listed "
                 f"twice: {twice}, missing: {missing}, unknown: {unknown}). Re-create it with "
                 "Partition.to_json().")
-        _check_json_segments(model, segments, verdicts, settings)
+        _check_json_segments(model, segments, verdicts, settings, forced)
         return cls(model, segments, decisions, verdicts=verdicts, settings=settings, forced=forced)
 
 
@@ -403,7 +406,7 @@ def _check_json_shape(doc: Dict[str, Any], version: Any) -> None:
 
 
 def _check_json_segments(model: Model, segments: List[Segment], verdicts: Verdicts,
-                         settings: Settings) -> None:
+                         settings: Settings, forced: Forced) -> None:
     """Segments read from JSON must be exactly what the partitioner makes of their node groups."""
     from trtlab.extract import segment_file_name
 
@@ -419,6 +422,11 @@ def _check_json_segments(model: Model, segments: List[Segment], verdicts: Verdic
         if seg.backend not in (settings.backend, FALLBACK):
             raise _json_fail(f"segment {seg.name!r} has backend {seg.backend!r}; expected "
                              f"{settings.backend!r} or {FALLBACK!r}")
+        if not seg.is_fallback:
+            refused = [n for n in seg.nodes if not verdicts.get(n, (False, ""))[0] or n in forced]
+            if refused:
+                raise _json_fail(f"segment {seg.name!r} runs on {seg.backend} but node {refused[0]!r} "
+                                 "is unsupported or forced to fallback")
         if seg.name in names:
             raise _json_fail(f"two segments are named {seg.name!r}")
         names.add(seg.name)

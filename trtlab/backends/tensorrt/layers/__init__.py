@@ -270,6 +270,9 @@ def fusion(source: Any, *, profile: Any = None, model: ModelLike = None,
             doc, _ = read_json(data, what)
         else:
             engine_bytes = data
+    elif isinstance(source, str) and not source.strip():
+        raise FusionError("fusion() was given empty text: neither engine-inspector JSON nor a path. "
+                          "Pass the JSON TensorRT wrote, an engine, or a HybridModel.")
     elif isinstance(source, (str, os.PathLike)) and not (
             isinstance(source, str) and source.lstrip("\ufeff \t\r\n")[:1] in ("{", "[")):
         path = Path(source)
