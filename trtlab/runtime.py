@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 
 from trtlab.backends.tensorrt.backend import TensorRTSegment
-from trtlab.feeds import unalias_outputs, validate_feeds
+from trtlab.feeds import validate_feeds
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,8 @@ class HybridModel:
         self._specs = list(self.model.inputs)
         self._checks = [(t.name, t.dtype, tuple(t.shape) if t.shape is not None else None) for t in self._specs]
         self._output_names = [t.name for t in self.model.outputs]
+        # Graph outputs that are graph inputs: returned as copies, never the caller's own array.
+        self._passthrough = [n for n in self._output_names if n in {t.name for t in self._specs}]
         self._plan = self._make_plan()
 
     # -- structure -----------------------------------------------------------------------------
@@ -193,7 +195,8 @@ class HybridModel:
             env.update(call(seg_feeds))
             timings[name] = clock() - t0
         out = {n: v if type(v) is np.ndarray else _host(v) for n, v in ((n, env[n]) for n in self._output_names)}
-        unalias_outputs(out, feeds)
+        for name in self._passthrough:
+            out[name] = np.array(out[name], copy=True)
         self.last_timings = timings
         self.last_total = time.perf_counter() - start
         return out
