@@ -1495,3 +1495,74 @@ def feeds_too_large_for_random_inputs(tmp: Path) -> None:
     proto = F._model([helper.make_node("Relu", ["x"], ["y"], name="r")], [F.vi("x", [2 ** 20, 2 ** 20])],
                      [F.vi("y", [2 ** 20, 2 ** 20])])
     raises(lambda: random_inputs(trtlab.load(proto)), "InputError", "limit")
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation at the other entry points
+# ----------------------------------------------------------------------------------------------
+
+
+def _unknown_op() -> onnx.ModelProto:
+    proto = F.mlp()
+    proto.graph.node.append(helper.make_node("NoSuchOp", ["y"], ["q"], name="ns"))
+    return proto
+
+
+def _mlp_partition() -> Any:
+    import trtlab
+
+    return trtlab.partition(trtlab.load(F.mlp()))
+
+
+def _call(name: str, *args: Any, **kwargs: Any) -> Callable[[], Any]:
+    def run() -> Any:
+        import trtlab
+
+        return getattr(trtlab, name)(*args, **kwargs)
+
+    return run
+
+
+#: name, call (made lazily in the child), error class, words.
+ENTRY_POINTS: List[Tuple[str, Callable[[], Callable[[], Any]], str, Tuple[str, ...]]] = [
+    ("build_workspace_negative", lambda: _call("build", _mlp_partition(), workspace=-5, progress=False),
+     "BuildError", ("workspace",)),
+    ("build_opt_level_text", lambda: _call("build", _mlp_partition(), opt_level="max", progress=False),
+     "BuildError", ("opt_level",)),
+    ("build_cache_dir_is_a_file", lambda: _call("build", _mlp_partition(), cache_dir="/etc/hostname",
+                                                progress=False), "CacheError", ("not a folder",)),
+    ("build_precision_unknown", lambda: _call("build", _mlp_partition(), precision="fp8", progress=False),
+     "PrecisionError", ("fp8",)),
+    ("build_int8_without_data", lambda: _call("build", _mlp_partition(), precision="int8", progress=False),
+     "CalibrationError", ("calibration_data",)),
+    ("build_shapes_negative", lambda: _call("build", _mlp_partition(), shapes={"x": (-1, 16)}, progress=False),
+     "InputError", ("below 1",)),
+    ("load_unknown_op", lambda: _call("load", _unknown_op()), "InvalidModelError", ("nosuchop",)),
+    ("load_truncated_bytes", lambda: _call("load", F.mlp().SerializeToString()[:200]), "ModelLoadError",
+     ("truncated",)),
+    ("load_not_a_model_object", lambda: _call("load", 5), "ModelLoadError", ("cannot read",)),
+    ("partition_support_text", lambda: _call("partition", F.mlp(), support="yes"), "PartitionError", ("support",)),
+    ("partition_unknown_excluded_node", lambda: _call("partition", F.mlp(), exclude_nodes=["nope"]),
+     "PartitionError", ("nope",)),
+    ("check_support_unknown_source", lambda: _call("check_support", F.mlp(), source="magic"), "SupportError",
+     ("magic",)),
+    ("compare_candidates_a_list", lambda: _call("compare", F.mlp(), [F.mlp()], {"x": np.zeros((2, 16), np.float32)}),
+     "CompareError", ("dict",)),
+    ("compare_data_without_inputs", lambda: _call("compare", F.mlp(), {"a": F.mlp()},
+                                                  {"y": np.zeros((2, 16), np.float32)}), "CompareError", ("x",)),
+    ("benchmark_not_runnable", lambda: _call("benchmark", 5, {"x": np.zeros(2)}, iterations=1, progress=False),
+     "InputError", ("callable",)),
+    ("fusion_not_a_source", lambda: _call("fusion", 5), "FusionError", ("cannot read",)),
+    ("fusion_garbage_engine", lambda: _call("fusion", os.urandom(5000)), "FusionError", ()),
+]
+
+
+def _entry_case(make: Callable[[], Callable[[], Any]], error: str, words: Tuple[str, ...]) -> Callable[[Path], None]:
+    def run(tmp: Path) -> None:
+        raises(make(), error, *words)
+
+    return run
+
+
+for _name, _make, _error, _words in ENTRY_POINTS:
+    case("entry-point-validation", name=_name, timeout=60)(_entry_case(_make, _error, _words))

@@ -56,5 +56,5 @@ def test_every_class_has_cases():
     assert {"atomic-write", "html-escaping", "non-finite-statistics", "output-aliasing",
             "fusion-json-validation", "non-regular-files", "engine-cache", "cli-input-validation",
             "runtime-failures", "partition-json-validation", "calibration-cache", "clear-messages",
-            "resource-limits"} <= classes
-    assert len(C.CASES) >= 150
+            "resource-limits", "entry-point-validation"} <= classes
+    assert len(C.CASES) >= 160

@@ -168,6 +168,9 @@ class EngineCache:
         except OSError as exc:
             raise CacheError(f"Could not examine engine cache folder {self.directory}: {exc}. Pass "
                              "another cache_dir= or set TRTLAB_CACHE_DIR.") from exc
+        if not stat.S_ISDIR(st.st_mode):
+            raise CacheError(f"Engine cache folder {self.directory} is not a folder. Pass a folder as "
+                             "cache_dir= or set TRTLAB_CACHE_DIR to one.")
         problem = _unsafe(st)
         if problem:
             raise CacheError(
