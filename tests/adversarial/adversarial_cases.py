@@ -21,8 +21,6 @@ import resource
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -552,7 +550,6 @@ def html_latency_stats(tmp: Path) -> None:
 
 @case("html-escaping")
 def html_hybrid_model(tmp: Path) -> None:
-    import trtlab
 
     m, part = fallback_only(model_with_io(name=HOSTILE))
     with built(part, cache_dir=tmp, progress=False) as hybrid:
@@ -646,7 +643,6 @@ def _passthrough() -> onnx.ModelProto:
 
 @case("output-aliasing")
 def hybrid_output_does_not_alias_input(tmp: Path) -> None:
-    import trtlab
 
     m, part = fallback_only(_passthrough())
     x = np.ones((2, 3), np.float32)
@@ -1072,7 +1068,6 @@ def _gather() -> onnx.ModelProto:
 
 @case("runtime-failures")
 def hybrid_run_bad_index_is_run_error(tmp: Path) -> None:
-    import trtlab
 
     m, part = fallback_only(_gather())
     with built(part, cache_dir=tmp, progress=False) as hybrid:
@@ -1105,7 +1100,6 @@ def fast_call_failure_is_run_error(tmp: Path) -> None:
 
 @case("runtime-failures")
 def run_with_object_feed(tmp: Path) -> None:
-    import trtlab
 
     m, part = fallback_only(model_with_io())
     with built(part, cache_dir=tmp, progress=False) as hybrid:
@@ -1114,7 +1108,6 @@ def run_with_object_feed(tmp: Path) -> None:
 
 @case("runtime-failures")
 def run_with_ragged_list_feed(tmp: Path) -> None:
-    import trtlab
 
     m, part = fallback_only(model_with_io())
     with built(part, cache_dir=tmp, progress=False) as hybrid:
