@@ -51,7 +51,7 @@ def _wrapped(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
 
     @functools.wraps(func)
     def run(args: argparse.Namespace) -> int:
-        from trtlab.errors import FileWriteError, TrtlabError
+        from trtlab.errors import FileReadError, FileWriteError, TrtlabError
 
         try:
             return func(args)
@@ -62,9 +62,10 @@ def _wrapped(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
                               "smaller batch or model, or a machine with more memory.") from exc
         except OSError as exc:
             where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-            hint = ("Free some space or write elsewhere." if exc.errno in (errno.ENOSPC, errno.EDQUOT)
-                    else "Check the paths and their permissions.")
-            raise FileWriteError(f"trtlab {args.command}: {exc.strerror or exc}{where}. {hint}") from exc
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+            hint = "Free some space or write elsewhere." if full else "Check the paths and their permissions."
+            kind = FileWriteError if full else FileReadError
+            raise kind(f"trtlab {args.command}: {exc.strerror or exc}{where}. {hint}") from exc
 
     return run
 

@@ -89,6 +89,8 @@ def fast_call(sess: Any) -> Callable[[Sequence[str], Mapping[str, np.ndarray]], 
     ``InferenceSession.run`` checks input names and ownership in Python on every call (about a
     microsecond, a tenth of a small CPU model's run). On a CPU-only session, whose run has no
     execution-provider fallback to keep, the session's binding is called directly instead.
+    A failure while running (an index out of range, a shape the model refuses) is raised as
+    :class:`~trtlab.errors.RunError` naming the outputs and inputs.
     """
     binding = getattr(sess, "_sess", None)
     if binding is None or not callable(getattr(binding, "run", None)) \

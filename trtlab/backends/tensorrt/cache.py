@@ -316,7 +316,7 @@ def _fix(directory: Path, st: os.stat_result) -> str:
 
 
 def _make_private_dir(directory: Path) -> None:
-    """Create the cache folder (and missing parents) readable by all, writable by its owner only."""
+    """Create the cache folder (and missing parents) writable by its owner only (umask kept otherwise)."""
     missing = []
     parent = directory
     while not parent.exists():
@@ -327,7 +327,7 @@ def _make_private_dir(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for made in missing:
         try:
-            os.chmod(made, 0o755)
+            os.chmod(made, stat.S_IMODE(os.stat(made).st_mode) & ~0o022)
         except OSError:
             pass
 
