@@ -31,7 +31,7 @@ __all__ = ["compare", "precision_table", "as_runner", "COMPARE_COLUMNS", "TABLE_
 COMPARE_COLUMNS = ["candidate", "output", "max_abs", "max_rel", "mean_abs", "n_nan", "n_inf", "cosine",
                    "top1_agree", "accuracy", "latency_ms", "executor", "pass"]
 TABLE_COLUMNS = ["config", "precision", "method", "fp32_nodes", "accuracy", "accuracy_delta",
-                 "top1_agree", "max_abs", "mean_abs", "cosine", "latency_ms", "executor"]
+                 "top1_agree", "max_abs", "mean_abs", "n_nan", "n_inf", "cosine", "latency_ms", "executor"]
 
 
 def _callable_runner(fn: Callable[[Feeds], Mapping[str, np.ndarray]], name: str,
@@ -377,7 +377,8 @@ def precision_table(model: Any, data: Data, *, labels: Optional[np.ndarray] = No
     -------
     pandas.DataFrame
         One row per configuration: config, precision, method, fp32_nodes, accuracy,
-        accuracy_delta (points vs FP32), top1_agree (with FP32), max_abs, mean_abs, cosine,
+        accuracy_delta (points vs FP32), top1_agree (with FP32), max_abs, mean_abs, n_nan and
+        n_inf (non-finite values where FP32 has finite ones), cosine,
         latency_ms (median per batch), executor.
     """
     import pandas as pd
@@ -456,7 +457,8 @@ def precision_table(model: Any, data: Data, *, labels: Optional[np.ndarray] = No
         rows.append({"config": r.candidate,
                      "precision": precision, "method": method, "fp32_nodes": n_keep,
                      "accuracy": r.accuracy, "top1_agree": r.top1_agree, "max_abs": r.max_abs,
-                     "mean_abs": r.mean_abs, "cosine": r.cosine, "latency_ms": r.latency_ms,
+                     "mean_abs": r.mean_abs, "n_nan": r.n_nan, "n_inf": r.n_inf, "cosine": r.cosine,
+                     "latency_ms": r.latency_ms,
                      "executor": r.executor})
     table = pd.DataFrame(rows)
     if "fp32" not in precisions:
