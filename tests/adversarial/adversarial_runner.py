@@ -26,6 +26,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,12 +42,10 @@ os.environ.setdefault("TRTLAB_PROGRESS", "0")
 OUTCOMES = ("pass", "hang", "crash", "raw", "destroyed", "wrong", "bad_error")
 
 
-def _child(name: str, conn: "multiprocessing.connection.Connection") -> None:
+def _child(name: str, scratch: Path, conn: "multiprocessing.connection.Connection") -> None:
     import adversarial_cases as C
 
     case = C.CASES[name]
-    scratch = Path(tempfile.mkdtemp(prefix=f"trtlab-adv-{name[:40]}-"))
-    os.chmod(scratch, 0o755)
     old_cwd = os.getcwd()
     os.chdir(scratch)
     outcome, detail = "pass", ""
@@ -75,17 +74,41 @@ def _child(name: str, conn: "multiprocessing.connection.Connection") -> None:
         conn.send({"outcome": outcome, "detail": detail[:4000]})
     finally:
         conn.close()
-        shutil.rmtree(scratch, ignore_errors=True)
         os._exit(0)
 
 
+_SCRATCH: Dict[str, Path] = {}
+
+
 def _start(name: str) -> tuple:
+    # The scratch folder belongs to the runner, which removes it (and unmounts any tmpfs a case
+    # mounted in it) even when the child was killed or gave up its privileges.
+    scratch = Path(tempfile.mkdtemp(prefix=f"trtlab-adv-{name[:40]}-"))
+    os.chmod(scratch, 0o755)
+    _SCRATCH[name] = scratch
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(name, child), daemon=True)
+    proc = ctx.Process(target=_child, args=(name, scratch, child), daemon=True)
     proc.start()
     child.close()
     return proc, parent, time.perf_counter()
+
+
+def _cleanup(scratch: Path) -> None:
+    try:
+        with open("/proc/self/mounts") as fh:
+            mounts = [line.split()[1] for line in fh]
+    except OSError:
+        mounts = []
+    for point in sorted((m for m in mounts if m.startswith(str(scratch))), reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+    for root, dirs, _ in os.walk(scratch):
+        for d in dirs:
+            try:
+                os.chmod(os.path.join(root, d), 0o755)
+            except OSError:
+                pass
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _finish(name: str, proc: "multiprocessing.Process", conn: object, start: float,
@@ -104,6 +127,7 @@ def _finish(name: str, proc: "multiprocessing.Process", conn: object, start: flo
         result = {"outcome": "hang", "detail": "no result within the timeout; killed"}
     elif result is None:
         result = {"outcome": "crash", "detail": f"child exited with code {proc.exitcode} and no result"}
+    _cleanup(_SCRATCH.pop(name))
     result["seconds"] = round(time.perf_counter() - start, 3)
     result["name"] = name
     return result
