@@ -57,7 +57,8 @@ def split(part: Partition, groups) -> Partition:
         outputs = [o for o in made if o in used_outside or o in graph_outputs]
         segments.append({"index": index, "name": f"{'trt' if backend == 'tensorrt' else 'fallback'}_{index}",
                          "backend": backend, "nodes": list(nodes), "inputs": list(dict.fromkeys(inputs)),
-                         "outputs": outputs, "macs": 0})
+                         "outputs": outputs,
+                         "macs": int(sum(part.model.macs[n] for n in nodes))})
     doc["segments"] = segments
     return Partition.from_json(json.dumps(doc), part.model)
 

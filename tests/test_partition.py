@@ -332,8 +332,8 @@ def test_write_partition_writes_segments_tables_and_json(tmp_path):
     part = partition(m, support=all_supported(m, rejected={"neg"}))
     written = write_partition(part, tmp_path / "out")
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["00_trt_0.onnx", "01_fallback_1.onnx", "02_trt_2.onnx", "boundaries.csv",
-                     "decisions.csv", "partition.json", "summary.csv"]
+    assert names == ["00_trt_0.onnx", "01_fallback_1.onnx", "02_trt_2.onnx", "MANIFEST.json",
+                     "boundaries.csv", "decisions.csv", "partition.json", "summary.csv"]
     assert set(written) == set(names)
     onnx.checker.check_model(onnx.load(str(tmp_path / "out" / "01_fallback_1.onnx")))
     back = Partition.from_json((tmp_path / "out" / "partition.json").read_text(), m)

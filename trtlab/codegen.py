@@ -11,7 +11,7 @@
 
 Engines are built with Polygraphy's TensorRT loaders (``NetworkFromOnnxBytes`` strongly typed,
 ``CreateConfig`` with profiles, memory pool limit, optimization level and timing cache,
-``EngineBytesFromNetwork``). With TensorRT-RTX they are built ahead of time, without a GPU.
+then TensorRT's builder). With TensorRT-RTX they are built ahead of time, without a GPU.
 
 Examples
 --------
@@ -207,6 +207,10 @@ def build(partition: Any, *, precision: PrecisionArg = "fp32", calibration_data:
         raise BuildError(f"dynamic_batch={dynamic_batch!r} is not a mode; use one of {', '.join(DYNAMIC_BATCH_MODES)}.")
     if on_build_failure not in FAILURE_MODES:
         raise BuildError(f"on_build_failure={on_build_failure!r} is not a mode; use one of {', '.join(FAILURE_MODES)}.")
+    for knob, value, low in (("workspace", workspace, 1), ("opt_level", opt_level, 0)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise BuildError(f"{knob}={value!r} is not an integer >= {low}; pass one, or None for "
+                             "TensorRT's default.")
     part = _as_partition(partition)
     per_node, default_precision = _node_precisions(part, precision)
     cache = None if cache_dir is False else EngineCache(None if cache_dir in (None, True) else cache_dir)

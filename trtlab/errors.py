@@ -24,6 +24,10 @@ __all__ = [
     "CalibrationError",
     "CompareError",
     "PolygraphyFlavorError",
+    "FileReadError",
+    "FileWriteError",
+    "OutputExistsError",
+    "RunError",
 ]
 
 
@@ -89,3 +93,21 @@ class CompareError(TrtlabError, ValueError):
 
 class PolygraphyFlavorError(TrtlabError):
     """Polygraphy was imported bound to the other TensorRT flavor than the one trtlab uses."""
+
+
+class FileReadError(TrtlabError, ValueError):
+    """A file could not be read: missing, not a regular file (FIFO, socket, device), too large,
+    or not readable by this user."""
+
+
+class FileWriteError(TrtlabError, OSError):
+    """A file or folder could not be written (disk full, read-only, permissions); whatever
+    existed at the destination is left as it was."""
+
+
+class OutputExistsError(TrtlabError, FileExistsError):
+    """The destination exists; pass ``overwrite=True`` (CLI: ``--force``) or another path."""
+
+
+class RunError(TrtlabError, RuntimeError):
+    """A model or segment failed while it ran (ONNX Runtime or TensorRT raised at run time)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Set, Union
 
@@ -112,17 +111,9 @@ def _symbolic_types(proto: onnx.ModelProto, names: List[str]) -> Dict[str, tuple
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-        # On incomplete inference it saves a model into the working directory: give it a temporary one.
         proto = copy.deepcopy(proto)
         _name_omitted_loop_inputs(proto.graph)
-        with tempfile.TemporaryDirectory() as scratch:
-            cwd = os.getcwd()
-            os.chdir(scratch)
-            try:
-                inferred = SymbolicShapeInference.infer_shapes(proto, auto_merge=True,
-                                                               guess_output_rank=False)
-            finally:
-                os.chdir(cwd)
+        inferred = _symbolic_infer(SymbolicShapeInference, proto)
     except Exception as exc:  # best effort, like ONNX shape inference
         log.info("symbolic shape inference failed: %s", exc)
         return {}
@@ -139,6 +130,27 @@ def _symbolic_types(proto: onnx.ModelProto, names: List[str]) -> Dict[str, tuple
                           for d in tt.shape.dim)
         found[vi.name] = (tt.elem_type, shape)
     return found
+
+
+def _symbolic_infer(engine: Any, proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``SymbolicShapeInference.infer_shapes`` without its side effect.
+
+    On incomplete inference ONNX Runtime's own ``infer_shapes`` saves the model into the working
+    directory; changing directory around it would move every thread of a notebook kernel. The
+    same steps run here, and incomplete inference raises without writing anything.
+    """
+    opset = next((int(i.version) for i in proto.opset_import if i.domain in ("", "ai.onnx")), 0)
+    if opset < 7:
+        raise ValueError("symbolic shape inference needs opset 7 or newer")
+    infer = engine(2 ** 31 - 1, True, False, 0)  # int_max, auto_merge, guess_output_rank, verbose
+    complete = False
+    infer._preprocess(proto)
+    while infer.run_:
+        complete = infer._infer_impl()
+    infer._update_output_from_vi()
+    if not complete:
+        raise ValueError("incomplete symbolic shape inference")
+    return infer.out_mp_
 
 
 def _name_omitted_loop_inputs(graph: onnx.GraphProto) -> None:
@@ -224,33 +236,68 @@ def segment_model(partition: "Partition", index: int) -> onnx.ModelProto:
     return fit_ir_version(proto)
 
 
-def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike]) -> Dict[str, Path]:
-    """Write every segment model plus ``summary.csv``, ``boundaries.csv``, ``decisions.csv`` and
-    ``partition.json`` to ``out_dir`` (created if needed).
+def segment_file_name(index: int, name: str, width: int) -> str:
+    """File name of a segment model: ``<index>_<name>.onnx``, refusing names unsafe as file names."""
+    if (not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name
+            or len(name.encode("utf-8", "surrogatepass")) > 200):
+        raise PartitionError(
+            f"Segment {index} is named {name!r}, which is not a safe file name (empty, '.', '..', a "
+            "'/' or '\\', a NUL byte, or over 200 bytes). Segment names come from the partition "
+            "(or its JSON): rename the segment.")
+    return f"{index:0{width}d}_{name}.onnx"
 
-    Segment files are named ``<index>_<segment name>.onnx`` (index zero-padded).
+
+def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
+                    overwrite: bool = False) -> Dict[str, Path]:
+    """Write every segment model plus ``summary.csv``, ``boundaries.csv``, ``decisions.csv`` and
+    ``partition.json`` to ``out_dir``, atomically.
+
+    Everything is written to a temporary folder beside ``out_dir``, fsynced, listed in
+    ``MANIFEST.json`` (sizes and sha256) and swapped in whole: a full disk or a kill leaves the
+    previous folder (or none), never a mix. Segment files are named
+    ``<index>_<segment name>.onnx`` (index zero-padded).
+
+    Parameters
+    ----------
+    overwrite
+        Replace an existing non-empty ``out_dir`` written by trtlab. Without it an existing
+        non-empty folder is refused before anything is computed; an empty one is filled.
 
     Returns
     -------
     dict
         ``{file name: path}`` of everything written.
+
+    Raises
+    ------
+    OutputExistsError
+        ``out_dir`` is a file, or a non-empty folder and ``overwrite`` is false.
+    FileWriteError
+        The folder could not be written (disk full, read-only); nothing existing was changed.
     """
+    from trtlab import _io
+
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise PartitionError(f"Cannot write the partition to {out}: it is a file. Pass a folder path.")
-    out.mkdir(parents=True, exist_ok=True)
-    written: Dict[str, Path] = {}
+    _io.check_destination(out, overwrite=overwrite, folder=True, what="partition")
     width = max(2, len(str(max(len(partition.segments) - 1, 0))))
-    for seg in partition.segments:
-        path = out / f"{seg.index:0{width}d}_{seg.name}.onnx"
-        path.write_bytes(segment_model(partition, seg.index).SerializeToString())
-        written[path.name] = path
+    names = [segment_file_name(seg.index, seg.name, width) for seg in partition.segments]
+    if len(set(names)) != len(names):
+        raise PartitionError(f"Segment file names collide: {names}. Give the segments distinct names.")
+    # Everything is computed before the folder is touched.
+    blobs = {name: segment_model(partition, seg.index).SerializeToString()
+             for name, seg in zip(names, partition.segments)}
     tables = {"summary.csv": partition.summary(), "boundaries.csv": partition.boundaries(),
               "decisions.csv": partition.decisions}
-    for name, frame in tables.items():
-        frame.to_csv(out / name, index=False)
-        written[name] = out / name
-    (out / "partition.json").write_text(partition.to_json(indent=1))
-    written["partition.json"] = out / "partition.json"
+    text = partition.to_json(indent=1)
+    with _io.atomic_dir(out, overwrite=overwrite, what="partition",
+                        meta={"content": "trtlab partition", "segments": len(names)}) as tmp:
+        for name, blob in blobs.items():
+            with open(tmp / name, "wb") as fh:
+                fh.write(blob)
+        for name, frame in tables.items():
+            frame.to_csv(tmp / name, index=False)
+        with open(tmp / "partition.json", "w", encoding="utf-8") as fh:
+            fh.write(text)
+    written = {name: out / name for name in list(blobs) + list(tables) + ["partition.json", _io.MANIFEST]}
     log.info("wrote %d segment model(s) and tables to %s", len(partition.segments), out)
     return written

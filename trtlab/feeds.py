@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Sequence
 
 import numpy as np
 
 from trtlab.errors import InputError
 from trtlab.model import TensorInfo
 
-__all__ = ["validate_feeds", "describe", "random_inputs", "random_array"]
+__all__ = ["validate_feeds", "describe", "random_inputs", "random_array", "unalias_outputs"]
 
 
 def describe(spec: TensorInfo) -> str:
@@ -53,7 +53,14 @@ def validate_feeds(specs: Sequence[TensorInfo], feeds: Mapping[str, object], *,
     out: Dict[str, np.ndarray] = {}
     bound: Dict[str, tuple] = {}
     for name, spec in expected.items():
-        arr = np.asarray(feeds[name])
+        try:
+            arr = np.asarray(feeds[name])
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"Input '{name}' of {what} cannot be made into an array ({exc}); pass a "
+                             f"NumPy array ({describe(spec)}).") from exc
+        if arr.dtype == object:
+            raise InputError(f"Input '{name}' of {what} is an array of Python objects; pass a numeric "
+                             f"NumPy array ({describe(spec)}).")
         want = spec.dtype
         if want is not None and arr.dtype != want:
             raise InputError(
@@ -84,23 +91,48 @@ def validate_feeds(specs: Sequence[TensorInfo], feeds: Mapping[str, object], *,
     return out
 
 
+#: Largest random feed :func:`random_inputs` makes for one input, in bytes.
+MAX_RANDOM_BYTES = 1 << 31
+
+
 def random_inputs(model: "object", *, batch: int = 1, seed: int = 0,
-                  dims: "Mapping[str, int] | None" = None) -> Dict[str, np.ndarray]:
+                  dims: "Mapping[str, int] | None" = None,
+                  max_bytes: int = MAX_RANDOM_BYTES) -> Dict[str, np.ndarray]:
     """Deterministic random feeds for every input of a :class:`~trtlab.model.Model`.
 
     Symbolic or unknown dims take ``dims[name]`` when given, else ``batch`` on axis 0 and 1
     elsewhere. Floats are standard normal, integers uniform in [0, 10), booleans coin flips.
+
+    Raises
+    ------
+    InputError
+        ``batch`` or a ``dims`` value is not a positive integer, or one input would take more
+        than ``max_bytes`` (checked before anything is allocated).
     """
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise InputError(f"batch={batch!r} is not a positive integer; pass batch=1 or more.")
     rng = np.random.default_rng(seed)
     sizes = dict(dims or {})
-    feeds: Dict[str, np.ndarray] = {}
+    for key, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"dims[{key!r}] = {value!r} is not a positive integer.")
+    plan = []
     for spec in model.inputs:  # type: ignore[attr-defined]
         if spec.shape is None:
             raise InputError(f"Input '{spec.name}' has unknown rank; pass feeds explicitly.")
         shape = [d if isinstance(d, int) else sizes.get(str(d), batch if ax == 0 else 1)
                  for ax, d in enumerate(spec.shape)]
-        feeds[spec.name] = random_array(rng, shape, spec.dtype or np.dtype(np.float32), spec.name)
-    return feeds
+        if any(d < 0 for d in shape):
+            raise InputError(f"Input '{spec.name}' has a negative dimension {shape}; pass feeds explicitly.")
+        dtype = np.dtype(spec.dtype or np.float32)
+        nbytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+        if nbytes > max_bytes:
+            raise InputError(
+                f"Random feeds for input '{spec.name}' would have shape {shape} ({nbytes:,} bytes of "
+                f"{dtype}), over the limit of {max_bytes:,} bytes. Pass a smaller batch, dims= for its "
+                "symbolic dimensions, or feeds explicitly.")
+        plan.append((spec.name, shape, dtype))
+    return {name: random_array(rng, shape, dtype, name) for name, shape, dtype in plan}
 
 
 def random_array(rng: np.random.Generator, shape: Sequence[int], dtype: np.dtype,
@@ -115,3 +147,16 @@ def random_array(rng: np.random.Generator, shape: Sequence[int], dtype: np.dtype
         return rng.integers(0, 10, size=list(shape)).astype(dtype)
     raise InputError(f"Input '{name}' has dtype {dtype}, for which no random values are defined; "
                      "pass feeds explicitly.")
+
+
+def unalias_outputs(outputs: Dict[str, Any], feeds: Mapping[str, Any]) -> None:
+    """Copy (in place) every output that shares memory with a feed or with another output.
+
+    A graph output can be a graph input, or two outputs the same tensor; returning the caller's
+    own array (or one array twice) would let a write to one change the other.
+    """
+    seen: List[Any] = [v for v in feeds.values() if isinstance(v, np.ndarray)]
+    for name, value in outputs.items():
+        if isinstance(value, np.ndarray) and any(np.may_share_memory(value, other) for other in seen):
+            value = outputs[name] = value.copy()
+        seen.append(value)

@@ -14,6 +14,7 @@ Examples
 from __future__ import annotations
 
 import copy
+import html
 import io
 import logging
 import os
@@ -28,6 +29,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from trtlab import _io
 from trtlab.opinfo import MAC_FORMULA_OPS, QDQ_OPS
 from trtlab.errors import (
     ExternalDataError,
@@ -143,6 +145,7 @@ def _parse_bytes(data: bytes, what: str) -> onnx.ModelProto:
     try:
         proto.ParseFromString(data)
     except Exception as exc:  # protobuf's DecodeError has no stable import path
+        _refuse_other_proto(data, what, exc)
         if data[:1] == b"\x08" and len(data) > 16:
             raise ModelLoadError(
                 f"{what} looks like an ONNX model but is truncated or corrupt ({len(data)} bytes; "
@@ -154,6 +157,7 @@ def _parse_bytes(data: bytes, what: str) -> onnx.ModelProto:
             "with example_inputs=."
         ) from exc
     if proto.ir_version == 0 or not proto.HasField("graph") or not proto.opset_import:
+        _refuse_other_proto(data, what, None)
         raise ModelLoadError(
             f"{what} is not an ONNX file: it parses as protobuf but has no "
             f"{'IR version' if proto.ir_version == 0 else 'graph' if not proto.HasField('graph') else 'opset import'}. "
@@ -162,24 +166,49 @@ def _parse_bytes(data: bytes, what: str) -> onnx.ModelProto:
     return proto
 
 
+def _refuse_other_proto(data: bytes, what: str, cause: Optional[BaseException]) -> None:
+    """Name the ONNX message ``data`` holds when it is a tensor, not a model."""
+    tensor = onnx.TensorProto()
+    try:
+        tensor.ParseFromString(data)
+    except Exception:  # not a TensorProto either; the caller reports it as not ONNX
+        return
+    has_values = tensor.raw_data or any(len(getattr(tensor, f)) for f in (
+        "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data"))
+    if 0 < tensor.data_type <= 23 and (has_values or tensor.data_location == onnx.TensorProto.EXTERNAL):
+        dtype = onnx.TensorProto.DataType.Name(tensor.data_type)
+        raise ModelLoadError(
+            f"{what} is a serialized ONNX tensor (TensorProto {tensor.name!r}, {dtype}, shape "
+            f"{list(tensor.dims)}), not a model: such .pb files hold test inputs or outputs. Pass "
+            "the .onnx model file; read a tensor with onnx.numpy_helper.to_array.") from cause
+
+
+def _all_tensors(graph: onnx.GraphProto) -> Iterable[onnx.TensorProto]:
+    """Initializers and tensor attributes (``Constant`` values included) of a graph and its bodies."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for body in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _all_tensors(body)
+
+
 def _read_path(path: Path) -> onnx.ModelProto:
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         near = sorted(p.name for p in path.parent.glob("*.onnx"))[:10] if path.parent.is_dir() else []
         hint = f" ONNX files in {path.parent}: {', '.join(near)}." if near else ""
         raise ModelLoadError(f"Model file not found: {path}.{hint} Check the path.")
     if path.is_dir():
         raise ModelLoadError(f"{path} is a folder, not an ONNX file. Pass the path of a .onnx file.")
-    proto = _parse_bytes(path.read_bytes(), f"File {path}")
-    uses_external = any(
-        t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer
-    )
-    if uses_external:
+    proto = _parse_bytes(_io.read_bytes(path, what="Model file", error=ModelLoadError), f"File {path}")
+    external = [t for t in _all_tensors(proto.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
         try:
             onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
         except (FileNotFoundError, OSError, ValueError, onnx.checker.ValidationError) as exc:
-            files = sorted({
-                e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"
-            })
+            files = sorted({e.value for t in external for e in t.external_data if e.key == "location"})
             raise ExternalDataError(
                 f"Model {path} keeps weights in external data file(s) {files}, which could not be read "
                 f"from {path.parent} ({exc}). Put the data file(s) beside the model, "
@@ -414,12 +443,50 @@ def _check_model(proto: onnx.ModelProto, what: str) -> None:
             tensor_type.ClearField("shape")
 
 
-def _fold(proto: onnx.ModelProto) -> onnx.ModelProto:
+#: Default of ``load(fold_limit_bytes=)``: constant folding skips tensors larger than this.
+FOLD_LIMIT_BYTES = 1 << 28
+
+
+def _oversized_nodes(proto: onnx.ModelProto, limit_bytes: int) -> Dict[str, int]:
+    """Nodes of the main graph with an output over ``limit_bytes`` (static shapes), with its size.
+
+    Folding evaluates constant subgraphs in memory: a tiny model with
+    ``ConstantOfShape([16384, 16384])`` would allocate a GiB. Shapes come from ONNX shape
+    inference with data propagation, before anything is evaluated.
+    """
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    except Exception as exc:  # shape inference is best effort here; the size check is then skipped
+        log.debug("shape inference before folding failed: %s", exc)
+        return {}
+    sizes: Dict[str, int] = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+        tt = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type") or not tt.HasField("shape") or not tt.elem_type:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        if any(d is None for d in dims):
+            continue
+        try:
+            itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)).itemsize
+        except Exception:  # string and other types without a fixed size
+            continue
+        sizes[vi.name] = int(np.prod(dims, dtype=np.float64)) * itemsize
+    return {n.name: max(sizes.get(o, 0) for o in n.output) for n in proto.graph.node
+            if n.output and max(sizes.get(o, 0) for o in n.output) > limit_bytes}
+
+
+def _fold(proto: onnx.ModelProto, limit_bytes: Optional[int] = FOLD_LIMIT_BYTES,
+          notes: Optional[List[str]] = None) -> onnx.ModelProto:
     try:
         import onnx_graphsurgeon as gs
     except ImportError:
         log.info("onnx-graphsurgeon not installed: constants not folded")
         return proto
+    oversized = _oversized_nodes(proto, limit_bytes) if limit_bytes is not None else {}
+    if oversized and notes is not None:
+        notes.append(f"constant folding skipped {len(oversized)} node(s) whose output exceeds "
+                     f"fold_limit_bytes={limit_bytes:,}: {sorted(oversized)[:5]}")
     try:
         graph = gs.import_onnx(proto)
         # Bodies import without an IR version; folding exports them at onnx's newest IR, which
@@ -428,7 +495,9 @@ def _fold(proto: onnx.ModelProto) -> onnx.ModelProto:
             body.ir_version = body.ir_version or graph.ir_version
         # Flattening If nodes with a constant condition drops outputs of nested multi-output
         # Ifs (onnx-graphsurgeon 0.5, e.g. silero-vad's decoder), so branches are kept.
-        graph.fold_constants(error_ok=True, flatten_subgraphs=False).cleanup().toposort()
+        graph.fold_constants(error_ok=True, flatten_subgraphs=False, size_threshold=limit_bytes,
+                             should_exclude_node=lambda node: node.name in oversized,
+                             ).cleanup().toposort()
         folded = gs.export_onnx(graph, do_type_check=False)
     except Exception as exc:  # folding is an optimisation: keep the model as it was
         log.warning("constant folding failed, the model is kept unfolded: %s", exc)
@@ -559,7 +628,7 @@ class Model:
 
     def _repr_html_(self) -> str:
         hist = self.op_histogram().head(12).to_html(index=False)
-        return f"<b>{self.name}</b>: {len(self.node_names)} nodes, opset {self.opset}<br>{hist}"
+        return f"<b>{html.escape(str(self.name))}</b>: {len(self.node_names)} nodes, opset {self.opset}<br>{hist}"
 
     @property
     def opset(self) -> Optional[int]:
@@ -786,22 +855,51 @@ class Model:
             proto = fit_ir_version(copy.copy(proto))
         return proto.SerializeToString()
 
-    def save(self, path: Union[str, os.PathLike]) -> Path:
-        """Write the model to ``path`` (IR version kept readable by ONNX Runtime)."""
+    def save(self, path: Union[str, os.PathLike], *, overwrite: bool = True) -> Path:
+        """Write the model to ``path`` atomically (IR version kept readable by ONNX Runtime).
+
+        The bytes go to a temporary file beside ``path``, are fsynced and renamed over it: a full
+        disk or a kill leaves the previous file intact. Models over 1.8 GB keep their weights in
+        ``<name>.data`` beside the model (written first, the same way).
+
+        Raises
+        ------
+        OutputExistsError
+            ``path`` exists and ``overwrite`` is false.
+        FileWriteError
+            The file could not be written (disk full, read-only, permissions).
+        """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _io.check_destination(path, overwrite=overwrite, what="model file")
         proto = fit_ir_version(copy.deepcopy(self.proto)) if self.proto.ir_version > WRITE_IR_VERSION \
             else self.proto
         if proto.ByteSize() > 1_800_000_000:
-            onnx.save_model(proto, str(path), save_as_external_data=True,
-                            location=path.name + ".data")
+            _save_external(proto, path, overwrite=overwrite)
         else:
-            path.write_bytes(proto.SerializeToString())
+            _io.write_bytes(path, proto.SerializeToString(), overwrite=overwrite, what="model file")
         return path
 
     def copy(self) -> "Model":
         return Model(copy.deepcopy(self.proto), name=self.name, path=self.path, notes=self.notes,
                      renamed=self.renamed)
+
+
+def _save_external(proto: onnx.ModelProto, path: Path, *, overwrite: bool) -> None:
+    """Save a large model with external weights: data file first, then the model, each atomically."""
+    import tempfile
+
+    data_name = path.name + ".data"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", suffix=_io.TEMP_MARK, dir=path.parent) as tmp:
+        try:
+            onnx.save_model(copy.deepcopy(proto), str(Path(tmp) / path.name), save_as_external_data=True,
+                            location=data_name)
+        except OSError as exc:
+            raise _io._write_error(path, exc, "model file") from exc
+        with _io.atomic_path(path.parent / data_name, overwrite=True, what="model data file") as dst:
+            os.replace(Path(tmp) / data_name, dst)
+        with _io.atomic_path(path, overwrite=overwrite, what="model file") as dst:
+            os.replace(Path(tmp) / path.name, dst)
 
 
 def _clear_value_info(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -818,7 +916,7 @@ Source = Union[str, os.PathLike, bytes, bytearray, memoryview, onnx.ModelProto, 
 
 def load(source: Source, *, fold_constants: bool = True, shape_inference: bool = True,
          example_inputs: Any = None, name: Optional[str] = None, opset: int = 17,
-         rename_symbolic_dims: bool = False) -> Model:
+         rename_symbolic_dims: bool = False, fold_limit_bytes: Optional[int] = FOLD_LIMIT_BYTES) -> Model:
     """Load an ONNX model.
 
     Parameters
@@ -835,6 +933,9 @@ def load(source: Source, *, fold_constants: bool = True, shape_inference: bool =
         Example tensors for a ``torch.nn.Module``.
     name
         Model name (default: file stem or graph name).
+    fold_limit_bytes
+        Constant folding leaves nodes whose output is larger than this many bytes unevaluated
+        (a note says which); ``None`` for no limit.
     rename_symbolic_dims
         Give reused symbolic dimension names distinct names (see
         :meth:`Model.symbolic_dim_conflicts`).
@@ -899,7 +1000,7 @@ def load(source: Source, *, fold_constants: bool = True, shape_inference: bool =
                      "would turn back into float weights")
     elif fold_constants:
         n_before = len(proto.graph.node)
-        proto = _fold(proto)
+        proto = _fold(proto, fold_limit_bytes, notes)
         if len(proto.graph.node) != n_before:
             notes.append(f"constant folding: {n_before} -> {len(proto.graph.node)} nodes")
     if shape_inference:

@@ -76,6 +76,8 @@ class HybridModel:
         self._specs = list(self.model.inputs)
         self._checks = [(t.name, t.dtype, tuple(t.shape) if t.shape is not None else None) for t in self._specs]
         self._output_names = [t.name for t in self.model.outputs]
+        # Graph outputs that are graph inputs: returned as copies, never the caller's own array.
+        self._passthrough = [n for n in self._output_names if n in {t.name for t in self._specs}]
         self._plan = self._make_plan()
         # -- device residency (trtlab.backends.tensorrt.device) --
         self._residency = device.Residency.of(self)
@@ -209,6 +211,8 @@ class HybridModel:
             # TrtRunner reuses its host output buffers: hand out copies the caller owns.
             out = residency.finish(out)
             self.last_copies = residency.per_tensor()
+        for name in self._passthrough:
+            out[name] = np.array(out[name], copy=True)
         self.last_timings = timings
         self.last_total = time.perf_counter() - start
         return out

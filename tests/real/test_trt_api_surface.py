@@ -347,7 +347,7 @@ def test_surface_reader_tells_missing_names_apart(wheels):
 
 def test_polygraphy_calls_exist_from_the_floor_version_on(wheels):
     calls = polygraphy_calls()
-    assert {"NetworkFromOnnxBytes", "CreateConfig", "EngineBytesFromNetwork", "EngineFromBytes", "Profile",
+    assert {"NetworkFromOnnxBytes", "CreateConfig", "EngineFromBytes", "Profile",
             "TrtRunner"} <= set(calls), sorted(calls)
     import importlib.util
 

@@ -157,7 +157,7 @@ def report(model: Any, *, feeds: Optional[Mapping[str, np.ndarray]] = None, data
         rep.facts["supported"] = f"{int(frame['supported'].sum())}/{len(frame)}"
         rep.facts["support source"] = str(frame["source"].iloc[0]) if len(frame) else "-"
         return (f"<p>{int(frame['supported'].sum())} of {len(frame)} nodes supported "
-                f"(source: {rep.facts['support source']}).</p>"
+                f"(source: {html.escape(rep.facts['support source'])}).</p>"
                 + ("<p>Rejected nodes and reasons:</p>" + _table(rejected, 60) if len(rejected) else
                    "<p>No node rejected.</p>"))
 
@@ -271,7 +271,9 @@ def write_html(reports: Sequence[Report], path: Union[str, Path], *, title: str 
             f"</head><body><h1>{html.escape(title)}</h1><nav>{nav}</nav><h2>Environment</h2>"
             f"<table>{env}</table><h2>Summary</h2><table><tr>{head}</tr>{summary_rows}</table>"
             + "".join(r.to_html() for r in reports) + "</body></html>")
-    path.write_text(body, encoding="utf-8")
+    from trtlab import _io
+
+    _io.write_text(path, body, what="report page")
     return path
 
 

@@ -4,8 +4,10 @@ notebooks). Exit codes and ``--json`` are described in :mod:`trtlab.cli`."""
 from __future__ import annotations
 
 import argparse
+import errno
+import functools
+import io
 import os
-import tempfile
 import webbrowser
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence
@@ -13,17 +15,85 @@ from typing import Any, Callable, Dict, List, Sequence
 import numpy as np
 
 from trtlab.cli.common import EXIT_OK, EXIT_STEPS_FAILED, json_option, print_json, records
+#: Largest .npz of feeds or calibration data the CLI reads.
+NPZ_LIMIT = 1 << 32
+
+
+def _load_npz(path: str, what: str, error: type) -> Dict[str, np.ndarray]:
+    """Arrays of an ``.npz`` archive (regular file, size-limited, no pickles)."""
+    from trtlab import _io
+
+    data = _io.read_bytes(path, limit=NPZ_LIMIT, what=what, error=error)
+    try:
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise error(f"{what} {path} is not a NumPy archive ({exc}). Save it with "
+                    "np.savez(path, input_name=array, ...).") from exc
+    if isinstance(loaded, np.ndarray):
+        raise error(f"{what} {path} is a single .npy array of shape {list(loaded.shape)}; trtlab needs "
+                    "an .npz with one array per model input name: np.savez(path, input_name=array).")
+    try:
+        with loaded as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except (OSError, ValueError, EOFError, KeyError) as exc:
+        raise error(f"{what} {path} could not be read ({exc}); it is damaged, or holds object arrays "
+                    "(which trtlab does not unpickle). Save plain arrays with np.savez.") from exc
+    if not arrays:
+        raise error(f"{what} {path} holds no arrays. Save one per model input with np.savez.")
+    return arrays
 
 
 def _load_feeds(path: str) -> Dict[str, np.ndarray]:
     from trtlab.errors import InputError
 
-    try:
-        with np.load(path) as archive:
-            return {k: archive[k] for k in archive.files}
-    except (OSError, ValueError) as exc:
-        raise InputError(f"Could not read feeds from {path} ({exc}); pass an .npz with one array "
-                         "per model input name.") from exc
+    return _load_npz(path, "Feeds", InputError)
+
+
+def _wrapped(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """OS and memory failures of a subcommand become TrtlabErrors (one line, no traceback)."""
+
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        from trtlab.errors import FileReadError, FileWriteError, TrtlabError
+
+        try:
+            return func(args)
+        except TrtlabError:
+            raise
+        except MemoryError as exc:
+            raise TrtlabError(f"trtlab {args.command}: out of memory ({exc or 'MemoryError'}). Use a "
+                              "smaller batch or model, or a machine with more memory.") from exc
+        except OSError as exc:
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+            hint = "Free some space or write elsewhere." if full else "Check the paths and their permissions."
+            kind = FileWriteError if full else FileReadError
+            raise kind(f"trtlab {args.command}: {exc.strerror or exc}{where}. {hint}") from exc
+
+    return run
+
+
+def _check_int(args: argparse.Namespace, name: str, minimum: int) -> None:
+    from trtlab.errors import InputError
+
+    value = getattr(args, name, None)
+    if value is not None and value < minimum:
+        raise InputError(f"--{name.replace('_', '-')} {value} is below {minimum}; pass {minimum} or more.")
+
+
+def _calibration(args: argparse.Namespace) -> Any:
+    """Calibration data for ``--precision int8`` (``--calibration FILE.npz``), checked up front."""
+    from trtlab.errors import CalibrationError
+
+    path = getattr(args, "calibration", None)
+    if args.precision != "int8":
+        return None
+    if not path:
+        raise CalibrationError(
+            "--precision int8 needs calibration data: pass --calibration FILE.npz with one array per "
+            "model input (samples on axis 0), e.g. np.savez('calib.npz', input=x[:256]). INT8 scales "
+            "come from the ranges of real data.")
+    return _load_npz(path, "Calibration data", CalibrationError)
 
 
 def _partition(args: argparse.Namespace) -> Any:
@@ -38,11 +108,15 @@ def _partition(args: argparse.Namespace) -> Any:
     return model, part
 
 
+@_wrapped
 def cmd_partition(args: argparse.Namespace) -> int:
+    from trtlab import _io
     from trtlab.partitioning.partitioner import write_partition
 
+    _check_int(args, "min_subgraph_size", 0)
+    _io.check_destination(args.out, overwrite=args.force, folder=True, what="partition")
     _, part = _partition(args)
-    write_partition(part, args.out)
+    write_partition(part, args.out, overwrite=args.force)
     out = Path(args.out).resolve()
     if args.json:
         print_json({"out": str(out), "segments": records(part.summary())})
@@ -52,11 +126,15 @@ def cmd_partition(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_wrapped
 def cmd_build(args: argparse.Namespace) -> int:
     from trtlab.codegen import build
 
+    _check_int(args, "min_subgraph_size", 0)
+    calibration = _calibration(args)
     _, part = _partition(args)
-    hybrid = build(part, precision=args.precision, cache_dir=args.cache_dir, progress=not args.quiet)
+    hybrid = build(part, precision=args.precision, calibration_data=calibration,
+                   cache_dir=args.cache_dir, progress=not args.quiet)
     if args.json:
         print_json({"executors": records(hybrid.executors), "cache": records(hybrid.cache_report())})
         return EXIT_OK
@@ -66,11 +144,16 @@ def cmd_build(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_wrapped
 def cmd_bench(args: argparse.Namespace) -> int:
     from trtlab.study.latency import benchmark_model
 
+    for name, minimum in (("batch", 1), ("warmup", 0), ("iterations", 1), ("min_subgraph_size", 0)):
+        _check_int(args, name, minimum)
+    calibration = _calibration(args)
     feeds = _load_feeds(args.feeds) if args.feeds else None
     frame = benchmark_model(args.model, feeds=feeds, batch=args.batch, precision=args.precision,
+                            calibration_data=calibration,
                             cache_dir=args.cache_dir, min_subgraph_size=args.min_subgraph_size,
                             warmup=args.warmup, iterations=args.iterations, progress=not args.quiet)
     if args.json:
@@ -80,15 +163,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_wrapped
 def cmd_report(args: argparse.Namespace) -> int:
+    from trtlab import _io
     from trtlab.cli.report import report, write_html
+    from trtlab.model import load
 
-    rep = report(args.model, min_subgraph_size=args.min_subgraph_size, progress=not args.quiet,
+    _check_int(args, "min_subgraph_size", 0)
+    # The destination and the model are checked before the pipeline runs.
+    _io.check_destination(args.out, overwrite=args.force, folder=True, what="report")
+    model = load(args.model)
+    rep = report(model, min_subgraph_size=args.min_subgraph_size, progress=not args.quiet,
                  cache_dir=args.cache_dir)
-    path = write_html([rep], Path(args.out) / "index.html", title=f"trtlab report: {rep.model_name}")
-    return _summary([rep], path, args)
+    with _io.atomic_dir(args.out, overwrite=args.force, what="report",
+                        meta={"content": "trtlab report"}) as tmp:
+        write_html([rep], tmp / "index.html", title=f"trtlab report: {rep.model_name}")
+    return _summary([rep], Path(args.out) / "index.html", args)
 
 
+@_wrapped
 def cmd_demo(args: argparse.Namespace) -> int:
     from trtlab.cli.report import DEMO_MODELS, demo
 
@@ -120,17 +213,6 @@ def _summary(reports: Sequence[Any], path: Path, args: argparse.Namespace) -> in
     return EXIT_STEPS_FAILED if failed else EXIT_OK
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def copy_notebooks(out: "str | os.PathLike[str]", *, force: bool = False) -> List[Path]:
@@ -160,7 +242,7 @@ def copy_notebooks(out: "str | os.PathLike[str]", *, force: bool = False) -> Lis
     target.mkdir(parents=True, exist_ok=True)
     written = []
     for nb in notebooks:
-        _write_atomic(target / nb.name, nb.read_bytes())
+        _io_write_bytes(target / nb.name, nb.read_bytes())
         written.append(target / nb.name)
     return written
 
@@ -191,6 +273,8 @@ def add_parsers(add: Callable[..., argparse.ArgumentParser]) -> None:
     json_option(s)
     _partition_args(s)
     s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--force", action="store_true",
+                   help="replace an existing output folder written by trtlab")
     s.set_defaults(func=cmd_partition)
 
     for name, func, helptext in (("build", cmd_build, "build engines and sessions; print executors"),
@@ -200,6 +284,8 @@ def add_parsers(add: Callable[..., argparse.ArgumentParser]) -> None:
         _partition_args(s)
         s.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
         s.add_argument("--cache-dir", default=None)
+        s.add_argument("--calibration", metavar="FILE.npz", default=None,
+                       help="calibration data for --precision int8: one array per input")
         s.add_argument("--quiet", action="store_true", help="no progress bars")
         if name == "bench":
             s.add_argument("--feeds", help=".npz with one array per input (default: random)")
@@ -211,7 +297,9 @@ def add_parsers(add: Callable[..., argparse.ArgumentParser]) -> None:
     s = add("report", help="HTML report of every pipeline step for one model (exit 1 if a step failed)")
     json_option(s)
     s.add_argument("model")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, help="output folder (index.html)")
+    s.add_argument("--force", action="store_true",
+                   help="replace an existing report folder written by trtlab")
     s.add_argument("--min-subgraph-size", type=int, default=1)
     s.add_argument("--cache-dir", default=None)
     s.add_argument("--open", action="store_true", help="open the report in a browser")
@@ -231,3 +319,9 @@ def add_parsers(add: Callable[..., argparse.ArgumentParser]) -> None:
     s.add_argument("out", help="folder to copy them into (created if missing)")
     s.add_argument("--force", action="store_true", help="overwrite notebooks already there")
     s.set_defaults(func=cmd_notebooks)
+
+
+def _io_write_bytes(path: Path, data: bytes) -> None:
+    from trtlab import _io
+
+    _io.write_bytes(path, data, what="notebook")

@@ -33,6 +33,7 @@ import contextlib
 import difflib
 import gc
 import hashlib
+import html
 import heapq
 import json
 import logging
@@ -176,7 +177,7 @@ class Partition:
                 f"{len(self.assignment)} nodes on {self.backend}, {len(self._decisions)} decisions)")
 
     def _repr_html_(self) -> str:
-        return f"<b>{repr(self)}</b>" + self.summary().to_html(index=False)
+        return f"<b>{html.escape(repr(self))}</b>" + self.summary().to_html(index=False)
 
     def segment(self, key: Union[int, str]) -> Segment:
         """A segment by index or name."""
@@ -314,6 +315,9 @@ class Partition:
             model = load(model)
         try:
             doc = json.loads(text)
+        except RecursionError:
+            raise PartitionError("Partition JSON is nested too deeply to be a trtlab partition. Pass "
+                                 "the text written by Partition.to_json().") from None
         except (TypeError, ValueError) as exc:
             raise PartitionError(f"Partition JSON could not be parsed ({exc}). Pass the text written "
                                  "by Partition.to_json().") from exc
@@ -336,6 +340,7 @@ class Partition:
                 f"Partition JSON was made for model {meta.get('name')!r} ({meta.get('nodes')} nodes), "
                 f"which does not match model {model.name!r} ({len(model.node_names)} nodes; node names "
                 "or op types differ). Load the same model file (with the same load() options).")
+        _check_json_shape(doc, version)
         try:
             s = doc["settings"]
             settings = Settings(backend=s["backend"], min_subgraph_size=int(s["min_subgraph_size"]),
@@ -352,9 +357,115 @@ class Partition:
                                  f"field ({exc!r}). Re-create it with Partition.to_json().") from exc
         covered = Counter(n for g in segments for n in g.nodes)
         if sorted(covered) != sorted(model.node_names) or any(k != 1 for k in covered.values()):
-            raise PartitionError("Partition JSON segments do not cover every node of the model exactly "
-                                 "once. Re-create it with Partition.to_json().")
+            twice = sorted(n for n, k in covered.items() if k != 1)[:5]
+            missing = sorted(set(model.node_names) - set(covered))[:5]
+            unknown = sorted(set(covered) - set(model.node_names))[:5]
+            raise PartitionError(
+                "Partition JSON segments do not cover every node of the model exactly once (listed "
+                f"twice: {twice}, missing: {missing}, unknown: {unknown}). Re-create it with "
+                "Partition.to_json().")
+        _check_json_segments(model, segments, verdicts, settings, forced)
         return cls(model, segments, decisions, verdicts=verdicts, settings=settings, forced=forced)
+
+
+def _json_fail(what: str) -> PartitionError:
+    return PartitionError(f"Partition JSON is inconsistent: {what}. The file was edited or damaged; "
+                          "re-create it with trtlab.partition(model, ...) and Partition.to_json().")
+
+
+def _check_json_shape(doc: Dict[str, Any], version: Any) -> None:
+    """Types of every field of partition JSON, before any is used."""
+    expect = {"settings": dict, "segments": list, "verdicts": dict, "forced": dict, "decisions": list}
+    for key, kind in expect.items():
+        if not isinstance(doc.get(key), kind):
+            raise PartitionError(
+                f"Partition JSON (version {version}) field {key!r} is {type(doc.get(key)).__name__}, "
+                f"expected a JSON {'object' if kind is dict else 'array'}. Re-create it with "
+                "Partition.to_json().")
+    for n, v in doc["verdicts"].items():
+        if not (isinstance(v, list) and len(v) == 2 and isinstance(v[0], bool) and isinstance(v[1], str)):
+            raise _json_fail(f"verdict of node {n!r} is {v!r}, expected [true|false, \"reason\"]")
+    for n, v in doc["forced"].items():
+        if not (isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) for x in v)):
+            raise _json_fail(f"forced entry of node {n!r} is {v!r}, expected [\"kind\", \"reason\"]")
+    for d in doc["decisions"]:
+        if not (isinstance(d, list) and len(d) == 3 and all(isinstance(x, str) for x in d)):
+            raise _json_fail(f"decision {d!r} is not [subject, kind, reason]")
+    for k, g in enumerate(doc["segments"]):
+        if not isinstance(g, dict):
+            raise _json_fail(f"segment {k} is {type(g).__name__}, not an object")
+        for key in ("nodes", "inputs", "outputs"):
+            if not isinstance(g.get(key), list) or not all(isinstance(x, str) for x in g[key]):
+                raise _json_fail(f"segment {k} field {key!r} is not a list of names")
+        for key in ("name", "backend"):
+            if not isinstance(g.get(key), str):
+                raise _json_fail(f"segment {k} field {key!r} is not a string")
+        for key in ("index", "macs"):
+            if isinstance(g.get(key), bool) or not isinstance(g.get(key), int):
+                raise _json_fail(f"segment {k} field {key!r} is not an integer")
+
+
+def _check_json_segments(model: Model, segments: List[Segment], verdicts: Verdicts,
+                         settings: Settings, forced: Forced) -> None:
+    """Segments read from JSON must be exactly what the partitioner makes of their node groups."""
+    from trtlab.extract import segment_file_name
+
+    missing = [n for n in model.node_names if n not in verdicts]
+    if missing:
+        raise _json_fail(f"no verdict for node(s) {missing[:5]}")
+    width = max(2, len(str(max(len(segments) - 1, 0))))
+    names: Set[str] = set()
+    for k, seg in enumerate(segments):
+        if seg.index != k:
+            raise _json_fail(f"segment at position {k} has index {seg.index} (segments must be listed "
+                             "in execution order with indices 0, 1, 2, …)")
+        if seg.backend not in (settings.backend, FALLBACK):
+            raise _json_fail(f"segment {seg.name!r} has backend {seg.backend!r}; expected "
+                             f"{settings.backend!r} or {FALLBACK!r}")
+        if not seg.is_fallback:
+            refused = [n for n in seg.nodes if not verdicts.get(n, (False, ""))[0] or n in forced]
+            if refused:
+                raise _json_fail(f"segment {seg.name!r} runs on {seg.backend} but node {refused[0]!r} "
+                                 "is unsupported or forced to fallback")
+        if seg.name in names:
+            raise _json_fail(f"two segments are named {seg.name!r}")
+        names.add(seg.name)
+        try:
+            segment_file_name(k, seg.name, width)
+        except PartitionError as exc:
+            raise _json_fail(str(exc).split(" Segment names")[0].rstrip(".")) from None
+    dag = _Dag.of(model)
+    position = {n: i for i, n in enumerate(dag.names)}
+    accel = [False] * len(dag.names)
+    groups: List[List[int]] = []
+    for seg in segments:
+        idx = sorted(position[n] for n in seg.nodes)
+        for i in idx:
+            accel[i] = not seg.is_fallback
+        groups.append(idx)
+    seg_of = {i: k for k, g in enumerate(groups) for i in g}
+    for k, g in enumerate(groups):
+        for i in g:
+            late = [p for p in dag.preds[i] if seg_of[p] > k]
+            if late:
+                raise _json_fail(
+                    f"segment {segments[k].name!r} (position {k}) runs node {dag.names[i]!r}, which reads "
+                    f"from node {dag.names[late[0]]!r} of the later segment "
+                    f"{segments[seg_of[late[0]]].name!r}: the segments are not in execution order")
+    expected = _segments(model, dag, accel, groups, settings.backend)
+    for seg, exp in zip(segments, expected):
+        for field_name in ("nodes", "inputs", "outputs", "macs"):
+            got, want = getattr(seg, field_name), getattr(exp, field_name)
+            same = sorted(got) == sorted(want) if field_name in ("inputs", "outputs") else got == want
+            if not same:
+                raise _json_fail(f"segment {seg.name!r} lists {field_name} {_short(got)}, but its nodes "
+                                 f"give {_short(want)}")
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, tuple) and len(value) > 6:
+        return repr(list(value[:6]))[:-1] + f", … ({len(value)} in all)]"
+    return repr(list(value) if isinstance(value, tuple) else value)
 
 
 def _sum_bytes(model: Model, tensors: Iterable[str]) -> Optional[int]:
@@ -1002,8 +1113,8 @@ def run_segments(partition: Partition, feeds: Mapping[str, np.ndarray], *,
     InputError
         Feeds that do not match the model's inputs.
     """
-    from trtlab.feeds import validate_feeds
-    from trtlab.backends.onnxruntime.session import session
+    from trtlab.feeds import unalias_outputs, validate_feeds
+    from trtlab.backends.onnxruntime.session import run_error, session
 
     model = partition.model
     env: Dict[str, np.ndarray] = dict(validate_feeds(model.inputs, feeds, what=f"model {model.name!r}"))
@@ -1017,6 +1128,8 @@ def run_segments(partition: Partition, feeds: Mapping[str, np.ndarray], *,
         except KeyError as exc:
             raise InputError(f"Segment {seg.name} reads tensor {exc.args[0]!r}, which no earlier "
                              "segment produced.") from None
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise run_error(exc, outs, {n: env[n] for n in names}, what=f"segment {seg.name}") from exc
         env.update(zip(outs, values))
     result: Dict[str, np.ndarray] = {}
     for out in model.outputs:
@@ -1027,6 +1140,7 @@ def run_segments(partition: Partition, feeds: Mapping[str, np.ndarray], *,
             if value is None:
                 raise InputError(f"Model output {out.name!r} was produced by no segment.")
             result[out.name] = value
+    unalias_outputs(result, feeds)
     if return_intermediates:
         return {**env, **result}
     return result

@@ -28,10 +28,10 @@ log = logging.getLogger(__name__)
 
 __all__ = ["compare", "precision_table", "as_runner", "COMPARE_COLUMNS", "TABLE_COLUMNS"]
 
-COMPARE_COLUMNS = ["candidate", "output", "max_abs", "max_rel", "mean_abs", "cosine", "top1_agree",
-                   "accuracy", "latency_ms", "executor", "pass", "pass_rule"]
+COMPARE_COLUMNS = ["candidate", "output", "max_abs", "max_rel", "mean_abs", "n_nan", "n_inf", "cosine",
+                   "top1_agree", "accuracy", "latency_ms", "executor", "pass", "pass_rule"]
 TABLE_COLUMNS = ["config", "precision", "method", "fp32_nodes", "accuracy", "accuracy_delta",
-                 "top1_agree", "max_abs", "mean_abs", "cosine", "latency_ms", "executor",
+                 "top1_agree", "max_abs", "mean_abs", "n_nan", "n_inf", "cosine", "latency_ms", "executor",
                  "latency_p90_ms", "latency_cv"]
 
 
@@ -109,6 +109,13 @@ def as_runner(runnable: Any, name: str, inputs: Sequence[Any] = ()) -> Tuple[Any
         f"Cannot run {name!r}: a {type(runnable).__name__} is not a Polygraphy runner, HybridModel, "
         "ONNX model or callable feeds -> outputs."
     )
+
+
+def _loaded(runnable: Any) -> Any:
+    """A path or serialized model as a :class:`~trtlab.model.Model`; anything else as it is."""
+    if isinstance(runnable, (str, bytes, bytearray)) or hasattr(runnable, "__fspath__"):
+        return as_model(runnable)
+    return runnable
 
 
 def _model_of(runnable: Any) -> Optional[Any]:
@@ -196,13 +203,20 @@ def _stats(ref: np.ndarray, cand: np.ndarray, labels: Optional[np.ndarray],
     r, c = ref.astype(np.float64), cand.astype(np.float64)
     if r.shape != c.shape:
         raise CompareError(f"Output shapes differ: reference {r.shape}, candidate {c.shape}.")
-    diff = np.abs(r - c)
-    finite = np.isfinite(diff)
-    rel = diff / np.maximum(np.abs(r), np.finfo(np.float32).tiny)
+    # Non-finite values are counted, never dropped: an element where the candidate is NaN or inf
+    # and the reference is not counts in n_nan / n_inf and makes the error infinite.
+    same = (r == c) | (np.isnan(r) & np.isnan(c))
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.where(same, 0.0, np.abs(r - c))
+    diff[~np.isfinite(diff)] = np.inf
+    n_nan = int(np.count_nonzero(np.isnan(c) & ~np.isnan(r)))
+    n_inf = int(np.count_nonzero(np.isinf(c) & ~same))
+    rel = diff / np.maximum(np.abs(np.nan_to_num(r, nan=0.0)), np.finfo(np.float32).tiny)
     row: Dict[str, Any] = {
         "max_abs": float(diff.max()) if diff.size else 0.0,
         "max_rel": float(rel.max()) if rel.size else 0.0,
-        "mean_abs": float(diff[finite].mean()) if finite.any() else float("nan"),
+        "mean_abs": float(diff.mean()) if diff.size else 0.0,
+        "n_nan": n_nan, "n_inf": n_inf,
         "cosine": _cosine(r, c) if np.issubdtype(ref.dtype, np.floating) else float("nan"),
         "top1_agree": float("nan"), "accuracy": float("nan"),
     }
@@ -254,11 +268,12 @@ def compare(reference: Any, candidates: Mapping[str, Any], data: Data, *, atol: 
     Returns
     -------
     pandas.DataFrame
-        One row per candidate x output: candidate, output, max_abs, max_rel, mean_abs, cosine,
-        top1_agree (classifier outputs only: rank 2, batch x classes), accuracy (with
-        ``labels``), latency_ms (median per batch of the comparison run; for latency as the
-        field reports it use :func:`trtlab.benchmark`), executor, pass, pass_rule (the check
-        that decided ``pass``).
+        One row per candidate x output: candidate, output, max_abs, max_rel, mean_abs (over every
+        element; infinite when the candidate has NaN or inf where the reference does not),
+        n_nan and n_inf (such elements, counted), cosine, top1_agree (classifier outputs only:
+        rank 2, batch x classes), accuracy (with ``labels``), latency_ms (median per batch of the
+        comparison run; for latency as the field reports it use :func:`trtlab.benchmark`),
+        executor, pass, pass_rule (the check that decided ``pass``).
     """
     import pandas as pd
     _bind_polygraphy()
@@ -270,6 +285,12 @@ def compare(reference: Any, candidates: Mapping[str, Any], data: Data, *, atol: 
     if reference_name in candidates:
         raise CompareError(f"A candidate is called {reference_name!r} like the reference; rename it "
                            "or pass reference_name=.")
+    if not isinstance(candidates, Mapping):
+        raise CompareError(f"compare() takes candidates as a dict name -> runnable, got a "
+                           f"{type(candidates).__name__}.")
+    # Paths and bytes are loaded once, up front: a bad file fails here, naming the file.
+    reference = _loaded(reference)
+    candidates = {name: _loaded(obj) for name, obj in candidates.items()}
     feeds, inputs = _feeds(reference, candidates, data, batch_size)
     runners, labels_of = [], {}
     for name, obj in [(reference_name, reference), *candidates.items()]:
@@ -309,9 +330,12 @@ def compare(reference: Any, candidates: Mapping[str, Any], data: Data, *, atol: 
                    **_stats(value, got[output], labels, classify=is_cls)}
             row["latency_ms"] = float(np.median(times[name]) * 1e3) if times[name] else float("nan")
             row["executor"] = labels_of[name]
-            row["pass"] = passed.get(output, True)
-            row["pass_rule"] = f"elementwise atol={atol:g}, rtol={rtol:g}"
-            if labels is not None and is_cls:
+            finite_ok = row["n_nan"] == 0 and row["n_inf"] == 0
+            identical = finite_ok and row["max_abs"] == 0  # NaN where the reference has NaN too
+            row["pass"] = identical or (passed.get(output, True) and finite_ok)
+            row["pass_rule"] = f"elementwise atol={atol:g}, rtol={rtol:g}" if finite_ok else \
+                "non-finite values where the reference is finite"
+            if labels is not None and is_cls and finite_ok:
                 ref_acc = _stats(value, value, labels, classify=True)["accuracy"]
                 task = _task_verdict(row["accuracy"], ref_acc, accuracy_tolerance)
                 if task is not None:
@@ -430,9 +454,10 @@ def precision_table(model: Any, data: Data, *, labels: Optional[np.ndarray] = No
     pandas.DataFrame
         One row per configuration: config, precision, method, fp32_nodes, accuracy,
         accuracy_delta (points vs FP32), top1_agree (with FP32, classifier outputs), max_abs,
-        mean_abs, cosine, latency_ms (median of the warm timed runs, per batch), executor,
-        latency_p90_ms and latency_cv (their spread). One :class:`~trtlab.bench.LatencyWarning`
-        names the configurations whose timings were noisy.
+        mean_abs, n_nan and n_inf (non-finite values where FP32 has finite ones), cosine,
+        latency_ms (median of the warm timed runs, per batch), executor, latency_p90_ms and
+        latency_cv (their spread). One :class:`~trtlab.study.latency.LatencyWarning` names the
+        configurations whose timings were noisy.
     """
     import pandas as pd
 
@@ -512,7 +537,7 @@ def precision_table(model: Any, data: Data, *, labels: Optional[np.ndarray] = No
         rows.append({"config": r.candidate,
                      "precision": precision, "method": method, "fp32_nodes": n_keep,
                      "accuracy": r.accuracy, "top1_agree": r.top1_agree, "max_abs": r.max_abs,
-                     "mean_abs": r.mean_abs, "cosine": r.cosine,
+                     "mean_abs": r.mean_abs, "n_nan": r.n_nan, "n_inf": r.n_inf, "cosine": r.cosine,
                      "latency_ms": latency[r.candidate].median, "executor": r.executor,
                      "latency_p90_ms": latency[r.candidate].p90,
                      "latency_cv": latency[r.candidate].cv})

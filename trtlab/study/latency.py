@@ -19,6 +19,7 @@ Examples
 
 from __future__ import annotations
 
+import html
 import logging
 import time
 import warnings
@@ -135,7 +136,7 @@ class LatencyStats:
         return frame
 
     def _repr_html_(self) -> str:
-        return f"<p><b>{self.label}</b></p>" + self.to_frame().to_html(index=False, float_format="%.4f")
+        return f"<p><b>{html.escape(str(self.label))}</b></p>" + self.to_frame().to_html(index=False, float_format="%.4f")
 
     def __str__(self) -> str:
         return (f"{self.label}: median {self.median:.4f} ms, mean {self.mean:.4f} ms, "
@@ -250,7 +251,7 @@ def _add_copies(total: Dict[str, Dict[str, Any]], run: Mapping[str, Mapping[str,
 def benchmark_model(model: Any, *, feeds: Optional[Mapping[str, np.ndarray]] = None, batch: int = 1,
                     precision: Any = "fp32", cache_dir: Any = None, min_subgraph_size: int = 1,
                     warmup: int = 10, iterations: int = 100, duration: Optional[float] = None,
-                    progress: bool = True) -> Any:
+                    progress: bool = True, calibration_data: Any = None) -> Any:
     """Partition, build and time a model next to ONNX Runtime on the whole model.
 
     Returns
@@ -267,11 +268,19 @@ def benchmark_model(model: Any, *, feeds: Optional[Mapping[str, np.ndarray]] = N
     from trtlab.backends.onnxruntime.session import session
     from trtlab.partitioning.partitioner import partition
 
+    from trtlab.feeds import validate_feeds
+
+    if iterations < 1 or warmup < 0:
+        raise InputError(f"benchmark needs iterations >= 1 and warmup >= 0, got iterations={iterations}, "
+                         f"warmup={warmup}.")
     m = model if isinstance(model, Model) else load(model)
-    feeds = dict(feeds) if feeds is not None else random_inputs(m, batch=batch)
+    # Feeds are checked against the model before anything is built.
+    feeds = (validate_feeds(m.inputs, feeds, what=f"model {m.name!r}") if feeds is not None
+             else random_inputs(m, batch=batch))
     shapes = {k: tuple(np.shape(v)) for k, v in feeds.items()}
     hybrid = build(partition(m, min_subgraph_size=min_subgraph_size), precision=precision,
-                   cache_dir=cache_dir, shapes=shapes, progress=progress)
+                   calibration_data=calibration_data, cache_dir=cache_dir, shapes=shapes,
+                   progress=progress)
     kwargs = dict(warmup=warmup, iterations=iterations, duration=duration, progress=progress)
     label = f"hybrid {precision}" if isinstance(precision, str) else "hybrid mixed"
     frames = [benchmark(session(m), feeds, label="onnxruntime", **kwargs).to_frame().assign(config="onnxruntime"),

@@ -14,13 +14,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 import onnx
 
-from trtlab.errors import BuildError, InputError, ModelLoadError
+from trtlab.errors import BuildError, InputError, ModelLoadError, RunError
 from trtlab.feeds import validate_feeds
 from trtlab.model import Model, TensorInfo, _read_path, fit_ir_version
 
 log = logging.getLogger(__name__)
 
-__all__ = ["session", "run_onnx", "default_providers", "model_bytes", "fast_call"]
+__all__ = ["session", "run_onnx", "default_providers", "model_bytes", "fast_call", "run_error"]
 
 ModelLike = Union[Model, onnx.ModelProto, bytes, str, os.PathLike]
 
@@ -86,11 +86,32 @@ def session(model: ModelLike, providers: Optional[Sequence[str]] = None, *,
 def fast_call(sess: Any) -> Callable[[Sequence[str], Mapping[str, np.ndarray]], List[Any]]:
     """``f(output_names, feeds) -> outputs`` for feeds trtlab has already validated.
 
-    The session's public ``InferenceSession.run``, bound once so that each segment call is a
-    single method call (no wrapper frame); ONNX Runtime's execution-provider fallback and its
-    input checks stay in place. Only public ONNX Runtime API is used.
+    The session's public ``InferenceSession.run``, bound once; ONNX Runtime's execution-provider
+    fallback and its input checks stay in place (only public ONNX Runtime API is used). A failure
+    while running (an index out of range, a shape the model refuses) is raised as
+    :class:`~trtlab.errors.RunError` naming the outputs and inputs.
     """
-    return sess.run
+    run = sess.run
+
+    def call(names: Sequence[str], feeds: Mapping[str, np.ndarray]) -> List[Any]:
+        try:
+            return run(names, feeds)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise run_error(exc, names, feeds) from exc
+
+    return call
+
+
+def run_error(exc: BaseException, names: Sequence[str], feeds: Mapping[str, Any],
+              what: str = "the model") -> RunError:
+    """A :class:`~trtlab.errors.RunError` for an ONNX Runtime failure at run time."""
+    shown = ", ".join(f"{k}: {getattr(v, 'dtype', type(v).__name__)}{list(np.shape(v))}"
+                      for k, v in list(feeds.items())[:8])
+    msg = " ".join(str(exc).split())[:600]
+    return RunError(
+        f"ONNX Runtime failed while running {what} (outputs {list(names)[:8]}, inputs {shown}): {msg}. "
+        "Check the input values (index and shape inputs must be in range for the model) and "
+        "their shapes; Model.inputs lists what the model expects.")
 
 
 def run_onnx(model: ModelLike, feeds: Mapping[str, np.ndarray],
@@ -109,7 +130,10 @@ def run_onnx(model: ModelLike, feeds: Mapping[str, np.ndarray],
     if unknown:
         raise InputError(f"output_names {unknown} are not outputs of the model; it has {available}. "
                          "Ask for some of those, or leave output_names out for all of them.")
-    values = sess.run(names, dict(feeds))
+    try:
+        values = sess.run(names, dict(feeds))
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise run_error(exc, names, feeds) from exc
     return dict(zip(names, values))
 
 

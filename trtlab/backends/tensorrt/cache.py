@@ -26,12 +26,14 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
+from trtlab import _io
 from trtlab.errors import CacheError
 
 log = logging.getLogger(__name__)
@@ -115,7 +117,8 @@ class CacheLookup:
     """Result of a cache read.
 
     ``status`` is ``"hit"``, ``"miss"`` (no entry), ``"corrupt"`` (bad magic, header, size or
-    checksum), ``"mismatch"`` (the entry was written for other key fields) or ``"disabled"``.
+    checksum), ``"mismatch"`` (the entry was written for other key fields), ``"untrusted"`` (the
+    entry is writable by every user or owned by another user; not used) or ``"disabled"``.
     """
 
     status: str
@@ -135,6 +138,7 @@ class EngineCache:
 
     def __init__(self, directory: Union[str, os.PathLike, None] = None) -> None:
         self.directory = Path(directory) if directory is not None else default_cache_dir()
+        self._checked = False
 
     def __repr__(self) -> str:
         return f"EngineCache({str(self.directory)!r})"
@@ -142,11 +146,48 @@ class EngineCache:
     def path(self, key: CacheKey) -> Path:
         return self.directory / f"{key.digest}{SUFFIX}"
 
+    def check(self) -> None:
+        """Refuse a folder another user could write engines into; remove stale temporary files.
+
+        An engine is code the GPU runs: a cache folder writable by other users (or owned by
+        another user) lets them hand engines to everyone who uses it. Checked once per cache
+        object, before the first read or write.
+
+        Raises
+        ------
+        CacheError
+            The folder (or an existing parent made for it) is writable by others, or owned by
+            another user; the message gives the command that fixes it.
+        """
+        if self._checked:
+            return
+        try:
+            st = os.stat(self.directory)
+        except FileNotFoundError:
+            return  # created with safe permissions on first write
+        except OSError as exc:
+            raise CacheError(f"Could not examine engine cache folder {self.directory}: {exc}. Pass "
+                             "another cache_dir= or set TRTLAB_CACHE_DIR.") from exc
+        if not stat.S_ISDIR(st.st_mode):
+            raise CacheError(f"Engine cache folder {self.directory} is not a folder. Pass a folder as "
+                             "cache_dir= or set TRTLAB_CACHE_DIR to one.")
+        problem = _unsafe(st)
+        if problem:
+            raise CacheError(
+                f"Engine cache folder {self.directory} is {problem}: anyone who can write there can "
+                f"hand TensorRT engines to this user. Fix it with `{_fix(self.directory, st)}`, or "
+                "pass a private cache_dir= / set TRTLAB_CACHE_DIR to a folder only you can write.")
+        self._checked = True
+        removed = _io.remove_stale_temps(self.directory)
+        if removed:
+            log.info("removed %d stale temporary file(s) from %s", removed, self.directory)
+
     def get(self, key: CacheKey) -> CacheLookup:
-        """Read and verify the entry of ``key``; a bad entry is removed and reported."""
+        """Read and verify the entry of ``key``; a bad entry is removed (if it can be) and reported."""
+        self.check()
         path = self.path(key)
         try:
-            raw = path.read_bytes()
+            st = os.stat(path)
         except FileNotFoundError:
             return CacheLookup("miss", path, detail="no entry")
         except OSError as exc:
@@ -154,6 +195,20 @@ class EngineCache:
                 f"Could not read engine cache entry {path}: {exc}. Check the folder's permissions, "
                 "pass another cache_dir=, or set TRTLAB_CACHE_DIR."
             ) from exc
+        if not stat.S_ISREG(st.st_mode):
+            log.warning("engine cache entry %s is not a regular file; it is not used", path.name)
+            return CacheLookup("corrupt", path, detail="not a regular file")
+        problem = _unsafe(st)
+        if problem:
+            log.warning("engine cache entry %s is %s; it is not used and will be rebuilt", path.name, problem)
+            return CacheLookup("untrusted", path, detail=problem)
+        try:
+            raw = _io.read_bytes(path, what="Engine cache entry", error=CacheError)
+        except CacheError as exc:
+            if not os.path.exists(path):
+                return CacheLookup("miss", path, detail="no entry")
+            raise CacheError(f"{exc} Check the folder's permissions, pass another cache_dir=, or "
+                             "set TRTLAB_CACHE_DIR.") from exc.__cause__
         status, detail, data = _decode(raw, key)
         if status != "hit":
             log.warning("engine cache entry %s is %s (%s); it will be rebuilt", path.name, status, detail)
@@ -161,16 +216,20 @@ class EngineCache:
                 path.unlink()
             except FileNotFoundError:
                 pass
+            except OSError as exc:  # read-only or foreign folder: the entry stays, unused
+                log.warning("could not remove bad engine cache entry %s: %s", path, exc)
             return CacheLookup(status, path, detail=detail)
         return CacheLookup("hit", path, data=data, detail=f"{len(data)} bytes")
 
     def put(self, key: CacheKey, data: bytes) -> Path:
-        """Write ``data`` for ``key`` atomically (temporary file, fsync, rename)."""
+        """Write ``data`` for ``key`` atomically (temporary file, fsync, rename, folder fsync)."""
         if not data:
             raise CacheError(f"Refusing to cache an empty engine for key {key.digest[:12]}.")
+        self.check()
         path = self.path(key)
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            _make_private_dir(self.directory)
+            self.check()
             fd, tmp = tempfile.mkstemp(prefix=f".{key.digest[:16]}.", suffix=".tmp", dir=self.directory)
         except OSError as exc:
             raise CacheError(
@@ -184,6 +243,7 @@ class EngineCache:
                 os.fsync(fh.fileno())
             os.chmod(tmp, 0o644)
             os.replace(tmp, path)
+            _io.fsync_dir(self.directory)
         except BaseException as exc:
             try:
                 os.unlink(tmp)
@@ -221,7 +281,11 @@ class EngineCache:
         return {p.name[: -len(SUFFIX)]: p for p in self.directory.glob(f"*{SUFFIX}")}
 
     def clear(self) -> int:
-        """Remove every entry; returns how many were removed."""
+        """Remove every entry and every temporary file left by an interrupted write.
+
+        Returns how many entries were removed. Entries that cannot be removed (read-only folder)
+        are left with a warning.
+        """
         removed = 0
         for path in self.entries().values():
             try:
@@ -229,7 +293,43 @@ class EngineCache:
                 removed += 1
             except FileNotFoundError:
                 pass
+            except OSError as exc:
+                log.warning("could not remove engine cache entry %s: %s", path, exc)
+        if self.directory.is_dir():
+            _io.remove_stale_temps(self.directory, older_than=0.0)
         return removed
+
+
+def _unsafe(st: os.stat_result) -> str:
+    """Why a cache folder or entry with this stat cannot be trusted ("" when it can)."""
+    if st.st_mode & stat.S_IWOTH:
+        return "writable by every user"
+    if hasattr(os, "geteuid") and st.st_uid not in (os.geteuid(), 0):
+        return f"owned by another user (uid {st.st_uid})"
+    return ""
+
+
+def _fix(directory: Path, st: os.stat_result) -> str:
+    if st.st_mode & stat.S_IWOTH:
+        return f"chmod o-w {directory}"
+    return f"mkdir -p ~/.cache/trtlab && export TRTLAB_CACHE_DIR=~/.cache/trtlab  # {directory} is not yours"
+
+
+def _make_private_dir(directory: Path) -> None:
+    """Create the cache folder (and missing parents) writable by its owner only (umask kept otherwise)."""
+    missing = []
+    parent = directory
+    while not parent.exists():
+        missing.append(parent)
+        if parent.parent == parent:
+            break
+        parent = parent.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    for made in missing:
+        try:
+            os.chmod(made, stat.S_IMODE(os.stat(made).st_mode) & ~0o022)
+        except OSError:
+            pass
 
 
 def _encode(key: CacheKey, data: bytes) -> bytes:

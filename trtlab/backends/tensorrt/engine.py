@@ -179,12 +179,23 @@ def build_engine(onnx_bytes: bytes, profile: Optional[Profile] = None,
                                    load_timing_cache=timing_cache,
                                    # per-layer detail for the engine inspector (trtlab.fusion)
                                    profiling_verbosity=trt.ProfilingVerbosity.DETAILED)
+        # The builder is called here, not through EngineBytesFromNetwork, so the timing cache is
+        # saved by trtlab (atomically; a full disk is a warning) while the config still exists.
+        made, serialized = None, None
         try:
-            data = ptrt.EngineBytesFromNetwork((builder, network, parser), config,
-                                               save_timing_cache=timing_cache)()
-        except PolygraphyException as exc:
+            made = config(builder, network)
+            serialized = builder.build_serialized_network(network, made)
+            if serialized and timing_cache:
+                _save_timing_cache(timing_cache, made)
+            data = bytes(serialized) if serialized else b""
+        except (PolygraphyException, RuntimeError, TypeError) as exc:
             raise _build_error("build", settings, [d for _, d in recorder.errors] or [str(exc)]) from None
-    data = bytes(data)
+        finally:
+            # TensorRT objects must be released before the builder that made them, also on errors.
+            del serialized, made, config, parser, network, builder
+        if not data:
+            raise _build_error("build", settings, [d for _, d in recorder.errors]
+                               or ["the builder returned no engine"])
     if not data:
         raise _build_error("build", settings, ["the builder returned an empty engine"])
     return data
@@ -196,6 +207,25 @@ def timing_cache_name() -> str:
 
     target = engine_target().replace(" ", "_").replace("/", "_")
     return f"timing-{trtinfo.flavor()}-{trtinfo.version()}-{target}.cache"
+
+
+def _save_timing_cache(path: str, config: Any) -> None:
+    """Write the config's timing cache atomically; a full or read-only disk is a warning."""
+    from trtlab import _io
+    from trtlab.errors import FileWriteError
+
+    try:
+        cache = config.get_timing_cache()
+        data = bytes(cache.serialize()) if cache is not None else b""
+    except (AttributeError, RuntimeError, TypeError) as exc:
+        log.info("timing cache not available from this TensorRT: %s", exc)
+        return
+    if not data:
+        return
+    try:
+        _io.write_bytes(path, data, what="timing cache")
+    except FileWriteError as exc:
+        log.warning("timing cache not saved: %s", exc)
 
 
 def _writable(directory: Any) -> bool:

@@ -331,23 +331,35 @@ def fusion(source: Any, *, profile: Any = None, model: ModelLike = None,
     what, default_label = "engine JSON", "engine"
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
+        if not data.strip():
+            raise FusionError("fusion() was given empty bytes: neither engine-inspector JSON nor a "
+                              "serialized engine. Pass the JSON TensorRT wrote, an engine, or a HybridModel.")
         if data[:64].lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
             doc, _ = read_json(data, what)
         else:
             engine_bytes = data
+    elif isinstance(source, str) and not source.strip():
+        raise FusionError("fusion() was given empty text: neither engine-inspector JSON nor a path. "
+                          "Pass the JSON TensorRT wrote, an engine, or a HybridModel.")
     elif isinstance(source, (str, os.PathLike)) and not (
             isinstance(source, str) and source.lstrip("\ufeff \t\r\n")[:1] in ("{", "[")):
         path = Path(source)
-        if not path.is_file():
+        if not path.exists():
             raise FusionError(f"No file at {str(path)!r}. Pass engine-inspector JSON (text, dict "
                               "or path), a serialized engine, or a HybridModel.")
-        with path.open("rb") as fh:
-            start = fh.read(4096)
+        from trtlab import _io
+
+        data = _io.read_bytes(path, limit=1 << 31, what="fusion() input", error=FusionError)
+        if not data.strip():
+            raise FusionError(f"{path} is empty ({len(data)} bytes): neither engine-inspector JSON "
+                              "nor a serialized engine. Export it again (trtexec --exportLayerInfo "
+                              "writes the JSON after the build finishes).")
+        start = data[:4096]
         head = start.lstrip(b"\xef\xbb\xbf \t\r\n")
         default_label = path.stem
         if head[:1] in (b"{", b"["):
-            doc, _ = read_json(path, what)
             what = f"engine JSON {path.name}"
+            doc, _ = read_json(data, what)
         elif _is_text(start):
             raise FusionError(
                 f"{path} is a text file but not JSON (it starts with "
@@ -356,7 +368,7 @@ def fusion(source: Any, *, profile: Any = None, model: ModelLike = None,
                 "LayerInformationFormat.JSON)) writes, or a serialized engine. A per-layer text "
                 "dump or a build log must be exported again as JSON.")
         else:
-            engine_bytes = path.read_bytes()
+            engine_bytes = data
     elif isinstance(source, (str, dict, list)):
         doc, _ = read_json(source, what)
     else:

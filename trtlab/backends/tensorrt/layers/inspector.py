@@ -95,6 +95,9 @@ def _decode_json(text: str, what: str) -> Any:
                           "(trtexec --exportLayerInfo=layers.json).")
     try:
         return json.loads(text, strict=False)
+    except RecursionError:
+        raise FusionError(f"{what} is nested too deeply to be engine-inspector JSON (TensorRT writes "
+                          "a few levels). Pass the file TensorRT wrote, unmodified.") from None
     except json.JSONDecodeError as exc:
         end = len(text.rstrip())
         if exc.pos >= end - 1 or "Unterminated string" in exc.msg:
@@ -135,12 +138,15 @@ def read_json(source: Source, what: str) -> Tuple[Any, str]:
         return _decode_json(source, what), what
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if not path.is_file():
+        if not path.exists():
             raise FusionError(
                 f"{what}: no file at {str(path)!r} (and the text is not JSON: it does not start "
                 "with '{' or '['). Pass JSON text, a dict, or the path of an existing file.")
+        from trtlab import _io
+
+        data = _io.read_bytes(path, limit=1 << 30, what=what, error=FusionError)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise FusionError(f"{what}: {path} is not UTF-8 text. Engine files (.engine/.plan) are "
                               "read by fusion() directly, not as profile JSON.") from None
@@ -149,7 +155,28 @@ def read_json(source: Source, what: str) -> Tuple[Any, str]:
                       "path, or the decoded dict/list.")
 
 
+def _name(value: Any, where: str, key: str = "Name") -> str:
+    """A name field, which must be a non-empty string (``null`` would invent a layer "None")."""
+    if not isinstance(value, str) or not value:
+        raise FusionError(f"{where} has {key!r} = {value!r}; names must be non-empty strings. The "
+                          "JSON was edited or is not from TensorRT's engine inspector.")
+    return value
+
+
+def _dims(value: Any, where: str) -> Optional[Tuple[int, ...]]:
+    """``Dimensions``: a list of integers (-1 for dynamic), or absent."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool)
+                                              for d in value):
+        raise FusionError(f"{where} has 'Dimensions' = {str(value)[:80]}; expected a list of "
+                          "integers. The JSON was edited or is not from TensorRT's engine inspector.")
+    return tuple(value)
+
+
 def _check_tensor(t: Any, where: str) -> Dict[str, Any]:
+    if isinstance(t, dict) and "Name" in t:
+        _name(t["Name"], where)
     if not isinstance(t, dict) or "Name" not in t:
         raise FusionError(f"{where} is {_describe(t)}, expected an object with 'Name', "
                           "'Dimensions' and 'Format/Datatype' (TensorRT 8-10) or 'Format' and "
@@ -165,8 +192,7 @@ def _check_tensor(t: Any, where: str) -> Dict[str, Any]:
         raise FusionError(f"{where} ({t.get('Name')!r}) has keys {sorted(t)}; expected "
                           "'Format/Datatype' (TensorRT 8-10) or 'Format' + 'DataType' "
                           "(TensorRT 11). This engine-inspector schema is not known to trtlab.")
-    dims = t.get("Dimensions")
-    shape = tuple(int(d) for d in dims) if isinstance(dims, list) else None
+    shape = _dims(t.get("Dimensions"), f"{where} ({t['Name']!r})")
     return {"name": str(t["Name"]), "shape": shape, "format": fmt,
             "precision": precision_of(dtype, fmt)}
 
@@ -216,11 +242,10 @@ def parse_engine_json(doc: Any, what: str = "engine JSON") -> EngineJson:
         if not isinstance(io, list) or not all(isinstance(t, dict) and "Name" in t for t in io):
             raise FusionError(f"{what}: 'I/O Tensors' must be a list of objects with 'Name' "
                               f"(TensorRT 11 schema); got {_describe(io)}.")
-        io_tensors = [{"name": str(t["Name"]), "mode": str(t.get("IOMode", "")),
-                       "shape": (tuple(t["Dimensions"]) if isinstance(t.get("Dimensions"), list)
-                                 else None),
+        io_tensors = [{"name": _name(t["Name"], f"{what}: I/O tensor {j}"), "mode": str(t.get("IOMode", "")),
+                       "shape": _dims(t.get("Dimensions"), f"{what}: I/O tensor {j}"),
                        "precision": precision_of(t.get("DataType", t.get("Datatype")), None),
-                       "location": str(t.get("Location", ""))} for t in io]
+                       "location": str(t.get("Location", ""))} for j, t in enumerate(io)]
     else:
         schema = SCHEMA_TRT8_10
         bindings = doc.get("Bindings", [])
@@ -240,6 +265,12 @@ def parse_engine_json(doc: Any, what: str = "engine JSON") -> EngineJson:
         if missing:
             raise FusionError(f"{what}: layer {i} lacks {missing} (it has {sorted(layer)[:10]}). "
                               "Unknown engine-inspector schema.")
+        _name(layer["Name"], f"{what}: layer {i}")
+        _name(layer["LayerType"], f"{what}: layer {i} ({layer['Name']!r})", "LayerType")
+        for key in ("Inputs", "Outputs"):
+            if layer.get(key) is not None and not isinstance(layer[key], list):
+                raise FusionError(f"{what}: layer {i} ({layer['Name']!r}) has {key!r} = "
+                                  f"{_describe(layer[key])}; expected a list of tensor objects.")
         ins = [_check_tensor(t, f"{what}: layer {i} input {j}")
                for j, t in enumerate(layer.get("Inputs") or [])]
         outs = [_check_tensor(t, f"{what}: layer {i} output {j}")
@@ -271,6 +302,7 @@ def parse_profile(doc: Any, what: str = "profile JSON") -> List[Dict[str, Any]]:
                 continue
             raise FusionError(f"{what}: record {i} has keys {sorted(rec)}, expected 'name' and "
                               "'averageMs' (or a {\"count\": N} record).")
+        _name(rec["name"], f"{what}: record {i}", "name")
         if "averageMs" not in rec and "timeMs" not in rec:
             raise FusionError(f"{what}: record {i} ({rec['name']!r}) has no 'averageMs' or "
                               "'timeMs'. Unknown profile schema.")

@@ -573,7 +573,7 @@ class FusionReport:
         cols = [c for c in ("layer", "label", "layer_type", "kind", "runs", "precision",
                             "onnx_nodes", "average_ms") if c in self.layers.columns]
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
-        return (f"<b>FusionReport</b> {html.escape(self.label)} &mdash; <b>{self.stage}</b>, "
+        return (f"<b>FusionReport</b> {html.escape(self.label)} &mdash; <b>{html.escape(str(self.stage))}</b>, "
                 f"{len(self.running)} running layers of {len(self.layers)} listed, "
                 f"{len(self.onnx_to_layers)} ONNX nodes mapped, "
                 f"{len(self.unmapped)} unmapped ({html.escape(self.source)})"
