@@ -30,11 +30,11 @@ def tolerance(arr):
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_model_builds_and_matches_onnxruntime(name, tmp_path):
     model = zoo.load(name)
-    hybrid = build(trtlab.partition(model), cache_dir=tmp_path, progress=False)
+    feeds = zoo.example_inputs(name, batch=1)
+    hybrid = build(trtlab.partition(model), feeds=feeds, cache_dir=tmp_path, progress=False)
     trt_segments = [s for s in hybrid.segments if s.backend == "tensorrt"]
     assert set(hybrid.engines) == {s.index for s in trt_segments}
     assert all(len(e) > 0 for e in hybrid.engines.values())
-    feeds = zoo.example_inputs(name, batch=1)
     out, ref = hybrid.run(feeds), run_onnx(model, feeds)
     assert list(out) == list(ref)
     for k in ref:
@@ -92,7 +92,9 @@ def test_run_matches_and_records_timings(mlp_hybrid):
 def test_executors_table_says_what_ran(mlp_hybrid):
     _, hybrid = mlp_hybrid
     table = hybrid.executors
-    assert list(table.columns) == ["segment", "backend", "executor", "precision", "nodes", "reason"]
+    assert list(table.columns) == ["segment", "backend", "executor", "precision", "nodes", "profile", "moved",
+                                   "reason"]
+    assert table["profile"].tolist() == ["static"] * 3 and table["moved"].tolist() == [""] * 3
     assert table["backend"].tolist() == ["tensorrt", "fallback", "tensorrt"]
     expected = "tensorrt" if INFO.run else "onnxruntime"
     assert table["executor"].tolist() == [expected, "onnxruntime", expected]

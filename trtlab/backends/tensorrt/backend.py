@@ -1,38 +1,54 @@
 """The TensorRT backend: support from TensorRT's parser, engines per segment, execution.
 
+Engines are built in worker processes (:mod:`trtlab.backends.tensorrt.workers`): a crash or
+hang inside TensorRT is a recorded :class:`~trtlab.errors.BuildError`, never a dead kernel.
 A TensorRT segment runs on TensorRT when this machine can run its engine; otherwise it runs the
 same ONNX on ONNX Runtime and says so (``executor == "onnxruntime"``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import onnx
 
-from trtlab.backends.base import DYNAMIC_BATCH_MODES, CompileSettings, Profile, Shape
+from trtlab.backends.base import DYNAMIC_BATCH_MODES, CompiledSegment, CompileSettings, Profile, Shape
 from trtlab.backends.onnxruntime.backend import _ort_session
 from trtlab.backends.onnxruntime.session import fast_call
-from trtlab.backends.tensorrt.engine import EngineBuilder, EngineRecord, build_engine, cache_key, polygraphy_trt
+from trtlab.backends.tensorrt.engine import (EngineBuilder, EngineRecord, build_engine, build_job, cache_key,
+                                             polygraphy_trt, timing_cache_path)
 from trtlab.backends.tensorrt.profiles import _dynamic_inputs, _opt_profile, _static_profile, _widen
+from trtlab.backends.tensorrt.workers import BuildPool, default_pool, picklable
 from trtlab.errors import BuildError
 
 log = logging.getLogger(__name__)
 
 
-class TensorRTSegment:
+def _values_of(feeds: Mapping[str, Any], names: Sequence[str]) -> Dict[str, Shape]:
+    out = {}
+    for n in names:
+        v = feeds.get(n)
+        if v is not None and isinstance(v, np.ndarray) and v.dtype.kind in "iu" and v.ndim <= 1:
+            out[n] = tuple(int(x) for x in v.reshape(-1))
+    return out
+
+
+class TensorRTSegment(CompiledSegment):
     """A compiled TensorRT segment: its engines, and the executor that runs it here.
 
-    ``executor`` is ``"tensorrt"`` when :func:`trtlab.backends.tensorrt.flavor.info` says engines run on this
-    machine, else ``"onnxruntime"`` (the same ONNX the engine was built from runs on ONNX
-    Runtime; ``reason`` says why).
+    ``executor`` is ``"tensorrt"`` when :func:`trtlab.backends.tensorrt.flavor.info` says engines
+    run on this machine, else the ONNX Runtime executor that runs the same ONNX (``reason`` says
+    why).
     """
 
-    def __init__(self, model: onnx.ModelProto, settings: CompileSettings, builder: EngineBuilder) -> None:
-        from trtlab.backends.tensorrt import flavor as trt
+    def __init__(self, model: onnx.ModelProto, settings: CompileSettings, builder: EngineBuilder,
+                 pool: Optional[BuildPool] = None, *, build_now: bool = True) -> None:
         from trtlab.backends.onnxruntime.session import model_bytes
+        from trtlab.backends.tensorrt import flavor as trt
 
         if settings.dynamic_batch not in DYNAMIC_BATCH_MODES:
             raise BuildError(f"dynamic_batch={settings.dynamic_batch!r} is not a mode trtlab knows; "
@@ -40,49 +56,95 @@ class TensorRTSegment:
         self.model = model
         self.settings = settings
         self.name = settings.segment
+        self.profile = settings.profile
+        self.values = settings.values
         self.onnx_bytes = model_bytes(model)
         self._builder = builder
+        self._pool = pool
         self._dynamic = _dynamic_inputs(model)
+        self._value_inputs = [n for n, _ in (settings.values or ())]
         self._outputs = [o.name for o in model.graph.output]
         self.engines: List[EngineRecord] = []
         self.rebuilds = 0
-        self._seen: Dict[Tuple[Shape, ...], EngineRecord] = {}
+        self._seen: Dict[Tuple[Any, ...], EngineRecord] = {}
         info = trt.info()
-        self.executor = "tensorrt" if info.run else "onnxruntime"
+        self.runs_on_tensorrt = bool(info.run)
         self.reason = info.reason
         self._session: Any = None
+        self._ort_label = "onnxruntime"
         if not info.run:
-            self._session, self.executor = _ort_session(model, settings)
+            self._session, self._ort_label = _ort_session(model, settings)
             self._call = fast_call(self._session)
         self._runners: Dict[int, Any] = {}
-        if settings.eager and (not self._dynamic or settings.profile is not None):
-            first = settings.profile
-            if first is not None and settings.dynamic_batch == "per_shape":
-                first = _opt_profile(first)
-            self._add_engine(first)
+        self._pending: Any = None
+        if build_now and settings.eager and (not self._dynamic or settings.profile is not None):
+            self.finish(self.start())
+
+    @property
+    def executor(self) -> str:  # type: ignore[override]
+        """``"tensorrt"`` where engines run here, else the ONNX Runtime executor that runs the segment."""
+        return "tensorrt" if self.runs_on_tensorrt else self._ort_label
 
     def __repr__(self) -> str:
         return (f"TensorRTSegment({self.name!r}, precision={self.settings.precision}, "
                 f"executor={self.executor}, engines={len(self.engines)})")
 
     # -- engines -------------------------------------------------------------------------------
-    def _add_engine(self, profile: Optional[Profile]) -> EngineRecord:
-        start = time.perf_counter()
-        cache = self.settings.cache
+    def _first_profile(self) -> Optional[Profile]:
+        first = self.settings.profile
+        if first is not None and self.settings.dynamic_batch == "per_shape":
+            first = _opt_profile(first)
+        return first
 
-        def make() -> bytes:
-            return bytes(self._builder(self.onnx_bytes, profile, self.settings))
-
-        if cache is None:
-            data, status, key, path = make(), "disabled", None, None
+    def start(self, profile: Any = "first", values: Any = "first") -> Any:
+        """Look the engine up in the cache or start building it in a worker; :meth:`finish` ends it."""
+        profile = self._first_profile() if profile == "first" else profile
+        values = self.settings.values if values == "first" else values
+        settings = dataclasses.replace(self.settings, values=values)
+        cache = settings.cache
+        key = cache_key(self.onnx_bytes, settings, profile) if cache is not None else None
+        lookup = cache.get(key) if cache is not None else None
+        job = {"profile": profile, "values": values, "key": key, "lookup": lookup, "t0": time.perf_counter()}
+        if lookup is not None and lookup.status == "hit" and lookup.data is not None:
+            job["data"] = lookup.data
+            return job
+        timing = timing_cache_path(settings)
+        worker_settings = dataclasses.replace(settings, cache=None)
+        if self._pool is not None and picklable(self._builder):
+            job["future"] = self._pool.submit(build_job, self._builder, self.onnx_bytes, profile,
+                                              worker_settings, timing)
         else:
-            key = cache_key(self.onnx_bytes, self.settings, profile)
-            data, lookup = cache.get_or_build(key, make)
+            job["call"] = (self._builder, self.onnx_bytes, profile, worker_settings, timing)
+        return job
+
+    def finish(self, job: Dict[str, Any]) -> EngineRecord:
+        """The engine of a started build (raises :class:`BuildError` when it failed or crashed)."""
+        if "data" in job:
+            data = job["data"]
+        elif "future" in job:
+            data = self._pool.result(job["future"], self.name)  # type: ignore[union-attr]
+        else:
+            data = build_job(*job["call"])
+        cache, key, lookup = self.settings.cache, job["key"], job["lookup"]
+        status, path = "disabled", None
+        if cache is not None:
             status, path = lookup.status, str(lookup.path)
-        record = EngineRecord(self.name, profile, data, status, key, path, time.perf_counter() - start)
-        log.info("segment %s: engine %s (%d bytes, cache %s)", self.name, profile, len(data), status)
+            if status != "hit":
+                from trtlab.errors import CacheError
+
+                try:
+                    cache.put(key, data)
+                except CacheError as exc:
+                    if not isinstance(exc.__cause__, OSError):
+                        raise
+                    log.warning("engine not cached: %s", exc)
+        record = EngineRecord(self.name, job["profile"], data, status, key, path,
+                              time.perf_counter() - job["t0"], job["values"])
+        log.info("segment %s: engine %s (%d bytes, cache %s)", self.name, job["profile"], len(data), status)
         if self.settings.dynamic_batch == "single" and self.engines:
             self.rebuilds += 1
+            for runner in self._runners.values():
+                runner.deactivate()
             self.engines = [record]
             self._seen.clear()
             self._runners.clear()
@@ -90,44 +152,49 @@ class TensorRTSegment:
             self.engines.append(record)
         return record
 
-    def engine_for(self, shapes: Mapping[str, Shape]) -> EngineRecord:
+    def _add_engine(self, profile: Optional[Profile], values: Optional[Profile] = None) -> EngineRecord:
+        return self.finish(self.start(profile, values))
+
+    def engine_for(self, shapes: Mapping[str, Shape], values: Optional[Mapping[str, Shape]] = None) -> EngineRecord:
         """The engine that runs inputs of these shapes, building or widening one if needed."""
-        sig = tuple(tuple(shapes[n]) for n in self._dynamic)
+        values = values or {}
+        sig = tuple(tuple(shapes[n]) for n in self._dynamic) + tuple(values.get(n, ()) for n in self._value_inputs)
         hit = self._seen.get(sig)
         if hit is not None:
             return hit
-        record = next((e for e in self.engines if e.covers(shapes)), None)
+        record = next((e for e in self.engines if e.covers(shapes, values)), None)
         if record is None:
+            new_values = tuple(sorted((n, (v, v, v)) for n, v in values.items())) or None
             if self.settings.dynamic_batch == "per_shape" or not self.engines:
                 base = self.settings.profile if self.settings.dynamic_batch == "single" else None
                 profile = _widen(base, shapes) if base is not None else _static_profile(shapes, self._dynamic)
             else:
                 profile = _widen(self.engines[0].profile or (), shapes)
-            record = self._add_engine(profile)
+                log.warning("segment %s: inputs %s lie outside its engine's profile; rebuilding the engine "
+                            "wider (pass feeds= or shapes= covering every size to build() to avoid it)",
+                            self.name, {n: list(s) for n, s in shapes.items()})
+            record = self._add_engine(profile or None, new_values if self._value_inputs else None)
         self._seen[sig] = record
         return record
 
     # -- execution -----------------------------------------------------------------------------
+    def _record(self, feeds: Mapping[str, Any]) -> EngineRecord:
+        if self._dynamic or self._value_inputs:
+            return self.engine_for({n: tuple(feeds[n].shape) for n in self._dynamic},
+                                   _values_of(feeds, self._value_inputs))
+        return self.engines[0] if self.engines else self._add_engine(None)
+
     def __call__(self, feeds: Mapping[str, Any]) -> Dict[str, Any]:
-        if self._dynamic:
-            record = self.engine_for({n: tuple(feeds[n].shape) for n in self._dynamic})
-        elif self.engines:
-            record = self.engines[0]
-        else:
-            record = self._add_engine(None)
-        if self.executor == "tensorrt":
+        record = self._record(feeds)
+        if self.runs_on_tensorrt:
             return self.run_device(feeds, record, host=True)
-        if self._session is None:
-            self._session, self.executor = _ort_session(self.model, self.settings)
-            self._call = fast_call(self._session)
         return dict(zip(self._outputs, self._call(self._outputs, feeds)))
 
     def run_device(self, feeds: Mapping[str, Any], record: Optional[EngineRecord] = None, *,
                    host: bool = False) -> Dict[str, Any]:
         """Run on TensorRT; with ``host=False`` outputs stay on the device (Polygraphy DeviceViews)."""
         if record is None:
-            record = self.engine_for({n: tuple(feeds[n].shape) for n in self._dynamic}) \
-                if self._dynamic else (self.engines[0] if self.engines else self._add_engine(None))
+            record = self._record(feeds)
         runner = self._runners.get(id(record))
         if runner is None:
             ptrt = polygraphy_trt()
@@ -144,22 +211,30 @@ class TensorRTSegment:
 
 
 class TensorRTBackend:
-    """TensorRT engines through Polygraphy's loaders and the engine cache.
+    """TensorRT engines through Polygraphy's loaders, the engine cache and a pool of build workers.
 
     Parameters
     ----------
     builder
         ``(onnx_bytes, profile, settings) -> engine bytes``; default
-        :func:`trtlab.backends.tensorrt.engine.build_engine`. Tests and notebooks pass their own to study failures.
+        :func:`trtlab.backends.tensorrt.engine.build_engine`. A module-level function runs in the
+        build workers; one that cannot be pickled (a closure) runs in this process.
+    pool
+        The :class:`~trtlab.backends.tensorrt.workers.BuildPool`; default: the process-wide pool
+        sized by ``settings.workers`` (one worker per core).
     """
 
     name = "tensorrt"
 
-    def __init__(self, builder: Optional[EngineBuilder] = None) -> None:
+    def __init__(self, builder: Optional[EngineBuilder] = None, pool: Optional[BuildPool] = None) -> None:
         self.builder = build_engine if builder is None else builder
+        self.pool = pool
 
     def __repr__(self) -> str:
         return "TensorRTBackend()"
+
+    def _pool_for(self, settings: CompileSettings) -> BuildPool:
+        return self.pool if self.pool is not None else default_pool(settings.workers, settings.timeout)
 
     def check_support(self, model: Any) -> Any:
         from trtlab.backends.tensorrt.support import check_support
@@ -167,4 +242,80 @@ class TensorRTBackend:
         return check_support(model)
 
     def compile(self, segment_model: onnx.ModelProto, settings: CompileSettings) -> TensorRTSegment:
-        return TensorRTSegment(segment_model, settings, self.builder)
+        return TensorRTSegment(segment_model, settings, self.builder, self._pool_for(settings))
+
+    def compile_many(self, jobs: Sequence[Tuple[onnx.ModelProto, CompileSettings]]) -> List[Any]:
+        """Compile segments with their engine builds running in parallel in the worker pool."""
+        segs: List[Any] = []
+        started: List[Any] = []
+        for proto, settings in jobs:
+            try:
+                seg = TensorRTSegment(proto, settings, self.builder, self._pool_for(settings), build_now=False)
+            except BuildError as exc:
+                segs.append(exc)
+                started.append(None)
+                continue
+            segs.append(seg)
+            eager = settings.eager and (not seg._dynamic or settings.profile is not None)
+            started.append(seg.start() if eager else None)
+        out: List[Any] = []
+        for seg, job in zip(segs, started):
+            if job is not None:
+                try:
+                    seg.finish(job)
+                except BuildError as exc:
+                    out.append(exc)
+                    continue
+            out.append(seg)
+        return out
+
+    def try_many(self, subs: Sequence[onnx.ModelProto], profiles: Sequence[Optional[Profile]],
+                 settings: CompileSettings) -> List[Optional[str]]:
+        """Build candidate sub-models in parallel (no cache); ``None`` for each that builds, else the error."""
+        from trtlab.backends.onnxruntime.session import model_bytes
+
+        worker_settings = dataclasses.replace(settings, cache=None)
+        pool = self._pool_for(settings)
+        if not picklable(self.builder):
+            results: List[Any] = []
+            for sub, prof in zip(subs, profiles):
+                try:
+                    results.append(build_job(self.builder, model_bytes(sub), prof, worker_settings, None))
+                except BuildError as exc:
+                    results.append(exc)
+        else:
+            results = pool.map(build_job, [(self.builder, model_bytes(sub), prof, worker_settings, None)
+                                           for sub, prof in zip(subs, profiles)], segment=settings.segment)
+        return [None if not isinstance(r, BuildError) else "; ".join(getattr(r, "errors", None) or [str(r)])
+                for r in results]
+
+    def isolate(self, segment_model: onnx.ModelProto, settings: CompileSettings, error: BuildError,
+                facts: Optional[Mapping[str, Any]] = None, *, progress: bool = False) -> Tuple[List[Tuple[str, str]], int]:
+        """The nodes of a segment TensorRT cannot build, each with the builder's error; and the builds tried."""
+        from trtlab.backends.isolation import isolate
+        from trtlab.backends.tensorrt.isolate import candidate_profiles
+
+        ranges = dict(facts or {})
+        values = dict(ranges.pop("__values__", {}) or {})
+        values.update(dict(settings.values or ()))
+        profile_of = candidate_profiles(segment_model, settings.profile, ranges)
+        width = self._pool_for(settings).workers if picklable(self.builder) else 1
+
+        def try_many(subs: List[onnx.ModelProto]) -> List[Optional[str]]:
+            known, profiles = [], []
+            for i, sub in enumerate(subs):
+                try:
+                    profiles.append(profile_of(sub))
+                    known.append(i)
+                except BuildError as exc:  # shapes unknown without example inputs: not testable here
+                    log.debug("isolation candidate skipped: %s", exc)
+            names = {i.name for sub in subs for i in sub.graph.input}
+            vals = tuple(sorted((n, v) for n, v in values.items() if n in names)) or None
+            results = self.try_many([subs[i] for i in known], profiles, dataclasses.replace(settings, values=vals))
+            out: List[Optional[str]] = [None] * len(subs)
+            for i, r in zip(known, results):
+                out[i] = r
+            return out
+
+        first = "; ".join(getattr(error, "errors", None) or [str(error)])
+        return isolate(segment_model, try_many, width=width, first_error=first, progress=progress)
