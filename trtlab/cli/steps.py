@@ -43,11 +43,36 @@ def cmd_partition(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_shapes(items: Any) -> Any:
+    """``["x=1x3x64x64", "y=1x8,4x8,8x8"]`` -> ``{"x": (1, 3, 64, 64), "y": ((1, 8), (4, 8), (8, 8))}``."""
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        name, sep, spec = item.rpartition("=")
+        try:
+            shapes = [tuple(int(d) for d in part.lower().split("x")) for part in spec.split(",")]
+        except ValueError:
+            shapes = []
+        if not sep or not name or len(shapes) not in (1, 3):
+            from trtlab.errors import InputError
+
+            raise InputError(f"--shapes {item!r}: write NAME=1x3x224x224 (one shape) or "
+                             "NAME=MINx..,OPTx..,MAXx.. (min, opt and max).")
+        out[name] = shapes[0] if len(shapes) == 1 else tuple(shapes)
+    return out
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from trtlab.codegen import build
 
     _, part = _partition(args)
-    hybrid = build(part, precision=args.precision, cache_dir=args.cache_dir, progress=not args.quiet)
+    feeds = _load_feeds(args.feeds) if getattr(args, "feeds", None) else None
+    hybrid = build(part, feeds=feeds, shapes=_parse_shapes(getattr(args, "shapes", None)),
+                   precision=args.precision, cache_dir=args.cache_dir, progress=not args.quiet)
+    if not hybrid.built:
+        print("The model has dynamic dims and neither --feeds nor --shapes was given: engines build at the "
+              "first run. Pass --feeds inputs.npz (or --shapes name=1x3x224x224) to build them now.")
     print(hybrid.executors.to_string(index=False))
     print()
     print(hybrid.cache_report().to_string(index=False))
@@ -120,6 +145,11 @@ def add_parsers(sub: Any) -> None:
         s.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
         s.add_argument("--cache-dir", default=None)
         s.add_argument("--quiet", action="store_true", help="no progress bars")
+        if name == "build":
+            s.add_argument("--feeds", help=".npz of example inputs, one array per input: every dynamic "
+                                           "dim and shape-tensor value is taken from one run on them")
+            s.add_argument("--shapes", action="append", metavar="NAME=SHAPE",
+                           help="input shape NAME=1x3x224x224, or NAME=MIN,OPT,MAX (repeatable)")
         if name == "bench":
             s.add_argument("--feeds", help=".npz with one array per input (default: random)")
             s.add_argument("--batch", type=int, default=1)

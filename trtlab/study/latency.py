@@ -246,9 +246,8 @@ def benchmark_model(model: Any, *, feeds: Optional[Mapping[str, np.ndarray]] = N
 
     m = model if isinstance(model, Model) else load(model)
     feeds = dict(feeds) if feeds is not None else random_inputs(m, batch=batch)
-    shapes = {k: tuple(np.shape(v)) for k, v in feeds.items()}
     hybrid = build(partition(m, min_subgraph_size=min_subgraph_size), precision=precision,
-                   cache_dir=cache_dir, shapes=shapes, progress=progress)
+                   cache_dir=cache_dir, feeds=feeds, progress=progress)
     kwargs = dict(warmup=warmup, iterations=iterations, duration=duration, progress=progress)
     label = f"hybrid {precision}" if isinstance(precision, str) else "hybrid mixed"
     frames = [benchmark(session(m), feeds, label="onnxruntime", **kwargs).to_frame().assign(config="onnxruntime"),
