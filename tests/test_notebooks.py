@@ -160,4 +160,6 @@ def test_07_write_your_own_backend(tmp_path, monkeypatch):
     m = _line(text, r"numpy segments drawn: (\d+) of (\d+)")
     assert int(m[1]) == int(m[2]) > 0
     assert re.search(r"numpy\s+[\d.]+", text)
+    assert "build() moved 4 node(s) to fallback" in text and "no NumPy kernel for Erf" in text
+    assert len(re.findall(r"layer\d/mlp/gelu/erf\s+Erf numpy build failed", text)) == 4
     assert _images(nb) >= 2
