@@ -118,6 +118,8 @@ def test_03_build_and_run_hybrid(tmp_path, monkeypatch):
     assert float(_line(text, r"max \|hybrid - onnxruntime\|: ([\d.e-]+)")[1]) < 1e-4
     assert float(_line(text, r"accuracy on 64 test images: ([\d.]+)")[1]) > 0.9
     assert "polygraphy comparison passed: True" in text
+    assert "built before the first run: False" in text
+    assert "built after the first run: True | profile: input: [8, 1, 8, 8]" in text
     assert _images(nb) >= 1
 
 
