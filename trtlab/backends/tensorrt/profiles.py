@@ -26,7 +26,8 @@ def _dynamic_inputs(model: onnx.ModelProto) -> List[str]:
         if vi.name in inits:
             continue
         dims = vi.type.tensor_type.shape.dim
-        if not vi.type.tensor_type.HasField("shape") or any(not d.HasField("dim_value") for d in dims):
+        if not vi.type.tensor_type.HasField("shape") or any(not d.HasField("dim_value") or d.dim_value < 0
+                                                             for d in dims):
             names.append(vi.name)
     return names
 
