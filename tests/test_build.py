@@ -576,7 +576,8 @@ def test_ort_threads_policy():
     from trtlab.codegen import _ort_threads
 
     assert _ort_threads("auto", 1) == (None, True)
-    assert _ort_threads("auto", 5) == (None, False)
+    assert _ort_threads("auto", 5) == (1, True)
+    assert _ort_threads("default", 5) == (None, True)
     assert _ort_threads(1, 5) == (1, True)
     with pytest.raises(BuildError, match="ort_threads"):
         _ort_threads(0, 2)

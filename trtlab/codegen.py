@@ -173,15 +173,18 @@ class _Options:
 def _ort_threads(policy: Any, segments: int) -> Tuple[Optional[int], bool]:
     """(intra-op threads, spinning) of every ONNX Runtime session of a hybrid.
 
-    ``"auto"``: ONNX Runtime's default for a one-segment hybrid; with several segments, which
-    take turns on the same cores, each session keeps the default thread count without spinning
-    (idle spinning threads of one session slow the next one down). An int: that many threads
-    per session, spinning when above one.
+    ``"auto"``: ONNX Runtime's default pool for a one-segment hybrid; with several segments,
+    which take turns on the same cores, one thread per session (each session's default pool
+    spins its idle threads, and several pools oversubscribe the cores: on a loaded 2-core
+    machine a boundary then cost milliseconds). ``"default"``: ONNX Runtime's default pool in
+    every session. An int: that many threads per session.
     """
     if policy == "auto" or policy is None:
-        return None, segments <= 1
+        return (None, True) if segments <= 1 else (1, True)
+    if policy == "default":
+        return None, True
     if isinstance(policy, bool) or not isinstance(policy, (int, np.integer)) or policy < 1:
-        raise BuildError(f"ort_threads={policy!r}: give a number of threads >= 1 or 'auto'.")
+        raise BuildError(f"ort_threads={policy!r}: give a number of threads >= 1, 'auto' or 'default'.")
     return int(policy), True
 
 
