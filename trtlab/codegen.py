@@ -336,7 +336,7 @@ def _compile(part: Any, examples: Optional[List[Dict[str, np.ndarray]]], opts: _
                 continue
             seg_calib = None if calib is None or precisions[seg.index] != "int8" else \
                 [{k: b[k] for k in seg.inputs} for b in calib]
-            proto = _convert(part.segment_model(seg.index), precisions[seg.index], seg_calib)
+            proto = facts.fix_value_inputs(_convert(part.segment_model(seg.index), precisions[seg.index], seg_calib))
             profile, values, missing = facts.segment_profile(proto)
             if missing and not seg.is_fallback:
                 log.info("segment %s: no shapes known for %s; its engine builds at the first run", seg.name, missing)
@@ -397,9 +397,7 @@ def _isolate(backend: Any, proto: onnx.ModelProto, settings: CompileSettings, er
     """The failing nodes of a segment: the backend's own ``isolate`` or the generic bisection."""
     own = getattr(backend, "isolate", None)
     if own is not None:
-        ranges: Dict[str, Any] = dict(facts.ranges)
-        ranges["__values__"] = facts.values
-        return own(proto, settings, error, ranges, progress=progress)
+        return own(proto, settings, error, facts, progress=progress)
     from trtlab.backends.isolation import isolate
 
     def try_many(subs: List[onnx.ModelProto]) -> List[Optional[str]]:

@@ -54,6 +54,43 @@ class ShapeFacts:
     ranges: Dict[str, ShapeRange] = field(default_factory=dict)
     values: Dict[str, ShapeRange] = field(default_factory=dict)
     source: str = "none"
+    types: Dict[str, int] = field(default_factory=dict)
+
+    def fix_value_inputs(self, proto: onnx.ModelProto) -> onnx.ModelProto:
+        """``proto`` with a static length on every rank-1 input whose values were observed.
+
+        Such an input may be a shape tensor, whose length TensorRT needs static (its parser
+        refuses the network otherwise); the length is the rank of some tensor, fixed.
+        """
+        for vi in proto.graph.input:
+            rng = self.values.get(vi.name)
+            dims = vi.type.tensor_type.shape.dim
+            if rng is not None and len(dims) == 1 and not (dims[0].HasField("dim_value") and dims[0].dim_value >= 0):
+                dims[0].dim_value = len(rng[0])
+        return proto
+
+    def retype_inputs(self, proto: onnx.ModelProto) -> onnx.ModelProto:
+        """``proto`` with each observed input typed as observed: element type, and each dim
+        static where min == max, else symbolic (a bisection candidate cut inside a segment reads
+        tensors shape inference could not type)."""
+        inits = {t.name for t in proto.graph.initializer}
+        for vi in proto.graph.input:
+            if vi.name in inits or vi.name not in self.ranges:
+                continue
+            lo, _, hi = self.ranges[vi.name]
+            tt = vi.type.tensor_type
+            if self.types.get(vi.name):
+                tt.elem_type = self.types[vi.name]
+            tt.ClearField("shape")
+            shape = tt.shape
+            shape.SetInParent()
+            for ax, (a, b) in enumerate(zip(lo, hi)):
+                dim = shape.dim.add()
+                if a == b:
+                    dim.dim_value = int(a)
+                else:
+                    dim.dim_param = f"{vi.name}_dim{ax}"
+        return proto
 
     def segment_profile(self, proto: onnx.ModelProto) -> Tuple[Optional[Profile], Optional[Profile], List[str]]:
         """(shape profile, shape-tensor values, missing inputs) of a segment model.
@@ -191,6 +228,11 @@ def observe(model: Any, examples: Optional[List[Dict[str, np.ndarray]]],
             out.update(ex)
             for name, value in out.items():
                 value = np.asarray(value)
+                if name not in facts.types:
+                    try:
+                        facts.types[name] = onnx.helper.np_dtype_to_tensor_dtype(value.dtype)
+                    except (KeyError, TypeError, ValueError):
+                        pass
                 seen.setdefault(name, []).append(tuple(int(d) for d in value.shape))
                 if _small_int(value):
                     vals.setdefault(name, []).append(tuple(int(v) for v in value.reshape(-1)))

@@ -290,20 +290,28 @@ class TensorRTBackend:
                 for r in results]
 
     def isolate(self, segment_model: onnx.ModelProto, settings: CompileSettings, error: BuildError,
-                facts: Optional[Mapping[str, Any]] = None, *, progress: bool = False) -> Tuple[List[Tuple[str, str]], int]:
-        """The nodes of a segment TensorRT cannot build, each with the builder's error; and the builds tried."""
+                facts: Any = None, *, progress: bool = False) -> Tuple[List[Tuple[str, str]], int]:
+        """The nodes of a segment TensorRT cannot build, each with the builder's error; and the builds tried.
+
+        Candidates (prefixes of the segment, and the rest after each culprit) are typed from the
+        observed shapes (``facts``, a :class:`~trtlab.backends.shapes.ShapeFacts`) and built
+        in parallel in the worker pool.
+        """
         from trtlab.backends.isolation import isolate
         from trtlab.backends.tensorrt.isolate import candidate_profiles
 
-        ranges = dict(facts or {})
-        values = dict(ranges.pop("__values__", {}) or {})
+        ranges = dict(getattr(facts, "ranges", {}) or {})
+        values = dict(getattr(facts, "values", {}) or {})
         values.update(dict(settings.values or ()))
+        retype = getattr(facts, "retype_inputs", None)
         profile_of = candidate_profiles(segment_model, settings.profile, ranges)
         width = self._pool_for(settings).workers if picklable(self.builder) else 1
 
         def try_many(subs: List[onnx.ModelProto]) -> List[Optional[str]]:
             known, profiles = [], []
             for i, sub in enumerate(subs):
+                if retype is not None:
+                    retype(sub)
                 try:
                     profiles.append(profile_of(sub))
                     known.append(i)

@@ -20,15 +20,17 @@ Examples
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import multiprocessing as mp
 import os
 import pickle
 import signal
+import sys
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor, TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 from trtlab.errors import BuildError
 
@@ -126,12 +128,13 @@ class BuildPool:
     def submit(self, fn: Callable[..., Any], *args: Any) -> "Future[Any]":
         """Start ``fn(*args)`` in a worker; :meth:`result` collects it."""
         pool = self._pool()
-        try:
-            fut = pool.submit(_call, fn, args)
-        except BrokenProcessPool:
-            self._replace(pool)
-            pool = self._pool()
-            fut = pool.submit(_call, fn, args)
+        with _main_not_reimported():
+            try:
+                fut = pool.submit(_call, fn, args)
+            except BrokenProcessPool:
+                self._replace(pool)
+                pool = self._pool()
+                fut = pool.submit(_call, fn, args)
         fut._trtlab_job = (pool, fn, args)  # type: ignore[attr-defined]
         return fut
 
@@ -199,6 +202,29 @@ class BuildPool:
         return out
 
 
+@contextlib.contextmanager
+def _main_not_reimported() -> Iterator[None]:
+    """Start workers without re-running the user's script in them.
+
+    A ``spawn`` child imports the parent's ``__main__`` file before its first job; a script
+    without an ``if __name__ == "__main__":`` guard would then run again, build again and start
+    more workers. Build jobs never need ``__main__`` (builders from it run in this process), so
+    the file is hidden while workers start.
+    """
+    main = sys.modules.get("__main__")
+    hidden = {}
+    if main is not None and getattr(main, "__spec__", None) is None:
+        for attr in ("__file__",):
+            if hasattr(main, attr):
+                hidden[attr] = getattr(main, attr)
+                delattr(main, attr)
+    try:
+        yield
+    finally:
+        for attr, value in hidden.items():
+            setattr(main, attr, value)
+
+
 def _exit_codes(pool: ProcessPoolExecutor) -> List[Optional[int]]:
     procs = getattr(pool, "_processes", None) or {}
     codes = []
@@ -219,7 +245,10 @@ def _kill(pool: ProcessPoolExecutor) -> None:
 
 
 def picklable(fn: Any) -> bool:
-    """Whether ``fn`` can be sent to a worker (module-level functions can; closures cannot)."""
+    """Whether ``fn`` can be sent to a worker (module-level functions can; closures and functions
+    of a notebook or script, whose ``__main__`` a worker does not have, cannot)."""
+    if getattr(fn, "__module__", None) in ("__main__", "__mp_main__"):
+        return False
     try:
         pickle.dumps(fn)
         return True
