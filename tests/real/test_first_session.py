@@ -132,3 +132,25 @@ def test_precision_table_completes_in_a_child_process(real_model_paths, model_id
     assert [r["precision"] for r in rows] == ["fp32", "fp16", "int8"]
     assert all(np.isfinite(r["cosine"]) for r in rows)
     assert rows[0]["cosine"] > 0.9999
+
+
+@pytest.mark.parametrize("knobs", [{"exclude_ops": ["Shape"]}, {"exclude_ops": ["Concat"]}], ids=["Shape", "Concat"])
+def test_cuts_through_shape_computations_build_without_moving_nodes(real_model_paths, knobs, tmp_path):
+    """PP-OCRv4 rec cut where its Reshapes read their target shapes: shape-tensor segment inputs.
+
+    With values of 1 for them (Polygraphy's default) the builds failed and ~100 nodes moved.
+    """
+    path = str(real_model_paths["rapidocr_rec"])
+    model = trtlab.load(path)
+    part = trtlab.partition(model, **knobs)
+    feeds = real_feeds("rapidocr_rec")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BuildWarning)
+        hybrid = trtlab.build(part, feeds=feeds, cache_dir=tmp_path, progress=False)
+    assert hybrid.moved == [] and hybrid.isolation_builds == 0
+    values = {n for exe in hybrid.executables.values() for n, _ in (getattr(exe, "values", None) or ())}
+    assert values, "no segment reads a shape tensor across the cut"
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    for name, want in zip(names, sess.run(names, feeds)):
+        assert_close(name, hybrid.run(feeds)[name], want)
