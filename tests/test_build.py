@@ -586,3 +586,21 @@ def test_ort_threads_policy():
     hybrid = build(part, cache_dir=False, progress=False, ort_threads=1)
     sessions = [exe.session for exe in hybrid.executables.values()]
     assert [s.get_session_options().intra_op_num_threads for s in sessions] == [1, 1, 1]
+
+
+@needs_build
+def test_small_integer_data_inputs_do_not_bind_the_engine(tmp_path):
+    """Gather indices are data, not a shape tensor: new index values reuse the engine."""
+    nodes = [helper.make_node("Gather", ["x", "idx"], ["g"], name="gather", axis=1),
+             helper.make_node("Relu", ["g"], ["y"], name="relu")]
+    m = load(F._model(nodes, [F.vi("x", [2, 5]), F.vi("idx", [3], TensorProto.INT64)], [F.vi("y", [2, 3])]))
+    x = np.random.default_rng(0).standard_normal((2, 5)).astype(np.float32)
+    hybrid = build(trtlab.partition(m), feeds={"x": x, "idx": np.array([0, 1, 2])}, cache_dir=tmp_path,
+                   progress=False)
+    exe = hybrid.executables[0]
+    assert exe.values == (("idx", ((0, 1, 2),) * 3),)  # observed, offered to the builder
+    assert exe.engines[0].values is None  # TensorRT said idx is no shape tensor
+    for idx in ([4, 3, 1], [2, 2, 0]):
+        feeds = {"x": x, "idx": np.array(idx)}
+        np.testing.assert_allclose(hybrid.run(feeds)["y"], run_onnx(m, feeds)["y"], rtol=1e-6)
+    assert hybrid.engine_count == 1 and exe.rebuilds == 0

@@ -119,12 +119,18 @@ class TensorRTSegment(CompiledSegment):
 
     def finish(self, job: Dict[str, Any]) -> EngineRecord:
         """The engine of a started build (raises :class:`BuildError` when it failed or crashed)."""
+        shape_tensors = None
         if "data" in job:
             data = job["data"]
         elif "future" in job:
-            data = self._pool.result(job["future"], self.name)  # type: ignore[union-attr]
+            data, shape_tensors = self._pool.result(job["future"], self.name)  # type: ignore[union-attr]
         else:
-            data = build_job(*job["call"])
+            data, shape_tensors = build_job(*job["call"])
+        values = job["values"]
+        if shape_tensors is not None:
+            # only shape-tensor values bind an engine; other small integer inputs are data
+            values = tuple((n, r) for n, r in values or () if n in set(shape_tensors)) or None
+            self._value_inputs = [n for n in self._value_inputs if n in set(shape_tensors)]
         cache, key, lookup = self.settings.cache, job["key"], job["lookup"]
         status, path = "disabled", None
         if cache is not None:
@@ -139,7 +145,7 @@ class TensorRTSegment(CompiledSegment):
                         raise
                     log.warning("engine not cached: %s", exc)
         record = EngineRecord(self.name, job["profile"], data, status, key, path,
-                              time.perf_counter() - job["t0"], job["values"])
+                              time.perf_counter() - job["t0"], values)
         log.info("segment %s: engine %s (%d bytes, cache %s)", self.name, job["profile"], len(data), status)
         if self.settings.dynamic_batch == "single" and self.engines:
             self.rebuilds += 1

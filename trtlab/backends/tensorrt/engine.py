@@ -138,6 +138,13 @@ def _error_recorder(trt: Any) -> Any:
 def build_engine(onnx_bytes: bytes, profile: Optional[Profile] = None,
                  settings: Optional[CompileSettings] = None, *,
                  timing_cache: Optional[str] = None) -> bytes:
+    """Build a serialized TensorRT engine from ONNX bytes (see :func:`_build_engine`)."""
+    return _build_engine(onnx_bytes, profile, settings, timing_cache=timing_cache)[0]
+
+
+def _build_engine(onnx_bytes: bytes, profile: Optional[Profile] = None,
+                  settings: Optional[CompileSettings] = None, *,
+                  timing_cache: Optional[str] = None) -> Tuple[bytes, List[str]]:
     """Build a serialized TensorRT engine from ONNX bytes.
 
     A strongly typed network is parsed with Polygraphy's ``NetworkFromOnnxBytes``; the builder
@@ -182,7 +189,7 @@ def build_engine(onnx_bytes: bytes, profile: Optional[Profile] = None,
     data = bytes(data)
     if not data:
         raise _build_error("build", settings, ["the builder returned an empty engine"])
-    return data
+    return data, shape_tensor_inputs(network)
 
 
 def timing_cache_path(settings: CompileSettings) -> Optional[str]:
@@ -196,12 +203,16 @@ def timing_cache_path(settings: CompileSettings) -> Optional[str]:
 
 
 def build_job(builder: Any, onnx_bytes: bytes, profile: Optional[Profile], settings: CompileSettings,
-              timing_cache: Optional[str]) -> bytes:
+              timing_cache: Optional[str]) -> Tuple[bytes, Optional[List[str]]]:
     """What a build worker runs: ``builder(onnx_bytes, profile, settings)`` (the timing cache
-    path is chosen by the parent process, so the worker writes nothing else)."""
+    path is chosen by the parent process, so the worker writes nothing else).
+
+    Returns the engine bytes and the names of the inputs TensorRT treats as shape tensors
+    (``None`` when the builder does not say).
+    """
     if builder is build_engine:
-        return build_engine(onnx_bytes, profile, settings, timing_cache=timing_cache)
-    return bytes(builder(onnx_bytes, profile, settings))
+        return _build_engine(onnx_bytes, profile, settings, timing_cache=timing_cache)
+    return bytes(builder(onnx_bytes, profile, settings)), None
 
 
 def shape_tensor_inputs(network: Any) -> List[str]:
