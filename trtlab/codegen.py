@@ -290,7 +290,7 @@ def build(partition: Any, *, feeds: Any = None, shapes: Optional[Mapping[str, An
         calib_batches = _calibration_batches(part.model, calibration_data)
     base = CompileSettings(workspace=workspace, opt_level=opt_level, dynamic_batch=dynamic_batch, cache=cache,
                            eager=eager, providers=tuple(providers) if providers else None, threads=threads,
-                           spinning=spinning, workers=workers, timeout=timeout)
+                           spinning=spinning, workers=workers, timeout=timeout, progress=progress)
     opts = _Options(per_node, default_precision, calib_batches, shapes, base, on_build_failure, progress,
                     ort_threads)
     table = _Backends(part, backends)

@@ -257,6 +257,8 @@ class CompileSettings:
         Build worker processes (``None``: one per core).
     timeout : float or None
         Seconds one engine build may take before it counts as hung.
+    progress : bool
+        Show progress bars (TensorRT: one per segment build).
     """
 
     segment: str = "segment"
@@ -273,6 +275,7 @@ class CompileSettings:
     spinning: bool = True
     workers: Optional[int] = None
     timeout: Optional[float] = None
+    progress: bool = False
 
     def build_options(self) -> Dict[str, Any]:
         """The settings an engine depends on (part of the cache key)."""

@@ -216,6 +216,32 @@ class TensorRTSegment(CompiledSegment):
         self._runners.clear()
 
 
+def _wait_with_bars(segs: Sequence[Any], started: Sequence[Any]) -> None:
+    """One progress bar per segment build running in the pool, closed as each one ends."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    from trtlab._progress import progress as progress_bar
+
+    running = {job["future"]: seg for seg, job in zip(segs, started)
+               if job is not None and "future" in job and seg.settings.progress}
+    if len(running) < 1:
+        return
+    bars = {fut: progress_bar(total=1, desc=f"build {seg.name}", position=i, unit="engine")
+            for i, (fut, seg) in enumerate(running.items())}
+    pending = set(bars)
+    timeout = max((seg.settings.timeout or 0) for seg in running.values()) or None
+    try:
+        while pending:
+            done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+            if not done:
+                break  # a hung build: finish() reports it
+            for fut in done:
+                bars[fut].update(1)
+    finally:
+        for bar in bars.values():
+            bar.close()
+
+
 class TensorRTBackend:
     """TensorRT engines through Polygraphy's loaders, the engine cache and a pool of build workers.
 
@@ -264,6 +290,7 @@ class TensorRTBackend:
             segs.append(seg)
             eager = settings.eager and (not seg._dynamic or settings.profile is not None)
             started.append(seg.start() if eager else None)
+        _wait_with_bars(segs, started)
         out: List[Any] = []
         for seg, job in zip(segs, started):
             if job is not None:
