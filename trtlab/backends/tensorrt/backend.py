@@ -229,7 +229,8 @@ def _wait_with_bars(segs: Sequence[Any], started: Sequence[Any]) -> None:
     bars = {fut: progress_bar(total=1, desc=f"build {seg.name}", position=i, unit="engine")
             for i, (fut, seg) in enumerate(running.items())}
     pending = set(bars)
-    timeout = max((seg.settings.timeout or 0) for seg in running.values()) or None
+    timeouts = [seg._pool.timeout for seg in running.values() if seg._pool is not None]
+    timeout = max(timeouts) if timeouts and None not in timeouts else None
     try:
         while pending:
             done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
