@@ -6,7 +6,9 @@ Two numbers per model:
   session called directly (median latency; target <= 5%);
 * cost per boundary: the model cut into 1, 2, 4 and 8 segments, each an ONNX Runtime session;
   the slope of median latency over the number of boundaries (target <= 50 us), and the slope of
-  the runtime's own time outside segment calls ("glue"). Segments run on
+  the runtime's own time outside segment calls ("glue"). Measured with build()'s default ONNX
+  Runtime thread policy (``ort_threads="auto"``: one intra-op thread per session when a hybrid
+  has several) and with ONNX Runtime's own default in every session (``ort_threads="default"``). Segments run on
   ONNX Runtime here (TensorRT segments do too on a machine that cannot run engines), so the
   numbers are the runtime's own cost: feed validation, tensor hand-over and one more session call.
 
@@ -42,13 +44,14 @@ def one_segment(model):
     return build(trtlab.partition(model, support=support), cache_dir=False, progress=False)
 
 
-def cut(model, pieces: int):
+def cut(model, pieces: int, ort_threads="auto"):
     """The model cut into about ``pieces`` consecutive blocks of nodes, alternating backends."""
     names = model.node_names
     size = max(1, -(-len(names) // pieces))
     support = {n: (i // size % 2 == 0, "block") for i, n in enumerate(names)}
     part = trtlab.partition(model, support=support)
-    return build(part, cache_dir=False, progress=False, backends={"tensorrt": OnnxRuntimeBackend()})
+    return build(part, cache_dir=False, progress=False, backends={"tensorrt": OnnxRuntimeBackend()},
+                 ort_threads=ort_threads)
 
 
 def medians_ms(runnable, feeds, iterations: int):
@@ -80,11 +83,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.getLogger("trtlab.study.latency").setLevel(logging.ERROR)
     names = args.models or zoo.names()
-    print(f"trtlab {trtlab.__version__}, {trtlab.backends.tensorrt.flavor.info().flavor} {trtlab.backends.tensorrt.flavor.info().version}; "
-          f"run on TensorRT: {trtlab.backends.tensorrt.flavor.info().run} ({trtlab.backends.tensorrt.flavor.info().reason})")
+    from trtlab.backends.tensorrt import flavor
+
+    info = flavor.info()
+    print(f"trtlab {trtlab.__version__}, {info.flavor} {info.version}; run on TensorRT: {info.run} ({info.reason})")
     print(f"{'model':<20} {'nodes':>6} {'ort ms':>9} {'hybrid ms':>10} {'overhead':>9} {'added us':>9}  "
-          f"{'segments':>12} {'us/boundary':>12} {'glue us/b':>10}")
-    worst_overhead, worst_boundary, worst_glue = -1.0, -1.0, -1.0
+          f"{'segments':>12} {'us/boundary':>12} {'glue us/b':>10} {'us/b ort-default':>17}")
+    worst_overhead, worst_boundary, worst_glue, worst_default = -1.0, -1.0, -1.0, -1.0
     for name in names:
         model = zoo.load(name)
         feeds = zoo.example_inputs(name, batch=1)
@@ -100,27 +105,33 @@ def main(argv=None) -> int:
                                                    args.iterations).items()}
         overhead = times["hybrid"] / times["ort"] - 1.0
 
-        counts, medians = [], []
-        for pieces in (1, 2, 4, 8):
-            hybrid = cut(model, pieces)
-            n = len(hybrid.segments)
-            if n in counts:
-                continue
-            counts.append(n)
-            medians.append(hybrid)
-        hybrids = {str(c): h for c, h in zip(counts, medians)}
-        seg_times = interleaved(hybrids, feeds, args.iterations)
-        xs = np.array(counts, dtype=float) - 1
-        ys = np.array([seg_times[str(c)][0] for c in counts])
-        glue = np.array([seg_times[str(c)][1] for c in counts])
-        slope_us = float(np.polyfit(xs, ys, 1)[0] * 1e3) if len(xs) > 1 else float("nan")
-        glue_us = float(np.polyfit(xs, glue, 1)[0] * 1e3) if len(xs) > 1 else float("nan")
+        slopes = {}
+        for policy in ("auto", "default"):
+            counts, medians = [], []
+            for pieces in (1, 2, 4, 8):
+                hybrid = cut(model, pieces, policy)
+                n = len(hybrid.segments)
+                if n in counts:
+                    continue
+                counts.append(n)
+                medians.append(hybrid)
+            hybrids = {str(c): h for c, h in zip(counts, medians)}
+            seg_times = interleaved(hybrids, feeds, args.iterations)
+            xs = np.array(counts, dtype=float) - 1
+            ys = np.array([seg_times[str(c)][0] for c in counts])
+            glue = np.array([seg_times[str(c)][1] for c in counts])
+            slopes[policy] = (float(np.polyfit(xs, ys, 1)[0] * 1e3) if len(xs) > 1 else float("nan"),
+                              float(np.polyfit(xs, glue, 1)[0] * 1e3) if len(xs) > 1 else float("nan"))
+        slope_us, glue_us = slopes["auto"]
+        default_us = slopes["default"][0]
         worst_overhead = max(worst_overhead, overhead)
         if np.isfinite(slope_us):
             worst_boundary = max(worst_boundary, slope_us)
             worst_glue = max(worst_glue, glue_us)
+            worst_default = max(worst_default, default_us)
         print(f"{name:<20} {len(model.node_names):>6} {times['ort']:>9.4f} {times['hybrid']:>10.4f} "
-              f"{overhead:>+9.1%} {(times['hybrid'] - times['ort']) * 1e3:>9.1f}  {','.join(map(str, counts)):>12} {slope_us:>12.1f} {glue_us:>10.2f}"
+              f"{overhead:>+9.1%} {(times['hybrid'] - times['ort']) * 1e3:>9.1f}  {','.join(map(str, counts)):>12} "
+              f"{slope_us:>12.1f} {glue_us:>10.2f} {default_us:>17.1f}"
               f"   ({time.perf_counter() - start:.0f}s)")
         sys.stdout.flush()
     print(f"\nworst median overhead, one segment: {worst_overhead:+.1%} (target <= {OVERHEAD_TARGET:.0%}): "
@@ -129,6 +140,8 @@ def main(argv=None) -> int:
           f"{worst_glue:.2f} us")
     print(f"worst added cost per boundary: {worst_boundary:.1f} us (target <= {BOUNDARY_TARGET_US:.0f} us): "
           f"{'met' if worst_boundary <= BOUNDARY_TARGET_US else 'NOT met'}")
+    print(f"worst added cost per boundary with ONNX Runtime's default pool in every session: "
+          f"{worst_default:.1f} us (ort_threads='default')")
     return 0
 
 

@@ -87,7 +87,8 @@ def test_build_engine_reports_builder_error():
 
 def test_input_ranges_forms_and_defaults():
     m = load(F.conv_relu())
-    assert input_ranges(m) == {"x": ((1, 3, 8, 8),) * 3}
+    assert input_ranges(m) == {}  # a dynamic dim is never invented
+    assert input_ranges(m, defaults=True) == {"x": ((1, 3, 8, 8),) * 3}
     assert input_ranges(m, {"x": (2, 3, 8, 8)}) == {"x": ((2, 3, 8, 8),) * 3}
     assert input_ranges(m, CONV_SHAPES) == CONV_SHAPES
     as_dict = input_ranges(m, {"x": {"min": (1, 3, 8, 8), "opt": (2, 3, 8, 8), "max": (4, 3, 8, 8)}})
@@ -388,3 +389,220 @@ def test_unwritable_cache_dir_still_builds(tmp_path, monkeypatch, caplog):
         assert "not writable" in caplog.text
     feeds = {"x": np.ones((2, 16), np.float32)}
     np.testing.assert_allclose(hybrid.run(feeds)["y"], run_onnx(F.mlp(), feeds)["y"], rtol=1e-5, atol=1e-6)
+
+
+# -- builds in worker processes ------------------------------------------------------------------
+
+def test_segfaulting_build_worker_is_a_recorded_failure_and_isolated():
+    """A build that kills its worker with SIGSEGV: this process survives, Tanh moves to fallback."""
+    import os
+
+    import build_standins
+    from trtlab.backends.tensorrt.workers import BuildPool
+
+    m = load(sigmoid_chain())
+    pool = BuildPool(workers=2, timeout=120)
+    part = trtlab.partition(m, backend=TensorRTBackend(builder=build_standins.segfault_on_tanh, pool=pool))
+    pid = os.getpid()
+    try:
+        with pytest.warns(trtlab.codegen.BuildWarning, match="tanh \\(Tanh\\).*signal 11"):
+            hybrid = build(part, cache_dir=False, progress=False)
+    finally:
+        pool.shutdown()
+    assert os.getpid() == pid
+    assert [n for n, _ in hybrid.moved] == ["tanh"]
+    reason = hybrid.partition.moved.set_index("node").loc["tanh", "reason"]
+    assert "TensorRT crashed with signal 11 (SIGSEGV) while building trt_0" in reason
+    assert pool.replaced >= 1
+    assert [s.backend for s in hybrid.partition.segments] == ["tensorrt", "fallback", "tensorrt"]
+    feeds = {"x": np.linspace(-2, 2, 16, dtype=np.float32).reshape(2, 8)}
+    np.testing.assert_allclose(hybrid.run(feeds)["y"], run_onnx(m, feeds)["y"], rtol=1e-6)
+
+
+def test_hung_build_times_out_and_is_isolated():
+    import build_standins
+    from trtlab.backends.tensorrt.workers import BuildPool
+
+    pool = BuildPool(workers=1, timeout=5)
+    part = trtlab.partition(load(sigmoid_chain()),
+                            backend=TensorRTBackend(builder=build_standins.hang_on_tanh, pool=pool))
+    try:
+        with pytest.warns(trtlab.codegen.BuildWarning, match="did not finish within 5 s"):
+            hybrid = build(part, cache_dir=False, progress=False)
+    finally:
+        pool.shutdown()
+    assert [n for n, _ in hybrid.moved] == ["tanh"]
+
+
+def test_failing_groups_move_at_once_with_few_builds():
+    """Two failing nodes in a 40-node chain: one isolation pass finds both."""
+    import build_standins
+    from trtlab.backends.tensorrt.workers import BuildPool
+
+    ops = ["Relu", "Sigmoid"] * 20
+    ops[11], ops[29] = "Tanh", "Abs"
+    nodes = [helper.make_node(op, [f"t{i}"], [f"t{i + 1}"], name=f"n{i}") for i, op in enumerate(ops)]
+    model = F._model(nodes, [F.vi("t0", [2, 8])], [F.vi(f"t{len(ops)}", [2, 8])])
+    pool = BuildPool(workers=2, timeout=120)
+    part = trtlab.partition(load(model),
+                            backend=TensorRTBackend(builder=build_standins.refuse_tanh_and_abs, pool=pool))
+    try:
+        with pytest.warns(trtlab.codegen.BuildWarning, match="2 node"):
+            hybrid = build(part, cache_dir=False, progress=False)
+    finally:
+        pool.shutdown()
+    assert sorted(n for n, _ in hybrid.moved) == ["n11", "n29"]
+    assert hybrid.isolation_builds <= 16  # one node at a time with full rebuilds took ~2 x 40
+    assert len(hybrid.partition.segments) == 5
+
+
+def test_build_raise_mode_reports_the_crash():
+    import build_standins
+    from trtlab.backends.tensorrt.workers import BuildPool
+
+    pool = BuildPool(workers=1, timeout=120)
+    part = trtlab.partition(load(sigmoid_chain()),
+                            backend=TensorRTBackend(builder=build_standins.segfault_on_tanh, pool=pool))
+    try:
+        with pytest.raises(BuildError, match="crashed with signal 11"):
+            build(part, cache_dir=False, progress=False, on_build_failure="raise")
+    finally:
+        pool.shutdown()
+
+
+# -- shapes from data ------------------------------------------------------------------------------
+
+def reshape_from_cut():
+    """x[2,3,4] -> Relu -> r ; Shape(x) -> Slice[0:1] -> b ; Concat(b, [12]) -> t (a shape tensor)
+    Reshape(r, t) -> Sigmoid -> y[2,12]
+
+    With Concat in fallback, the TensorRT segment holding Reshape reads its target shape ``t``
+    from the cut: a shape-tensor segment input.
+    """
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Shape", ["x"], ["s"], name="shape"),
+             helper.make_node("Slice", ["s", "zero", "one"], ["b"], name="slice"),
+             helper.make_node("Concat", ["b", "twelve"], ["t"], name="concat", axis=0),
+             helper.make_node("Reshape", ["r", "t"], ["f"], name="reshape"),
+             helper.make_node("Sigmoid", ["f"], ["y"], name="sig")]
+    inits = [F.const("zero", np.array([0], np.int64)), F.const("one", np.array([1], np.int64)),
+             F.const("twelve", np.array([12], np.int64))]
+    return F._model(nodes, [F.vi("x", [2, 3, 4])], [F.vi("y", [2, 12])], inits)
+
+
+@needs_build
+def test_shape_tensor_segment_input_builds_with_its_observed_value(tmp_path):
+    m = load(reshape_from_cut(), fold_constants=False)
+    part = trtlab.partition(m, exclude_nodes=["concat"])
+    seg = next(s for s in part.segments if "reshape" in s.nodes)
+    assert "t" in seg.inputs and seg.backend == "tensorrt"
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)}
+    hybrid = build(part, feeds=feeds, cache_dir=tmp_path, progress=False)
+    assert hybrid.moved == []  # with values 1 for 't' the build failed: "Reshaping [2,3,4] to [1,1]"
+    exe = hybrid.executables[seg.index]
+    assert exe.values == (("t", ((2, 12), (2, 12), (2, 12))),)
+    assert exe.engines and exe.engines[0].values == exe.values
+    np.testing.assert_allclose(hybrid.run(feeds)["y"], run_onnx(m, feeds)["y"], rtol=1e-6)
+
+
+@needs_build
+def test_shape_tensor_cut_without_feeds_builds_at_first_run(tmp_path):
+    m = load(reshape_from_cut(), fold_constants=False)
+    part = trtlab.partition(m, exclude_nodes=["concat"])
+    with pytest.warns(trtlab.codegen.LazyBuildWarning, match="shape tensors"):
+        hybrid = build(part, cache_dir=tmp_path, progress=False)
+    assert not hybrid.built and hybrid.engine_count == 0
+    feeds = {"x": np.random.default_rng(1).standard_normal((2, 3, 4)).astype(np.float32)}
+    np.testing.assert_allclose(hybrid.run(feeds)["y"], run_onnx(m, feeds)["y"], rtol=1e-6)
+    assert hybrid.built and hybrid.moved == []
+
+
+def test_dynamic_dims_without_feeds_build_lazily_once(tmp_path, recwarn):
+    m = load(F.conv_relu())
+    part = trtlab.partition(m, backend=TensorRTBackend(builder=_fake_engine))
+    hybrid = build(part, cache_dir=False, progress=False)
+    lazy = [w for w in recwarn if issubclass(w.category, trtlab.codegen.LazyBuildWarning)]
+    assert len(lazy) == 1 and "['x'] have dynamic dims" in str(lazy[0].message)
+    assert not hybrid.built
+    assert hybrid.executors["executor"].tolist() == ["not built (first run)"]
+    out = hybrid.run(conv_feeds(3))
+    np.testing.assert_allclose(out["y"], run_onnx(m, conv_feeds(3))["y"], rtol=1e-5, atol=1e-6)
+    assert hybrid.built
+    assert hybrid.engine_table["profile"].tolist() == ["x: [3, 3, 8, 8]..[3, 3, 8, 8] (opt [3, 3, 8, 8])"]
+    hybrid.run(conv_feeds(3))
+    assert hybrid.engine_count == 1  # no silent rebuild for the same shapes
+    assert len([w for w in recwarn if issubclass(w.category, trtlab.codegen.LazyBuildWarning)]) == 1
+
+
+def _fake_engine(data, profile, settings=None):
+    return b"fake-engine"
+
+
+def test_feeds_give_every_segment_its_profile(tmp_path):
+    m = load(F.conv_relu())
+    part = trtlab.partition(m, exclude_nodes=["relu"], backend=TensorRTBackend(builder=_fake_engine))
+    examples = [conv_feeds(2), conv_feeds(4), conv_feeds(1)]
+    np.savez(tmp_path / "one.npz", **conv_feeds(2), labels=np.arange(2))
+    hybrid = build(part, feeds=examples, cache_dir=False, progress=False)
+    assert hybrid.executors["profile"].tolist() == [
+        "x: [1, 3, 8, 8]..[4, 3, 8, 8] (opt [2, 3, 8, 8])", "c: [1, 4, 8, 8]..[4, 4, 8, 8] (opt [2, 4, 8, 8])"]
+    from_npz = build(part, feeds=tmp_path / "one.npz", cache_dir=False, progress=False)
+    assert from_npz.executors["profile"].tolist()[0] == "x: [2, 3, 8, 8]..[2, 3, 8, 8] (opt [2, 3, 8, 8])"
+    with pytest.raises(InputError, match="feeds\\[0\\]"):
+        build(part, feeds={"x": np.zeros((2, 5, 8, 8), np.float32)}, cache_dir=False)
+    with pytest.raises(InputError, match="not a file"):
+        build(part, feeds=tmp_path / "missing.npz", cache_dir=False)
+
+
+@needs_build
+def test_detection_postproc_warns_about_nms_and_runs_the_verified_partition(tmp_path):
+    from trtlab import zoo
+
+    model = zoo.load("detection_postproc")
+    part = trtlab.partition(model)
+    assert len(part.segments) == 5  # what the parser promises
+    feeds = zoo.example_inputs("detection_postproc", batch=1)
+    with pytest.warns(trtlab.codegen.BuildWarning, match="NonMaxSuppression") as record:
+        hybrid = build(part, feeds=feeds, cache_dir=tmp_path, progress=False)
+    assert len([w for w in record if issubclass(w.category, trtlab.codegen.BuildWarning)]) == 1
+    assert len(hybrid.partition.segments) == 8
+    decisions = hybrid.partition.decisions
+    moved = decisions[decisions["kind"] == "build_failed"]["subject"].tolist()
+    assert [model.node(n).op_type for n in moved] == ["NonMaxSuppression"]
+    out, ref = hybrid.run(feeds), run_onnx(model, feeds)
+    for k in ref:
+        np.testing.assert_allclose(out[k], ref[k], rtol=1e-4, atol=1e-5)
+
+
+def test_ort_threads_policy():
+    from trtlab.codegen import _ort_threads
+
+    assert _ort_threads("auto", 1) == (None, True)
+    assert _ort_threads("auto", 5) == (1, True)
+    assert _ort_threads("default", 5) == (None, True)
+    assert _ort_threads(1, 5) == (1, True)
+    with pytest.raises(BuildError, match="ort_threads"):
+        _ort_threads(0, 2)
+    m = load(F.mlp())
+    part = trtlab.partition(m, exclude_nodes=["relu1"], backend="onnxruntime")
+    hybrid = build(part, cache_dir=False, progress=False, ort_threads=1)
+    sessions = [exe.session for exe in hybrid.executables.values()]
+    assert [s.get_session_options().intra_op_num_threads for s in sessions] == [1, 1, 1]
+
+
+@needs_build
+def test_small_integer_data_inputs_do_not_bind_the_engine(tmp_path):
+    """Gather indices are data, not a shape tensor: new index values reuse the engine."""
+    nodes = [helper.make_node("Gather", ["x", "idx"], ["g"], name="gather", axis=1),
+             helper.make_node("Relu", ["g"], ["y"], name="relu")]
+    m = load(F._model(nodes, [F.vi("x", [2, 5]), F.vi("idx", [3], TensorProto.INT64)], [F.vi("y", [2, 3])]))
+    x = np.random.default_rng(0).standard_normal((2, 5)).astype(np.float32)
+    hybrid = build(trtlab.partition(m), feeds={"x": x, "idx": np.array([0, 1, 2])}, cache_dir=tmp_path,
+                   progress=False)
+    exe = hybrid.executables[0]
+    assert exe.values == (("idx", ((0, 1, 2),) * 3),)  # observed, offered to the builder
+    assert exe.engines[0].values is None  # TensorRT said idx is no shape tensor
+    for idx in ([4, 3, 1], [2, 2, 0]):
+        feeds = {"x": x, "idx": np.array(idx)}
+        np.testing.assert_allclose(hybrid.run(feeds)["y"], run_onnx(m, feeds)["y"], rtol=1e-6)
+    assert hybrid.engine_count == 1 and exe.rebuilds == 0

@@ -51,13 +51,20 @@ def test_warnings_print_one_clean_line(monkeypatch, capsys):
 
 @pytest.mark.skipif(not trt.info().build, reason="no TensorRT that can build engines on this machine")
 def test_build_prints_executors_and_cache(tmp_path):
-    res = run_cli("build", str(zoo.path("digits_cnn")), "--cache-dir", str(tmp_path), "--quiet")
+    x, _ = zoo.digits("test")
+    feeds = tmp_path / "feeds.npz"
+    np.savez(feeds, input=x[:2])
+    res = run_cli("build", str(zoo.path("digits_cnn")), "--cache-dir", str(tmp_path), "--quiet", "--feeds", str(feeds))
     assert "trt_0" in res.stdout
     expected = "tensorrt" if trt.info().run else "onnxruntime"
     assert expected in res.stdout
     assert "miss" in res.stdout
-    again = run_cli("build", str(zoo.path("digits_cnn")), "--cache-dir", str(tmp_path), "--quiet")
+    assert "input: [2, 1, 8, 8]" in res.stdout  # the profile comes from the feeds
+    shape = "input=" + "x".join(str(d) for d in x[:2].shape)
+    again = run_cli("build", str(zoo.path("digits_cnn")), "--cache-dir", str(tmp_path), "--quiet", "--shapes", shape)
     assert "hit" in again.stdout
+    lazy = run_cli("build", str(zoo.path("digits_cnn")), "--cache-dir", str(tmp_path), "--quiet")
+    assert "engines build at the first run" in lazy.stdout
 
 
 @pytest.mark.skipif(not trt.info().build, reason="no TensorRT that can build engines on this machine")
@@ -128,3 +135,14 @@ def test_report_records_a_failed_step_and_goes_on(tmp_path, monkeypatch):
     failed = {s.title: s.error for s in rep.errors}
     assert list(failed) == ["Build and run"] and "exploded on purpose" in failed["Build and run"]
     assert "Layer fusion" in [s.title for s in rep.sections]  # later steps still ran
+
+
+def test_build_shapes_flag_parses_ranges():
+    from trtlab.cli.steps import _parse_shapes
+    from trtlab.errors import InputError
+
+    assert _parse_shapes(["x=1x3x8x8"]) == {"x": (1, 3, 8, 8)}
+    assert _parse_shapes(["x=1x3x8x8,2x3x8x8,4x3x8x8"]) == {"x": ((1, 3, 8, 8), (2, 3, 8, 8), (4, 3, 8, 8))}
+    assert _parse_shapes(None) is None
+    with pytest.raises(InputError, match="NAME=1x3x224x224"):
+        _parse_shapes(["1x3x8x8"])

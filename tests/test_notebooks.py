@@ -167,6 +167,8 @@ def test_03_build_and_run_hybrid(tmp_path, monkeypatch):
     assert float(_line(text, r"max \|hybrid - onnxruntime\|: ([\d.e-]+)")[1]) < 1e-4
     assert float(_line(text, r"accuracy on 64 test images: ([\d.]+)")[1]) > 0.9
     assert "polygraphy comparison passed: True" in text
+    assert "built before the first run: False" in text
+    assert "built after the first run: True | profile: input: [8, 1, 8, 8]" in text
     assert _images(nb) >= 1
 
 
@@ -219,6 +221,8 @@ def test_07_write_your_own_backend(tmp_path, monkeypatch):
     m = _line(text, r"numpy segments drawn: (\d+) of (\d+)")
     assert int(m[1]) == int(m[2]) > 0
     assert re.search(r"numpy\s+[\d.]+", text)
+    assert "build() moved 4 node(s) to fallback" in text and "no NumPy kernel for Erf" in text
+    assert len(re.findall(r"layer\d/mlp/gelu/erf\s+Erf numpy build failed", text)) == 4
     assert _images(nb) >= 2
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from onnx import helper
 
 import factories as F
 import trtlab
@@ -30,11 +31,11 @@ def tolerance(arr):
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_model_builds_and_matches_onnxruntime(name, tmp_path):
     model = zoo.load(name)
-    hybrid = build(trtlab.partition(model), cache_dir=tmp_path, progress=False)
+    feeds = zoo.example_inputs(name, batch=1)
+    hybrid = build(trtlab.partition(model), feeds=feeds, cache_dir=tmp_path, progress=False)
     trt_segments = [s for s in hybrid.segments if s.backend == "tensorrt"]
     assert set(hybrid.engines) == {s.index for s in trt_segments}
     assert all(len(e) > 0 for e in hybrid.engines.values())
-    feeds = zoo.example_inputs(name, batch=1)
     out, ref = hybrid.run(feeds), run_onnx(model, feeds)
     assert list(out) == list(ref)
     for k in ref:
@@ -92,7 +93,9 @@ def test_run_matches_and_records_timings(mlp_hybrid):
 def test_executors_table_says_what_ran(mlp_hybrid):
     _, hybrid = mlp_hybrid
     table = hybrid.executors
-    assert list(table.columns) == ["segment", "backend", "executor", "precision", "nodes", "reason"]
+    assert list(table.columns) == ["segment", "backend", "executor", "precision", "nodes", "profile", "moved",
+                                   "reason"]
+    assert table["profile"].tolist() == ["static"] * 3 and table["moved"].tolist() == [""] * 3
     assert table["backend"].tolist() == ["tensorrt", "fallback", "tensorrt"]
     expected = "tensorrt" if INFO.run else "onnxruntime"
     assert table["executor"].tolist() == [expected, "onnxruntime", expected]
@@ -157,3 +160,64 @@ def test_tensorrt_segments_run_on_the_gpu(tmp_path):
     assert hybrid.executors["executor"].tolist() == ["tensorrt"]
     feeds = {"x": np.random.default_rng(0).standard_normal((3, 3, 8, 8)).astype(np.float32)}
     np.testing.assert_allclose(hybrid.run(feeds)["y"], run_onnx(m, feeds)["y"], rtol=1e-3, atol=1e-3)
+
+
+def test_hybrid_is_a_polygraphy_runner_for_comparator(mlp_hybrid):
+    from polygraphy.backend.base import BaseRunner
+    from polygraphy.comparator import Comparator
+
+    m, hybrid = mlp_hybrid
+    assert isinstance(hybrid, BaseRunner)
+    feeds = good_feeds()
+    results = Comparator.run([hybrid], data_loader=[feeds])
+    (name, iterations), = results.items()
+    assert name == hybrid.name
+    np.testing.assert_allclose(iterations[0]["y"], run_onnx(m, feeds)["y"], rtol=1e-5, atol=1e-6)
+    assert not hybrid.is_active  # Comparator deactivated it
+    with hybrid as runner:
+        assert runner.is_active
+        out = runner.infer(feeds)
+        assert runner.last_inference_time() > 0
+    np.testing.assert_allclose(out["y"], run_onnx(m, feeds)["y"], rtol=1e-5, atol=1e-6)
+    from trtlab.runtime import HybridRunner
+    assert HybridRunner(hybrid) is hybrid
+
+
+def test_user_backend_is_passed_once_and_gets_profiles_and_isolation():
+    """A NumPy backend given to partition() only: build() uses it, with profiles and isolation."""
+    from trtlab.backends.base import BackendBase, FunctionSegment
+    from trtlab.errors import BuildError
+
+    class NumpyBackend(BackendBase):
+        name = "numpy"
+        kernels = {"Relu": lambda x: np.maximum(x, 0), "Sigmoid": lambda x: 1 / (1 + np.exp(-x))}
+
+        def compile(self, segment_model, settings):
+            nodes = list(segment_model.graph.node)
+            missing = [n.name for n in nodes if n.op_type not in self.kernels]
+            if missing:
+                raise BuildError(f"no NumPy kernel for {missing[0]}")
+
+            def run(feeds):
+                env = dict(feeds)
+                for n in nodes:
+                    env[n.output[0]] = self.kernels[n.op_type](env[n.input[0]])
+                return {o.name: env[o.name] for o in segment_model.graph.output}
+
+            return FunctionSegment(run, executor="numpy", profile=settings.profile)
+
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="relu"),
+             helper.make_node("Tanh", ["a"], ["b"], name="tanh"),
+             helper.make_node("Sigmoid", ["b"], ["y"], name="sig")]
+    m = load(F._model(nodes, [F.vi("x", ["N", 4])], [F.vi("y", ["N", 4])]))
+    support = {n: (True, "numpy says yes") for n in m.node_names}
+    part = trtlab.partition(m, support=support, backend=NumpyBackend())
+    assert [s.backend for s in part.segments] == ["numpy"]
+    feeds = {"x": np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)}
+    with pytest.warns(UserWarning, match="tanh \\(Tanh\\): numpy build failed"):
+        hybrid = build(part, feeds=feeds, cache_dir=False, progress=False)
+    table = hybrid.executors
+    assert table["executor"].tolist() == ["numpy", "onnxruntime", "numpy"]
+    assert table["profile"].tolist()[0] == "x: [3, 4]..[3, 4] (opt [3, 4])"
+    assert table["moved"].tolist() == ["", "tanh", ""]
+    np.testing.assert_allclose(hybrid.run(feeds)["y"], run_onnx(m, feeds)["y"], rtol=1e-6)

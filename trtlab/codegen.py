@@ -2,66 +2,60 @@
 
 :func:`build` reads like the pipeline it runs::
 
-    precisions  = which precision each segment gets
+    examples    = the user's example inputs (feeds=), validated
+    facts       = every tensor's shape (and shape-tensor values), from one run of the model on
+                  them and/or shape inference over shapes=; nothing invented
     models      = each segment's ONNX, converted to FP16 / INT8 when asked
-    profiles    = min/opt/max shapes of every TensorRT segment input
-    compile     = TensorRT engines (cached) for TensorRT segments, ONNX Runtime sessions for the rest
-    verify      = a segment TensorRT cannot build: bisect to the nodes that fail, move them to
-                  fallback with the builder's error as reason, compile again
+    compile     = each segment's backend compiles it (TensorRT: engines built in worker processes,
+                  in parallel; ONNX Runtime: sessions)
+    verify      = a segment its backend cannot compile is bisected to the failing nodes, which
+                  move to fallback with the backend's message; compile again; warn once
 
-Engines are built with Polygraphy's TensorRT loaders (``NetworkFromOnnxBytes`` strongly typed,
-``CreateConfig`` with profiles, memory pool limit, optimization level and timing cache,
-then TensorRT's builder). With TensorRT-RTX they are built ahead of time, without a GPU.
+With dynamic dims and neither ``feeds=`` nor ``shapes=``, the build waits for the first
+:meth:`~trtlab.runtime.HybridModel.run` and uses its real inputs (announced once, as a warning).
+This module imports no TensorRT: each backend (:mod:`trtlab.backends`) owns its compile step,
+profiles and failure isolation.
 
 Examples
 --------
 >>> import trtlab
 >>> part = trtlab.partition(trtlab.zoo.load("resnet_mini"))          # doctest: +SKIP
->>> hybrid = trtlab.build(part, precision="fp16")                     # doctest: +SKIP
+>>> hybrid = trtlab.build(part, feeds={"input": x}, precision="fp16") # doctest: +SKIP
 >>> hybrid.executors                                                  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import warnings
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import onnx
 
 from trtlab._progress import progress as progress_bar
-from trtlab.backends.base import DYNAMIC_BATCH_MODES, CompileSettings, Profile, ShapeRange
-from trtlab.backends.onnxruntime.backend import OnnxRuntimeBackend
-from trtlab.backends.tensorrt.backend import TensorRTBackend
-from trtlab.backends.tensorrt.cache import EngineCache
-from trtlab.backends.tensorrt.isolate import _nearest_original, isolate_build_failure
-from trtlab.backends.tensorrt.profiles import (_boundary_values, _dynamic_inputs, _observed_ranges, input_ranges,
-                                               segment_profile, shape_table)
+from trtlab.backends.base import DYNAMIC_BATCH_MODES, CompileSettings, as_compiled, backend_named, compile_many
+from trtlab.backends.shapes import ShapeFacts, load_examples, needs_data, observe
 from trtlab.errors import BuildError, CalibrationError, InputError, PrecisionError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build", "PRECISIONS"]
+__all__ = ["build", "PRECISIONS", "BuildWarning", "LazyBuildWarning"]
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FAILURE_MODES = ("fallback", "raise")
 PrecisionArg = Union[str, Mapping[int, str]]
 
 
-# ----------------------------------------------------------------------------------------------
-# TensorRT engines
-# ----------------------------------------------------------------------------------------------
+class BuildWarning(UserWarning):
+    """The partition that runs differs from the one given: nodes moved to fallback at build time."""
 
 
-# ----------------------------------------------------------------------------------------------
-# shapes and profiles
-# ----------------------------------------------------------------------------------------------
-
-
-# ----------------------------------------------------------------------------------------------
-# sub-models and build-failure isolation
-# ----------------------------------------------------------------------------------------------
+class LazyBuildWarning(UserWarning):
+    """Engines are built at the first run, because no example inputs or shapes were given."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -139,67 +133,138 @@ def _as_partition(source: Any) -> Any:
     return partition(source if isinstance(source, Model) else load(source))
 
 
-def _backends(extra: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
-    table: Dict[str, Any] = {"tensorrt": TensorRTBackend(), "fallback": OnnxRuntimeBackend()}
-    for name, backend in (extra or {}).items():
-        if not (hasattr(backend, "compile") and hasattr(backend, "check_support")):
-            raise BuildError(f"backends[{name!r}] = {backend!r} is not a Backend: it needs name, "
-                             "check_support(model) and compile(segment_model, settings).")
-        table[name] = backend
-    return table
+class _Backends:
+    """Backend objects by segment backend name: the partition's own, then the shipped ones."""
+
+    def __init__(self, part: Any, extra: Optional[Mapping[str, Any]]) -> None:
+        self.table: Dict[str, Any] = {}
+        obj = getattr(part, "backend_object", None)
+        if obj is not None:
+            self.table[part.backend] = obj
+        for name, backend in (extra or {}).items():
+            if not (hasattr(backend, "compile") and hasattr(backend, "check_support")):
+                raise BuildError(f"backends[{name!r}] = {backend!r} is not a Backend: it needs name, "
+                                 "check_support(model) and compile(segment_model, settings).")
+            self.table[name] = backend
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.table:
+            try:
+                self.table[name] = backend_named("onnxruntime" if name == "fallback" else name)
+            except BuildError:
+                raise BuildError(f"Segments ask for backend {name!r}, which build() does not know (known: "
+                                 f"{sorted(self.table) + ['fallback', 'tensorrt']}). Pass the backend object "
+                                 f"once, to partition(model, backend=...).") from None
+        return self.table[name]
 
 
-def build(partition: Any, *, precision: PrecisionArg = "fp32", calibration_data: Any = None,
+@dataclass(frozen=True)
+class _Options:
+    per_node: Mapping[str, str]
+    default_precision: Optional[str]
+    calib_batches: Optional[List[Dict[str, np.ndarray]]]
+    shapes: Optional[Mapping[str, Any]]
+    base: CompileSettings
+    on_build_failure: str
+    progress: bool
+    ort_threads: Any
+
+
+def _ort_threads(policy: Any, segments: int) -> Tuple[Optional[int], bool]:
+    """(intra-op threads, spinning) of every ONNX Runtime session of a hybrid.
+
+    ``"auto"``: ONNX Runtime's default pool for a one-segment hybrid; with several segments,
+    which take turns on the same cores, one thread per session (each session's default pool
+    spins its idle threads, and several pools oversubscribe the cores: on a loaded 2-core
+    machine a boundary then cost milliseconds). ``"default"``: ONNX Runtime's default pool in
+    every session. An int: that many threads per session.
+    """
+    if policy == "auto" or policy is None:
+        return (None, True) if segments <= 1 else (1, True)
+    if policy == "default":
+        return None, True
+    if isinstance(policy, bool) or not isinstance(policy, (int, np.integer)) or policy < 1:
+        raise BuildError(f"ort_threads={policy!r}: give a number of threads >= 1, 'auto' or 'default'.")
+    return int(policy), True
+
+
+def _value_cuts(part: Any) -> List[str]:
+    """Integer cut tensors of rank <= 1 (possible shape tensors) whose values no example gave."""
+    model = part.model
+    out = []
+    for s in part.segments:
+        if s.is_fallback:
+            continue
+        for t in s.inputs:
+            info = model.tensor(t)
+            if model.producer(t) is not None and info.dtype is not None and info.dtype.kind in "iu" \
+                    and info.shape is not None and len(info.shape) <= 1:
+                out.append(t)
+    return out
+
+
+def build(partition: Any, *, feeds: Any = None, shapes: Optional[Mapping[str, Any]] = None,
+          precision: PrecisionArg = "fp32", calibration_data: Any = None,
           cache_dir: Union[str, "os.PathLike[str]", None, bool] = None, workspace: Optional[int] = None,
-          shapes: Optional[Mapping[str, Any]] = None, dynamic_batch: str = "single",
-          progress: bool = True, on_build_failure: str = "fallback", eager: bool = True,
-          opt_level: Optional[int] = None, backends: Optional[Mapping[str, Any]] = None,
-          providers: Optional[Sequence[str]] = None) -> Any:
+          dynamic_batch: str = "single", progress: bool = True, on_build_failure: str = "fallback",
+          eager: bool = True, opt_level: Optional[int] = None, backends: Optional[Mapping[str, Any]] = None,
+          providers: Optional[Sequence[str]] = None, ort_threads: Any = "auto",
+          workers: Optional[int] = None, timeout: Optional[float] = None) -> Any:
     """Build a :class:`~trtlab.partitioning.partitioner.Partition` into a :class:`~trtlab.runtime.HybridModel`.
 
     Parameters
     ----------
     partition
-        A Partition (or a model, partitioned with defaults).
+        A Partition (or a model, partitioned with defaults). Its backend object (given once, to
+        :func:`~trtlab.partitioning.partitioner.partition`) compiles its accelerated segments.
+    feeds
+        Example inputs: a dict input name -> array, a path to an ``.npz`` with one array per
+        input, or a list of such dicts. The model runs once on them (ONNX Runtime) and every
+        dynamic dim and shape-tensor value each segment sees is taken from that run.
+    shapes
+        ``{model input: shape | (min, opt, max)}`` ranges; tensors inside the model get theirs
+        by shape inference. With neither ``feeds`` nor ``shapes`` and dynamic dims, the build
+        happens at the first :meth:`~trtlab.runtime.HybridModel.run` on its real inputs (a
+        :class:`LazyBuildWarning` says so, once).
     precision
-        ``"fp32"``, ``"fp16"`` or ``"int8"`` for every TensorRT segment (fallback segments stay
-        FP32), or ``{segment index: precision}``. FP16 and INT8 convert the segment's ONNX
+        ``"fp32"``, ``"fp16"`` or ``"int8"`` for every accelerated segment (fallback segments
+        stay FP32), or ``{segment index: precision}``. FP16 and INT8 convert the segment's ONNX
         (:func:`trtlab.precision.to_fp16`, :func:`trtlab.precision.quantize_int8`); that
         converted ONNX is what TensorRT builds and what ONNX Runtime runs.
     calibration_data
         For INT8: one array (single-input models), a dict input name -> array with the batch
-        on axis 0 (an ``.npz`` works; other keys are ignored), or a list of feed dicts. Segment
-        inputs inside the model are computed from it with the FP32 model.
+        on axis 0 (an ``.npz`` works; other keys are ignored), or a list of feed dicts.
     cache_dir
         Engine cache folder; ``None`` uses ``TRTLAB_CACHE_DIR`` or the user cache dir; ``False``
         turns the cache off.
     workspace
         Workspace memory pool limit in bytes.
-    shapes
-        ``{tensor: shape | (min, opt, max)}``; model inputs with dynamic dims get profiles from
-        it (dynamic dims default to 1), and so do segment inputs inferred from them.
     dynamic_batch
         ``"single"`` (one engine per segment covering min..max, rebuilt wider for a larger
-        input) or ``"per_shape"`` (one engine per input shape seen).
+        input, with a warning) or ``"per_shape"`` (one engine per input shape seen).
     progress
-        Show a progress bar over segments.
+        Show progress bars (segments compiled, isolation builds).
     on_build_failure
-        ``"fallback"``: find the nodes TensorRT cannot build (bisection with ahead-of-time
-        builds), move them to fallback with the builder's error as reason, and rebuild.
-        ``"raise"``: raise :class:`~trtlab.errors.BuildError`.
+        ``"fallback"`` (default): bisect a segment that fails to build to its failing nodes,
+        move them to fallback with the builder's message as reason, build the rest; a
+        :class:`BuildWarning` names them. ``"raise"``: raise :class:`~trtlab.errors.BuildError`.
     eager
-        Build engines now (``True``) or at the first run (``False``; a build failure then
-        raises at run time).
+        Build engines now (``True``) or at the first run (``False``).
     opt_level
         Builder optimization level.
     backends
-        Extra backends by segment backend name (see :mod:`trtlab.backends.base`).
+        Backend objects by segment backend name, overriding the partition's (rarely needed).
     providers
         ONNX Runtime providers for ONNX Runtime segments.
+    ort_threads
+        ONNX Runtime intra-op threads per segment session, or ``"auto"`` (see :func:`_ort_threads`).
+    workers, timeout
+        Build worker processes (default: one per core) and seconds one build may take.
 
     Returns
     -------
     HybridModel
+        ``hybrid.partition`` is the partition that runs (after any build-failure moves).
     """
     from trtlab.runtime import HybridModel
 
@@ -213,81 +278,149 @@ def build(partition: Any, *, precision: PrecisionArg = "fp32", calibration_data:
                              "TensorRT's default.")
     part = _as_partition(partition)
     per_node, default_precision = _node_precisions(part, precision)
-    cache = None if cache_dir is False else EngineCache(None if cache_dir in (None, True) else cache_dir)
-    table_of_backends = _backends(backends)
-    ranges = input_ranges(part.model, shapes)
-    overrides = {k: v for k, v in ranges.items() if shapes and k in shapes}
+    threads, spinning = _ort_threads(ort_threads, len(part.segments))
+    cache = None
+    if cache_dir is not False:
+        from trtlab.backends.tensorrt.cache import EngineCache
+
+        cache = EngineCache(None if cache_dir in (None, True) else cache_dir)
+    examples = load_examples(part.model, feeds)
+    if shapes:
+        from trtlab.backends.tensorrt.profiles import input_ranges
+
+        input_ranges(part.model, shapes)  # bad shapes fail now, not at the first run
     calib_batches = None
     if "int8" in ({default_precision} | set(per_node.values())):
         calib_batches = _calibration_batches(part.model, calibration_data)
-    compiled: Dict[Tuple[str, Tuple[str, ...], str], Tuple[Any, onnx.ModelProto]] = {}
-    table: Optional[Dict[str, ShapeRange]] = None
-    moved: List[Tuple[str, str]] = []
+    base = CompileSettings(workspace=workspace, opt_level=opt_level, dynamic_batch=dynamic_batch, cache=cache,
+                           eager=eager, providers=tuple(providers) if providers else None, threads=threads,
+                           spinning=spinning, workers=workers, timeout=timeout, progress=progress)
+    opts = _Options(per_node, default_precision, calib_batches, shapes, base, on_build_failure, progress,
+                    ort_threads)
+    table = _Backends(part, backends)
+    undetermined = needs_data(part.model, shapes)
+    value_cuts = _value_cuts(part) if examples is None else []
+    if examples is None and eager and (undetermined or value_cuts):
+        why = (f"model input(s) {undetermined} have dynamic dims" if undetermined else
+               f"segment input(s) {value_cuts[:3]} may be shape tensors")
+        warnings.warn(
+            f"build(): {why} and no example inputs were given, so nothing is built yet: the "
+            f"hybrid builds at its first run(), for that run's real shapes. Pass feeds= (example "
+            f"inputs: a dict of arrays or an .npz) or shapes= to build now.", LazyBuildWarning, stacklevel=2)
+        return HybridModel.deferred(part, lambda first: _compile(part, [first], opts, table), cache=cache,
+                                    dynamic_batch=dynamic_batch)
+    return _compile(part, examples, opts, table)
 
+
+def _compile(part: Any, examples: Optional[List[Dict[str, np.ndarray]]], opts: _Options,
+             table: _Backends) -> Any:
+    from trtlab.runtime import HybridModel
+
+    given = part
+    facts = observe(part.model, examples, opts.shapes)
+    compiled: Dict[Tuple[str, Tuple[str, ...], str], Tuple[Any, onnx.ModelProto]] = {}
+    moved: List[Tuple[str, str]] = []
+    builds = 0
     while True:
         segments = list(part.segments)
-        precisions = {s.index: _segment_precision(s, per_node, default_precision) for s in segments}
+        precisions = {s.index: _segment_precision(s, opts.per_node, opts.default_precision) for s in segments}
         calib = None
-        if calib_batches is not None:
+        if opts.calib_batches is not None:
+            from trtlab.backends.tensorrt.profiles import _boundary_values
+
             needed = sorted({t for s in segments if precisions[s.index] == "int8" for t in s.inputs})
-            calib = _boundary_values(part.model, calib_batches, needed)
-        failure = None
-        bar = progress_bar(segments, total=len(segments), desc="build", enabled=progress)
+            calib = _boundary_values(part.model, opts.calib_batches, needed)
         executables: Dict[int, Any] = {}
         models: Dict[int, onnx.ModelProto] = {}
-        for seg in bar:
+        jobs: Dict[str, List[Tuple[Any, onnx.ModelProto, CompileSettings]]] = {}
+        for seg in segments:
             memo = (seg.backend, tuple(seg.nodes), precisions[seg.index])
             if memo in compiled:
                 executables[seg.index], models[seg.index] = compiled[memo]
                 continue
-            backend = table_of_backends.get(seg.backend)
-            if backend is None:
-                raise BuildError(f"Segment {seg.name!r} asks for backend {seg.backend!r}; known backends: "
-                                 f"{sorted(table_of_backends)}. Pass backends={{'{seg.backend}': ...}} to build().")
             seg_calib = None if calib is None or precisions[seg.index] != "int8" else \
                 [{k: b[k] for k in seg.inputs} for b in calib]
-            proto = _convert(part.segment_model(seg.index), precisions[seg.index], seg_calib)
-            profile = None
-            if isinstance(backend, TensorRTBackend):
-                dynamic = _dynamic_inputs(proto)
-                if dynamic:
-                    if table is None:
-                        table = shape_table(part.model.proto, ranges)
-                    unknown = [n for n in dynamic if n not in overrides and n not in table]
-                    if unknown:
-                        table.update(_observed_ranges(part.model, ranges, unknown))
-                    profile = segment_profile(proto, table, overrides, seg.name)
-            settings = CompileSettings(segment=seg.name, precision=precisions[seg.index], profile=profile,
-                                       workspace=workspace, opt_level=opt_level, dynamic_batch=dynamic_batch,
-                                       cache=cache, eager=eager,
-                                       providers=tuple(providers) if providers else None)
-            try:
-                exe = backend.compile(proto, settings)
-            except BuildError as exc:
-                if not isinstance(backend, TensorRTBackend) or getattr(exc, "stage", None) is None \
-                        or on_build_failure == "raise":
-                    raise
-                failure = (seg, proto, settings, backend, exc)
-                break
-            compiled[memo] = (exe, proto)
-            executables[seg.index], models[seg.index] = exe, proto
+            proto = facts.fix_value_inputs(_convert(part.segment_model(seg.index), precisions[seg.index], seg_calib))
+            profile, values, missing = facts.segment_profile(proto)
+            if missing and not seg.is_fallback:
+                log.info("segment %s: no shapes known for %s; its engine builds at the first run", seg.name, missing)
+            settings = dataclasses.replace(opts.base, segment=seg.name, precision=precisions[seg.index],
+                                           profile=None if missing else profile, values=values)
+            jobs.setdefault(seg.backend, []).append((seg, proto, settings))
+        failures = []
+        bar = progress_bar(total=sum(len(v) for v in jobs.values()), desc="build", enabled=opts.progress,
+                           unit="segment")
+        for name, items in jobs.items():
+            backend = table[name]
+            results = compile_many(backend, [(proto, st) for _, proto, st in items])
+            for (seg, proto, st), result in zip(items, results):
+                bar.set_postfix_str(seg.name)
+                bar.update(1)
+                if isinstance(result, BuildError):
+                    failures.append((seg, proto, st, backend, result))
+                    continue
+                exe = as_compiled(result, getattr(backend, "name", name), st)
+                compiled[(seg.backend, tuple(seg.nodes), precisions[seg.index])] = (exe, proto)
+                executables[seg.index], models[seg.index] = exe, proto
         bar.close()
-        if failure is None:
+        if not failures:
             break
-        seg, proto, settings, backend, exc = failure
+        if opts.on_build_failure == "raise":
+            raise failures[0][4]
+        reasons: Dict[str, str] = {}
+        for seg, proto, st, backend, exc in failures:
+            if seg.is_fallback:
+                raise exc
+            culprits, tried = _isolate(backend, proto, st, exc, facts, opts.progress)
+            builds += tried
+            for node, error in culprits:
+                original = _nearest_original(proto, node, seg.nodes)
+                reasons.setdefault(original, f"{getattr(backend, 'name', seg.backend)} build failed "
+                                             f"({precisions[seg.index]}): {error}")
+        fresh = {n: r for n, r in reasons.items() if part.forced.get(n, ("", ""))[0] != "build_failed"}
+        if not fresh:
+            raise failures[0][4]
+        for node, reason in fresh.items():
+            log.info("node %s moved to fallback: %s", node, reason)
+            moved.append((node, reason))
+        part = part.with_fallback(list(fresh), fresh, kind="build_failed")
+    if moved:
+        _warn_moved(given, part, moved)
+    return HybridModel(part, executables, models, precisions, cache=opts.base.cache,
+                       dynamic_batch=opts.base.dynamic_batch, moved=moved, facts=facts, isolation_builds=builds)
 
-        def try_build(data: bytes, prof: Optional[Profile], _s: CompileSettings = settings,
-                      _b: Any = backend) -> None:
-            _b.builder(data, prof, _s)
 
-        culprit, error = isolate_build_failure(proto, settings.profile, try_build, progress=progress)
-        original = culprit if culprit in set(seg.nodes) else _nearest_original(proto, culprit, seg.nodes)
-        reason = f"TensorRT build failed ({precisions[seg.index]}): {error}"
-        log.info("segment %s: node %s moved to fallback: %s", seg.name, original, error)
-        moved.append((original, reason))
-        part = part.with_fallback([original], reason, kind="build_failed")
+def _nearest_original(proto: onnx.ModelProto, node: str, originals: Sequence[str]) -> str:
+    from trtlab.backends.isolation import nearest_original
 
-    return HybridModel(part, executables, models, precisions, cache=cache, dynamic_batch=dynamic_batch,
-                       moved=moved)
+    return nearest_original(proto, node, originals)
 
 
+def _isolate(backend: Any, proto: onnx.ModelProto, settings: CompileSettings, error: BuildError,
+             facts: ShapeFacts, progress: bool) -> Tuple[List[Tuple[str, str]], int]:
+    """The failing nodes of a segment: the backend's own ``isolate`` or the generic bisection."""
+    own = getattr(backend, "isolate", None)
+    if own is not None:
+        return own(proto, settings, error, facts, progress=progress)
+    from trtlab.backends.isolation import isolate
+
+    def try_many(subs: List[onnx.ModelProto]) -> List[Optional[str]]:
+        out: List[Optional[str]] = []
+        for sub, result in zip(subs, compile_many(backend, [
+                (sub, dataclasses.replace(settings, profile=facts.segment_profile(sub)[0],
+                                          values=facts.segment_profile(sub)[1])) for sub in subs])):
+            out.append(str(result) if isinstance(result, BuildError) else None)
+        return out
+
+    return isolate(proto, try_many, first_error=str(error), progress=progress)
+
+
+def _warn_moved(given: Any, part: Any, moved: List[Tuple[str, str]]) -> None:
+    model = part.model
+    lines = "; ".join(f"{n} ({model.node(n).op_type}): {r}" for n, r in moved[:5])
+    more = f"; and {len(moved) - 5} more" if len(moved) > 5 else ""
+    warnings.warn(
+        f"build() moved {len(moved)} node(s) to fallback because the backend could not build them: "
+        f"{lines}{more}. hybrid.partition is the partition that runs: {len(part.segments)} segments "
+        f"(the partition given had {len(given.segments)}); hybrid.partition.moved lists the nodes.",
+        BuildWarning, stacklevel=3)

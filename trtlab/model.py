@@ -111,7 +111,7 @@ def _shape_of(type_proto: onnx.TypeProto) -> Optional[Tuple[Union[int, str, None
         return None
     dims: List[Union[int, str, None]] = []
     for d in type_proto.tensor_type.shape.dim:
-        if d.HasField("dim_value"):
+        if d.HasField("dim_value") and d.dim_value >= 0:  # exporters write -1 for a dynamic dim
             dims.append(int(d.dim_value))
         elif d.HasField("dim_param") and d.dim_param:
             dims.append(d.dim_param)

@@ -1,17 +1,20 @@
 """The hybrid model: segments run in order, each on the executor that can run it here.
 
-A TensorRT segment runs on TensorRT when :func:`trtlab.backends.tensorrt.flavor.info` says engines run on this
-machine; otherwise the same ONNX runs on ONNX Runtime and every table and repr says
+A TensorRT segment runs on TensorRT when :func:`trtlab.backends.tensorrt.flavor.info` says engines
+run on this machine; otherwise the same ONNX runs on ONNX Runtime and every table and repr says
 ``executor = onnxruntime``. Fallback segments run on ONNX Runtime. Between consecutive
 TensorRT segments on a GPU, tensors stay on the device.
 
+:class:`HybridModel` is a Polygraphy runner (``activate`` / ``infer`` / ``deactivate``, a
+context manager), so ``Comparator.run`` takes it directly.
+
 Examples
 --------
->>> hybrid = trtlab.build(part)                                         # doctest: +SKIP
+>>> hybrid = trtlab.build(part, feeds={"input": x})                     # doctest: +SKIP
 >>> outputs = hybrid.run({"input": x})                                  # doctest: +SKIP
 >>> hybrid.executors                                                    # doctest: +SKIP
 >>> from polygraphy.comparator import Comparator                        # doctest: +SKIP
->>> Comparator.run([HybridRunner(hybrid)], data_loader=[{"input": x}])  # doctest: +SKIP
+>>> Comparator.run([hybrid], data_loader=[{"input": x}])                # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -20,13 +23,18 @@ import functools
 import html
 import logging
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from collections import OrderedDict
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
+from trtlab.backends.tensorrt.flavor import bind_polygraphy
 
+bind_polygraphy(strict=False)  # before Polygraphy binds a TensorRT flavor of its own
+from polygraphy.backend.base import BaseRunner  # noqa: E402
+
+from trtlab.backends.base import profile_text
 from trtlab.backends.tensorrt import device
-from trtlab.backends.tensorrt.backend import TensorRTSegment
 from trtlab.feeds import validate_feeds
 
 log = logging.getLogger(__name__)
@@ -34,15 +42,17 @@ log = logging.getLogger(__name__)
 __all__ = ["HybridModel", "HybridRunner"]
 
 
-class HybridModel:
+class HybridModel(BaseRunner):
     """A partition whose segments are compiled: run it, time it, inspect what ran where.
 
-    Made by :func:`trtlab.build`.
+    Made by :func:`trtlab.build`. A Polygraphy ``BaseRunner``: ``with hybrid: hybrid.infer(feeds)``
+    and ``Comparator.run([hybrid], ...)`` work; :meth:`run` needs no activation.
 
     Attributes
     ----------
     partition : Partition
-        The partition that was built (after any build-failure fallback).
+        The partition that runs: the one given, after any build-failure moves (its
+        ``decisions`` have kind ``build_failed`` rows, its ``moved`` lists the nodes).
     segment_models : dict
         Segment index -> the ``onnx.ModelProto`` actually built and run (after FP16/INT8).
     precisions : dict
@@ -53,7 +63,11 @@ class HybridModel:
         Seconds of the last :meth:`run`, from the call to the return (validation and copies
         between segments included).
     moved : list of (node, reason)
-        Nodes moved to fallback because TensorRT could not build them.
+        Nodes moved to fallback because the backend could not build them.
+    facts : ShapeFacts or None
+        The shapes (and shape-tensor values) the segments were built for.
+    isolation_builds : int
+        Builds tried while isolating build failures.
     last_copies : dict
         Boundary tensor -> host/device copies of the last :meth:`run` (producer, consumers,
         resident on the GPU, d2h, h2d, bytes); empty when no segment runs on TensorRT.
@@ -62,8 +76,41 @@ class HybridModel:
     def __init__(self, partition: Any, executables: Mapping[int, Any],
                  segment_models: Mapping[int, onnx.ModelProto], precisions: Mapping[int, str], *,
                  cache: Any = None, dynamic_batch: str = "single",
-                 moved: Sequence[Tuple[str, str]] = ()) -> None:
+                 moved: Sequence[Tuple[str, str]] = (), facts: Any = None, isolation_builds: int = 0,
+                 name: Optional[str] = None) -> None:
+        super().__init__(name=name or f"hybrid-{partition.model.name}")
+        self._pending: Optional[Callable[[Dict[str, np.ndarray]], "HybridModel"]] = None
+        self._setup(partition, executables, segment_models, precisions, cache=cache,
+                    dynamic_batch=dynamic_batch, moved=moved, facts=facts, isolation_builds=isolation_builds)
+
+    @classmethod
+    def deferred(cls, partition: Any, finish: Callable[[Dict[str, np.ndarray]], "HybridModel"], *,
+                 cache: Any = None, dynamic_batch: str = "single") -> "HybridModel":
+        """A hybrid built at its first :meth:`run`, by ``finish(first feeds)``."""
+        hybrid = cls(partition, {}, {}, {}, cache=cache, dynamic_batch=dynamic_batch)
+        hybrid._pending = finish
+        return hybrid
+
+    @property
+    def built(self) -> bool:
+        """Whether the segments are compiled (``False`` until the first run of a lazy build)."""
+        return self._pending is None
+
+    def _finish(self, feeds: Dict[str, np.ndarray]) -> None:
+        log.info("building hybrid %s for the shapes of its first run", self.model.name)
+        done = self._pending(feeds)  # type: ignore[misc]
+        self._pending = None
+        self._setup(done.partition, done.executables, done.segment_models, done.precisions, cache=done.cache,
+                    dynamic_batch=done.dynamic_batch, moved=done.moved, facts=done.facts,
+                    isolation_builds=done.isolation_builds)
+
+    def _setup(self, partition: Any, executables: Mapping[int, Any],
+               segment_models: Mapping[int, onnx.ModelProto], precisions: Mapping[int, str], *,
+               cache: Any, dynamic_batch: str, moved: Sequence[Tuple[str, str]], facts: Any,
+               isolation_builds: int) -> None:
         self.partition = partition
+        self.facts = facts
+        self.isolation_builds = isolation_builds
         self.model = partition.model
         self.executables = dict(executables)
         self.segment_models = dict(segment_models)
@@ -78,9 +125,9 @@ class HybridModel:
         self._output_names = [t.name for t in self.model.outputs]
         # Graph outputs that are graph inputs: returned as copies, never the caller's own array.
         self._passthrough = [n for n in self._output_names if n in {t.name for t in self._specs}]
-        self._plan = self._make_plan()
+        self._plan = self._make_plan() if self._pending is None and self.executables else []
         # -- device residency (trtlab.backends.tensorrt.device) --
-        self._residency = device.Residency.of(self)
+        self._residency = device.Residency.of(self) if self._plan else None
         self.last_copies: Dict[str, Dict[str, Any]] = {}
 
     # -- structure -----------------------------------------------------------------------------
@@ -97,7 +144,9 @@ class HybridModel:
         return list(self.model.outputs)
 
     def _executor(self, index: int) -> str:
-        exe = self.executables[index]
+        exe = self.executables.get(index)
+        if exe is None:
+            return "not built (first run)"
         return getattr(exe, "executor", type(exe).__name__)
 
     def _make_plan(self) -> List[Tuple[str, Any, Tuple[str, ...], bool]]:
@@ -108,7 +157,7 @@ class HybridModel:
         (:func:`trtlab.backends.tensorrt.device.host_outputs`).
         """
         gpu = {s.index for s in self.segments
-               if isinstance(self.executables[s.index], TensorRTSegment) and self._executor(s.index) == "tensorrt"}
+               if hasattr(self.executables[s.index], "run_device") and self._executor(s.index) == "tensorrt"}
         to_host = device.host_outputs(self.segments, gpu, self._output_names)
         plan = []
         for s in self.segments:
@@ -120,21 +169,33 @@ class HybridModel:
 
     @property
     def executors(self) -> Any:
-        """DataFrame: segment, backend, executor, precision, nodes, reason."""
+        """DataFrame: segment, backend, executor, precision, nodes, profile, moved, reason.
+
+        ``profile`` is the shape profile the segment was compiled for (``static`` without dynamic
+        inputs); ``moved`` lists the nodes of the segment that build-failure isolation moved there.
+        """
         import pandas as pd
 
+        forced = getattr(self.partition, "forced", {}) or {}
         rows = []
         for s in self.segments:
-            exe = self.executables[s.index]
+            exe = self.executables.get(s.index)
+            moved = [n for n in s.nodes if forced.get(n, ("", ""))[0] == "build_failed"]
+            reason = getattr(exe, "reason", "") if exe is not None else "builds at the first run()"
+            if moved:
+                reason = forced[moved[0]][1]
             rows.append({"segment": s.name, "backend": s.backend, "executor": self._executor(s.index),
                          "precision": self.precisions.get(s.index, "fp32"), "nodes": len(s.nodes),
-                         "reason": getattr(exe, "reason", "")})
-        return pd.DataFrame(rows, columns=["segment", "backend", "executor", "precision", "nodes", "reason"])
+                         "profile": profile_text(getattr(exe, "profile", None)) if exe is not None else "",
+                         "moved": ", ".join(moved), "reason": reason})
+        return pd.DataFrame(rows, columns=["segment", "backend", "executor", "precision", "nodes", "profile",
+                                           "moved", "reason"])
 
     # -- engines -------------------------------------------------------------------------------
-    def _trt_segments(self) -> List[Tuple[Any, TensorRTSegment]]:
+    def _trt_segments(self) -> List[Tuple[Any, Any]]:
+        """Segments whose compiled form holds engines (``engines`` of EngineRecords)."""
         return [(s, self.executables[s.index]) for s in self.segments
-                if isinstance(self.executables[s.index], TensorRTSegment)]
+                if s.index in self.executables and isinstance(getattr(self.executables[s.index], "engines", None), list)]
 
     @property
     def engines(self) -> Dict[int, bytes]:
@@ -190,6 +251,8 @@ class HybridModel:
             Missing or extra inputs, wrong dtype, rank or shape.
         """
         start = time.perf_counter()
+        if self._pending is not None:
+            self._finish(validate_feeds(self._specs, feeds, what=f"model {self.model.name!r}"))
         if self._feeds_ok(feeds):
             env: Dict[str, Any] = dict(feeds)
         else:
@@ -255,8 +318,30 @@ class HybridModel:
 
     def close(self) -> None:
         """Release TensorRT runners and ONNX Runtime sessions."""
-        for _, exe in self._trt_segments():
-            exe.close()
+        for exe in self.executables.values():
+            closer = getattr(exe, "close", None)
+            if closer is not None:
+                closer()
+
+    # -- Polygraphy runner ---------------------------------------------------------------------
+    def activate_impl(self) -> None:
+        pass
+
+    def get_input_metadata_impl(self) -> Any:
+        return input_metadata(self.inputs)
+
+    def infer_impl(self, feed_dict: Mapping[str, Any]) -> Any:
+        start = time.perf_counter()
+        out = self.run(dict(feed_dict))
+        self.inference_time = time.perf_counter() - start
+        return OrderedDict((n, out[n]) for n in self._output_names)
+
+    def deactivate_impl(self) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "is_active", False):
+            self.deactivate()
 
 
 def _host(value: Any) -> Any:
@@ -268,9 +353,7 @@ def _host(value: Any) -> Any:
 
 
 def _profile_text(profile: Any) -> str:
-    if not profile:
-        return "static"
-    return "; ".join(f"{n}: {list(lo)}..{list(hi)} (opt {list(opt)})" for n, (lo, opt, hi) in profile)
+    return profile_text(profile)
 
 
 def input_metadata(specs: Sequence[Any]) -> Any:
@@ -289,44 +372,11 @@ def input_metadata(specs: Sequence[Any]) -> Any:
     return meta
 
 
-@functools.lru_cache(maxsize=1)
-def _runner_class() -> type:
-    from collections import OrderedDict
+def HybridRunner(hybrid: HybridModel, name: Optional[str] = None) -> HybridModel:
+    """The hybrid itself, as a Polygraphy runner for ``Comparator.run`` (kept for older code).
 
-    from trtlab.backends.tensorrt.flavor import bind_polygraphy
-
-    bind_polygraphy(strict=False)  # before Polygraphy binds a TensorRT flavor of its own
-    from polygraphy.backend.base import BaseRunner
-
-    class _HybridRunner(BaseRunner):
-        """Polygraphy runner over a :class:`HybridModel`; ``Comparator.run`` accepts it."""
-
-        def __init__(self, hybrid: HybridModel, name: Optional[str] = None) -> None:
-            super().__init__(name=name, prefix="hybrid-runner")
-            self.hybrid = hybrid
-
-        def activate_impl(self) -> None:
-            pass
-
-        def get_input_metadata_impl(self) -> Any:
-            return input_metadata(self.hybrid.inputs)
-
-        def infer_impl(self, feed_dict: Mapping[str, Any]) -> Any:
-            start = time.perf_counter()
-            out = self.hybrid.run(feed_dict)
-            self.inference_time = time.perf_counter() - start
-            return OrderedDict((n, out[n]) for n in self.hybrid._output_names)
-
-        def deactivate_impl(self) -> None:
-            pass
-
-    return _HybridRunner
-
-
-def HybridRunner(hybrid: HybridModel, name: Optional[str] = None) -> Any:
-    """A Polygraphy ``BaseRunner`` running ``hybrid``, for ``Comparator.run``.
-
-    Polygraphy is imported on first use, so ``import trtlab`` does not need it.
+    :class:`HybridModel` is a ``BaseRunner``; ``name`` renames it.
     """
-    return _runner_class()(hybrid, name)
-
+    if name is not None:
+        hybrid.name = name
+    return hybrid

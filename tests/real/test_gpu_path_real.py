@@ -47,7 +47,7 @@ def test_hybrid_on_stand_in_runners_matches_onnxruntime(real_model_paths, monkey
     model = trtlab.load(str(real_model_paths[model_id]))
     part = trtlab.partition(model, exclude_ops=[excluded])
     feeds = MODELS[model_id].feeds()
-    hybrid = build(part, progress=False, cache_dir=False, shapes={k: v.shape for k, v in feeds.items()},
+    hybrid = build(part, progress=False, cache_dir=False, feeds=feeds,
                    backends={"tensorrt": TensorRTBackend(builder=onnx_as_engine)})
     execs = hybrid.executors
     assert set(execs[execs["backend"] == "tensorrt"]["executor"]) == {"tensorrt"}

@@ -173,7 +173,7 @@ def report(model: Any, *, feeds: Optional[Mapping[str, np.ndarray]] = None, data
 
     def build_step() -> str:
         part = state["partition"]
-        hybrid = build(part, precision="fp32", cache_dir=cache_dir, progress=progress)
+        hybrid = build(part, feeds=feeds, precision="fp32", cache_dir=cache_dir, progress=progress)
         state["hybrid"] = hybrid
         out = hybrid.run(feeds)
         ref = run_onnx(m, feeds)
@@ -190,7 +190,8 @@ def report(model: Any, *, feeds: Optional[Mapping[str, np.ndarray]] = None, data
             rep.facts["tensorrt segments"] = sum(s.backend != "fallback" for s in built.segments)
             moved = (f"<p>TensorRT could not build {len(failed)} node(s); the build moved them to "
                      f"fallback, so the model runs as {len(built.segments)} segments "
-                     f"({rep.facts['tensorrt segments']} TensorRT):</p>" + _table(failed))
+                     f"({rep.facts['tensorrt segments']} TensorRT), drawn here:</p>"
+                     + _figure(draw(m, built)) + _table(failed))
         return (moved + f"<p>Hybrid outputs vs ONNX Runtime on the whole model: max abs difference "
                 f"{worst:.3g}.</p>" + _table(hybrid.executors) + "<h4>Engine cache</h4>"
                 + _table(hybrid.cache_report()))

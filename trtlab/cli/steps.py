@@ -126,6 +126,26 @@ def cmd_partition(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _parse_shapes(items: Any) -> Any:
+    """``["x=1x3x64x64", "y=1x8,4x8,8x8"]`` -> ``{"x": (1, 3, 64, 64), "y": ((1, 8), (4, 8), (8, 8))}``."""
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        name, sep, spec = item.rpartition("=")
+        try:
+            shapes = [tuple(int(d) for d in part.lower().split("x")) for part in spec.split(",")]
+        except ValueError:
+            shapes = []
+        if not sep or not name or len(shapes) not in (1, 3):
+            from trtlab.errors import InputError
+
+            raise InputError(f"--shapes {item!r}: write NAME=1x3x224x224 (one shape) or "
+                             "NAME=MINx..,OPTx..,MAXx.. (min, opt and max).")
+        out[name] = shapes[0] if len(shapes) == 1 else tuple(shapes)
+    return out
+
+
 @_wrapped
 def cmd_build(args: argparse.Namespace) -> int:
     from trtlab.codegen import build
@@ -133,11 +153,19 @@ def cmd_build(args: argparse.Namespace) -> int:
     _check_int(args, "min_subgraph_size", 0)
     calibration = _calibration(args)
     _, part = _partition(args)
-    hybrid = build(part, precision=args.precision, calibration_data=calibration,
+    feeds = _load_feeds(args.feeds) if getattr(args, "feeds", None) else None
+    if feeds is None and calibration is not None and not getattr(args, "shapes", None):
+        feeds = calibration  # real inputs of the model: the engines are built for their shapes
+    hybrid = build(part, feeds=feeds, shapes=_parse_shapes(getattr(args, "shapes", None)),
+                   precision=args.precision, calibration_data=calibration,
                    cache_dir=args.cache_dir, progress=not args.quiet)
     if args.json:
-        print_json({"executors": records(hybrid.executors), "cache": records(hybrid.cache_report())})
+        print_json({"built": hybrid.built, "executors": records(hybrid.executors) if hybrid.built else [],
+                    "cache": records(hybrid.cache_report()) if hybrid.built else []})
         return EXIT_OK
+    if not hybrid.built:
+        print("The model has dynamic dims and neither --feeds nor --shapes was given: engines build at the "
+              "first run. Pass --feeds inputs.npz (or --shapes name=1x3x224x224) to build them now.")
     print(hybrid.executors.to_string(index=False))
     print()
     print(hybrid.cache_report().to_string(index=False))
@@ -287,6 +315,11 @@ def add_parsers(add: Callable[..., argparse.ArgumentParser]) -> None:
         s.add_argument("--calibration", metavar="FILE.npz", default=None,
                        help="calibration data for --precision int8: one array per input")
         s.add_argument("--quiet", action="store_true", help="no progress bars")
+        if name == "build":
+            s.add_argument("--feeds", help=".npz of example inputs, one array per input: every dynamic "
+                                           "dim and shape-tensor value is taken from one run on them")
+            s.add_argument("--shapes", action="append", metavar="NAME=SHAPE",
+                           help="input shape NAME=1x3x224x224, or NAME=MIN,OPT,MAX (repeatable)")
         if name == "bench":
             s.add_argument("--feeds", help=".npz with one array per input (default: random)")
             s.add_argument("--batch", type=int, default=1)

@@ -153,6 +153,9 @@ class Partition:
         self.settings = settings
         self.forced = dict(forced or {})
         self.assignment = {n: s.index for s in self.segments for n in s.nodes}
+        #: The accelerating backend object passed to :func:`partition` (``None``: the shipped
+        #: backend named ``settings.backend``); :func:`trtlab.build` compiles with it.
+        self.backend_object: Any = None
 
     # -- views ---------------------------------------------------------------------------------
     @property
@@ -253,8 +256,17 @@ class Partition:
         """Run every segment in order with ONNX Runtime (see :func:`run_segments`)."""
         return run_segments(self, feeds, **kwargs)
 
-    def with_fallback(self, nodes: Union[str, Segment, Iterable[Union[str, Segment]]], reason: str,
-                      kind: str = "build_failed") -> "Partition":
+    @property
+    def moved(self) -> "pd.DataFrame":
+        """Nodes moved to fallback because the backend could not build them: node, op_type, reason."""
+        import pandas as pd
+
+        rows = [{"node": n, "op_type": self.model.node(n).op_type, "reason": r}
+                for n, (k, r) in self.forced.items() if k == "build_failed"]
+        return pd.DataFrame(rows, columns=["node", "op_type", "reason"])
+
+    def with_fallback(self, nodes: Union[str, Segment, Iterable[Union[str, Segment]]],
+                      reason: Union[str, Mapping[str, str]], kind: str = "build_failed") -> "Partition":
         """A new partition with ``nodes`` forced to fallback and the rest re-merged.
 
         Parameters
@@ -262,14 +274,16 @@ class Partition:
         nodes
             Node names and/or segments whose nodes move to fallback.
         reason
-            Why (recorded in :attr:`decisions`).
+            Why (recorded in :attr:`decisions`); one string, or ``{node: reason}``.
         kind
             Decision kind, ``"build_failed"`` (default) or ``"excluded"``.
         """
         if kind not in ("build_failed", "excluded"):
             raise PartitionError(f"with_fallback(kind={kind!r}) is not a fallback kind; use "
                                  "'build_failed' or 'excluded'.")
-        if not isinstance(reason, str) or not reason.strip():
+        reasons = reason if isinstance(reason, Mapping) else None
+        texts = list(reasons.values()) if reasons is not None else [reason]
+        if not texts or any(not isinstance(r, str) or not r.strip() for r in texts):
             raise PartitionError("with_fallback needs a non-empty reason string; it is recorded in "
                                  "Partition.decisions.")
         if isinstance(nodes, (str, Segment)):
@@ -280,8 +294,13 @@ class Partition:
         _check_node_names(self.model, names, "with_fallback")
         forced = dict(self.forced)
         for n in names:
-            forced.setdefault(n, (kind, reason))
-        return _run(self.model, self.verdicts, self.settings, forced)
+            why = reasons.get(n) if reasons is not None else reason
+            if not why:
+                raise PartitionError(f"with_fallback: no reason given for node {n!r}.")
+            forced.setdefault(n, (kind, why))
+        new = _run(self.model, self.verdicts, self.settings, forced)
+        new.backend_object = self.backend_object
+        return new
 
     # -- JSON ----------------------------------------------------------------------------------
     def to_json(self, indent: Optional[int] = None) -> str:
@@ -537,7 +556,9 @@ def partition(model: Any, *, support: SupportLike = None, min_subgraph_size: int
                         exclude_nodes=_names(exclude_nodes, "exclude_nodes"))
     _check_node_names(model, settings.exclude_nodes, "exclude_nodes")
     verdicts = _verdicts(model, support, backend)
-    return _keep_unranked_together(_run(model, verdicts, settings, {}))
+    part = _keep_unranked_together(_run(model, verdicts, settings, {}))
+    part.backend_object = None if isinstance(backend, str) else backend
+    return part
 
 
 def _keep_unranked_together(part: "Partition", rounds: int = 3) -> "Partition":

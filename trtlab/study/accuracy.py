@@ -378,8 +378,12 @@ def _verdicts(verdicts: Any, name: str, reference_name: str) -> Dict[str, bool]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _runnable(model: Any, use_build: bool, progress: bool, cache_dir: Any) -> Tuple[Any, Optional[str]]:
-    """How a configuration runs: a HybridModel when trtlab.build is used, else ONNX Runtime."""
+def _runnable(model: Any, use_build: bool, progress: bool, cache_dir: Any,
+              feeds: Any = None) -> Tuple[Any, Optional[str]]:
+    """How a configuration runs: a HybridModel when trtlab.build is used, else ONNX Runtime.
+
+    The hybrid is built for the shapes of ``feeds`` (one batch of the evaluation data).
+    """
     from trtlab.precision import ort_variant
 
     is_fp16 = any(p.key == "trtlab.precision" and p.value == "fp16" for p in model.proto.metadata_props)
@@ -387,7 +391,7 @@ def _runnable(model: Any, use_build: bool, progress: bool, cache_dir: Any) -> Tu
         from trtlab.codegen import build
         from trtlab.partitioning.partitioner import partition
 
-        hybrid = build(partition(model), precision="fp32", cache_dir=cache_dir, progress=progress)
+        hybrid = build(partition(model), feeds=feeds, precision="fp32", cache_dir=cache_dir, progress=progress)
         return hybrid, None
     if is_fp16:
         return ort_variant(model)
@@ -502,9 +506,10 @@ def precision_table(model: Any, data: Data, *, labels: Optional[np.ndarray] = No
     candidates: Dict[str, Any] = {}
     execs: Dict[str, str] = {}
     meta: Dict[str, Tuple[str, str, int]] = {}
+    example = feed_list(src, data, batch_size=batch_size)[0] if use_build else None
     for name, precision, method, n_keep, make in progress_bar(configs, desc="precision configs",
                                                              enabled=progress):
-        runnable, label = _runnable(make(), use_build, False, cache_dir)
+        runnable, label = _runnable(make(), use_build, False, cache_dir, example)
         candidates[name] = runnable
         if label:
             execs[name] = label
@@ -514,10 +519,10 @@ def precision_table(model: Any, data: Data, *, labels: Optional[np.ndarray] = No
         from trtlab.partitioning.partitioner import partition
 
         calib = feed_list(src, calibration_data, batch_size=batch_size)
-        candidates[name] = build(partition(src), precision=dict(mapping), calibration_data=calib,
+        candidates[name] = build(partition(src), feeds=calib[0], precision=dict(mapping), calibration_data=calib,
                                  progress=False, cache_dir=cache_dir)
         meta[name] = ("mixed", "entropy", 0)
-    reference, ref_label = _runnable(src, use_build, False, cache_dir)
+    reference, ref_label = _runnable(src, use_build, False, cache_dir, example)
     if ref_label:
         execs["fp32"] = ref_label
     if not candidates:

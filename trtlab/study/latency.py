@@ -277,9 +277,8 @@ def benchmark_model(model: Any, *, feeds: Optional[Mapping[str, np.ndarray]] = N
     # Feeds are checked against the model before anything is built.
     feeds = (validate_feeds(m.inputs, feeds, what=f"model {m.name!r}") if feeds is not None
              else random_inputs(m, batch=batch))
-    shapes = {k: tuple(np.shape(v)) for k, v in feeds.items()}
     hybrid = build(partition(m, min_subgraph_size=min_subgraph_size), precision=precision,
-                   calibration_data=calibration_data, cache_dir=cache_dir, shapes=shapes,
+                   calibration_data=calibration_data, cache_dir=cache_dir, feeds=feeds,
                    progress=progress)
     kwargs = dict(warmup=warmup, iterations=iterations, duration=duration, progress=progress)
     label = f"hybrid {precision}" if isinstance(precision, str) else "hybrid mixed"

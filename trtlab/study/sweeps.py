@@ -332,14 +332,6 @@ class _Job:
 # ----------------------------------------------------------------------------------------------
 
 
-def _shapes(model: Any, feed: Mapping[str, np.ndarray]) -> Dict[str, Any]:
-    shapes: Dict[str, Any] = {}
-    for info in model.inputs:
-        s = tuple(int(d) for d in np.shape(feed[info.name]))
-        dyn0 = bool(info.shape) and not isinstance(info.shape[0], int)
-        shapes[info.name] = (((1,) + s[1:]), s, s) if dyn0 and s else s
-    return shapes
-
 
 def run_job(model_bytes: bytes, data: SweepData, config: SweepConfig, metric: Any, *, runner: str = "auto",
             latency_iterations: int = 50, engine_cache: Any = None) -> Dict[str, Any]:
@@ -392,7 +384,7 @@ def _evaluate(model_bytes: bytes, data: SweepData, config: SweepConfig, metric: 
     engine_bytes = float("nan")
     if use_build:
         hybrid = trtlab.build(trtlab.partition(variant), cache_dir=engine_cache, progress=False,
-                              shapes=_shapes(src, feeds[0]))
+                              feeds=feeds[0])
         call, timed = hybrid.run, hybrid
         executor = "+".join(dict.fromkeys(hybrid.executors["executor"])) or "hybrid"
         engine_bytes = float(hybrid.engine_bytes)

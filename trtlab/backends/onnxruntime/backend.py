@@ -8,7 +8,7 @@ from typing import Any, Dict, Mapping, Tuple
 import numpy as np
 import onnx
 
-from trtlab.backends.base import CompileSettings
+from trtlab.backends.base import CompiledSegment, CompileSettings
 from trtlab.backends.onnxruntime.session import fast_call
 
 log = logging.getLogger(__name__)
@@ -20,23 +20,34 @@ def _ort_session(model: onnx.ModelProto, settings: CompileSettings) -> Tuple[Any
     A float16 model ONNX Runtime has no kernels for runs with float16 rounding emulated, and
     the label says so (``"onnxruntime (fp16 emulated)"``).
     """
+    import onnxruntime as ort
+
     from trtlab.backends.onnxruntime.session import session
 
     label = "onnxruntime"
+    opts = ort.SessionOptions()
+    if not settings.spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if settings.precision == "fp16":
         from trtlab.precision import ort_variant
 
         variant, label = ort_variant(model, list(settings.providers) if settings.providers else None)
         model = getattr(variant, "proto", variant)
-    return session(model, settings.providers), label
+    sess = session(model, settings.providers, sess_options=opts, threads=settings.threads)
+    if label == "onnxruntime" and "CUDAExecutionProvider" in sess.get_providers():
+        label = "onnxruntime-cuda"
+    return sess, label
 
 
-class OrtSegment:
-    """A segment running in an ONNX Runtime session."""
+class OrtSegment(CompiledSegment):
+    """A segment running in an ONNX Runtime session (executor ``"onnxruntime"`` or ``"onnxruntime-cuda"``)."""
 
     def __init__(self, model: onnx.ModelProto, settings: CompileSettings) -> None:
         self.model = model
         self.name = settings.segment
+        self.profile = settings.profile
+        self.values = settings.values
         self.session, self.executor = _ort_session(model, settings)
         self.providers = tuple(self.session.get_providers())
         self.reason = f"ONNX Runtime ({', '.join(self.providers)})"

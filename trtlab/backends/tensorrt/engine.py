@@ -32,13 +32,18 @@ class EngineRecord:
     key: Any = field(default=None, repr=False)
     path: Optional[str] = None
     build_seconds: float = 0.0
+    values: Optional[Profile] = None
 
     @property
     def nbytes(self) -> int:
         return len(self.data)
 
-    def covers(self, shapes: Mapping[str, Shape]) -> bool:
-        """Whether every shape lies inside this engine's profile."""
+    def covers(self, shapes: Mapping[str, Shape], values: Optional[Mapping[str, Shape]] = None) -> bool:
+        """Whether every shape (and shape-tensor value) lies inside this engine's profile."""
+        for name, (lo, _, hi) in self.values or ():
+            got = (values or {}).get(name)
+            if got is None or len(got) != len(lo) or any(g < a or g > b for g, a, b in zip(got, lo, hi)):
+                return False
         if self.profile is None:
             return True
         for name, (lo, _, hi) in self.profile:
@@ -96,8 +101,11 @@ def cache_key(onnx_bytes: bytes, settings: CompileSettings, profile: Optional[Pr
     """The engine cache key of one segment build."""
     from trtlab.backends.tensorrt import flavor as trt
 
+    profiles = [] if profile is None else [list(p) for p in profile]
+    if settings.values:
+        profiles = profiles + [["values", [list(v) for v in settings.values]]]
     return CacheKey.make(onnx_bytes, precision=settings.precision, settings=settings.build_options(),
-                         profiles=[] if profile is None else [list(p) for p in profile],
+                         profiles=profiles,
                          flavor=trt.flavor() or "none", trt_version=trt.version() or "none",
                          target=engine_target())
 
@@ -135,6 +143,13 @@ def _error_recorder(trt: Any) -> Any:
 def build_engine(onnx_bytes: bytes, profile: Optional[Profile] = None,
                  settings: Optional[CompileSettings] = None, *,
                  timing_cache: Optional[str] = None) -> bytes:
+    """Build a serialized TensorRT engine from ONNX bytes (see :func:`_build_engine`)."""
+    return _build_engine(onnx_bytes, profile, settings, timing_cache=timing_cache)[0]
+
+
+def _build_engine(onnx_bytes: bytes, profile: Optional[Profile] = None,
+                  settings: Optional[CompileSettings] = None, *,
+                  timing_cache: Optional[str] = None) -> Tuple[bytes, List[str]]:
     """Build a serialized TensorRT engine from ONNX bytes.
 
     A strongly typed network is parsed with Polygraphy's ``NetworkFromOnnxBytes``; the builder
@@ -157,21 +172,16 @@ def build_engine(onnx_bytes: bytes, profile: Optional[Profile] = None,
     ptrt = polygraphy_trt()
     trt = trtinfo.module()
     if trtinfo.flavor() == "tensorrt_rtx":
-        timing_cache = None
-    elif timing_cache is None and isinstance(settings.cache, EngineCache) and _writable(settings.cache.directory):
-        timing_cache = str(settings.cache.directory / timing_cache_name())
+        timing_cache = None  # TensorRT-RTX has no timing cache (it uses a runtime cache)
+    elif timing_cache is None:
+        timing_cache = timing_cache_path(settings)
     pools = None if settings.workspace is None else {trt.MemoryPoolType.WORKSPACE: int(settings.workspace)}
-    profiles = None
-    if profile:
-        prof = ptrt.Profile()
-        for name, (lo, opt, hi) in profile:
-            prof.add(name, lo, opt, hi)
-        profiles = [prof]
     with G_LOGGER.verbosity(G_LOGGER.CRITICAL + 1):
         try:
             builder, network, parser = ptrt.NetworkFromOnnxBytes(bytes(onnx_bytes), strongly_typed=True)()
         except PolygraphyException as exc:
             raise _build_error("parse", settings, [str(exc)]) from None
+        profiles = _profiles(ptrt, network, profile, settings.values)
         recorder = _error_recorder(trt)
         builder.error_recorder = recorder
         config = ptrt.CreateConfig(profiles=profiles, memory_pool_limits=pools,
@@ -181,8 +191,9 @@ def build_engine(onnx_bytes: bytes, profile: Optional[Profile] = None,
                                    profiling_verbosity=trt.ProfilingVerbosity.DETAILED)
         # The builder is called here, not through EngineBytesFromNetwork, so the timing cache is
         # saved by trtlab (atomically; a full disk is a warning) while the config still exists.
-        made, serialized = None, None
+        made, serialized, shape_inputs = None, None, None
         try:
+            shape_inputs = shape_tensor_inputs(network)
             made = config(builder, network)
             serialized = builder.build_serialized_network(network, made)
             if serialized and timing_cache:
@@ -198,7 +209,65 @@ def build_engine(onnx_bytes: bytes, profile: Optional[Profile] = None,
                                or ["the builder returned no engine"])
     if not data:
         raise _build_error("build", settings, ["the builder returned an empty engine"])
-    return data
+    return data, shape_inputs
+
+
+def timing_cache_path(settings: CompileSettings) -> Optional[str]:
+    """The timing cache file beside the engine cache, or ``None`` (no cache, or not writable)."""
+    from trtlab.backends.tensorrt import flavor as trtinfo
+
+    if trtinfo.flavor() == "tensorrt_rtx":
+        return None  # TensorRT-RTX has no timing cache (it uses a runtime cache)
+    if isinstance(settings.cache, EngineCache) and _writable(settings.cache.directory):
+        return str(settings.cache.directory / timing_cache_name())
+    return None
+
+
+def build_job(builder: Any, onnx_bytes: bytes, profile: Optional[Profile], settings: CompileSettings,
+              timing_cache: Optional[str]) -> Tuple[bytes, Optional[List[str]]]:
+    """What a build worker runs: ``builder(onnx_bytes, profile, settings)`` (the timing cache
+    path is chosen by the parent process, so the worker writes nothing else).
+
+    Returns the engine bytes and the names of the inputs TensorRT treats as shape tensors
+    (``None`` when the builder does not say).
+    """
+    if builder is build_engine:
+        return _build_engine(onnx_bytes, profile, settings, timing_cache=timing_cache)
+    return bytes(builder(onnx_bytes, profile, settings)), None
+
+
+def shape_tensor_inputs(network: Any) -> List[str]:
+    """Names of the network inputs TensorRT treats as shape tensors."""
+    names = []
+    for i in range(network.num_inputs):
+        inp = network.get_input(i)
+        if getattr(inp, "is_shape_tensor", False):
+            names.append(inp.name)
+    return names
+
+
+def _profiles(ptrt: Any, network: Any, profile: Optional[Profile], values: Optional[Profile]) -> Any:
+    """One Polygraphy profile: shape ranges of dynamic inputs, value ranges of shape-tensor inputs.
+
+    Polygraphy's ``Profile.add(name, min, opt, max)`` takes *values* for a shape-tensor input;
+    without an entry it fills every value with 1, which builds an engine for the wrong shape.
+    """
+    shape_tensors = set(shape_tensor_inputs(network))
+    value_of = dict(values or ())
+    missing = sorted(shape_tensors - set(value_of))
+    if missing:
+        raise BuildError(
+            f"Segment input(s) {missing} are shape tensors (their values set shapes inside the "
+            "segment), and no values were observed for them. Pass example inputs to build(part, "
+            "feeds=...) so trtlab can observe them, or build without shapes and run once.")
+    entries = [(n, r) for n, r in (profile or ()) if n not in shape_tensors]
+    entries += [(n, value_of[n]) for n in sorted(shape_tensors)]
+    if not entries:
+        return None
+    prof = ptrt.Profile()
+    for name, (lo, opt, hi) in entries:
+        prof.add(name, lo, opt, hi)
+    return [prof]
 
 
 def timing_cache_name() -> str:

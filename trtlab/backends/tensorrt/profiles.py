@@ -1,7 +1,8 @@
 """Shape profiles: the min/opt/max shapes each TensorRT segment input is built for.
 
 Model inputs get ranges from the user's ``shapes=``; tensors inside the model get theirs from
-shape inference over those ranges, and data-dependent ones from one run of the model.
+shape inference over those ranges, and from one run of the model on the user's example inputs
+(:mod:`trtlab.backends.shapes`). No dimension is ever invented.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def _dynamic_inputs(model: onnx.ModelProto) -> List[str]:
         if vi.name in inits:
             continue
         dims = vi.type.tensor_type.shape.dim
-        if not vi.type.tensor_type.HasField("shape") or any(not d.HasField("dim_value") for d in dims):
+        if not vi.type.tensor_type.HasField("shape") or any(not d.HasField("dim_value") or d.dim_value < 0
+                                                             for d in dims):
             names.append(vi.name)
     return names
 
@@ -76,12 +78,14 @@ def _parse_range(name: str, spec: Any) -> ShapeRange:
     return lo, opt, hi
 
 
-def input_ranges(model: Any, shapes: Optional[Mapping[str, Any]] = None) -> Dict[str, ShapeRange]:
-    """(min, opt, max) of every model input and of every other tensor named in ``shapes``.
+def input_ranges(model: Any, shapes: Optional[Mapping[str, Any]] = None, *,
+                 defaults: bool = False) -> Dict[str, ShapeRange]:
+    """(min, opt, max) of every tensor named in ``shapes`` and of every static model input.
 
     ``shapes`` maps a tensor name to a static shape, ``(min, opt, max)`` shapes, or a dict with
-    ``min``/``opt``/``max``. Model inputs not named keep their static dims; their dynamic dims
-    default to 1.
+    ``min``/``opt``/``max``. Model inputs not named keep their static shape; those with dynamic
+    dims are left out (their shapes come from example inputs or the first run), unless
+    ``defaults`` sets their dynamic dims to 1 (what Polygraphy does).
     """
     shapes = dict(shapes or {})
     known = set(model._tensors) | {t.name for t in model.inputs}
@@ -106,12 +110,13 @@ def input_ranges(model: Any, shapes: Optional[Mapping[str, Any]] = None) -> Dict
         if info.name in out:
             continue
         if info.shape is None:
+            if not defaults:
+                continue
             raise InputError(f"Input {info.name!r} has no shape in the model; pass "
                              f"shapes={{'{info.name}': (min, opt, max)}}.")
+        if not info.is_static and not defaults:
+            continue
         dims = tuple(d if isinstance(d, int) else 1 for d in info.shape)
-        if not info.is_static:
-            log.info("input %s has dynamic dims %s; they default to 1 (pass shapes= to choose)",
-                     info.name, list(info.shape))
         out[info.name] = (dims, dims, dims)
     return out
 
@@ -194,26 +199,4 @@ def _boundary_values(model: Any, batches: List[Dict[str, np.ndarray]],
         values = dict(zip(wanted, sess.run(wanted, b))) if wanted else {}
         values.update({k: v for k, v in b.items() if k in tensors})
         out.append(values)
-    return out
-
-
-def _observed_ranges(model: Any, ranges: Mapping[str, ShapeRange], tensors: Sequence[str]) -> Dict[str, ShapeRange]:
-    """Shapes of data-dependent tensors, observed by running the model once on opt-shaped inputs.
-
-    Shape inference cannot bound outputs such as NonZero's or NonMaxSuppression's; the observed
-    shape becomes a static profile, which ``dynamic_batch="single"`` widens at run time.
-    """
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for t in model.inputs:
-        shape = ranges[t.name][1]
-        dtype = t.dtype or np.dtype(np.float32)
-        feeds[t.name] = (rng.standard_normal(shape).astype(dtype) if dtype.kind == "f"
-                         else np.zeros(shape, dtype))
-    values = _boundary_values(model, [feeds], list(tensors))[0]
-    out = {}
-    for name in tensors:
-        shape = tuple(int(d) for d in np.shape(values[name]))
-        log.info("tensor %s has a data-dependent shape; engine profile built for the observed %s", name, shape)
-        out[name] = (shape, shape, shape)
     return out
