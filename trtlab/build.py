@@ -286,9 +286,10 @@ def input_ranges(model: Any, shapes: Optional[Mapping[str, Any]] = None) -> Dict
                     raise InputError(f"shapes[{name!r}] axis {ax} must be {dim} (static in the model), "
                                      f"got {[s[ax] for s in rng]}.")
         out[name] = rng
+    not_tensors = {vi.name for vi in model.proto.graph.input if not vi.type.HasField("tensor_type")}
     for info in model.inputs:
-        if info.name in out:
-            continue
+        if info.name in out or info.name in not_tensors:
+            continue  # sequence and optional inputs are read by ONNX Runtime segments only
         if info.shape is None:
             raise InputError(f"Input {info.name!r} has no shape in the model; pass "
                              f"shapes={{'{info.name}': (min, opt, max)}}.")
@@ -521,32 +522,16 @@ def _boundary_values(model: Any, batches: List[Dict[str, np.ndarray]],
     sess = session(proto)
     wanted = [t for t in tensors if t not in inputs]
     out = []
-    for b in batches:
-        values = dict(zip(wanted, sess.run(wanted, b))) if wanted else {}
+    for i, b in enumerate(batches):
+        try:
+            values = dict(zip(wanted, sess.run(wanted, b))) if wanted else {}
+        except Exception as exc:  # onnxruntime raises its own Fail / InvalidArgument types
+            raise CalibrationError(
+                f"ONNX Runtime could not run model {model.name!r} on calibration batch {i} to compute "
+                f"segment inputs {wanted[:5]}: {str(exc).strip().splitlines()[0][:300]}. Check that "
+                "the calibration data are valid inputs of the model.") from exc
         values.update({k: v for k, v in b.items() if k in tensors})
         out.append(values)
-    return out
-
-
-def _observed_ranges(model: Any, ranges: Mapping[str, ShapeRange], tensors: Sequence[str]) -> Dict[str, ShapeRange]:
-    """Shapes of data-dependent tensors, observed by running the model once on opt-shaped inputs.
-
-    Shape inference cannot bound outputs such as NonZero's or NonMaxSuppression's; the observed
-    shape becomes a static profile, which ``dynamic_batch="single"`` widens at run time.
-    """
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for t in model.inputs:
-        shape = ranges[t.name][1]
-        dtype = t.dtype or np.dtype(np.float32)
-        feeds[t.name] = (rng.standard_normal(shape).astype(dtype) if dtype.kind == "f"
-                         else np.zeros(shape, dtype))
-    values = _boundary_values(model, [feeds], list(tensors))[0]
-    out = {}
-    for name in tensors:
-        shape = tuple(int(d) for d in np.shape(values[name]))
-        log.info("tensor %s has a data-dependent shape; engine profile built for the observed %s", name, shape)
-        out[name] = (shape, shape, shape)
     return out
 
 
@@ -686,8 +671,12 @@ def build(partition: Any, *, precision: PrecisionArg = "fp32", calibration_data:
                         table = shape_table(part.model.proto, ranges)
                     unknown = [n for n in dynamic if n not in overrides and n not in table]
                     if unknown:
-                        table.update(_observed_ranges(part.model, ranges, unknown))
-                    profile = segment_profile(proto, table, overrides, seg.name)
+                        # Data-dependent shapes (NonZero, NonMaxSuppression, ...): the engine is
+                        # built at the first run, for the shapes the user's data gives.
+                        log.info("segment %s: shapes of %s depend on the data; its engine is built at "
+                                 "the first run (pass shapes= to build it now)", seg.name, unknown)
+                    else:
+                        profile = segment_profile(proto, table, overrides, seg.name)
             settings = CompileSettings(segment=seg.name, precision=precisions[seg.index], profile=profile,
                                        workspace=workspace, opt_level=opt_level, dynamic_batch=dynamic_batch,
                                        cache=cache, eager=eager,

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["load", "Model", "TensorInfo", "TrtlabWarning", "MIN_OPSET", "WRITE_IR_VERSION"]
 
-#: Oldest ai.onnx opset the tool chain takes (TensorRT's ONNX parser starts at opset 9).
+#: Oldest ai.onnx opset TensorRT's ONNX parser reads; older models load and run on ONNX Runtime.
 MIN_OPSET = 9
 #: trtlab writes models with at most this IR version, so older ONNX Runtime releases read them.
 WRITE_IR_VERSION = 10
@@ -371,12 +371,6 @@ def _check_opset(proto: onnx.ModelProto, what: str) -> None:
         if any(n.domain in ("", "ai.onnx") for n in proto.graph.node):
             raise InvalidModelError(f"{what} uses ai.onnx ops but imports no ai.onnx opset.")
         return
-    if opset < MIN_OPSET:
-        raise UnsupportedOpsetError(
-            f"{what} uses ai.onnx opset {opset}; the tool chain (TensorRT's ONNX parser) needs opset "
-            f">= {MIN_OPSET}. Convert it first: onnx.version_converter.convert_version(model, 17), "
-            "or pass the converted model to trtlab.load."
-        )
     if opset > newest:
         raise UnsupportedOpsetError(
             f"{what} uses ai.onnx opset {opset}, newer than the installed onnx {onnx.__version__} "
@@ -1006,6 +1000,10 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
         )
     notes: List[str] = []
     _check_opset(proto, what)
+    if (_opset(proto) or MIN_OPSET) < MIN_OPSET:
+        notes.append(f"ai.onnx opset {_opset(proto)} is older than TensorRT's ONNX parser reads "
+                     f"(>= {MIN_OPSET}): every node is a fallback (ONNX Runtime) node. Convert the model "
+                     "(onnx.version_converter.convert_version(model, 17)) to give TensorRT a part.")
     dropped = _strip_initializer_inputs(proto.graph)
     if dropped:
         notes.append(f"dropped {len(dropped)} initializer(s) listed as graph inputs (IR-4 style)")

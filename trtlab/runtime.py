@@ -72,7 +72,28 @@ class HybridModel:
         self._specs = list(self.model.inputs)
         self._checks = [(t.name, t.dtype, tuple(t.shape) if t.shape is not None else None) for t in self._specs]
         self._output_names = [t.name for t in self.model.outputs]
+        self._constant_outputs = self._outputs_no_segment_computes()
+        self._check_bindable()
         self._plan = self._make_plan()
+
+    def _check_bindable(self) -> None:
+        """Tensors crossing into or out of ONNX Runtime segments must have NumPy-bindable dtypes."""
+        from .feeds import check_ort_bindable
+
+        names = [t for s in self.partition.segments if str(self._executor(s.index)).startswith("onnxruntime")
+                 for t in (*s.inputs, *s.outputs)]
+        check_ort_bindable([self.model.tensor(t) for t in dict.fromkeys(names)], what=f"model {self.model.name!r}")
+
+    def _outputs_no_segment_computes(self) -> Dict[str, np.ndarray]:
+        """Graph outputs that are constants (initializers, Constant outputs) no segment produces."""
+        produced = {t for s in self.partition.segments for t in s.outputs} | {t.name for t in self._specs}
+        out: Dict[str, np.ndarray] = {}
+        for name in self._output_names:
+            if name not in produced:
+                value = self.model.constant_value(name)
+                if value is not None:
+                    out[name] = value
+        return out
 
     # -- structure -----------------------------------------------------------------------------
     @property
@@ -192,6 +213,8 @@ class HybridModel:
             t0 = clock()
             env.update(call(seg_feeds))
             timings[name] = clock() - t0
+        if self._constant_outputs:
+            env.update(self._constant_outputs)
         out = {n: v if type(v) is np.ndarray else _host(v) for n, v in ((n, env[n]) for n in self._output_names)}
         self.last_timings = timings
         self.last_total = time.perf_counter() - start
@@ -244,6 +267,8 @@ def _host(value: Any) -> Any:
         return value
     if hasattr(value, "numpy"):
         return value.numpy()
+    if value is None or isinstance(value, list):
+        return value  # sequence and optional outputs, as ONNX Runtime returns them
     return np.asarray(value)
 
 

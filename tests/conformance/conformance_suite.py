@@ -26,8 +26,9 @@ happened in, not a dead run. Stages of one case:
     the checker accepts it and ONNX Runtime runs it.
 
 Every stage ends as ``pass``, ``trtlab_error`` (a clear :class:`trtlab.TrtlabError`),
-``wrong`` (values differ), ``raw_error`` (any other exception: a bug) or ``crash`` (the
-worker died or timed out). Run ``python tests/conformance/conformance_suite.py [--quick]`` to
+``wrong`` (the hybrid's values differ), ``out_of_tolerance`` (FP16 beyond FP16 tolerance),
+``invalid`` (the INT8 model fails the checker), ``raw_error`` (any other exception: a bug) or
+``crash`` (the worker died or timed out). Run ``python tests/conformance/conformance_suite.py [--quick]`` to
 print the counts; ``test_conformance.py`` asserts the thresholds.
 """
 
@@ -237,7 +238,7 @@ def run_case(cid: str, report: Any = None) -> Dict[str, Any]:
             vproto = getattr(variant, "proto", variant)
             ok = all(all_close(outs, _ort_run(vproto, f, out_names), FP16_RTOL, FP16_ATOL, scaled=True)
                      for f, outs in sets)
-            st["fp16"] = "pass" if ok else "wrong"
+            st["fp16"] = "pass" if ok else "out_of_tolerance"
             if not ok:
                 det["fp16"] = "FP16 outputs outside FP16 tolerance"
         except Exception as exc:
@@ -255,7 +256,7 @@ def run_case(cid: str, report: Any = None) -> Dict[str, Any]:
         except Exception as exc:
             st["int8"], det["int8"] = _outcome(exc)
             if isinstance(exc, onnx.checker.ValidationError):
-                st["int8"] = "wrong"
+                st["int8"] = "invalid"
     return res
 
 

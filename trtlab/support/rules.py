@@ -52,6 +52,9 @@ __all__ = [
     "LATEST", "RTX_FEATURE_LEVEL", "FLOATS", "INTS", "BOOL", "QUANTIZED",
 ]
 
+#: Oldest ai.onnx opset TensorRT's ONNX parser reads (same as trtlab.model.MIN_OPSET).
+_MIN_PARSER_OPSET = 9
+
 #: Latest TensorRT feature level this table encodes (onnx-tensorrt operators.md for 10.15).
 LATEST: Tuple[int, int] = (10, 15)
 
@@ -574,6 +577,10 @@ class RuleSet:
         """The verdict for ``ctx.node``."""
         node = ctx.node
         domain = self._key("", node.domain)[0]
+        if ctx.opset and ctx.opset < _MIN_PARSER_OPSET:
+            return _no(f"the model's ai.onnx opset {ctx.opset} is older than TensorRT's ONNX parser "
+                       f"reads (>= {_MIN_PARSER_OPSET}); convert it with onnx.version_converter to "
+                       "put nodes on TensorRT")
         rule = self._rules.get((domain, node.op_type))
         if rule is None:
             fn = ctx.index.functions.get((node.domain, node.op_type))
