@@ -383,3 +383,41 @@ def test_unwritable_cache_dir_still_builds(tmp_path, monkeypatch, caplog):
     assert "not writable" in caplog.text and "engine not cached" in caplog.text
     feeds = {"x": np.ones((2, 16), np.float32)}
     np.testing.assert_allclose(hybrid.run(feeds)["y"], run_onnx(F.mlp(), feeds)["y"], rtol=1e-5, atol=1e-6)
+
+
+# -- ONNX backend test cases (conformance regressions) -----------------------------------------
+
+@needs_build
+def test_data_dependent_shapes_build_at_the_first_run_from_the_users_data(monkeypatch):
+    """NonZero's output size depends on the data: build() does not invent inputs to learn it;
+    the engine is built when real data arrives."""
+    from backend_cases import feeds, load_case
+    from trtlab import ort
+
+    case = load_case("node/test_nonzero_example")
+    proto = case.model
+    # A TensorRT segment after the data-dependent tensor: Transpose reads NonZero's output.
+    proto.graph.node.append(helper.make_node("Transpose", ["result"], ["t"], name="tr", perm=[1, 0]))
+    proto.graph.output[0].name = "t"
+    model = load(proto)
+    support = {n: (n == "tr", "test") for n in model.node_names}
+    part = trtlab.partition(model, support=support)
+    calls = []
+    real_session = ort.session
+    monkeypatch.setattr(ort, "session", lambda *a, **k: calls.append(a) or real_session(*a, **k))
+    hybrid = build(part, progress=False, cache_dir=False)
+    trt_seg = next(hybrid.executables[s.index] for s in hybrid.segments if s.backend == "tensorrt")
+    assert trt_seg.engines == []
+    out = hybrid.run(feeds(case))
+    np.testing.assert_array_equal(out["t"], case.data_sets[0][1][0].T)
+    assert len(trt_seg.engines) == 1
+
+
+def test_calibration_data_the_model_cannot_run_raise_calibration_error():
+    from trtlab.errors import CalibrationError
+    from trtlab.build import _boundary_values
+
+    model = load(F.mlp())
+    bad = [{"x": np.ones((3, 16), np.float32)}]  # batch 3 where the model says 2
+    with pytest.raises(CalibrationError, match="calibration batch 0"):
+        _boundary_values(model, bad, ["h1"] if "h1" in model._tensors else [model.nodes.outputs[0][0]])

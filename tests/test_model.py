@@ -12,8 +12,7 @@ import pytest
 
 import factories as F
 import trtlab
-from trtlab.errors import (ExternalDataError, InvalidModelError, ModelLoadError, TrtlabError,
-                           UnsupportedOpsetError)
+from trtlab.errors import ExternalDataError, InvalidModelError, ModelLoadError, TrtlabError
 from trtlab.model import TrtlabWarning, WRITE_IR_VERSION
 
 
@@ -223,10 +222,26 @@ def test_run_onnx_reports_bad_paths_and_output_names(tmp_path):
         run_onnx(trtlab.load(F.mlp()), {"x": x}, output_names=["nope"])
 
 
-def test_opset_too_old():
-    with pytest.raises(UnsupportedOpsetError, match="opset 6") as err:
-        trtlab.load(F.old_opset())
-    assert "convert_version" in str(err.value)
+def test_opset_too_old_for_tensorrt_loads_and_says_so():
+    m = trtlab.load(F.old_opset())
+    assert any("opset 6" in n and "convert_version" in n for n in m.notes)
+
+
+@pytest.mark.parametrize("cid", ["node/test_and2d", "pytorch-converted/test_Conv1d"])
+def test_old_opset_cases_run_on_onnxruntime_unchanged(cid):
+    """Opsets before TensorRT's parser (< 9): every node is a fallback node, the model runs."""
+    from backend_cases import feeds, load_case
+
+    case = load_case(cid)
+    m = trtlab.load(case.model)
+    assert m.opset < 9 and m.proto.opset_import[0].version == case.model.opset_import[0].version
+    rules = trtlab.check_support(m, source="rules")
+    assert not rules.frame["supported"].any()
+    assert rules.frame["reason"].str.contains("older than TensorRT's ONNX parser").all()
+    part = trtlab.partition(m, support=rules)
+    assert all(s.is_fallback for s in part.segments)
+    out = trtlab.build(part, progress=False, cache_dir=False).run(feeds(case))
+    np.testing.assert_allclose(out[m.outputs[0].name], case.data_sets[0][1][0], rtol=1e-3, atol=1e-6)
 
 
 def test_ir_version_newer_than_onnx():

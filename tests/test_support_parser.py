@@ -139,3 +139,20 @@ def test_rules_agree_with_parser_on_zoo(path):
     result = compare_support(path)
     assert result.agreement >= 95.0, result.disagreements.to_string()
     assert len(result.frame) == len(trtlab.load(path).proto.graph.node)
+
+
+def test_recheck_types_if_outputs_from_the_branch_not_the_condition():
+    """The re-check model declares an If output as its branch says (the condition is a scalar
+    BOOL: copying its type and rank rejected every node downstream)."""
+    from backend_cases import load_case
+
+    from trtlab.support.parser import _boundary
+
+    proto = load_case("node/test_if").model
+    node = next(n for n in proto.graph.node if n.op_type == "If")
+    assumed = {}
+    vi = _boundary(node.output[0], node, 17, {}, assumed)
+    branch = next(a.g for a in node.attribute if a.name == "then_branch").output[0].type.tensor_type
+    assert vi.type.tensor_type.elem_type == branch.elem_type != T.BOOL
+    assert len(vi.type.tensor_type.shape.dim) == len(branch.shape.dim) > 0
+    assert node.output[0] in assumed
