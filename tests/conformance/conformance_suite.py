@@ -64,6 +64,8 @@ LOAD_RTOL = 1e-5
 LOAD_ATOL = 1e-6
 
 STAGES = ("ort", "load", "support", "hybrid", "fp16", "int8")
+#: Cases one worker process runs before it is replaced by a fresh one.
+RECYCLE_AFTER = 300
 
 
 # ----------------------------------------------------------------------------------------------
@@ -296,9 +298,11 @@ class _Slot:
         self.cid: Optional[str] = None
         self.stage = "ort"
         self.started = 0.0
+        self.done = 0
 
     def give(self, cid: str) -> None:
         self.cid, self.stage, self.started = cid, "ort", time.monotonic()
+        self.done += 1
         self.conn.send(cid)
 
     def stop(self, kill: bool = False) -> None:
@@ -364,6 +368,9 @@ def run_all(ids: Sequence[str], *, workers: int = 2, timeout: float = DEFAULT_TI
                     if progress is not None:
                         progress(finished)
                     s.cid = None
+                    if s.done >= RECYCLE_AFTER and todo:
+                        s.stop()  # a fresh process keeps the memory of a long run bounded
+                        slots[i] = s = _Slot(ctx)
                     if todo:
                         s.give(todo.pop())
     finally:
