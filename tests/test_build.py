@@ -421,3 +421,18 @@ def test_calibration_data_the_model_cannot_run_raise_calibration_error():
     bad = [{"x": np.ones((3, 16), np.float32)}]  # batch 3 where the model says 2
     with pytest.raises(CalibrationError, match="calibration batch 0"):
         _boundary_values(model, bad, ["h1"] if "h1" in model._tensors else [model.nodes.outputs[0][0]])
+
+
+@needs_build
+def test_segment_inputs_of_unknown_rank_move_their_readers_to_fallback():
+    """TensorRT reads a shapeless input as a scalar; the Log reading ReduceSum's rank-unknown
+    output goes to ONNX Runtime with the reason, and the hybrid matches the expected output."""
+    from backend_cases import feeds, load_case
+
+    case = load_case("node/test_reduce_log_sum_asc_axes_expanded")
+    model = load(case.model)
+    part = trtlab.partition(model, support=trtlab.check_support(model, source="rules"))
+    hybrid = build(part, progress=False, cache_dir=False)
+    assert any("rank" in why for _, why in hybrid.moved)
+    out = hybrid.run(feeds(case))
+    np.testing.assert_allclose(out[model.outputs[0].name], case.data_sets[0][1][0], rtol=1e-5)

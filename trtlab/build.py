@@ -670,6 +670,18 @@ def build(partition: Any, *, precision: PrecisionArg = "fp32", calibration_data:
                     if table is None:
                         table = shape_table(part.model.proto, ranges)
                     unknown = [n for n in dynamic if n not in overrides and n not in table]
+                    rankless = [vi.name for vi in proto.graph.input if vi.name in unknown
+                                and not vi.type.tensor_type.HasField("shape")]
+                    if rankless and on_build_failure != "raise":
+                        # TensorRT reads an input without a shape as a scalar: the nodes reading
+                        # it run on ONNX Runtime instead.
+                        readers = [n for n in seg.nodes if set(part.model.node_inputs(n)) & set(rankless)]
+                        reason = (f"TensorRT needs the rank of {rankless}, which shape inference could "
+                                  "not infer (pass shapes= to build())")
+                        log.info("segment %s: %s moved to fallback: %s", seg.name, readers, reason)
+                        moved.extend((r, reason) for r in readers)
+                        failure = ("rankless", readers, reason)
+                        break
                     if unknown:
                         # Data-dependent shapes (NonZero, NonMaxSuppression, ...): the engine is
                         # built at the first run, for the shapes the user's data gives.
@@ -694,6 +706,9 @@ def build(partition: Any, *, precision: PrecisionArg = "fp32", calibration_data:
         bar.close()
         if failure is None:
             break
+        if failure[0] == "rankless":
+            part = part.with_fallback(failure[1], failure[2], kind="build_failed")
+            continue
         seg, proto, settings, backend, exc = failure
 
         def try_build(data: bytes, prof: Optional[Profile], _s: CompileSettings = settings,
