@@ -3,8 +3,8 @@ build → run, to_fp16 and quantize_int8 (see ``conformance_suite.py`` for the s
 
 The whole suite (2,033 cases) runs in a pool of two spawned worker processes, one case at a
 time with a timeout. ``pytest --quick`` or ``TRTLAB_CONFORMANCE=quick`` runs a deterministic
-subset of about a tenth and asserts only the zero-count thresholds; the rates are asserted on
-the whole suite. The counts are printed and written to ``build/conformance/summary.txt``.
+subset of about a tenth (213 cases) with the same thresholds. The counts are printed and written
+to ``build/conformance/summary.txt`` (every case's stages in ``results.json``).
 """
 
 from __future__ import annotations
@@ -49,11 +49,6 @@ def summary(request: pytest.FixtureRequest) -> suite.Summary:
     return s
 
 
-def _rates_asserted(s: suite.Summary) -> None:
-    if getattr(s, "quick", False):
-        pytest.skip("quick subset: rates are asserted on the whole suite only")
-
-
 def test_the_whole_suite_ran(summary):
     assert summary.cases >= (150 if getattr(summary, "quick", False) else 2000)
     assert summary.ort_pass > 0.7 * summary.cases
@@ -80,20 +75,16 @@ def test_every_failure_is_a_clear_trtlab_error(summary):
 
 
 def test_hybrid_passes_99_percent_of_what_onnxruntime_passes(summary):
-    _rates_asserted(summary)
     assert summary.hybrid_rate >= 0.99, summary.failures.get("hybrid", [])[:20]
 
 
 def test_rules_agree_with_the_parser_on_995_permille_of_nodes(summary):
-    _rates_asserted(summary)
     assert summary.agreement >= 0.995, summary.disagreements[:20]
 
 
 def test_fp16_within_tolerance_on_99_percent(summary):
-    _rates_asserted(summary)
     assert summary.fp16_rate >= 0.99, summary.failures.get("fp16", [])[:20]
 
 
 def test_int8_valid_and_runnable_on_99_percent(summary):
-    _rates_asserted(summary)
     assert summary.int8_rate >= 0.99, summary.failures.get("int8", [])[:20]
