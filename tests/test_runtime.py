@@ -31,10 +31,13 @@ def test_zoo_model_builds_and_matches_onnxruntime(name, tmp_path):
     model = zoo.load(name)
     hybrid = build(trtlab.partition(model), cache_dir=tmp_path, progress=False)
     trt_segments = [s for s in hybrid.segments if s.backend == "tensorrt"]
-    assert set(hybrid.engines) == {s.index for s in trt_segments}
+    # Segments reading data-dependent shapes (NonZero, NMS) build at the first run.
+    deferred = {s.index for s in trt_segments if not hybrid.executables[s.index].engines}
+    assert set(hybrid.engines) == {s.index for s in trt_segments} - deferred
     assert all(len(e) > 0 for e in hybrid.engines.values())
     feeds = zoo.example_inputs(name, batch=1)
     out, ref = hybrid.run(feeds), run_onnx(model, feeds)
+    assert set(hybrid.engines) == {s.index for s in trt_segments}
     assert list(out) == list(ref)
     for k in ref:
         np.testing.assert_allclose(out[k], ref[k], **tolerance(ref[k]), err_msg=f"{name}:{k}")

@@ -250,7 +250,10 @@ def quantize_int8(model: Any, calibration_data: Union[Data, Any], *, method: str
             if y in qdq_nodes and y not in placed:
                 nodes.extend(qdq_nodes[y])
                 placed.add(y)
-    used = {x for n in nodes for x in n.input}
+    from ..model import _subgraph_outer_refs
+
+    # Loop/If/Scan bodies read initializers of the main graph too.
+    used = {x for n in nodes for x in n.input} | {x for n in nodes for x in _subgraph_outer_refs(n)}
     graph.initializer.extend(t for t in new_inits if t.name in used)
     kept = [t for t in graph.initializer if t.name in used or t.name in {o.name for o in graph.output}]
     del graph.initializer[:]
