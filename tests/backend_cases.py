@@ -126,7 +126,9 @@ def load_case(cid: str) -> Case:
     if kind == "node":
         c = _node_cases()[name]
         sets = [([_normalize(x) for x in ins], [_normalize(y) for y in outs]) for ins, outs in c.data_sets]
-        return Case(cid, c.model, sets, c.rtol, c.atol)
+        model = onnx.ModelProto()
+        model.CopyFrom(c.model)  # callers may edit it; the collected case stays as shipped
+        return Case(cid, model, sets, c.rtol, c.atol)
     root = _data_dir() / kind
     if kind == "light":
         model = onnx.load(str(root / f"{name}.onnx"))

@@ -452,24 +452,20 @@ def _constant_model(graph: onnx.GraphProto, nodes: Sequence[onnx.NodeProto], out
     return helper.make_model(g, opset_imports=list(opsets), ir_version=max(ir_version, 4))
 
 
-def _bounded(model: onnx.ModelProto, outputs: Sequence[str], max_bytes: int) -> Tuple[set, set]:
-    """Tensors of ``model`` whose size shape inference proves at most ``max_bytes`` (and the rest)."""
+def _unbounded(model: onnx.ModelProto, outputs: Sequence[str], max_bytes: int) -> set:
+    """Outputs of ``model`` whose size shape inference cannot prove at most ``max_bytes``."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception as exc:  # inference is best effort: nothing is proven
         log.debug("folding: shape inference failed: %s", exc)
-        return set(), set(outputs)
-    sizes: Dict[str, Optional[int]] = {}
+        return set(outputs)
+    sizes: Dict[str, int] = {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
-        if not vi.type.HasField("tensor_type"):
-            continue
-        info = _info_from_value_info(vi)
-        if info.is_static and info.dtype is not None:
-            sizes[vi.name] = info.bytes
-        elif info.is_static and info.elem_type in (onnx.TensorProto.STRING,):
-            sizes[vi.name] = None
-    ok = {o for o in outputs if sizes.get(o) is not None and sizes[o] <= max_bytes}
-    return ok, set(outputs) - ok
+        if vi.type.HasField("tensor_type"):
+            info = _info_from_value_info(vi)
+            if info.is_static and info.dtype is not None and info.dtype.kind != "O":
+                sizes[vi.name] = int(info.bytes or 0)
+    return {o for o in outputs if o not in sizes or sizes[o] > max_bytes}
 
 
 def _fold_graph(graph: onnx.GraphProto, opsets: Sequence[onnx.OperatorSetIdProto], ir_version: int,
@@ -492,7 +488,7 @@ def _fold_graph(graph: onnx.GraphProto, opsets: Sequence[onnx.OperatorSetIdProto
     while nodes:
         outs = [o for n in nodes for o in n.output if o]
         probe = _constant_model(graph, nodes, outs, opsets, ir_version)
-        ok, too_big = _bounded(probe, outs, max_bytes)
+        too_big = _unbounded(probe, outs, max_bytes)
         if not too_big:
             break
         # Drop nodes with an unbounded output and every node reading from a dropped one.

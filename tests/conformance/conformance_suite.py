@@ -35,7 +35,6 @@ print the counts; ``test_conformance.py`` asserts the thresholds.
 from __future__ import annotations
 
 import argparse
-import glob
 import logging
 import multiprocessing as mp
 import os
@@ -46,12 +45,12 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from backend_cases import Case, case_ids, load_case, quick_ids  # noqa: E402
+from backend_cases import case_ids, load_case, quick_ids  # noqa: E402
 
 MAC_OPS = {"Conv", "MatMul", "Gemm"}
 #: Seconds one case may take in a worker before it is recorded as a hang.
