@@ -69,7 +69,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .model import load
 
-    model = load(args.model, fold_constants=not args.no_fold)
+    model = load(args.model, fold_constants=args.fold)
     print(repr(model))
     for note in model.notes:
         print(f"note: {note}")
@@ -99,7 +99,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("inspect", help="node table summary, op histogram, inputs/outputs")
     s.add_argument("model")
     s.add_argument("--nodes", action="store_true", help="print every node")
-    s.add_argument("--no-fold", action="store_true", help="do not fold constants")
+    s.add_argument("--fold", action="store_true",
+                   help="fold constant subgraphs into initializers (exact; off by default)")
+    s.add_argument("--no-fold", action="store_false", dest="fold", help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_inspect)
 
     importlib.import_module("trtlab.cli_steps").add_parsers(sub)
