@@ -35,3 +35,8 @@ def tmp_cache(tmp_path, monkeypatch) -> Path:
     d = tmp_path / "cache"
     monkeypatch.setenv("TRTLAB_CACHE_DIR", str(d))
     return d
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--quick", action="store_true", default=False,
+                     help="run slow tiers (conformance) on their quick subset")

@@ -606,3 +606,56 @@ def test_small_integer_data_inputs_do_not_bind_the_engine(tmp_path):
         feeds = {"x": x, "idx": np.array(idx)}
         np.testing.assert_allclose(hybrid.run(feeds)["y"], run_onnx(m, feeds)["y"], rtol=1e-6)
     assert hybrid.engine_count == 1 and exe.rebuilds == 0
+
+
+# -- ONNX backend test cases (conformance regressions) -----------------------------------------
+
+@needs_build
+def test_data_dependent_shapes_build_at_the_first_run_from_the_users_data(monkeypatch):
+    """NonZero's output size depends on the data: build() does not invent inputs to learn it;
+    the engine is built when real data arrives."""
+    from backend_cases import feeds, load_case
+    from trtlab.backends.onnxruntime import session as ort
+
+    case = load_case("node/test_nonzero_example")
+    proto = case.model
+    # A TensorRT segment after the data-dependent tensor: Transpose reads NonZero's output.
+    proto.graph.node.append(helper.make_node("Transpose", ["result"], ["t"], name="tr", perm=[1, 0]))
+    proto.graph.output[0].name = "t"
+    model = load(proto)
+    support = {n: (n == "tr", "test") for n in model.node_names}
+    part = trtlab.partition(model, support=support)
+    calls = []
+    real_session = ort.session
+    monkeypatch.setattr(ort, "session", lambda *a, **k: calls.append(a) or real_session(*a, **k))
+    hybrid = build(part, progress=False, cache_dir=False)
+    trt_seg = next(hybrid.executables[s.index] for s in hybrid.segments if s.backend == "tensorrt")
+    assert trt_seg.engines == []
+    out = hybrid.run(feeds(case))
+    np.testing.assert_array_equal(out["t"], case.data_sets[0][1][0].T)
+    assert len(trt_seg.engines) == 1
+
+
+def test_calibration_data_the_model_cannot_run_raise_calibration_error():
+    from trtlab.errors import CalibrationError
+    from trtlab.backends.tensorrt.profiles import _boundary_values
+
+    model = load(F.mlp())
+    bad = [{"x": np.ones((3, 16), np.float32)}]  # batch 3 where the model says 2
+    with pytest.raises(CalibrationError, match="calibration batch 0"):
+        _boundary_values(model, bad, ["h1"] if "h1" in model._tensors else [model.nodes.outputs[0][0]])
+
+
+@needs_build
+def test_segment_inputs_of_unknown_rank_move_their_readers_to_fallback():
+    """TensorRT reads a shapeless input as a scalar; the Log reading ReduceSum's rank-unknown
+    output goes to ONNX Runtime with the reason, and the hybrid matches the expected output."""
+    from backend_cases import feeds, load_case
+
+    case = load_case("node/test_reduce_log_sum_asc_axes_expanded")
+    model = load(case.model)
+    part = trtlab.partition(model, support=trtlab.check_support(model, source="rules"))
+    hybrid = build(part, progress=False, cache_dir=False)
+    assert any("rank" in why for _, why in hybrid.moved)
+    out = hybrid.run(feeds(case))
+    np.testing.assert_allclose(out[model.outputs[0].name], case.data_sets[0][1][0], rtol=1e-5)

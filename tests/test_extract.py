@@ -211,3 +211,29 @@ def test_loop_without_trip_count_or_condition_gets_a_ranked_boundary():
     x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
     np.testing.assert_allclose(run_segments(part, {"x": x})["y"], run_onnx(m, {"x": x})["y"],
                                rtol=1e-6)
+
+
+@pytest.mark.parametrize("cid", ["node/test_loop13_seq", "node/test_sequence_insert_at_back"])
+def test_sequence_typed_cut_tensors_keep_their_type(cid):
+    """A sequence crossing a cut is declared as a sequence in both segment models."""
+    from backend_cases import feeds, load_case
+
+    case = load_case(cid)
+    model = trtlab.load(case.model)
+    names = model.node_names
+    # cut after the first node, whatever the support says
+    part = partition(model, support={n: (i == 0, "test") for i, n in enumerate(names)})
+    seq_cuts = [t for s in part.segments for t in s.outputs
+                if not model.tensor(t).elem_type and t not in {o.name for o in model.proto.graph.output}]
+    for s in part.segments:
+        sm = segment_model(part, s.index)
+        onnx.checker.check_model(sm)
+        for vi in list(sm.graph.input) + list(sm.graph.output):
+            if vi.name in seq_cuts:
+                assert vi.type.HasField("sequence_type")
+    out = run_segments(part, feeds(case))
+    for vi, want in zip(case.model.graph.output, case.data_sets[0][1]):
+        got = out[vi.name]
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w)

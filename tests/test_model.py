@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 import warnings
 
@@ -11,8 +12,7 @@ import pytest
 
 import factories as F
 import trtlab
-from trtlab.errors import (ExternalDataError, InvalidModelError, ModelLoadError, TrtlabError,
-                           UnsupportedOpsetError)
+from trtlab.errors import ExternalDataError, InvalidModelError, ModelLoadError, TrtlabError
 from trtlab.model import TrtlabWarning, WRITE_IR_VERSION
 
 
@@ -91,8 +91,8 @@ def test_constant_folding_removes_constant_nodes():
     mul = onnx.helper.make_node("Mul", ["y", "two"], ["y2"], name="mul")
     proto.graph.node.extend([k, mul])
     proto.graph.output[0].name = "y2"
-    folded = trtlab.load(proto)
-    kept = trtlab.load(proto, fold_constants=False)
+    folded = trtlab.load(proto, fold_constants=True)
+    kept = trtlab.load(proto)
     assert "two" in kept.node_names and "two" not in folded.node_names
     assert folded.is_constant("two") and kept.is_constant("two")
     assert float(kept.constant_value("two")) == 2.0
@@ -222,10 +222,26 @@ def test_run_onnx_reports_bad_paths_and_output_names(tmp_path):
         run_onnx(trtlab.load(F.mlp()), {"x": x}, output_names=["nope"])
 
 
-def test_opset_too_old():
-    with pytest.raises(UnsupportedOpsetError, match="opset 6") as err:
-        trtlab.load(F.old_opset())
-    assert "convert_version" in str(err.value)
+def test_opset_too_old_for_tensorrt_loads_and_says_so():
+    m = trtlab.load(F.old_opset())
+    assert any("opset 6" in n and "convert_version" in n for n in m.notes)
+
+
+@pytest.mark.parametrize("cid", ["node/test_and2d", "pytorch-converted/test_Conv1d"])
+def test_old_opset_cases_run_on_onnxruntime_unchanged(cid):
+    """Opsets before TensorRT's parser (< 9): every node is a fallback node, the model runs."""
+    from backend_cases import feeds, load_case
+
+    case = load_case(cid)
+    m = trtlab.load(case.model)
+    assert m.opset < 9 and m.proto.opset_import[0].version == case.model.opset_import[0].version
+    rules = trtlab.check_support(m, source="rules")
+    assert not rules.frame["supported"].any()
+    assert rules.frame["reason"].str.contains("older than TensorRT's ONNX parser").all()
+    part = trtlab.partition(m, support=rules)
+    assert all(s.is_fallback for s in part.segments)
+    out = trtlab.build(part, progress=False, cache_dir=False).run(feeds(case))
+    np.testing.assert_allclose(out[m.outputs[0].name], case.data_sets[0][1][0], rtol=1e-3, atol=1e-6)
 
 
 def test_ir_version_newer_than_onnx():
@@ -291,10 +307,9 @@ def test_qdq_models_are_not_folded():
         helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
     ]
     proto = F._model(nodes, [F.vi("x", [1, 2])], [F.vi("y", [1, 2])], [wq, scale])
-    m = trtlab.load(proto)
+    m = trtlab.load(proto, fold_constants=True)
     assert "dq_w" in m.node_names
     assert m.initializers["wq"].data_type == TensorProto.INT8
-    assert any("Q/DQ" in n for n in m.notes)
 
 
 def test_constants_inside_if_branches_are_folded():
@@ -319,7 +334,7 @@ def test_constants_inside_if_branches_are_folded():
     ]
     proto = F._model(nodes, [F.vi("x", [2, 3])], [F.vi("y", [2, 3])],
                      [F.const("zero", np.array(0.0, np.float32))])
-    folded = trtlab.load(proto)
+    folded = trtlab.load(proto, fold_constants=True)
     kept = trtlab.load(proto, fold_constants=False)
     branches = [a.g for a in folded.node("if").attribute if a.type == onnx.AttributeProto.GRAPH]
     assert sorted([n.op_type for n in g.node] for g in branches) == [["Add"], ["Sub"]]
@@ -328,3 +343,109 @@ def test_constants_inside_if_branches_are_folded():
     for sign in (1, -1):
         x = np.full((2, 3), sign, np.float32)
         np.testing.assert_array_equal(run_onnx(folded, {"x": x})["y"], run_onnx(kept, {"x": x})["y"])
+
+
+# -- exact folding and old IR versions (ONNX backend test cases) -------------------------------
+
+def _run(model, feeds):
+    from trtlab.backends.onnxruntime.session import run_onnx
+
+    return run_onnx(model, feeds, validate=False)
+
+
+def test_load_keeps_the_model_as_written_by_default():
+    """Shape(start=1) must keep computing dims 1.. (onnx-graphsurgeon's folding ignored start)."""
+    from backend_cases import feeds, load_case
+
+    case = load_case("node/test_shape_start_1")
+    m = trtlab.load(case.model)
+    assert [n.op_type for n in m.proto.graph.node] == ["Shape"]
+    np.testing.assert_array_equal(_run(m, feeds(case))["y"], case.data_sets[0][1][0])
+
+
+@pytest.mark.parametrize("cid", ["node/test_shape_start_1", "node/test_shape_end_1",
+                                 "node/test_shape_start_negative_1", "node/test_attention_4d_expanded"])
+def test_folding_is_exact_on_shape_subgraphs(cid):
+    """Fed by a constant, Shape(start, end) folds to exactly what ONNX Runtime computes."""
+    from backend_cases import feeds, load_case
+
+    case = load_case(cid)
+    proto = copy.deepcopy(case.model)
+    if cid.startswith("node/test_shape"):
+        # Make the data a constant so the Shape node is foldable.
+        x = case.data_sets[0][0][0]
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(x, proto.graph.input[0].name))
+        del proto.graph.input[0]
+        proto.graph.node.append(onnx.helper.make_node("Identity", ["y"], ["y_out"], name="id"))
+        proto.graph.node[0].output[0] = "y"
+        proto.graph.output[0].name = "y_out"
+        want = case.data_sets[0][1][0]
+        m = trtlab.load(proto, fold_constants=True)
+        assert [n.op_type for n in m.proto.graph.node] == ["Identity"]
+        np.testing.assert_array_equal(_run(m, {})["y_out"], want)
+        return
+    m = trtlab.load(proto, fold_constants=True)
+    assert len(m.proto.graph.node) < len(proto.graph.node)
+    out = _run(m, feeds(case))
+    for vi, want in zip(proto.graph.output, case.data_sets[0][1]):
+        np.testing.assert_allclose(out[vi.name], want, rtol=1e-3, atol=1e-6)
+
+
+def test_folding_leaves_huge_constants_computed():
+    """ConstantOfShape([16384, 16384]) would be 1 GiB: it stays a node (no memory is taken)."""
+    import resource
+
+    from onnx import TensorProto, helper
+
+    shape = F.const("shape", np.array([16384, 16384], np.int64))
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["big"], name="cos",
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+             helper.make_node("ReduceSum", ["big"], ["s"], name="sum", keepdims=0),
+             helper.make_node("Add", ["x", "s"], ["y"], name="add")]
+    proto = F._model(nodes, [F.vi("x", [1])], [F.vi("y", [1])], [shape])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    m = trtlab.load(proto, fold_constants=True)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert "cos" in m.node_names and "sum" in m.node_names
+    assert grown_kib < 256 * 1024
+
+
+def test_folding_size_limit_is_a_knob():
+    """A 64 MiB constant stays computed under the default limit and folds under a larger one."""
+    from onnx import TensorProto, helper
+
+    shape = F.const("shape", np.array([4096, 4096], np.int64))
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["big"], name="cos",
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.5])),
+             helper.make_node("ReduceSum", ["big"], ["s"], name="sum", keepdims=0),
+             helper.make_node("Add", ["x", "s"], ["y"], name="add")]
+    proto = F._model(nodes, [F.vi("x", [1])], [F.vi("y", [1])], [shape])
+    kept = trtlab.load(proto, fold_constants=True)
+    assert "cos" in kept.node_names
+    folded = trtlab.load(proto, fold_constants=True, fold_max_bytes=1 << 27)
+    assert "cos" not in folded.node_names and "sum" not in folded.node_names
+    x = {"x": np.ones(1, np.float32)}
+    np.testing.assert_array_equal(_run(folded, x)["y"], _run(kept, x)["y"])
+
+
+def test_folding_keeps_random_and_qdq_nodes():
+    from onnx import helper
+
+    nodes = [helper.make_node("RandomUniform", [], ["r"], name="rnd", shape=[2], seed=1.0),
+             helper.make_node("Add", ["x", "r"], ["y"], name="add")]
+    m = trtlab.load(F._model(nodes, [F.vi("x", [2])], [F.vi("y", [2])]), fold_constants=True)
+    assert "rnd" in m.node_names
+
+
+@pytest.mark.parametrize("cid", ["light/light_resnet50", "light/light_squeezenet"])
+def test_ir3_models_with_initializers_as_inputs_load_and_run(cid):
+    """IR 3 requires initializers to be graph inputs; load raises the IR when it drops them."""
+    from backend_cases import feeds, load_case
+
+    case = load_case(cid)
+    assert case.model.ir_version == 3
+    m = trtlab.load(case.model)
+    assert m.proto.ir_version >= 4
+    assert any("IR version 3 raised to 4" in n for n in m.notes)
+    out = _run(m, feeds(case))
+    np.testing.assert_allclose(out[m.outputs[0].name], case.data_sets[0][1][0], rtol=1e-3, atol=1e-5)

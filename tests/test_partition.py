@@ -419,3 +419,16 @@ def test_merge_stays_near_linear_on_a_large_graph():
     part = partition(model, support=support)  # timed by benchmarks/partition_scale.py
     assert len(part.segments) > 1000
     assert sorted(part.assignment) == sorted(model.node_names)
+
+
+def test_dead_nodes_do_not_make_output_less_segments():
+    """The expanded Attention cases hold nodes nothing reads; every segment still has outputs and
+    the segments reproduce the expected outputs."""
+    from backend_cases import feeds, load_case
+
+    case = load_case("node/test_attention_4d_expanded")
+    model = trtlab.load(case.model)
+    part = trtlab.partition(model, support=trtlab.check_support(model, source="rules"))
+    assert all(s.outputs for s in part.segments)
+    out = trtlab.run_segments(part, feeds(case))
+    np.testing.assert_allclose(out[model.outputs[0].name], case.data_sets[0][1][0], rtol=1e-3, atol=1e-6)

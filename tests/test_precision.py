@@ -247,3 +247,25 @@ def test_calibration_rejects_bad_input():
         calibrate(model, [])
     with pytest.raises(CalibrationError, match="unknown tensor"):
         calibrate(model, images(4), tensors=["nope"])
+
+
+# -- ONNX backend test cases (conformance regressions) -----------------------------------------
+
+@pytest.mark.parametrize("cid", ["pytorch-converted/test_Conv2d", "light/light_squeezenet"])
+def test_int8_on_old_opsets_raises_the_opset_and_says_so(cid):
+    """Per-axis DequantizeLinear needs opset 13: the model is converted first (opset 6 and 9)."""
+    from backend_cases import feeds, load_case
+
+    import trtlab
+
+    case = load_case(cid)
+    old = case.model.opset_import[0].version
+    q = trtlab.quantize_int8(trtlab.load(case.model), [feeds(case)], method="minmax", progress=False)
+    onnx.checker.check_model(q.proto)
+    assert q.opset == 13
+    assert any(f"from {old} to 13" in n for n in q.notes)
+    assert any(n.op_type == "DequantizeLinear" for n in q.proto.graph.node)
+    out = run_onnx(q, feeds(case), validate=False)
+    want = case.data_sets[0][1][0]
+    got = out[q.outputs[0].name]
+    assert got.shape == want.shape and np.isfinite(got).all()

@@ -201,3 +201,20 @@ def test_rejections_take_the_most_precise_reason():
         assert reason.startswith(rules.reason(node)), reason
         assert reason.endswith("(parser: rejected by the parser: false)")
     assert not any(r.strip().endswith(": false") and "(parser:" not in r for r in table.frame["reason"])
+
+
+def test_recheck_types_if_outputs_from_the_branch_not_the_condition():
+    """The re-check model declares an If output as its branch says (the condition is a scalar
+    BOOL: copying its type and rank rejected every node downstream)."""
+    from backend_cases import load_case
+
+    from trtlab.backends.tensorrt.parser import _boundary
+
+    proto = load_case("node/test_if").model
+    node = next(n for n in proto.graph.node if n.op_type == "If")
+    assumed = {}
+    vi = _boundary(node.output[0], node, 17, {}, assumed)
+    branch = next(a.g for a in node.attribute if a.name == "then_branch").output[0].type.tensor_type
+    assert vi.type.tensor_type.elem_type == branch.elem_type != T.BOOL
+    assert len(vi.type.tensor_type.shape.dim) == len(branch.shape.dim) > 0
+    assert node.output[0] in assumed

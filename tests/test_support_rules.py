@@ -266,3 +266,54 @@ def test_rules_cover_operator_matrix():
                "STFT TopK Trilu Where Xor Bernoulli Col2Im StringSplit TfIdfVectorizer").split():
         assert op in rules, op
     assert len(rules.ops()) > 180
+
+
+# -- agreement with TensorRT's parser on ONNX backend test cases --------------------------------
+
+#: (case, node op, rules verdict): each was a rules/parser disagreement; the parser's answer.
+BACKEND_VERDICTS = [
+    ("node/test_equal_int8", "Equal", True),
+    ("node/test_greater_uint8", "Greater", False),
+    ("node/test_equal_uint8", "Equal", True),
+    ("node/test_less_int8", "Less", True),
+    ("node/test_attention_3d", "Attention", True),
+    ("node/test_attention_4d_causal_nonpad_batch_prefill", "Attention", True),
+    ("node/test_attention_4d_diff_heads_sizes", "Attention", False),
+    ("node/test_attention_4d_attn_mask_4d_causal", "Attention", False),
+    ("node/test_lppool_2d_default", "LpPool", False),
+    ("node/test_resize_upsample_scales_linear", "Resize", False),
+    ("node/test_upsample_nearest", "Upsample", False),
+    ("node/test_clip_default_int8_inbounds", "Clip", False),
+    ("node/test_celu_float16", "Celu", False),
+    ("node/test_swish", "Swish", True),
+    ("node/test_tensorscatter_circular", "TensorScatter", False),
+    ("node/test_identity_sequence", "Identity", False),
+    ("node/test_matmul_1d_3d", "MatMul", False),
+    ("node/test_and2d", "And", False),
+]
+
+
+@pytest.mark.parametrize("cid,op,expected", BACKEND_VERDICTS, ids=[c[0] for c in BACKEND_VERDICTS])
+def test_rules_match_the_parser_on_backend_cases(cid, op, expected):
+    from backend_cases import load_case
+
+    from trtlab.backends.tensorrt import flavor as trt
+
+    model = trtlab.load(load_case(cid).model)
+    rules = check_support(model, source="rules", trt_version="10.15").frame
+    row = rules[rules["op_type"] == op].iloc[0]
+    assert bool(row["supported"]) is expected, row["reason"]
+    assert row["reason"]
+    if trt.info().parse:
+        parser = check_support(model, source="parser").frame
+        assert bool(parser.loc[parser["node"] == row["node"], "supported"].iloc[0]) is expected
+
+
+def test_non_maximum_suppression_rule_knows_the_rtx_build_fails():
+    from backend_cases import load_case
+
+    model = trtlab.load(load_case("node/test_nonmaxsuppression_center_point_box_format").model)
+    rtx = check_support(model, source="rules", trt_version="1.7").frame.iloc[0]
+    assert not rtx["supported"] and "build fails" in rtx["reason"]
+    full = check_support(model, source="rules", trt_version="10.15").frame.iloc[0]
+    assert full["supported"]

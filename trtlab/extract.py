@@ -13,7 +13,7 @@ import copy
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Set, Union
+from typing import Any, Dict, List, Optional, Set, Union
 
 import numpy as np
 import onnx
@@ -40,6 +40,13 @@ def _value_info(partition: "Partition", name: str, role: str, seg_name: str) -> 
     model = partition.model
     info = model.tensor(name)
     elem, shape = info.elem_type, info.shape
+    if not elem:
+        # Sequences and optionals cross a cut with their full type (ONNX Runtime segments only).
+        non_tensor = _declared_types(model).get(name) or _runtime_non_tensors(partition).get(name)
+        if non_tensor is not None:
+            vi = onnx.ValueInfoProto(name=name)
+            vi.type.CopyFrom(non_tensor)
+            return vi
     if not elem or shape is None:
         rt_elem, rt_shape = _runtime_types(partition).get(name, (0, None))
         elem, shape = elem or rt_elem, shape if shape is not None else rt_shape
@@ -50,6 +57,33 @@ def _value_info(partition: "Partition", name: str, role: str, seg_name: str) -> 
             "it. Add value_info with its type to the model and load it again.")
     dims = None if shape is None else [d if isinstance(d, (int, str)) else None for d in shape]
     return helper.make_tensor_value_info(name, elem, dims)
+
+
+def _declared_types(model: Any) -> Dict[str, onnx.TypeProto]:
+    """Sequence / optional / map types the model declares (value_info, inputs, outputs)."""
+    g = model.proto.graph
+    return {vi.name: vi.type for vi in [*g.value_info, *g.input, *g.output]
+            if vi.type.WhichOneof("value") not in (None, "tensor_type")}
+
+
+def _ort_type(text: str) -> Optional[onnx.TypeProto]:
+    """ONNX Runtime's type string (``seq(tensor(float))``, ``optional(...)``) as a TypeProto."""
+    for prefix, make in (("seq(", helper.make_sequence_type_proto),
+                         ("optional(", helper.make_optional_type_proto)):
+        if text.startswith(prefix) and text.endswith(")"):
+            inner = _ort_type(text[len(prefix):-1])
+            return None if inner is None else make(inner)
+    if text.startswith("tensor(") and text.endswith(")"):
+        try:
+            return helper.make_tensor_type_proto(onnx.TensorProto.DataType.Value(text[7:-1].upper()), None)
+        except ValueError:
+            return None
+    return None
+
+
+def _runtime_non_tensors(partition: "Partition") -> Dict[str, onnx.TypeProto]:
+    _runtime_types(partition)
+    return getattr(partition, "_runtime_non_tensors", {})
 
 
 def _runtime_types(partition: "Partition") -> Dict[str, tuple]:
@@ -72,7 +106,13 @@ def _runtime_types(partition: "Partition") -> Dict[str, tuple]:
     except Exception as exc:  # best effort: the caller reports the untyped tensor
         log.info("ONNX Runtime type inference failed: %s", exc)
         outputs = []
+    non_tensors: Dict[str, onnx.TypeProto] = {}
     for out in outputs:
+        if not out.type.startswith("tensor("):
+            tp = _ort_type(out.type)
+            if tp is not None:
+                non_tensors[out.name] = tp
+            continue
         type_name = out.type[len("tensor("):-1] if out.type.startswith("tensor(") else ""
         try:
             elem = onnx.TensorProto.DataType.Value(type_name.upper())
@@ -91,6 +131,7 @@ def _runtime_types(partition: "Partition") -> Dict[str, tuple]:
             old_elem, old_shape = found.get(name, (0, None))
             found[name] = (old_elem or elem, old_shape if old_shape is not None else shape)
     partition._runtime_types = found
+    partition._runtime_non_tensors = non_tensors
     return found
 
 

@@ -5,11 +5,20 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Sequence
 
 import numpy as np
+import onnx
 
 from trtlab.errors import InputError
 from trtlab.model import TensorInfo
 
-__all__ = ["validate_feeds", "describe", "random_inputs", "random_array", "unalias_outputs"]
+__all__ = ["validate_feeds", "describe", "random_inputs", "random_array", "ORT_UNBINDABLE",
+           "check_ort_bindable", "unalias_outputs"]
+
+#: ONNX element types ONNX Runtime's Python binding can neither take as inputs nor return.
+ORT_UNBINDABLE = frozenset(
+    getattr(onnx.TensorProto, name) for name in (
+        "BFLOAT16", "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", "FLOAT8E8M0",
+        "INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2")
+    if hasattr(onnx.TensorProto, name))
 
 
 def describe(spec: TensorInfo) -> str:
@@ -27,7 +36,8 @@ def validate_feeds(specs: Sequence[TensorInfo], feeds: Mapping[str, object], *,
     Returns
     -------
     dict
-        The feeds as NumPy arrays (lists and scalars are converted; dtypes are not changed).
+        The feeds as NumPy arrays (lists and scalars are converted; dtypes are not changed);
+        sequence and optional inputs (no tensor type) keep a list, or ``None``.
 
     Raises
     ------
@@ -53,8 +63,13 @@ def validate_feeds(specs: Sequence[TensorInfo], feeds: Mapping[str, object], *,
     out: Dict[str, np.ndarray] = {}
     bound: Dict[str, tuple] = {}
     for name, spec in expected.items():
+        value = feeds[name]
+        if not spec.elem_type and spec.shape is None and (value is None or isinstance(value, (list, tuple))):
+            # A sequence or optional input: ONNX Runtime takes a list (or None), not an array.
+            out[name] = value if value is None else list(value)
+            continue
         try:
-            arr = np.asarray(feeds[name])
+            arr = np.asarray(value)
         except (ValueError, TypeError) as exc:
             raise InputError(f"Input '{name}' of {what} cannot be made into an array ({exc}); pass a "
                              f"NumPy array ({describe(spec)}).") from exc
@@ -160,3 +175,22 @@ def unalias_outputs(outputs: Dict[str, Any], feeds: Mapping[str, Any]) -> None:
         if isinstance(value, np.ndarray) and any(np.may_share_memory(value, other) for other in seen):
             value = outputs[name] = value.copy()
         seen.append(value)
+
+
+def check_ort_bindable(specs: Sequence[TensorInfo], *, what: str = "the model") -> None:
+    """Raise :class:`InputError` when a tensor ONNX Runtime must take or return has a dtype its
+    Python binding cannot hold (bfloat16, float8, int4, float4, int2).
+
+    ``specs`` are the tensors that cross the Python boundary of an ONNX Runtime session.
+    """
+    bad = [s for s in specs if s.elem_type in ORT_UNBINDABLE]
+    if not bad:
+        return
+    listed = ", ".join(f"{s.name!r} ({s.dtype_name})" for s in bad[:6])
+    widen = "float32" if any(s.dtype_name.startswith(("bfloat", "float")) for s in bad) else "int8/int32"
+    raise InputError(
+        f"{what} passes tensor(s) {listed} through ONNX Runtime, whose Python binding cannot take or "
+        f"return {', '.join(sorted({s.dtype_name for s in bad}))} arrays. Convert those tensors to {widen} "
+        "in the model (a Cast at the model's inputs and outputs; widening is exact), or run the "
+        "segments that touch them on TensorRT (a GPU the TensorRT flavor supports)."
+    )

@@ -1,7 +1,8 @@
 """Import an ONNX model: :func:`load` and :class:`Model`.
 
 :func:`load` reads a model from a path, bytes, an ``onnx.ModelProto`` or a ``torch.nn.Module``,
-checks it, makes node names unique, folds constants, infers shapes and returns a :class:`Model`:
+checks it, makes node names unique, infers shapes (folding constants exactly when asked) and
+returns a :class:`Model`:
 the ONNX proto plus a networkx graph view and a pandas node table.
 
 Examples
@@ -30,7 +31,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from trtlab import _io
-from trtlab.opinfo import MAC_FORMULA_OPS, QDQ_OPS
+from trtlab.opinfo import MAC_FORMULA_OPS
 from trtlab.errors import (
     ExternalDataError,
     InvalidModelError,
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["load", "Model", "TensorInfo", "TrtlabWarning", "MIN_OPSET", "WRITE_IR_VERSION"]
 
-#: Oldest ai.onnx opset the tool chain takes (TensorRT's ONNX parser starts at opset 9).
+#: Oldest ai.onnx opset TensorRT's ONNX parser reads; older models load and run on ONNX Runtime.
 MIN_OPSET = 9
 #: trtlab writes models with at most this IR version, so older ONNX Runtime releases read them.
 WRITE_IR_VERSION = 10
@@ -396,12 +397,6 @@ def _check_opset(proto: onnx.ModelProto, what: str) -> None:
         if any(n.domain in ("", "ai.onnx") for n in proto.graph.node):
             raise InvalidModelError(f"{what} uses ai.onnx ops but imports no ai.onnx opset.")
         return
-    if opset < MIN_OPSET:
-        raise UnsupportedOpsetError(
-            f"{what} uses ai.onnx opset {opset}; the tool chain (TensorRT's ONNX parser) needs opset "
-            f">= {MIN_OPSET}. Convert it first: onnx.version_converter.convert_version(model, 17), "
-            "or pass the converted model to trtlab.load."
-        )
     if opset > newest:
         raise UnsupportedOpsetError(
             f"{what} uses ai.onnx opset {opset}, newer than the installed onnx {onnx.__version__} "
@@ -443,74 +438,150 @@ def _check_model(proto: onnx.ModelProto, what: str) -> None:
             tensor_type.ClearField("shape")
 
 
-#: Default of ``load(fold_limit_bytes=)``: constant folding skips tensors larger than this.
-FOLD_LIMIT_BYTES = 1 << 28
+#: Largest tensor (bytes) :func:`load` folds by default; bigger constants stay computed.
+FOLD_MAX_BYTES = 16 << 20
+#: Ops whose outputs are not functions of their inputs, or that must stay visible.
+_NO_FOLD_OPS = frozenset({
+    "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+    "Bernoulli", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
+})
 
 
-def _oversized_nodes(proto: onnx.ModelProto, limit_bytes: int) -> Dict[str, int]:
-    """Nodes of the main graph with an output over ``limit_bytes`` (static shapes), with its size.
+def _has_body(node: onnx.NodeProto) -> bool:
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
 
-    Folding evaluates constant subgraphs in memory: a tiny model with
-    ``ConstantOfShape([16384, 16384])`` would allocate a GiB. Shapes come from ONNX shape
-    inference with data propagation, before anything is evaluated.
-    """
+
+def _fold_candidates(graph: onnx.GraphProto) -> List[int]:
+    """Indices of nodes computing constants from constants only (deterministic ai.onnx ops)."""
+    const = {t.name for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    found: List[int] = []
+    for i, node in enumerate(graph.node):
+        if any(o in outputs for o in node.output):
+            continue  # graph outputs stay computed
+        if node.domain not in ("", "ai.onnx") or node.op_type in _NO_FOLD_OPS or _has_body(node):
+            continue
+        if node.op_type != "Constant" and not [x for x in node.input if x]:
+            continue  # e.g. ConstantOfShape without input, EyeLike: keep the model as written
+        if all(x in const for x in node.input if x):
+            found.append(i)
+            const.update(o for o in node.output if o)
+    return found
+
+
+def _constant_model(graph: onnx.GraphProto, nodes: Sequence[onnx.NodeProto], outputs: Sequence[str],
+                    opsets: Sequence[onnx.OperatorSetIdProto], ir_version: int) -> onnx.ModelProto:
+    needed = {x for n in nodes for x in n.input if x}
+    inits = [t for t in graph.initializer if t.name in needed]
+    g = helper.make_graph(list(nodes), "fold", [], [helper.make_empty_tensor_value_info(o) for o in outputs],
+                          initializer=inits)
+    return helper.make_model(g, opset_imports=list(opsets), ir_version=max(ir_version, 4))
+
+
+def _unbounded(model: onnx.ModelProto, outputs: Sequence[str], max_bytes: int) -> set:
+    """Outputs of ``model`` whose size shape inference cannot prove at most ``max_bytes``."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
-    except Exception as exc:  # shape inference is best effort here; the size check is then skipped
-        log.debug("shape inference before folding failed: %s", exc)
-        return {}
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as exc:  # inference is best effort: nothing is proven
+        log.debug("folding: shape inference failed: %s", exc)
+        return set(outputs)
     sizes: Dict[str, int] = {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
-        tt = vi.type.tensor_type
-        if not vi.type.HasField("tensor_type") or not tt.HasField("shape") or not tt.elem_type:
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-        if any(d is None for d in dims):
-            continue
+        if vi.type.HasField("tensor_type"):
+            info = _info_from_value_info(vi)
+            if info.is_static and info.dtype is not None and info.dtype.kind != "O":
+                sizes[vi.name] = int(info.bytes or 0)
+    return {o for o in outputs if o not in sizes or sizes[o] > max_bytes}
+
+
+def _fold_graph(graph: onnx.GraphProto, opsets: Sequence[onnx.OperatorSetIdProto], ir_version: int,
+                max_bytes: int) -> int:
+    """Replace constant subgraphs of ``graph`` (and its bodies) by initializers; returns the count.
+
+    Values come from ONNX Runtime (graph optimizations off) running the constant subgraph as
+    written, so every attribute counts and the folded value is what the runtime computes.
+    Nodes whose outputs shape inference cannot bound by ``max_bytes`` stay in the graph.
+    """
+    count = 0
+    for node in graph.node:
+        for attr in node.attribute:
+            for body in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs):
+                count += _fold_graph(body, opsets, ir_version, max_bytes)
+    picked = _fold_candidates(graph)
+    if not picked:
+        return count
+    nodes = [graph.node[i] for i in picked]
+    while nodes:
+        outs = [o for n in nodes for o in n.output if o]
+        probe = _constant_model(graph, nodes, outs, opsets, ir_version)
+        too_big = _unbounded(probe, outs, max_bytes)
+        if not too_big:
+            break
+        # Drop nodes with an unbounded output and every node reading from a dropped one.
+        dropped: set = set()
+        keep = []
+        for n in nodes:
+            if any(o in too_big for o in n.output if o) or any(x in dropped for x in n.input):
+                dropped.update(n.output)
+            else:
+                keep.append(n)
+        if dropped:
+            log.info("folding: %d constant tensor(s) kept unfolded (size unknown or above %d bytes)",
+                     len([o for o in dropped if o]), max_bytes)
+        nodes = keep
+    if not nodes:
+        return count
+    folded_names = {o for n in nodes for o in n.output if o}
+    folded_ids = {id(n) for n in nodes}
+    rest = [n for n in graph.node if id(n) not in folded_ids]
+    graph_outputs = {o.name for o in graph.output}
+    reads = {x for r in rest for x in _node_reads(r)}
+    wanted = [o for n in nodes for o in n.output if o and o in reads]
+    values: Dict[str, np.ndarray] = {}
+    if wanted:
         try:
-            itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)).itemsize
-        except Exception:  # string and other types without a fixed size
-            continue
-        sizes[vi.name] = int(np.prod(dims, dtype=np.float64)) * itemsize
-    return {n.name: max(sizes.get(o, 0) for o in n.output) for n in proto.graph.node
-            if n.output and max(sizes.get(o, 0) for o in n.output) > limit_bytes}
+            import onnxruntime as ort
+
+            probe = _constant_model(graph, nodes, wanted, opsets, ir_version)
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            opts.log_severity_level = 4
+            opts.intra_op_num_threads = 1
+            sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+            values = dict(zip(wanted, sess.run(wanted, {})))
+        except Exception as exc:  # folding is an optimisation: keep the graph as it was
+            log.info("folding skipped: ONNX Runtime could not evaluate the constant subgraph: %s", exc)
+            return count
+    kept = [t for t in graph.initializer if t.name not in folded_names]
+    used = {x for n in rest for x in _node_reads(n)} | graph_outputs
+    new_inits = []
+    for name in wanted:
+        arr = np.asarray(values[name])
+        if arr.dtype == object:
+            return count  # strings and other non-numeric values stay as written
+        new_inits.append(numpy_helper.from_array(arr, name))
+    del graph.node[:]
+    graph.node.extend(rest)
+    del graph.initializer[:]
+    graph.initializer.extend([t for t in kept if t.name in used] + new_inits)
+    return count + len(nodes)
 
 
-def _fold(proto: onnx.ModelProto, limit_bytes: Optional[int] = FOLD_LIMIT_BYTES,
-          notes: Optional[List[str]] = None) -> onnx.ModelProto:
+def _node_reads(node: onnx.NodeProto) -> List[str]:
+    return [x for x in list(node.input) + sorted(_subgraph_outer_refs(node)) if x]
+
+
+def _fold(proto: onnx.ModelProto, max_bytes: int = FOLD_MAX_BYTES) -> Tuple[onnx.ModelProto, int]:
+    """Fold constant subgraphs exactly (see :func:`_fold_graph`); returns the model and the count."""
     try:
-        import onnx_graphsurgeon as gs
+        import onnxruntime  # noqa: F401
     except ImportError:
-        log.info("onnx-graphsurgeon not installed: constants not folded")
-        return proto
-    oversized = _oversized_nodes(proto, limit_bytes) if limit_bytes is not None else {}
-    if oversized and notes is not None:
-        notes.append(f"constant folding skipped {len(oversized)} node(s) whose output exceeds "
-                     f"fold_limit_bytes={limit_bytes:,}: {sorted(oversized)[:5]}")
-    try:
-        graph = gs.import_onnx(proto)
-        # Bodies import without an IR version; folding exports them at onnx's newest IR, which
-        # ONNX Runtime may not read, and then leaves their constants unfolded.
-        for body in graph.subgraphs(recursive=True):
-            body.ir_version = body.ir_version or graph.ir_version
-        # Flattening If nodes with a constant condition drops outputs of nested multi-output
-        # Ifs (onnx-graphsurgeon 0.5, e.g. silero-vad's decoder), so branches are kept.
-        graph.fold_constants(error_ok=True, flatten_subgraphs=False, size_threshold=limit_bytes,
-                             should_exclude_node=lambda node: node.name in oversized,
-                             ).cleanup().toposort()
-        folded = gs.export_onnx(graph, do_type_check=False)
-    except Exception as exc:  # folding is an optimisation: keep the model as it was
-        log.warning("constant folding failed, the model is kept unfolded: %s", exc)
-        return proto
-    folded.ir_version = proto.ir_version
-    del folded.opset_import[:]
-    folded.opset_import.extend(proto.opset_import)
-    for field_name in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
-        setattr(folded, field_name, getattr(proto, field_name))
-    del folded.metadata_props[:]
-    folded.metadata_props.extend(proto.metadata_props)
-    # graphsurgeon keeps value_info only for tensors it knows; re-run shape inference later.
-    return folded
+        log.info("onnxruntime not installed: constants not folded")
+        return proto, 0
+    folded = onnx.ModelProto()
+    folded.CopyFrom(proto)
+    n = _fold_graph(folded.graph, list(proto.opset_import), proto.ir_version, max_bytes)
+    return (folded, n) if n else (proto, 0)
 
 
 def _infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -914,9 +985,9 @@ def _clear_value_info(proto: onnx.ModelProto) -> onnx.ModelProto:
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview, onnx.ModelProto, Model, Any]
 
 
-def load(source: Source, *, fold_constants: bool = True, shape_inference: bool = True,
+def load(source: Source, *, fold_constants: bool = False, shape_inference: bool = True,
          example_inputs: Any = None, name: Optional[str] = None, opset: int = 17,
-         rename_symbolic_dims: bool = False, fold_limit_bytes: Optional[int] = FOLD_LIMIT_BYTES) -> Model:
+         rename_symbolic_dims: bool = False, fold_max_bytes: int = FOLD_MAX_BYTES) -> Model:
     """Load an ONNX model.
 
     Parameters
@@ -926,16 +997,20 @@ def load(source: Source, *, fold_constants: bool = True, shape_inference: bool =
         an ``onnx.ModelProto``, a :class:`Model`, or a ``torch.nn.Module`` (needs
         ``example_inputs=``; exported at ``opset``).
     fold_constants
-        Fold constant subgraphs with onnx-graphsurgeon (``Constant`` nodes become initializers).
+        Replace constant subgraphs (nodes computing from constants only, ``Constant`` nodes
+        included) by initializers. Off by default: the model is kept as written. The values
+        come from ONNX Runtime running the subgraph as written, so folding is exact; nodes in
+        custom domains, random ops, Q/DQ, nodes with bodies and nodes producing graph outputs
+        stay.
+    fold_max_bytes
+        Largest folded tensor in bytes; a constant subgraph whose size shape inference cannot
+        bound by it (e.g. ``ConstantOfShape`` of a huge shape) stays computed.
     shape_inference
         Run ONNX shape inference so tensors carry shapes and dtypes.
     example_inputs
         Example tensors for a ``torch.nn.Module``.
     name
         Model name (default: file stem or graph name).
-    fold_limit_bytes
-        Constant folding leaves nodes whose output is larger than this many bytes unevaluated
-        (a note says which); ``None`` for no limit.
     rename_symbolic_dims
         Give reused symbolic dimension names distinct names (see
         :meth:`Model.symbolic_dim_conflicts`).
@@ -982,9 +1057,18 @@ def load(source: Source, *, fold_constants: bool = True, shape_inference: bool =
         )
     notes: List[str] = []
     _check_opset(proto, what)
+    if (_opset(proto) or MIN_OPSET) < MIN_OPSET:
+        notes.append(f"ai.onnx opset {_opset(proto)} is older than TensorRT's ONNX parser reads "
+                     f"(>= {MIN_OPSET}): every node is a fallback (ONNX Runtime) node. Convert the model "
+                     "(onnx.version_converter.convert_version(model, 17)) to give TensorRT a part.")
     dropped = _strip_initializer_inputs(proto.graph)
     if dropped:
         notes.append(f"dropped {len(dropped)} initializer(s) listed as graph inputs (IR-4 style)")
+        if proto.ir_version < 4:
+            # IR 3 requires every initializer to be a graph input; IR 4 lifts that rule and
+            # reads the model the same way (an initializer is a constant either way).
+            notes.append(f"IR version {proto.ir_version} raised to 4 (initializers need not be graph inputs)")
+            proto.ir_version = 4
     renamed = _unique_node_names(proto.graph)
     if renamed:
         notes.append(f"renamed {len(renamed)} node(s) with empty or duplicate names")
@@ -995,14 +1079,12 @@ def load(source: Source, *, fold_constants: bool = True, shape_inference: bool =
         fit_ir_version(proto)
         if proto.ir_version != before:
             notes.append(f"IR version {before} lowered to {proto.ir_version} so ONNX Runtime reads it")
-    if fold_constants and any(n.op_type in QDQ_OPS for n in proto.graph.node):
-        notes.append("constant folding skipped: the model has explicit Q/DQ nodes, which folding "
-                     "would turn back into float weights")
-    elif fold_constants:
+    if fold_constants:
         n_before = len(proto.graph.node)
-        proto = _fold(proto, fold_limit_bytes, notes)
-        if len(proto.graph.node) != n_before:
-            notes.append(f"constant folding: {n_before} -> {len(proto.graph.node)} nodes")
+        proto, n_folded = _fold(proto, fold_max_bytes)
+        if n_folded:
+            notes.append(f"constant folding: {n_folded} node(s) folded into initializers "
+                         f"({n_before} -> {len(proto.graph.node)} top-level nodes)")
     if shape_inference:
         proto = _infer_shapes(proto)
     model = Model(proto, name=name, path=path, notes=notes, renamed=renamed)

@@ -125,10 +125,32 @@ class HybridModel(BaseRunner):
         self._output_names = [t.name for t in self.model.outputs]
         # Graph outputs that are graph inputs: returned as copies, never the caller's own array.
         self._passthrough = [n for n in self._output_names if n in {t.name for t in self._specs}]
+        self._constant_outputs = self._outputs_no_segment_computes()
+        if self.executables:
+            self._check_bindable()
         self._plan = self._make_plan() if self._pending is None and self.executables else []
         # -- device residency (trtlab.backends.tensorrt.device) --
         self._residency = device.Residency.of(self) if self._plan else None
         self.last_copies: Dict[str, Dict[str, Any]] = {}
+
+    def _check_bindable(self) -> None:
+        """Tensors crossing into or out of ONNX Runtime segments must have NumPy-bindable dtypes."""
+        from trtlab.feeds import check_ort_bindable
+
+        names = [t for s in self.partition.segments if str(self._executor(s.index)).startswith("onnxruntime")
+                 for t in (*s.inputs, *s.outputs)]
+        check_ort_bindable([self.model.tensor(t) for t in dict.fromkeys(names)], what=f"model {self.model.name!r}")
+
+    def _outputs_no_segment_computes(self) -> Dict[str, np.ndarray]:
+        """Graph outputs that are constants (initializers, Constant outputs) no segment produces."""
+        produced = {t for s in self.partition.segments for t in s.outputs} | {t.name for t in self._specs}
+        out: Dict[str, np.ndarray] = {}
+        for name in self._output_names:
+            if name not in produced:
+                value = self.model.constant_value(name)
+                if value is not None:
+                    out[name] = value
+        return out
 
     # -- structure -----------------------------------------------------------------------------
     @property
@@ -269,6 +291,8 @@ class HybridModel(BaseRunner):
             timings[name] = clock() - t0
             if residency is not None:
                 residency.record(name)
+        if self._constant_outputs:
+            env.update(self._constant_outputs)
         out = {n: v if type(v) is np.ndarray else _host(v) for n, v in ((n, env[n]) for n in self._output_names)}
         if residency is not None:
             # TrtRunner reuses its host output buffers: hand out copies the caller owns.
@@ -349,6 +373,8 @@ def _host(value: Any) -> Any:
         return value
     if hasattr(value, "numpy"):
         return value.numpy()
+    if value is None or isinstance(value, list):
+        return value  # sequence and optional outputs, as ONNX Runtime returns them
     return np.asarray(value)
 
 

@@ -155,7 +155,10 @@ def load_examples(model: Any, feeds: Any) -> Optional[List[Dict[str, np.ndarray]
 def needs_data(model: Any, shapes: Optional[Mapping[str, Any]]) -> List[str]:
     """Model inputs with dynamic dims that ``shapes`` does not cover (they need example inputs)."""
     given = set(shapes or {})
-    return [t.name for t in model.inputs if t.name not in given and (t.shape is None or not t.is_static)]
+    # sequence and optional inputs are read by ONNX Runtime segments only: TensorRT needs no dims
+    not_tensors = {vi.name for vi in model.proto.graph.input if not vi.type.HasField("tensor_type")}
+    return [t.name for t in model.inputs if t.name not in given and t.name not in not_tensors
+            and (t.shape is None or not t.is_static)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,6 +230,8 @@ def observe(model: Any, examples: Optional[List[Dict[str, np.ndarray]]],
             out = dict(zip(names, sess.run(names, ex)))
             out.update(ex)
             for name, value in out.items():
+                if value is None or isinstance(value, (list, tuple)):
+                    continue  # sequence / optional values: no shape for TensorRT
                 value = np.asarray(value)
                 if name not in facts.types:
                     try:

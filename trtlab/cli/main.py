@@ -50,7 +50,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from trtlab.model import load
 
-    model = load(args.model, fold_constants=not args.no_fold)
+    model = load(args.model, fold_constants=args.fold)
     nodes = model.nodes
     if args.json:
         def tensors(ts: Any) -> list:
@@ -113,7 +113,9 @@ def parser() -> argparse.ArgumentParser:
     json_option(s)
     s.add_argument("model")
     s.add_argument("--nodes", action="store_true", help="print every node")
-    s.add_argument("--no-fold", action="store_true", help="do not fold constants")
+    s.add_argument("--fold", action="store_true",
+                   help="fold constant subgraphs into initializers (exact; off by default)")
+    s.add_argument("--no-fold", action="store_false", dest="fold", help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_inspect)
 
     importlib.import_module("trtlab.cli.steps").add_parsers(add)

@@ -840,6 +840,11 @@ def _segments(model: Model, dag: _Dag, accel: List[bool], groups: List[List[int]
     for k, nodes in enumerate(groups):
         on_backend = accel[nodes[0]]
         outs = [o for i in nodes for o in dag.outs[i] if o in exported or o in graph_outputs]
+        if not outs:
+            # Dead nodes (nothing reads their outputs): the segment still needs an output to be
+            # a valid model, so it returns the tensors its nodes leave unread.
+            read_here = {t for i in nodes for t in reads[i]}
+            outs = [o for i in nodes for o in dag.outs[i] if o and o not in read_here]
         segments.append(Segment(
             index=k, name=f"{prefix if on_backend else FALLBACK}_{k}",
             backend=backend if on_backend else FALLBACK,

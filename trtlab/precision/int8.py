@@ -227,6 +227,7 @@ def quantize_int8(model: Any, calibration_data: Union[Data, Any], *, method: str
     import pandas as pd
 
     src = as_model(model)
+    src, per_channel, opset_note = _qdq_opset(src, per_channel)
     plan = quantization_plan(src, per_channel=per_channel, exclude_nodes=exclude_nodes,
                              quantize_residuals=quantize_residuals)
     activations = list(dict.fromkeys(plan.loc[plan["role"] != "weight", "tensor"]))
@@ -278,7 +279,10 @@ def quantize_int8(model: Any, calibration_data: Union[Data, Any], *, method: str
             if y in qdq_nodes and y not in placed:
                 nodes.extend(qdq_nodes[y])
                 placed.add(y)
-    used = {x for n in nodes for x in n.input}
+    from trtlab.model import outer_reads as _subgraph_outer_refs
+
+    # Loop/If/Scan bodies read initializers of the main graph too.
+    used = {x for n in nodes for x in n.input} | {x for n in nodes for x in _subgraph_outer_refs(n)}
     graph.initializer.extend(t for t in new_inits if t.name in used)
     kept = [t for t in graph.initializer if t.name in used or t.name in {o.name for o in graph.output}]
     del graph.initializer[:]
@@ -289,10 +293,61 @@ def quantize_int8(model: Any, calibration_data: Union[Data, Any], *, method: str
     for k, v in (("trtlab.precision", "int8"), ("trtlab.calibration", method if activations else "none")):
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
+    if opset_note:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = "trtlab.opset", opset_note
     n_w = int((plan["role"] == "weight").sum())
     log.info("quantize_int8(%s): %d activation and %d weight Q/DQ pair(s) (%s calibration)",
              src.name, len(activations), n_w, method)
-    return finish(proto, f"{src.name}_int8")
+    result = finish(proto, f"{src.name}_int8")
+    if opset_note:
+        result.notes.append(opset_note)
+    return result
+
+
+#: Opset from which DequantizeLinear takes a per-axis scale (``axis``).
+PER_AXIS_OPSET = 13
+#: Opset that introduced QuantizeLinear / DequantizeLinear.
+QDQ_OPSET = 10
+
+
+def _qdq_opset(src: Any, per_channel: bool) -> Tuple[Any, bool, Optional[str]]:
+    """A model whose opset carries the Q/DQ nodes about to be inserted.
+
+    Below opset 13 (per-axis Q/DQ) the model is converted to opset 13 with
+    ``onnx.version_converter`` (the converter's adapters keep each op's meaning); if that fails,
+    weights fall back to per-tensor scales on opset 10..12, and below opset 10 (no Q/DQ at all)
+    a :class:`PrecisionError` says what to do. Returns the model, the per-channel flag actually
+    used and a note saying what changed (``None`` when nothing did).
+    """
+    from trtlab.model import load
+
+    opset = src.opset or PER_AXIS_OPSET
+    need = PER_AXIS_OPSET if per_channel else QDQ_OPSET
+    if opset >= need:
+        return src, per_channel, None
+    try:
+        from onnx import version_converter
+
+        converted = version_converter.convert_version(src.proto, PER_AXIS_OPSET)
+        converted.ir_version = max(converted.ir_version, 7)
+        onnx.checker.check_model(converted)
+        out = load(converted, name=src.name)
+    except Exception as exc:  # the converter raises RuntimeError / ValidationError per adapter
+        if opset >= QDQ_OPSET:
+            note = (f"opset {opset} has no per-axis Q/DQ and onnx.version_converter could not raise it "
+                    f"to {PER_AXIS_OPSET} ({str(exc).splitlines()[0][:160]}): weights use per-tensor scales")
+            log.info("%s: %s", src.name, note)
+            return src, False, note
+        raise PrecisionError(
+            f"Model {src.name!r} has ai.onnx opset {opset}, older than QuantizeLinear/DequantizeLinear "
+            f"(opset {QDQ_OPSET}), and onnx.version_converter could not convert it to opset "
+            f"{PER_AXIS_OPSET}: {str(exc).splitlines()[0][:200]}. Re-export the model at opset >= 13."
+        ) from exc
+    note = (f"ai.onnx opset raised from {opset} to {PER_AXIS_OPSET} with onnx.version_converter "
+            f"({'per-axis' if per_channel else 'Q/DQ'} nodes need opset {need})")
+    log.info("%s: %s", src.name, note)
+    return out, per_channel, note
 
 
 def _quantize_activation(t: str, amax: float, taken: Set[str], inits: List[onnx.TensorProto],

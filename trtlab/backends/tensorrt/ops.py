@@ -52,6 +52,9 @@ __all__ = [
     "LATEST", "RTX_FEATURE_LEVEL", "FLOATS", "INTS", "BOOL", "QUANTIZED",
 ]
 
+#: Oldest ai.onnx opset TensorRT's ONNX parser reads (same as trtlab.model.MIN_OPSET).
+_MIN_PARSER_OPSET = 9
+
 #: Latest TensorRT feature level this table encodes (onnx-tensorrt operators.md for 10.15).
 LATEST: Tuple[int, int] = (10, 15)
 
@@ -206,8 +209,13 @@ class _TensorIndex:
         self.initializers: Dict[str, onnx.TensorProto] = dict(outer.initializers) if outer else {}
         self.constants: Dict[str, onnx.NodeProto] = dict(outer.constants) if outer else {}
         self.consumers: Dict[str, int] = {}
+        self.non_tensors: Dict[str, str] = dict(outer.non_tensors) if outer else {}
+        self.graph_inputs = {vi.name for vi in graph.input} | (outer.graph_inputs if outer else set())
         for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
             self.types[vi.name] = self._from_type(vi.type)
+            kind = vi.type.WhichOneof("value")
+            if kind not in (None, "tensor_type"):
+                self.non_tensors[vi.name] = kind.replace("_type", "")
         for init in graph.initializer:
             self.initializers[init.name] = init
             self.types[init.name] = (init.data_type, tuple(init.dims))
@@ -574,7 +582,17 @@ class RuleSet:
         """The verdict for ``ctx.node``."""
         node = ctx.node
         domain = self._key("", node.domain)[0]
+        if ctx.opset and ctx.opset < _MIN_PARSER_OPSET:
+            return _no(f"the model's ai.onnx opset {ctx.opset} is older than TensorRT's ONNX parser "
+                       f"reads (>= {_MIN_PARSER_OPSET}); convert it with onnx.version_converter to "
+                       "put nodes on TensorRT")
         rule = self._rules.get((domain, node.op_type))
+        non_tensor = [(x, ctx.index.non_tensors[x]) for x in list(node.input) + list(node.output)
+                      if x in ctx.index.non_tensors]
+        if non_tensor:
+            x, kind = non_tensor[0]
+            return _no(f"{node.op_type} reads or writes {kind} {x!r}: TensorRT has tensors only "
+                       "(sequences and optionals run on ONNX Runtime)")
         if rule is None:
             fn = ctx.index.functions.get((node.domain, node.op_type))
             if fn is not None:
@@ -619,24 +637,55 @@ def _builtin() -> RuleSet:
 
     # unary math: float only, some also integer
     r.simple("Acos Acosh Asin Asinh Atan Atanh Ceil Cos Cosh Erf Exp Floor Log Reciprocal Round "
-             "Sin Sinh Sqrt Tan Tanh Sigmoid Softplus Softsign Celu Elu Selu HardSigmoid HardSwish "
+             "Sin Sinh Sqrt Tan Tanh Sigmoid Softplus Softsign Elu Selu HardSigmoid HardSwish "
              "LeakyRelu ThresholdedRelu ScaledTanh ParametricSoftplus ImageScaler IsInf "
              "LRN Softmax LogSoftmax Hardmax GlobalAveragePool GlobalMaxPool "
              "InstanceNormalization GroupNormalization MeanVarianceNormalization "
-             "RandomNormalLike RandomUniformLike PRelu Gemm MatMul", _F)
+             "RandomNormalLike RandomUniformLike PRelu Gemm", _F)
+
+    @r.register("MatMul")
+    def matmul(ctx: RuleContext) -> Verdict:
+        if ctx.rank(0) == 1 and (ctx.rank(1) or 0) >= 3:
+            return _no("MatMul of a 1-D input with a batched (rank >= 3) input fails TensorRT's parser "
+                       "(its reshape changes the volume)")
+        return dtypes(_F)(ctx)
     r.simple("Abs Neg Sign Relu IsNaN", _F | _I | _Q)
     r.simple("Not", _B)
     r.simple("And Or Xor", _B, inputs=(0, 1))
     r.simple("Add Sub Mul Div Max Min Mean Sum", _F | _I | _Q, inputs=(0, 1))
-    r.simple("Greater GreaterOrEqual Less LessOrEqual", _F | _I, inputs=(0, 1))
-    r.simple("Equal", _F | _I | _B, inputs=(0, 1))
-    r.simple("Identity Shape Size Flatten Transpose Reshape Expand Tile Concat Split Where "
+    r.simple("Greater GreaterOrEqual Less LessOrEqual", _F | _I | {_T.INT8}, inputs=(0, 1))
+    r.simple("Equal", _F | _I | _B | {_T.INT8, _T.UINT8}, inputs=(0, 1))
+    r.simple("Identity", _MOVE | {_T.UINT8})
+    r.simple("Shape Size Flatten Transpose Reshape Expand Tile Concat Split Where "
              "Gather GatherElements GatherND DepthToSpace SpaceToDepth ReverseSequence "
-             "ScatterElements Scatter Upsample ArgMax ArgMin Shrink Gelu", _MOVE)
-    r.simple("Range Pad Slice Trilu ConstantOfShape Clip", _MOVE)
+             "ScatterElements Scatter ArgMax ArgMin Shrink Gelu", _MOVE)
+    r.simple("Range Pad Slice Trilu ConstantOfShape", _MOVE)
+    r.simple("Clip", _F | _I)
+    r.simple("Swish", _F)
     r.simple("Mish", {_T.FLOAT, _T.FLOAT16, _T.DOUBLE})
     r.simple("BlackmanWindow HammingWindow HannWindow", _I)
-    r.register("NonMaxSuppression RandomNormal RandomUniform EyeLike", _ok)
+    r.register("RandomNormal RandomUniform EyeLike", _ok)
+    r.register("Celu", dtypes({_T.FLOAT, _T.DOUBLE}))
+
+    @r.register("NonMaxSuppression")
+    def nms(ctx: RuleContext) -> Verdict:
+        if ctx.target.rtx:
+            return _no("NonMaxSuppression passes TensorRT-RTX's ONNX parser but its engine build fails "
+                       "(10 of 10 ONNX backend test cases with TensorRT-RTX 1.x)")
+        return supported()
+
+    def _not_network_input(i: int, what: str) -> Rule:
+        def rule(ctx: RuleContext) -> Verdict:
+            name = ctx.input(i)
+            if name is not None and name in ctx.index.graph_inputs and not ctx.is_constant(i):
+                return _no(f"{ctx.op_type} {what} is a graph input: TensorRT treats it as a shape tensor "
+                           "and refuses a float network input there (it works as an initializer or a "
+                           "computed tensor; the parser's answer depends on where the value comes from)")
+            return supported()
+
+        return rule
+
+    r.register("Upsample", all_of(dtypes(_MOVE), _not_network_input(1, "scales")))
 
     @r.register("If Loop Scan")
     def control_flow(ctx: RuleContext) -> Verdict:
@@ -675,7 +724,13 @@ def _builtin() -> RuleSet:
         return supported()
 
     r.register("AveragePool MaxPool", all_of(dtypes(_F), rank_in(3, 5), pool))
-    r.register("LpPool", all_of(dtypes({_T.FLOAT, _T.FLOAT16, _T.DOUBLE}), rank_in(3, 5), pool))
+    def lp_p(ctx: RuleContext) -> Verdict:
+        if ctx.attrs.get("p") not in (1, 2):
+            return _no(f"LpPool with p={ctx.attrs.get('p', 'unset (ONNX default 2)')}: TensorRT's parser "
+                       "takes an explicit p of 1 or 2 only")
+        return supported()
+
+    r.register("LpPool", all_of(dtypes({_T.FLOAT, _T.FLOAT16, _T.DOUBLE}), rank_in(3, 5), pool, lp_p))
     r.register("GlobalLpPool", dtypes({_T.FLOAT, _T.FLOAT16, _T.DOUBLE}))
     r.register("Conv", all_of(dtypes(_F), rank_in(3, 5)))
     r.register("ConvTranspose", all_of(dtypes(_F), rank_in(3, 5)))
@@ -702,6 +757,9 @@ def _builtin() -> RuleSet:
             if t and t not in _TRT_TYPES:
                 return _no(f"{ctx.op_type} involving {_type_name(t)} is not supported: TensorRT has "
                            "no such data type")
+        if to == _T.UINT8:
+            return _no(f"{ctx.op_type} to UINT8: TensorRT has no UINT8 intermediate tensors (UINT8 is for "
+                       "network inputs and outputs only)")
         return supported()
 
     @r.register("Constant")
@@ -731,7 +789,8 @@ def _builtin() -> RuleSet:
                 return supported()
             value = ctx.value(i)
             if value is None:
-                return _no(f"{ctx.op_type} {what} must be a constant so TensorRT can check it is zero")
+                return supported(f"{ctx.op_type} {what} is computed at run time: the parser accepts it; "
+                                 "TensorRT needs it to be zero when the engine is built (value-dependent)")
             if np.any(np.asarray(value, dtype=np.float64) != 0):
                 return _no(f"{ctx.op_type} with a non-zero {what}: TensorRT supports symmetric "
                            "quantization only")
@@ -860,6 +919,10 @@ def _builtin() -> RuleSet:
             if any(s != 1.0 for s in inner):
                 return _no(f"{mode} Resize is only supported on the innermost {outer} dimensions "
                            f"(scales {list(scales.reshape(-1))})")
+        if ctx.input(2) in ctx.index.graph_inputs and not ctx.is_constant(2):
+            return _no("Resize scales is a graph input: TensorRT treats it as a shape tensor and refuses a "
+                       "float network input there (an initializer or a computed scales works; the "
+                       "parser's answer depends on where the value comes from)")
         axes = ctx.attr("axes")
         if axes is not None and ctx.has_input(2) and ctx.rank(0) is not None \
                 and list(axes) != list(range(ctx.rank(0))):
@@ -908,11 +971,23 @@ def _builtin() -> RuleSet:
         if not gate:
             return gate
         for i in range(3):
-            if ctx.rank(i) not in (None, 4):
-                return _no("Attention Q, K and V must be 4D for TensorRT")
-        for i, what in ((4, "past_key"), (5, "past_value"), (6, "nonpad_kv_seqlen")):
+            if ctx.rank(i) not in (None, 3, 4):
+                return _no("Attention Q, K and V must be 3D or 4D for TensorRT")
+        for i, what in ((4, "past_key"), (5, "past_value")):
             if ctx.has_input(i):
                 return _no(f"Attention input {what} is not supported by TensorRT")
+        if ctx.attr("is_causal", 0) and ctx.has_input(3):
+            return _no("Attention with is_causal=1 and an attn_mask: TensorRT's IAttention takes one "
+                       "of the two")
+        k, v = ctx.shape(1), ctx.shape(2)
+        if k is not None and v is not None and len(k) == len(v) == 4 and \
+                isinstance(k[-1], int) and isinstance(v[-1], int) and k[-1] != v[-1]:
+            return _no(f"Attention with key head size {k[-1]} != value head size {v[-1]}: TensorRT needs "
+                       "them equal")
+        if k is not None and v is not None and len(k) == len(v) == 3 and \
+                isinstance(k[-1], int) and isinstance(v[-1], int) and k[-1] != v[-1]:
+            return _no(f"Attention with key hidden size {k[-1]} != value hidden size {v[-1]}: TensorRT "
+                       "needs equal head sizes")
         for i in (1, 2, 3):
             if ctx.has_output(i):
                 return _no("Attention supports only its first output in TensorRT")
@@ -940,6 +1015,8 @@ def _builtin() -> RuleSet:
             return gate
         if ctx.attr("axis", -2) not in (-2, 2):
             return _no("TensorScatter axis must be -2 for TensorRT")
+        if ctx.attr("mode", "linear") != "linear":
+            return _no(f"TensorScatter mode {ctx.attr('mode')!r}: TensorRT supports mode 'linear' only")
         return supported()
 
     # contrib transformer ops that TensorRT-RTX's parser imports natively

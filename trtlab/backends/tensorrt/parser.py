@@ -127,7 +127,21 @@ def _boundary(name: str, producer: Optional[onnx.NodeProto], opset: int,
               assumed: Dict[str, str]) -> onnx.ValueInfoProto:
     """Input of a re-check model; unknown types/ranks are guessed from the producer and noted."""
     elem, shape = types.get(name, (0, None))
-    if (not elem or shape is None) and producer is not None:
+    if (not elem or shape is None) and producer is not None and any(
+            a.type == onnx.AttributeProto.GRAPH for a in producer.attribute):
+        # If/Loop/Scan: the first input is a condition or trip count, nothing like the outputs.
+        pos = list(producer.output).index(name)
+        body = next(a.g for a in producer.attribute if a.type == onnx.AttributeProto.GRAPH)
+        skip = 1 if producer.op_type == "Loop" else 0  # Loop bodies return the condition first
+        if not elem and pos + skip < len(body.output):
+            tt = body.output[pos + skip].type.tensor_type
+            elem = tt.elem_type
+            if producer.op_type == "If" and tt.HasField("shape") and shape is None:
+                shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
+        what = f"{name} is {onnx.TensorProto.DataType.Name(elem) if elem else 'FLOAT'}"
+        what += f" of rank {len(shape)}" if shape is not None else " of unknown rank"
+        assumed[name] = what
+    elif (not elem or shape is None) and producer is not None:
         first = types.get(producer.input[0], (0, None)) if producer.input else (0, None)
         guessed_elem = first[0]
         try:
@@ -262,6 +276,17 @@ def _body_owners(graph: onnx.GraphProto) -> Dict[str, int]:
     return owners
 
 
+def _old_opset(proto: onnx.ModelProto) -> Optional[str]:
+    """The reason every node is refused when the model's opset predates the parser, else None."""
+    from trtlab.model import MIN_OPSET
+
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or opset >= MIN_OPSET:
+        return None
+    return (f"the model's ai.onnx opset {opset} is older than TensorRT's ONNX parser reads "
+            f"(>= {MIN_OPSET}); convert it with onnx.version_converter to put nodes on TensorRT")
+
+
 def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
     """Per-node support from TensorRT's ONNX parser.
 
@@ -289,6 +314,14 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
     proto: onnx.ModelProto = model if isinstance(model, onnx.ModelProto) else model.proto
     graph = proto.graph
     n = len(graph.node)
+    old = _old_opset(proto)
+    if old is not None:
+        mod = _trt.module()
+        return ParserReport(
+            flavor=str(_trt.flavor() or mod.__name__), version=str(mod.__version__), all_supported=False,
+            passes=0, subgraphs=(), verified=(),
+            verdicts=tuple(ParserVerdict(k, nd.name, nd.op_type, False, old, "UNSUPPORTED_OPSET")
+                           for k, nd in enumerate(graph.node)))
     names = [node.name for node in graph.node]
     by_name = {name: i for i, name in enumerate(names) if name}
     owners = _body_owners(graph)

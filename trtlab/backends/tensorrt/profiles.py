@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 
 from trtlab.backends.base import Profile, Shape, ShapeRange
-from trtlab.errors import BuildError, InputError
+from trtlab.errors import CalibrationError, BuildError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,9 @@ def input_ranges(model: Any, shapes: Optional[Mapping[str, Any]] = None, *,
                     raise InputError(f"shapes[{name!r}] axis {ax} must be {dim} (static in the model), "
                                      f"got {[s[ax] for s in rng]}.")
         out[name] = rng
+    not_tensors = {vi.name for vi in model.proto.graph.input if not vi.type.HasField("tensor_type")}
     for info in model.inputs:
-        if info.name in out:
+        if info.name in out or info.name in not_tensors:  # sequence and optional inputs: ONNX Runtime only
             continue
         if info.shape is None:
             if not defaults:
@@ -195,8 +196,14 @@ def _boundary_values(model: Any, batches: List[Dict[str, np.ndarray]],
     sess = session(proto)
     wanted = [t for t in tensors if t not in inputs]
     out = []
-    for b in batches:
-        values = dict(zip(wanted, sess.run(wanted, b))) if wanted else {}
+    for i, b in enumerate(batches):
+        try:
+            values = dict(zip(wanted, sess.run(wanted, b))) if wanted else {}
+        except Exception as exc:  # onnxruntime raises its own Fail / InvalidArgument types
+            raise CalibrationError(
+                f"ONNX Runtime could not run model {model.name!r} on calibration batch {i} to compute "
+                f"segment inputs {wanted[:5]}: {str(exc).strip().splitlines()[0][:300]}. Check that "
+                "the calibration data are valid inputs of the model.") from exc
         values.update({k: v for k, v in b.items() if k in tensors})
         out.append(values)
     return out
