@@ -457,10 +457,18 @@ def isolate_build_failure(proto: onnx.ModelProto, profile: Optional[Profile],
 # ----------------------------------------------------------------------------------------------
 
 def _check_precision(value: Any, where: str) -> str:
-    if value not in PRECISIONS:
+    from .precision import registry
+
+    if value not in registry.names():
         raise PrecisionError(f"{where}={value!r} is not a precision trtlab builds; use one of "
-                             f"{', '.join(PRECISIONS)}.")
+                             f"{', '.join(registry.names())}.")
     return value
+
+
+def _needs_calibration(precision: str) -> bool:
+    from .precision import registry
+
+    return registry.needs_calibration(precision)
 
 
 def _node_precisions(part: Any, precision: PrecisionArg) -> Tuple[Dict[str, str], Optional[str]]:
@@ -553,9 +561,9 @@ def _observed_ranges(model: Any, ranges: Mapping[str, ShapeRange], tensors: Sequ
 def _convert(proto: onnx.ModelProto, precision: str, calib: Optional[List[Dict[str, np.ndarray]]]) -> onnx.ModelProto:
     if precision == "fp32":
         return proto
-    from . import precision as prec
+    from .precision import registry
 
-    result = prec.to_fp16(proto) if precision == "fp16" else prec.quantize_int8(proto, calib)
+    result = registry.apply(precision, proto, calib)
     return getattr(result, "proto", result)
 
 
@@ -647,7 +655,7 @@ def build(partition: Any, *, precision: PrecisionArg = "fp32", calibration_data:
     ranges = input_ranges(part.model, shapes)
     overrides = {k: v for k, v in ranges.items() if shapes and k in shapes}
     calib_batches = None
-    if "int8" in ({default_precision} | set(per_node.values())):
+    if any(_needs_calibration(p) for p in {default_precision} | set(per_node.values()) if p):
         calib_batches = _calibration_batches(part.model, calibration_data)
     compiled: Dict[Tuple[str, Tuple[str, ...], str], Tuple[Any, onnx.ModelProto]] = {}
     table: Optional[Dict[str, ShapeRange]] = None
@@ -658,7 +666,7 @@ def build(partition: Any, *, precision: PrecisionArg = "fp32", calibration_data:
         precisions = {s.index: _segment_precision(s, per_node, default_precision) for s in segments}
         calib = None
         if calib_batches is not None:
-            needed = sorted({t for s in segments if precisions[s.index] == "int8" for t in s.inputs})
+            needed = sorted({t for s in segments if _needs_calibration(precisions[s.index]) for t in s.inputs})
             calib = _boundary_values(part.model, calib_batches, needed)
         failure = None
         bar = progress_bar(segments, total=len(segments), desc="build", enabled=progress)
@@ -673,7 +681,7 @@ def build(partition: Any, *, precision: PrecisionArg = "fp32", calibration_data:
             if backend is None:
                 raise BuildError(f"Segment {seg.name!r} asks for backend {seg.backend!r}; known backends: "
                                  f"{sorted(table_of_backends)}. Pass backends={{'{seg.backend}': ...}} to build().")
-            seg_calib = None if calib is None or precisions[seg.index] != "int8" else \
+            seg_calib = None if calib is None or not _needs_calibration(precisions[seg.index]) else \
                 [{k: b[k] for k in seg.inputs} for b in calib]
             proto = _convert(part.segment_model(seg.index), precisions[seg.index], seg_calib)
             profile = None

@@ -1,10 +1,14 @@
-"""INT8 calibration: activation ranges from real data (min-max, entropy, percentile).
+"""INT8 calibration: activation ranges from real data (mse, min-max, entropy, percentile).
 
 Ranges are measured by running the float32 model in ONNX Runtime with only the tensors to be
-quantized added as outputs. ``entropy`` is TensorRT's calibration: a histogram of absolute
-values per tensor and the clipping threshold whose 128-level quantized distribution has the
-smallest KL divergence from the measured one. Results are cached as JSON keyed by the model,
-the data and the settings.
+quantized added as outputs (tensors inside ``If``/``Loop`` bodies leave through extra outputs).
+``entropy`` is TensorRT's calibration: a histogram of absolute values per tensor and the
+clipping threshold whose 128-level quantized distribution has the smallest KL divergence from
+the measured one. ``mse`` picks, per tensor, the threshold whose INT8 rounding and clipping
+error over the data is smallest (the default: it never clips a tensor whose outliers matter).
+``clip_bound`` keeps entropy and percentile from clipping one tensor much harder than the
+least-error threshold would. Results are cached as JSON keyed by the model, the data and the
+settings.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import onnx
@@ -26,10 +30,10 @@ from ._common import Data, Feeds, as_model, calibration_feeds, data_hash, model_
 
 log = logging.getLogger(__name__)
 
-__all__ = ["calibrate", "METHODS", "entropy_amax", "percentile_amax"]
+__all__ = ["calibrate", "METHODS", "entropy_amax", "percentile_amax", "mse_amax", "quantization_mse"]
 
-METHODS = ("entropy", "minmax", "percentile")
-CACHE_VERSION = 2
+METHODS = ("mse", "entropy", "minmax", "percentile")
+CACHE_VERSION = 3
 QMAX = 127.0
 #: Entropy calibration needs this many values per histogram bin on average; sparser histograms
 #: are merged down to 512 bins, and below that the tensor falls back to its min-max range.
@@ -85,14 +89,59 @@ def percentile_amax(hist: np.ndarray, edges: np.ndarray, percentile: float) -> f
     return float(edges[min(idx + 1, len(edges) - 1)])
 
 
-def _augment(proto: onnx.ModelProto, tensors: Sequence[str]) -> onnx.ModelProto:
-    out = onnx.ModelProto()
-    out.CopyFrom(proto)
-    present = {o.name for o in out.graph.output}
-    for t in tensors:
-        if t not in present:
-            out.graph.output.append(onnx.ValueInfoProto(name=t))
+def quantization_mse(hist: np.ndarray, edges: np.ndarray, amax: np.ndarray) -> np.ndarray:
+    """Mean squared INT8 error of the values in a histogram of ``|x|`` for each threshold in ``amax``.
+
+    Each bin is represented by its centre; a value is rounded to the nearest of 127 levels
+    below the threshold and clipped above it.
+    """
+    centres = (edges[:-1] + edges[1:]) / 2.0
+    weights = hist.astype(np.float64)
+    total = weights.sum()
+    amax = np.atleast_1d(np.asarray(amax, dtype=np.float64))
+    if total == 0:
+        return np.zeros_like(amax)
+    out = np.empty_like(amax)
+    for i, a in enumerate(amax):
+        if a <= 0:
+            out[i] = float(np.sum(weights * centres ** 2) / total)
+            continue
+        step = a / QMAX
+        q = np.minimum(np.round(centres / step), QMAX) * step
+        out[i] = float(np.sum(weights * (centres - q) ** 2) / total)
     return out
+
+
+def mse_amax(hist: np.ndarray, edges: np.ndarray, *, start_bin: int = 16, stride: int = 4) -> float:
+    """The clipping threshold (a histogram edge) with the least INT8 quantization error."""
+    n = len(hist)
+    if hist.sum() == 0 or n <= start_bin:
+        return float(edges[-1])
+    candidates = edges[np.unique(np.r_[np.arange(start_bin, n + 1, stride), n])]
+    errors = quantization_mse(hist, edges, candidates)
+    best = errors.min()
+    # ties: the widest threshold among those within 0.1 % of the least error
+    return float(candidates[np.nonzero(errors <= best * 1.001)[0][-1]])
+
+
+def _bounded(hist: np.ndarray, edges: np.ndarray, amax: float, bound: float) -> Tuple[float, str]:
+    """``amax`` raised until its error is at most ``bound`` times the least error, with a note."""
+    best = mse_amax(hist, edges)
+    errs = quantization_mse(hist, edges, np.array([amax, best]))
+    if errs[1] <= 0 or errs[0] <= bound * errs[1]:
+        return amax, ""
+    candidates = edges[edges >= amax]
+    for a in candidates:
+        if quantization_mse(hist, edges, np.array([a]))[0] <= bound * errs[1]:
+            return float(a), (f"clipping bounded: {amax:.4g} had {errs[0] / errs[1]:.1f}x the least "
+                              f"INT8 error; raised to {float(a):.4g}")
+    return best, f"clipping bounded: {amax:.4g} replaced by the least-error threshold {best:.4g}"
+
+
+def _augment(proto: onnx.ModelProto, tensors: Sequence[str]) -> Tuple[onnx.ModelProto, Dict[str, str]]:
+    from . import _graphs
+
+    return _graphs.expose(proto, tensors, _graphs.deep_types(proto))
 
 
 def _cache_path(cache_dir: Union[str, os.PathLike], key: str) -> Path:
@@ -127,14 +176,21 @@ def _write_cache(path: Path, payload: Dict[str, Any]) -> None:
 
 
 def _measure(proto: onnx.ModelProto, feeds: List[Feeds], tensors: List[str], method: str,
-             num_bins: int, percentile: float, progress: bool) -> Dict[str, Dict[str, float]]:
+             num_bins: int, percentile: float, progress: bool,
+             clip_bound: Optional[float] = None) -> Dict[str, Dict[str, float]]:
     from ..ort import session
 
-    sess = session(_augment(proto, tensors), providers=["CPUExecutionProvider"])
+    augmented, names = _augment(proto, tensors)
+    unreachable = [t for t in tensors if t not in names]
+    if unreachable:
+        raise CalibrationError(f"Tensor(s) {unreachable[:5]} cannot be measured (inside a Scan body); "
+                               "leave their nodes out with exclude_nodes=[...].")
+    outs = [names[t] for t in tensors]
+    sess = session(augmented, providers=["CPUExecutionProvider"])
     stats = {t: {"min": np.inf, "max": -np.inf, "samples": 0, "note": ""} for t in tensors}
     passes = 1 if method == "minmax" else 2
     for batch in progress_bar(feeds, desc=f"calibration pass 1/{passes}", enabled=progress):
-        for t, value in zip(tensors, sess.run(tensors, batch)):
+        for t, value in zip(tensors, sess.run(outs, batch)):
             value = np.asarray(value, dtype=np.float32)
             if not np.all(np.isfinite(value)):
                 raise CalibrationError(
@@ -156,7 +212,7 @@ def _measure(proto: onnx.ModelProto, feeds: List[Feeds], tensors: List[str], met
         return stats
     hists = {t: np.zeros(num_bins, dtype=np.int64) for t in tensors}
     for batch in progress_bar(feeds, desc="calibration pass 2/2", enabled=progress):
-        for t, value in zip(tensors, sess.run(tensors, batch)):
+        for t, value in zip(tensors, sess.run(outs, batch)):
             top = stats[t]["absmax"]
             if top > 0:
                 hists[t] += np.histogram(np.abs(value), bins=num_bins, range=(0.0, top))[0]
@@ -175,16 +231,25 @@ def _measure(proto: onnx.ModelProto, feeds: List[Feeds], tensors: List[str], met
                              "min-max range used")
             else:
                 s["amax"] = entropy_amax(hist, edges)
+        elif method == "mse":
+            s["amax"] = mse_amax(hists[t], edges)
         else:
             s["amax"] = percentile_amax(hists[t], edges, percentile)
+        s["method_amax"] = s["amax"]
+        if clip_bound is not None and method in ("entropy", "percentile") and s["absmax"] > 0:
+            full = np.linspace(0.0, s["absmax"], num_bins + 1)
+            s["amax"], note = _bounded(hists[t], full, s["amax"], clip_bound)
+            if note:
+                s["note"] = note
     return stats
 
 
-def calibrate(model: Any, calibration_data: Data, *, method: str = "entropy",
+def calibrate(model: Any, calibration_data: Data, *, method: str = "mse",
               tensors: Optional[Iterable[str]] = None, percentile: float = 99.99,
               num_bins: int = 2048, batch_size: Optional[int] = None,
               cache_dir: Optional[Union[str, os.PathLike]] = None, progress: bool = True,
-              exclude_nodes: Iterable[str] = ()) -> Any:
+              exclude_nodes: Iterable[str] = (), clip_bound: Optional[float] = 4.0,
+              exclusions: Optional[Iterable[str]] = None) -> Any:
     """Measure activation ranges for INT8 quantization.
 
     Parameters
@@ -194,6 +259,7 @@ def calibrate(model: Any, calibration_data: Data, *, method: str = "entropy",
     calibration_data
         Real inputs: one array, a dict input name -> array (batch on axis 0) or feed dicts.
     method
+        ``"mse"`` (per tensor, the threshold with the least INT8 error on the data),
         ``"entropy"`` (TensorRT's KL calibration), ``"minmax"`` or ``"percentile"``.
     tensors
         Tensors to measure; default the activations :func:`quantization_plan` quantizes.
@@ -209,12 +275,20 @@ def calibrate(model: Any, calibration_data: Data, *, method: str = "entropy",
         Show progress bars.
     exclude_nodes
         Nodes left unquantized (their inputs are not measured unless another node needs them).
+    exclusions
+        Placement exclusion rules used to choose the default tensors (see
+        :func:`~trtlab.precision.quantization_plan`; default all).
+    clip_bound
+        Entropy and percentile thresholds whose INT8 error on the data exceeds this many times
+        the least error are raised until it does not (the ``note`` column says so, and
+        ``method_amax`` keeps the method's own threshold); ``None`` keeps them as the method says.
 
     Returns
     -------
     pandas.DataFrame
         One row per tensor: tensor, producer, min, max, absmax, amax, scale (``amax / 127``),
-        method, samples (values seen), note (why a tensor fell back to its min-max range). ``.attrs`` holds ``model_hash``, ``data_hash``, ``cache`` (``"hit"``,
+        method, method_amax (the method's own threshold), samples (values seen), note (why a
+        tensor fell back to its min-max range or had its clipping bounded). ``.attrs`` holds ``model_hash``, ``data_hash``, ``cache`` (``"hit"``,
         ``"miss"`` or ``"off"``) and ``cache_path``.
     """
     import pandas as pd
@@ -229,12 +303,19 @@ def calibrate(model: Any, calibration_data: Data, *, method: str = "entropy",
         raise CalibrationError(f"num_bins must be at least 256 for 8-bit calibration, got {num_bins}.")
     src = as_model(model)
     if tensors is None:
-        plan = quantization_plan(src, exclude_nodes=exclude_nodes)
+        kw = {} if exclusions is None else {"exclusions": exclusions}
+        plan = quantization_plan(src, exclude_nodes=exclude_nodes, **kw)
+        plan = plan[plan["quantize"]]
         names = list(dict.fromkeys(plan.loc[plan["role"] != "weight", "tensor"]))
     else:
+        from . import _graphs
+
         names = list(dict.fromkeys(tensors))
-        inputs = {t.name for t in src.inputs}
-        unknown = [t for t in names if src.producer(t) is None and t not in inputs]
+        known = {t.name for t in src.inputs}
+        for _, g in _graphs.walk(src.proto.graph):
+            known.update(o for n in g.node for o in n.output)
+            known.update(i.name for i in g.input)
+        unknown = [t for t in names if t not in known]
         if unknown:
             raise CalibrationError(
                 f"Cannot calibrate unknown tensor(s) {unknown[:5]} of model {src.name!r}; "
@@ -242,9 +323,11 @@ def calibrate(model: Any, calibration_data: Data, *, method: str = "entropy",
             )
     feeds = calibration_feeds(src, calibration_data, batch_size)
     mhash, dhash = model_hash(src.proto), data_hash(feeds)
-    settings = {"method": method, "num_bins": num_bins, "tensors": sorted(names)}
+    settings: Dict[str, Any] = {"method": method, "num_bins": num_bins, "tensors": sorted(names)}
     if method == "percentile":
         settings["percentile"] = percentile
+    if method in ("entropy", "percentile"):
+        settings["clip_bound"] = clip_bound
     key = hashlib.sha256(json.dumps([mhash, dhash, settings], sort_keys=True).encode()).hexdigest()
     cache_state, path = "off", None
     stats = None
@@ -256,7 +339,8 @@ def calibrate(model: Any, calibration_data: Data, *, method: str = "entropy",
         else:
             cache_state = "miss"
     if stats is None:
-        stats = _measure(src.proto, feeds, names, method, num_bins, percentile, progress) if names else {}
+        stats = _measure(src.proto, feeds, names, method, num_bins, percentile, progress,
+                         clip_bound) if names else {}
         if path is not None:
             _write_cache(path, {"version": CACHE_VERSION, "key": key, "model_hash": mhash,
                                 "data_hash": dhash, "settings": settings, "tensors": stats})
@@ -265,9 +349,10 @@ def calibrate(model: Any, calibration_data: Data, *, method: str = "entropy",
         s = stats[t]
         rows.append({"tensor": t, "producer": src.producer(t), "min": s["min"], "max": s["max"],
                      "absmax": s["absmax"], "amax": s["amax"], "scale": s["amax"] / QMAX,
-                     "method": method, "samples": s["samples"], "note": s.get("note", "")})
+                     "method": method, "method_amax": s.get("method_amax", s["amax"]),
+                     "samples": s["samples"], "note": s.get("note", "")})
     frame = pd.DataFrame(rows, columns=["tensor", "producer", "min", "max", "absmax", "amax",
-                                        "scale", "method", "samples", "note"])
+                                        "scale", "method", "method_amax", "samples", "note"])
     frame.attrs.update(model_hash=mhash, data_hash=dhash, cache=cache_state,
                        cache_path=str(path) if path else None, method=method)
     log.info("calibrated %d tensor(s) of %s with %s over %d batch(es) (cache: %s)", len(names),

@@ -1,15 +1,22 @@
 """INT8 quantization as explicit QuantizeLinear / DequantizeLinear pairs.
 
-Placement follows TensorRT's explicit-quantization rules: Q/DQ on the activation inputs and on
-the weights of Conv, ConvTranspose, Gemm and MatMul (weights per output channel), and on the
-residual input of an ``Add`` that joins a quantized branch, so TensorRT can fuse the addition
-into the convolution. Other tensors stay float32: TensorRT propagates INT8 through pooling and
-reshapes by itself. Scales are symmetric (zero point 0); weights are stored as int8 with a
-``DequantizeLinear``.
+Placement follows TensorRT's explicit-quantization recommendations as NVIDIA ModelOpt applies
+them: Q/DQ on the activation inputs and on the weights of Conv, ConvTranspose, Gemm and MatMul
+(weights per output channel), and on the residual input of an ``Add`` that joins a quantized
+branch (found through BatchNormalization, bias adds and activations such as SiLU), so TensorRT
+fuses the addition into the convolution. Named, overridable rules keep some weighted ops in
+float (:data:`EXCLUSION_RULES`); optional rules add Q/DQ on pooling, Concat (one shared scale),
+Resize and Mul inputs (:data:`OPTIONAL_RULES`). Every decision is a row of
+:func:`quantization_plan` with its rule and reason.
+
+Weights may be initializers or ``Constant`` nodes, in the main graph or in ``If``/``Loop``
+bodies. Per-channel weight scales need opset 13; older models are converted to opset 13 (checked
+numerically) or, when that fails, quantized per tensor. Both are recorded in ``Model.notes``.
+Scales are symmetric (zero point 0); weights are stored as int8 with a ``DequantizeLinear``.
 
 Examples
 --------
->>> q = quantize_int8(model, {"input": x_calib}, method="entropy")   # doctest: +SKIP
+>>> q = quantize_int8(model, {"input": x_calib})                     # doctest: +SKIP
 >>> quantization_plan(model)                                         # doctest: +SKIP
 """
 
@@ -17,25 +24,60 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Union
+from types import MappingProxyType
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import CalibrationError, PrecisionError
-from ._common import Data, as_model, finish, tensor_types, unique_name as _unique
+from . import _graphs
+from ._common import Data, as_model, calibration_feeds, finish, unique_name as _unique
 from .calibration import QMAX, calibrate
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WEIGHTED_OPS", "quantization_plan", "quantize_int8"]
+__all__ = ["WEIGHTED_OPS", "EXCLUSION_RULES", "DEFAULT_EXCLUSIONS", "OPTIONAL_RULES",
+           "quantization_plan", "quantize_int8", "int8_coverage"]
 
 #: Ops whose inputs and weights TensorRT runs in INT8 when they are fed by Q/DQ pairs.
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-#: Ops between a weighted op and an ``Add`` that TensorRT folds into the weighted op.
-_FOLDED = ("BatchNormalization",)
-PLAN_COLUMNS = ["tensor", "role", "node", "op_type", "input_index", "axis", "reason"]
+#: Ops between a weighted op and a residual ``Add`` that TensorRT fuses with the weighted op.
+_FUSED_ACTIVATIONS = ("BatchNormalization", "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid",
+                      "HardSwish", "Tanh", "Elu", "Selu", "Softplus", "Mish", "Gelu")
+#: Ops through which a weighted op still reaches a graph output "directly" (output layer rule).
+_TO_OUTPUT = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Softmax",
+              "LogSoftmax", "Sigmoid", "Add", "Cast")
+#: Fewer input or output channels than this make a Conv "small-channel".
+SMALL_CHANNELS = 16
+
+#: Weighted ops left in float by default, by named rule. Pass ``exclusions=`` to choose.
+EXCLUSION_RULES: Mapping[str, str] = MappingProxyType({
+    "attention_matmul": "MatMul of two activations (attention scores or context): both operands "
+                        "change per input, so a per-tensor INT8 scale fits neither; kept float as "
+                        "ModelOpt does",
+    "small_channel_conv": f"Conv with fewer than {SMALL_CHANNELS} input or output channels: too "
+                          "little work for INT8 kernels to win, and first-layer inputs carry the "
+                          "most information",
+    "gemv": "matrix-vector product (one row): memory bound, INT8 buys no speed and costs accuracy",
+    "output_layer": "produces a graph output: its rounding error reaches the result unfiltered",
+})
+DEFAULT_EXCLUSIONS: Tuple[str, ...] = tuple(EXCLUSION_RULES)
+
+#: Extra Q/DQ placements, off by default. Pass ``extra_rules=`` to enable.
+OPTIONAL_RULES: Mapping[str, str] = MappingProxyType({
+    "pooling": "input of MaxPool/AveragePool/GlobalAveragePool: TensorRT pools in INT8",
+    "concat": "inputs of Concat with one shared scale: TensorRT concatenates INT8 without requantizing",
+    "resize": "input of Resize: TensorRT resizes in INT8",
+    "mul": "activation inputs of Mul: TensorRT multiplies in INT8",
+})
+_OPTIONAL_OPS = {"pooling": ("MaxPool", "AveragePool", "GlobalAveragePool"), "concat": ("Concat",),
+                 "resize": ("Resize",), "mul": ("Mul",)}
+PLAN_COLUMNS = ["tensor", "role", "node", "op_type", "input_index", "axis", "graph", "rule",
+                "quantize", "reason"]
+_PER_AXIS_OPSET = 13
+_QDQ_OPSET = 10
 
 
 def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
@@ -61,88 +103,331 @@ def _weight_axis(node: onnx.NodeProto, weight: np.ndarray) -> Tuple[Optional[int
     return None, f"per tensor: rank-{rank} MatMul weight"
 
 
+# ----------------------------------------------------------------------------------------------
+# graph preparation
+# ----------------------------------------------------------------------------------------------
+
+class _Index:
+    """Initializers, producers, shapes and types of a model and its bodies."""
+
+    def __init__(self, proto: onnx.ModelProto) -> None:
+        self.proto = proto
+        self.types = _graphs.deep_types(proto)
+        self.shapes = _deep_shapes(proto)
+        self.inits: Dict[str, onnx.TensorProto] = {}
+        self.constants: Set[str] = set()
+        self.producer: Dict[str, onnx.NodeProto] = {}
+        self.consumers: Dict[str, List[onnx.NodeProto]] = {}
+        self.graph_of: Dict[str, str] = {}
+        self.order: Dict[str, int] = {}
+        for path, g in _graphs.walk(proto.graph):
+            for t in g.initializer:
+                self.inits[t.name] = t
+            for i, n in enumerate(g.node):
+                self.graph_of[n.name] = path
+                self.order[n.name] = i
+                if n.op_type == "Constant":
+                    self.constants.update(n.output)
+                for o in n.output:
+                    self.producer[o] = n
+                for x in n.input:
+                    if x:
+                        self.consumers.setdefault(x, []).append(n)
+        self.outputs = {o.name for o in proto.graph.output}
+
+    def is_constant(self, x: str) -> bool:
+        return x in self.inits or x in self.constants
+
+    def is_float_activation(self, x: str) -> bool:
+        return bool(x) and not self.is_constant(x) and self.types.get(x) == TensorProto.FLOAT
+
+
+def _deep_shapes(proto: onnx.ModelProto) -> Dict[str, Tuple[Any, ...]]:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # shape inference raises onnx-internal types
+        inferred = proto
+    shapes: Dict[str, Tuple[Any, ...]] = {}
+    for _, g in _graphs.walk(inferred.graph):
+        for vi in list(g.input) + list(g.output) + list(g.value_info):
+            tt = vi.type.tensor_type
+            if vi.type.HasField("tensor_type") and tt.HasField("shape"):
+                shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                                        for d in tt.shape.dim)
+        for t in g.initializer:
+            shapes[t.name] = tuple(t.dims)
+    return shapes
+
+
+def _lift_weight_constants(proto: onnx.ModelProto) -> int:
+    """Turn ``Constant`` nodes that feed weighted ops into initializers (exact); returns the count."""
+    count = 0
+    for _, g in _graphs.walk(proto.graph):
+        wanted = {x for n in g.node if n.op_type in WEIGHTED_OPS for x in n.input[:2] if x}
+        count += len(_graphs.lift_constants(g, wanted))
+    return count
+
+
+def _prepared(src: Any) -> Tuple[onnx.ModelProto, List[str]]:
+    proto = onnx.ModelProto()
+    proto.CopyFrom(src.proto)
+    notes = []
+    lifted = _lift_weight_constants(proto)
+    if lifted:
+        notes.append(f"{lifted} weight(s) given as Constant nodes became initializers (values unchanged)")
+    return proto, notes
+
+
+# ----------------------------------------------------------------------------------------------
+# placement
+# ----------------------------------------------------------------------------------------------
+
+def _check_rules(exclusions: Iterable[str], extra_rules: Iterable[str]) -> Tuple[Set[str], Set[str]]:
+    exc, extra = set(exclusions), set(extra_rules)
+    bad = sorted(exc - set(EXCLUSION_RULES))
+    if bad:
+        raise PrecisionError(f"exclusions={bad} are not exclusion rules; known: {', '.join(EXCLUSION_RULES)}.")
+    bad = sorted(extra - set(OPTIONAL_RULES))
+    if bad:
+        raise PrecisionError(f"extra_rules={bad} are not optional placement rules; known: "
+                             f"{', '.join(OPTIONAL_RULES)}.")
+    return exc, extra
+
+
+def _exclusion(ix: _Index, node: onnx.NodeProto, rules: Set[str]) -> Optional[str]:
+    op = node.op_type
+    a, b = node.input[0], node.input[1]
+    if "attention_matmul" in rules and op == "MatMul" and not ix.is_constant(a) and not ix.is_constant(b):
+        return "attention_matmul"
+    if "small_channel_conv" in rules and op == "Conv" and b in ix.shapes and len(ix.shapes[b]) >= 2:
+        cout, cin = ix.shapes[b][0], (ix.shapes[b][1] or 0) * _attr(node, "group", 1)
+        if (cout or 0) < SMALL_CHANNELS or cin < SMALL_CHANNELS:
+            return "small_channel_conv"
+    if "gemv" in rules and op in ("MatMul", "Gemm"):
+        shape = ix.shapes.get(a)
+        if shape:
+            rows = shape[-2] if len(shape) >= 2 else 1
+            if op == "Gemm" and _attr(node, "transA", 0) and len(shape) == 2:
+                rows = shape[1]
+            if rows == 1 and len(shape) <= 2:
+                return "gemv"
+    if "output_layer" in rules and ix.graph_of.get(node.name) == "":
+        frontier = list(node.output)
+        seen: Set[str] = set()
+        while frontier:
+            t = frontier.pop()
+            if t in ix.outputs:
+                return "output_layer"
+            if t in seen:
+                continue
+            seen.add(t)
+            users = ix.consumers.get(t, [])
+            if len(users) == 1 and users[0].op_type in _TO_OUTPUT and (
+                    users[0].op_type != "Add" or any(ix.is_constant(x) for x in users[0].input)):
+                frontier.extend(users[0].output)
+    return None
+
+
+def _weighted_source(ix: _Index, tensor: str, quantized: Set[str]) -> Optional[str]:
+    """The quantized weighted node ``tensor`` comes from through fusable ops, if any."""
+    seen = 0
+    while seen < 8:
+        seen += 1
+        prod = ix.producer.get(tensor)
+        if prod is None:
+            return None
+        if prod.name in quantized:
+            return prod.name
+        op = prod.op_type
+        if op in _FUSED_ACTIVATIONS or op == "PRelu":
+            tensor = prod.input[0]
+        elif op in ("Add", "Sub") and len(prod.input) == 2 and ix.is_constant(prod.input[1]):
+            tensor = prod.input[0]  # bias add
+        elif op == "Add" and len(prod.input) == 2 and ix.is_constant(prod.input[0]):
+            tensor = prod.input[1]
+        elif op == "Mul" and len(prod.input) == 2:
+            x, y = prod.input
+            px, py = ix.producer.get(x), ix.producer.get(y)
+            if py is not None and py.op_type in ("Sigmoid", "HardSigmoid") and py.input[0] == x:
+                tensor = x  # SiLU / HardSwish written as x * sigmoid(x)
+            elif px is not None and px.op_type in ("Sigmoid", "HardSigmoid") and px.input[0] == y:
+                tensor = y
+            elif ix.is_constant(y):
+                tensor = x  # scale
+            elif ix.is_constant(x):
+                tensor = y
+            else:
+                return None
+        else:
+            return None
+    return None
+
+
+def _plan_rows(ix: _Index, per_channel: bool, exclude: Set[str], residuals: bool,
+               exclusions: Set[str], extra: Set[str]) -> List[Dict[str, Any]]:
+    rows: List[Dict[str, Any]] = []
+    quantized: Set[str] = set()
+    for path, g in _graphs.walk(ix.proto.graph):
+        for node in g.node:
+            if node.domain not in ("", "ai.onnx") or node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
+                continue
+            if any(ix.types.get(x) != TensorProto.FLOAT for x in node.input[:2]):
+                continue
+            base = dict(node=node.name, op_type=node.op_type, graph=path)
+            if node.name in exclude:
+                rows.append(dict(base, tensor=node.input[0], role="skipped", input_index=0, axis=None,
+                                 rule="exclude_nodes", quantize=False, reason="listed in exclude_nodes"))
+                continue
+            rule = _exclusion(ix, node, exclusions)
+            if rule is not None:
+                rows.append(dict(base, tensor=node.input[0], role="skipped", input_index=0, axis=None,
+                                 rule=rule, quantize=False, reason=EXCLUSION_RULES[rule]))
+                continue
+            quantized.add(node.name)
+            for idx in (0, 1):
+                x = node.input[idx]
+                if x in ix.inits:
+                    axis, why = (None, "per tensor (per_channel=False)")
+                    if per_channel:
+                        axis, why = _weight_axis(node, numpy_helper.to_array(ix.inits[x]))
+                    rows.append(dict(base, tensor=x, role="weight", input_index=idx, axis=axis,
+                                     rule="weighted_op", quantize=True, reason=f"{node.op_type} weight, {why}"))
+                elif ix.is_constant(x):
+                    continue
+                else:
+                    rows.append(dict(base, tensor=x, role="activation", input_index=idx, axis=None,
+                                     rule="weighted_op", quantize=True,
+                                     reason=f"input {idx} of {node.op_type}: TensorRT runs it in INT8"))
+    if residuals:
+        rows.extend(_residual_rows(ix, quantized, exclude))
+    for path, g in _graphs.walk(ix.proto.graph):
+        for node in g.node:
+            if node.name in exclude or node.domain not in ("", "ai.onnx"):
+                continue
+            for rule in sorted(extra):
+                if node.op_type not in _OPTIONAL_OPS[rule]:
+                    continue
+                idxs = range(len(node.input)) if rule in ("concat", "mul") else (0,)
+                for i in idxs:
+                    x = node.input[i]
+                    if ix.is_float_activation(x):
+                        rows.append(dict(tensor=x, role=rule, node=node.name, op_type=node.op_type,
+                                         input_index=i, axis=None, graph=path, rule=rule,
+                                         quantize=True, reason=OPTIONAL_RULES[rule]))
+    return rows
+
+
+def _residual_rows(ix: _Index, quantized: Set[str], exclude: Set[str]) -> List[Dict[str, Any]]:
+    rows = []
+    for path, g in _graphs.walk(ix.proto.graph):
+        for node in g.node:
+            if node.op_type != "Add" or node.name in exclude or len(node.input) != 2:
+                continue
+            a, b = node.input
+            if not (ix.is_float_activation(a) and ix.is_float_activation(b)):
+                continue
+            fa, fb = _weighted_source(ix, a, quantized), _weighted_source(ix, b, quantized)
+            if fa is None and fb is None:
+                continue
+            if fa is not None and fb is not None:
+                # fuse into the later branch; the earlier branch is the residual
+                idx = 0 if ix.order.get(fa, 0) < ix.order.get(fb, 0) else 1
+            else:
+                idx = 1 if fa is not None else 0
+            fused = fa if idx == 1 else fb
+            rows.append(dict(tensor=node.input[idx], role="residual", node=node.name, op_type="Add",
+                             input_index=idx, axis=None, graph=path, rule="residual_add", quantize=True,
+                             reason=f"residual input of Add, so TensorRT fuses the Add into {fused}"))
+    return rows
+
+
+def _frame(rows: List[Dict[str, Any]]) -> Any:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=PLAN_COLUMNS)
+    frame["axis"] = pd.array([r["axis"] for r in rows], dtype="Int64")
+    frame["input_index"] = frame["input_index"].astype(int)
+    frame["quantize"] = frame["quantize"].astype(bool)
+    return frame
+
+
 def quantization_plan(model: Any, *, per_channel: bool = True, exclude_nodes: Iterable[str] = (),
-                      quantize_residuals: bool = True) -> Any:
-    """Where :func:`quantize_int8` puts Q/DQ pairs, and why.
+                      quantize_residuals: bool = True, exclusions: Iterable[str] = DEFAULT_EXCLUSIONS,
+                      extra_rules: Iterable[str] = ()) -> Any:
+    """Where :func:`quantize_int8` puts Q/DQ pairs, what it leaves float, and why.
+
+    Parameters
+    ----------
+    model
+        The float32 model.
+    per_channel
+        Per-output-channel weight scales.
+    exclude_nodes
+        Nodes kept in float (their inputs get no Q/DQ).
+    quantize_residuals
+        Quantize the residual input of an ``Add`` fed by a quantized branch.
+    exclusions
+        Names from :data:`EXCLUSION_RULES` applied (default: all).
+    extra_rules
+        Names from :data:`OPTIONAL_RULES` applied (default: none).
 
     Returns
     -------
     pandas.DataFrame
-        One row per quantized (node, input): tensor, role (``activation``, ``weight`` or
-        ``residual``), node, op_type, input_index, axis (``None`` = per tensor), reason.
+        One row per decision: tensor, role (``activation``, ``weight``, ``residual``, an optional
+        rule's name, or ``skipped``), node, op_type, input_index, axis (``None`` = per tensor),
+        graph (``""`` for the main graph, else the ``If``/``Loop`` body path), rule, quantize,
+        reason. Rows with ``quantize=False`` are weighted ops left in float.
     """
-    import pandas as pd
-
     src = as_model(model)
+    proto, _ = _prepared(src)
+    return _plan(proto, per_channel=per_channel, exclude_nodes=exclude_nodes,
+                 quantize_residuals=quantize_residuals, exclusions=exclusions, extra_rules=extra_rules,
+                 name=src.name)
+
+
+def _plan(proto: onnx.ModelProto, *, per_channel: bool, exclude_nodes: Iterable[str],
+          quantize_residuals: bool, exclusions: Iterable[str], extra_rules: Iterable[str], name: str) -> Any:
+    exc, extra = _check_rules(exclusions, extra_rules)
     exclude = set(exclude_nodes)
-    unknown = sorted(exclude - set(src.node_names))
+    known = {n.name for _, g in _graphs.walk(proto.graph) for n in g.node}
+    unknown = sorted(exclude - known)
     if unknown:
         raise PrecisionError(
-            f"exclude_nodes names {unknown[:5]} not in model {src.name!r}; node names are in "
+            f"exclude_nodes names {unknown[:5]} not in model {name!r}; node names are in "
             "Model.node_names."
         )
-    types = tensor_types(src.proto)
-    inits = src.initializers
-    rows: List[Dict[str, Any]] = []
-    quantized_nodes: Set[str] = set()
+    ix = _Index(proto)
+    return _frame(_plan_rows(ix, per_channel, exclude, quantize_residuals, exc, extra))
+
+
+# ----------------------------------------------------------------------------------------------
+# coverage
+# ----------------------------------------------------------------------------------------------
+
+def int8_coverage(model: Any) -> float:
+    """Share of the model's multiply-accumulates whose inputs are all dequantized INT8.
+
+    A MAC op (Conv, ConvTranspose, Gemm, MatMul) counts as INT8 when each of its first two
+    inputs comes from a ``DequantizeLinear``. Returns ``nan`` for a model without MACs.
+    """
+    src = as_model(model)
+    macs = src.macs
+    total = float(sum(macs.values()))
+    if total == 0:
+        return float("nan")
+    covered = 0.0
     for node in src.proto.graph.node:
-        if node.domain not in ("", "ai.onnx") or node.op_type not in WEIGHTED_OPS or node.name in exclude:
-            continue
-        if any(types.get(x) != TensorProto.FLOAT for x in node.input[:2]):
-            continue
-        quantized_nodes.add(node.name)
-        for idx in (0, 1):
-            x = node.input[idx]
-            if x in inits:
-                axis, why = (None, "per tensor (per_channel=False)")
-                if per_channel:
-                    axis, why = _weight_axis(node, numpy_helper.to_array(inits[x]))
-                rows.append(dict(tensor=x, role="weight", node=node.name, op_type=node.op_type,
-                                 input_index=idx, axis=axis, reason=f"{node.op_type} weight, {why}"))
-            elif src.is_constant(x):
-                continue
-            else:
-                rows.append(dict(tensor=x, role="activation", node=node.name, op_type=node.op_type,
-                                 input_index=idx, axis=None,
-                                 reason=f"input {idx} of {node.op_type}: TensorRT runs it in INT8"))
-    if quantize_residuals:
-        rows.extend(_residual_rows(src, quantized_nodes, exclude, types))
-    frame = pd.DataFrame(rows, columns=PLAN_COLUMNS)
-    frame["axis"] = pd.array([r["axis"] for r in rows], dtype="Int64")
-    frame["input_index"] = frame["input_index"].astype(int)
-    return frame
+        if node.op_type in WEIGHTED_OPS and macs.get(node.name):
+            prods = [src.producer(x) for x in node.input[:2]]
+            if all(p is not None and src.node(p).op_type == "DequantizeLinear" for p in prods):
+                covered += macs[node.name]
+    return covered / total
 
 
-def _residual_rows(src: Any, quantized: Set[str], exclude: Set[str],
-                   types: Dict[str, int]) -> List[Dict[str, Any]]:
-    def weighted_source(tensor: str) -> Optional[str]:
-        prod = src.producer(tensor)
-        while prod is not None and src.node(prod).op_type in _FOLDED:
-            prod = src.producer(src.node(prod).input[0])
-        return prod if prod in quantized else None
-
-    rows = []
-    for node in src.proto.graph.node:
-        if node.op_type != "Add" or node.name in exclude or len(node.input) != 2:
-            continue
-        a, b = node.input
-        if src.is_constant(a) or src.is_constant(b) or types.get(a) != TensorProto.FLOAT \
-                or types.get(b) != TensorProto.FLOAT:
-            continue
-        fa, fb = weighted_source(a), weighted_source(b)
-        if fa is None and fb is None:
-            continue
-        if fa is not None and fb is not None:
-            # fuse into the later branch; the earlier branch is the residual
-            idx = 0 if src.index(fa) < src.index(fb) else 1
-        else:
-            idx = 1 if fa is not None else 0
-        fused = fa if idx == 1 else fb
-        rows.append(dict(tensor=node.input[idx], role="residual", node=node.name, op_type="Add",
-                         input_index=idx, axis=None,
-                         reason=f"residual input of Add, so TensorRT fuses the Add into {fused}"))
-    return rows
-
+# ----------------------------------------------------------------------------------------------
+# quantize
+# ----------------------------------------------------------------------------------------------
 
 def _calibration_table(calibration_data: Any, src: Any, needed: List[str], **kwargs: Any) -> Dict[str, float]:
     import pandas as pd
@@ -165,11 +450,41 @@ def _calibration_table(calibration_data: Any, src: Any, needed: List[str], **kwa
     return amax
 
 
-def quantize_int8(model: Any, calibration_data: Union[Data, Any], *, method: str = "entropy",
+def _opset_for(proto: onnx.ModelProto, need_axis: bool, calibration_data: Any, src: Any,
+               notes: List[str]) -> Tuple[onnx.ModelProto, bool]:
+    """The proto at an opset that holds the Q/DQ wanted, and whether per-axis scales are possible."""
+    import pandas as pd
+
+    current = _graphs.opset(proto)
+    if current >= _PER_AXIS_OPSET or (current >= _QDQ_OPSET and not need_axis):
+        return proto, True
+    feeds: List[Any] = []
+    if not isinstance(calibration_data, pd.DataFrame):
+        feeds = calibration_feeds(src, calibration_data)[:1]
+    converted, why = _graphs.raise_opset(proto, _PER_AXIS_OPSET, feeds)
+    if converted is not None:
+        notes.append(f"opset raised from {current} to {_PER_AXIS_OPSET} for per-channel "
+                     "DequantizeLinear (outputs checked equal on the first calibration batch)"
+                     if feeds else f"opset raised from {current} to {_PER_AXIS_OPSET} for per-channel "
+                     "DequantizeLinear")
+        return converted, True
+    if current >= _QDQ_OPSET:
+        notes.append(f"weights quantized per tensor: opset {current} has no per-axis "
+                     f"DequantizeLinear and {why}")
+        return proto, False
+    raise PrecisionError(
+        f"Model {src.name!r} has opset {current}, below opset {_QDQ_OPSET} where QuantizeLinear "
+        f"appears, and {why}. Convert it with onnx.version_converter.convert_version(model, 13) "
+        "(checking its outputs) and quantize the result."
+    )
+
+
+def quantize_int8(model: Any, calibration_data: Union[Data, Any], *, method: str = "mse",
                   per_channel: bool = True, percentile: float = 99.99, num_bins: int = 2048,
                   cache_dir: Optional[Union[str, os.PathLike]] = None, progress: bool = True,
                   exclude_nodes: Iterable[str] = (), quantize_residuals: bool = True,
-                  batch_size: Optional[int] = None) -> Any:
+                  exclusions: Iterable[str] = DEFAULT_EXCLUSIONS, extra_rules: Iterable[str] = (),
+                  clip_bound: Optional[float] = 4.0, batch_size: Optional[int] = None) -> Any:
     """Insert INT8 Q/DQ pairs with scales calibrated on real data.
 
     Parameters
@@ -180,90 +495,145 @@ def quantize_int8(model: Any, calibration_data: Union[Data, Any], *, method: str
         Real inputs (one array, dict input name -> array, or feed dicts), or a table returned by
         :func:`calibrate` to reuse its ranges.
     method
-        ``"entropy"`` (TensorRT's KL calibration), ``"minmax"`` or ``"percentile"``.
+        ``"mse"`` (per tensor, the range with the least quantization error on the data; the
+        default), ``"entropy"`` (TensorRT's KL calibration), ``"minmax"`` or ``"percentile"``.
     per_channel
         Weights scaled per output channel (else per tensor).
-    percentile, num_bins, cache_dir, progress, batch_size
+    percentile, num_bins, cache_dir, progress, batch_size, clip_bound
         Passed to :func:`calibrate`.
     exclude_nodes
         Nodes kept in float32 (no Q/DQ on their inputs).
     quantize_residuals
         Quantize the residual input of an ``Add`` fed by a quantized branch.
+    exclusions, extra_rules
+        Placement rules, see :func:`quantization_plan`.
 
     Returns
     -------
     trtlab.model.Model
-        The Q/DQ model. Its ``metadata_props`` record ``trtlab.precision`` and the method.
+        The Q/DQ model. Its ``metadata_props`` record ``trtlab.precision`` and the method; its
+        ``notes`` say what else changed (opset, Constant weights). A model with nothing to
+        quantize is returned unchanged, labelled ``fp32``, with a warning.
     """
-    import pandas as pd
-
     src = as_model(model)
-    plan = quantization_plan(src, per_channel=per_channel, exclude_nodes=exclude_nodes,
-                             quantize_residuals=quantize_residuals)
+    proto, notes = _prepared(src)
+    plan_kw = dict(exclude_nodes=exclude_nodes, quantize_residuals=quantize_residuals,
+                   exclusions=exclusions, extra_rules=extra_rules, name=src.name)
+    plan = _plan(proto, per_channel=per_channel, **plan_kw)
+    plan = plan[plan["quantize"]]
+    if plan.empty:
+        log.warning("quantize_int8(%s): nothing to quantize (no float Conv/ConvTranspose/Gemm/MatMul "
+                    "outside the exclusions); the model is returned unchanged, labelled fp32", src.name)
+        return _unchanged(src, "int8", "no weighted op to quantize")
+    need_axis = bool(plan["axis"].notna().any())
+    proto, per_axis = _opset_for(proto, need_axis, calibration_data, src, notes)
+    if not per_axis:
+        per_channel = False
+    plan = _plan(proto, per_channel=per_channel, **plan_kw)
+    decisions = plan
+    plan = plan[plan["quantize"]]
+    prepared = as_model(proto)
     activations = list(dict.fromkeys(plan.loc[plan["role"] != "weight", "tensor"]))
-    amax = _calibration_table(calibration_data, src, activations, method=method,
+    amax = _calibration_table(calibration_data, prepared, activations, method=method,
                               percentile=percentile, num_bins=num_bins, cache_dir=cache_dir,
-                              progress=progress, batch_size=batch_size) if activations else {}
-    proto = onnx.ModelProto()
-    proto.CopyFrom(src.proto)
-    graph = proto.graph
-    taken = {n.name for n in graph.node} | {o for n in graph.node for o in n.output} | \
-        {i.name for i in graph.input} | {t.name for t in graph.initializer}
-    inits = {t.name: t for t in graph.initializer}
-    replace: Dict[Tuple[str, int], str] = {}
-    dq_of: Dict[Tuple[str, Optional[int]], str] = {}
-    qdq_nodes: Dict[str, List[onnx.NodeProto]] = {}
-    new_inits: List[onnx.TensorProto] = []
-    new_inits.append(numpy_helper.from_array(np.array(0, dtype=np.int8),
-                                             _unique("trtlab_int8_zero_point", taken)))
-    zero = new_inits[0].name
-
-    for row in plan.itertuples(index=False):
-        t, axis = row.tensor, row.axis
-        axis = None if axis is None or axis is pd.NA else int(axis)
-        key = (t, axis if row.role == "weight" else None)
-        if key not in dq_of:
-            if row.role == "weight":
-                dq_of[key] = _quantize_weight(t, inits[t], axis, taken, new_inits, qdq_nodes, zero)
-            else:
-                dq_of[key] = _quantize_activation(t, amax[t], taken, new_inits, qdq_nodes, zero)
-        replace[(row.node, int(row.input_index))] = dq_of[key]
-
-    nodes: List[onnx.NodeProto] = []
-    placed: Set[str] = set()
-    for vi in graph.input:
-        nodes.extend(qdq_nodes.get(vi.name, []))
-        placed.add(vi.name)
-    for t in qdq_nodes:
-        if t in inits:
-            nodes.extend(qdq_nodes[t])
-            placed.add(t)
-    for node in graph.node:
-        new = onnx.NodeProto()
-        new.CopyFrom(node)
-        for i in range(len(new.input)):
-            if (node.name, i) in replace:
-                new.input[i] = replace[(node.name, i)]
-        nodes.append(new)
-        for y in node.output:
-            if y in qdq_nodes and y not in placed:
-                nodes.extend(qdq_nodes[y])
-                placed.add(y)
-    used = {x for n in nodes for x in n.input}
-    graph.initializer.extend(t for t in new_inits if t.name in used)
-    kept = [t for t in graph.initializer if t.name in used or t.name in {o.name for o in graph.output}]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    del graph.value_info[:]
-    for k, v in (("trtlab.precision", "int8"), ("trtlab.calibration", method if activations else "none")):
+                              progress=progress, batch_size=batch_size,
+                              clip_bound=clip_bound) if activations else {}
+    # Concat inputs share one scale: the largest range among them
+    for node, group in plan[plan["role"] == "concat"].groupby("node"):
+        shared = max(amax[t] for t in group["tensor"])
+        for t in group["tensor"]:
+            amax[(t, node)] = shared  # type: ignore[index]
+    _insert(proto, plan, amax)
+    n_act, n_w = len(activations), int((plan["role"] == "weight").sum())
+    meta = {"trtlab.precision": "int8", "trtlab.calibration": method if activations else "none"}
+    for k, v in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
-    n_w = int((plan["role"] == "weight").sum())
+    for note in notes:
+        log.info("quantize_int8(%s): %s", src.name, note)
     log.info("quantize_int8(%s): %d activation and %d weight Q/DQ pair(s) (%s calibration)",
-             src.name, len(activations), n_w, method)
-    return finish(proto, f"{src.name}_int8")
+             src.name, n_act, n_w, method)
+    out = finish(proto, f"{src.name}_int8", advice="Leave the offending nodes in float "
+                 "(quantize_int8(..., exclude_nodes=[...]))")
+    out.notes = list(src.notes) + notes
+    out.quantization_plan = decisions
+    return out
+
+
+def _unchanged(src: Any, precision: str, why: str) -> Any:
+    proto = onnx.ModelProto()
+    proto.CopyFrom(src.proto)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "trtlab.precision", "fp32"
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "trtlab.unconverted", f"{precision}: {why}"
+    out = finish(proto, src.name)
+    out.notes = list(src.notes) + [f"{precision} requested but nothing converted: {why}"]
+    return out
+
+
+def _insert(proto: onnx.ModelProto, plan: Any, amax: Mapping[Any, float]) -> None:
+    """Add the Q/DQ nodes of ``plan`` to every graph of ``proto`` (in place)."""
+    import pandas as pd
+
+    taken = _graphs.all_names(proto)
+    inits_all = {t.name: t for _, g in _graphs.walk(proto.graph) for t in g.initializer}
+    replaced: Set[str] = set()
+    # deepest bodies first: rewriting a graph copies its nodes, bodies included
+    for path, g in reversed(list(_graphs.walk(proto.graph))):
+        rows = plan[plan["graph"] == path]
+        if rows.empty:
+            continue
+        zero = numpy_helper.from_array(np.array(0, dtype=np.int8), _unique("trtlab_int8_zero_point", taken))
+        new_inits: List[onnx.TensorProto] = [zero]
+        replace: Dict[Tuple[str, int], str] = {}
+        dq_of: Dict[Tuple[Any, ...], str] = {}
+        qdq_nodes: Dict[str, List[onnx.NodeProto]] = {}
+        for row in rows.itertuples(index=False):
+            t, axis = row.tensor, row.axis
+            axis = None if axis is None or axis is pd.NA else int(axis)
+            if row.role == "weight":
+                key: Tuple[Any, ...] = (t, axis, "w")
+            elif row.role == "concat":
+                key = (t, row.node)
+            else:
+                key = (t,)
+            if key not in dq_of:
+                if row.role == "weight":
+                    dq_of[key] = _quantize_weight(t, inits_all[t], axis, taken, new_inits, qdq_nodes, zero.name)
+                    replaced.add(t)
+                else:
+                    value = amax[(t, row.node)] if row.role == "concat" else amax[t]
+                    dq_of[key] = _quantize_activation(t, value, taken, new_inits, qdq_nodes, zero.name)
+            replace[(row.node, int(row.input_index))] = dq_of[key]
+        produced = {o for n in g.node for o in n.output}
+        nodes: List[onnx.NodeProto] = []
+        for t, group in qdq_nodes.items():
+            if t not in produced:  # graph inputs, initializers, outer-scope tensors
+                nodes.extend(group)
+        for node in g.node:
+            new = onnx.NodeProto()
+            new.CopyFrom(node)
+            for i in range(len(new.input)):
+                if (node.name, i) in replace:
+                    new.input[i] = replace[(node.name, i)]
+            nodes.append(new)
+            for y in node.output:
+                if y in qdq_nodes:
+                    nodes.extend(qdq_nodes[y])
+        used = {x for n in nodes for x in n.input} | _graphs.body_reads_nodes(nodes)
+        g.initializer.extend(t for t in new_inits if t.name in used)
+        del g.node[:]
+        g.node.extend(nodes)
+        del g.value_info[:]
+    # drop float weights nothing reads any more (reads inside bodies count)
+    reads = {x for _, g in _graphs.walk(proto.graph) for n in g.node for x in n.input}
+    reads |= {o.name for _, g in _graphs.walk(proto.graph) for o in g.output}
+    for _, g in _graphs.walk(proto.graph):
+        keep = [t for t in g.initializer if t.name not in replaced or t.name in reads]
+        if len(keep) != len(g.initializer):
+            del g.initializer[:]
+            g.initializer.extend(keep)
 
 
 def _quantize_activation(t: str, amax: float, taken: Set[str], inits: List[onnx.TensorProto],
