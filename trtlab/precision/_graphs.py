@@ -225,3 +225,19 @@ def _expose_in(graph: onnx.GraphProto, wanted: Set[str], types: Mapping[str, int
             node.output.append(exposed)
             found[t] = exposed
     return found
+
+
+def measuring_session(proto: onnx.ModelProto, names: Mapping[str, str]) -> Any:
+    """A CPU ONNX Runtime session for a model from :func:`expose`.
+
+    When body tensors were exposed, graph optimizations are off: ONNX Runtime's inlining of an
+    ``If`` with a constant condition drops the extra branch outputs.
+    """
+    import onnxruntime as ort
+
+    from ..ort import session
+
+    opts = ort.SessionOptions()
+    if any(t != name for t, name in names.items()):
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return session(proto, providers=["CPUExecutionProvider"], sess_options=opts)

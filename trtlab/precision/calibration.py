@@ -178,7 +178,7 @@ def _write_cache(path: Path, payload: Dict[str, Any]) -> None:
 def _measure(proto: onnx.ModelProto, feeds: List[Feeds], tensors: List[str], method: str,
              num_bins: int, percentile: float, progress: bool,
              clip_bound: Optional[float] = None) -> Dict[str, Dict[str, float]]:
-    from ..ort import session
+    from . import _graphs
 
     augmented, names = _augment(proto, tensors)
     unreachable = [t for t in tensors if t not in names]
@@ -186,7 +186,7 @@ def _measure(proto: onnx.ModelProto, feeds: List[Feeds], tensors: List[str], met
         raise CalibrationError(f"Tensor(s) {unreachable[:5]} cannot be measured (inside a Scan body); "
                                "leave their nodes out with exclude_nodes=[...].")
     outs = [names[t] for t in tensors]
-    sess = session(augmented, providers=["CPUExecutionProvider"])
+    sess = _graphs.measuring_session(augmented, names)
     stats = {t: {"min": np.inf, "max": -np.inf, "samples": 0, "note": ""} for t in tensors}
     passes = 1 if method == "minmax" else 2
     for batch in progress_bar(feeds, desc=f"calibration pass 1/{passes}", enabled=progress):

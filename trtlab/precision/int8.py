@@ -80,6 +80,27 @@ _PER_AXIS_OPSET = 13
 _QDQ_OPSET = 10
 
 
+class _Format:
+    """A Q/DQ storage format: element type, largest level, and how values are stored."""
+
+    def __init__(self, name: str, elem: int, qmax: float, min_opset: int) -> None:
+        self.name, self.elem, self.qmax, self.min_opset = name, elem, qmax, min_opset
+
+    def store(self, values: np.ndarray) -> np.ndarray:
+        if self.elem == TensorProto.INT8:
+            return np.clip(np.round(values), -self.qmax, self.qmax).astype(np.int8)
+        import ml_dtypes
+
+        return np.clip(values, -self.qmax, self.qmax).astype(ml_dtypes.float8_e4m3fn)
+
+    def tensor(self, values: np.ndarray, name: str) -> onnx.TensorProto:
+        return numpy_helper.from_array(self.store(values), name)
+
+
+INT8 = _Format("int8", TensorProto.INT8, QMAX, _QDQ_OPSET)
+FP8_E4M3 = _Format("fp8", TensorProto.FLOAT8E4M3FN, 448.0, 19)
+
+
 def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
     for a in node.attribute:
         if a.name == name:
@@ -451,31 +472,33 @@ def _calibration_table(calibration_data: Any, src: Any, needed: List[str], **kwa
 
 
 def _opset_for(proto: onnx.ModelProto, need_axis: bool, calibration_data: Any, src: Any,
-               notes: List[str]) -> Tuple[onnx.ModelProto, bool]:
+               notes: List[str], fmt: "_Format" = INT8) -> Tuple[onnx.ModelProto, bool]:
     """The proto at an opset that holds the Q/DQ wanted, and whether per-axis scales are possible."""
     import pandas as pd
 
     current = _graphs.opset(proto)
-    if current >= _PER_AXIS_OPSET or (current >= _QDQ_OPSET and not need_axis):
+    target = max(fmt.min_opset, _PER_AXIS_OPSET)
+    if current >= target or (current >= fmt.min_opset and not need_axis):
         return proto, True
     feeds: List[Any] = []
     if not isinstance(calibration_data, pd.DataFrame):
         feeds = calibration_feeds(src, calibration_data)[:1]
-    converted, why = _graphs.raise_opset(proto, _PER_AXIS_OPSET, feeds)
+    converted, why = _graphs.raise_opset(proto, target, feeds)
+    what = "per-channel DequantizeLinear" if fmt is INT8 else f"{fmt.name} QuantizeLinear"
     if converted is not None:
-        notes.append(f"opset raised from {current} to {_PER_AXIS_OPSET} for per-channel "
-                     "DequantizeLinear (outputs checked equal on the first calibration batch)"
-                     if feeds else f"opset raised from {current} to {_PER_AXIS_OPSET} for per-channel "
-                     "DequantizeLinear")
+        notes.append(f"opset raised from {current} to {target} for {what} (outputs checked equal on "
+                     "the first calibration batch)" if feeds else
+                     f"opset raised from {current} to {target} for {what}")
         return converted, True
-    if current >= _QDQ_OPSET:
+    if current >= fmt.min_opset:
         notes.append(f"weights quantized per tensor: opset {current} has no per-axis "
                      f"DequantizeLinear and {why}")
         return proto, False
     raise PrecisionError(
-        f"Model {src.name!r} has opset {current}, below opset {_QDQ_OPSET} where QuantizeLinear "
-        f"appears, and {why}. Convert it with onnx.version_converter.convert_version(model, 13) "
-        "(checking its outputs) and quantize the result."
+        f"Model {src.name!r} has opset {current}, below opset {fmt.min_opset} where {fmt.name} "
+        f"QuantizeLinear appears, and {why}. Convert it with "
+        f"onnx.version_converter.convert_version(model, {target}) (checking its outputs) and "
+        "quantize the result."
     )
 
 
@@ -515,6 +538,17 @@ def quantize_int8(model: Any, calibration_data: Union[Data, Any], *, method: str
         ``notes`` say what else changed (opset, Constant weights). A model with nothing to
         quantize is returned unchanged, labelled ``fp32``, with a warning.
     """
+    return _quantize(model, calibration_data, INT8, method=method, per_channel=per_channel,
+                     percentile=percentile, num_bins=num_bins, cache_dir=cache_dir, progress=progress,
+                     exclude_nodes=exclude_nodes, quantize_residuals=quantize_residuals,
+                     exclusions=exclusions, extra_rules=extra_rules, clip_bound=clip_bound,
+                     batch_size=batch_size)
+
+
+def _quantize(model: Any, calibration_data: Any, fmt: _Format, *, method: str, per_channel: bool,
+              percentile: float, num_bins: int, cache_dir: Any, progress: bool,
+              exclude_nodes: Iterable[str], quantize_residuals: bool, exclusions: Iterable[str],
+              extra_rules: Iterable[str], clip_bound: Optional[float], batch_size: Optional[int]) -> Any:
     src = as_model(model)
     proto, notes = _prepared(src)
     plan_kw = dict(exclude_nodes=exclude_nodes, quantize_residuals=quantize_residuals,
@@ -522,11 +556,12 @@ def quantize_int8(model: Any, calibration_data: Union[Data, Any], *, method: str
     plan = _plan(proto, per_channel=per_channel, **plan_kw)
     plan = plan[plan["quantize"]]
     if plan.empty:
-        log.warning("quantize_int8(%s): nothing to quantize (no float Conv/ConvTranspose/Gemm/MatMul "
-                    "outside the exclusions); the model is returned unchanged, labelled fp32", src.name)
-        return _unchanged(src, "int8", "no weighted op to quantize")
+        log.warning("quantize_%s(%s): nothing to quantize (no float Conv/ConvTranspose/Gemm/MatMul "
+                    "outside the exclusions); the model is returned unchanged, labelled fp32",
+                    fmt.name, src.name)
+        return _unchanged(src, fmt.name, "no weighted op to quantize")
     need_axis = bool(plan["axis"].notna().any())
-    proto, per_axis = _opset_for(proto, need_axis, calibration_data, src, notes)
+    proto, per_axis = _opset_for(proto, need_axis, calibration_data, src, notes, fmt)
     if not per_axis:
         per_channel = False
     plan = _plan(proto, per_channel=per_channel, **plan_kw)
@@ -543,18 +578,18 @@ def quantize_int8(model: Any, calibration_data: Union[Data, Any], *, method: str
         shared = max(amax[t] for t in group["tensor"])
         for t in group["tensor"]:
             amax[(t, node)] = shared  # type: ignore[index]
-    _insert(proto, plan, amax)
+    _insert(proto, plan, amax, fmt)
     n_act, n_w = len(activations), int((plan["role"] == "weight").sum())
-    meta = {"trtlab.precision": "int8", "trtlab.calibration": method if activations else "none"}
+    meta = {"trtlab.precision": fmt.name, "trtlab.calibration": method if activations else "none"}
     for k, v in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
     for note in notes:
-        log.info("quantize_int8(%s): %s", src.name, note)
-    log.info("quantize_int8(%s): %d activation and %d weight Q/DQ pair(s) (%s calibration)",
-             src.name, n_act, n_w, method)
-    out = finish(proto, f"{src.name}_int8", advice="Leave the offending nodes in float "
-                 "(quantize_int8(..., exclude_nodes=[...]))")
+        log.info("quantize_%s(%s): %s", fmt.name, src.name, note)
+    log.info("quantize_%s(%s): %d activation and %d weight Q/DQ pair(s) (%s calibration)",
+             fmt.name, src.name, n_act, n_w, method)
+    out = finish(proto, f"{src.name}_{fmt.name}", advice="Leave the offending nodes in float "
+                 f"(quantize_{fmt.name}(..., exclude_nodes=[...]))")
     out.notes = list(src.notes) + notes
     out.quantization_plan = decisions
     return out
@@ -572,7 +607,7 @@ def _unchanged(src: Any, precision: str, why: str) -> Any:
     return out
 
 
-def _insert(proto: onnx.ModelProto, plan: Any, amax: Mapping[Any, float]) -> None:
+def _insert(proto: onnx.ModelProto, plan: Any, amax: Mapping[Any, float], fmt: _Format = INT8) -> None:
     """Add the Q/DQ nodes of ``plan`` to every graph of ``proto`` (in place)."""
     import pandas as pd
 
@@ -584,7 +619,7 @@ def _insert(proto: onnx.ModelProto, plan: Any, amax: Mapping[Any, float]) -> Non
         rows = plan[plan["graph"] == path]
         if rows.empty:
             continue
-        zero = numpy_helper.from_array(np.array(0, dtype=np.int8), _unique("trtlab_int8_zero_point", taken))
+        zero = fmt.tensor(np.array(0.0), _unique(f"trtlab_{fmt.name}_zero_point", taken))
         new_inits: List[onnx.TensorProto] = [zero]
         replace: Dict[Tuple[str, int], str] = {}
         dq_of: Dict[Tuple[Any, ...], str] = {}
@@ -600,11 +635,12 @@ def _insert(proto: onnx.ModelProto, plan: Any, amax: Mapping[Any, float]) -> Non
                 key = (t,)
             if key not in dq_of:
                 if row.role == "weight":
-                    dq_of[key] = _quantize_weight(t, inits_all[t], axis, taken, new_inits, qdq_nodes, zero.name)
+                    dq_of[key] = _quantize_weight(t, inits_all[t], axis, taken, new_inits, qdq_nodes,
+                                                  zero.name, fmt)
                     replaced.add(t)
                 else:
                     value = amax[(t, row.node)] if row.role == "concat" else amax[t]
-                    dq_of[key] = _quantize_activation(t, value, taken, new_inits, qdq_nodes, zero.name)
+                    dq_of[key] = _quantize_activation(t, value, taken, new_inits, qdq_nodes, zero.name, fmt)
             replace[(row.node, int(row.input_index))] = dq_of[key]
         produced = {o for n in g.node for o in n.output}
         nodes: List[onnx.NodeProto] = []
@@ -637,11 +673,11 @@ def _insert(proto: onnx.ModelProto, plan: Any, amax: Mapping[Any, float]) -> Non
 
 
 def _quantize_activation(t: str, amax: float, taken: Set[str], inits: List[onnx.TensorProto],
-                         nodes: Dict[str, List[onnx.NodeProto]], zero: str) -> str:
+                         nodes: Dict[str, List[onnx.NodeProto]], zero: str, fmt: _Format = INT8) -> str:
     if not np.isfinite(amax) or amax <= 0:
-        log.warning("tensor %r has range %r on the calibration data; using scale 1/127", t, amax)
+        log.warning("tensor %r has range %r on the calibration data; using scale 1/%g", t, amax, fmt.qmax)
         amax = 1.0
-    scale = numpy_helper.from_array(np.array(amax / QMAX, dtype=np.float32), _unique(f"{t}_scale", taken))
+    scale = numpy_helper.from_array(np.array(amax / fmt.qmax, dtype=np.float32), _unique(f"{t}_scale", taken))
     inits.append(scale)
     q, dq = _unique(f"{t}_quantized", taken), _unique(f"{t}_dequantized", taken)
     nodes.setdefault(t, []).extend([
@@ -654,22 +690,21 @@ def _quantize_activation(t: str, amax: float, taken: Set[str], inits: List[onnx.
 
 def _quantize_weight(t: str, init: onnx.TensorProto, axis: Optional[int], taken: Set[str],
                      inits: List[onnx.TensorProto], nodes: Dict[str, List[onnx.NodeProto]],
-                     zero: str) -> str:
+                     zero: str, fmt: _Format = INT8) -> str:
     w = numpy_helper.to_array(init).astype(np.float32)
     if axis is None:
         amax = np.array(np.abs(w).max() if w.size else 0.0, dtype=np.float32)
     else:
         amax = np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)).max(axis=1)
     amax = np.where(amax > 0, amax, 1.0).astype(np.float32)
-    scale = (amax / QMAX).astype(np.float32)
+    scale = (amax / fmt.qmax).astype(np.float32)
     shape = [1] * w.ndim
     if axis is not None:
         shape[axis] = -1
-    q = np.clip(np.round(w / scale.reshape(shape)), -QMAX, QMAX).astype(np.int8)
     tag = "" if axis is None else f"_axis{axis}"
-    qname = _unique(f"{t}_int8{tag}", taken)
+    qname = _unique(f"{t}_{fmt.name}{tag}", taken)
     sname = _unique(f"{t}_scale{tag}", taken)
-    inits.append(numpy_helper.from_array(q, qname))
+    inits.append(fmt.tensor(w / scale.reshape(shape), qname))
     inits.append(numpy_helper.from_array(scale, sname))
     dq = _unique(f"{t}_dequantized{tag}", taken)
     inputs = [qname, sname]
@@ -677,7 +712,7 @@ def _quantize_weight(t: str, init: onnx.TensorProto, axis: Optional[int], taken:
         inputs.append(zero)
         kwargs: Dict[str, Any] = {}
     else:
-        zp = numpy_helper.from_array(np.zeros(w.shape[axis], dtype=np.int8), _unique(f"{t}_zero_point{tag}", taken))
+        zp = fmt.tensor(np.zeros(w.shape[axis]), _unique(f"{t}_zero_point{tag}", taken))
         inits.append(zp)
         inputs.append(zp.name)
         kwargs = {"axis": axis}
