@@ -277,7 +277,7 @@ def calibrate(model: Any, calibration_data: Data, *, method: str = "mse",
         Nodes left unquantized (their inputs are not measured unless another node needs them).
     exclusions
         Placement exclusion rules used to choose the default tensors (see
-        :func:`~trtlab.precision.quantization_plan`; default all).
+        :func:`~trtlab.precision.quantization_plan`; default its defaults).
     clip_bound
         Entropy and percentile thresholds whose INT8 error on the data exceeds this many times
         the least error are raised until it does not (the ``note`` column says so, and
