@@ -38,6 +38,8 @@ def cosine_metric(reference: Mapping[str, np.ndarray], candidate: Mapping[str, n
             continue
         a = np.asarray(ref, dtype=np.float64).ravel()
         b = np.asarray(candidate[name], dtype=np.float64).ravel()
+        if not np.all(np.isfinite(b)):
+            return -1.0  # inf or NaN where the reference is finite: the worst score
         na, nb = np.linalg.norm(a), np.linalg.norm(b)
         cos = 1.0 if na == 0 and nb == 0 else float(a @ b / (na * nb)) if na and nb else 0.0
         worst = min(worst, cos)

@@ -363,6 +363,7 @@ def _convert_graph(graph: onnx.GraphProto, types: Dict[str, int], keep_nodes: Se
     converted: Set[str] = set()
     for node in graph.node:
         if not (node.domain in ("", "ai.onnx") and node.op_type in FP16_OPS
+                and floats(list(node.input) + list(node.output))
                 and node.name not in keep_nodes
                 and not _has_subgraph(node)
                 and all(x in types for x in list(node.input) + list(node.output) if x)
@@ -578,14 +579,22 @@ def emulate_fp16(model: Any) -> Any:
 def ort_variant(model: Any, providers: Optional[List[str]] = None) -> Tuple[Any, str]:
     """The version of a float16 model that ONNX Runtime on this machine runs, and its label.
 
-    Returns ``(model, "onnxruntime")`` when ONNX Runtime accepts the float16 graph as is, else
-    ``(emulate_fp16(model), "onnxruntime (fp16 emulated)")``.
+    ONNX Runtime's CPU provider silently runs float16 ops it has no kernel for in float32 (it
+    inserts casts), so float16 overflow and rounding would not show. On the CPU the result is
+    ``(emulate_fp16(model), "onnxruntime (fp16 emulated)")``, which rounds after every op as
+    float16 hardware does; with the CUDA provider it is ``(model, "onnxruntime")`` when ONNX
+    Runtime accepts the float16 graph.
     """
-    from ..ort import session
+    from ..ort import default_providers, session
 
     src = as_model(model)
+    chosen = list(providers or default_providers())
+    if "CUDAExecutionProvider" not in chosen:
+        log.info("%s: float16 emulated in float32 with float16 rounding (ONNX Runtime's CPU provider "
+                 "computes float16 ops in float32)", src.name)
+        return emulate_fp16(src), EXECUTOR_EMULATED
     try:
-        session(src, providers=providers)
+        session(src, providers=chosen)
     except Exception as exc:  # ORT raises its own exception types for missing kernels
         log.info("ONNX Runtime cannot run %s as float16 (%s); emulating float16 rounding",
                  src.name, str(exc).splitlines()[0][:200])
