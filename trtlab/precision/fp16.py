@@ -13,6 +13,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import logging
 from types import MappingProxyType
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
@@ -100,6 +101,23 @@ KEEP_COLUMNS = ["node", "op_type", "graph", "rule", "value", "reason"]
 #: AutoCast's default bound on activations: nodes whose inputs or outputs exceed it on the
 #: calibration data stay float32.
 DEFAULT_DATA_MAX = 512.0
+
+
+BF16_CONV_OPSET = 22
+
+
+@functools.lru_cache(maxsize=None)
+def _has_low_type(op: str, version: int, type_str: str) -> bool:
+    """True when ``op``'s schema at opset ``version`` lets its float inputs be ``type_str``."""
+    try:
+        schema = onnx.defs.get_schema(op, version)
+    except Exception:  # unknown op or version: onnx raises SchemaError
+        return False
+    inputs = {i.type_str for i in schema.inputs}
+    for c in schema.type_constraints:
+        if c.type_param_str in inputs and "tensor(float)" in c.allowed_type_strs:
+            return type_str in c.allowed_type_strs
+    return True
 
 
 def _low_dtype(dtype: int) -> Any:
@@ -295,21 +313,35 @@ def _to_low_precision(model: Any, dtype: int, *, keep_io_types: bool, keep_fp32_
     proto = onnx.ModelProto()
     proto.CopyFrom(src.proto)
     notes: List[str] = []
-    if dtype == BF16 and _graphs.opset(proto) < 13:
-        # bfloat16 Cast and arithmetic appear in opset 13
+    if dtype == BF16 and _graphs.opset(proto) < BF16_CONV_OPSET:
+        # bfloat16 Cast and arithmetic appear in opset 13, bfloat16 Conv and pooling in opset 22
         from ._common import feed_list
 
         feeds = feed_list(src, calibration_data, batch_size=batch_size, limit=1) \
             if calibration_data is not None else []
-        raised, why = _graphs.raise_opset(proto, 13, feeds)
-        if raised is None:
+        before = _graphs.opset(proto)
+        for target in (BF16_CONV_OPSET, 13):
+            if target <= before:
+                break
+            raised, why = _graphs.raise_opset(proto, target, feeds)
+            if raised is not None:
+                notes.append(f"opset raised from {before} to {target} for bfloat16 types")
+                proto = raised
+                break
+            notes.append(f"opset {target} not reached ({why})")
+        if _graphs.opset(proto) < 13:
             raise PrecisionError(f"to_bf16({src.name!r}) needs opset 13 (bfloat16 types) but the model "
-                                 f"has opset {_graphs.opset(proto)} and {why}; use to_fp16 instead.")
-        notes.append(f"opset raised from {_graphs.opset(proto)} to 13 for bfloat16 types")
-        proto = raised
+                                 f"has opset {before} and {notes[-1]}; use to_fp16 instead.")
     types = _graphs.deep_types(proto)
     taken = _graphs.all_names(proto) | set(types)
     keep_nodes = set(table["node"])
+    if dtype == BF16:
+        # ops whose ONNX schema at this opset has no bfloat16 stay float32
+        version = _graphs.opset(proto)
+        for _, g in _graphs.walk(proto.graph):
+            for n in g.node:
+                if n.op_type in FP16_OPS and not _has_low_type(n.op_type, version, "tensor(bfloat16)"):
+                    keep_nodes.add(n.name)
     total = 0
     # deepest bodies first: converting a graph copies its nodes, bodies included
     for path, g in reversed(list(_graphs.walk(proto.graph))):
