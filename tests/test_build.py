@@ -243,8 +243,8 @@ def test_bad_options():
         build(part, dynamic_batch="many", cache_dir=False)
     with pytest.raises(BuildError, match="on_build_failure"):
         build(part, on_build_failure="ignore", cache_dir=False)
-    with pytest.raises(PrecisionError, match="bf16"):
-        build(part, precision="bf16", cache_dir=False)
+    with pytest.raises(PrecisionError, match="int4"):
+        build(part, precision="int4", cache_dir=False)
     with pytest.raises(PrecisionError, match="segment\\(s\\) \\[7\\]"):
         build(part, precision={7: "fp16"}, cache_dir=False)
     from trtlab.errors import CalibrationError

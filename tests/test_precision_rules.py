@@ -499,3 +499,14 @@ def test_dim_declared_minus_one_is_dynamic():
     assert any("-1" in n for n in model.notes)
     hybrid = trtlab.build(trtlab.partition(model), shapes={"x": [(1, 4), (4, 4), (8, 4)]}, progress=False)
     assert hybrid.run({"x": np.ones((5, 4), np.float32)})["y"].shape == (5, 3)
+
+
+def test_build_runs_every_registered_mode():
+    x = images(2, seed=11)
+    want = run_onnx(conv_net(), {"x": x})["y"]
+    part = trtlab.partition(trtlab.load(conv_net()))
+    for mode in ("bf16", "fp8", "int8"):
+        hybrid = trtlab.build(part, precision=mode, calibration_data=images(16), progress=False, cache_dir=False)
+        got = hybrid.run({"x": x})["y"]
+        cos = float((got * want).sum() / np.linalg.norm(got) / np.linalg.norm(want))
+        assert cos > 0.98, (mode, cos)

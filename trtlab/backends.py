@@ -340,8 +340,10 @@ def _ort_session(model: onnx.ModelProto, settings: CompileSettings) -> Tuple[Any
     """
     from .ort import session
 
+    from .precision import registry
+
     label = "onnxruntime"
-    if settings.precision == "fp16":
+    if registry.get(settings.precision).emulate_on_onnxruntime:
         from .precision import ort_variant
 
         variant, label = ort_variant(model, list(settings.providers) if settings.providers else None)

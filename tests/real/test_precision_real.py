@@ -224,10 +224,10 @@ TASKS: Dict[str, tuple] = {
 def _convert(mode: str, model_id: str, path: str, calib) -> trtlab.Model:
     # loaded without constant folding: Constant-node weights reach the transforms as shipped
     path = trtlab.load(path, fold_constants=False, **MODELS[model_id].load_options)
-    if mode == "fp16":
-        return to_fp16(path)
+    if mode == "fp16":  # data-driven: nodes whose activations leave the float16 range stay float32
+        return to_fp16(path, calibration_data=calib)
     if mode == "bf16":
-        return to_bf16(path)
+        return to_bf16(path, calibration_data=calib)
     if mode == "fp8":
         return quantize_fp8(path, calib, progress=False)
     return quantize_int8(path, calib, method=mode.split()[1], progress=False)

@@ -43,6 +43,9 @@ class PrecisionMode:
         are strongly typed: precision lives in the graph, so this is usually empty).
     description
         One line for tables and error messages.
+    emulate_on_onnxruntime
+        True for float16-like compute that ONNX Runtime runs through
+        :func:`~trtlab.precision.ort_variant` (rounding emulated where kernels are missing).
     """
 
     name: str
@@ -50,6 +53,7 @@ class PrecisionMode:
     calibration: bool = False
     compile_settings: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    emulate_on_onnxruntime: bool = False
 
 
 _MODES: Dict[str, PrecisionMode] = {}
@@ -63,7 +67,8 @@ def register(mode: PrecisionMode, *, replace: bool = False) -> PrecisionMode:
         raise PrecisionError(f"Precision mode {mode.name!r} is already registered; pass replace=True "
                              "to redefine it.")
     _MODES[mode.name] = PrecisionMode(mode.name, mode.transform, mode.calibration,
-                                      MappingProxyType(dict(mode.compile_settings)), mode.description)
+                                      MappingProxyType(dict(mode.compile_settings)), mode.description,
+                                      mode.emulate_on_onnxruntime)
     return _MODES[mode.name]
 
 
@@ -122,9 +127,9 @@ def _fp8(model: Any, data: Any) -> Any:
 
 register(PrecisionMode("fp32", None, description="float32 as given"))
 register(PrecisionMode("fp16", _fp16, description="float16 weights and compute, numerically sensitive "
-                       "nodes kept in float32 (to_fp16)"))
+                       "nodes kept in float32 (to_fp16)", emulate_on_onnxruntime=True))
 register(PrecisionMode("bf16", _bf16, description="bfloat16 weights and compute, sensitive nodes kept in "
-                       "float32 (to_bf16)"))
+                       "float32 (to_bf16)", emulate_on_onnxruntime=True))
 register(PrecisionMode("int8", _int8, calibration=True, description="INT8 Q/DQ with calibrated "
                        "activation scales (quantize_int8)"))
 register(PrecisionMode("fp8", _fp8, calibration=True, description="FP8 E4M3 Q/DQ with calibrated "
