@@ -214,6 +214,12 @@ def _expose_in(graph: onnx.GraphProto, wanted: Set[str], types: Mapping[str, int
             elem = types.get(t, onnx.TensorProto.FLOAT)
             for attr, body in subs:
                 name = inner[attr].get(t)
+                if name is not None and name in {o.name for o in body.output}:
+                    # already a body output: a copy, so no output name repeats
+                    copy = _fresh(f"{name}_copy", taken)
+                    body.node.append(helper.make_node("Identity", [name], [copy],
+                                                      name=_fresh(f"{name}_copy_node", taken)))
+                    name = copy
                 if name is None:  # the other If branch yields an empty tensor of the same type
                     name = _fresh(f"{t}_empty", taken)
                     body.node.append(helper.make_node(

@@ -32,8 +32,12 @@ log = logging.getLogger(__name__)
 
 __all__ = ["calibrate", "METHODS", "entropy_amax", "percentile_amax", "mse_amax", "quantization_mse"]
 
-METHODS = ("mse", "entropy", "minmax", "percentile")
-CACHE_VERSION = 3
+#: Methods that each give one threshold per tensor.
+SINGLE_METHODS = ("mse", "entropy", "minmax", "percentile")
+#: ``auto`` measures every single method's thresholds; quantize_int8 keeps the method whose
+#: quantized model has the least output error on the calibration data.
+METHODS = ("auto",) + SINGLE_METHODS
+CACHE_VERSION = 4
 QMAX = 127.0
 #: Entropy calibration needs this many values per histogram bin on average; sparser histograms
 #: are merged down to 512 bins, and below that the tensor falls back to its min-max range.
@@ -208,7 +212,7 @@ def _measure(proto: onnx.ModelProto, feeds: List[Feeds], tensors: List[str], met
         s["absmax"] = max(abs(s["min"]), abs(s["max"]))
     if method == "minmax":
         for s in stats.values():
-            s["amax"] = s["absmax"]
+            s["amax"] = s["method_amax"] = s["amax_minmax"] = s["absmax"]
         return stats
     hists = {t: np.zeros(num_bins, dtype=np.int64) for t in tensors}
     for batch in progress_bar(feeds, desc="calibration pass 2/2", enabled=progress):
@@ -218,30 +222,43 @@ def _measure(proto: onnx.ModelProto, feeds: List[Feeds], tensors: List[str], met
                 hists[t] += np.histogram(np.abs(value), bins=num_bins, range=(0.0, top))[0]
     for t in tensors:
         s = stats[t]
-        edges = np.linspace(0.0, s["absmax"], num_bins + 1)
-        if s["absmax"] == 0:
-            s["amax"] = 0.0
-        elif method == "entropy":
-            hist = hists[t]
-            while hist.sum() < MIN_PER_BIN * len(hist) and len(hist) % 2 == 0 and len(hist) >= 1024:
-                hist, edges = hist.reshape(-1, 2).sum(axis=1), edges[::2]
-            if hist.sum() < MIN_PER_BIN * len(hist):
-                s["amax"] = s["absmax"]
-                s["note"] = (f"{s['samples']} values are too few for an entropy histogram; "
-                             "min-max range used")
-            else:
-                s["amax"] = entropy_amax(hist, edges)
-        elif method == "mse":
-            s["amax"] = mse_amax(hists[t], edges)
-        else:
-            s["amax"] = percentile_amax(hists[t], edges, percentile)
-        s["method_amax"] = s["amax"]
-        if clip_bound is not None and method in ("entropy", "percentile") and s["absmax"] > 0:
-            full = np.linspace(0.0, s["absmax"], num_bins + 1)
-            s["amax"], note = _bounded(hists[t], full, s["amax"], clip_bound)
-            if note:
-                s["note"] = note
+        methods = SINGLE_METHODS if method == "auto" else (method,)
+        for m in methods:
+            amax, note = _threshold(m, hists[t], s, num_bins, percentile, clip_bound)
+            s[f"amax_{m}"] = amax
+            if m == methods[0] or method != "auto":
+                s["amax"], s["note"] = amax, note
+                s["method_amax"] = s.get("method_amax_raw", amax)
+        s.pop("method_amax_raw", None)
     return stats
+
+
+def _threshold(method: str, hist: np.ndarray, s: Dict[str, Any], num_bins: int, percentile: float,
+               clip_bound: Optional[float]) -> Tuple[float, str]:
+    """One method's clipping threshold for one tensor, and a note (fallback or bounding)."""
+    edges = np.linspace(0.0, s["absmax"], num_bins + 1)
+    s.pop("method_amax_raw", None)
+    if s["absmax"] == 0:
+        return 0.0, ""
+    if method == "minmax":
+        return s["absmax"], ""
+    note = ""
+    if method == "entropy":
+        h, e = hist, edges
+        while h.sum() < MIN_PER_BIN * len(h) and len(h) % 2 == 0 and len(h) >= 1024:
+            h, e = h.reshape(-1, 2).sum(axis=1), e[::2]
+        if h.sum() < MIN_PER_BIN * len(h):
+            return s["absmax"], (f"{s['samples']} values are too few for an entropy histogram; "
+                                 "min-max range used")
+        amax = entropy_amax(h, e)
+    elif method == "mse":
+        amax = mse_amax(hist, edges)
+    else:
+        amax = percentile_amax(hist, edges, percentile)
+    s["method_amax_raw"] = amax
+    if clip_bound is not None and method in ("entropy", "percentile"):
+        amax, note = _bounded(hist, edges, amax, clip_bound)
+    return amax, note
 
 
 def calibrate(model: Any, calibration_data: Data, *, method: str = "mse",
@@ -260,7 +277,8 @@ def calibrate(model: Any, calibration_data: Data, *, method: str = "mse",
         Real inputs: one array, a dict input name -> array (batch on axis 0) or feed dicts.
     method
         ``"mse"`` (per tensor, the threshold with the least INT8 error on the data),
-        ``"entropy"`` (TensorRT's KL calibration), ``"minmax"`` or ``"percentile"``.
+        ``"entropy"`` (TensorRT's KL calibration), ``"minmax"``, ``"percentile"``, or ``"auto"``
+        (every method's thresholds in columns ``amax_<method>``; ``amax`` holds mse's).
     tensors
         Tensors to measure; default the activations :func:`quantization_plan` quantizes.
     percentile
@@ -324,9 +342,9 @@ def calibrate(model: Any, calibration_data: Data, *, method: str = "mse",
     feeds = calibration_feeds(src, calibration_data, batch_size)
     mhash, dhash = model_hash(src.proto), data_hash(feeds)
     settings: Dict[str, Any] = {"method": method, "num_bins": num_bins, "tensors": sorted(names)}
-    if method == "percentile":
+    if method in ("percentile", "auto"):
         settings["percentile"] = percentile
-    if method in ("entropy", "percentile"):
+    if method in ("entropy", "percentile", "auto"):
         settings["clip_bound"] = clip_bound
     key = hashlib.sha256(json.dumps([mhash, dhash, settings], sort_keys=True).encode()).hexdigest()
     cache_state, path = "off", None
@@ -350,9 +368,11 @@ def calibrate(model: Any, calibration_data: Data, *, method: str = "mse",
         rows.append({"tensor": t, "producer": src.producer(t), "min": s["min"], "max": s["max"],
                      "absmax": s["absmax"], "amax": s["amax"], "scale": s["amax"] / QMAX,
                      "method": method, "method_amax": s.get("method_amax", s["amax"]),
-                     "samples": s["samples"], "note": s.get("note", "")})
+                     "samples": s["samples"], "note": s.get("note", ""),
+                     **{f"amax_{m}": s.get(f"amax_{m}", np.nan) for m in SINGLE_METHODS}})
     frame = pd.DataFrame(rows, columns=["tensor", "producer", "min", "max", "absmax", "amax",
-                                        "scale", "method", "method_amax", "samples", "note"])
+                                        "scale", "method", "method_amax", "samples", "note"]
+                         + [f"amax_{m}" for m in SINGLE_METHODS])
     frame.attrs.update(model_hash=mhash, data_hash=dhash, cache=cache_state,
                        cache_path=str(path) if path else None, method=method)
     log.info("calibrated %d tensor(s) of %s with %s over %d batch(es) (cache: %s)", len(names),

@@ -504,7 +504,7 @@ def _opset_for(proto: onnx.ModelProto, need_axis: bool, calibration_data: Any, s
     )
 
 
-def quantize_int8(model: Any, calibration_data: Union[Data, Any], *, method: str = "mse",
+def quantize_int8(model: Any, calibration_data: Union[Data, Any], *, method: str = "auto",
                   per_channel: bool = True, percentile: float = 99.99, num_bins: int = 2048,
                   cache_dir: Optional[Union[str, os.PathLike]] = None, progress: bool = True,
                   exclude_nodes: Iterable[str] = (), quantize_residuals: bool = True,
@@ -520,8 +520,11 @@ def quantize_int8(model: Any, calibration_data: Union[Data, Any], *, method: str
         Real inputs (one array, dict input name -> array, or feed dicts), or a table returned by
         :func:`calibrate` to reuse its ranges.
     method
-        ``"mse"`` (per tensor, the range with the least quantization error on the data; the
-        default), ``"entropy"`` (TensorRT's KL calibration), ``"minmax"`` or ``"percentile"``.
+        ``"auto"`` (the default: every method's thresholds are measured in one calibration run,
+        and the set whose quantized model has the least output error on the calibration data is
+        kept; ``Model.notes`` lists each method's error), ``"mse"`` (per tensor, the range with
+        the least INT8 rounding and clipping error), ``"entropy"`` (TensorRT's KL calibration),
+        ``"minmax"`` or ``"percentile"``.
     per_channel
         Weights scaled per output channel (else per tensor).
     percentile, num_bins, cache_dir, progress, batch_size, clip_bound
@@ -571,18 +574,20 @@ def _quantize(model: Any, calibration_data: Any, fmt: _Format, *, method: str, p
     plan = plan[plan["quantize"]]
     prepared = as_model(proto)
     activations = list(dict.fromkeys(plan.loc[plan["role"] != "weight", "tensor"]))
-    amax = _calibration_table(calibration_data, prepared, activations, method=method,
-                              percentile=percentile, num_bins=num_bins, cache_dir=cache_dir,
-                              progress=progress, batch_size=batch_size,
-                              clip_bound=clip_bound) if activations else {}
-    # Concat inputs share one scale: the largest range among them
-    for node, group in plan[plan["role"] == "concat"].groupby("node"):
-        shared = max(amax[t] for t in group["tensor"])
-        for t in group["tensor"]:
-            amax[(t, node)] = shared  # type: ignore[index]
-    _insert(proto, plan, amax, fmt)
+    kwargs = dict(percentile=percentile, num_bins=num_bins, cache_dir=cache_dir, progress=progress,
+                  batch_size=batch_size, clip_bound=clip_bound)
+    chosen = method
+    if method == "auto" and activations:
+        amax, chosen, why = _auto_thresholds(proto, prepared, plan, activations, calibration_data, fmt,
+                                             batch_size, kwargs)
+        notes.append(why)
+    else:
+        amax = _calibration_table(calibration_data, prepared, activations, method=method,
+                                  **kwargs) if activations else {}
+    _insert(proto, plan, _shared_concat(amax, plan), fmt)
     n_act, n_w = len(activations), int((plan["role"] == "weight").sum())
-    meta = {"trtlab.precision": fmt.name, "trtlab.calibration": method if activations else "none"}
+    meta = {"trtlab.precision": fmt.name,
+            "trtlab.calibration": (f"auto: {chosen}" if method == "auto" else method) if activations else "none"}
     for k, v in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
@@ -595,6 +600,74 @@ def _quantize(model: Any, calibration_data: Any, fmt: _Format, *, method: str, p
     out.notes = list(src.notes) + notes
     out.quantization_plan = decisions
     return out
+
+
+#: Calibration batches the ``auto`` method scores each candidate on.
+AUTO_BATCHES = 8
+
+
+def _shared_concat(amax: Dict[Any, float], plan: Any) -> Dict[Any, float]:
+    """``amax`` plus one shared range per Concat (the largest among its inputs)."""
+    out = dict(amax)
+    for node, group in plan[plan["role"] == "concat"].groupby("node"):
+        shared = max(amax[t] for t in group["tensor"])
+        for t in group["tensor"]:
+            out[(t, node)] = shared
+    return out
+
+
+def _output_error(reference: List[Dict[str, np.ndarray]], got: List[Dict[str, np.ndarray]]) -> float:
+    """Mean over float outputs of the relative squared L2 error, over all batches."""
+    errs = []
+    for name in reference[0]:
+        ref = [np.asarray(r[name], np.float64) for r in reference]
+        if not np.issubdtype(ref[0].dtype, np.floating):
+            continue
+        out = [np.asarray(g[name], np.float64) for g in got]
+        if not all(np.all(np.isfinite(o)) for o in out):
+            return float("inf")
+        num = sum(float(((o - r) ** 2).sum()) for o, r in zip(out, ref))
+        den = sum(float((r ** 2).sum()) for r in ref)
+        errs.append(num / den if den > 0 else num)
+    return float(np.mean(errs)) if errs else 0.0
+
+
+def _auto_thresholds(proto: onnx.ModelProto, prepared: Any, plan: Any, activations: List[str],
+                     calibration_data: Any, fmt: "_Format", batch_size: Optional[int],
+                     kwargs: Dict[str, Any]) -> Tuple[Dict[str, float], str, str]:
+    """Each method's thresholds; the set whose quantized model errs least on calibration data."""
+    import pandas as pd
+
+    from . import _graphs
+    from .calibration import SINGLE_METHODS
+
+    if isinstance(calibration_data, pd.DataFrame):
+        table = calibration_data
+        data = None
+    else:
+        table = calibrate(prepared, calibration_data, tensors=activations, method="auto", **kwargs)
+        data = calibration_feeds(prepared, calibration_data, batch_size)[:AUTO_BATCHES]
+    have = [m for m in SINGLE_METHODS if f"amax_{m}" in table.columns and table[f"amax_{m}"].notna().all()]
+    if data is None or len(have) < 2:
+        amax = _calibration_table(table, prepared, activations)
+        return amax, "mse", "auto calibration: one candidate available, mse thresholds used"
+    names = [o.name for o in proto.graph.output]
+    ref_sess = _graphs.measuring_session(proto, {})
+    reference = [dict(zip(names, ref_sess.run(names, f))) for f in data]
+    errors: Dict[str, float] = {}
+    candidates: Dict[str, Dict[str, float]] = {}
+    for m in have:
+        amax = dict(zip(table["tensor"], table[f"amax_{m}"].astype(float)))
+        trial = onnx.ModelProto()
+        trial.CopyFrom(proto)
+        _insert(trial, plan, _shared_concat(amax, plan), fmt)
+        sess = _graphs.measuring_session(trial, {})
+        errors[m] = _output_error(reference, [dict(zip(names, sess.run(names, f))) for f in data])
+        candidates[m] = amax
+    best = min(errors, key=lambda k: (errors[k], have.index(k)))
+    detail = ", ".join(f"{m} {e:.3g}" for m, e in errors.items())
+    return candidates[best], best, (f"auto calibration chose {best}: relative output error on "
+                                    f"{len(data)} calibration batch(es): {detail}")
 
 
 def _unchanged(src: Any, precision: str, why: str) -> Any:
