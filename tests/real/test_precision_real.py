@@ -40,8 +40,15 @@ pytestmark = pytest.mark.real
 MODELS = {m.id: m for m in fetch_real_models.load_manifest()}
 FULL = os.environ.get("TRTLAB_PRECISION_FULL", "") not in ("", "0")
 N_EVAL, N_CALIB = (32, 32) if FULL else (8, 8)
-METHODS = ("mse", "entropy", "minmax", "percentile")
+METHODS = ("auto", "mse", "entropy", "minmax", "percentile")
 MODES = ("fp16", "bf16") + tuple(f"int8 {m}" for m in METHODS) + ("fp8",)
+#: Builds TensorRT-RTX 1.7 refuses although it builds the float32 model: (model, mode) -> the
+#: error it reports. A listed build that starts to succeed fails the tier, so the list stays true.
+KNOWN_BUILD_FAILURES = {
+    ("silero_vad_lstm", "fp16"): "Myelin shape inference: reshape of [4,1,128] to [1,1,128] "
+                                 "(float16 /encoder.3/Conv feeding the LSTM)",
+    ("silero_vad_lstm", "bf16"): "Myelin shape inference: reshape of [4,1,128] to [1,1,128]",
+}
 TABLE = fetch_real_models.DEST / "precision_table.csv"
 
 
@@ -192,10 +199,23 @@ def _ctc(probs: np.ndarray) -> tuple:
     return tuple(keep)
 
 
-def rec_exact(ref, cand) -> float:
-    """Share of lines read exactly as the float32 model reads them (CTC greedy decoding)."""
-    pairs = list(zip(_first(ref), _first(cand)))
-    return float(np.mean([_ctc(a) == _ctc(b) for a, b in pairs]))
+def _edit_distance(a: tuple, b: tuple) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
+
+
+def rec_cer(ref, cand) -> float:
+    """1 - character error rate against the float32 model's reads (CTC greedy decoding)."""
+    errors = total = 0
+    for a, b in zip(_first(ref), _first(cand)):
+        want, got = _ctc(a), _ctc(b)
+        errors += _edit_distance(want, got)
+        total += max(len(want), 1)
+    return 1.0 - errors / total
 
 
 def top1(ref, cand) -> float:
@@ -209,7 +229,7 @@ def vad_agree(ref, cand) -> float:
 
 TASKS: Dict[str, tuple] = {
     "rapidocr_det": (ocr_det_data, det_iou, "text-mask IoU"),
-    "rapidocr_rec": (ocr_rec_data, rec_exact, "exact reads"),
+    "rapidocr_rec": (ocr_rec_data, rec_cer, "1 - CER vs fp32 reads"),
     "rapidocr_cls": (ocr_cls_data, top1, "orientation agreement"),
     "silero_vad_lstm": (vad_lstm_data, vad_agree, "probability agreement"),
     "silero_vad_if": (vad_if_data, vad_agree, "probability agreement"),
@@ -247,10 +267,14 @@ def _cosine(ref, cand) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
+#: Models whose metric counts whole samples get more evaluation samples (one line = 1/n).
+_EVAL_SCALE = {"rapidocr_rec": 4, "rapidocr_cls": 2, "magika": 2}
+
+
 @lru_cache(maxsize=None)
 def _data(model_id: str):
     make = TASKS[model_id][0]
-    return make(N_EVAL, 1), make(N_CALIB, 2)
+    return make(N_EVAL * _EVAL_SCALE.get(model_id, 1), 1), make(N_CALIB, 2)
 
 
 @lru_cache(maxsize=None)
@@ -319,6 +343,12 @@ def _path(paths, model_id: str) -> str:
 # tests
 # ----------------------------------------------------------------------------------------------
 
+@lru_cache(maxsize=None)
+def _fp32_builds(model_id: str, path: str) -> bool:
+    model = trtlab.load(path, fold_constants=False, **MODELS[model_id].load_options)
+    return _engine(model, _data(model_id)[0][0])[1] is not None
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("model_id", MODELS)
 def test_every_mode_converts_runs_parses_and_builds(real_model_paths, model_id, mode):
@@ -331,13 +361,16 @@ def test_every_mode_converts_runs_parses_and_builds(real_model_paths, model_id, 
     assert np.isfinite(result["cosine"]), result
     network, engine = _engine(model, _data(model_id)[0][0])
     assert network.num_layers > 0
-    if trt.info().build:
-        assert engine is not None and engine.nbytes > 0, f"{model_id} {mode} did not build"
+    if trt.info().build and _fp32_builds(model_id, path):
+        if (model_id, mode) in KNOWN_BUILD_FAILURES:
+            assert engine is None, f"{model_id} {mode} builds now: drop it from KNOWN_BUILD_FAILURES"
+        else:
+            assert engine is not None and engine.nbytes > 0, f"{model_id} {mode} did not build"
 
 
 @pytest.mark.parametrize("model_id", MODELS)
 def test_int8_quantizes_every_planned_weight_whatever_its_form(real_model_paths, model_id):
-    model = _result(model_id, _path(real_model_paths, model_id), "int8 mse")["model"]
+    model = _result(model_id, _path(real_model_paths, model_id), "int8 auto")["model"]
     plan = model.quantization_plan
     weights = plan[plan["quantize"] & (plan["role"] == "weight")]
     assert len(weights) > 0
@@ -363,6 +396,14 @@ def test_fp16_output_cosine_at_least_0999(real_model_paths, model_id):
 
 
 @pytest.mark.parametrize("model_id", MODELS)
+def test_default_calibration_is_within_3_points_of_the_best_method(real_model_paths, model_id):
+    path = _path(real_model_paths, model_id)
+    scores = {m: _result(model_id, path, f"int8 {m}")["metric"] for m in METHODS}
+    best = max(scores.values())
+    assert scores["auto"] >= best - 0.03, scores
+
+
+@pytest.mark.parametrize("model_id", MODELS)
 def test_no_calibration_method_collapses(real_model_paths, model_id):
     path = _path(real_model_paths, model_id)
     scores = {m: _result(model_id, path, f"int8 {m}")["metric"] for m in METHODS}
@@ -373,7 +414,7 @@ def test_no_calibration_method_collapses(real_model_paths, model_id):
 @pytest.mark.parametrize("model_id", MODELS)
 def test_default_int8_matches_or_beats_onnxruntime_quantization(real_model_paths, model_id):
     path = _path(real_model_paths, model_id)
-    ours = _result(model_id, path, "int8 mse")
+    ours = _result(model_id, path, "int8 auto")
     peer = _peer(model_id, path)
     if peer["model"] is not None:
         assert ours["metric"] >= peer["metric"] - 0.01, (ours["metric"], peer["metric"])

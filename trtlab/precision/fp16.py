@@ -174,7 +174,7 @@ def fp16_keep_table(model: Any, calibration_data: Any = None, *, init_max: float
     from . import _graphs
 
     src = as_model(model)
-    keep_ops = dict(DEFAULT_KEEP_FP32_OPS) if keep_fp32_ops is DEFAULT_KEEP_FP32_OPS else \
+    keep_ops = dict(keep_fp32_ops) if isinstance(keep_fp32_ops, Mapping) else \
         {op: DEFAULT_KEEP_FP32_OPS.get(op, "listed in keep_fp32_ops") for op in keep_fp32_ops}
     keep_nodes = set(keep_fp32_nodes)
     all_nodes = {n.name: (path, n) for path, g in _graphs.walk(src.proto.graph) for n in g.node}

@@ -10,18 +10,25 @@ through :func:`~trtlab.precision.emulate_fp16`, which rounds to bfloat16 after e
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Optional, Union
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping, Optional, Union
 
 from .fp16 import BF16, DEFAULT_KEEP_FP32_OPS, _to_low_precision
 from .int8 import DEFAULT_EXCLUSIONS, FP8_E4M3, _quantize
 
-__all__ = ["to_bf16", "quantize_fp8"]
+__all__ = ["to_bf16", "quantize_fp8", "BF16_KEEP_FP32_OPS"]
 
 BF16_MAX = 3.3895313892515355e38
+#: Ops BF16 keeps in float32 besides :data:`~trtlab.precision.DEFAULT_KEEP_FP32_OPS`, with the reason.
+BF16_KEEP_FP32_OPS: Mapping[str, str] = MappingProxyType({
+    **DEFAULT_KEEP_FP32_OPS,
+    "ConvTranspose": "TensorRT-RTX builds no bfloat16 deconvolution (measured on PP-OCRv4 det: the "
+                     "engine builds once ConvTranspose stays float32)",
+})
 
 
 def to_bf16(model: Any, *, keep_io_types: bool = True,
-            keep_fp32_ops: Iterable[str] = DEFAULT_KEEP_FP32_OPS, keep_fp32_nodes: Iterable[str] = (),
+            keep_fp32_ops: Iterable[str] = BF16_KEEP_FP32_OPS, keep_fp32_nodes: Iterable[str] = (),
             calibration_data: Any = None, data_max: Optional[float] = None,
             batch_size: Optional[int] = None) -> Any:
     """Convert float32 weights and compute to bfloat16 (see :func:`~trtlab.precision.to_fp16`).
