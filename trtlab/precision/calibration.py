@@ -105,14 +105,14 @@ def quantization_mse(hist: np.ndarray, edges: np.ndarray, amax: np.ndarray) -> n
     amax = np.atleast_1d(np.asarray(amax, dtype=np.float64))
     if total == 0:
         return np.zeros_like(amax)
+    nz = weights > 0
+    c, w = centres[nz], weights[nz]
     out = np.empty_like(amax)
-    for i, a in enumerate(amax):
-        if a <= 0:
-            out[i] = float(np.sum(weights * centres ** 2) / total)
-            continue
-        step = a / QMAX
-        q = np.minimum(np.round(centres / step), QMAX) * step
-        out[i] = float(np.sum(weights * (centres - q) ** 2) / total)
+    for start in range(0, len(amax), 64):  # candidates x non-empty bins, in blocks
+        a = amax[start:start + 64, None]
+        step = np.where(a > 0, a / QMAX, 1.0)
+        q = np.where(a > 0, np.minimum(np.round(c / step), QMAX) * step, 0.0)
+        out[start:start + 64] = ((c - q) ** 2 * w).sum(axis=1) / total
     return out
 
 
@@ -135,10 +135,11 @@ def _bounded(hist: np.ndarray, edges: np.ndarray, amax: float, bound: float) -> 
     if errs[1] <= 0 or errs[0] <= bound * errs[1]:
         return amax, ""
     candidates = edges[edges >= amax]
-    for a in candidates:
-        if quantization_mse(hist, edges, np.array([a]))[0] <= bound * errs[1]:
-            return float(a), (f"clipping bounded: {amax:.4g} had {errs[0] / errs[1]:.1f}x the least "
-                              f"INT8 error; raised to {float(a):.4g}")
+    ok = np.nonzero(quantization_mse(hist, edges, candidates) <= bound * errs[1])[0]
+    if len(ok):
+        a = candidates[ok[0]]
+        return float(a), (f"clipping bounded: {amax:.4g} had {errs[0] / errs[1]:.1f}x the least "
+                          f"INT8 error; raised to {float(a):.4g}")
     return best, f"clipping bounded: {amax:.4g} replaced by the least-error threshold {best:.4g}"
 
 
