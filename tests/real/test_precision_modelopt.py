@@ -97,3 +97,21 @@ def test_modelopt_models_are_labelled_candidates_in_precision_table(real_model_p
     assert rows.loc["modelopt int8 entropy", "precision"] == "int8"
     assert rows.loc["modelopt int8 entropy", "mac_coverage"] > 0
     assert rows.loc["int8 auto", "source"] == "trtlab"
+
+
+def test_modelopt_rows_are_written(real_model_paths):
+    import pandas as pd
+
+    rows = []
+    for model_id in MODELS:
+        path = str(real_model_paths[model_id])
+        for c in CALIBRATIONS:
+            r = _modelopt(model_id, path, c)
+            rows.append(dict(model=model_id, config=f"modelopt int8 {c}", metric_name=tier.TASKS[model_id][2],
+                             metric=r["metric"], cosine=r["cosine"], mac_coverage=r["coverage"]))
+    table = pd.DataFrame(rows)
+    dest = OUT.parent / "precision_table_modelopt.csv"
+    tmp = dest.with_suffix(".tmp")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, dest)
+    assert table["metric"].notna().all()
