@@ -510,3 +510,47 @@ def test_build_runs_every_registered_mode():
         got = hybrid.run({"x": x})["y"]
         cos = float((got * want).sum() / np.linalg.norm(got) / np.linalg.norm(want))
         assert cos > 0.98, (mode, cos)
+
+
+def _backend_suite_models():
+    import glob
+    import os
+
+    root = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "pytorch-converted")
+    out = []
+    for d in sorted(glob.glob(os.path.join(root, "test_*"))):
+        if os.path.exists(os.path.join(d, "model.onnx")) and \
+                {n.op_type for n in onnx.load(os.path.join(d, "model.onnx")).graph.node} & {"Conv", "ConvTranspose", "Gemm", "MatMul"}:
+            out.append(d)
+    return out
+
+
+def test_int8_on_the_onnx_backend_suite_at_opset_9():
+    """pytorch-converted Conv/ConvTranspose/Linear models of the onnx wheel, at opset 9 (< 10 < 13)."""
+    import glob
+    import os
+
+    from onnx import version_converter
+
+    dirs = _backend_suite_models()
+    assert len(dirs) >= 30
+    labels = []
+    for d in dirs:
+        proto = version_converter.convert_version(onnx.load(os.path.join(d, "model.onnx")), 9)
+        proto.ir_version = max(proto.ir_version, 4)
+        inits = {t.name for t in proto.graph.initializer}
+        names = [i.name for i in proto.graph.input if i.name not in inits]
+        ins = [numpy_helper.to_array(onnx.load_tensor(p)) for p in sorted(glob.glob(os.path.join(d, "test_data_set_0", "input_*.pb")))]
+        feeds = dict(zip(names, ins))
+        q = quantize_int8(proto, [feeds], progress=False)
+        label = {p.key: p.value for p in q.proto.metadata_props}["trtlab.precision"]
+        labels.append(label)
+        want = next(iter(run_onnx(trtlab.load(proto), feeds).values()))
+        got = next(iter(run_onnx(q, feeds).values()))
+        if label == "int8":
+            assert q.opset == 13 and any("opset raised from 9 to 13" in n for n in q.notes), d
+            cos = float((got * want).sum() / (np.linalg.norm(got) * np.linalg.norm(want) + 1e-30))
+            assert cos > 0.99, (os.path.basename(d), cos)
+        else:
+            np.testing.assert_array_equal(got, want)
+    assert labels.count("int8") >= len(dirs) - 2, labels
