@@ -25,7 +25,7 @@ import os
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import fetch_real_models
 import numpy as np
@@ -34,7 +34,6 @@ import pytest
 
 import trtlab
 from trtlab import trt
-from trtlab.ort import run_onnx
 from trtlab.precision import (calibrate, int8_coverage, ort_variant, quantize_fp8, quantize_int8, to_bf16,
                               to_fp16)
 

@@ -23,7 +23,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import PrecisionError
-from ._common import as_model, finish, tensor_types, unique_name as _unique
+from ._common import as_model, finish, unique_name as _unique
 
 log = logging.getLogger(__name__)
 
