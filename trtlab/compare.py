@@ -308,7 +308,7 @@ def _runnable(model: Any, use_build: bool, progress: bool, cache_dir: Any) -> Tu
 def precision_table(model: Any, data: Data, *, labels: Optional[np.ndarray] = None,
                     precisions: Iterable[str] = ("fp32", "fp16", "int8"),
                     calibration_data: Optional[Data] = None,
-                    methods: Iterable[str] = ("mse", "entropy", "minmax", "percentile"),
+                    methods: Iterable[str] = ("auto", "entropy", "minmax"),
                     keep_fp32_nodes: Iterable[str] = (), keep_fp32_ops: Optional[Iterable[str]] = None,
                     segment_precisions: Optional[Mapping[str, Mapping[int, str]]] = None,
                     per_channel: bool = True, batch_size: Optional[int] = None,
@@ -438,7 +438,7 @@ def precision_table(model: Any, data: Data, *, labels: Optional[np.ndarray] = No
         calib = feed_list(src, calibration_data, batch_size=batch_size)
         candidates[name] = build(partition(src), precision=dict(mapping), calibration_data=calib,
                                  progress=False, cache_dir=cache_dir)
-        meta[name] = ("mixed", "mse", 0)
+        meta[name] = ("mixed", "auto", 0)
     reference, ref_label = _runnable(src, use_build, False, cache_dir)
     if ref_label:
         execs["fp32"] = ref_label
