@@ -16,7 +16,8 @@ import trtlab
 from trtlab import trt
 from trtlab.errors import PrecisionError
 from trtlab.ort import run_onnx
-from trtlab.precision import (auto_mixed_precision, calibrate, fp16_keep_table, int8_coverage,
+from trtlab.localize import auto_mixed_precision
+from trtlab.precision import (calibrate, fp16_keep_table, int8_coverage,
                               quantization_plan, quantize_fp8, quantize_int8, registry, to_bf16,
                               to_fp16)
 from trtlab.precision.calibration import entropy_amax, mse_amax, quantization_mse

@@ -3,7 +3,8 @@
 TensorRT 11 and TensorRT-RTX build strongly typed networks: there are no FP16/INT8 builder
 flags and no calibrators. The transformed ONNX model is what TensorRT builds and what ONNX
 Runtime runs, so accuracy studies compare like with like. Every mode is registered in
-:mod:`trtlab.precision.registry`.
+:mod:`trtlab.precision.registry`. Mixed precision chosen by measurement is
+:func:`trtlab.localize.auto_mixed_precision` (a study over these transforms).
 
 =============================  ===============================================================
 :func:`to_fp16`                float16 weights and compute, ``Cast`` at the borders
@@ -16,12 +17,10 @@ Runtime runs, so accuracy studies compare like with like. Every mode is register
 :func:`quantize_int8`          explicit INT8 Q/DQ model
 :func:`quantize_fp8`           explicit FP8 E4M3 Q/DQ model
 :func:`int8_coverage`          share of MACs whose inputs are quantized
-:func:`auto_mixed_precision`   the fewest float32 nodes meeting an accuracy target
 =============================  ===============================================================
 """
 
 from . import registry
-from .auto import auto_mixed_precision
 from .calibration import METHODS, calibrate
 from .fp16 import (DEFAULT_KEEP_FP32_OPS, EXECUTOR_EMULATED, EXECUTOR_NATIVE, FP16_OPS, emulate_fp16,
                    fp16_keep_table, ort_variant, to_fp16)
@@ -32,5 +31,4 @@ from .lowp import quantize_fp8, to_bf16
 __all__ = ["DEFAULT_KEEP_FP32_OPS", "FP16_OPS", "METHODS", "WEIGHTED_OPS", "EXECUTOR_NATIVE",
            "EXECUTOR_EMULATED", "EXCLUSION_RULES", "DEFAULT_EXCLUSIONS", "OPTIONAL_RULES",
            "to_fp16", "fp16_keep_table", "to_bf16", "emulate_fp16", "ort_variant", "calibrate",
-           "quantization_plan", "quantize_int8", "quantize_fp8", "int8_coverage",
-           "auto_mixed_precision", "registry"]
+           "quantization_plan", "quantize_int8", "quantize_fp8", "int8_coverage", "registry"]
