@@ -152,7 +152,7 @@ def test_fp16_parses_with_tensorrt():
 # -- INT8: placement -----------------------------------------------------------------------
 
 def test_quantization_plan_targets_weighted_ops_and_residual():
-    plan = quantization_plan(residual_net())
+    plan = quantization_plan(residual_net(), exclusions=())
     acts = set(zip(plan.loc[plan.role == "activation", "node"], plan.loc[plan.role == "activation", "tensor"]))
     assert acts == {("conv1", "x"), ("conv2", "r1"), ("fc", "f")}
     weights = plan[plan.role == "weight"].set_index("tensor")["axis"].to_dict()
@@ -162,7 +162,7 @@ def test_quantization_plan_targets_weighted_ops_and_residual():
 
 
 def test_quantize_int8_inserts_qdq_on_intended_tensors_only():
-    q = quantize_int8(residual_net(), images(32), method="minmax", progress=False)
+    q = quantize_int8(residual_net(), images(32), method="minmax", progress=False, exclusions=())
     g = q.proto.graph
     quantized = {n.input[0] for n in g.node if n.op_type == "QuantizeLinear"}
     assert quantized == {"x", "r1", "f"}  # r1 once, shared by conv2 and the residual Add
@@ -178,7 +178,7 @@ def test_quantize_int8_inserts_qdq_on_intended_tensors_only():
     for n in g.node:
         if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
             assert not numpy_helper.to_array(inits[n.input[2]]).any()  # symmetric: zero point 0
-    excluded = quantize_int8(residual_net(), images(32), method="minmax", exclude_nodes=["conv2"], progress=False)
+    excluded = quantize_int8(residual_net(), images(32), method="minmax", exclude_nodes=["conv2"], progress=False, exclusions=())
     assert producer_of(excluded, node_by_name(excluded, "conv2").input[1]) is None
 
 
@@ -186,14 +186,14 @@ def test_int8_runs_close_to_fp32():
     model, x = residual_net(), images(16, seed=5)
     ref = run_onnx(model, {"x": x})["y"]
     for method in ("minmax", "entropy", "percentile"):
-        got = run_onnx(quantize_int8(model, images(64), method=method, progress=False), {"x": x})["y"]
+        got = run_onnx(quantize_int8(model, images(64), method=method, progress=False, exclusions=()), {"x": x})["y"]
         assert np.abs(got - ref).max() < 0.05, method
         assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.9, method
 
 
 @needs_build
 def test_int8_parses_and_builds_with_tensorrt():
-    engine, logger = trt_build(quantize_int8(residual_net(), images(16), method="minmax", progress=False),
+    engine, logger = trt_build(quantize_int8(residual_net(), images(16), method="minmax", progress=False, exclusions=()),
                                (2, 4, 8, 8))
     assert engine is not None, logger.errors()
     assert engine.nbytes > 0
@@ -203,12 +203,12 @@ def test_int8_parses_and_builds_with_tensorrt():
 
 def test_scales_follow_the_calibration_data():
     model = residual_net()
-    small = calibrate(model, images(32), method="minmax", progress=False).set_index("tensor")
-    large = calibrate(model, images(32, scale=3.0), method="minmax", progress=False).set_index("tensor")
+    small = calibrate(model, images(32), method="minmax", progress=False, exclusions=()).set_index("tensor")
+    large = calibrate(model, images(32, scale=3.0), method="minmax", progress=False, exclusions=()).set_index("tensor")
     np.testing.assert_allclose(large.loc["x", "scale"] / small.loc["x", "scale"], 3.0, rtol=1e-5)
     assert (large["scale"] > small["scale"]).all()
-    q_small = quantize_int8(model, images(32), method="minmax", progress=False)
-    q_large = quantize_int8(model, images(32, scale=3.0), method="minmax", progress=False)
+    q_small = quantize_int8(model, images(32), method="minmax", progress=False, exclusions=())
+    q_large = quantize_int8(model, images(32, scale=3.0), method="minmax", progress=False, exclusions=())
     scale = {m: numpy_helper.to_array(next(t for t in m.proto.graph.initializer if t.name == "x_scale"))
              for m in (q_small, q_large)}
     assert scale[q_large] > 2.9 * scale[q_small]
@@ -221,26 +221,26 @@ def test_entropy_and_percentile_clip_outliers():
     amax_kl = entropy_amax(hist, edges)
     assert 2.0 < amax_kl < 20.0
     assert percentile_amax(hist, edges, 99.9) == pytest.approx(3.29, abs=0.1)
-    table = calibrate(residual_net(), images(32), method="entropy", progress=False).set_index("tensor")
+    table = calibrate(residual_net(), images(32), method="entropy", progress=False, exclusions=()).set_index("tensor")
     assert (table["amax"] <= table["absmax"] + 1e-6).all() and (table["amax"] > 0).all()
 
 
 def test_calibration_cache_hits_and_misses(tmp_path):
     model = residual_net()
-    first = calibrate(model, images(16), method="entropy", cache_dir=tmp_path, progress=False)
-    again = calibrate(model, images(16), method="entropy", cache_dir=tmp_path, progress=False)
-    other = calibrate(model, images(16, seed=9), method="entropy", cache_dir=tmp_path, progress=False)
+    first = calibrate(model, images(16), method="entropy", cache_dir=tmp_path, progress=False, exclusions=())
+    again = calibrate(model, images(16), method="entropy", cache_dir=tmp_path, progress=False, exclusions=())
+    other = calibrate(model, images(16, seed=9), method="entropy", cache_dir=tmp_path, progress=False, exclusions=())
     assert (first.attrs["cache"], again.attrs["cache"], other.attrs["cache"]) == ("miss", "hit", "miss")
     np.testing.assert_array_equal(first["amax"], again["amax"])
     assert len(list(tmp_path.glob("calibration-*.json"))) == 2
-    q = quantize_int8(model, first, method="entropy", progress=False)  # reuse a calibration table
+    q = quantize_int8(model, first, method="entropy", progress=False, exclusions=())  # reuse a calibration table
     assert sum(n.op_type == "QuantizeLinear" for n in q.proto.graph.node) == 3
 
 
 def test_calibration_rejects_bad_input():
     model = residual_net()
     with pytest.raises(CalibrationError, match="method"):
-        calibrate(model, images(4), method="mse")
+        calibrate(model, images(4), method="kl")
     with pytest.raises(CalibrationError, match="no array for model input"):
         calibrate(model, {"image": images(4)})
     with pytest.raises(CalibrationError, match="no samples"):

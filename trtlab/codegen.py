@@ -43,9 +43,8 @@ from trtlab.errors import BuildError, CalibrationError, InputError, PrecisionErr
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build", "PRECISIONS", "BuildWarning", "LazyBuildWarning"]
+__all__ = ["build", "BuildWarning", "LazyBuildWarning"]
 
-PRECISIONS = ("fp32", "fp16", "int8")
 FAILURE_MODES = ("fallback", "raise")
 PrecisionArg = Union[str, Mapping[int, str]]
 
@@ -63,9 +62,11 @@ class LazyBuildWarning(UserWarning):
 # ----------------------------------------------------------------------------------------------
 
 def _check_precision(value: Any, where: str) -> str:
-    if value not in PRECISIONS:
+    from trtlab.precision import registry
+
+    if value not in registry.names():
         raise PrecisionError(f"{where}={value!r} is not a precision trtlab builds; use one of "
-                             f"{', '.join(PRECISIONS)}.")
+                             f"{', '.join(registry.names())}.")
     return value
 
 
@@ -111,12 +112,19 @@ def _calibration_batches(model: Any, data: Any) -> List[Dict[str, np.ndarray]]:
     return batches
 
 
+def _needs_calibration(precision: Optional[str]) -> bool:
+    from trtlab.precision import registry
+
+    return bool(precision) and registry.needs_calibration(precision)
+
+
 def _convert(proto: onnx.ModelProto, precision: str, calib: Optional[List[Dict[str, np.ndarray]]]) -> onnx.ModelProto:
+    """The segment's ONNX in ``precision``: the precision registry's transform (FP32 unchanged)."""
     if precision == "fp32":
         return proto
-    from trtlab import precision as prec
+    from trtlab.precision import registry
 
-    result = prec.to_fp16(proto) if precision == "fp16" else prec.quantize_int8(proto, calib)
+    result = registry.apply(precision, proto, calib)
     return getattr(result, "proto", result)
 
 
@@ -290,7 +298,7 @@ def build(partition: Any, *, feeds: Any = None, shapes: Optional[Mapping[str, An
 
         input_ranges(part.model, shapes)  # bad shapes fail now, not at the first run
     calib_batches = None
-    if "int8" in ({default_precision} | set(per_node.values())):
+    if any(_needs_calibration(p) for p in {default_precision} | set(per_node.values())):
         calib_batches = _calibration_batches(part.model, calibration_data)
     base = CompileSettings(workspace=workspace, opt_level=opt_level, dynamic_batch=dynamic_batch, cache=cache,
                            eager=eager, providers=tuple(providers) if providers else None, threads=threads,
@@ -328,7 +336,7 @@ def _compile(part: Any, examples: Optional[List[Dict[str, np.ndarray]]], opts: _
         if opts.calib_batches is not None:
             from trtlab.backends.tensorrt.profiles import _boundary_values
 
-            needed = sorted({t for s in segments if precisions[s.index] == "int8" for t in s.inputs})
+            needed = sorted({t for s in segments if _needs_calibration(precisions[s.index]) for t in s.inputs})
             calib = _boundary_values(part.model, opts.calib_batches, needed)
         executables: Dict[int, Any] = {}
         models: Dict[int, onnx.ModelProto] = {}
@@ -338,7 +346,7 @@ def _compile(part: Any, examples: Optional[List[Dict[str, np.ndarray]]], opts: _
             if memo in compiled:
                 executables[seg.index], models[seg.index] = compiled[memo]
                 continue
-            seg_calib = None if calib is None or precisions[seg.index] != "int8" else \
+            seg_calib = None if calib is None or not _needs_calibration(precisions[seg.index]) else \
                 [{k: b[k] for k in seg.inputs} for b in calib]
             proto = facts.fix_value_inputs(_convert(part.segment_model(seg.index), precisions[seg.index], seg_calib))
             profile, values, missing = facts.segment_profile(proto)

@@ -361,6 +361,19 @@ def _stable_order(deps: List[set]) -> List[int]:
     return out
 
 
+def _name_negative_dims(graph: onnx.GraphProto) -> List[str]:
+    """Declare dims given as a negative ``dim_value`` (``-1`` = unknown) as symbolic instead."""
+    named = []
+    for vi in list(graph.input) + list(graph.output) + list(graph.value_info):
+        if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+            continue
+        for axis, d in enumerate(vi.type.tensor_type.shape.dim):
+            if d.HasField("dim_value") and d.dim_value < 0:
+                d.dim_param = f"{vi.name}_dim{axis}"
+                named.append(d.dim_param)
+    return named
+
+
 def _strip_initializer_inputs(graph: onnx.GraphProto) -> List[str]:
     """IR-4-style models list initializers as graph inputs; drop those inputs."""
     inits = {t.name for t in graph.initializer}
@@ -1061,6 +1074,9 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
         notes.append(f"ai.onnx opset {_opset(proto)} is older than TensorRT's ONNX parser reads "
                      f"(>= {MIN_OPSET}): every node is a fallback (ONNX Runtime) node. Convert the model "
                      "(onnx.version_converter.convert_version(model, 17)) to give TensorRT a part.")
+    negative = _name_negative_dims(proto.graph)
+    if negative:
+        notes.append(f"{len(negative)} dim(s) declared as -1 treated as dynamic ({', '.join(negative[:4])})")
     dropped = _strip_initializer_inputs(proto.graph)
     if dropped:
         notes.append(f"dropped {len(dropped)} initializer(s) listed as graph inputs (IR-4 style)")

@@ -40,16 +40,19 @@ def as_model(model: Any, what: str = "model") -> Any:
     )
 
 
-def finish(proto: onnx.ModelProto, name: str) -> Any:
-    """Check a transformed proto and wrap it as a Model (shapes re-inferred, nothing folded)."""
+def finish(proto: onnx.ModelProto, name: str, advice: str = "") -> Any:
+    """Check a transformed proto and wrap it as a Model (shapes re-inferred, nothing folded).
+
+    ``advice`` names the parameter of the calling transform that keeps nodes out of it.
+    """
     from trtlab.model import load
 
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
         raise PrecisionError(
-            f"The transformed model {name!r} fails the ONNX checker: {exc}. Keep the offending "
-            "nodes in FP32 (keep_fp32_nodes=...) and report the model."
+            f"The transformed model {name!r} fails the ONNX checker: {exc}. "
+            f"{advice or 'Keep the offending nodes in FP32'} and report the model."
         ) from exc
     return load(proto, fold_constants=False, name=name)
 

@@ -13,6 +13,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import logging
 from types import MappingProxyType
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
@@ -22,14 +23,15 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from trtlab.errors import PrecisionError
-from trtlab.precision._common import as_model, finish, tensor_types, unique_name as _unique
+from trtlab.precision._common import as_model, finish, unique_name as _unique
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_KEEP_FP32_OPS", "FP16_OPS", "to_fp16", "emulate_fp16", "ort_variant",
+__all__ = ["DEFAULT_KEEP_FP32_OPS", "FP16_OPS", "to_fp16", "fp16_keep_table", "emulate_fp16", "ort_variant",
            "EXECUTOR_NATIVE", "EXECUTOR_EMULATED"]
 
-FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
+FLOAT, HALF, BF16 = TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16
+LOW = (HALF, BF16)
 FP16_MAX = float(np.finfo(np.float16).max)
 
 EXECUTOR_NATIVE = "onnxruntime"
@@ -91,33 +93,172 @@ Min Relu Abs Neg Where Dropout Ceil Floor Round Sign ScatterElements ScatterND T
 """.split())
 
 
-def _subgraph_names(graph: onnx.GraphProto) -> Set[str]:
-    names: Set[str] = set()
-    for node in graph.node:
-        for attr in node.attribute:
-            subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-            for sub in subs:
-                for inner in sub.node:
-                    names.update(x for x in inner.input if x)
-                names |= _subgraph_names(sub)
-    return names
-
-
 def _has_subgraph(node: onnx.NodeProto) -> bool:
     return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
 
 
-def _to_half(arr: np.ndarray, what: str) -> np.ndarray:
-    big = np.abs(arr) > FP16_MAX
+KEEP_COLUMNS = ["node", "op_type", "graph", "rule", "value", "reason"]
+#: AutoCast's default bound on activations: nodes whose inputs or outputs exceed it on the
+#: calibration data stay float32.
+DEFAULT_DATA_MAX = 512.0
+
+
+BF16_CONV_OPSET = 22
+
+
+@functools.lru_cache(maxsize=None)
+def _has_low_type(op: str, version: int, type_str: str) -> bool:
+    """True when ``op``'s schema at opset ``version`` lets its float inputs be ``type_str``."""
+    try:
+        schema = onnx.defs.get_schema(op, version)
+    except Exception:  # unknown op or version: onnx raises SchemaError
+        return False
+    inputs = {i.type_str for i in schema.inputs}
+    for c in schema.type_constraints:
+        if c.type_param_str in inputs and "tensor(float)" in c.allowed_type_strs:
+            return type_str in c.allowed_type_strs
+    return True
+
+
+def _low_dtype(dtype: int) -> Any:
+    if dtype == HALF:
+        return np.float16
+    import ml_dtypes
+
+    return ml_dtypes.bfloat16
+
+
+def _low_max(dtype: int) -> float:
+    if dtype == HALF:
+        return FP16_MAX
+    import ml_dtypes
+
+    return float(ml_dtypes.finfo(ml_dtypes.bfloat16).max)
+
+
+def _to_low(arr: np.ndarray, what: str, dtype: int = HALF) -> np.ndarray:
+    top = _low_max(dtype)
+    big = np.abs(arr) > top
     if np.any(big):
-        log.warning("%s: %d value(s) beyond the float16 range clipped to +-%g", what,
-                    int(big.sum()), FP16_MAX)
-    return np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16)
+        log.warning("%s: %d value(s) beyond the %s range clipped to +-%g", what, int(big.sum()),
+                    "float16" if dtype == HALF else "bfloat16", top)
+    return np.clip(arr, -top, top).astype(_low_dtype(dtype))
+
+
+def _tensor(arr: np.ndarray, name: str, dtype: int) -> onnx.TensorProto:
+    if dtype == HALF:
+        return numpy_helper.from_array(arr.astype(np.float16), name)
+    return helper.make_tensor(name, dtype, arr.shape, arr.astype(np.float32).ravel().tolist())
+
+
+def fp16_keep_table(model: Any, calibration_data: Any = None, *, init_max: float = FP16_MAX,
+                    data_max: Optional[float] = DEFAULT_DATA_MAX,
+                    keep_fp32_ops: Iterable[str] = DEFAULT_KEEP_FP32_OPS,
+                    keep_fp32_nodes: Iterable[str] = (), batch_size: Optional[int] = None,
+                    max_samples: Optional[int] = 64) -> Any:
+    """Which nodes :func:`to_fp16` keeps in float32, and why (AutoCast-style rules).
+
+    Rules, in order: ``keep_fp32_nodes`` (the user's list), ``op`` (the op type is in
+    ``keep_fp32_ops``, with that op's reason), ``init_max`` (a constant input holds a value
+    beyond ``init_max``: float16 would clip it), ``data_max`` (an input or output exceeds
+    ``data_max`` in magnitude on ``calibration_data``; only with data).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per kept node: node, op_type, graph (``""`` or the body path), rule, value (the
+        largest magnitude found, for the range rules), reason.
+    """
+    import pandas as pd
+
+    from trtlab.precision import _graphs
+
+    src = as_model(model)
+    keep_ops = dict(keep_fp32_ops) if isinstance(keep_fp32_ops, Mapping) else \
+        {op: DEFAULT_KEEP_FP32_OPS.get(op, "listed in keep_fp32_ops") for op in keep_fp32_ops}
+    keep_nodes = set(keep_fp32_nodes)
+    all_nodes = {n.name: (path, n) for path, g in _graphs.walk(src.proto.graph) for n in g.node}
+    unknown = sorted(keep_nodes - set(all_nodes))
+    if unknown:
+        raise PrecisionError(
+            f"keep_fp32_nodes names {unknown[:5]} not in model {src.name!r}; node names are in "
+            "Model.node_names."
+        )
+    types = _graphs.deep_types(src.proto)
+    consts: Dict[str, float] = {}
+    for _, g in _graphs.walk(src.proto.graph):
+        for t in g.initializer:
+            if t.data_type == FLOAT:
+                arr = numpy_helper.to_array(t)
+                consts[t.name] = float(np.abs(arr).max()) if arr.size else 0.0
+        for n in g.node:
+            if n.op_type == "Constant":
+                arr = _graphs.constant_array(n)
+                if arr is not None and arr.dtype == np.float32:
+                    consts[n.output[0]] = float(np.abs(arr).max()) if arr.size else 0.0
+    ranges: Dict[str, float] = {}
+    if calibration_data is not None and data_max is not None:
+        ranges = _activation_ranges(src, calibration_data, types, batch_size, max_samples)
+    rows = []
+    for name, (path, node) in all_nodes.items():
+        if node.op_type == "Constant":
+            continue
+        row = dict(node=name, op_type=node.op_type, graph=path, value=float("nan"))
+        if name in keep_nodes:
+            rows.append(dict(row, rule="keep_fp32_nodes", reason="listed in keep_fp32_nodes"))
+        elif node.op_type in keep_ops:
+            rows.append(dict(row, rule="op", reason=keep_ops[node.op_type]))
+        else:
+            big = max((consts[x] for x in node.input if x in consts), default=0.0)
+            if big > init_max:
+                rows.append(dict(row, rule="init_max", value=big,
+                                 reason=f"a constant input reaches {big:.4g}, beyond init_max={init_max:g} "
+                                        "(float16 would clip it)"))
+                continue
+            seen = [ranges[x] for x in list(node.input) + list(node.output) if x in ranges]
+            top = max(seen, default=0.0)
+            if data_max is not None and top > data_max:
+                rows.append(dict(row, rule="data_max", value=top,
+                                 reason=f"an input or output reaches {top:.4g} on the calibration data, "
+                                        f"beyond data_max={data_max:g}"))
+    frame = pd.DataFrame(rows, columns=KEEP_COLUMNS)
+    frame.attrs.update(model=src.name, init_max=init_max, data_max=data_max,
+                       calibrated=bool(ranges))
+    return frame
+
+
+def _activation_ranges(src: Any, data: Any, types: Mapping[str, int], batch_size: Optional[int],
+                       max_samples: Optional[int]) -> Dict[str, float]:
+    """Largest magnitude of every float tensor on the data (main graph and bodies)."""
+    from trtlab.precision import _graphs
+    from trtlab.precision._common import feed_list
+
+    feeds = feed_list(src, data, batch_size=batch_size, limit=max_samples)
+    tensors = [t for t, e in types.items() if e == FLOAT and not src.is_constant(t)]
+    produced = {o for _, g in _graphs.walk(src.proto.graph) for n in g.node for o in n.output}
+    tensors = [t for t in tensors if t in produced or t in {i.name for i in src.inputs}]
+    augmented, names = _graphs.expose(src.proto, tensors, types)
+    tensors = [t for t in tensors if t in names]
+    sess = _graphs.measuring_session(augmented, names)
+    out = [names[t] for t in tensors]
+    ranges = {t: 0.0 for t in tensors}
+    for feed in feeds:
+        for t, v in zip(tensors, sess.run(out, feed)):
+            v = np.asarray(v)
+            if v.size and np.issubdtype(v.dtype, np.floating):
+                finite = np.abs(v[np.isfinite(v)])
+                top = float(finite.max()) if finite.size else float("inf")
+                if not np.all(np.isfinite(v)):
+                    top = float("inf")
+                ranges[t] = max(ranges[t], top)
+    return ranges
 
 
 def to_fp16(model: Any, *, keep_io_types: bool = True,
             keep_fp32_ops: Iterable[str] = DEFAULT_KEEP_FP32_OPS,
-            keep_fp32_nodes: Iterable[str] = ()) -> Any:
+            keep_fp32_nodes: Iterable[str] = (), calibration_data: Any = None,
+            init_max: float = FP16_MAX, data_max: Optional[float] = DEFAULT_DATA_MAX,
+            batch_size: Optional[int] = None) -> Any:
     """Convert a model's float32 weights and compute to float16.
 
     Parameters
@@ -131,33 +272,113 @@ def to_fp16(model: Any, *, keep_io_types: bool = True,
         Op types held in float32 (default: :data:`DEFAULT_KEEP_FP32_OPS`, see its reasons).
     keep_fp32_nodes
         Node names held in float32, e.g. from :func:`trtlab.study.localize.suggest_fp32_nodes`.
+    calibration_data
+        Real inputs: nodes whose activations exceed ``data_max`` on them stay float32.
+    init_max
+        Nodes reading a constant beyond this magnitude stay float32 (float16 would clip it).
+    data_max
+        Activation bound used with ``calibration_data`` (AutoCast's default 512).
+    batch_size
+        Batch size for dynamic-batch models when measuring activations.
 
     Returns
     -------
     trtlab.model.Model
         Checker-valid model whose ``Cast`` nodes mark every float16/float32 border. Ops outside
-        :data:`FP16_OPS`, custom-domain ops and nodes with subgraphs stay float32.
+        :data:`FP16_OPS`, custom-domain ops and nodes with subgraphs stay float32; nodes inside
+        ``If``/``Loop`` bodies are converted like the main graph's. ``.fp32_nodes`` is the
+        :func:`fp16_keep_table` of the nodes kept in float32 by rule, with reasons. A model
+        with nothing to convert is returned unchanged, labelled ``fp32``, with a warning.
 
     Raises
     ------
     PrecisionError
         Unknown node names in ``keep_fp32_nodes``, or a result that fails the ONNX checker.
     """
+    return _to_low_precision(model, HALF, keep_io_types=keep_io_types, keep_fp32_ops=keep_fp32_ops,
+                             keep_fp32_nodes=keep_fp32_nodes, calibration_data=calibration_data,
+                             init_max=init_max, data_max=data_max, batch_size=batch_size)
+
+
+def _to_low_precision(model: Any, dtype: int, *, keep_io_types: bool, keep_fp32_ops: Iterable[str],
+                      keep_fp32_nodes: Iterable[str], calibration_data: Any, init_max: float,
+                      data_max: Optional[float], batch_size: Optional[int]) -> Any:
+    from trtlab.precision import _graphs
+
+    label = "fp16" if dtype == HALF else "bf16"
     src = as_model(model)
+    table = fp16_keep_table(src, calibration_data, init_max=init_max, data_max=data_max,
+                            keep_fp32_ops=keep_fp32_ops, keep_fp32_nodes=keep_fp32_nodes,
+                            batch_size=batch_size)
     proto = onnx.ModelProto()
     proto.CopyFrom(src.proto)
-    graph = proto.graph
-    keep_ops = set(keep_fp32_ops)
-    keep_nodes = set(keep_fp32_nodes)
-    unknown = sorted(keep_nodes - {n.name for n in graph.node})
-    if unknown:
-        raise PrecisionError(
-            f"keep_fp32_nodes names {unknown[:5]} not in model {src.name!r}; node names are in "
-            "Model.node_names."
-        )
-    types = tensor_types(proto)
+    notes: List[str] = []
+    if dtype == BF16 and _graphs.opset(proto) < BF16_CONV_OPSET:
+        # bfloat16 Cast and arithmetic appear in opset 13, bfloat16 Conv and pooling in opset 22
+        from trtlab.precision._common import feed_list
+
+        feeds = feed_list(src, calibration_data, batch_size=batch_size, limit=1) \
+            if calibration_data is not None else []
+        before = _graphs.opset(proto)
+        for target in (BF16_CONV_OPSET, 13):
+            if target <= before:
+                break
+            raised, why = _graphs.raise_opset(proto, target, feeds)
+            if raised is not None:
+                notes.append(f"opset raised from {before} to {target} for bfloat16 types")
+                proto = raised
+                break
+            notes.append(f"opset {target} not reached ({why})")
+        if _graphs.opset(proto) < 13:
+            raise PrecisionError(f"to_bf16({src.name!r}) needs opset 13 (bfloat16 types) but the model "
+                                 f"has opset {before} and {notes[-1]}; use to_fp16 instead.")
+    types = _graphs.deep_types(proto)
+    taken = _graphs.all_names(proto) | set(types)
+    keep_nodes = set(table["node"])
+    if dtype == BF16:
+        # ops whose ONNX schema at this opset has no bfloat16 stay float32
+        version = _graphs.opset(proto)
+        for _, g in _graphs.walk(proto.graph):
+            for n in g.node:
+                if n.op_type in FP16_OPS and not _has_low_type(n.op_type, version, "tensor(bfloat16)"):
+                    keep_nodes.add(n.name)
+    total = 0
+    # deepest bodies first: converting a graph copies its nodes, bodies included
+    for path, g in reversed(list(_graphs.walk(proto.graph))):
+        total += _convert_graph(g, types, keep_nodes, keep_io_types if path == "" else True, taken, dtype)
+    if total == 0:
+        log.warning("to_%s(%s): no node converted (nothing float in %s-capable ops outside the kept "
+                    "ones); the model is returned unchanged, labelled fp32", label, src.name,
+                    label)
+        from trtlab.precision.int8 import _unchanged
+
+        out = _unchanged(src, label, "no float node to convert")
+        out.fp32_nodes = table
+        return out
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "trtlab.precision", label
+    for r in table.itertuples(index=False):
+        log.debug("to_%s(%s): %s kept in float32 (%s): %s", label, src.name, r.node, r.rule, r.reason)
+    ranged = table[table["rule"].isin(["init_max", "data_max"])]
+    if len(ranged):
+        log.info("to_%s(%s): %d node(s) kept in float32 for their value range: %s", label, src.name,
+                 len(ranged), ", ".join(ranged["node"][:10]))
+    log.info("to_%s(%s): %d node(s) in %s", label, src.name, total, label)
+    out = finish(proto, f"{src.name}_{label}", advice="Keep the offending nodes in float32 "
+                 f"(to_{label}(..., keep_fp32_nodes=[...]))")
+    out.notes = list(src.notes) + notes
+    out.fp32_nodes = table
+    return out
+
+
+def _convert_graph(graph: onnx.GraphProto, types: Dict[str, int], keep_nodes: Set[str],
+                   keep_io_types: bool, taken: Set[str], low: int) -> int:
+    """Convert one graph (main graph or body) in place; returns the number of converted nodes."""
+    from trtlab.precision import _graphs
+
     inits = {t.name: t for t in graph.initializer}
-    outer = _subgraph_names(graph)
+    outer = _graphs.body_reads(graph)
+    suffix_low = "fp16" if low == HALF else "bf16"
 
     def floats(names: Iterable[str]) -> List[str]:
         return [x for x in names if x and types.get(x) == FLOAT]
@@ -174,7 +395,8 @@ def to_fp16(model: Any, *, keep_io_types: bool = True,
     converted: Set[str] = set()
     for node in graph.node:
         if not (node.domain in ("", "ai.onnx") and node.op_type in FP16_OPS
-                and node.op_type not in keep_ops and node.name not in keep_nodes
+                and floats(list(node.input) + list(node.output))
+                and node.name not in keep_nodes
                 and not _has_subgraph(node)
                 and all(x in types for x in list(node.input) + list(node.output) if x)
                 and not any(o in outer for o in node.output)):
@@ -188,69 +410,71 @@ def to_fp16(model: Any, *, keep_io_types: bool = True,
     def wanted(node: onnx.NodeProto, index: int) -> int:
         if node.name not in converted or index in _FP32_ONLY_INPUTS.get(node.op_type, ()):
             return FLOAT
-        return HALF
+        return low
 
     # where a float32 tensor lives after conversion
     home: Dict[str, int] = {}
-    for x in types:
-        if types[x] != FLOAT:
+    for x in set(types) | graph_inputs:
+        if types.get(x) != FLOAT:
             continue
         if x in graph_inputs:
-            home[x] = FLOAT if keep_io_types else HALF
+            home[x] = FLOAT if keep_io_types else low
         elif x in producer:
-            home[x] = HALF if producer[x].name in converted else FLOAT
+            home[x] = low if producer[x].name in converted else FLOAT
     const_half: Set[str] = set()
     needs: Dict[str, Set[int]] = {}
     for node in graph.node:
         for i, x in enumerate(node.input):
             if x and types.get(x) == FLOAT and node.op_type not in _ANY_INPUT:
                 needs.setdefault(x, set()).add(wanted(node, i))
+    for x in outer:  # bodies read these by name, as float32
+        needs.setdefault(x, set()).add(FLOAT)
     for node in graph.node:
         if node.op_type == "Constant" and node.output and types.get(node.output[0]) == FLOAT \
-                and HALF in needs.get(node.output[0], ()) and node.name not in keep_nodes:
+                and low in needs.get(node.output[0], ()) and FLOAT not in needs.get(node.output[0], ()) \
+                and node.name not in keep_nodes:
             const_half.add(node.name)
-            home[node.output[0]] = HALF
+            home[node.output[0]] = low
     for x in inits:
         if types.get(x) == FLOAT and x not in graph_outputs:
-            home[x] = HALF if HALF in needs.get(x, ()) else FLOAT
+            home[x] = low if low in needs.get(x, ()) else FLOAT
 
-    taken = {n.name for n in graph.node} | set(types) | {t for n in graph.node for t in n.output}
-    # initializers needed in both types get a float16 twin
+    # initializers needed in both types get a low-precision twin
     half_twin: Dict[str, str] = {}
     new_inits: List[onnx.TensorProto] = []
     for init in graph.initializer:
         x = init.name
-        if home.get(x) != HALF:
+        if home.get(x) != low:
             new_inits.append(init)
             continue
-        half = numpy_helper.from_array(_to_half(numpy_helper.to_array(init), x), x)
+        half = _tensor(_to_low(numpy_helper.to_array(init), x, low), x, low)
         if FLOAT in needs.get(x, ()):
-            half.name = _unique(f"{x}_fp16", taken)
+            half.name = _unique(f"{x}_{suffix_low}", taken)
             half_twin[x] = half.name
             new_inits.append(init)
         new_inits.append(half)
     del graph.initializer[:]
     graph.initializer.extend(new_inits)
 
-    # graph outputs computed in float16 are renamed inside and cast back at the end
+    # graph outputs computed in low precision are renamed inside and cast back at the end
     renamed: Dict[str, str] = {}
     for y in graph_outputs:
-        if home.get(y) == HALF and keep_io_types and y in producer:
-            renamed[y] = _unique(f"{y}_fp16", taken)
-            home[renamed[y]] = HALF
+        if home.get(y) == low and keep_io_types and y in producer:
+            renamed[y] = _unique(f"{y}_{suffix_low}", taken)
+            home[renamed[y]] = low
 
     casts: Dict[Tuple[str, int], str] = {}
     nodes: List[onnx.NodeProto] = []
 
     def source(x: str, dtype: int) -> str:
         if x in half_twin:
-            return half_twin[x] if dtype == HALF else x
+            return half_twin[x] if dtype == low else x
         inner = renamed.get(x, x)
         if home.get(x, FLOAT) == dtype:
             return inner
         key = (x, dtype)
         if key not in casts:
-            suffix = "fp16" if dtype == HALF else "fp32"
+            suffix = suffix_low if dtype == low else "fp32"
             out = _unique(f"{x}_to_{suffix}", taken)
             nodes.append(helper.make_node("Cast", [inner], [out], to=dtype,
                                           name=_unique(f"Cast_{x}_to_{suffix}", taken)))
@@ -273,13 +497,13 @@ def to_fp16(model: Any, *, keep_io_types: bool = True,
         if node.name in converted and node.op_type == "Cast":
             for attr in new.attribute:
                 if attr.name == "to" and attr.i == FLOAT:
-                    attr.i = HALF
-                    home[node.output[0]] = HALF
+                    attr.i = low
+                    home[node.output[0]] = low
         if node.name in const_half:
             for attr in new.attribute:
                 if attr.name == "value":
-                    arr = _to_half(numpy_helper.to_array(attr.t), node.name)
-                    attr.t.CopyFrom(numpy_helper.from_array(arr, attr.t.name))
+                    arr = _to_low(numpy_helper.to_array(attr.t), node.name, low)
+                    attr.t.CopyFrom(_tensor(np.asarray(arr, dtype=np.float32), attr.t.name, low))
         nodes.append(new)
     for y in graph_outputs:
         if y in renamed:
@@ -290,16 +514,10 @@ def to_fp16(model: Any, *, keep_io_types: bool = True,
 
     if not keep_io_types:
         for vi in list(graph.input) + list(graph.output):
-            if vi.type.tensor_type.elem_type == FLOAT and home.get(vi.name) == HALF:
-                vi.type.tensor_type.elem_type = HALF
+            if vi.type.tensor_type.elem_type == FLOAT and home.get(vi.name) == low:
+                vi.type.tensor_type.elem_type = low
     del graph.value_info[:]
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = "trtlab.precision", "fp16"
-    n_cast = sum(1 for n in nodes if n.op_type == "Cast") - sum(
-        1 for n in src.proto.graph.node if n.op_type == "Cast")
-    log.info("to_fp16(%s): %d of %d nodes in float16, %d Cast nodes added", src.name,
-             len(converted) + len(const_half), len(src.proto.graph.node), n_cast)
-    return finish(proto, f"{src.name}_fp16")
+    return len(converted) + len(const_half)
 
 
 def emulate_fp16(model: Any) -> Any:
@@ -315,28 +533,31 @@ def emulate_fp16(model: Any) -> Any:
     proto = onnx.ModelProto()
     proto.CopyFrom(src.proto)
     graph = proto.graph
-    types = tensor_types(proto)
+    from trtlab.precision import _graphs
+
+    types = _graphs.deep_types(proto)
     taken = set(types) | {n.name for n in graph.node} | {o for n in graph.node for o in n.output}
     nodes: List[onnx.NodeProto] = []
     rename: Dict[str, str] = {}
 
-    def round_trip(raw: str, out: str, name: str) -> None:
+    def round_trip(raw: str, out: str, name: str, low: int = HALF) -> None:
         mid = _unique(f"{out}_fp16", taken)
-        nodes.append(helper.make_node("Cast", [raw], [mid], to=HALF, name=_unique(f"{name}_round", taken)))
+        nodes.append(helper.make_node("Cast", [raw], [mid], to=low, name=_unique(f"{name}_round", taken)))
         nodes.append(helper.make_node("Cast", [mid], [out], to=FLOAT, name=_unique(f"{name}_widen", taken)))
 
     for vi in graph.input:
-        if vi.type.tensor_type.elem_type == HALF:
+        if vi.type.tensor_type.elem_type in LOW:
             wide = _unique(f"{vi.name}_fp32", taken)
             nodes.append(helper.make_node("Cast", [vi.name], [wide], to=FLOAT,
                                           name=_unique(f"Cast_{vi.name}_to_fp32", taken)))
             rename[vi.name] = wide
-    half_outputs = {o.name for o in graph.output if o.type.tensor_type.elem_type == HALF}
+    half_outputs = {o.name: o.type.tensor_type.elem_type for o in graph.output
+                    if o.type.tensor_type.elem_type in LOW}
     for y in half_outputs:
         rename[y] = _unique(f"{y}_fp32", taken)
 
     for init in graph.initializer:
-        if init.data_type == HALF:
+        if init.data_type in LOW:
             init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float32), init.name))
     for node in graph.node:
         new = onnx.NodeProto()
@@ -349,24 +570,25 @@ def emulate_fp16(model: Any) -> Any:
                 new.output[i] = rename[y]
         if node.op_type in ("Constant", "ConstantOfShape"):
             for attr in new.attribute:
-                if attr.name == "value" and attr.t.data_type == HALF:
+                if attr.name == "value" and attr.t.data_type in LOW:
                     arr = numpy_helper.to_array(attr.t).astype(np.float32)
                     attr.t.CopyFrom(numpy_helper.from_array(arr, attr.t.name))
             nodes.append(new)
             continue
         if node.op_type == "Cast":
             to = next(a for a in new.attribute if a.name == "to")
-            if to.i == HALF:
+            if to.i in LOW:
+                low = to.i
                 to.i = FLOAT
                 raw = _unique(f"{new.output[0]}_raw", taken)
                 out = new.output[0]
                 new.output[0] = raw
                 nodes.append(new)
-                round_trip(raw, out, new.name)
+                round_trip(raw, out, new.name, low)
                 continue
             nodes.append(new)
             continue
-        rounded = [(i, y) for i, y in enumerate(new.output) if y and types.get(node.output[i]) == HALF]
+        rounded = [(i, y) for i, y in enumerate(new.output) if y and types.get(node.output[i]) in LOW]
         if node.op_type in _EXACT or not rounded:
             nodes.append(new)
             continue
@@ -374,12 +596,12 @@ def emulate_fp16(model: Any) -> Any:
         for i, y in rounded:
             raw = _unique(f"{y}_raw", taken)
             new.output[i] = raw
-            finals.append((raw, y))
+            finals.append((raw, y, types[node.output[i]]))
         nodes.append(new)
-        for raw, y in finals:
-            round_trip(raw, y, new.name)
-    for y in half_outputs:
-        nodes.append(helper.make_node("Cast", [rename[y]], [y], to=HALF, name=_unique(f"Cast_{y}_to_fp16", taken)))
+        for raw, y, low in finals:
+            round_trip(raw, y, new.name, low)
+    for y, low in half_outputs.items():
+        nodes.append(helper.make_node("Cast", [rename[y]], [y], to=low, name=_unique(f"Cast_{y}_to_fp16", taken)))
     del graph.node[:]
     graph.node.extend(nodes)
     del graph.value_info[:]
@@ -389,14 +611,22 @@ def emulate_fp16(model: Any) -> Any:
 def ort_variant(model: Any, providers: Optional[List[str]] = None) -> Tuple[Any, str]:
     """The version of a float16 model that ONNX Runtime on this machine runs, and its label.
 
-    Returns ``(model, "onnxruntime")`` when ONNX Runtime accepts the float16 graph as is, else
-    ``(emulate_fp16(model), "onnxruntime (fp16 emulated)")``.
+    ONNX Runtime's CPU provider silently runs float16 ops it has no kernel for in float32 (it
+    inserts casts), so float16 overflow and rounding would not show. On the CPU the result is
+    ``(emulate_fp16(model), "onnxruntime (fp16 emulated)")``, which rounds after every op as
+    float16 hardware does; with the CUDA provider it is ``(model, "onnxruntime")`` when ONNX
+    Runtime accepts the float16 graph.
     """
-    from trtlab.backends.onnxruntime.session import session
+    from trtlab.backends.onnxruntime.session import default_providers, session
 
     src = as_model(model)
+    chosen = list(providers or default_providers())
+    if "CUDAExecutionProvider" not in chosen:
+        log.info("%s: float16 emulated in float32 with float16 rounding (ONNX Runtime's CPU provider "
+                 "computes float16 ops in float32)", src.name)
+        return emulate_fp16(src), EXECUTOR_EMULATED
     try:
-        session(src, providers=providers)
+        session(src, providers=chosen)
     except Exception as exc:  # ORT raises its own exception types for missing kernels
         log.info("ONNX Runtime cannot run %s as float16 (%s); emulating float16 rounding",
                  src.name, str(exc).splitlines()[0][:200])

@@ -1,41 +1,108 @@
 """INT8 quantization as explicit QuantizeLinear / DequantizeLinear pairs.
 
-Placement follows TensorRT's explicit-quantization rules: Q/DQ on the activation inputs and on
-the weights of Conv, ConvTranspose, Gemm and MatMul (weights per output channel), and on the
-residual input of an ``Add`` that joins a quantized branch, so TensorRT can fuse the addition
-into the convolution. Other tensors stay float32: TensorRT propagates INT8 through pooling and
-reshapes by itself. Scales are symmetric (zero point 0); weights are stored as int8 with a
-``DequantizeLinear``.
+Placement follows TensorRT's explicit-quantization recommendations as NVIDIA ModelOpt applies
+them: Q/DQ on the activation inputs and on the weights of Conv, ConvTranspose, Gemm and MatMul
+(weights per output channel), and on the residual input of an ``Add`` that joins a quantized
+branch (found through BatchNormalization, bias adds and activations such as SiLU), so TensorRT
+fuses the addition into the convolution. Named, overridable rules keep some weighted ops in
+float (:data:`EXCLUSION_RULES`); optional rules add Q/DQ on pooling, Concat (one shared scale),
+Resize and Mul inputs (:data:`OPTIONAL_RULES`). Every decision is a row of
+:func:`quantization_plan` with its rule and reason.
+
+Weights may be initializers or ``Constant`` nodes, in the main graph or in ``If``/``Loop``
+bodies. Per-channel weight scales need opset 13; older models are converted to opset 13 (checked
+numerically) or, when that fails, quantized per tensor. Both are recorded in ``Model.notes``.
+Scales are symmetric (zero point 0); weights are stored as int8 with a ``DequantizeLinear``.
 
 Examples
 --------
->>> q = quantize_int8(model, {"input": x_calib}, method="entropy")   # doctest: +SKIP
+>>> q = quantize_int8(model, {"input": x_calib})                     # doctest: +SKIP
 >>> quantization_plan(model)                                         # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Union
+from types import MappingProxyType
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple, Union
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from trtlab.errors import CalibrationError, PrecisionError
-from trtlab.opinfo import WEIGHTED_OPS
-from trtlab.precision._common import Data, as_model, finish, tensor_types, unique_name as _unique
-from trtlab.precision.calibration import QMAX, calibrate_tensors
+from trtlab.precision import _graphs
+from trtlab.precision._common import data_hash, model_hash, Data, as_model, calibration_feeds, finish, unique_name as _unique
+from trtlab.precision.calibration import (CACHE_VERSION, METHODS, QMAX, SINGLE_METHODS, _cache_path, _measure, _read_cache, _write_cache)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WEIGHTED_OPS", "quantization_plan", "quantize_int8"]
+__all__ = ["WEIGHTED_OPS", "EXCLUSION_RULES", "DEFAULT_EXCLUSIONS", "OPTIONAL_RULES",
+           "quantization_plan", "quantize_int8", "int8_coverage"]
 
 #: Ops whose inputs and weights TensorRT runs in INT8 when they are fed by Q/DQ pairs.
-#: Ops between a weighted op and an ``Add`` that TensorRT folds into the weighted op.
-_FOLDED = ("BatchNormalization",)
-PLAN_COLUMNS = ["tensor", "role", "node", "op_type", "input_index", "axis", "reason"]
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+#: Ops between a weighted op and a residual ``Add`` that TensorRT fuses with the weighted op.
+_FUSED_ACTIVATIONS = ("BatchNormalization", "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid",
+                      "HardSwish", "Tanh", "Elu", "Selu", "Softplus", "Mish", "Gelu")
+#: Ops through which a weighted op still reaches a graph output "directly" (output layer rule).
+_TO_OUTPUT = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Softmax",
+              "LogSoftmax", "Sigmoid", "Add", "Cast")
+#: Fewer input or output channels than this make a Conv "small-channel".
+SMALL_CHANNELS = 16
+
+#: Weighted ops left in float, by named rule. Pass ``exclusions=`` to choose.
+EXCLUSION_RULES: Mapping[str, str] = MappingProxyType({
+    "attention_matmul": "MatMul of two activations (attention scores or context): both operands "
+                        "change per input, so a per-tensor INT8 scale fits neither; kept float as "
+                        "ModelOpt does",
+    "small_channel_conv": f"Conv with fewer than {SMALL_CHANNELS} input or output channels: too "
+                          "little work for INT8 kernels to win, and first-layer inputs carry the "
+                          "most information",
+    "gemv": "matrix-vector product (one row): memory bound, INT8 buys no speed and costs accuracy",
+    "output_layer": "produces a graph output: its rounding error reaches the result unfiltered",
+})
+#: Rules on by default: the ones that lose accuracy for no speed on every model measured.
+#: ``small_channel_conv`` and ``output_layer`` trade INT8 coverage for accuracy; add them by name.
+DEFAULT_EXCLUSIONS: Tuple[str, ...] = ("attention_matmul", "gemv")
+
+#: Extra Q/DQ placements, off by default. Pass ``extra_rules=`` to enable.
+OPTIONAL_RULES: Mapping[str, str] = MappingProxyType({
+    "pooling": "input of MaxPool/AveragePool/GlobalAveragePool: TensorRT pools in INT8",
+    "concat": "inputs of Concat with one shared scale: TensorRT concatenates INT8 without requantizing",
+    "resize": "input of Resize: TensorRT resizes in INT8",
+    "mul": "activation inputs of Mul: TensorRT multiplies in INT8",
+})
+_OPTIONAL_OPS = {"pooling": ("MaxPool", "AveragePool", "GlobalAveragePool"), "concat": ("Concat",),
+                 "resize": ("Resize",), "mul": ("Mul",)}
+PLAN_COLUMNS = ["tensor", "role", "node", "op_type", "input_index", "axis", "graph", "rule",
+                "quantize", "reason"]
+_PER_AXIS_OPSET = 13
+_QDQ_OPSET = 10
+
+
+class _Format:
+    """A Q/DQ storage format: element type, largest level, and how values are stored."""
+
+    def __init__(self, name: str, elem: int, qmax: float, min_opset: int) -> None:
+        self.name, self.elem, self.qmax, self.min_opset = name, elem, qmax, min_opset
+
+    def store(self, values: np.ndarray) -> np.ndarray:
+        if self.elem == TensorProto.INT8:
+            return np.clip(np.round(values), -self.qmax, self.qmax).astype(np.int8)
+        import ml_dtypes
+
+        return np.clip(values, -self.qmax, self.qmax).astype(ml_dtypes.float8_e4m3fn)
+
+    def tensor(self, values: np.ndarray, name: str) -> onnx.TensorProto:
+        return numpy_helper.from_array(self.store(values), name)
+
+
+INT8 = _Format("int8", TensorProto.INT8, QMAX, _QDQ_OPSET)
+FP8_E4M3 = _Format("fp8", TensorProto.FLOAT8E4M3FN, 448.0, 19)
 
 
 def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
@@ -61,117 +128,331 @@ def _weight_axis(node: onnx.NodeProto, weight: np.ndarray) -> Tuple[Optional[int
     return None, f"per tensor: rank-{rank} MatMul weight"
 
 
-def quantization_plan(model: Any, *, per_channel: bool = True, exclude_nodes: Iterable[str] = (),
-                      quantize_residuals: bool = True) -> Any:
-    """Where :func:`quantize_int8` puts Q/DQ pairs, and why.
+# ----------------------------------------------------------------------------------------------
+# graph preparation
+# ----------------------------------------------------------------------------------------------
 
-    Returns
-    -------
-    pandas.DataFrame
-        One row per quantized (node, input): tensor, role (``activation``, ``weight`` or
-        ``residual``), node, op_type, input_index, axis (``None`` = per tensor), reason.
-    """
-    import pandas as pd
+class _Index:
+    """Initializers, producers, shapes and types of a model and its bodies."""
 
-    src = as_model(model)
-    exclude = set(exclude_nodes)
-    unknown = sorted(exclude - set(src.node_names))
-    if unknown:
-        raise PrecisionError(
-            f"exclude_nodes names {unknown[:5]} not in model {src.name!r}; node names are in "
-            "Model.node_names."
-        )
-    types = tensor_types(src.proto)
-    inits = src.initializers
-    rows: List[Dict[str, Any]] = []
-    quantized_nodes: Set[str] = set()
-    for node in src.proto.graph.node:
-        if node.domain not in ("", "ai.onnx") or node.op_type not in WEIGHTED_OPS or node.name in exclude:
-            continue
-        if any(types.get(x) != TensorProto.FLOAT for x in node.input[:2]):
-            continue
-        quantized_nodes.add(node.name)
-        for idx in (0, 1):
-            x = node.input[idx]
-            if x in inits:
-                axis, why = (None, "per tensor (per_channel=False)")
-                if per_channel:
-                    axis, why = _weight_axis(node, numpy_helper.to_array(inits[x]))
-                rows.append(dict(tensor=x, role="weight", node=node.name, op_type=node.op_type,
-                                 input_index=idx, axis=axis, reason=f"{node.op_type} weight, {why}"))
-            elif src.is_constant(x):
+    def __init__(self, proto: onnx.ModelProto) -> None:
+        self.proto = proto
+        self.types = _graphs.deep_types(proto)
+        self.shapes = _deep_shapes(proto)
+        self.inits: Dict[str, onnx.TensorProto] = {}
+        self.constants: Set[str] = set()
+        self.producer: Dict[str, onnx.NodeProto] = {}
+        self.consumers: Dict[str, List[onnx.NodeProto]] = {}
+        self.graph_of: Dict[str, str] = {}
+        self.order: Dict[str, int] = {}
+        for path, g in _graphs.walk(proto.graph):
+            for t in g.initializer:
+                self.inits[t.name] = t
+            for i, n in enumerate(g.node):
+                self.graph_of[n.name] = path
+                self.order[n.name] = i
+                if n.op_type == "Constant":
+                    self.constants.update(n.output)
+                for o in n.output:
+                    self.producer[o] = n
+                for x in n.input:
+                    if x:
+                        self.consumers.setdefault(x, []).append(n)
+        self.outputs = {o.name for o in proto.graph.output}
+
+    def is_constant(self, x: str) -> bool:
+        return x in self.inits or x in self.constants
+
+    def is_float_activation(self, x: str) -> bool:
+        return bool(x) and not self.is_constant(x) and self.types.get(x) == TensorProto.FLOAT
+
+
+def _deep_shapes(proto: onnx.ModelProto) -> Dict[str, Tuple[Any, ...]]:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # shape inference raises onnx-internal types
+        inferred = proto
+    shapes: Dict[str, Tuple[Any, ...]] = {}
+    for _, g in _graphs.walk(inferred.graph):
+        for vi in list(g.input) + list(g.output) + list(g.value_info):
+            tt = vi.type.tensor_type
+            if vi.type.HasField("tensor_type") and tt.HasField("shape"):
+                shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                                        for d in tt.shape.dim)
+        for t in g.initializer:
+            shapes[t.name] = tuple(t.dims)
+    return shapes
+
+
+def _lift_weight_constants(proto: onnx.ModelProto) -> int:
+    """Turn ``Constant`` nodes that feed weighted ops into initializers (exact); returns the count."""
+    count = 0
+    for _, g in _graphs.walk(proto.graph):
+        wanted = {x for n in g.node if n.op_type in WEIGHTED_OPS for x in n.input[:2] if x}
+        count += len(_graphs.lift_constants(g, wanted))
+    return count
+
+
+def _prepared(src: Any) -> Tuple[onnx.ModelProto, List[str]]:
+    proto = onnx.ModelProto()
+    proto.CopyFrom(src.proto)
+    notes = []
+    lifted = _lift_weight_constants(proto)
+    if lifted:
+        notes.append(f"{lifted} weight(s) given as Constant nodes became initializers (values unchanged)")
+    return proto, notes
+
+
+# ----------------------------------------------------------------------------------------------
+# placement
+# ----------------------------------------------------------------------------------------------
+
+def _check_rules(exclusions: Iterable[str], extra_rules: Iterable[str]) -> Tuple[Set[str], Set[str]]:
+    exc, extra = set(exclusions), set(extra_rules)
+    bad = sorted(exc - set(EXCLUSION_RULES))
+    if bad:
+        raise PrecisionError(f"exclusions={bad} are not exclusion rules; known: {', '.join(EXCLUSION_RULES)}.")
+    bad = sorted(extra - set(OPTIONAL_RULES))
+    if bad:
+        raise PrecisionError(f"extra_rules={bad} are not optional placement rules; known: "
+                             f"{', '.join(OPTIONAL_RULES)}.")
+    return exc, extra
+
+
+def _exclusion(ix: _Index, node: onnx.NodeProto, rules: Set[str]) -> Optional[str]:
+    op = node.op_type
+    a, b = node.input[0], node.input[1]
+    if "attention_matmul" in rules and op == "MatMul" and not ix.is_constant(a) and not ix.is_constant(b):
+        return "attention_matmul"
+    if "small_channel_conv" in rules and op == "Conv" and b in ix.shapes and len(ix.shapes[b]) >= 2:
+        cout, cin = ix.shapes[b][0], (ix.shapes[b][1] or 0) * _attr(node, "group", 1)
+        if (cout or 0) < SMALL_CHANNELS or cin < SMALL_CHANNELS:
+            return "small_channel_conv"
+    if "gemv" in rules and op in ("MatMul", "Gemm"):
+        shape = ix.shapes.get(a)
+        if shape:
+            rows = shape[-2] if len(shape) >= 2 else 1
+            if op == "Gemm" and _attr(node, "transA", 0) and len(shape) == 2:
+                rows = shape[1]
+            if rows == 1 and len(shape) <= 2:
+                return "gemv"
+    if "output_layer" in rules and ix.graph_of.get(node.name) == "":
+        frontier = list(node.output)
+        seen: Set[str] = set()
+        while frontier:
+            t = frontier.pop()
+            if t in ix.outputs:
+                return "output_layer"
+            if t in seen:
                 continue
+            seen.add(t)
+            users = ix.consumers.get(t, [])
+            if len(users) == 1 and users[0].op_type in _TO_OUTPUT and (
+                    users[0].op_type != "Add" or any(ix.is_constant(x) for x in users[0].input)):
+                frontier.extend(users[0].output)
+    return None
+
+
+def _weighted_source(ix: _Index, tensor: str, quantized: Set[str]) -> Optional[str]:
+    """The quantized weighted node ``tensor`` comes from through fusable ops, if any."""
+    seen = 0
+    while seen < 8:
+        seen += 1
+        prod = ix.producer.get(tensor)
+        if prod is None:
+            return None
+        if prod.name in quantized:
+            return prod.name
+        op = prod.op_type
+        if op in _FUSED_ACTIVATIONS or op == "PRelu":
+            tensor = prod.input[0]
+        elif op in ("Add", "Sub") and len(prod.input) == 2 and ix.is_constant(prod.input[1]):
+            tensor = prod.input[0]  # bias add
+        elif op == "Add" and len(prod.input) == 2 and ix.is_constant(prod.input[0]):
+            tensor = prod.input[1]
+        elif op == "Mul" and len(prod.input) == 2:
+            x, y = prod.input
+            px, py = ix.producer.get(x), ix.producer.get(y)
+            if py is not None and py.op_type in ("Sigmoid", "HardSigmoid") and py.input[0] == x:
+                tensor = x  # SiLU / HardSwish written as x * sigmoid(x)
+            elif px is not None and px.op_type in ("Sigmoid", "HardSigmoid") and px.input[0] == y:
+                tensor = y
+            elif ix.is_constant(y):
+                tensor = x  # scale
+            elif ix.is_constant(x):
+                tensor = y
             else:
-                rows.append(dict(tensor=x, role="activation", node=node.name, op_type=node.op_type,
-                                 input_index=idx, axis=None,
-                                 reason=f"input {idx} of {node.op_type}: TensorRT runs it in INT8"))
-    if quantize_residuals:
-        rows.extend(_residual_rows(src, quantized_nodes, exclude, types))
-    frame = pd.DataFrame(rows, columns=PLAN_COLUMNS)
-    frame["axis"] = pd.array([r["axis"] for r in rows], dtype="Int64")
-    frame["input_index"] = frame["input_index"].astype(int)
-    return frame
-
-
-def _residual_rows(src: Any, quantized: Set[str], exclude: Set[str],
-                   types: Dict[str, int]) -> List[Dict[str, Any]]:
-    def weighted_source(tensor: str) -> Optional[str]:
-        prod = src.producer(tensor)
-        while prod is not None and src.node(prod).op_type in _FOLDED:
-            prod = src.producer(src.node(prod).input[0])
-        return prod if prod in quantized else None
-
-    rows = []
-    for node in src.proto.graph.node:
-        if node.op_type != "Add" or node.name in exclude or len(node.input) != 2:
-            continue
-        a, b = node.input
-        if src.is_constant(a) or src.is_constant(b) or types.get(a) != TensorProto.FLOAT \
-                or types.get(b) != TensorProto.FLOAT:
-            continue
-        fa, fb = weighted_source(a), weighted_source(b)
-        if fa is None and fb is None:
-            continue
-        if fa is not None and fb is not None:
-            # fuse into the later branch; the earlier branch is the residual
-            idx = 0 if src.index(fa) < src.index(fb) else 1
+                return None
         else:
-            idx = 1 if fa is not None else 0
-        fused = fa if idx == 1 else fb
-        rows.append(dict(tensor=node.input[idx], role="residual", node=node.name, op_type="Add",
-                         input_index=idx, axis=None,
-                         reason=f"residual input of Add, so TensorRT fuses the Add into {fused}"))
+            return None
+    return None
+
+
+def _plan_rows(ix: _Index, per_channel: bool, exclude: Set[str], residuals: bool,
+               exclusions: Set[str], extra: Set[str]) -> List[Dict[str, Any]]:
+    rows: List[Dict[str, Any]] = []
+    quantized: Set[str] = set()
+    for path, g in _graphs.walk(ix.proto.graph):
+        for node in g.node:
+            if node.domain not in ("", "ai.onnx") or node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
+                continue
+            if any(ix.types.get(x) != TensorProto.FLOAT for x in node.input[:2]):
+                continue
+            base = dict(node=node.name, op_type=node.op_type, graph=path)
+            if node.name in exclude:
+                rows.append(dict(base, tensor=node.input[0], role="skipped", input_index=0, axis=None,
+                                 rule="exclude_nodes", quantize=False, reason="listed in exclude_nodes"))
+                continue
+            rule = _exclusion(ix, node, exclusions)
+            if rule is not None:
+                rows.append(dict(base, tensor=node.input[0], role="skipped", input_index=0, axis=None,
+                                 rule=rule, quantize=False, reason=EXCLUSION_RULES[rule]))
+                continue
+            quantized.add(node.name)
+            for idx in (0, 1):
+                x = node.input[idx]
+                if x in ix.inits:
+                    axis, why = (None, "per tensor (per_channel=False)")
+                    if per_channel:
+                        axis, why = _weight_axis(node, numpy_helper.to_array(ix.inits[x]))
+                    rows.append(dict(base, tensor=x, role="weight", input_index=idx, axis=axis,
+                                     rule="weighted_op", quantize=True, reason=f"{node.op_type} weight, {why}"))
+                elif ix.is_constant(x):
+                    continue
+                else:
+                    rows.append(dict(base, tensor=x, role="activation", input_index=idx, axis=None,
+                                     rule="weighted_op", quantize=True,
+                                     reason=f"input {idx} of {node.op_type}: TensorRT runs it in INT8"))
+    if residuals:
+        rows.extend(_residual_rows(ix, quantized, exclude))
+    for path, g in _graphs.walk(ix.proto.graph):
+        for node in g.node:
+            if node.name in exclude or node.domain not in ("", "ai.onnx"):
+                continue
+            for rule in sorted(extra):
+                if node.op_type not in _OPTIONAL_OPS[rule]:
+                    continue
+                idxs = range(len(node.input)) if rule in ("concat", "mul") else (0,)
+                for i in idxs:
+                    x = node.input[i]
+                    if ix.is_float_activation(x):
+                        rows.append(dict(tensor=x, role=rule, node=node.name, op_type=node.op_type,
+                                         input_index=i, axis=None, graph=path, rule=rule,
+                                         quantize=True, reason=OPTIONAL_RULES[rule]))
     return rows
 
 
-def calibrate(model: Any, calibration_data: Any, *, tensors: Optional[Iterable[str]] = None,
-              exclude_nodes: Iterable[str] = (), **kwargs: Any) -> Any:
-    """Measure activation ranges for INT8 quantization.
+def _residual_rows(ix: _Index, quantized: Set[str], exclude: Set[str]) -> List[Dict[str, Any]]:
+    rows = []
+    for path, g in _graphs.walk(ix.proto.graph):
+        for node in g.node:
+            if node.op_type != "Add" or node.name in exclude or len(node.input) != 2:
+                continue
+            a, b = node.input
+            if not (ix.is_float_activation(a) and ix.is_float_activation(b)):
+                continue
+            fa, fb = _weighted_source(ix, a, quantized), _weighted_source(ix, b, quantized)
+            if fa is None and fb is None:
+                continue
+            if fa is not None and fb is not None:
+                # fuse into the later branch; the earlier branch is the residual
+                idx = 0 if ix.order.get(fa, 0) < ix.order.get(fb, 0) else 1
+            else:
+                idx = 1 if fa is not None else 0
+            fused = fa if idx == 1 else fb
+            rows.append(dict(tensor=node.input[idx], role="residual", node=node.name, op_type="Add",
+                             input_index=idx, axis=None, graph=path, rule="residual_add", quantize=True,
+                             reason=f"residual input of Add, so TensorRT fuses the Add into {fused}"))
+    return rows
+
+
+def _frame(rows: List[Dict[str, Any]]) -> Any:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=PLAN_COLUMNS)
+    frame["axis"] = pd.array([r["axis"] for r in rows], dtype="Int64")
+    frame["input_index"] = frame["input_index"].astype(int)
+    frame["quantize"] = frame["quantize"].astype(bool)
+    return frame
+
+
+def quantization_plan(model: Any, *, per_channel: bool = True, exclude_nodes: Iterable[str] = (),
+                      quantize_residuals: bool = True, exclusions: Iterable[str] = DEFAULT_EXCLUSIONS,
+                      extra_rules: Iterable[str] = ()) -> Any:
+    """Where :func:`quantize_int8` puts Q/DQ pairs, what it leaves float, and why.
 
     Parameters
     ----------
     model
-        The float32 model (:class:`trtlab.model.Model`, ModelProto or path).
-    calibration_data
-        Real inputs: one array, a dict input name -> array (batch on axis 0) or feed dicts.
-    tensors
-        Tensors to measure; default the activations :func:`quantization_plan` quantizes.
+        The float32 model.
+    per_channel
+        Per-output-channel weight scales.
     exclude_nodes
-        Nodes left unquantized (their inputs are not measured unless another node needs them).
-    **kwargs
-        ``method``, ``percentile``, ``num_bins``, ``batch_size``, ``cache_dir``, ``progress``:
-        see :func:`trtlab.precision.calibration.calibrate_tensors`.
+        Nodes kept in float (their inputs get no Q/DQ).
+    quantize_residuals
+        Quantize the residual input of an ``Add`` fed by a quantized branch.
+    exclusions
+        Names from :data:`EXCLUSION_RULES` applied (default :data:`DEFAULT_EXCLUSIONS`).
+    extra_rules
+        Names from :data:`OPTIONAL_RULES` applied (default: none).
 
     Returns
     -------
     pandas.DataFrame
-        One row per tensor (see :func:`~trtlab.precision.calibration.calibrate_tensors`).
+        One row per decision: tensor, role (``activation``, ``weight``, ``residual``, an optional
+        rule's name, or ``skipped``), node, op_type, input_index, axis (``None`` = per tensor),
+        graph (``""`` for the main graph, else the ``If``/``Loop`` body path), rule, quantize,
+        reason. Rows with ``quantize=False`` are weighted ops left in float.
     """
-    if tensors is None:
-        plan = quantization_plan(as_model(model), exclude_nodes=exclude_nodes)
-        tensors = list(dict.fromkeys(plan.loc[plan["role"] != "weight", "tensor"]))
-    return calibrate_tensors(model, calibration_data, tensors=tensors, **kwargs)
+    src = as_model(model)
+    proto, _ = _prepared(src)
+    return _plan(proto, per_channel=per_channel, exclude_nodes=exclude_nodes,
+                 quantize_residuals=quantize_residuals, exclusions=exclusions, extra_rules=extra_rules,
+                 name=src.name)
 
+
+def _plan(proto: onnx.ModelProto, *, per_channel: bool, exclude_nodes: Iterable[str],
+          quantize_residuals: bool, exclusions: Iterable[str], extra_rules: Iterable[str], name: str) -> Any:
+    exc, extra = _check_rules(exclusions, extra_rules)
+    exclude = set(exclude_nodes)
+    known = {n.name for _, g in _graphs.walk(proto.graph) for n in g.node}
+    unknown = sorted(exclude - known)
+    if unknown:
+        raise PrecisionError(
+            f"exclude_nodes names {unknown[:5]} not in model {name!r}; node names are in "
+            "Model.node_names."
+        )
+    ix = _Index(proto)
+    return _frame(_plan_rows(ix, per_channel, exclude, quantize_residuals, exc, extra))
+
+
+# ----------------------------------------------------------------------------------------------
+# coverage
+# ----------------------------------------------------------------------------------------------
+
+def int8_coverage(model: Any) -> float:
+    """Share of the model's multiply-accumulates whose inputs are all dequantized INT8.
+
+    A MAC op (Conv, ConvTranspose, Gemm, MatMul) counts as INT8 when each of its first two
+    inputs comes from a ``DequantizeLinear``. Returns ``nan`` for a model without MACs.
+    """
+    src = as_model(model)
+    macs = src.macs
+    total = float(sum(macs.values()))
+    if total == 0:
+        return float("nan")
+    covered = 0.0
+    for node in src.proto.graph.node:
+        if node.op_type in WEIGHTED_OPS and macs.get(node.name):
+            prods = [src.producer(x) for x in node.input[:2]]
+            if all(p is not None and src.node(p).op_type == "DequantizeLinear" for p in prods):
+                covered += macs[node.name]
+    return covered / total
+
+
+# ----------------------------------------------------------------------------------------------
+# quantize
+# ----------------------------------------------------------------------------------------------
 
 def _calibration_table(calibration_data: Any, src: Any, needed: List[str], **kwargs: Any) -> Dict[str, float]:
     import pandas as pd
@@ -194,11 +475,43 @@ def _calibration_table(calibration_data: Any, src: Any, needed: List[str], **kwa
     return amax
 
 
-def quantize_int8(model: Any, calibration_data: Union[Data, Any], *, method: str = "entropy",
+def _opset_for(proto: onnx.ModelProto, need_axis: bool, calibration_data: Any, src: Any,
+               notes: List[str], fmt: "_Format" = INT8) -> Tuple[onnx.ModelProto, bool]:
+    """The proto at an opset that holds the Q/DQ wanted, and whether per-axis scales are possible."""
+    import pandas as pd
+
+    current = _graphs.opset(proto)
+    target = max(fmt.min_opset, _PER_AXIS_OPSET)
+    if current >= target or (current >= fmt.min_opset and not need_axis):
+        return proto, True
+    feeds: List[Any] = []
+    if not isinstance(calibration_data, pd.DataFrame):
+        feeds = calibration_feeds(src, calibration_data)[:1]
+    converted, why = _graphs.raise_opset(proto, target, feeds)
+    what = "per-channel DequantizeLinear" if fmt is INT8 else f"{fmt.name} QuantizeLinear"
+    if converted is not None:
+        notes.append(f"opset raised from {current} to {target} for {what} (outputs checked equal on "
+                     "the first calibration batch)" if feeds else
+                     f"opset raised from {current} to {target} for {what}")
+        return converted, True
+    if current >= fmt.min_opset:
+        notes.append(f"weights quantized per tensor: opset {current} has no per-axis "
+                     f"DequantizeLinear and {why}")
+        return proto, False
+    raise PrecisionError(
+        f"Model {src.name!r} has opset {current}, below opset {fmt.min_opset} where {fmt.name} "
+        f"QuantizeLinear appears, and {why}. Convert it with "
+        f"onnx.version_converter.convert_version(model, {target}) (checking its outputs) and "
+        "quantize the result."
+    )
+
+
+def quantize_int8(model: Any, calibration_data: Union[Data, Any], *, method: str = "auto",
                   per_channel: bool = True, percentile: float = 99.99, num_bins: int = 2048,
                   cache_dir: Optional[Union[str, os.PathLike]] = None, progress: bool = True,
                   exclude_nodes: Iterable[str] = (), quantize_residuals: bool = True,
-                  batch_size: Optional[int] = None) -> Any:
+                  exclusions: Iterable[str] = DEFAULT_EXCLUSIONS, extra_rules: Iterable[str] = (),
+                  clip_bound: Optional[float] = 4.0, batch_size: Optional[int] = None) -> Any:
     """Insert INT8 Q/DQ pairs with scales calibrated on real data.
 
     Parameters
@@ -209,153 +522,239 @@ def quantize_int8(model: Any, calibration_data: Union[Data, Any], *, method: str
         Real inputs (one array, dict input name -> array, or feed dicts), or a table returned by
         :func:`calibrate` to reuse its ranges.
     method
-        ``"entropy"`` (TensorRT's KL calibration), ``"minmax"`` or ``"percentile"``.
+        ``"auto"`` (the default: every method's thresholds are measured in one calibration run,
+        and the set whose quantized model has the least output error on the calibration data is
+        kept; ``Model.notes`` lists each method's error), ``"mse"`` (per tensor, the range with
+        the least INT8 rounding and clipping error), ``"entropy"`` (TensorRT's KL calibration),
+        ``"minmax"`` or ``"percentile"``.
     per_channel
         Weights scaled per output channel (else per tensor).
-    percentile, num_bins, cache_dir, progress, batch_size
+    percentile, num_bins, cache_dir, progress, batch_size, clip_bound
         Passed to :func:`calibrate`.
     exclude_nodes
         Nodes kept in float32 (no Q/DQ on their inputs).
     quantize_residuals
         Quantize the residual input of an ``Add`` fed by a quantized branch.
+    exclusions, extra_rules
+        Placement rules, see :func:`quantization_plan`.
 
     Returns
     -------
     trtlab.model.Model
-        The Q/DQ model. Its ``metadata_props`` record ``trtlab.precision`` and the method.
+        The Q/DQ model. Its ``metadata_props`` record ``trtlab.precision`` and the method; its
+        ``notes`` say what else changed (opset, Constant weights). A model with nothing to
+        quantize is returned unchanged, labelled ``fp32``, with a warning.
     """
-    import pandas as pd
+    return _quantize(model, calibration_data, INT8, method=method, per_channel=per_channel,
+                     percentile=percentile, num_bins=num_bins, cache_dir=cache_dir, progress=progress,
+                     exclude_nodes=exclude_nodes, quantize_residuals=quantize_residuals,
+                     exclusions=exclusions, extra_rules=extra_rules, clip_bound=clip_bound,
+                     batch_size=batch_size)
 
+
+def _quantize(model: Any, calibration_data: Any, fmt: _Format, *, method: str, per_channel: bool,
+              percentile: float, num_bins: int, cache_dir: Any, progress: bool,
+              exclude_nodes: Iterable[str], quantize_residuals: bool, exclusions: Iterable[str],
+              extra_rules: Iterable[str], clip_bound: Optional[float], batch_size: Optional[int]) -> Any:
     src = as_model(model)
-    src, per_channel, opset_note = _qdq_opset(src, per_channel)
-    plan = quantization_plan(src, per_channel=per_channel, exclude_nodes=exclude_nodes,
-                             quantize_residuals=quantize_residuals)
+    proto, notes = _prepared(src)
+    plan_kw = dict(exclude_nodes=exclude_nodes, quantize_residuals=quantize_residuals,
+                   exclusions=exclusions, extra_rules=extra_rules, name=src.name)
+    plan = _plan(proto, per_channel=per_channel, **plan_kw)
+    plan = plan[plan["quantize"]]
+    if plan.empty:
+        log.warning("quantize_%s(%s): nothing to quantize (no float Conv/ConvTranspose/Gemm/MatMul "
+                    "outside the exclusions); the model is returned unchanged, labelled fp32",
+                    fmt.name, src.name)
+        return _unchanged(src, fmt.name, "no weighted op to quantize")
+    need_axis = bool(plan["axis"].notna().any())
+    proto, per_axis = _opset_for(proto, need_axis, calibration_data, src, notes, fmt)
+    if not per_axis:
+        per_channel = False
+    plan = _plan(proto, per_channel=per_channel, **plan_kw)
+    decisions = plan
+    plan = plan[plan["quantize"]]
+    prepared = as_model(proto)
     activations = list(dict.fromkeys(plan.loc[plan["role"] != "weight", "tensor"]))
-    amax = _calibration_table(calibration_data, src, activations, method=method,
-                              percentile=percentile, num_bins=num_bins, cache_dir=cache_dir,
-                              progress=progress, batch_size=batch_size) if activations else {}
-    proto = onnx.ModelProto()
-    proto.CopyFrom(src.proto)
-    graph = proto.graph
-    taken = {n.name for n in graph.node} | {o for n in graph.node for o in n.output} | \
-        {i.name for i in graph.input} | {t.name for t in graph.initializer}
-    inits = {t.name: t for t in graph.initializer}
-    replace: Dict[Tuple[str, int], str] = {}
-    dq_of: Dict[Tuple[str, Optional[int]], str] = {}
-    qdq_nodes: Dict[str, List[onnx.NodeProto]] = {}
-    new_inits: List[onnx.TensorProto] = []
-    new_inits.append(numpy_helper.from_array(np.array(0, dtype=np.int8),
-                                             _unique("trtlab_int8_zero_point", taken)))
-    zero = new_inits[0].name
-
-    for row in plan.itertuples(index=False):
-        t, axis = row.tensor, row.axis
-        axis = None if axis is None or axis is pd.NA else int(axis)
-        key = (t, axis if row.role == "weight" else None)
-        if key not in dq_of:
-            if row.role == "weight":
-                dq_of[key] = _quantize_weight(t, inits[t], axis, taken, new_inits, qdq_nodes, zero)
-            else:
-                dq_of[key] = _quantize_activation(t, amax[t], taken, new_inits, qdq_nodes, zero)
-        replace[(row.node, int(row.input_index))] = dq_of[key]
-
-    nodes: List[onnx.NodeProto] = []
-    placed: Set[str] = set()
-    for vi in graph.input:
-        nodes.extend(qdq_nodes.get(vi.name, []))
-        placed.add(vi.name)
-    for t in qdq_nodes:
-        if t in inits:
-            nodes.extend(qdq_nodes[t])
-            placed.add(t)
-    for node in graph.node:
-        new = onnx.NodeProto()
-        new.CopyFrom(node)
-        for i in range(len(new.input)):
-            if (node.name, i) in replace:
-                new.input[i] = replace[(node.name, i)]
-        nodes.append(new)
-        for y in node.output:
-            if y in qdq_nodes and y not in placed:
-                nodes.extend(qdq_nodes[y])
-                placed.add(y)
-    from trtlab.model import outer_reads as _subgraph_outer_refs
-
-    # Loop/If/Scan bodies read initializers of the main graph too.
-    used = {x for n in nodes for x in n.input} | {x for n in nodes for x in _subgraph_outer_refs(n)}
-    graph.initializer.extend(t for t in new_inits if t.name in used)
-    kept = [t for t in graph.initializer if t.name in used or t.name in {o.name for o in graph.output}]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    del graph.value_info[:]
-    for k, v in (("trtlab.precision", "int8"), ("trtlab.calibration", method if activations else "none")):
+    kwargs = dict(percentile=percentile, num_bins=num_bins, cache_dir=cache_dir, progress=progress,
+                  batch_size=batch_size, clip_bound=clip_bound)
+    chosen = method
+    if method == "auto" and activations:
+        amax, chosen, why = _auto_thresholds(proto, prepared, plan, activations, calibration_data, fmt,
+                                             batch_size, kwargs)
+        notes.append(why)
+    else:
+        amax = _calibration_table(calibration_data, prepared, activations, method=method,
+                                  **kwargs) if activations else {}
+    _insert(proto, plan, _shared_concat(amax, plan), fmt)
+    n_act, n_w = len(activations), int((plan["role"] == "weight").sum())
+    meta = {"trtlab.precision": fmt.name,
+            "trtlab.calibration": (f"auto: {chosen}" if method == "auto" else method) if activations else "none"}
+    for k, v in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
-    if opset_note:
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = "trtlab.opset", opset_note
-    n_w = int((plan["role"] == "weight").sum())
-    log.info("quantize_int8(%s): %d activation and %d weight Q/DQ pair(s) (%s calibration)",
-             src.name, len(activations), n_w, method)
-    result = finish(proto, f"{src.name}_int8")
-    if opset_note:
-        result.notes.append(opset_note)
-    return result
+    for note in notes:
+        log.info("quantize_%s(%s): %s", fmt.name, src.name, note)
+    log.info("quantize_%s(%s): %d activation and %d weight Q/DQ pair(s) (%s calibration)",
+             fmt.name, src.name, n_act, n_w, method)
+    out = finish(proto, f"{src.name}_{fmt.name}", advice="Leave the offending nodes in float "
+                 f"(quantize_{fmt.name}(..., exclude_nodes=[...]))")
+    out.notes = list(src.notes) + notes
+    out.quantization_plan = decisions
+    return out
 
 
-#: Opset from which DequantizeLinear takes a per-axis scale (``axis``).
-PER_AXIS_OPSET = 13
-#: Opset that introduced QuantizeLinear / DequantizeLinear.
-QDQ_OPSET = 10
+#: Calibration batches the ``auto`` method scores each candidate on.
+AUTO_BATCHES = 8
 
 
-def _qdq_opset(src: Any, per_channel: bool) -> Tuple[Any, bool, Optional[str]]:
-    """A model whose opset carries the Q/DQ nodes about to be inserted.
+def _shared_concat(amax: Dict[Any, float], plan: Any) -> Dict[Any, float]:
+    """``amax`` plus one shared range per Concat (the largest among its inputs)."""
+    out = dict(amax)
+    for node, group in plan[plan["role"] == "concat"].groupby("node"):
+        shared = max(amax[t] for t in group["tensor"])
+        for t in group["tensor"]:
+            out[(t, node)] = shared
+    return out
 
-    Below opset 13 (per-axis Q/DQ) the model is converted to opset 13 with
-    ``onnx.version_converter`` (the converter's adapters keep each op's meaning); if that fails,
-    weights fall back to per-tensor scales on opset 10..12, and below opset 10 (no Q/DQ at all)
-    a :class:`PrecisionError` says what to do. Returns the model, the per-channel flag actually
-    used and a note saying what changed (``None`` when nothing did).
-    """
-    from trtlab.model import load
 
-    opset = src.opset or PER_AXIS_OPSET
-    need = PER_AXIS_OPSET if per_channel else QDQ_OPSET
-    if opset >= need:
-        return src, per_channel, None
-    try:
-        from onnx import version_converter
+def _output_error(reference: List[Dict[str, np.ndarray]], got: List[Dict[str, np.ndarray]]) -> float:
+    """Mean over float outputs of the relative squared L2 error, over all batches."""
+    errs = []
+    for name in reference[0]:
+        ref = [np.asarray(r[name], np.float64) for r in reference]
+        if not np.issubdtype(ref[0].dtype, np.floating):
+            continue
+        out = [np.asarray(g[name], np.float64) for g in got]
+        if not all(np.all(np.isfinite(o)) for o in out):
+            return float("inf")
+        num = sum(float(((o - r) ** 2).sum()) for o, r in zip(out, ref))
+        den = sum(float((r ** 2).sum()) for r in ref)
+        errs.append(num / den if den > 0 else num)
+    return float(np.mean(errs)) if errs else 0.0
 
-        converted = version_converter.convert_version(src.proto, PER_AXIS_OPSET)
-        converted.ir_version = max(converted.ir_version, 7)
-        onnx.checker.check_model(converted)
-        out = load(converted, name=src.name)
-    except Exception as exc:  # the converter raises RuntimeError / ValidationError per adapter
-        if opset >= QDQ_OPSET:
-            note = (f"opset {opset} has no per-axis Q/DQ and onnx.version_converter could not raise it "
-                    f"to {PER_AXIS_OPSET} ({str(exc).splitlines()[0][:160]}): weights use per-tensor scales")
-            log.info("%s: %s", src.name, note)
-            return src, False, note
-        raise PrecisionError(
-            f"Model {src.name!r} has ai.onnx opset {opset}, older than QuantizeLinear/DequantizeLinear "
-            f"(opset {QDQ_OPSET}), and onnx.version_converter could not convert it to opset "
-            f"{PER_AXIS_OPSET}: {str(exc).splitlines()[0][:200]}. Re-export the model at opset >= 13."
-        ) from exc
-    note = (f"ai.onnx opset raised from {opset} to {PER_AXIS_OPSET} with onnx.version_converter "
-            f"({'per-axis' if per_channel else 'Q/DQ'} nodes need opset {need})")
-    log.info("%s: %s", src.name, note)
-    return out, per_channel, note
+
+def _auto_thresholds(proto: onnx.ModelProto, prepared: Any, plan: Any, activations: List[str],
+                     calibration_data: Any, fmt: "_Format", batch_size: Optional[int],
+                     kwargs: Dict[str, Any]) -> Tuple[Dict[str, float], str, str]:
+    """Each method's thresholds; the set whose quantized model errs least on calibration data."""
+    import pandas as pd
+
+    from trtlab.precision import _graphs
+    from trtlab.precision.calibration import SINGLE_METHODS
+
+    if isinstance(calibration_data, pd.DataFrame):
+        table = calibration_data
+        data = None
+    else:
+        table = calibrate(prepared, calibration_data, tensors=activations, method="auto", **kwargs)
+        data = calibration_feeds(prepared, calibration_data, batch_size)[:AUTO_BATCHES]
+    have = [m for m in SINGLE_METHODS if f"amax_{m}" in table.columns and table[f"amax_{m}"].notna().all()]
+    if data is None or len(have) < 2:
+        amax = _calibration_table(table, prepared, activations)
+        return amax, "mse", "auto calibration: one candidate available, mse thresholds used"
+    names = [o.name for o in proto.graph.output]
+    ref_sess = _graphs.measuring_session(proto, {})
+    reference = [dict(zip(names, ref_sess.run(names, f))) for f in data]
+    errors: Dict[str, float] = {}
+    candidates: Dict[str, Dict[str, float]] = {}
+    for m in have:
+        amax = dict(zip(table["tensor"], table[f"amax_{m}"].astype(float)))
+        trial = onnx.ModelProto()
+        trial.CopyFrom(proto)
+        _insert(trial, plan, _shared_concat(amax, plan), fmt)
+        sess = _graphs.measuring_session(trial, {})
+        errors[m] = _output_error(reference, [dict(zip(names, sess.run(names, f))) for f in data])
+        candidates[m] = amax
+    best = min(errors, key=lambda k: (errors[k], have.index(k)))
+    detail = ", ".join(f"{m} {e:.3g}" for m, e in errors.items())
+    return candidates[best], best, (f"auto calibration chose {best}: relative output error on "
+                                    f"{len(data)} calibration batch(es): {detail}")
+
+
+def _unchanged(src: Any, precision: str, why: str) -> Any:
+    proto = onnx.ModelProto()
+    proto.CopyFrom(src.proto)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "trtlab.precision", "fp32"
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "trtlab.unconverted", f"{precision}: {why}"
+    out = finish(proto, src.name)
+    out.notes = list(src.notes) + [f"{precision} requested but nothing converted: {why}"]
+    return out
+
+
+def _insert(proto: onnx.ModelProto, plan: Any, amax: Mapping[Any, float], fmt: _Format = INT8) -> None:
+    """Add the Q/DQ nodes of ``plan`` to every graph of ``proto`` (in place)."""
+    import pandas as pd
+
+    taken = _graphs.all_names(proto)
+    inits_all = {t.name: t for _, g in _graphs.walk(proto.graph) for t in g.initializer}
+    replaced: Set[str] = set()
+    # deepest bodies first: rewriting a graph copies its nodes, bodies included
+    for path, g in reversed(list(_graphs.walk(proto.graph))):
+        rows = plan[plan["graph"] == path]
+        if rows.empty:
+            continue
+        zero = fmt.tensor(np.array(0.0), _unique(f"trtlab_{fmt.name}_zero_point", taken))
+        new_inits: List[onnx.TensorProto] = [zero]
+        replace: Dict[Tuple[str, int], str] = {}
+        dq_of: Dict[Tuple[Any, ...], str] = {}
+        qdq_nodes: Dict[str, List[onnx.NodeProto]] = {}
+        for row in rows.itertuples(index=False):
+            t, axis = row.tensor, row.axis
+            axis = None if axis is None or axis is pd.NA else int(axis)
+            if row.role == "weight":
+                key: Tuple[Any, ...] = (t, axis, "w")
+            elif row.role == "concat":
+                key = (t, row.node)
+            else:
+                key = (t,)
+            if key not in dq_of:
+                if row.role == "weight":
+                    dq_of[key] = _quantize_weight(t, inits_all[t], axis, taken, new_inits, qdq_nodes,
+                                                  zero.name, fmt)
+                    replaced.add(t)
+                else:
+                    value = amax[(t, row.node)] if row.role == "concat" else amax[t]
+                    dq_of[key] = _quantize_activation(t, value, taken, new_inits, qdq_nodes, zero.name, fmt)
+            replace[(row.node, int(row.input_index))] = dq_of[key]
+        produced = {o for n in g.node for o in n.output}
+        nodes: List[onnx.NodeProto] = []
+        for t, group in qdq_nodes.items():
+            if t not in produced:  # graph inputs, initializers, outer-scope tensors
+                nodes.extend(group)
+        for node in g.node:
+            new = onnx.NodeProto()
+            new.CopyFrom(node)
+            for i in range(len(new.input)):
+                if (node.name, i) in replace:
+                    new.input[i] = replace[(node.name, i)]
+            nodes.append(new)
+            for y in node.output:
+                if y in qdq_nodes:
+                    nodes.extend(qdq_nodes[y])
+        used = {x for n in nodes for x in n.input} | _graphs.body_reads_nodes(nodes)
+        g.initializer.extend(t for t in new_inits if t.name in used)
+        del g.node[:]
+        g.node.extend(nodes)
+        del g.value_info[:]
+    # drop float weights nothing reads any more (reads inside bodies count)
+    reads = {x for _, g in _graphs.walk(proto.graph) for n in g.node for x in n.input}
+    reads |= {o.name for _, g in _graphs.walk(proto.graph) for o in g.output}
+    for _, g in _graphs.walk(proto.graph):
+        keep = [t for t in g.initializer if t.name not in replaced or t.name in reads]
+        if len(keep) != len(g.initializer):
+            del g.initializer[:]
+            g.initializer.extend(keep)
 
 
 def _quantize_activation(t: str, amax: float, taken: Set[str], inits: List[onnx.TensorProto],
-                         nodes: Dict[str, List[onnx.NodeProto]], zero: str) -> str:
+                         nodes: Dict[str, List[onnx.NodeProto]], zero: str, fmt: _Format = INT8) -> str:
     if not np.isfinite(amax) or amax <= 0:
-        log.warning("tensor %r has range %r on the calibration data; using scale 1/127", t, amax)
+        log.warning("tensor %r has range %r on the calibration data; using scale 1/%g", t, amax, fmt.qmax)
         amax = 1.0
-    scale = numpy_helper.from_array(np.array(amax / QMAX, dtype=np.float32), _unique(f"{t}_scale", taken))
+    scale = numpy_helper.from_array(np.array(amax / fmt.qmax, dtype=np.float32), _unique(f"{t}_scale", taken))
     inits.append(scale)
     q, dq = _unique(f"{t}_quantized", taken), _unique(f"{t}_dequantized", taken)
     nodes.setdefault(t, []).extend([
@@ -368,22 +767,21 @@ def _quantize_activation(t: str, amax: float, taken: Set[str], inits: List[onnx.
 
 def _quantize_weight(t: str, init: onnx.TensorProto, axis: Optional[int], taken: Set[str],
                      inits: List[onnx.TensorProto], nodes: Dict[str, List[onnx.NodeProto]],
-                     zero: str) -> str:
+                     zero: str, fmt: _Format = INT8) -> str:
     w = numpy_helper.to_array(init).astype(np.float32)
     if axis is None:
         amax = np.array(np.abs(w).max() if w.size else 0.0, dtype=np.float32)
     else:
         amax = np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)).max(axis=1)
     amax = np.where(amax > 0, amax, 1.0).astype(np.float32)
-    scale = (amax / QMAX).astype(np.float32)
+    scale = (amax / fmt.qmax).astype(np.float32)
     shape = [1] * w.ndim
     if axis is not None:
         shape[axis] = -1
-    q = np.clip(np.round(w / scale.reshape(shape)), -QMAX, QMAX).astype(np.int8)
     tag = "" if axis is None else f"_axis{axis}"
-    qname = _unique(f"{t}_int8{tag}", taken)
+    qname = _unique(f"{t}_{fmt.name}{tag}", taken)
     sname = _unique(f"{t}_scale{tag}", taken)
-    inits.append(numpy_helper.from_array(q, qname))
+    inits.append(fmt.tensor(w / scale.reshape(shape), qname))
     inits.append(numpy_helper.from_array(scale, sname))
     dq = _unique(f"{t}_dequantized{tag}", taken)
     inputs = [qname, sname]
@@ -391,10 +789,127 @@ def _quantize_weight(t: str, init: onnx.TensorProto, axis: Optional[int], taken:
         inputs.append(zero)
         kwargs: Dict[str, Any] = {}
     else:
-        zp = numpy_helper.from_array(np.zeros(w.shape[axis], dtype=np.int8), _unique(f"{t}_zero_point{tag}", taken))
+        zp = fmt.tensor(np.zeros(w.shape[axis]), _unique(f"{t}_zero_point{tag}", taken))
         inits.append(zp)
         inputs.append(zp.name)
         kwargs = {"axis": axis}
     nodes.setdefault(t, []).append(
         helper.make_node("DequantizeLinear", inputs, [dq], name=_unique(f"{t}_DequantizeLinear{tag}", taken), **kwargs))
     return dq
+
+
+def calibrate(model: Any, calibration_data: Data, *, method: str = "mse",
+              tensors: Optional[Iterable[str]] = None, percentile: float = 99.99,
+              num_bins: int = 2048, batch_size: Optional[int] = None,
+              cache_dir: Optional[Union[str, os.PathLike]] = None, progress: bool = True,
+              exclude_nodes: Iterable[str] = (), clip_bound: Optional[float] = 4.0,
+              exclusions: Optional[Iterable[str]] = None) -> Any:
+    """Measure activation ranges for INT8 quantization.
+
+    Parameters
+    ----------
+    model
+        The float32 model (:class:`trtlab.model.Model`, ModelProto or path).
+    calibration_data
+        Real inputs: one array, a dict input name -> array (batch on axis 0) or feed dicts.
+    method
+        ``"mse"`` (per tensor, the threshold with the least INT8 error on the data),
+        ``"entropy"`` (TensorRT's KL calibration), ``"minmax"``, ``"percentile"``, or ``"auto"``
+        (every method's thresholds in columns ``amax_<method>``; ``amax`` holds mse's).
+    tensors
+        Tensors to measure; default the activations :func:`quantization_plan` quantizes.
+    percentile
+        Percentile of ``|x|`` kept by ``method="percentile"``.
+    num_bins
+        Histogram bins for ``entropy`` and ``percentile``.
+    batch_size
+        Batch size used when the model's batch dimension is dynamic.
+    cache_dir
+        Folder for the JSON cache (keyed by model, data and settings); ``None`` disables it.
+    progress
+        Show progress bars.
+    exclude_nodes
+        Nodes left unquantized (their inputs are not measured unless another node needs them).
+    exclusions
+        Placement exclusion rules used to choose the default tensors (see
+        :func:`~trtlab.precision.quantization_plan`; default its defaults).
+    clip_bound
+        Entropy and percentile thresholds whose INT8 error on the data exceeds this many times
+        the least error are raised until it does not (the ``note`` column says so, and
+        ``method_amax`` keeps the method's own threshold); ``None`` keeps them as the method says.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per tensor: tensor, producer, min, max, absmax, amax, scale (``amax / 127``),
+        method, method_amax (the method's own threshold), samples (values seen), note (why a
+        tensor fell back to its min-max range or had its clipping bounded). ``.attrs`` holds ``model_hash``, ``data_hash``, ``cache`` (``"hit"``,
+        ``"miss"`` or ``"off"``) and ``cache_path``.
+    """
+    import pandas as pd
+
+    if method not in METHODS:
+        raise CalibrationError(f"Unknown calibration method {method!r}; choose one of {METHODS}.")
+    if not 0 < percentile <= 100:
+        raise CalibrationError(f"percentile must be in (0, 100], got {percentile}.")
+    if num_bins < 256:
+        raise CalibrationError(f"num_bins must be at least 256 for 8-bit calibration, got {num_bins}.")
+    src = as_model(model)
+    if tensors is None:
+        kw = {} if exclusions is None else {"exclusions": exclusions}
+        plan = quantization_plan(src, exclude_nodes=exclude_nodes, **kw)
+        plan = plan[plan["quantize"]]
+        names = list(dict.fromkeys(plan.loc[plan["role"] != "weight", "tensor"]))
+    else:
+        from trtlab.precision import _graphs
+
+        names = list(dict.fromkeys(tensors))
+        known = {t.name for t in src.inputs}
+        for _, g in _graphs.walk(src.proto.graph):
+            known.update(o for n in g.node for o in n.output)
+            known.update(i.name for i in g.input)
+        unknown = [t for t in names if t not in known]
+        if unknown:
+            raise CalibrationError(
+                f"Cannot calibrate unknown tensor(s) {unknown[:5]} of model {src.name!r}; "
+                "tensor names are in Model.nodes['outputs']."
+            )
+    feeds = calibration_feeds(src, calibration_data, batch_size)
+    mhash, dhash = model_hash(src.proto), data_hash(feeds)
+    settings: Dict[str, Any] = {"method": method, "num_bins": num_bins, "tensors": sorted(names)}
+    if method in ("percentile", "auto"):
+        settings["percentile"] = percentile
+    if method in ("entropy", "percentile", "auto"):
+        settings["clip_bound"] = clip_bound
+    key = hashlib.sha256(json.dumps([mhash, dhash, settings], sort_keys=True).encode()).hexdigest()
+    cache_state, path = "off", None
+    stats = None
+    if cache_dir is not None and names:
+        path = _cache_path(cache_dir, key)
+        payload = _read_cache(path, key)
+        if payload is not None:
+            stats, cache_state = payload["tensors"], "hit"
+        else:
+            cache_state = "miss"
+    if stats is None:
+        stats = _measure(src.proto, feeds, names, method, num_bins, percentile, progress,
+                         clip_bound) if names else {}
+        if path is not None:
+            _write_cache(path, {"version": CACHE_VERSION, "key": key, "model_hash": mhash,
+                                "data_hash": dhash, "settings": settings, "tensors": stats})
+    rows = []
+    for t in names:
+        s = stats[t]
+        rows.append({"tensor": t, "producer": src.producer(t), "min": s["min"], "max": s["max"],
+                     "absmax": s["absmax"], "amax": s["amax"], "scale": s["amax"] / QMAX,
+                     "method": method, "method_amax": s.get("method_amax", s["amax"]),
+                     "samples": s["samples"], "note": s.get("note", ""),
+                     **{f"amax_{m}": s.get(f"amax_{m}", np.nan) for m in SINGLE_METHODS}})
+    frame = pd.DataFrame(rows, columns=["tensor", "producer", "min", "max", "absmax", "amax",
+                                        "scale", "method", "method_amax", "samples", "note"]
+                         + [f"amax_{m}" for m in SINGLE_METHODS])
+    frame.attrs.update(model_hash=mhash, data_hash=dhash, cache=cache_state,
+                       cache_path=str(path) if path else None, method=method)
+    log.info("calibrated %d tensor(s) of %s with %s over %d batch(es) (cache: %s)", len(names),
+             src.name, method, len(feeds), cache_state)
+    return frame

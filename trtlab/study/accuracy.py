@@ -20,6 +20,7 @@ from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+import onnx
 
 from trtlab.errors import CompareError
 from trtlab.precision._common import Data, Feeds, as_model, feed_list
@@ -31,8 +32,9 @@ __all__ = ["compare", "precision_table", "as_runner", "COMPARE_COLUMNS", "TABLE_
 COMPARE_COLUMNS = ["candidate", "output", "max_abs", "max_rel", "mean_abs", "n_nan", "n_inf", "cosine",
                    "top1_agree", "accuracy", "latency_ms", "executor", "pass", "pass_rule"]
 TABLE_COLUMNS = ["config", "precision", "method", "fp32_nodes", "accuracy", "accuracy_delta",
-                 "top1_agree", "max_abs", "mean_abs", "n_nan", "n_inf", "cosine", "latency_ms", "executor",
-                 "latency_p90_ms", "latency_cv"]
+                 "top1_agree", "max_abs", "mean_abs", "n_nan", "n_inf", "cosine", "mac_coverage", "latency_ms",
+                 "executor", "latency_p90_ms", "latency_cv", "source"]
+
 
 
 def _bind_polygraphy() -> None:
@@ -386,7 +388,8 @@ def _runnable(model: Any, use_build: bool, progress: bool, cache_dir: Any,
     """
     from trtlab.precision import ort_variant
 
-    is_fp16 = any(p.key == "trtlab.precision" and p.value == "fp16" for p in model.proto.metadata_props)
+    is_fp16 = any(p.key == "trtlab.precision" and p.value in ("fp16", "bf16")
+                  for p in model.proto.metadata_props)
     if use_build:
         from trtlab.codegen import build
         from trtlab.partitioning.partitioner import partition
@@ -401,13 +404,14 @@ def _runnable(model: Any, use_build: bool, progress: bool, cache_dir: Any,
 def precision_table(model: Any, data: Data, *, labels: Optional[np.ndarray] = None,
                     precisions: Iterable[str] = ("fp32", "fp16", "int8"),
                     calibration_data: Optional[Data] = None,
-                    methods: Iterable[str] = ("entropy", "minmax"),
+                    methods: Iterable[str] = ("auto", "entropy", "minmax"),
                     keep_fp32_nodes: Iterable[str] = (), keep_fp32_ops: Optional[Iterable[str]] = None,
                     segment_precisions: Optional[Mapping[str, Mapping[int, str]]] = None,
                     per_channel: bool = True, batch_size: Optional[int] = None,
                     runner: str = "auto", cache_dir: Any = None, output: Optional[str] = None,
-                    progress: bool = True, latency_warmup: int = 10,
-                    latency_iterations: int = 50, ort_threads: Optional[int] = 1) -> Any:
+                    candidates: Optional[Mapping[str, Any]] = None, progress: bool = True,
+                    latency_warmup: int = 10, latency_iterations: int = 50,
+                    ort_threads: Optional[int] = 1) -> Any:
     """The FP32 / FP16 / INT8 accuracy table of a model.
 
     Parameters
@@ -419,11 +423,12 @@ def precision_table(model: Any, data: Data, *, labels: Optional[np.ndarray] = No
     labels
         Class labels per sample: adds task accuracy and its change from FP32 in points.
     precisions
-        Any of ``"fp32"``, ``"fp16"``, ``"int8"``.
+        Registered precision modes (:mod:`trtlab.precision.registry`): ``"fp32"``, ``"fp16"``,
+        ``"bf16"``, ``"int8"``, ``"fp8"``.
     calibration_data
         Real inputs for INT8 calibration (required with ``"int8"``).
     methods
-        Calibration methods, one INT8 row each.
+        Calibration methods, one INT8 row each (FP8 uses min-max).
     keep_fp32_nodes
         Mixed precision: when given, FP16 and INT8 rows are repeated with these nodes held in
         FP32, so the table shows what keeping them buys.
@@ -443,6 +448,10 @@ def precision_table(model: Any, data: Data, *, labels: Optional[np.ndarray] = No
         Calibration (and engine) cache folder.
     output
         Output scored in the table (default: the model's first output).
+    candidates
+        Models made by other tools, label -> model (path, ModelProto or Model), e.g. ONNX
+        Runtime's ``quantize_static`` or ModelOpt output; each is a row with that label, run
+        on the same data, ``source="external"``.
     progress
         Show progress bars.
     latency_warmup, latency_iterations
@@ -459,24 +468,27 @@ def precision_table(model: Any, data: Data, *, labels: Optional[np.ndarray] = No
         One row per configuration: config, precision, method, fp32_nodes, accuracy,
         accuracy_delta (points vs FP32), top1_agree (with FP32, classifier outputs), max_abs,
         mean_abs, n_nan and n_inf (non-finite values where FP32 has finite ones), cosine,
-        latency_ms (median of the warm timed runs, per batch), executor, latency_p90_ms and
-        latency_cv (their spread). One :class:`~trtlab.study.latency.LatencyWarning` names the
-        configurations whose timings were noisy.
+        mac_coverage (share of multiply-accumulates with quantized inputs), latency_ms (median of
+        the warm timed runs, per batch), executor, latency_p90_ms and latency_cv (their spread),
+        source (``"trtlab"`` or ``"external"``). One :class:`~trtlab.study.latency.LatencyWarning`
+        names the configurations whose timings were noisy.
     """
     import pandas as pd
 
     from trtlab import precision as prec
     from trtlab._progress import progress as progress_bar
+    from trtlab.precision import registry
 
     src = as_model(model)
     precisions = list(precisions)
-    bad = [p for p in precisions if p not in ("fp32", "fp16", "int8")]
+    bad = [p for p in precisions if p not in registry.names()]
     if bad:
-        raise CompareError(f"Unknown precision(s) {bad}; use 'fp32', 'fp16' and/or 'int8'.")
+        raise CompareError(f"Unknown precision(s) {bad}; use any of {', '.join(registry.names())}.")
     methods = list(methods)
     keep = tuple(keep_fp32_nodes)
-    if ("int8" in precisions or segment_precisions) and calibration_data is None:
-        raise CompareError("INT8 rows need calibration_data= (real inputs of the model).")
+    if (any(registry.needs_calibration(p) for p in precisions) or segment_precisions) \
+            and calibration_data is None:
+        raise CompareError("INT8 and FP8 rows need calibration_data= (real inputs of the model).")
     if runner not in ("auto", "hybrid", "onnxruntime"):
         raise CompareError(f"runner={runner!r}; use 'auto', 'hybrid' or 'onnxruntime'.")
     use_build = runner == "hybrid" or (runner == "auto" and _has_build())
@@ -492,28 +504,42 @@ def precision_table(model: Any, data: Data, *, labels: Optional[np.ndarray] = No
         if keep:
             configs.append((f"fp16 + {len(keep)} fp32 node(s)", "fp16", "", len(keep),
                             lambda: prec.to_fp16(src, keep_fp32_nodes=keep, **fp16_kw)))
+    if "bf16" in precisions:
+        configs.append(("bf16", "bf16", "", 0, lambda: prec.to_bf16(src, **fp16_kw)))
+    if "fp8" in precisions:
+        configs.append(("fp8 minmax", "fp8", "minmax", 0,
+                        lambda: prec.quantize_fp8(src, calibration_data, progress=progress)))
     if "int8" in precisions:
         for method in methods:
             def quantized(method: str = method, exclude: Tuple[str, ...] = ()) -> Any:
-                table = prec.calibrate(src, calibration_data, method=method, cache_dir=cache_dir,
-                                       batch_size=batch_size, progress=progress)
-                return prec.quantize_int8(src, table, method=method, per_channel=per_channel,
-                                          exclude_nodes=exclude, progress=progress)
+                return prec.quantize_int8(src, calibration_data, method=method, per_channel=per_channel,
+                                          exclude_nodes=exclude, progress=progress, cache_dir=cache_dir,
+                                          batch_size=batch_size)
             configs.append((f"int8 {method}", "int8", method, 0, quantized))
             if keep:
                 configs.append((f"int8 {method} + {len(keep)} fp32 node(s)", "int8", method, len(keep),
                                 lambda m=method: quantized(m, keep)))
-    candidates: Dict[str, Any] = {}
+    for label_, peer in (candidates or {}).items():
+        if label_ in {c[0] for c in configs} or label_ == "fp32":
+            raise CompareError(f"candidates label {label_!r} clashes with a trtlab configuration; "
+                               "rename it.")
+        configs.append((label_, _precision_of(peer), "external", 0, lambda p=peer: as_model(p)))
+    external = set(candidates or {})
+    runs: Dict[str, Any] = {}
     execs: Dict[str, str] = {}
     meta: Dict[str, Tuple[str, str, int]] = {}
     example = feed_list(src, data, batch_size=batch_size)[0] if use_build else None
+    coverage: Dict[str, float] = {}
     for name, precision, method, n_keep, make in progress_bar(configs, desc="precision configs",
                                                              enabled=progress):
-        runnable, label = _runnable(make(), use_build, False, cache_dir, example)
-        candidates[name] = runnable
+        made = make()
+        coverage[name] = _coverage(made)
+        runnable, label = _runnable(made, use_build, False, cache_dir, example)
+        runs[name] = runnable
         if label:
             execs[name] = label
         meta[name] = (precision, method, n_keep)
+    candidates = runs
     for name, mapping in (segment_precisions or {}).items():
         from trtlab.codegen import build
         from trtlab.partitioning.partitioner import partition
@@ -521,7 +547,7 @@ def precision_table(model: Any, data: Data, *, labels: Optional[np.ndarray] = No
         calib = feed_list(src, calibration_data, batch_size=batch_size)
         candidates[name] = build(partition(src), feeds=calib[0], precision=dict(mapping), calibration_data=calib,
                                  progress=False, cache_dir=cache_dir)
-        meta[name] = ("mixed", "entropy", 0)
+        meta[name] = ("mixed", "auto", 0)
     reference, ref_label = _runnable(src, use_build, False, cache_dir, example)
     if ref_label:
         execs["fp32"] = ref_label
@@ -543,9 +569,11 @@ def precision_table(model: Any, data: Data, *, labels: Optional[np.ndarray] = No
                      "precision": precision, "method": method, "fp32_nodes": n_keep,
                      "accuracy": r.accuracy, "top1_agree": r.top1_agree, "max_abs": r.max_abs,
                      "mean_abs": r.mean_abs, "n_nan": r.n_nan, "n_inf": r.n_inf, "cosine": r.cosine,
+                     "mac_coverage": coverage.get(r.candidate, 0.0 if r.candidate == "fp32" else float("nan")),
                      "latency_ms": latency[r.candidate].median, "executor": r.executor,
                      "latency_p90_ms": latency[r.candidate].p90,
-                     "latency_cv": latency[r.candidate].cv})
+                     "latency_cv": latency[r.candidate].cv,
+                     "source": "external" if r.candidate in external else "trtlab"})
     table = pd.DataFrame(rows)
     if "fp32" not in precisions:
         base_acc = _accuracy(reference, src, data, labels, batch_size, out_name)
@@ -590,6 +618,31 @@ def _warm_latency(runnables: Mapping[str, Any], src: Any, data: Data, batch_size
                       "busy. Raise latency_iterations=, keep ort_threads=1 and run fewer other "
                       "jobs; the accuracy columns are unaffected.", LatencyWarning, stacklevel=3)
     return out
+
+
+def _precision_of(model: Any) -> str:
+    """A peer model's precision from its graph: Q/DQ element types, else float types."""
+    proto = as_model(model).proto
+    qdq = [n for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    if qdq:
+        inits = {t.name: t.data_type for t in proto.graph.initializer}
+        kinds = {inits.get(n.input[0]) for n in qdq if n.op_type == "DequantizeLinear"}
+        if onnx.TensorProto.FLOAT8E4M3FN in kinds:
+            return "fp8"
+        return "int8"
+    half = any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
+    return "fp16" if half else "fp32"
+
+
+def _coverage(model: Any) -> float:
+    from trtlab.precision import int8_coverage
+
+    try:
+        value = int8_coverage(model)
+    except Exception as exc:  # coverage is informative; a model it cannot read gets nan
+        log.debug("MAC coverage of %s not computed: %s", getattr(model, "name", model), exc)
+        return float("nan")
+    return 0.0 if np.isnan(value) else value
 
 
 def _accuracy(reference: Any, src: Any, data: Data, labels: Optional[np.ndarray],

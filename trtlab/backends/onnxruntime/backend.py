@@ -29,7 +29,9 @@ def _ort_session(model: onnx.ModelProto, settings: CompileSettings) -> Tuple[Any
     if not settings.spinning:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    if settings.precision == "fp16":
+    from trtlab.precision import registry
+
+    if registry.get(settings.precision).emulate_on_onnxruntime:
         from trtlab.precision import ort_variant
 
         variant, label = ort_variant(model, list(settings.providers) if settings.providers else None)

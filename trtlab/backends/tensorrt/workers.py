@@ -126,8 +126,18 @@ class BuildPool:
 
     # -- jobs ---------------------------------------------------------------------------------
     def submit(self, fn: Callable[..., Any], *args: Any) -> "Future[Any]":
-        """Start ``fn(*args)`` in a worker; :meth:`result` collects it."""
-        pool = self._pool()
+        """Start ``fn(*args)`` in a worker; :meth:`result` collects it.
+
+        A daemonic process (a Dask or multiprocessing worker) may not start children, and a full
+        ``/dev/shm`` leaves no room for the pool's semaphores: then the job runs here, in this
+        process, and a TensorRT crash would end it (logged once as a warning).
+        """
+        if mp.current_process().daemon:
+            return self._run_here(fn, args, "this is a daemonic process, which may not start workers")
+        try:
+            pool = self._pool()
+        except OSError as exc:
+            return self._run_here(fn, args, f"no worker could start ({exc})")
         with _main_not_reimported():
             try:
                 fut = pool.submit(_call, fn, args)
@@ -136,6 +146,14 @@ class BuildPool:
                 pool = self._pool()
                 fut = pool.submit(_call, fn, args)
         fut._trtlab_job = (pool, fn, args)  # type: ignore[attr-defined]
+        return fut
+
+    def _run_here(self, fn: Callable[..., Any], args: Tuple[Any, ...], why: str) -> "Future[Any]":
+        if not getattr(self, "_warned_here", False):
+            log.warning("TensorRT builds run in this process: %s", why)
+            self._warned_here = True
+        fut: "Future[Any]" = Future()
+        fut.set_result(_call(fn, args))
         return fut
 
     def result(self, fut: "Future[Any]", segment: str = "segment", *, solo: bool = False) -> Any:
