@@ -59,20 +59,9 @@ def finish(proto: onnx.ModelProto, name: str, advice: str = "") -> Any:
 
 def tensor_types(proto: onnx.ModelProto) -> Dict[str, int]:
     """Element type of every tensor the graph knows (inputs, outputs, value_info, initializers)."""
-    inferred = onnx.shape_inference.infer_shapes(proto)
-    g = inferred.graph
-    types: Dict[str, int] = {}
-    for vi in list(g.input) + list(g.output) + list(g.value_info):
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
-            types[vi.name] = vi.type.tensor_type.elem_type
-    for init in g.initializer:
-        types[init.name] = init.data_type
-    for node in g.node:
-        if node.op_type == "Constant" and node.output:
-            for a in node.attribute:
-                if a.name == "value":
-                    types[node.output[0]] = a.t.data_type
-    return types
+    from trtlab.precision._graphs import deep_types
+
+    return deep_types(proto)
 
 
 def model_hash(proto: onnx.ModelProto) -> str:

@@ -36,7 +36,6 @@ import itertools
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 import traceback
@@ -455,19 +454,12 @@ class JobStore:
         except OSError as exc:
             raise SweepError(f"Cannot create the sweep folder {self.folder}: {exc}. Pass a writable "
                              "cache_dir=.") from exc
+        from trtlab import _io
+
         path = self.path(key)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".job-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"format": JOB_FORMAT, "key": key, **record}, fh, indent=1, sort_keys=True,
+        text = json.dumps({"format": JOB_FORMAT, "key": key, **record}, indent=1, sort_keys=True,
                           default=_json_default)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        _io.write_text(path, text, what="sweep job record")
         return path
 
     def records(self) -> List[Dict[str, Any]]:

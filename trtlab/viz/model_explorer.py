@@ -106,19 +106,10 @@ def node_data(partition: Any, by: str = "segment") -> Dict[str, Any]:
 
 
 def _atomic_write(path: Path, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from trtlab import _io
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return _io.write_bytes(path, data, what="Model Explorer file")
 
 
 def write_node_data(partition: Any, path: Union[str, os.PathLike], by: str = "segment") -> Path:

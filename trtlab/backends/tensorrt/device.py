@@ -29,13 +29,13 @@ True
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+
+from trtlab import _io  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ def close_runner(runner: Any) -> None:
             _, _, runtime_cache, path = keep
             blob = runtime_cache.serialize()
             if blob is not None:
-                _write_atomic(Path(path), bytes(memoryview(blob)))
+                _io.write_bytes(Path(path), bytes(memoryview(blob)), what="TensorRT-RTX runtime cache")
     except OSError as exc:
         log.warning("could not save the TensorRT-RTX runtime cache: %s", exc)
     finally:
@@ -215,19 +215,6 @@ def close_runner(runner: Any) -> None:
             runner.deactivate()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # -- the hybrid model's bookkeeping --------------------------------------------------------------

@@ -172,12 +172,9 @@ def segment_profile(proto: onnx.ModelProto, table: Mapping[str, ShapeRange],
 
 
 def _value_infos(proto: onnx.ModelProto) -> Dict[str, onnx.ValueInfoProto]:
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto)
-    except onnx.shape_inference.InferenceError:
-        inferred = proto
-    g = inferred.graph
-    return {vi.name: vi for vi in list(g.value_info) + list(g.input) + list(g.output)}
+    from trtlab.backends.isolation import value_infos
+
+    return value_infos(proto)
 
 
 def _boundary_values(model: Any, batches: List[Dict[str, np.ndarray]],
