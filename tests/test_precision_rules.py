@@ -188,7 +188,8 @@ def test_a_registered_mode_is_built_without_touching_build(monkeypatch):
         return to_fp16(model, keep_fp32_ops=("Conv",))
 
     monkeypatch.setitem(registry._MODES, "fp16_noconv", registry.PrecisionMode("fp16_noconv", transform))
-    hybrid = trtlab.build(trtlab.partition(trtlab.load(conv_net())), precision="fp16_noconv", progress=False)
+    hybrid = trtlab.build(trtlab.partition(trtlab.load(conv_net())), precision="fp16_noconv",
+                          feeds={"x": images(2)}, progress=False)
     assert seen == [False]
     got = hybrid.run({"x": images(2)})["y"]
     want = run_onnx(conv_net(), {"x": images(2)})["y"]

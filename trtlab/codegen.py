@@ -100,7 +100,7 @@ def _calibration_batches(model: Any, data: Any) -> List[Dict[str, np.ndarray]]:
     from trtlab.precision._common import calibration_feeds
 
     if data is None:
-        raise CalibrationError("precision='int8' needs calibration_data= (one array, a dict input name -> "
+        raise CalibrationError("INT8 and FP8 precisions need calibration_data= (one array, a dict input name -> "
                                "array with the batch on axis 0, or a list of feed dicts, with real inputs "
                                "of the model).")
     batches = calibration_feeds(model, data)

@@ -13,10 +13,11 @@ settings.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import warnings
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -25,6 +26,7 @@ import onnx
 
 from trtlab._progress import progress as progress_bar
 from trtlab.errors import CalibrationError
+from trtlab.model import TrtlabWarning
 from trtlab.precision._common import Feeds
 
 log = logging.getLogger(__name__)
@@ -152,31 +154,61 @@ def _cache_path(cache_dir: Union[str, os.PathLike], key: str) -> Path:
     return Path(cache_dir).expanduser() / f"calibration-{key[:32]}.json"
 
 
-def _read_cache(path: Path, key: str) -> Optional[Dict[str, Any]]:
+def _stats_digest(stats: Any) -> str:
+    return hashlib.sha256(json.dumps(stats, sort_keys=True).encode()).hexdigest()
+
+
+def _valid_stats(stats: Any, names: List[str]) -> str:
+    """Why cached statistics cannot be used ("" when they can)."""
+    if not isinstance(stats, dict):
+        return "'tensors' is not an object"
+    for t in names:
+        s = stats.get(t)
+        if not isinstance(s, dict):
+            return f"no statistics for tensor {t!r}"
+        for field in ("min", "max", "absmax", "amax"):
+            v = s.get(field)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+                return f"tensor {t!r} has {field} = {v!r}"
+        if s["amax"] < 0 or s["absmax"] < 0 or not isinstance(s.get("samples"), int):
+            return f"tensor {t!r} has a negative range or no sample count"
+    return ""
+
+
+def _read_cache(path: Path, key: str, names: Optional[List[str]] = None) -> Optional[Dict[str, Any]]:
+    from trtlab import _io
+    from trtlab.errors import FileReadError
+
     if not path.exists():
         return None
     try:
-        payload = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        payload = json.loads(_io.read_text(path, limit=256 << 20, what="Calibration cache"))
+    except (FileReadError, ValueError, RecursionError) as exc:
         log.warning("calibration cache %s unreadable (%s); recalibrating", path, exc)
         return None
-    if payload.get("version") != CACHE_VERSION or payload.get("key") != key:
+    if not isinstance(payload, dict) or payload.get("version") != CACHE_VERSION or payload.get("key") != key:
         log.warning("calibration cache %s does not match this model/data/settings; recalibrating", path)
+        return None
+    problem = ("its checksum does not match its statistics (edited or damaged)"
+               if payload.get("tensors_sha256") != _stats_digest(payload.get("tensors")) else
+               _valid_stats(payload.get("tensors"), names or []))
+    if problem:
+        warnings.warn(f"calibration cache {path} cannot be used: {problem}; recalibrating.",
+                      TrtlabWarning, stacklevel=3)
         return None
     return payload
 
 
 def _write_cache(path: Path, payload: Dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".calibration-", suffix=".json")
+    """Write the calibration cache atomically; a cache that cannot be written is only a warning."""
+    from trtlab import _io
+    from trtlab.errors import FileWriteError
+
+    payload = dict(payload, tensors_sha256=_stats_digest(payload["tensors"]))
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        _io.write_text(path, json.dumps(payload, indent=1, sort_keys=True), what="calibration cache")
+    except FileWriteError as exc:
+        log.warning("calibration not cached: %s", exc)
 
 
 def _measure(proto: onnx.ModelProto, feeds: List[Feeds], tensors: List[str], method: str,

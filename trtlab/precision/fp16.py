@@ -286,7 +286,7 @@ def to_fp16(model: Any, *, keep_io_types: bool = True,
     trtlab.model.Model
         Checker-valid model whose ``Cast`` nodes mark every float16/float32 border. Ops outside
         :data:`FP16_OPS`, custom-domain ops and nodes with subgraphs stay float32; nodes inside
-        ``If``/``Loop`` bodies are converted like the main graph's. ``.fp32_nodes`` is the
+        ``If`` bodies are converted like the main graph's; ``Loop``/``Scan`` bodies stay float32. ``.fp32_nodes`` is the
         :func:`fp16_keep_table` of the nodes kept in float32 by rule, with reasons. A model
         with nothing to convert is returned unchanged, labelled ``fp32``, with a warning.
 
@@ -334,7 +334,7 @@ def _to_low_precision(model: Any, dtype: int, *, keep_io_types: bool, keep_fp32_
                                  f"has opset {before} and {notes[-1]}; use to_fp16 instead.")
     types = _graphs.deep_types(proto)
     taken = _graphs.all_names(proto) | set(types)
-    keep_nodes = set(table["node"])
+    keep_nodes = set(table["node"]) | _loop_body_nodes(proto.graph)
     if dtype == BF16:
         # ops whose ONNX schema at this opset has no bfloat16 stay float32
         version = _graphs.opset(proto)
@@ -369,6 +369,24 @@ def _to_low_precision(model: Any, dtype: int, *, keep_io_types: bool, keep_fp32_
     out.notes = list(src.notes) + notes
     out.fp32_nodes = table
     return out
+
+
+#: Ops whose bodies run per iteration with loop-carried values: their bodies stay float32, since
+#: a carried value's type must match on every iteration (``If`` branches are converted).
+_LOOP_OPS = ("Loop", "Scan", "SequenceMap")
+
+
+def _loop_body_nodes(graph: onnx.GraphProto, inside: bool = False) -> Set[str]:
+    """Names of the nodes inside Loop/Scan/SequenceMap bodies (at any depth)."""
+    names: Set[str] = set()
+    for node in graph.node:
+        if inside:
+            names.add(node.name)
+        from trtlab.precision import _graphs
+
+        for _, body in _graphs.bodies(node):
+            names |= _loop_body_nodes(body, inside or node.op_type in _LOOP_OPS)
+    return names
 
 
 def _convert_graph(graph: onnx.GraphProto, types: Dict[str, int], keep_nodes: Set[str],

@@ -886,7 +886,7 @@ def calibrate(model: Any, calibration_data: Data, *, method: str = "mse",
     stats = None
     if cache_dir is not None and names:
         path = _cache_path(cache_dir, key)
-        payload = _read_cache(path, key)
+        payload = _read_cache(path, key, names)
         if payload is not None:
             stats, cache_state = payload["tensors"], "hit"
         else:

@@ -329,7 +329,7 @@ def auto_mixed_precision(model: Any, data: Data, metric: Optional[Metric] = None
 
     def convert(keep: Sequence[str]) -> Any:
         from trtlab.precision import int8, lowp
-        from .precision.fp16 import to_fp16
+        from trtlab.precision.fp16 import to_fp16
 
         if precision == "fp16":
             return to_fp16(src, keep_fp32_nodes=keep, **convert_kwargs)
@@ -398,6 +398,6 @@ def _eligible(src: Any, converted: Any, precision: str) -> set:
         if plan is None:
             return set()
         return set(plan.loc[plan["quantize"], "node"])
-    from .precision.fp16 import FP16_OPS
+    from trtlab.precision.fp16 import FP16_OPS
 
     return {n.name for n in src.proto.graph.node if n.op_type in FP16_OPS}
