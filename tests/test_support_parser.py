@@ -218,3 +218,19 @@ def test_recheck_types_if_outputs_from_the_branch_not_the_condition():
     assert vi.type.tensor_type.elem_type == branch.elem_type != T.BOOL
     assert len(vi.type.tensor_type.shape.dim) == len(branch.shape.dim) > 0
     assert node.output[0] in assumed
+
+
+def test_recheck_windows_give_the_parser_the_shape_computations_they_read():
+    """affine_grid's Unsqueeze axes come from integer computations far before the parser's stop;
+    the re-check window carries those producers along, so the parser sees constant axes and the
+    rules and parser agree on every Unsqueeze (a window without them rejected all 4)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from backend_cases import load_case
+
+    model = trtlab.load(load_case("node/test_affine_grid_3d_expanded").model)
+    comparison = compare_support(model)
+    unsqueeze = comparison.frame[comparison.frame["op_type"] == "Unsqueeze"]
+    assert len(unsqueeze) == 4
+    assert unsqueeze["parser"].all(), unsqueeze.loc[~unsqueeze["parser"], "parser_reason"].tolist()[:2]

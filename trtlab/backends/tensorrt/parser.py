@@ -229,10 +229,17 @@ def _sub_model(index: _Index, keep: Sequence[int],
     return model
 
 
+#: Element types of shape computations (axes, shapes, indices): their producers are always given
+#: to the parser as context, however far back, since it needs their values to be constants.
+_INDEX_TYPES = frozenset({onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.BOOL})
+
+
 def _window(index: _Index, undecided: Sequence[int], size: int,
-            verdicts: Dict[int, "ParserVerdict"]) -> List[int]:
-    """The next re-check: ``size`` undecided nodes, plus the accepted nodes just before them that
-    feed them (so the parser sees how their inputs are made, e.g. shape computations)."""
+            verdicts: Dict[int, "ParserVerdict"],
+            types: Optional[Dict[str, Tuple[int, Optional[Tuple[Any, ...]]]]] = None) -> List[int]:
+    """The next re-check: ``size`` undecided nodes, plus the accepted nodes that feed them: those
+    just before them, and every producer of an integer (shape, axis) input however far back, so the
+    parser sees how their inputs are made."""
     window = list(undecided[:size])
     start = window[0]
     lookback = start - max(size, 16)
@@ -241,7 +248,9 @@ def _window(index: _Index, undecided: Sequence[int], size: int,
     while stack:
         name = stack.pop()
         k = index.producer.get(name)
-        if k is None or k >= start or k < lookback or k in feeding:
+        if k is None or k >= start or k in feeding:
+            continue
+        if k < lookback and (types or {}).get(name, (0, None))[0] not in _INDEX_TYPES:
             continue
         verdict = verdicts.get(k)
         if verdict is None or not verdict.supported:
@@ -362,7 +371,7 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
                     undecided.append(k)
                     if len(undecided) == size:
                         break
-            mapping = _window(index, undecided, size, verdicts)
+            mapping = _window(index, undecided, size, verdicts, types)
             if stalled:
                 mapping = sorted(set(mapping) | {k for k in range(n) if k not in verdicts or verdicts[k].supported})
         decided_before = len(verdicts)
