@@ -24,7 +24,7 @@ from trtlab import zoo
 from trtlab.study import metrics as M
 from trtlab.study.sweeps import (RESULT_COLUMNS, JobStore, SweepConfig, SweepError, sweep_results)
 
-distributed = pytest.importorskip("distributed", reason="the 'study' extra (dask[distributed]) is not installed")
+import distributed  # noqa: E402  (the study extra, installed by make test)
 
 
 # ----------------------------------------------------------------------------------------------

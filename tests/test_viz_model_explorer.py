@@ -19,12 +19,12 @@ from trtlab.viz.graph import draw
 
 
 def _extra():
-    """(model_explorer, adapter module) or skip with the reason."""
+    """(model_explorer, adapter module); the explorer extra is part of what `make test` installs."""
     try:
         import model_explorer
         import model_explorer_onnx
     except ImportError as exc:
-        pytest.skip(f"the trtlab[explorer] extra is not installed ({exc}); "
+        pytest.fail(f"the trtlab[explorer] extra is not installed ({exc}); "
                     "pip install 'trtlab[explorer]' to check the overlay against the viewer")
     return model_explorer, model_explorer_onnx
 

@@ -59,7 +59,7 @@ def test_model_explorer_overlay_matches_the_adapter(model_id, real_model_paths, 
     try:
         from model_explorer_onnx.main import ONNXAdapter
     except ImportError as exc:
-        pytest.skip(f"the trtlab[explorer] extra is not installed ({exc})")
+        pytest.fail(f"the trtlab[explorer] extra is not installed ({exc}); pip install 'trtlab[explorer]'")
     part = _cut(model_id, str(real_model_paths[model_id]))
     graphs = ONNXAdapter().convert(str(me.write_model(part, tmp_path)), {})["graphs"]
     ids = {g.id: {n.id for n in g.nodes} for g in graphs}

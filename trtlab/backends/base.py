@@ -27,6 +27,7 @@ teaching backend subclasses :class:`BackendBase` and is passed once, to ``partit
 
 from __future__ import annotations
 
+import abc
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, runtime_checkable
@@ -59,7 +60,7 @@ EXECUTORS: Dict[str, str] = {
 }
 
 
-class CompiledSegment:
+class CompiledSegment(abc.ABC):
     """The declared contract of a compiled segment: what :class:`~trtlab.runtime.HybridModel` runs.
 
     A subclass declares what runs it as data (``executor``, one of :data:`EXECUTORS` or a
@@ -83,8 +84,9 @@ class CompiledSegment:
     profile: Optional["Profile"] = None
     values: Optional["Profile"] = None
 
+    @abc.abstractmethod
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        raise NotImplementedError
+        """Run the segment: ``feeds -> {output name: array}``."""
 
     def close(self) -> None:
         """Release resources (sessions, device memory)."""
@@ -147,7 +149,7 @@ class Backend(Protocol):
         """
 
 
-class BackendBase:
+class BackendBase(abc.ABC):
     """Defaults for a backend: support from trtlab's rules, sequential ``compile_many``.
 
     Subclasses set ``name`` and implement ``compile``; overriding ``compile_many`` lets a
@@ -164,8 +166,10 @@ class BackendBase:
 
         return check_support(model, source="rules")
 
+    @abc.abstractmethod
     def compile(self, segment_model: onnx.ModelProto, settings: "CompileSettings") -> Any:
-        raise NotImplementedError
+        """A :class:`CompiledSegment` (or a callable) running ``segment_model``; raises
+        :class:`~trtlab.errors.BuildError` when the backend cannot compile it."""
 
     def compile_many(self, jobs: Sequence[Tuple[onnx.ModelProto, "CompileSettings"]]) -> List[Any]:
         """Compile each ``(segment_model, settings)``; a failure is returned as its BuildError."""
