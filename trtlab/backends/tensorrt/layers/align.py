@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
-from trtlab.backends.tensorrt.layers.card import _is_report
+from trtlab.backends.tensorrt.layers.card import _is_report, elided_alias
 from trtlab.errors import FusionError
 
 __all__ = ["align_engines", "Alignment", "layer_signature"]
@@ -107,47 +107,22 @@ class Alignment:
 
 def _topological(report: Any) -> List[int]:
     """Running layers in a topological order of the layer graph (engine order breaks ties)."""
+    from trtlab.model import _stable_order
+
     layers = report.layers
-    alias: Dict[str, str] = {}
-    for row in layers[~layers["runs"].astype(bool)].itertuples(index=False):
-        for out in row.outputs:
-            if row.inputs:
-                alias[out] = row.inputs[0]
-
-    def real(name: str) -> str:
-        seen = set()
-        while name in alias and name not in seen:
-            seen.add(name)
-            name = alias[name]
-        return name
-
+    real = elided_alias(layers)
     run = layers[layers["runs"].astype(bool)]
+    ids = [int(x) for x in run["layer"]]
     producer: Dict[str, int] = {}
-    for row in run.itertuples(index=False):
+    for i, row in enumerate(run.itertuples(index=False)):
         for out in row.outputs:
-            producer[real(out)] = int(row.layer)
-    indeg: Dict[int, int] = {}
-    users: Dict[int, List[int]] = defaultdict(list)
-    for row in run.itertuples(index=False):
-        preds = {producer[real(t)] for t in row.inputs if real(t) in producer} - {int(row.layer)}
-        indeg[int(row.layer)] = len(preds)
-        for p in preds:
-            users[p].append(int(row.layer))
-    import heapq
-
-    ready = [n for n, d in indeg.items() if d == 0]
-    heapq.heapify(ready)
-    order: List[int] = []
-    while ready:
-        n = heapq.heappop(ready)
-        order.append(n)
-        for u in users[n]:
-            indeg[u] -= 1
-            if indeg[u] == 0:
-                heapq.heappush(ready, u)
-    if len(order) < len(indeg):  # a cycle through aliases: fall back to engine order
-        order += [n for n in sorted(indeg) if n not in set(order)]
-    return order
+            producer[real(out)] = i
+    deps = [{producer[real(t)] for t in row.inputs if real(t) in producer} - {i}
+            for i, row in enumerate(run.itertuples(index=False))]
+    order = _stable_order(deps)
+    if len(order) < len(deps):  # a cycle through aliases: fall back to engine order
+        order += [i for i in range(len(deps)) if i not in set(order)]
+    return [ids[i] for i in order]
 
 
 def _exact_nodes(report: Any, row: Any) -> bool:

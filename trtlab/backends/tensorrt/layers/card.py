@@ -27,7 +27,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 
@@ -449,19 +449,7 @@ def engine_graph(report: Any, *, include_elided: bool = False) -> Any:
 
     layers = report.layers
     times = _times(layers)
-    alias: Dict[str, str] = {}
-    if not include_elided:
-        for row in layers[~layers["runs"].astype(bool)].itertuples(index=False):
-            if len(row.inputs) >= 1:
-                for out in row.outputs:
-                    alias[out] = row.inputs[0]
-
-    def real(name: str) -> str:
-        seen = set()
-        while name in alias and name not in seen:
-            seen.add(name)
-            name = alias[name]
-        return name
+    real = (lambda name: name) if include_elided else elided_alias(layers)
 
     io_mode = dict(zip(report.io_tensors["name"], report.io_tensors["mode"]))
     g = nx.DiGraph(label=report.label)
@@ -491,3 +479,22 @@ def engine_graph(report: Any, *, include_elided: bool = False) -> Any:
 def _is_report(value: Any) -> bool:
     """A FusionReport, checked by its shape (report.py imports this module, so not by class)."""
     return isinstance(getattr(value, "layers", None), pd.DataFrame) and hasattr(value, "onnx_to_layers")
+
+
+def elided_alias(layers: Any) -> Callable[[str], str]:
+    """``tensor -> the tensor it really is``: outputs of elided layers (``runs`` False) are read
+    as their first input, as trex does, so the graph of running layers stays connected."""
+    alias: Dict[str, str] = {}
+    for row in layers[~layers["runs"].astype(bool)].itertuples(index=False):
+        if len(row.inputs) >= 1:
+            for out in row.outputs:
+                alias[out] = row.inputs[0]
+
+    def real(name: str) -> str:
+        seen = set()
+        while name in alias and name not in seen:
+            seen.add(name)
+            name = alias[name]
+        return name
+
+    return real
