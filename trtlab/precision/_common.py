@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import onnx
 
 from trtlab.errors import CalibrationError, InputError, PrecisionError
+from trtlab.precision._graphs import unique_name  # noqa: F401  (shared by the transforms)
 
 log = logging.getLogger(__name__)
 
@@ -194,11 +195,3 @@ def concat(results: Sequence[Mapping[str, np.ndarray]]) -> Dict[str, np.ndarray]
         out[name] = np.concatenate(parts) if parts[0].ndim else np.stack(parts)
     return out
 
-
-def unique_name(base: str, taken: Set[str]) -> str:
-    """``base``, or ``base_1``, ``base_2`` ... whichever is not in ``taken``; records it there."""
-    name, i = base, 1
-    while name in taken:
-        name, i = f"{base}_{i}", i + 1
-    taken.add(name)
-    return name

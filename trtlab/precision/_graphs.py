@@ -188,7 +188,8 @@ def expose(proto: onnx.ModelProto, tensors: Sequence[str], types: Mapping[str, i
     return out, found
 
 
-def _fresh(base: str, taken: Set[str]) -> str:
+def unique_name(base: str, taken: Set[str]) -> str:
+    """``base``, or ``base_1``, ``base_2`` ... whichever is not in ``taken``; records it there."""
     name, i = base, 1
     while name in taken:
         name, i = f"{base}_{i}", i + 1
@@ -216,18 +217,18 @@ def _expose_in(graph: onnx.GraphProto, wanted: Set[str], types: Mapping[str, int
                 name = inner[attr].get(t)
                 if name is not None and name in {o.name for o in body.output}:
                     # already a body output: a copy, so no output name repeats
-                    copy = _fresh(f"{name}_copy", taken)
+                    copy = unique_name(f"{name}_copy", taken)
                     body.node.append(helper.make_node("Identity", [name], [copy],
-                                                      name=_fresh(f"{name}_copy_node", taken)))
+                                                      name=unique_name(f"{name}_copy_node", taken)))
                     name = copy
                 if name is None:  # the other If branch yields an empty tensor of the same type
-                    name = _fresh(f"{t}_empty", taken)
+                    name = unique_name(f"{t}_empty", taken)
                     body.node.append(helper.make_node(
-                        "Constant", [], [name], name=_fresh(f"{t}_empty_const", taken),
+                        "Constant", [], [name], name=unique_name(f"{t}_empty_const", taken),
                         value=numpy_helper.from_array(
                             np.zeros(0, dtype=helper.tensor_dtype_to_np_dtype(elem)), name)))
                 body.output.append(helper.make_tensor_value_info(name, elem, None))
-            exposed = _fresh(f"{t}_exposed", taken)
+            exposed = unique_name(f"{t}_exposed", taken)
             node.output.append(exposed)
             found[t] = exposed
     return found
