@@ -15,10 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Union
 
-import numpy as np
-import onnx
-from onnx import helper, numpy_helper
-
+from trtlab._lazy import lazy_import
 from trtlab.errors import PartitionError
 from trtlab.model import fit_ir_version
 
@@ -26,6 +23,11 @@ from trtlab.model import fit_ir_version
 Partition = Any
 
 log = logging.getLogger(__name__)
+
+np = lazy_import("numpy")
+onnx = lazy_import("onnx")
+helper = lazy_import("onnx.helper")
+numpy_helper = lazy_import("onnx.numpy_helper")
 
 __all__ = ["segment_model", "write_partition"]
 

@@ -26,11 +26,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-import numpy as np
-import onnx
-from onnx import helper, numpy_helper
-
 from trtlab import _io
+from trtlab._lazy import lazy_import
 from trtlab.opinfo import MAC_FORMULA_OPS
 from trtlab.errors import (
     ExternalDataError,
@@ -42,6 +39,11 @@ from trtlab.errors import (
 )
 
 log = logging.getLogger(__name__)
+
+np = lazy_import("numpy")
+onnx = lazy_import("onnx")
+helper = lazy_import("onnx.helper")
+numpy_helper = lazy_import("onnx.numpy_helper")
 
 __all__ = ["load", "Model", "TensorInfo", "TrtlabWarning", "MIN_OPSET", "WRITE_IR_VERSION"]
 
@@ -995,7 +997,7 @@ def _clear_value_info(proto: onnx.ModelProto) -> onnx.ModelProto:
 # load
 # ----------------------------------------------------------------------------------------------
 
-Source = Union[str, os.PathLike, bytes, bytearray, memoryview, onnx.ModelProto, Model, Any]
+Source = Union[str, os.PathLike, bytes, bytearray, memoryview, "onnx.ModelProto", Model, Any]
 
 
 def load(source: Source, *, fold_constants: bool = False, shape_inference: bool = True,

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import FrozenSet
 
-__all__ = ["COMPUTE_OPS", "MAC_FORMULA_OPS", "WEIGHTED_OPS", "TRIVIAL_OPS", "QDQ_OPS", "BODY_OPS", "is_standard"]
+__all__ = ["COMPUTE_OPS", "MAC_FORMULA_OPS", "WEIGHTED_OPS", "TRIVIAL_OPS", "QDQ_OPS", "BODY_OPS", "is_standard",
+           "ElemType"]
 
 #: Ops with multiply-accumulate work; a backend region with none of them is "no-MAC".
 COMPUTE_OPS: FrozenSet[str] = frozenset({
@@ -38,6 +39,41 @@ QDQ_OPS: FrozenSet[str] = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 #: Ops carrying subgraphs (bodies) that read tensors of the enclosing graph.
 BODY_OPS: FrozenSet[str] = frozenset({"If", "Loop", "Scan", "SequenceMap"})
+
+
+
+class ElemType:
+    """ONNX tensor element types (``onnx.TensorProto.DataType``), whose values the ONNX spec fixes.
+
+    Tables built when a module is imported use these instead of ``onnx.TensorProto``, so the
+    import does not load ``onnx``; a test checks them against the installed ``onnx``.
+    """
+
+    UNDEFINED = 0
+    FLOAT = 1
+    UINT8 = 2
+    INT8 = 3
+    UINT16 = 4
+    INT16 = 5
+    INT32 = 6
+    INT64 = 7
+    STRING = 8
+    BOOL = 9
+    FLOAT16 = 10
+    DOUBLE = 11
+    UINT32 = 12
+    UINT64 = 13
+    COMPLEX64 = 14
+    COMPLEX128 = 15
+    BFLOAT16 = 16
+    FLOAT8E4M3FN = 17
+    FLOAT8E4M3FNUZ = 18
+    FLOAT8E5M2 = 19
+    FLOAT8E5M2FNUZ = 20
+    UINT4 = 21
+    INT4 = 22
+    FLOAT4E2M1 = 23
+
 
 assert MAC_FORMULA_OPS <= COMPUTE_OPS and set(WEIGHTED_OPS) <= COMPUTE_OPS
 

@@ -12,9 +12,10 @@ import webbrowser
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence
 
-import numpy as np
-
+from trtlab._lazy import lazy_import
 from trtlab.cli.common import EXIT_OK, EXIT_STEPS_FAILED, json_option, print_json, records
+np = lazy_import("numpy")
+
 #: Largest .npz of feeds or calibration data the CLI reads.
 NPZ_LIMIT = 1 << 32
 

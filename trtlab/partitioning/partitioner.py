@@ -42,8 +42,7 @@ from dataclasses import asdict, dataclass
 from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set,
                     Tuple, Union)
 
-import numpy as np
-
+from trtlab._lazy import lazy_import
 from trtlab.errors import InputError, PartitionError
 from trtlab.opinfo import BODY_OPS, COMPUTE_OPS as MAC_OPS, TRIVIAL_OPS
 from trtlab.extract import segment_model, write_partition
@@ -54,6 +53,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
+
+np = lazy_import("numpy")
 
 __all__ = ["partition", "Partition", "Segment", "run_segments", "write_partition", "DECISION_KINDS",
            "FALLBACK", "MAC_OPS", "TRIVIAL_OPS", "FORMAT_VERSION"]

@@ -36,13 +36,16 @@ from dataclasses import dataclass, field
 from typing import (Any, Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Sequence,
                     Tuple, Union)
 
-import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
-
+from trtlab._lazy import lazy_import
 from trtlab.errors import SupportError
+from trtlab.opinfo import ElemType as _T
 
 log = logging.getLogger(__name__)
+
+np = lazy_import("numpy")
+onnx = lazy_import("onnx")
+helper = lazy_import("onnx.helper")
+numpy_helper = lazy_import("onnx.numpy_helper")
 
 __all__ = [
     "Verdict", "TrtTarget", "RuleContext", "RuleSet", "Rule",
@@ -66,19 +69,17 @@ RTX_FEATURE_LEVEL: Dict[Tuple[int, int], Tuple[int, int]] = {
     (1, 3): (10, 15),
 }
 
-_T = TensorProto
 FLOATS: FrozenSet[int] = frozenset({_T.FLOAT, _T.FLOAT16, _T.BFLOAT16, _T.DOUBLE})
 INTS: FrozenSet[int] = frozenset({_T.INT32, _T.INT64})
 BOOL: FrozenSet[int] = frozenset({_T.BOOL})
-QUANTIZED: FrozenSet[int] = frozenset({_T.INT8, _T.FLOAT8E4M3FN, _T.INT4, _T.FLOAT4E2M1}
-                                      if hasattr(_T, "FLOAT4E2M1") else {_T.INT8, _T.FLOAT8E4M3FN})
+QUANTIZED: FrozenSet[int] = frozenset({_T.INT8, _T.FLOAT8E4M3FN, _T.INT4, _T.FLOAT4E2M1})
 _ANY: FrozenSet[int] = FLOATS | INTS | BOOL | QUANTIZED | {_T.UINT8}
 _TRT_TYPES: FrozenSet[int] = FLOATS | INTS | BOOL | QUANTIZED | {_T.UINT8}
 
 
 def _type_name(elem_type: int) -> str:
     try:
-        return TensorProto.DataType.Name(elem_type)
+        return onnx.TensorProto.DataType.Name(elem_type)
     except ValueError:
         return str(elem_type)
 

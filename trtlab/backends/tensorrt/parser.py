@@ -23,18 +23,21 @@ care, and :func:`parse_support` turns it into one verdict per node:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
-import onnx
-from onnx import helper
-
+from trtlab._lazy import lazy_import
 from trtlab.errors import SupportError
 from trtlab.model import node_reads
+from trtlab.opinfo import ElemType
 
 log = logging.getLogger(__name__)
+
+onnx = lazy_import("onnx")
+helper = lazy_import("onnx.helper")
 
 __all__ = ["ParserVerdict", "ParserReport", "parse_support"]
 
@@ -119,7 +122,12 @@ def _run_parser(data: bytes) -> _Run:
 _FIRST_WINDOW = 256
 _MIN_WINDOW = 32
 
-_TYPE_OF = {f"tensor({name.lower()})": value for name, value in onnx.TensorProto.DataType.items()}
+
+
+@functools.lru_cache(maxsize=None)
+def _type_of() -> Dict[str, int]:
+    """``"tensor(float)"`` -> ``onnx.TensorProto.FLOAT`` for every element type."""
+    return {f"tensor({name.lower()})": value for name, value in onnx.TensorProto.DataType.items()}
 
 
 def _boundary(name: str, producer: Optional[onnx.NodeProto], opset: int,
@@ -150,8 +158,8 @@ def _boundary(name: str, producer: Optional[onnx.NodeProto], opset: int,
             formal = schema.outputs[pos].type_str
             allowed = {c.type_param_str: list(c.allowed_type_strs) for c in schema.type_constraints}
             options = allowed.get(formal, [formal])
-            if len(options) == 1 and options[0] in _TYPE_OF:
-                guessed_elem = _TYPE_OF[options[0]]
+            if len(options) == 1 and options[0] in _type_of():
+                guessed_elem = _type_of()[options[0]]
         except (onnx.defs.SchemaError, ValueError, IndexError):
             pass
         elem = elem or guessed_elem
@@ -231,7 +239,7 @@ def _sub_model(index: _Index, keep: Sequence[int],
 
 #: Element types of shape computations (axes, shapes, indices): their producers are always given
 #: to the parser as context, however far back, since it needs their values to be constants.
-_INDEX_TYPES = frozenset({onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.BOOL})
+_INDEX_TYPES = frozenset({ElemType.INT64, ElemType.INT32, ElemType.BOOL})
 
 
 def _window(index: _Index, undecided: Sequence[int], size: int,
