@@ -101,14 +101,19 @@ def scale_table(sizes: List[int], repeat: int) -> List[Dict[str, object]]:
     return rows
 
 
-def bare_parser(model: trtlab.Model) -> bool:
-    """One ``supports_model_v2`` call on a fresh parser, as Polygraphy and TensorRT users make it."""
-    trt = trtlab.backends.tensorrt.flavor.module()
+def bare_parser(model: "trtlab.Model | bytes") -> bool:
+    """One ``supports_model_v2`` call on a fresh parser, as Polygraphy and TensorRT users make it.
+
+    ``model`` is a loaded model (its serialized bytes are parsed) or the bytes of an ONNX file.
+    """
+    from trtlab.backends.tensorrt import flavor
+
+    trt = flavor.module()
     logger = trt.Logger(trt.Logger.INTERNAL_ERROR)
     builder = trt.Builder(logger)
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
-    return bool(parser.supports_model_v2(model.to_bytes()))
+    return bool(parser.supports_model_v2(model if isinstance(model, bytes) else model.to_bytes()))
 
 
 def zoo_table(repeat: int) -> List[Dict[str, object]]:

@@ -35,6 +35,24 @@ def test_partition_writes_valid_segments(tmp_path):
     assert f"{len(files)} segments written to {out.resolve()}\n" in res.stdout
 
 
+def test_partition_prints_its_table_without_pandas(tmp_path):
+    """The partition command prints the summary from plain rows: pandas is never imported."""
+    out = tmp_path / "seg"
+    code = ("import sys\n"
+            "from trtlab.cli.main import main\n"
+            f"code = main(['partition', {str(zoo.path('detection_postproc'))!r}, '--out', {str(out)!r}])\n"
+            "print('heavy:', sorted(m for m in ('pandas', 'matplotlib', 'networkx') if m in sys.modules))\n"
+            "sys.exit(code)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "heavy: []" in res.stdout
+    summary = pd.read_csv(out / "summary.csv")
+    lines = res.stdout.splitlines()
+    assert lines[0].split() == list(summary.columns)
+    for line, (_, row) in zip(lines[1:], summary.iterrows()):
+        assert line.split()[:4] == [str(row["segment"]), row["name"], row["backend"], str(row["nodes"])]
+
+
 def test_warnings_print_one_clean_line(monkeypatch, capsys):
     import warnings
 

@@ -339,6 +339,11 @@ def test_write_partition_writes_segments_tables_and_json(tmp_path):
     back = Partition.from_json((tmp_path / "out" / "partition.json").read_text(), m)
     assert back.segments == part.segments
     assert (tmp_path / "out" / "boundaries.csv").read_text().splitlines()[0].startswith("tensor,producer")
+    # the tables are written from plain rows, exactly as the DataFrames would write them
+    for name, frame in (("summary.csv", part.summary()), ("boundaries.csv", part.boundaries()),
+                        ("decisions.csv", part.decisions)):
+        assert (tmp_path / "out" / name).read_text() == frame.to_csv(index=False), name
+    assert part.summary_rows() == part.summary().to_dict("records")
 
 
 # ----------------------------------------------------------------------------------------------

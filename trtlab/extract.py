@@ -290,6 +290,16 @@ def segment_file_name(index: int, name: str, width: int) -> str:
     return f"{index:0{width}d}_{name}.onnx"
 
 
+def _write_csv(path: Path, columns: Any, rows: Any) -> None:
+    """A table as CSV (what ``DataFrame.to_csv(index=False)`` writes; None is an empty cell)."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+
+
 def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
                     overwrite: bool = False) -> Dict[str, Path]:
     """Write every segment model plus ``summary.csv``, ``boundaries.csv``, ``decisions.csv`` and
@@ -329,16 +339,15 @@ def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
     # Everything is computed before the folder is touched.
     blobs = {name: segment_model(partition, seg.index).SerializeToString()
              for name, seg in zip(names, partition.segments)}
-    tables = {"summary.csv": partition.summary(), "boundaries.csv": partition.boundaries(),
-              "decisions.csv": partition.decisions}
+    tables = partition.table_rows()
     text = partition.to_json(indent=1)
     with _io.atomic_dir(out, overwrite=overwrite, what="partition",
                         meta={"content": "trtlab partition", "segments": len(names)}) as tmp:
         for name, blob in blobs.items():
             with open(tmp / name, "wb") as fh:
                 fh.write(blob)
-        for name, frame in tables.items():
-            frame.to_csv(tmp / name, index=False)
+        for name, (columns, rows) in tables.items():
+            _write_csv(tmp / name, columns, rows)
         with open(tmp / "partition.json", "w", encoding="utf-8") as fh:
             fh.write(text)
     written = {name: out / name for name in list(blobs) + list(tables) + ["partition.json", _io.MANIFEST]}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from trtlab.errors import MissingDependencyError, TrtlabError
 
@@ -40,6 +40,15 @@ def records(table: Any) -> list:
     """A DataFrame (or an object with ``.frame``) as a list of JSON-ready row dicts."""
     frame = getattr(table, "frame", table)
     return json.loads(frame.to_json(orient="records", default_handler=str))
+
+
+def format_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
+    """Rows of plain values as a text table (right-aligned columns, ``-`` for a missing value),
+    for commands that print a table without building a DataFrame."""
+    cells = [[str(c) for c in columns]]
+    cells += [["-" if r.get(c) is None else str(r[c]) for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths)).rstrip() for row in cells)
 
 
 def json_option(s: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence
 
 from trtlab._lazy import lazy_import
-from trtlab.cli.common import EXIT_OK, EXIT_STEPS_FAILED, json_option, print_json, records
+from trtlab.cli.common import EXIT_OK, EXIT_STEPS_FAILED, format_table, json_option, print_json, records
 np = lazy_import("numpy")
 
 #: Largest .npz of feeds or calibration data the CLI reads.
@@ -112,17 +112,18 @@ def _partition(args: argparse.Namespace) -> Any:
 @_wrapped
 def cmd_partition(args: argparse.Namespace) -> int:
     from trtlab import _io
-    from trtlab.partitioning.partitioner import write_partition
+    from trtlab.partitioning.partitioner import SUMMARY_COLUMNS, write_partition
 
     _check_int(args, "min_subgraph_size", 0)
     _io.check_destination(args.out, overwrite=args.force, folder=True, what="partition")
     _, part = _partition(args)
     write_partition(part, args.out, overwrite=args.force)
     out = Path(args.out).resolve()
+    rows = part.summary_rows()
     if args.json:
-        print_json({"out": str(out), "segments": records(part.summary())})
+        print_json({"out": str(out), "segments": rows})
         return EXIT_OK
-    print(part.summary().to_string(index=False))
+    print(format_table(SUMMARY_COLUMNS, rows))
     print(f"\n{len(part.segments)} segments written to {out}")
     return EXIT_OK
 

@@ -66,6 +66,12 @@ DECISION_KINDS = ("rejected", "merge_refused_cycle", "pruned_small", "pruned_no_
                   "build_failed", "unranked_boundary")
 #: Version of the JSON written by :meth:`Partition.to_json`; :meth:`Partition.from_json` reads these.
 FORMAT_VERSION = 1
+#: Columns of :meth:`Partition.summary`, :meth:`Partition.boundaries` and :attr:`Partition.decisions`.
+SUMMARY_COLUMNS = ("segment", "name", "backend", "nodes", "op_types", "macs", "inputs", "outputs",
+                   "input_bytes", "output_bytes")
+BOUNDARY_COLUMNS = ("tensor", "producer", "producer_index", "consumers", "consumer_indices", "shape",
+                    "dtype", "bytes", "bytes_expr")
+DECISION_COLUMNS = ("subject", "kind", "reason")
 _KNOWN_VERSIONS = (1,)
 _FORMAT = "trtlab-partition"
 
@@ -168,7 +174,7 @@ class Partition:
         """One row per decision: subject (a node, or ``"a -> b"`` for a refused merge), kind, reason."""
         import pandas as pd
 
-        return pd.DataFrame(self._decisions, columns=["subject", "kind", "reason"])
+        return pd.DataFrame(self._decisions, columns=list(DECISION_COLUMNS))
 
     def __len__(self) -> int:
         return len(self.segments)
@@ -196,6 +202,10 @@ class Partition:
         """One row per segment: index, name, backend, node and op counts, MACs, I/O bytes."""
         import pandas as pd
 
+        return pd.DataFrame(self.summary_rows(), columns=list(SUMMARY_COLUMNS))
+
+    def summary_rows(self) -> List[Dict[str, Any]]:
+        """The rows of :meth:`summary` as plain dicts (no pandas needed)."""
         rows = []
         for s in self.segments:
             ops = Counter(self.model.node(n).op_type for n in s.nodes)
@@ -206,8 +216,7 @@ class Partition:
                 "input_bytes": _sum_bytes(self.model, s.inputs),
                 "output_bytes": _sum_bytes(self.model, s.outputs),
             })
-        return pd.DataFrame(rows, columns=["segment", "name", "backend", "nodes", "op_types", "macs",
-                                           "inputs", "outputs", "input_bytes", "output_bytes"])
+        return rows
 
     def boundaries(self, shapes: Optional[Mapping[str, Sequence[int]]] = None) -> "pd.DataFrame":
         """One row per cut tensor (produced in one segment, read in others).
@@ -222,6 +231,10 @@ class Partition:
         """
         import pandas as pd
 
+        return pd.DataFrame(self.boundary_rows(shapes), columns=list(BOUNDARY_COLUMNS))
+
+    def boundary_rows(self, shapes: Optional[Mapping[str, Sequence[int]]] = None) -> List[Dict[str, Any]]:
+        """The rows of :meth:`boundaries` as plain dicts (no pandas needed)."""
         from trtlab.shapes import bytes_expression, dims_from_shapes, tensor_bytes
 
         dims = dims_from_shapes(self.model, shapes) if shapes is not None else None
@@ -244,9 +257,17 @@ class Partition:
                     "bytes": info.bytes if dims is None else tensor_bytes(info, dims),
                     "bytes_expr": bytes_expression(info),
                 })
-        return pd.DataFrame(rows, columns=["tensor", "producer", "producer_index", "consumers",
-                                           "consumer_indices", "shape", "dtype", "bytes",
-                                           "bytes_expr"])
+        return rows
+
+    def table_rows(self) -> Dict[str, Tuple[Tuple[str, ...], List[Sequence[Any]]]]:
+        """``{file name: (columns, rows)}`` of the tables :func:`write_partition` writes
+        (``summary.csv``, ``boundaries.csv``, ``decisions.csv``), as plain values."""
+        def values(columns: Tuple[str, ...], rows: List[Dict[str, Any]]) -> List[Sequence[Any]]:
+            return [[r[c] for c in columns] for r in rows]
+
+        return {"summary.csv": (SUMMARY_COLUMNS, values(SUMMARY_COLUMNS, self.summary_rows())),
+                "boundaries.csv": (BOUNDARY_COLUMNS, values(BOUNDARY_COLUMNS, self.boundary_rows())),
+                "decisions.csv": (DECISION_COLUMNS, [list(d) for d in self._decisions])}
 
     # -- actions -------------------------------------------------------------------------------
     def segment_model(self, index: int) -> "onnx.ModelProto":
@@ -642,19 +663,26 @@ class _Dag:
         ops: List[str] = []
         reads: List[List[str]] = []
         outs: List[List[str]] = []
+        standard = ("", "ai.onnx")
         for node in model.proto.graph.node:
+            op = node.op_type
             names.append(node.name)
-            ops.append(node.op_type)
-            outs.append([o for o in node.output if o])
-            if _has_bodies(node):
+            ops.append(op)
+            out = list(node.output)
+            outs.append([o for o in out if o] if "" in out else out)
+            if (op in _BODY_OPS or node.domain not in standard) and _has_bodies(node):
                 reads.append(model.node_inputs(node.name))
             else:
-                reads.append([t for t in node.input if t])
+                ins = list(node.input)
+                reads.append([t for t in ins if t] if "" in ins else ins)
         producer = {o: i for i, os_ in enumerate(outs) for o in os_}
         preds: List[List[int]] = []
         succs: List[List[int]] = [[] for _ in names]
+        get = producer.get
         for i, rs in enumerate(reads):
-            ps = sorted({producer[t] for t in rs if t in producer})
+            found = {get(t, -1) for t in rs}
+            found.discard(-1)
+            ps = sorted(found)
             if ps and ps[-1] >= i:
                 raise PartitionError(
                     f"Model {model.name!r} is not topologically sorted (node {names[i]!r} reads a "

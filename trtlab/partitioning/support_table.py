@@ -39,12 +39,14 @@ class SupportTable:
         rows = [dict(zip(COLUMNS, values)) for values in frame[COLUMNS].itertuples(index=False, name=None)]
         self._init(rows, model_name, target, details)
 
-    def _init(self, rows: List[Dict[str, Any]], model_name: str, target: str, details: Any) -> None:
-        for row in rows:
-            row["supported"] = bool(row["supported"])
-        seen: Set[str] = set()
-        dup = [r["node"] for r in rows if r["node"] in seen or seen.add(r["node"])][:5]
-        if dup:
+    def _init(self, rows: List[Dict[str, Any]], model_name: str, target: str, details: Any,
+              clean: bool = False) -> None:
+        if not clean:
+            for row in rows:
+                row["supported"] = bool(row["supported"])
+        if len({r["node"] for r in rows}) != len(rows):
+            seen: Set[str] = set()
+            dup = [r["node"] for r in rows if r["node"] in seen or seen.add(r["node"])][:5]
             raise SupportError(f"a SupportTable has one row per node; {dup} appear twice.")
         self._rows = rows
         self._frame: Optional["pd.DataFrame"] = None
@@ -59,6 +61,15 @@ class SupportTable:
         """A table from dicts with the keys of :data:`COLUMNS` (pandas is not needed until ``frame``)."""
         table = cls.__new__(cls)
         table._init([{c: r.get(c) for c in COLUMNS} for r in rows], model_name, target, details)
+        return table
+
+    @classmethod
+    def _from_clean_rows(cls, rows: List[Dict[str, Any]], *, model_name: str = "", target: str = "",
+                         details: Any = None) -> "SupportTable":
+        """A table from rows that already have exactly the keys of :data:`COLUMNS`, in that
+        order, with a bool ``supported`` (the backends' own tables); the rows are not copied."""
+        table = cls.__new__(cls)
+        table._init(rows, model_name, target, details, clean=True)
         return table
 
     @property

@@ -110,7 +110,12 @@ class TrtInfo:
         }
 
 
+@functools.lru_cache(maxsize=None)
 def _installed(name: str) -> bool:
+    """Whether module ``name`` can be imported (asked once per process: the answer feeds every
+    :func:`flavor` call, and a TensorRT installed later needs a new process anyway)."""
+    if sys.modules.get(name) is not None:
+        return True
     try:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):

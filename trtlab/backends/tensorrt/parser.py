@@ -339,9 +339,10 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
             passes=0, subgraphs=(), verified=(),
             verdicts=tuple(ParserVerdict(k, nd.name, nd.op_type, False, old, "UNSUPPORTED_OPSET")
                            for k, nd in enumerate(graph.node)))
-    names = [node.name for node in graph.node]
+    nodes = list(graph.node)
+    names = [node.name for node in nodes]
     by_name = {name: i for i, name in enumerate(names) if name}
-    owners = _body_owners(graph)
+    owners: Optional[Dict[str, int]] = None  # built when an error names a node of a body
     types: Dict[str, Tuple[int, Optional[Tuple[Any, ...]]]] = {}  # filled for the first re-check
     mod = _trt.module()
     flavor = _trt.flavor() or mod.__name__
@@ -356,10 +357,11 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
     stalled = False
 
     def accept(k: int, note: str) -> None:
-        extra = [assumed[i] for i in graph.node[k].input if i in assumed]
-        if extra:
-            note += " (re-checked assuming " + "; ".join(extra) + ")"
-        verdicts[k] = ParserVerdict(k, names[k], graph.node[k].op_type, True, note, None,
+        if assumed:
+            extra = [assumed[i] for i in nodes[k].input if i in assumed]
+            if extra:
+                note += " (re-checked assuming " + "; ".join(extra) + ")"
+        verdicts[k] = ParserVerdict(k, names[k], nodes[k].op_type, True, note, None,
                                     subgraph_of.get(k))
 
     index: Optional[_Index] = None
@@ -405,18 +407,22 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
         if n == 0:
             break
 
-        local_names = [sub.graph.node[k].name for k in range(len(mapping))]
-        position = {k: pos for pos, k in enumerate(mapping)}
         errors_at: Dict[int, List[Tuple[str, str]]] = {}
         bad_inputs: Set[str] = set()
+        if run.errors:
+            local_names = names if sub is proto else [nd.name for nd in sub.graph.node]
+            position = {k: pos for pos, k in enumerate(mapping)}
         for idx, ename, op, code, desc, efile in run.errors:
             pos: Optional[int] = None
             if 0 <= idx < len(mapping) and (not ename or local_names[idx] == ename):
                 pos = idx
             elif ename in by_name and by_name[ename] in position:
                 pos = position[by_name[ename]]
-            elif ename in owners and owners[ename] in position:
-                pos = position[owners[ename]]
+            else:
+                if owners is None:
+                    owners = _body_owners(graph)
+                if ename in owners and owners[ename] in position:
+                    pos = position[owners[ename]]
             if pos is None:
                 if idx < 0 and efile and any(efile in nd.input for nd in sub.graph.node):
                     bad_inputs.add(efile)
@@ -425,7 +431,7 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
                     graph_errors.append(f"{desc} [{code}]")
                 continue
             errors_at.setdefault(pos, []).append((code, desc))
-        for pos, node in enumerate(sub.graph.node):
+        for pos, node in enumerate(sub.graph.node if bad_inputs else ()):
             if pos not in errors_at and any(i in bad_inputs for i in node.input):
                 errors_at[pos] = [("UNSUPPORTED_GRAPH",
                                    "reads a graph input the parser could not import")]
@@ -435,10 +441,10 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
             k = mapping[pos]
             codes = sorted({c for c, _ in errs})
             text = "; ".join(dict.fromkeys(d for _, d in errs))
-            extra = [assumed[i] for i in graph.node[k].input if i in assumed]
+            extra = [assumed[i] for i in nodes[k].input if i in assumed]
             if extra:
                 text += " (re-checked assuming " + "; ".join(extra) + ")"
-            verdicts[k] = ParserVerdict(k, names[k], graph.node[k].op_type, False,
+            verdicts[k] = ParserVerdict(k, names[k], nodes[k].op_type, False,
                                         f"rejected by the parser: {text}", "/".join(codes),
                                         subgraph_of.get(k))
         note = "accepted by the parser" if passes == 1 else \

@@ -121,12 +121,12 @@ def _most_precise(model: Any, rows: List[Dict[str, Any]]) -> None:
 
 def _parser_table(model: Any, recheck: bool) -> SupportTable:
     report = parse_support(model, recheck=recheck)
-    rows = [{"node": v.name, "op_type": v.op_type, "supported": v.supported, "reason": v.reason,
+    rows = [{"node": v.name, "op_type": v.op_type, "supported": bool(v.supported), "reason": v.reason,
              "source": "parser"} for v in report.verdicts]
     _most_precise(model, rows)
     flavor = "TensorRT-RTX" if report.flavor == "tensorrt_rtx" else "TensorRT"
-    return SupportTable.from_rows(rows, model_name=model.name,
-                                  target=f"{flavor} {report.version} parser", details=report)
+    return SupportTable._from_clean_rows(rows, model_name=model.name,
+                                         target=f"{flavor} {report.version} parser", details=report)
 
 
 def check_support(model: Any, *, source: str = "auto", trt_version: Any = None,

@@ -1,0 +1,217 @@
+"""``trtlab partition`` against Polygraphy's capability tool on every model of the real tier.
+
+Two tables, both measured in the same run of this script:
+
+1. **CLI, fresh processes.** ``trtlab partition M --out D`` next to
+   ``POLYGRAPHY_USE_TENSORRT_RTX=1 polygraphy inspect capability --with-partitioning M -o D2``:
+   each run is a new process (interpreter start, imports, parse, writing the segments), the two
+   commands alternate, and the table prints the median wall time of each, their ratio and the
+   peak resident memory (``ru_maxrss`` of that child process, MiB). Target: ratio <= 1.0 on every
+   model. A model Polygraphy fails on is reported (its exit code and last error line) and the
+   row has no ratio; the benchmark goes on.
+2. **In process.** ``check_support(model, source="parser") + partition(model)`` on a loaded
+   model next to one bare ``supports_model_v2`` call on a fresh TensorRT parser (builder,
+   network, parser, as ``bare_parser`` of ``partition_scale.py`` makes them) given the same bytes
+   (``model.to_bytes()``, serialized before timing; trtlab's time includes its own
+   serialization). Each trtlab run gets a freshly loaded model (load not timed), so nothing
+   cached on the model by a run before is reused. Paired, alternating, medians. Target: ratio <= 2.0.
+
+Both sides run from compiled bytecode: Polygraphy is installed with its ``__pycache__``, and this
+script byte-compiles the trtlab package it runs first (what ``pip install`` does), so neither pays
+for compiling its sources when ``PYTHONDONTWRITEBYTECODE`` is set.
+
+Models: every ``.onnx`` of the real tier (``tests/real/models.toml``, fetched into
+``build/real_models`` by ``scripts/fetch_real_models.py``).
+
+Run: ``python benchmarks/cli_partition.py [--quick] [--runs N] [--models id,id]``
+(``--quick``: 3 paired runs per model instead of 7).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import fetch_real_models  # noqa: E402
+
+CLI_TARGET = 1.0
+IN_PROCESS_TARGET = 2.0
+
+
+def real_models(ids: Optional[Sequence[str]] = None) -> Dict[str, Path]:
+    """Model id -> path of every real-tier model already fetched (fetching the missing ones)."""
+    models = fetch_real_models.load_manifest()
+    if ids:
+        models = [m for m in models if m.id in ids]
+    out = {}
+    for m in models:
+        path = fetch_real_models.target_path(m)
+        if not path.is_file():
+            path = fetch_real_models.fetch_one(m)
+        out[m.id] = path
+    return out
+
+
+def compile_trtlab() -> None:
+    """Byte-compile the trtlab package the child processes import (as an installed wheel is)."""
+    import compileall
+
+    probe = subprocess.run([sys.executable, "-c", "import trtlab; print(trtlab.__file__)"], check=True,
+                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=_pythonpath()))
+    compileall.compile_dir(str(Path(probe.stdout.strip()).parent), quiet=1)
+
+
+def _pythonpath() -> str:
+    return os.environ.get("PYTHONPATH") or str(ROOT)
+
+
+def timed(cmd: List[str], env: Dict[str, str], cwd: str) -> Tuple[float, float, int, str]:
+    """Wall seconds, peak RSS (MiB), exit code and stderr tail of one fresh process."""
+    with tempfile.TemporaryFile() as err:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        tail = err.read().decode(errors="replace").strip().splitlines()
+    return wall, usage.ru_maxrss / 1024, proc.returncode, (tail[-1] if tail else "")
+
+
+def cli_commands(model: Path, out: Path) -> Tuple[List[str], List[str]]:
+    bindir = Path(sys.executable).parent
+    ours = [sys.executable, "-m", "trtlab.cli", "partition", str(model), "--out", str(out / "trtlab")]
+    theirs = [str(bindir / "polygraphy"), "inspect", "capability", "--with-partitioning", str(model),
+              "-o", str(out / "polygraphy")]
+    return ours, theirs
+
+
+def cli_table(models: Dict[str, Path], runs: int) -> List[Dict[str, object]]:
+    env = dict(os.environ, POLYGRAPHY_USE_TENSORRT_RTX="1")
+    env["PYTHONPATH"] = _pythonpath()
+    rows = []
+    for name, path in models.items():
+        ours_t, ours_m, theirs_t, theirs_m = [], [], [], []
+        theirs_error = ""
+        with tempfile.TemporaryDirectory() as tmp:
+            for _ in range(runs):  # paired, alternating
+                for side in ("ours", "theirs"):
+                    out = Path(tmp) / "out"
+                    shutil.rmtree(out, ignore_errors=True)
+                    out.mkdir()
+                    ours, theirs = cli_commands(path, out)
+                    wall, rss, code, tail = timed(ours if side == "ours" else theirs, env, tmp)
+                    if side == "ours":
+                        if code != 0:
+                            raise RuntimeError(f"trtlab partition {name} failed ({code}): {tail}")
+                        ours_t.append(wall)
+                        ours_m.append(rss)
+                    elif code != 0:
+                        theirs_error = f"polygraphy exit {code}: {tail[:100]}"
+                    else:
+                        theirs_t.append(wall)
+                        theirs_m.append(rss)
+        ta = statistics.median(ours_t)
+        tb = statistics.median(theirs_t) if theirs_t else None
+        row: Dict[str, object] = {"model": name, "trtlab s": ta, "polygraphy s": tb,
+                                  "ratio": ta / tb if tb else None, "target": CLI_TARGET,
+                                  "trtlab MiB": max(ours_m), "polygraphy MiB": max(theirs_m) if theirs_m else None}
+        row["met"] = ("n/a: " + theirs_error) if tb is None else ("met" if ta / tb <= CLI_TARGET else "NOT met")
+        rows.append(row)
+        print(_line(row), flush=True)
+    return rows
+
+
+def in_process_table(models: Dict[str, Path], runs: int) -> List[Dict[str, object]]:
+    import trtlab
+    from partition_scale import bare_parser
+
+    rows = []
+    for name, path in models.items():
+        model = trtlab.load(path)
+        data = model.to_bytes()  # the bytes trtlab's parser call reads
+
+        def ours(m: "trtlab.Model") -> object:
+            return trtlab.partition(m, support=trtlab.check_support(m, source="parser"))
+
+        part = ours(model)  # warm: TensorRT's library and the lazy modules are loaded once per process
+        bare_parser(data)
+        a, b = [], []
+        for _ in range(runs):  # paired, alternating
+            t = time.perf_counter()
+            bare_parser(data)
+            b.append(time.perf_counter() - t)
+            fresh = trtlab.load(path)  # not timed; a fresh Model, so no index is reused from a run before
+            t = time.perf_counter()
+            ours(fresh)
+            a.append(time.perf_counter() - t)
+        ta, tb = statistics.median(a), statistics.median(b)
+        row: Dict[str, object] = {"model": name, "nodes": len(model.node_names), "segments": len(part.segments),
+                                  "supports_model_v2 s": tb, "check_support+partition s": ta,
+                                  "ratio": ta / tb, "target": IN_PROCESS_TARGET}
+        row["met"] = "met" if ta / tb <= IN_PROCESS_TARGET else "NOT met"
+        rows.append(row)
+        print(_line(row), flush=True)
+    return rows
+
+
+def _line(row: Dict[str, object]) -> str:
+    def fmt(v: object) -> str:
+        return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    return "  ".join(f"{k}={fmt(v)}" for k, v in row.items())
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="3 paired runs per model")
+    ap.add_argument("--runs", type=int, default=None, help="paired runs per model (default 7, --quick 3)")
+    ap.add_argument("--models", default="", help="comma-separated real-model ids (default: all)")
+    ap.add_argument("--skip-in-process", action="store_true")
+    ap.add_argument("--skip-cli", action="store_true")
+    args = ap.parse_args(argv)
+    runs = args.runs or (3 if args.quick else 7)
+    models = real_models([m for m in args.models.split(",") if m])
+    compile_trtlab()
+    failed: List[Dict[str, object]] = []
+    if not args.skip_cli:
+        print(f"CLI: trtlab partition vs polygraphy inspect capability --with-partitioning "
+              f"(fresh processes, {runs} paired runs, median; peak RSS MiB)")
+        cli = cli_table(models, runs)
+        _table(cli)
+        failed += [r for r in cli if r["ratio"] is not None and r["ratio"] > CLI_TARGET]
+    if not args.skip_in_process:
+        print("\nIn process: check_support(source='parser') + partition vs one bare supports_model_v2 "
+              f"({runs} paired runs, median)")
+        inproc = in_process_table(models, runs)
+        _table(inproc)
+        failed += [r for r in inproc if r["ratio"] > IN_PROCESS_TARGET]
+    print(f"\n{'all targets met' if not failed else f'{len(failed)} rows over target'}")
+    return 0
+
+
+def _table(rows: List[Dict[str, object]]) -> None:
+    cols = list(rows[0])
+    cells = [[("-" if r[c] is None else f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c])) for c in cols]
+             for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    print()
+    print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
+    for row in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(row, widths)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
