@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import platform
+import sys
 from typing import Dict
 
 
@@ -24,7 +24,7 @@ def environment() -> Dict[str, object]:
     info = trt.info()
     env: Dict[str, object] = {
         "trtlab": __version__,
-        "python": platform.python_version(),
+        "python": ".".join(str(v) for v in sys.version_info[:3]),
         "onnx": _version("onnx"),
         "onnxruntime": _version("onnxruntime"),
         "polygraphy": _version("polygraphy"),

@@ -34,9 +34,10 @@ from typing import Any, Dict, Optional, Sequence
 from trtlab.cli.common import (EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_MISSING_DEPENDENCY, EXIT_OK,  # noqa: F401
                                EXIT_RUNTIME, EXIT_STEPS_FAILED, EXIT_USAGE, exit_code, json_option, print_json,
                                records)
-from trtlab.cli.environment import environment
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from trtlab.cli.environment import environment
+
     env = environment()
     if args.json:
         print_json(env)

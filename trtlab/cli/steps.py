@@ -8,7 +8,6 @@ import errno
 import functools
 import io
 import os
-import webbrowser
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence
 
@@ -239,6 +238,8 @@ def _summary(reports: Sequence[Any], path: Path, args: argparse.Namespace) -> in
                 print(f"  failed step {s.title}: {s.error}")
         print(f"report: {path.resolve()}")
     if args.open:
+        import webbrowser
+
         webbrowser.open(path.resolve().as_uri())
     return EXIT_STEPS_FAILED if failed else EXIT_OK
 

@@ -173,68 +173,126 @@ def _boundary(name: str, producer: Optional[onnx.NodeProto], opset: int,
 
 
 class _Index:
-    """Producer, consumer and read tables of a graph, built once per :func:`parse_support` call."""
+    """Producer, consumer and read tables of a graph, built once per :func:`parse_support` call,
+    and the serialized pieces re-check models are assembled from (each node serialized once)."""
 
     def __init__(self, proto: onnx.ModelProto) -> None:
         graph = proto.graph
         self.proto = proto
+        self.nodes = list(graph.node)
         self.reads: List[List[str]] = []
+        self.outs: List[List[str]] = []
         self.producer: Dict[str, int] = {}
         self.consumers: Dict[str, List[int]] = {}
-        for k, nd in enumerate(graph.node):
+        for k, nd in enumerate(self.nodes):
             names = node_reads(nd)
             self.reads.append(names)
             for name in names:
                 self.consumers.setdefault(name, []).append(k)
-            for o in nd.output:
-                if o:
-                    self.producer[o] = k
+            outs = [o for o in nd.output if o]
+            self.outs.append(outs)
+            for o in outs:
+                self.producer[o] = k
         self.inits = {t.name: t for t in graph.initializer}
         self.graph_outputs = {o.name for o in graph.output}
         self.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 17)
         self.value_info = {v.name: v for v in graph.value_info}
+        head = onnx.ModelProto(ir_version=proto.ir_version, producer_name="trtlab")
+        head.opset_import.extend(proto.opset_import)
+        head.functions.extend(proto.functions)
+        self.head = head.SerializeToString()  # every field of a re-check model but its graph
+        self.name_field = _field(_GRAPH_NAME, f"{graph.name}_rest".encode())
+        self._node_fields: Dict[int, bytes] = {}
+        self._small_fields: Dict[Tuple[int, str], bytes] = {}
+
+    def node_field(self, k: int) -> bytes:
+        """Node ``k`` encoded as a ``GraphProto.node`` field."""
+        data = self._node_fields.get(k)
+        if data is None:
+            data = self._node_fields[k] = _field(_GRAPH_NODE, self.nodes[k].SerializeToString())
+        return data
+
+    def tensor_field(self, number: int, message: Any, name: str) -> bytes:
+        """An initializer or value-info field; kept for reuse unless it is large (weights)."""
+        key = (number, name)
+        data = self._small_fields.get(key)
+        if data is None:
+            data = _field(number, message.SerializeToString())
+            if len(data) <= _KEEP_FIELD_BYTES:
+                self._small_fields[key] = data
+        return data
+
+
+#: ``GraphProto`` and ``ModelProto`` field numbers (onnx.proto) re-check models are written with.
+_GRAPH_NODE, _GRAPH_NAME, _GRAPH_INITIALIZER = 1, 2, 5
+_GRAPH_INPUT, _GRAPH_OUTPUT, _GRAPH_VALUE_INFO = 11, 12, 13
+_MODEL_GRAPH = 7
+#: Serialized initializers up to this size are kept between re-check passes.
+_KEEP_FIELD_BYTES = 1 << 16
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field: key, length, payload."""
+    size = len(payload)
+    if number < 16 and size < 128:
+        return bytes((number << 3 | 2, size)) + payload
+    return _varint(number << 3 | 2) + _varint(size) + payload
 
 
 def _sub_model(index: _Index, keep: Sequence[int],
                types: Dict[str, Tuple[int, Optional[Tuple[Any, ...]]]],
-               assumed: Dict[str, str]) -> onnx.ModelProto:
-    """The nodes ``keep`` (graph order) as a model: cut tensors become inputs/outputs."""
-    proto = index.proto
-    graph = proto.graph
-    nodes = [graph.node[i] for i in keep]
+               assumed: Dict[str, str]) -> bytes:
+    """The nodes ``keep`` (graph order) as a serialized model: cut tensors become inputs/outputs.
+
+    The bytes are assembled from each node's serialization (made once per :func:`parse_support`
+    call), so a pass costs what its window holds, not a copy of the nodes through the protobuf API.
+    """
+    outs = index.outs
     keep_set = set(keep)
-    produced: Set[str] = {o for nd in nodes for o in nd.output if o}
-    needed_inits: List[onnx.TensorProto] = []
-    inputs: List[onnx.ValueInfoProto] = []
+    produced: Set[str] = {o for k in keep for o in outs[k]}
+    parts: List[bytes] = [index.node_field(k) for k in keep]
+    parts.append(index.name_field)
     seen: Set[str] = set()
     for k in keep:
         for name in index.reads[k]:
             if name in produced or name in seen:
                 continue
             seen.add(name)
-            if name in index.inits:
-                needed_inits.append(index.inits[name])
+            init = index.inits.get(name)
+            if init is not None:
+                parts.append(index.tensor_field(_GRAPH_INITIALIZER, init, name))
             else:
                 producer = index.producer.get(name)
-                inputs.append(_boundary(name, None if producer is None else graph.node[producer],
-                                        index.opset, types, assumed))
-    outputs = [o for nd in nodes for o in nd.output
-               if o and (o in index.graph_outputs
-                         or any(c not in keep_set for c in index.consumers.get(o, ())))]
-    if not outputs and nodes:
-        outputs = [o for o in nodes[-1].output if o]
-    out_info = []
+                info = _boundary(name, None if producer is None else index.nodes[producer],
+                                 index.opset, types, assumed)
+                parts.append(_field(_GRAPH_INPUT, info.SerializeToString()))
+    consumers = index.consumers
+    outputs = [o for k in keep for o in outs[k]
+               if o in index.graph_outputs or any(c not in keep_set for c in consumers.get(o, ()))]
+    if not outputs and keep:
+        outputs = list(outs[keep[-1]])
     for name in outputs:
         elem, shape = types.get(name, (0, None))
-        out_info.append(helper.make_tensor_value_info(name, elem or onnx.TensorProto.FLOAT,
-                                                      None if shape is None else list(shape)))
-    sub = helper.make_graph(nodes, f"{graph.name}_rest", inputs, out_info, initializer=needed_inits,
-                            value_info=[index.value_info[o] for o in produced if o in index.value_info])
-    model = helper.make_model(sub, opset_imports=list(proto.opset_import),
-                              producer_name="trtlab")
-    model.ir_version = proto.ir_version
-    model.functions.extend(proto.functions)
-    return model
+        info = helper.make_tensor_value_info(name, elem or onnx.TensorProto.FLOAT,
+                                             None if shape is None else list(shape))
+        parts.append(_field(_GRAPH_OUTPUT, info.SerializeToString()))
+    for o in produced:
+        vi = index.value_info.get(o)
+        if vi is not None:
+            parts.append(index.tensor_field(_GRAPH_VALUE_INFO, vi, o))
+    return index.head + _field(_MODEL_GRAPH, b"".join(parts))
 
 
 #: Element types of shape computations (axes, shapes, indices): their producers are always given
@@ -385,9 +443,9 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
             if stalled:
                 mapping = sorted(set(mapping) | {k for k in range(n) if k not in verdicts or verdicts[k].supported})
         decided_before = len(verdicts)
-        sub = proto if passes == 0 else _sub_model(index, mapping, types, assumed)
+        data = proto.SerializeToString() if passes == 0 else _sub_model(index, mapping, types, assumed)
         try:
-            run = _run_parser(sub.SerializeToString())
+            run = _run_parser(data)
         except Exception as exc:  # the binding raises RuntimeError/TypeError on bad input
             raise SupportError(
                 f"TensorRT's ONNX parser ({flavor} {mod.__version__}) failed on model "
@@ -409,30 +467,31 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
 
         errors_at: Dict[int, List[Tuple[str, str]]] = {}
         bad_inputs: Set[str] = set()
-        if run.errors:
-            local_names = names if sub is proto else [nd.name for nd in sub.graph.node]
-            position = {k: pos for pos, k in enumerate(mapping)}
+        position: Optional[Dict[int, int]] = None  # node index -> place in this run's model
         for idx, ename, op, code, desc, efile in run.errors:
             pos: Optional[int] = None
-            if 0 <= idx < len(mapping) and (not ename or local_names[idx] == ename):
+            if 0 <= idx < len(mapping) and (not ename or names[mapping[idx]] == ename):
                 pos = idx
-            elif ename in by_name and by_name[ename] in position:
-                pos = position[by_name[ename]]
             else:
-                if owners is None:
-                    owners = _body_owners(graph)
-                if ename in owners and owners[ename] in position:
-                    pos = position[owners[ename]]
+                if position is None:
+                    position = {k: p for p, k in enumerate(mapping)}
+                if ename in by_name and by_name[ename] in position:
+                    pos = position[by_name[ename]]
+                else:
+                    if owners is None:
+                        owners = _body_owners(graph)
+                    if ename in owners and owners[ename] in position:
+                        pos = position[owners[ename]]
             if pos is None:
-                if idx < 0 and efile and any(efile in nd.input for nd in sub.graph.node):
+                if idx < 0 and efile and any(efile in nodes[k].input for k in mapping):
                     bad_inputs.add(efile)
                     graph_errors.append(f"input {efile}: {desc} [{code}]")
                 elif passes == 1:
                     graph_errors.append(f"{desc} [{code}]")
                 continue
             errors_at.setdefault(pos, []).append((code, desc))
-        for pos, node in enumerate(sub.graph.node if bad_inputs else ()):
-            if pos not in errors_at and any(i in bad_inputs for i in node.input):
+        for pos, k in enumerate(mapping if bad_inputs else ()):
+            if pos not in errors_at and any(i in bad_inputs for i in nodes[k].input):
                 errors_at[pos] = [("UNSUPPORTED_GRAPH",
                                    "reads a graph input the parser could not import")]
         errors_at = {pos: e for pos, e in errors_at.items() if mapping[pos] not in verdicts}
