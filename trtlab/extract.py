@@ -20,7 +20,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from trtlab.errors import PartitionError
-from trtlab.model import fit_ir_version
+from trtlab.model import external_location, external_tensors, fit_ir_version, inline_external_data
 
 #: A :class:`~trtlab.partitioning.partitioner.Partition` (not imported: the partitioner imports this module).
 Partition = Any
@@ -212,7 +212,7 @@ def _name_omitted_loop_inputs(graph: onnx.GraphProto) -> None:
                 _name_omitted_loop_inputs(body)
 
 
-def segment_model(partition: "Partition", index: int) -> onnx.ModelProto:
+def segment_model(partition: "Partition", index: int, *, resolve_external: bool = True) -> onnx.ModelProto:
     """Segment ``index`` of ``partition`` as a standalone, checker-valid ONNX model.
 
     Parameters
@@ -221,6 +221,11 @@ def segment_model(partition: "Partition", index: int) -> onnx.ModelProto:
         A :class:`~trtlab.partitioning.partitioner.Partition`.
     index
         Segment index (position in :attr:`Partition.segments`).
+    resolve_external
+        Read the weights the model keeps as external data into the segment (a complete model).
+        With ``False`` they stay references relative to the model's ``base_dir`` (the
+        :class:`~trtlab.model.Model` contract); :func:`write_partition` puts the data files
+        beside the segments.
 
     Returns
     -------
@@ -274,6 +279,8 @@ def segment_model(partition: "Partition", index: int) -> onnx.ModelProto:
                               producer_name="trtlab", ir_version=model.proto.ir_version)
     proto.functions.extend(model.proto.functions)
     proto.doc_string = f"Segment {seg.name} ({seg.backend}) of {model.name}: {len(nodes)} node(s)"
+    if resolve_external:
+        inline_external_data(proto, getattr(model, "base_dir", None))
     return fit_ir_version(proto)
 
 
@@ -297,6 +304,12 @@ def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
     ``MANIFEST.json`` (sizes and sha256) and swapped in whole: a full disk or a kill leaves the
     previous folder (or none), never a mix. Segment files are named
     ``<index>_<segment name>.onnx`` (index zero-padded).
+
+    Weights the model keeps as external data stay external: the segments reference them at
+    their original relative locations, and those data files are copied into ``out_dir`` by the
+    kernel (no weight passes through this process's memory), so every segment loads in onnx
+    and ONNX Runtime from the folder. (onnx and ONNX Runtime refuse hard and symbolic links to
+    data files, so a copy it is.)
 
     Parameters
     ----------
@@ -325,11 +338,23 @@ def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
     if len(set(names)) != len(names):
         raise PartitionError(f"Segment file names collide: {names}. Give the segments distinct names.")
     # Everything is computed before the folder is touched.
-    blobs = {name: segment_model(partition, seg.index).SerializeToString()
-             for name, seg in zip(names, partition.segments)}
+    protos = {name: segment_model(partition, seg.index, resolve_external=False)
+              for name, seg in zip(names, partition.segments)}
+    base_dir = getattr(partition.model, "base_dir", None)
+    data_files: Dict[str, Path] = {}
+    for proto in protos.values():
+        for t in external_tensors(proto.graph):
+            location = next(e.value for e in t.external_data if e.key == "location")
+            data_files.setdefault(Path(location).as_posix(), external_location(t, base_dir)[0])
+    blobs = {name: proto.SerializeToString() for name, proto in protos.items()}
+    del protos
     tables = {"summary.csv": partition.summary(), "boundaries.csv": partition.boundaries(),
               "decisions.csv": partition.decisions}
     text = partition.to_json(indent=1)
+    clash = set(data_files) & (set(blobs) | set(tables) | {"partition.json", _io.MANIFEST})
+    if clash:
+        raise PartitionError(f"External data file(s) {sorted(clash)} of {partition.model.name!r} have the "
+                             "name of a partition file. Rename the data file(s) and their locations.")
     with _io.atomic_dir(out, overwrite=overwrite, what="partition",
                         meta={"content": "trtlab partition", "segments": len(names)}) as tmp:
         for name, blob in blobs.items():
@@ -339,6 +364,17 @@ def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
             frame.to_csv(tmp / name, index=False)
         with open(tmp / "partition.json", "w", encoding="utf-8") as fh:
             fh.write(text)
-    written = {name: out / name for name in list(blobs) + list(tables) + ["partition.json", _io.MANIFEST]}
+        for rel, src in data_files.items():
+            _copy_data_file(src, tmp / rel)
+    written = {name: out / name for name in list(blobs) + list(tables) + ["partition.json", _io.MANIFEST]
+               + list(data_files)}
     log.info("wrote %d segment model(s) and tables to %s", len(partition.segments), out)
     return written
+
+
+def _copy_data_file(src: Path, dst: Path) -> None:
+    """Copy the external data file ``src`` to ``dst`` (in the kernel where the OS can)."""
+    import shutil
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
