@@ -94,7 +94,7 @@ def _runtime_types(partition: "Partition") -> Dict[str, tuple]:
     from trtlab.backends.onnxruntime.session import session
 
     model = partition.model
-    proto = copy.deepcopy(model.proto)
+    proto = inline_external_data(copy.deepcopy(model.proto), getattr(model, "base_dir", None))
     known = {o.name for o in proto.graph.output}
     untyped = [o for n in proto.graph.node for o in n.output
                if o and o not in known and (not model.tensor(o).elem_type or model.tensor(o).shape is None)]
