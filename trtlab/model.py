@@ -208,13 +208,17 @@ def _node_tensors(node: onnx.NodeProto) -> Iterable[onnx.TensorProto]:
 
 def _read_file(path: Path) -> onnx.ModelProto:
     """The model file at ``path``, parsed; external data stays in its files (references)."""
+    return _parse_bytes(_read_model_bytes(path), f"File {path}")
+
+
+def _read_model_bytes(path: Path) -> bytes:
     if not path.exists() and not path.is_symlink():
         near = sorted(p.name for p in path.parent.glob("*.onnx"))[:10] if path.parent.is_dir() else []
         hint = f" ONNX files in {path.parent}: {', '.join(near)}." if near else ""
         raise ModelLoadError(f"Model file not found: {path}.{hint} Check the path.")
     if path.is_dir():
         raise ModelLoadError(f"{path} is a folder, not an ONNX file. Pass the path of a .onnx file.")
-    return _parse_bytes(_io.read_bytes(path, what="Model file", error=ModelLoadError), f"File {path}")
+    return _io.read_bytes(path, what="Model file", error=ModelLoadError)
 
 
 def _read_path(path: Path) -> onnx.ModelProto:
@@ -263,7 +267,7 @@ def _is_torch_module(obj: Any) -> bool:
 
 #: Initializers larger than this (serialized bytes) are left out of the copy of the model that
 #: the checker and shape inference see (they only need dims and dtypes of weights).
-_SKELETON_MIN_BYTES = 1024
+_SKELETON_MIN_BYTES = 16 << 10
 #: Integer types shape inference reads values of (shape tensors); never left out when inline.
 _SHAPE_VALUE_TYPES = frozenset({onnx.TensorProto.INT64, onnx.TensorProto.INT32})
 _EXTERNAL = onnx.TensorProto.EXTERNAL
@@ -657,15 +661,34 @@ def _shapeless(graph: onnx.GraphProto) -> List[Any]:
 
 
 def _skeleton(proto: onnx.ModelProto, base_dir: Optional[Path], what: str) -> onnx.ModelProto:
-    """A copy of ``proto`` for the checker and shape inference, without the weights.
+    """``proto`` as the checker and shape inference need it: without its weights.
 
     External initializers and inline ones over :data:`_SKELETON_MIN_BYTES` (integer shape
-    tensors excepted) become graph inputs of the same type and shape: the checker and shape
-    inference only read their dims and dtype. The data those checks would have verified is
-    verified here instead (inline sizes, external files present and long enough), without
-    reading any external file.
+    tensors excepted) become graph inputs of the same type and shape in a copy: the checker
+    and shape inference only read their dims and dtype. The data the checker would have
+    verified is verified here instead (inline sizes; external files present and long enough,
+    without reading them). With no such tensor, ``proto`` itself is returned (no copy).
     """
     g = proto.graph
+    stripped: List[onnx.TensorProto] = []
+    kept: List[onnx.TensorProto] = []
+    for t in g.initializer:
+        if is_external(t):
+            _check_external(t, base_dir, what)
+            stripped.append(t)
+        elif t.ByteSize() > _SKELETON_MIN_BYTES and t.data_type not in _SHAPE_VALUE_TYPES \
+                and t.HasField("raw_data"):
+            expected, got = _tensor_nbytes(t), len(t.raw_data)
+            if expected is not None and got != expected:
+                raise InvalidModelError(
+                    f"{what}: initializer {t.name!r} holds {got} bytes of data, but its shape "
+                    f"{list(t.dims)} and type {onnx.TensorProto.DataType.Name(t.data_type)} need "
+                    f"{expected}. Re-export the model.")
+            stripped.append(t)
+        else:
+            kept.append(t)
+    if not stripped:
+        return proto
     Dim = onnx.TensorShapeProto.Dimension
     skel = onnx.ModelProto()
     skel.ir_version = proto.ir_version
@@ -678,20 +701,8 @@ def _skeleton(proto: onnx.ModelProto, base_dir: Optional[Path], what: str) -> on
     sg.output.extend(g.output)
     sg.value_info.extend(g.value_info)
     sg.sparse_initializer.extend(g.sparse_initializer)
-    for t in g.initializer:
-        if is_external(t):
-            _check_external(t, base_dir, what)
-        elif t.data_type in _SHAPE_VALUE_TYPES or t.ByteSize() <= _SKELETON_MIN_BYTES or not t.HasField("raw_data"):
-            sg.initializer.append(t)
-            continue
-        else:
-            expected = _tensor_nbytes(t)
-            got = len(t.raw_data)
-            if expected is not None and got != expected:
-                raise InvalidModelError(
-                    f"{what}: initializer {t.name!r} holds {got} bytes of data, but its shape "
-                    f"{list(t.dims)} and type {onnx.TensorProto.DataType.Name(t.data_type)} need "
-                    f"{expected}. Re-export the model.")
+    sg.initializer.extend(kept)
+    for t in stripped:
         tt = sg.input.add(name=t.name).type.tensor_type
         tt.elem_type = t.data_type
         tt.shape.dim.extend([Dim(dim_value=d) for d in t.dims]) if t.dims else tt.shape.SetInParent()
@@ -699,17 +710,17 @@ def _skeleton(proto: onnx.ModelProto, base_dir: Optional[Path], what: str) -> on
 
 
 def _check_model(skel: onnx.ModelProto, what: str, *, data: Optional[bytes] = None,
-                 path: Optional[Path] = None, attribute_external: bool = False) -> None:
+                 path: Optional[Path] = None, attribute_external: bool = False) -> bool:
     """Run ONNX's checker on the weightless copy ``skel`` (see :func:`_skeleton`).
 
     ``data`` is ``skel`` serialized, when the caller has it. ``attribute_external``: some node
     attribute holds an external tensor, which the checker resolves against a folder that only
-    a path gives it (the file is then checked as written).
+    a path gives it (the file is then checked as written). Returns whether the checker ran.
     """
     if attribute_external:
         if path is None:
             log.info("%s: checker skipped (external tensors in node attributes, no model path)", what)
-            return
+            return False
         target: Any = str(path)
     else:
         # Newer checkers refuse rank-unknown tensors, which runtimes accept: check the model with
@@ -734,6 +745,8 @@ def _check_model(skel: onnx.ModelProto, what: str, *, data: Optional[bytes] = No
         ) from exc
     except ValueError as exc:  # graphs over 2 GiB even without their weights
         log.debug("checker skipped: %s", exc)
+        return False
+    return True
 
 
 #: Largest tensor (bytes) :func:`load` folds by default; bigger constants stay computed.
@@ -905,6 +918,9 @@ def _infer_shapes(proto: onnx.ModelProto, skel: Optional[onnx.ModelProto] = None
         log.info("shape inference incomplete: %s", exc)
         inferred = skel
     inferred = infer_contrib_shapes(inferred)
+    if skel is proto:
+        inferred.ir_version = proto.ir_version  # may have been lowered since ``data`` was made
+        return inferred  # the whole model, value_info included
     g, ig = proto.graph, inferred.graph
     del g.value_info[:]
     g.value_info.extend(ig.value_info)
@@ -1479,6 +1495,7 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
     """
     path: Optional[Path] = None
     base_dir: Optional[Path] = None
+    maybe_external = True
     if isinstance(source, Model):
         proto, what = copy.deepcopy(source.proto), f"Model {source.name!r}"
         name = name or source.name
@@ -1489,7 +1506,12 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
         proto, what = _parse_bytes(bytes(source), "The given bytes"), "The given bytes"
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
-        proto, what = _read_file(path), f"Model {path}"
+        raw = _read_model_bytes(path)
+        proto, what = _parse_bytes(raw, f"File {path}"), f"Model {path}"
+        # Every external tensor names its file under the key "location": without those bytes
+        # in the file, no tensor is external and nodes need not be searched for one.
+        maybe_external = b"location" in raw
+        del raw
         name = name or path.stem
         base_dir = path.parent
     elif _is_torch_module(source):
@@ -1527,16 +1549,29 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
     renamed = _unique_node_names(proto.graph)
     if renamed:
         notes.append(f"renamed {len(renamed)} node(s) with empty or duplicate names")
-    _toposort(proto.graph, what)
     # External weights stay in their files: each is checked to exist and be long enough, and
-    # the checker and shape inference see a copy of the graph without any weight.
+    # the checker and shape inference see the graph without any weight (see _skeleton).
     attribute_external = [t for node in proto.graph.node if node.attribute
-                          for t in _node_tensors(node) if is_external(t)]
+                          for t in _node_tensors(node) if is_external(t)] if maybe_external else []
     for t in attribute_external:
         _check_external(t, base_dir, what)
+    if attribute_external:
+        _toposort(proto.graph, what)
     skel = _skeleton(proto, base_dir, what)
     data = skel.SerializeToString()
-    _check_model(skel, what, data=data, path=path, attribute_external=bool(attribute_external))
+    # The checker proves nodes are in topological order; they are sorted only when it refuses.
+    try:
+        checked = _check_model(skel, what, data=data, path=path, attribute_external=bool(attribute_external))
+    except InvalidModelError:
+        before = [n.name for n in proto.graph.node]
+        _toposort(proto.graph, what)  # names a dangling input or a cycle
+        if [n.name for n in proto.graph.node] == before:
+            raise
+        skel = _skeleton(proto, base_dir, what)
+        data = skel.SerializeToString()
+        checked = _check_model(skel, what, data=data)
+    if not checked:
+        _toposort(proto.graph, what)
     if proto.ir_version > WRITE_IR_VERSION:
         before = proto.ir_version
         fit_ir_version(proto)
