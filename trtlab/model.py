@@ -1458,7 +1458,8 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
     Parameters
     ----------
     source
-        A path to a ``.onnx`` file (external data is read from its folder), the model's bytes,
+        A path to a ``.onnx`` file (external data stays in its files beside the model, as
+        references checked to exist but not read; see :class:`Model`), the model's bytes,
         an ``onnx.ModelProto``, a :class:`Model`, or a ``torch.nn.Module`` (needs
         ``example_inputs=``; exported at ``opset``).
     fold_constants
@@ -1491,7 +1492,8 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
     InvalidModelError
         Dangling input, cycle, checker failure; :class:`UnsupportedOpsetError` for old opsets.
     ExternalDataError
-        External weights missing.
+        External weights missing, too short, outside the model's folder, or referenced by a
+        model not loaded from a file.
     """
     path: Optional[Path] = None
     base_dir: Optional[Path] = None
