@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Set, Union
 
 from trtlab._lazy import lazy_import
 from trtlab.errors import PartitionError
-from trtlab.model import fit_ir_version
+from trtlab.model import external_location, external_tensors, fit_ir_version, inline_external_data
 
 #: A :class:`~trtlab.partitioning.partitioner.Partition` (not imported: the partitioner imports this module).
 Partition = Any
@@ -96,7 +96,7 @@ def _runtime_types(partition: "Partition") -> Dict[str, tuple]:
     from trtlab.backends.onnxruntime.session import session
 
     model = partition.model
-    proto = copy.deepcopy(model.proto)
+    proto = inline_external_data(copy.deepcopy(model.proto), getattr(model, "base_dir", None))
     known = {o.name for o in proto.graph.output}
     untyped = [o for n in proto.graph.node for o in n.output
                if o and o not in known and (not model.tensor(o).elem_type or model.tensor(o).shape is None)]
@@ -214,7 +214,7 @@ def _name_omitted_loop_inputs(graph: onnx.GraphProto) -> None:
                 _name_omitted_loop_inputs(body)
 
 
-def segment_model(partition: "Partition", index: int) -> onnx.ModelProto:
+def segment_model(partition: "Partition", index: int, *, resolve_external: bool = True) -> onnx.ModelProto:
     """Segment ``index`` of ``partition`` as a standalone, checker-valid ONNX model.
 
     Parameters
@@ -223,6 +223,11 @@ def segment_model(partition: "Partition", index: int) -> onnx.ModelProto:
         A :class:`~trtlab.partitioning.partitioner.Partition`.
     index
         Segment index (position in :attr:`Partition.segments`).
+    resolve_external
+        Read the weights the model keeps as external data into the segment (a complete model).
+        With ``False`` they stay references relative to the model's ``base_dir`` (the
+        :class:`~trtlab.model.Model` contract); :func:`write_partition` puts the data files
+        beside the segments.
 
     Returns
     -------
@@ -276,6 +281,8 @@ def segment_model(partition: "Partition", index: int) -> onnx.ModelProto:
                               producer_name="trtlab", ir_version=model.proto.ir_version)
     proto.functions.extend(model.proto.functions)
     proto.doc_string = f"Segment {seg.name} ({seg.backend}) of {model.name}: {len(nodes)} node(s)"
+    if resolve_external:
+        inline_external_data(proto, getattr(model, "base_dir", None))
     return fit_ir_version(proto)
 
 
@@ -310,6 +317,12 @@ def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
     previous folder (or none), never a mix. Segment files are named
     ``<index>_<segment name>.onnx`` (index zero-padded).
 
+    Weights the model keeps as external data stay external: the segments reference them at
+    their original relative locations, and those data files are copied into ``out_dir`` by the
+    kernel (no weight passes through this process's memory), so every segment loads in onnx
+    and ONNX Runtime from the folder. (onnx and ONNX Runtime refuse hard and symbolic links to
+    data files, so a copy it is.)
+
     Parameters
     ----------
     overwrite
@@ -337,10 +350,22 @@ def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
     if len(set(names)) != len(names):
         raise PartitionError(f"Segment file names collide: {names}. Give the segments distinct names.")
     # Everything is computed before the folder is touched.
-    blobs = {name: segment_model(partition, seg.index).SerializeToString()
-             for name, seg in zip(names, partition.segments)}
+    protos = {name: segment_model(partition, seg.index, resolve_external=False)
+              for name, seg in zip(names, partition.segments)}
+    base_dir = getattr(partition.model, "base_dir", None)
+    data_files: Dict[str, Path] = {}
+    for proto in protos.values():
+        for t in external_tensors(proto.graph):
+            location = next(e.value for e in t.external_data if e.key == "location")
+            data_files.setdefault(Path(location).as_posix(), external_location(t, base_dir)[0])
+    blobs = {name: proto.SerializeToString() for name, proto in protos.items()}
+    del protos
     tables = partition.table_rows()
     text = partition.to_json(indent=1)
+    clash = set(data_files) & (set(blobs) | set(tables) | {"partition.json", _io.MANIFEST})
+    if clash:
+        raise PartitionError(f"External data file(s) {sorted(clash)} of {partition.model.name!r} have the "
+                             "name of a partition file. Rename the data file(s) and their locations.")
     with _io.atomic_dir(out, overwrite=overwrite, what="partition",
                         meta={"content": "trtlab partition", "segments": len(names)}) as tmp:
         for name, blob in blobs.items():
@@ -350,6 +375,17 @@ def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
             _write_csv(tmp / name, columns, rows)
         with open(tmp / "partition.json", "w", encoding="utf-8") as fh:
             fh.write(text)
-    written = {name: out / name for name in list(blobs) + list(tables) + ["partition.json", _io.MANIFEST]}
+        for rel, src in data_files.items():
+            _copy_data_file(src, tmp / rel)
+    written = {name: out / name for name in list(blobs) + list(tables) + ["partition.json", _io.MANIFEST]
+               + list(data_files)}
     log.info("wrote %d segment model(s) and tables to %s", len(partition.segments), out)
     return written
+
+
+def _copy_data_file(src: Path, dst: Path) -> None:
+    """Copy the external data file ``src`` to ``dst`` (in the kernel where the OS can)."""
+    import shutil
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)

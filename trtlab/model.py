@@ -198,26 +198,37 @@ def _all_tensors(graph: onnx.GraphProto) -> Iterable[onnx.TensorProto]:
                 yield from _all_tensors(body)
 
 
-def _read_path(path: Path) -> onnx.ModelProto:
+def _node_tensors(node: onnx.NodeProto) -> Iterable[onnx.TensorProto]:
+    """Tensors in ``node``'s attributes (``Constant`` values included) and in its bodies."""
+    for attr in node.attribute:
+        if attr.HasField("t"):
+            yield attr.t
+        yield from attr.tensors
+        for body in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            yield from _all_tensors(body)
+
+
+def _read_file(path: Path) -> onnx.ModelProto:
+    """The model file at ``path``, parsed; external data stays in its files (references)."""
+    return _parse_bytes(_read_model_bytes(path), f"File {path}")
+
+
+def _read_model_bytes(path: Path) -> bytes:
     if not path.exists() and not path.is_symlink():
         near = sorted(p.name for p in path.parent.glob("*.onnx"))[:10] if path.parent.is_dir() else []
         hint = f" ONNX files in {path.parent}: {', '.join(near)}." if near else ""
         raise ModelLoadError(f"Model file not found: {path}.{hint} Check the path.")
     if path.is_dir():
         raise ModelLoadError(f"{path} is a folder, not an ONNX file. Pass the path of a .onnx file.")
-    proto = _parse_bytes(_io.read_bytes(path, what="Model file", error=ModelLoadError), f"File {path}")
-    external = [t for t in _all_tensors(proto.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
-    if external:
-        try:
-            onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
-        except (FileNotFoundError, OSError, ValueError, onnx.checker.ValidationError) as exc:
-            files = sorted({e.value for t in external for e in t.external_data if e.key == "location"})
-            raise ExternalDataError(
-                f"Model {path} keeps weights in external data file(s) {files}, which could not be read "
-                f"from {path.parent} ({exc}). Put the data file(s) beside the model, "
-                "or load the model from its original folder."
-            ) from exc
-    return proto
+    return _io.read_bytes(path, what="Model file", error=ModelLoadError)
+
+
+def _read_path(path: Path) -> onnx.ModelProto:
+    """The model file at ``path`` with its external data read into the proto (a complete model)."""
+    proto = _read_file(path)
+    for t in external_tensors(proto.graph):
+        _check_external(t, path.parent, f"Model {path}")
+    return inline_external_data(proto, path.parent)
 
 
 def _from_torch(module: Any, example_inputs: Any, opset: int) -> onnx.ModelProto:
@@ -253,12 +264,207 @@ def _is_torch_module(obj: Any) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------
+# External data: weights kept in files beside the model, read only where values are needed
+# ----------------------------------------------------------------------------------------------
+
+#: Initializers larger than this (serialized bytes) are left out of the copy of the model that
+#: the checker and shape inference see (they only need dims and dtypes of weights).
+_SKELETON_MIN_BYTES = 16 << 10
+#: Integer types shape inference reads values of (shape tensors); never left out when inline.
+_SHAPE_VALUE_TYPES = frozenset({onnx.TensorProto.INT64, onnx.TensorProto.INT32})
+_EXTERNAL = onnx.TensorProto.EXTERNAL
+_SUB_BYTE_TYPES = frozenset(getattr(onnx.TensorProto, n) for n in (
+    "INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2") if hasattr(onnx.TensorProto, n))
+
+
+def is_external(tensor: onnx.TensorProto) -> bool:
+    """Whether ``tensor`` keeps its data in an external file (a reference, not loaded)."""
+    return tensor.data_location == _EXTERNAL
+
+
+_ITEMSIZE: Dict[int, int] = {}
+
+
+def _tensor_nbytes(tensor: onnx.TensorProto) -> Optional[int]:
+    """Bytes of a tensor's raw data from its dims and type (``None`` for strings/unknown types)."""
+    n = 1
+    for d in tensor.dims:
+        n *= int(d)
+    if tensor.data_type in _SUB_BYTE_TYPES:
+        bits = 2 if "2" in onnx.TensorProto.DataType.Name(tensor.data_type)[-1:] else 4
+        return (n * bits + 7) // 8
+    if tensor.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
+        return None
+    itemsize = _ITEMSIZE.get(tensor.data_type)
+    if itemsize is None:
+        try:
+            itemsize = _ITEMSIZE[tensor.data_type] = np.dtype(
+                helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+        except (KeyError, TypeError, ValueError):
+            return None
+    return n * itemsize
+
+
+def external_location(tensor: onnx.TensorProto, base_dir: Optional[Path]) -> Tuple[Path, int, Optional[int]]:
+    """``(file, offset, length)`` of an external tensor, its file resolved against ``base_dir``.
+
+    Raises :class:`~trtlab.errors.ExternalDataError` when the model has no folder (it was not
+    loaded from a path), or the location is absolute or leaves the folder.
+    """
+    fields = {e.key: e.value for e in tensor.external_data}
+    location = fields.get("location", "")
+    if not location:
+        raise ExternalDataError(
+            f"Tensor {tensor.name!r} is marked as external data but names no location. Re-export "
+            "the model, or save it with onnx.save_model(..., save_as_external_data=True).")
+    rel = Path(location)
+    if rel.is_absolute() or ".." in rel.parts or rel.drive:
+        raise ExternalDataError(
+            f"Tensor {tensor.name!r} reads external data from {location!r}, outside the model's "
+            "folder (absolute or '..'). External data must sit beside the model (a relative path "
+            "inside its folder); move the data file there and fix the location.")
+    if base_dir is None:
+        raise ExternalDataError(
+            f"Tensor {tensor.name!r} keeps its data in external file {location!r}, but this model "
+            "was not loaded from a file, so there is no folder to read it from. Load the model "
+            "from its .onnx path (trtlab.load('folder/model.onnx')).")
+    try:
+        offset = int(fields.get("offset", 0) or 0)
+        length = int(fields["length"]) if fields.get("length") else None
+    except ValueError:
+        raise ExternalDataError(
+            f"Tensor {tensor.name!r} has a non-integer external data offset/length "
+            f"({fields.get('offset')!r}, {fields.get('length')!r}). Re-save the model.") from None
+    return Path(base_dir) / rel, offset, length
+
+
+def _check_external(tensor: onnx.TensorProto, base_dir: Optional[Path], what: str) -> None:
+    """The file of an external tensor exists and holds ``offset + length`` bytes (not read)."""
+    file, offset, length = external_location(tensor, base_dir)
+    expected = _tensor_nbytes(tensor)
+    if length is not None and expected is not None and length != expected:
+        raise ExternalDataError(
+            f"{what}: tensor {tensor.name!r} declares {length} bytes of external data in "
+            f"{file.name!r}, but its shape {list(tensor.dims)} and type need {expected}. Re-save the "
+            "model so the data matches the tensor.")
+    need = offset + (length if length is not None else (expected or 0))
+    try:
+        st = file.stat()
+    except OSError as exc:
+        raise ExternalDataError(
+            f"{what} keeps weights in external data file {file.name!r}, which could not be read "
+            f"from {file.parent} ({exc.strerror or exc}). Put the data file(s) beside the model, "
+            "or load the model from its original folder.") from exc
+    import stat as _stat
+
+    if not _stat.S_ISREG(st.st_mode):
+        raise ExternalDataError(
+            f"{what}: external data {file.name!r} in {file.parent} is not a regular file. Put the "
+            "data file beside the model.")
+    if st.st_size < need:
+        raise ExternalDataError(
+            f"{what}: external data file {file.name!r} has {st.st_size} bytes, but tensor "
+            f"{tensor.name!r} needs bytes {offset}..{need} (a truncated or wrong data file). "
+            "Copy the complete data file beside the model.")
+
+
+def tensor_value(tensor: onnx.TensorProto, base_dir: Optional[Path] = None) -> np.ndarray:
+    """The value of ``tensor`` as a NumPy array; external data is memory-mapped (read-only).
+
+    The one reader of weights: inline tensors go through ``onnx.numpy_helper``, external ones
+    are mapped from their file at ``base_dir`` (offset and length honoured), so only the pages
+    a caller touches are read.
+    """
+    if not is_external(tensor):
+        return numpy_helper.to_array(tensor)
+    file, offset, length = external_location(tensor, base_dir)
+    nbytes = _tensor_nbytes(tensor)
+    shape = tuple(int(d) for d in tensor.dims)
+    if nbytes is None or tensor.data_type in _SUB_BYTE_TYPES or (length is not None and length != nbytes):
+        return numpy_helper.to_array(inline_tensor(tensor, base_dir))
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
+    if nbytes == 0:
+        return np.zeros(shape, dtype)
+    try:
+        mapped = np.memmap(file, dtype=dtype, mode="r", offset=offset, shape=(nbytes // dtype.itemsize,))
+    except (OSError, ValueError) as exc:
+        raise ExternalDataError(
+            f"Could not read external data of tensor {tensor.name!r} from {file} at offset {offset} "
+            f"({exc}). Put the complete data file beside the model.") from exc
+    return mapped.view(np.ndarray).reshape(shape)
+
+
+def _read_external(tensor: onnx.TensorProto, base_dir: Optional[Path]) -> bytes:
+    file, offset, length = external_location(tensor, base_dir)
+    size = length if length is not None else _tensor_nbytes(tensor)
+    try:
+        with open(file, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read() if size is None else fh.read(size)
+    except OSError as exc:
+        raise ExternalDataError(
+            f"Could not read external data of tensor {tensor.name!r} from {file} "
+            f"({exc.strerror or exc}). Put the data file beside the model.") from exc
+    if size is not None and len(data) != size:
+        raise ExternalDataError(
+            f"External data file {file} ends before tensor {tensor.name!r} ({len(data)} of {size} "
+            "bytes). Copy the complete data file beside the model.")
+    return data
+
+
+def _make_inline(tensor: onnx.TensorProto, base_dir: Optional[Path]) -> None:
+    data = _read_external(tensor, base_dir)
+    del tensor.external_data[:]
+    tensor.data_location = onnx.TensorProto.DEFAULT
+    tensor.raw_data = data
+
+
+def inline_tensor(tensor: onnx.TensorProto, base_dir: Optional[Path] = None) -> onnx.TensorProto:
+    """``tensor`` with its data inline: itself when it is, else a copy holding the file's bytes."""
+    if not is_external(tensor):
+        return tensor
+    out = onnx.TensorProto()
+    out.CopyFrom(tensor)
+    _make_inline(out, base_dir)
+    return out
+
+
+def external_tensors(graph: onnx.GraphProto) -> List[onnx.TensorProto]:
+    """Every tensor of ``graph`` (initializers, tensor attributes, bodies) kept as external data."""
+    return [t for t in _all_tensors(graph) if is_external(t)]
+
+
+def inline_external_data(proto: onnx.ModelProto, base_dir: Optional[Path]) -> onnx.ModelProto:
+    """Read every external tensor of ``proto`` into the proto (in place); returns ``proto``."""
+    for t in external_tensors(proto.graph):
+        _make_inline(t, base_dir)
+    for f in proto.functions:
+        for node in f.node:
+            for attr in node.attribute:
+                if attr.HasField("t") and is_external(attr.t):
+                    _make_inline(attr.t, base_dir)
+    return proto
+
+
+def _resolve_external(proto: onnx.ModelProto, base_dir: Optional[Path]) -> onnx.ModelProto:
+    """``proto`` itself when it holds no external reference, else a copy with the data inline."""
+    if not external_tensors(proto.graph):
+        return proto
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    return inline_external_data(out, base_dir)
+
+
+# ----------------------------------------------------------------------------------------------
 # Normalising
 # ----------------------------------------------------------------------------------------------
 
 
 def _unique_node_names(graph: onnx.GraphProto) -> Dict[str, str]:
     """Give every node a unique, non-empty name; returns ``{new: old}`` for the renamed ones."""
+    names = [n.name for n in graph.node]
+    if all(names) and len(set(names)) == len(names):
+        return {}
     used = Counter(n.name for n in graph.node if n.name)
     taken = set(used)
     seen: Counter = Counter()
@@ -307,8 +513,32 @@ def outer_reads(node: onnx.NodeProto) -> set:
     return refs
 
 
+#: Ops whose attributes hold graphs (If/Loop/Scan bodies); nodes of other domains may too.
+_BODY_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
+
+
+def _may_have_body(node: onnx.NodeProto) -> bool:
+    return (node.op_type in _BODY_OPS or node.domain not in ("", "ai.onnx")) and _has_body(node)
+
+
+def _in_order(graph: onnx.GraphProto) -> bool:
+    """Whether every node reads only what earlier nodes, inputs and initializers give (one pass)."""
+    available = _outer_names(graph)
+    have, add = available.issuperset, available.update
+    for node in graph.node:
+        if not have(node.input):
+            return False
+        if (node.op_type in _BODY_OPS or node.domain) and _may_have_body(node) \
+                and not have(outer_reads(node)):
+            return False
+        add(node.output)
+    return True
+
+
 def _toposort(graph: onnx.GraphProto, what: str) -> None:
     """Sort nodes topologically in place; raise on dangling inputs and cycles."""
+    if _in_order(graph):
+        return
     available = _outer_names(graph)
     producer: Dict[str, int] = {}
     for i, node in enumerate(graph.node):
@@ -424,33 +654,101 @@ def _shapeless(graph: onnx.GraphProto) -> List[Any]:
     found = [vi.type.tensor_type for vi in [*graph.input, *graph.output, *graph.value_info]
              if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape")]
     for node in graph.node:
+        if not ((node.op_type in _BODY_OPS or node.domain) and _may_have_body(node)):
+            continue
         for attr in node.attribute:
             for body in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs):
                 found += _shapeless(body)
     return found
 
 
-def _check_model(proto: onnx.ModelProto, what: str) -> None:
-    # Newer checkers refuse rank-unknown tensors, which runtimes accept: check the model with an
-    # empty shape in their place, so every other check still runs.
-    shapeless = _shapeless(proto.graph)
-    if shapeless:
-        log.info("%s: %d tensor(s) have no shape (rank unknown)", what, len(shapeless))
-    for tensor_type in shapeless:
-        tensor_type.shape.SetInParent()
+def _skeleton(proto: onnx.ModelProto, base_dir: Optional[Path], what: str) -> onnx.ModelProto:
+    """``proto`` as the checker and shape inference need it: without its weights.
+
+    External initializers and inline ones over :data:`_SKELETON_MIN_BYTES` (integer shape
+    tensors excepted) become graph inputs of the same type and shape in a copy: the checker
+    and shape inference only read their dims and dtype. The data the checker would have
+    verified is verified here instead (inline sizes; external files present and long enough,
+    without reading them). With no such tensor, ``proto`` itself is returned (no copy).
+    """
+    g = proto.graph
+    stripped: List[onnx.TensorProto] = []
+    kept: List[onnx.TensorProto] = []
+    for t in g.initializer:
+        if is_external(t):
+            _check_external(t, base_dir, what)
+            stripped.append(t)
+        elif t.ByteSize() > _SKELETON_MIN_BYTES and t.data_type not in _SHAPE_VALUE_TYPES \
+                and t.HasField("raw_data"):
+            expected, got = _tensor_nbytes(t), len(t.raw_data)
+            if expected is not None and got != expected:
+                raise InvalidModelError(
+                    f"{what}: initializer {t.name!r} holds {got} bytes of data, but its shape "
+                    f"{list(t.dims)} and type {onnx.TensorProto.DataType.Name(t.data_type)} need "
+                    f"{expected}. Re-export the model.")
+            stripped.append(t)
+        else:
+            kept.append(t)
+    if not stripped:
+        return proto
+    Dim = onnx.TensorShapeProto.Dimension
+    skel = onnx.ModelProto()
+    skel.ir_version = proto.ir_version
+    skel.opset_import.extend(proto.opset_import)
+    skel.functions.extend(proto.functions)
+    sg = skel.graph
+    sg.name = g.name
+    sg.node.extend(g.node)
+    sg.input.extend(g.input)
+    sg.output.extend(g.output)
+    sg.value_info.extend(g.value_info)
+    sg.sparse_initializer.extend(g.sparse_initializer)
+    sg.initializer.extend(kept)
+    for t in stripped:
+        tt = sg.input.add(name=t.name).type.tensor_type
+        tt.elem_type = t.data_type
+        tt.shape.dim.extend([Dim(dim_value=d) for d in t.dims]) if t.dims else tt.shape.SetInParent()
+    return skel
+
+
+def _check_model(skel: onnx.ModelProto, what: str, *, data: Optional[bytes] = None,
+                 path: Optional[Path] = None, attribute_external: bool = False) -> bool:
+    """Run ONNX's checker on the weightless copy ``skel`` (see :func:`_skeleton`).
+
+    ``data`` is ``skel`` serialized, when the caller has it. ``attribute_external``: some node
+    attribute holds an external tensor, which the checker resolves against a folder that only
+    a path gives it (the file is then checked as written). Returns whether the checker ran.
+    """
+    if attribute_external:
+        if path is None:
+            log.info("%s: checker skipped (external tensors in node attributes, no model path)", what)
+            return False
+        target: Any = str(path)
+    else:
+        # Newer checkers refuse rank-unknown tensors, which runtimes accept: check the model with
+        # an empty shape in their place, so every other check still runs.
+        shapeless = _shapeless(skel.graph)
+        if shapeless:
+            log.info("%s: %d tensor(s) have no shape (rank unknown)", what, len(shapeless))
+            checked = onnx.ModelProto()
+            checked.CopyFrom(skel)
+            for tensor_type in _shapeless(checked.graph):
+                tensor_type.shape.SetInParent()
+            target = checked.SerializeToString()
+        else:
+            target = data if data is not None else skel.SerializeToString()
     try:
-        onnx.checker.check_model(proto)
+        onnx.checker.check_model(target)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
         raise InvalidModelError(
             f"{what} fails the ONNX checker: {first.rstrip('.')}. Fix or re-export the model "
             "(the full checker message is attached as the cause)."
         ) from exc
-    except ValueError as exc:  # models over 2 GiB
+    except ValueError as exc:  # graphs over 2 GiB even without their weights
         log.debug("checker skipped: %s", exc)
-    finally:
-        for tensor_type in shapeless:
-            tensor_type.ClearField("shape")
+        return False
+    return True
 
 
 #: Largest tensor (bytes) :func:`load` folds by default; bigger constants stay computed.
@@ -485,9 +783,10 @@ def _fold_candidates(graph: onnx.GraphProto) -> List[int]:
 
 
 def _constant_model(graph: onnx.GraphProto, nodes: Sequence[onnx.NodeProto], outputs: Sequence[str],
-                    opsets: Sequence[onnx.OperatorSetIdProto], ir_version: int) -> onnx.ModelProto:
+                    opsets: Sequence[onnx.OperatorSetIdProto], ir_version: int,
+                    base_dir: Optional[Path] = None) -> onnx.ModelProto:
     needed = {x for n in nodes for x in n.input if x}
-    inits = [t for t in graph.initializer if t.name in needed]
+    inits = [inline_tensor(t, base_dir) for t in graph.initializer if t.name in needed]
     g = helper.make_graph(list(nodes), "fold", [], [helper.make_empty_tensor_value_info(o) for o in outputs],
                           initializer=inits)
     return helper.make_model(g, opset_imports=list(opsets), ir_version=max(ir_version, 4))
@@ -510,7 +809,7 @@ def _unbounded(model: onnx.ModelProto, outputs: Sequence[str], max_bytes: int) -
 
 
 def _fold_graph(graph: onnx.GraphProto, opsets: Sequence[onnx.OperatorSetIdProto], ir_version: int,
-                max_bytes: int) -> int:
+                max_bytes: int, base_dir: Optional[Path] = None) -> int:
     """Replace constant subgraphs of ``graph`` (and its bodies) by initializers; returns the count.
 
     Values come from ONNX Runtime (graph optimizations off) running the constant subgraph as
@@ -521,14 +820,14 @@ def _fold_graph(graph: onnx.GraphProto, opsets: Sequence[onnx.OperatorSetIdProto
     for node in graph.node:
         for attr in node.attribute:
             for body in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs):
-                count += _fold_graph(body, opsets, ir_version, max_bytes)
+                count += _fold_graph(body, opsets, ir_version, max_bytes, base_dir)
     picked = _fold_candidates(graph)
     if not picked:
         return count
     nodes = [graph.node[i] for i in picked]
     while nodes:
         outs = [o for n in nodes for o in n.output if o]
-        probe = _constant_model(graph, nodes, outs, opsets, ir_version)
+        probe = _constant_model(graph, nodes, outs, opsets, ir_version, base_dir)
         too_big = _unbounded(probe, outs, max_bytes)
         if not too_big:
             break
@@ -557,7 +856,7 @@ def _fold_graph(graph: onnx.GraphProto, opsets: Sequence[onnx.OperatorSetIdProto
         try:
             import onnxruntime as ort
 
-            probe = _constant_model(graph, nodes, wanted, opsets, ir_version)
+            probe = _constant_model(graph, nodes, wanted, opsets, ir_version, base_dir)
             opts = ort.SessionOptions()
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             opts.log_severity_level = 4
@@ -586,7 +885,8 @@ def _node_reads(node: onnx.NodeProto) -> List[str]:
     return [x for x in list(node.input) + sorted(_subgraph_outer_refs(node)) if x]
 
 
-def _fold(proto: onnx.ModelProto, max_bytes: int = FOLD_MAX_BYTES) -> Tuple[onnx.ModelProto, int]:
+def _fold(proto: onnx.ModelProto, max_bytes: int = FOLD_MAX_BYTES,
+          base_dir: Optional[Path] = None) -> Tuple[onnx.ModelProto, int]:
     """Fold constant subgraphs exactly (see :func:`_fold_graph`); returns the model and the count."""
     try:
         import onnxruntime  # noqa: F401
@@ -595,19 +895,43 @@ def _fold(proto: onnx.ModelProto, max_bytes: int = FOLD_MAX_BYTES) -> Tuple[onnx
         return proto, 0
     folded = onnx.ModelProto()
     folded.CopyFrom(proto)
-    n = _fold_graph(folded.graph, list(proto.opset_import), proto.ir_version, max_bytes)
+    n = _fold_graph(folded.graph, list(proto.opset_import), proto.ir_version, max_bytes, base_dir)
     return (folded, n) if n else (proto, 0)
 
 
-def _infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
-    try:
-        proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
-    except Exception as exc:  # inference is best effort: unknown ops, custom domains
-        log.info("shape inference incomplete: %s", exc)
-    # Past contrib ops (com.microsoft ...), ONNX Runtime's symbolic inference (trtlab.shapes).
+def _infer_shapes(proto: onnx.ModelProto, skel: Optional[onnx.ModelProto] = None,
+                 base_dir: Optional[Path] = None, what: str = "model",
+                 data: Optional[bytes] = None) -> onnx.ModelProto:
+    """Shapes and dtypes of every tensor into ``proto``'s value_info (in place; returns it).
+
+    ONNX's data-propagating inference runs on the weightless copy (:func:`_skeleton`), so no
+    weight is serialized or read; the inferred value_info, outputs and bodies are copied back.
+    Past contrib ops (com.microsoft ...), ONNX Runtime's symbolic inference fills the rest
+    (:mod:`trtlab.shapes`).
+    """
     from trtlab.shapes import infer_contrib_shapes
 
-    return infer_contrib_shapes(proto)
+    if skel is None:
+        skel = _skeleton(proto, base_dir, what)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(
+            data if data is not None else skel.SerializeToString(), data_prop=True)
+    except Exception as exc:  # inference is best effort: unknown ops, custom domains
+        log.info("shape inference incomplete: %s", exc)
+        inferred = skel
+    inferred = infer_contrib_shapes(inferred)
+    if skel is proto:
+        inferred.ir_version = proto.ir_version  # may have been lowered since ``data`` was made
+        return inferred  # the whole model, value_info included
+    g, ig = proto.graph, inferred.graph
+    del g.value_info[:]
+    g.value_info.extend(ig.value_info)
+    for out, new in zip(g.output, ig.output):
+        out.CopyFrom(new)
+    for i, node in enumerate(g.node):
+        if (node.op_type in _BODY_OPS or node.domain) and _may_have_body(node):
+            node.CopyFrom(ig.node[i])  # bodies carry their own inferred value_info
+    return proto
 
 
 # ----------------------------------------------------------------------------------------------
@@ -687,10 +1011,22 @@ class Model:
     Build one with :func:`load`. The proto's node names are unique and non-empty, nodes are
     in topological order and initializers are not listed as graph inputs.
 
+    **Weights by reference.** A model loaded from a path keeps the weights its file stores as
+    external data where they are: its proto may hold tensors (initializers, and rarely
+    ``Constant`` values) with ``data_location == EXTERNAL`` whose ``location`` is relative to
+    :attr:`base_dir`. Analysis (shapes, support, partitioning) never reads them. Values are read
+    where they are needed, through one reader: :meth:`constant_value` / :func:`tensor_value`
+    (memory-mapped), :meth:`load_weights` (into the proto), :meth:`to_bytes` (a complete
+    serialized copy) and :meth:`save` (a complete model with its own data file). Code that reads
+    ``proto`` tensors directly must resolve such references the same way.
+
     Attributes
     ----------
     proto : onnx.ModelProto
     name : str
+    base_dir : pathlib.Path or None
+        Folder external-data locations are relative to (the model file's folder); ``None`` when
+        the model was not loaded from a file.
     notes : list of str
         What :func:`load` changed or found (renamed nodes, dropped initializer inputs, ...).
     renamed : dict
@@ -699,10 +1035,13 @@ class Model:
 
     def __init__(self, proto: onnx.ModelProto, *, name: Optional[str] = None,
                  path: Optional[Path] = None, notes: Sequence[str] = (),
-                 renamed: Optional[Mapping[str, str]] = None) -> None:
+                 renamed: Optional[Mapping[str, str]] = None,
+                 base_dir: Optional[Path] = None) -> None:
         self.proto = proto
         self.name = name or proto.graph.name or "model"
         self.path = path
+        self.base_dir = Path(base_dir) if base_dir is not None else (
+            Path(path).parent if path is not None else None)
         self.notes = list(notes)
         self.renamed = dict(renamed or {})
 
@@ -747,7 +1086,27 @@ class Model:
 
     @cached_property
     def initializers(self) -> Dict[str, onnx.TensorProto]:
+        """``{name: TensorProto}`` of the main graph's initializers.
+
+        External ones are references (see the class docstring): read their values with
+        :meth:`constant_value`.
+        """
         return {t.name: t for t in self.proto.graph.initializer}
+
+    @property
+    def has_external_data(self) -> bool:
+        """Whether the proto holds tensors whose data is still in external files."""
+        return any(is_external(t) for t in _all_tensors(self.proto.graph))
+
+    def load_weights(self) -> "Model":
+        """Read every external tensor into the proto (in place); returns ``self``.
+
+        Afterwards the model no longer depends on its data files. Most steps never need this:
+        values are read where they are used.
+        """
+        inline_external_data(self.proto, self.base_dir)
+        self.__dict__.pop("initializers", None)
+        return self
 
     @cached_property
     def _constant_outputs(self) -> set:
@@ -758,14 +1117,17 @@ class Model:
         return tensor in self.initializers or tensor in self._constant_outputs
 
     def constant_value(self, tensor: str) -> Optional[np.ndarray]:
-        """The value of a constant tensor, or ``None`` if it is not constant."""
+        """The value of a constant tensor, or ``None`` if it is not constant.
+
+        External weights are memory-mapped from their file (a read-only array).
+        """
         if tensor in self.initializers:
-            return numpy_helper.to_array(self.initializers[tensor])
+            return tensor_value(self.initializers[tensor], self.base_dir)
         for n in self.proto.graph.node:
             if n.op_type == "Constant" and tensor in n.output:
                 for a in n.attribute:
                     if a.name == "value":
-                        return numpy_helper.to_array(a.t)
+                        return tensor_value(a.t, self.base_dir)
                     if a.name in ("value_float", "value_int"):
                         return np.array(helper.get_attribute_value(a))
                     if a.name in ("value_floats", "value_ints"):
@@ -910,7 +1272,11 @@ class Model:
 
     def _symbolic_dim_conflict_rows(self) -> List[Dict[str, Any]]:
         rows: List[Dict[str, Any]] = []
-        for t in self.inputs:
+        inits = self.initializers
+        for vi in self.proto.graph.input:
+            if vi.name in inits:
+                continue
+            t = _info_from_value_info(vi)
             if t.shape is None:
                 continue
             axes: Dict[str, List[int]] = defaultdict(list)
@@ -929,24 +1295,33 @@ class Model:
             for ax, d in enumerate(vi.type.tensor_type.shape.dim):
                 if (vi.name, ax) in fix:
                     d.dim_param = f"{vi.name}_dim{ax}"
-        proto = _infer_shapes(_clear_value_info(proto))
-        return Model(proto, name=self.name, path=self.path,
+        proto = _infer_shapes(_clear_value_info(proto), base_dir=self.base_dir, what=f"Model {self.name!r}")
+        return Model(proto, name=self.name, path=self.path, base_dir=self.base_dir,
                      notes=self.notes + ["renamed reused symbolic dims"], renamed=self.renamed)
 
     # -- output --------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """Serialized model, with an IR version ONNX Runtime reads."""
+        """Serialized complete model (external weights read in), with an IR version ONNX Runtime reads."""
         proto = self.proto
+        if external_tensors(proto.graph):
+            proto = _resolve_external(proto, self.base_dir)
+            if proto.ByteSize() > _MAX_PROTO_BYTES:
+                raise TrtlabError(
+                    f"Model {self.name!r} with its weights is {proto.ByteSize() / 2**30:.1f} GiB, over "
+                    "protobuf's 2 GiB limit for one serialized message. Write it with "
+                    "Model.save(path) (weights go to a data file beside it) and use the path.")
         if proto.ir_version > WRITE_IR_VERSION:
             proto = fit_ir_version(copy.copy(proto))
         return proto.SerializeToString()
 
     def save(self, path: Union[str, os.PathLike], *, overwrite: bool = True) -> Path:
-        """Write the model to ``path`` atomically (IR version kept readable by ONNX Runtime).
+        """Write the complete model to ``path`` atomically (IR version kept readable by ONNX Runtime).
 
         The bytes go to a temporary file beside ``path``, are fsynced and renamed over it: a full
-        disk or a kill leaves the previous file intact. Models over 1.8 GB keep their weights in
-        ``<name>.data`` beside the model (written first, the same way).
+        disk or a kill leaves the previous file intact. A model holding external weights, or over
+        1.8 GB, keeps its weights in ``<name>.data`` beside the model (written first, the same
+        way; external weights are copied there from their files piece by piece, never all in
+        memory), so the written model never points to data that is not there.
 
         Raises
         ------
@@ -957,6 +1332,9 @@ class Model:
         """
         path = Path(path)
         _io.check_destination(path, overwrite=overwrite, what="model file")
+        if external_tensors(self.proto.graph):
+            _save_with_data(self.proto, self.base_dir, path, overwrite=overwrite)
+            return path
         proto = fit_ir_version(copy.deepcopy(self.proto)) if self.proto.ir_version > WRITE_IR_VERSION \
             else self.proto
         if proto.ByteSize() > 1_800_000_000:
@@ -967,7 +1345,11 @@ class Model:
 
     def copy(self) -> "Model":
         return Model(copy.deepcopy(self.proto), name=self.name, path=self.path, notes=self.notes,
-                     renamed=self.renamed)
+                     renamed=self.renamed, base_dir=self.base_dir)
+
+
+#: Protobuf's limit for one serialized message.
+_MAX_PROTO_BYTES = (2 << 30) - 1
 
 
 def _save_external(proto: onnx.ModelProto, path: Path, *, overwrite: bool) -> None:
@@ -986,6 +1368,76 @@ def _save_external(proto: onnx.ModelProto, path: Path, *, overwrite: bool) -> No
             os.replace(Path(tmp) / data_name, dst)
         with _io.atomic_path(path, overwrite=overwrite, what="model file") as dst:
             os.replace(Path(tmp) / path.name, dst)
+
+
+def _data_file_name(path: Path, sources: Iterable[Path]) -> str:
+    """``<model file name>.data``, or a numbered variant when that is a file being read."""
+    taken = set()
+    for src in sources:
+        try:
+            taken.add(src.resolve())
+        except OSError:
+            continue
+    name, k = path.name + ".data", 1
+    while (path.parent / name).resolve() in taken:
+        name, k = f"{path.name}.{k}.data", k + 1
+    return name
+
+
+def copy_external_data(proto: onnx.ModelProto, base_dir: Optional[Path], out: Any,
+                       location: str) -> onnx.ModelProto:
+    """A copy of ``proto`` whose external tensors point into one new data file.
+
+    Each external tensor's bytes are copied from its file at ``base_dir`` to the binary file
+    object ``out`` (in blocks, never a whole tensor in memory; offsets aligned to 4 KiB for
+    tensors of 64 KiB and more, so runtimes can map them); the copy's references name
+    ``location`` with the new offsets.
+    """
+    result = onnx.ModelProto()
+    result.CopyFrom(proto)
+    pos = out.tell()
+    for t in external_tensors(result.graph):
+        src, offset, length = external_location(t, base_dir)
+        size = length if length is not None else (_tensor_nbytes(t) or 0)
+        align = 4096 if size >= 65536 else 64
+        if pos % align:
+            out.write(b"\0" * (align - pos % align))
+            pos += align - pos % align
+        with open(src, "rb") as fh:
+            fh.seek(offset)
+            left = size
+            while left:
+                block = fh.read(min(left, 16 << 20))
+                if not block:
+                    raise ExternalDataError(
+                        f"External data file {src} ends before tensor {t.name!r} ({size - left} of "
+                        f"{size} bytes). Copy the complete data file beside the model.")
+                out.write(block)
+                left -= len(block)
+        del t.external_data[:]
+        for key, value in (("location", location), ("offset", str(pos)), ("length", str(size))):
+            entry = t.external_data.add()
+            entry.key, entry.value = key, value
+        pos += size
+    return result
+
+
+def _save_with_data(proto: onnx.ModelProto, base_dir: Optional[Path], path: Path, *,
+                    overwrite: bool) -> None:
+    """Save a model holding external references: its weights copied to ``<name>.data`` beside it."""
+    sources = [external_location(t, base_dir)[0] for t in external_tensors(proto.graph)]
+    data_name = _data_file_name(path, sources)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _io.atomic_path(path.parent / data_name, overwrite=True, what="model data file") as dst:
+        try:
+            with open(dst, "wb") as fh:
+                written = copy_external_data(proto, base_dir, fh, data_name)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise _io._write_error(path.parent / data_name, exc, "model data file") from exc
+    fit_ir_version(written)
+    _io.write_bytes(path, written.SerializeToString(), overwrite=overwrite, what="model file")
 
 
 def _clear_value_info(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -1008,7 +1460,8 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
     Parameters
     ----------
     source
-        A path to a ``.onnx`` file (external data is read from its folder), the model's bytes,
+        A path to a ``.onnx`` file (external data stays in its files beside the model, as
+        references checked to exist but not read; see :class:`Model`), the model's bytes,
         an ``onnx.ModelProto``, a :class:`Model`, or a ``torch.nn.Module`` (needs
         ``example_inputs=``; exported at ``opset``).
     fold_constants
@@ -1041,20 +1494,30 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
     InvalidModelError
         Dangling input, cycle, checker failure; :class:`UnsupportedOpsetError` for old opsets.
     ExternalDataError
-        External weights missing.
+        External weights missing, too short, outside the model's folder, or referenced by a
+        model not loaded from a file.
     """
     path: Optional[Path] = None
+    base_dir: Optional[Path] = None
+    maybe_external = True
     if isinstance(source, Model):
         proto, what = copy.deepcopy(source.proto), f"Model {source.name!r}"
         name = name or source.name
+        base_dir = source.base_dir
     elif isinstance(source, onnx.ModelProto):
         proto, what = copy.deepcopy(source), "The given ModelProto"
     elif isinstance(source, (bytes, bytearray, memoryview)):
         proto, what = _parse_bytes(bytes(source), "The given bytes"), "The given bytes"
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
-        proto, what = _read_path(path), f"Model {path}"
+        raw = _read_model_bytes(path)
+        proto, what = _parse_bytes(raw, f"File {path}"), f"Model {path}"
+        # Every external tensor names its file under the key "location": without those bytes
+        # in the file, no tensor is external and nodes need not be searched for one.
+        maybe_external = b"location" in raw
+        del raw
         name = name or path.stem
+        base_dir = path.parent
     elif _is_torch_module(source):
         proto = _from_torch(source, example_inputs, opset)
         what = f"The export of {type(source).__name__}"
@@ -1090,8 +1553,29 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
     renamed = _unique_node_names(proto.graph)
     if renamed:
         notes.append(f"renamed {len(renamed)} node(s) with empty or duplicate names")
-    _toposort(proto.graph, what)
-    _check_model(proto, what)
+    # External weights stay in their files: each is checked to exist and be long enough, and
+    # the checker and shape inference see the graph without any weight (see _skeleton).
+    attribute_external = [t for node in proto.graph.node if node.attribute
+                          for t in _node_tensors(node) if is_external(t)] if maybe_external else []
+    for t in attribute_external:
+        _check_external(t, base_dir, what)
+    if attribute_external:
+        _toposort(proto.graph, what)
+    skel = _skeleton(proto, base_dir, what)
+    data = skel.SerializeToString()
+    # The checker proves nodes are in topological order; they are sorted only when it refuses.
+    try:
+        checked = _check_model(skel, what, data=data, path=path, attribute_external=bool(attribute_external))
+    except InvalidModelError:
+        before = [n.name for n in proto.graph.node]
+        _toposort(proto.graph, what)  # names a dangling input or a cycle
+        if [n.name for n in proto.graph.node] == before:
+            raise
+        skel = _skeleton(proto, base_dir, what)
+        data = skel.SerializeToString()
+        checked = _check_model(skel, what, data=data)
+    if not checked:
+        _toposort(proto.graph, what)
     if proto.ir_version > WRITE_IR_VERSION:
         before = proto.ir_version
         fit_ir_version(proto)
@@ -1099,13 +1583,14 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
             notes.append(f"IR version {before} lowered to {proto.ir_version} so ONNX Runtime reads it")
     if fold_constants:
         n_before = len(proto.graph.node)
-        proto, n_folded = _fold(proto, fold_max_bytes)
+        proto, n_folded = _fold(proto, fold_max_bytes, base_dir)
         if n_folded:
+            skel, data = None, None
             notes.append(f"constant folding: {n_folded} node(s) folded into initializers "
                          f"({n_before} -> {len(proto.graph.node)} top-level nodes)")
     if shape_inference:
-        proto = _infer_shapes(proto)
-    model = Model(proto, name=name, path=path, notes=notes, renamed=renamed)
+        proto = _infer_shapes(proto, skel, base_dir, what, data)
+    model = Model(proto, name=name, path=path, notes=notes, renamed=renamed, base_dir=base_dir)
     conflicts = model._symbolic_dim_conflict_rows()
     if conflicts:
         desc = "; ".join(f"{r['input']}: '{r['dim_param']}' on axes {r['axes']}" for r in conflicts)

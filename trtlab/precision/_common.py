@@ -31,10 +31,12 @@ def as_model(model: Any, what: str = "model") -> Any:
     from trtlab.model import Model, load
 
     if isinstance(model, Model):
-        return model
+        # Transforms read and rewrite weights: they work on a copy holding them.
+        return model.copy().load_weights() if model.has_external_data else model
     if isinstance(model, onnx.ModelProto) or isinstance(model, (str, bytes, bytearray)) or \
             hasattr(model, "__fspath__"):
-        return load(model, fold_constants=False)
+        loaded = load(model, fold_constants=False)
+        return loaded.load_weights() if loaded.has_external_data else loaded
     raise PrecisionError(
         f"The {what} is a {type(model).__name__}; expected a trtlab Model, an onnx.ModelProto, "
         "a path to a .onnx file or its bytes. Load it with trtlab.load(...) first."

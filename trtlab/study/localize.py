@@ -53,9 +53,12 @@ def common_tensors(reference: Any, candidate: Any) -> List[str]:
     return out
 
 
-def _with_outputs(proto: onnx.ModelProto, tensors: List[str]) -> onnx.ModelProto:
+def _with_outputs(model: Any, tensors: List[str]) -> onnx.ModelProto:
+    from trtlab.model import inline_external_data
+
     out = onnx.ModelProto()
-    out.CopyFrom(proto)
+    out.CopyFrom(model.proto)
+    inline_external_data(out, model.base_dir)
     del out.graph.output[:]
     out.graph.output.extend(onnx.ValueInfoProto(name=t) for t in tensors)
     return out
@@ -166,8 +169,8 @@ def localize_error(model: Any, candidate_model: Any, data: Data, *,
     accs = {t: _Acc() for t in chosen}
     chunks = [chosen[i:i + chunk_size] for i in range(0, len(chosen), chunk_size)]
     for chunk in progress_bar(chunks, desc="localizing error", enabled=progress):
-        rs = session(_with_outputs(ref.proto, chunk), providers=["CPUExecutionProvider"])
-        cs = session(_with_outputs(cand.proto, chunk), providers=["CPUExecutionProvider"])
+        rs = session(_with_outputs(ref, chunk), providers=["CPUExecutionProvider"])
+        cs = session(_with_outputs(cand, chunk), providers=["CPUExecutionProvider"])
         for rf, cf in zip(feeds, cand_feeds):
             for t, a, b in zip(chunk, rs.run(chunk, rf), cs.run(chunk, cf)):
                 accs[t].add(np.asarray(a), np.asarray(b))

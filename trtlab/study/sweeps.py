@@ -215,7 +215,7 @@ def _model_bytes(source: Any) -> Tuple[str, bytes]:
     from trtlab.model import Model
 
     if isinstance(source, Model):
-        return source.name, source.proto.SerializeToString()
+        return source.name, source.to_bytes()
     if isinstance(source, onnx.ModelProto):
         return source.graph.name or "model", source.SerializeToString()
     if isinstance(source, (bytes, bytearray)):

@@ -202,7 +202,9 @@ class _TensorIndex:
     """Types, shapes and constants of every tensor in a graph, computed once per model."""
 
     def __init__(self, graph: onnx.GraphProto, outer: Optional["_TensorIndex"] = None,
-                 functions: Sequence[onnx.FunctionProto] = ()) -> None:
+                 functions: Sequence[onnx.FunctionProto] = (), base_dir: Any = None) -> None:
+        #: Folder external weights are relative to (values are read only when a rule asks).
+        self.base_dir = outer.base_dir if outer is not None else base_dir
         self.functions: Dict[Tuple[str, str], onnx.FunctionProto] = (
             dict(outer.functions) if outer else {})
         self.functions.update({(f.domain, f.name): f for f in functions})
@@ -246,14 +248,16 @@ class _TensorIndex:
         return (tt.elem_type, tuple(dims))
 
     def value(self, name: str) -> Optional[np.ndarray]:
+        from trtlab.model import tensor_value
+
         if name in self.initializers:
-            return numpy_helper.to_array(self.initializers[name])
+            return tensor_value(self.initializers[name], self.base_dir)
         node = self.constants.get(name)
         if node is None:
             return None
         for attr in node.attribute:
             if attr.name == "value":
-                return numpy_helper.to_array(attr.t)
+                return tensor_value(attr.t, self.base_dir)
             if attr.name in ("value_float", "value_int", "value_floats", "value_ints"):
                 return np.asarray(helper.get_attribute_value(attr))
         return None

@@ -27,6 +27,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from trtlab._lazy import lazy_import
@@ -97,14 +98,15 @@ def _clean(text: str) -> str:
     return clean_message(text)
 
 
-def _run_parser(data: bytes) -> _Run:
+def _run_parser(data: bytes, path: Optional[str] = None) -> _Run:
+    """One ``supports_model_v2`` call; ``path`` locates external weights (never read here)."""
     from trtlab.backends.tensorrt import flavor as _trt
 
     builder, network, parser, logger = _trt.make_parser(_trt.quiet_logger())  # all four stay alive
     try:
-        ok = bool(parser.supports_model_v2(data))
+        ok = bool(parser.supports_model_v2(data, path))
     except TypeError:
-        ok = bool(parser.supports_model_v2(data, None))
+        ok = bool(parser.supports_model_v2(data))
     subgraphs = [list(parser.get_subgraph_nodes(i)) for i in range(parser.num_subgraphs)]
     verified = [bool(parser.is_subgraph_supported(i)) for i in range(parser.num_subgraphs)]
     errors = []
@@ -387,6 +389,11 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
     from trtlab.backends.tensorrt import flavor as _trt
 
     proto: onnx.ModelProto = model if isinstance(model, onnx.ModelProto) else model.proto
+    # External weights stay in their files: the parser finds them from a path in their folder.
+    base_dir = getattr(model, "base_dir", None)
+    model_path = None if base_dir is None else str(
+        model.path if getattr(model, "path", None) is not None and Path(model.path).parent == base_dir
+        else Path(base_dir) / "model.onnx")
     graph = proto.graph
     n = len(graph.node)
     old = _old_opset(proto)
@@ -445,7 +452,7 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
         decided_before = len(verdicts)
         data = proto.SerializeToString() if passes == 0 else _sub_model(index, mapping, types, assumed)
         try:
-            run = _run_parser(data)
+            run = _run_parser(data, model_path) if model_path else _run_parser(data)
         except Exception as exc:  # the binding raises RuntimeError/TypeError on bad input
             raise SupportError(
                 f"TensorRT's ONNX parser ({flavor} {mod.__version__}) failed on model "

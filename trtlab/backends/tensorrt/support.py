@@ -88,7 +88,7 @@ def rules_support(model: Any, *, trt_version: Any = None, rules: RulesArg = None
     target = resolve_target(trt_version)
     ruleset = _as_ruleset(rules)
     proto = model.proto
-    index = _TensorIndex(proto.graph, functions=proto.functions)
+    index = _TensorIndex(proto.graph, functions=proto.functions, base_dir=getattr(model, "base_dir", None))
     opset = model.opset or 17
     rows = []
     for node in proto.graph.node:

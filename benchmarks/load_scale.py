@@ -1,0 +1,195 @@
+"""``trtlab.load`` against ``onnx.load + onnx.shape_inference.infer_shapes``, and the partition CLI
+against Polygraphy's, on a 10k-node model and a 1 GiB-weight model.
+
+Models (made on the fly under ``build/bench_models/`` by ``benchmarks/_models.py``, never
+committed): ``chain10k`` (2,500 residual MLP blocks, 10,000 nodes, inline weights) and
+``big_weights`` (float32 MatMul chain, 1 GiB of weights in an external data file).
+
+Every measurement runs in a fresh process; trtlab and its peer alternate (paired runs) and the
+medians are printed with their ratio (trtlab / peer):
+
+- ``load``: the time of the call alone (imports done before the clock starts) and the process's
+  peak RSS (``ru_maxrss``). Target: <= 1.2x in time and in peak memory on both models.
+- ``partition CLI`` on the 1 GiB model: ``trtlab partition M --out D --force`` against
+  ``POLYGRAPHY_USE_TENSORRT_RTX=1 polygraphy inspect capability --with-partitioning M``, wall
+  time of the whole process and its peak RSS. Targets: <= 2x wall time, peak memory <= 1.3x
+  the weights' size. ``--out`` writes complete segments: the weights' data file is copied
+  beside them (onnx and ONNX Runtime refuse links), fsynced and hashed into the manifest; the
+  row ``partition CLI, analysis only`` shows the same run with the copy's cost taken out
+  (the data copy timed on its own and subtracted), for reference.
+
+Usage::
+
+    python benchmarks/load_scale.py [--quick] [--runs N]
+
+``--quick``: 3 pairs and a 256 MiB model instead of 7 pairs and 1 GiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from _models import big_weight_model, chain_model, save  # noqa: E402
+
+LOAD_TARGET = 1.2
+CLI_TARGET = 2.0
+CLI_MEMORY_TARGET = 1.3  # x the weights' size
+
+_CHILD = r"""
+import json, resource, sys, time
+which, path = sys.argv[1], sys.argv[2]
+import onnx
+if which == "trtlab":
+    import trtlab.model
+t = time.perf_counter()
+if which == "trtlab":
+    m = trtlab.model.load(path)
+else:
+    m = onnx.shape_inference.infer_shapes(onnx.load(path))
+s = time.perf_counter() - t
+print(json.dumps({"s": s, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+
+
+def _env() -> Dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["POLYGRAPHY_USE_TENSORRT_RTX"] = "1"
+    env.setdefault("TRTLAB_PROGRESS", "0")
+    return env
+
+
+#: Runs a command and reports its wall time and peak RSS. A forked child starts with its
+#: parent's high-water mark (Linux keeps it across exec), so the command is started from this
+#: small process, not from the benchmark (which holds models in memory).
+_WRAPPER = r"""
+import json, os, subprocess, sys, time
+t = time.perf_counter()
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+out = proc.stdout.read()
+_, status, usage = os.wait4(proc.pid, 0)
+wall = time.perf_counter() - t
+sys.stdout.write(json.dumps({"wall": wall, "rss": usage.ru_maxrss * 1024,
+                             "code": os.waitstatus_to_exitcode(status),
+                             "out": out.decode(errors="replace")[-4000:]}))
+"""
+
+
+def _run(cmd: Sequence[str], cwd: Path) -> Tuple[float, int, str]:
+    """Wall time, peak RSS (bytes) and stdout of one fresh process."""
+    done = subprocess.run([sys.executable, "-c", _WRAPPER, *cmd], capture_output=True, env=_env(),
+                          cwd=cwd, check=True)
+    rep = json.loads(done.stdout)
+    if rep["code"] != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({rep['code']}): {rep['out'][-2000:]}")
+    return rep["wall"], rep["rss"], rep["out"]
+
+
+def _pairs(ours, theirs, runs: int) -> Tuple[List[tuple], List[tuple]]:
+    a, b = [], []
+    for i in range(runs):  # paired, alternating which goes first
+        if i % 2:
+            b.append(theirs())
+            a.append(ours())
+        else:
+            a.append(ours())
+            b.append(theirs())
+    return a, b
+
+
+def _med(rows: List[tuple], k: int) -> float:
+    return statistics.median(r[k] for r in rows)
+
+
+def _line(what: str, ours_s: float, peer_s: float, target: float, ours_mb: float, peer_mb: float,
+          mem_ratio: float, mem_target: float, mem_what: str) -> str:
+    ratio = ours_s / peer_s
+    ok = "met" if ratio <= target and mem_ratio <= mem_target else "NOT met"
+    return (f"{what:<30} {ours_s:>8.3f} {peer_s:>8.3f} {ratio:>6.2f} {target:>5.1f}x  "
+            f"{ours_mb:>8.0f} {peer_mb:>8.0f} {mem_ratio:>6.2f} {mem_target:>4.1f}x {mem_what:<8} {ok}")
+
+
+def _copy_cost(data: Path, tmp: Path, runs: int) -> float:
+    """Median time to copy ``data`` and fsync it (what ``--out`` adds for external weights)."""
+    times = []
+    for _ in range(runs):
+        dst = tmp / "copy.data"
+        t = time.perf_counter()
+        shutil.copyfile(data, dst)
+        fd = os.open(dst, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+        import hashlib
+
+        digest = hashlib.sha256()
+        with open(dst, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        times.append(time.perf_counter() - t)
+        dst.unlink()
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--runs", type=int, default=None)
+    args = ap.parse_args(argv)
+    runs = args.runs or (3 if args.quick else 7)
+    gib = 0.25 if args.quick else 1.0
+    folder = ROOT / "build" / "bench_models"
+    chain = folder / "chain10k.onnx"
+    if not chain.exists():
+        save(chain_model(2500), chain)
+    big = big_weight_model(folder, gib=gib, name="big_weights" if gib == 1.0 else f"big_weights_{gib:g}")
+    weights = big.with_suffix(".data").stat().st_size
+    py = sys.executable
+    polygraphy = str(Path(py).parent / "polygraphy")
+    print(f"{'':<30} {'time s':>17} {'ratio':>6} {'target':>6}  {'peak RSS MB':>17} {'ratio':>6} {'target':>10}")
+    print(f"{'what':<30} {'trtlab':>8} {'peer':>8} {'':>6} {'':>6}  {'trtlab':>8} {'peer':>8}")
+    met = True
+    with tempfile.TemporaryDirectory(prefix="trtlab_load_scale_", dir=ROOT / "build") as tmp_name:
+        tmp = Path(tmp_name)
+        for label, path in (("load, 10k nodes", chain), (f"load, {gib:g} GiB external", big)):
+            def child(which, path=path):
+                _, rss, text = _run([py, "-c", _CHILD, which, str(path)], tmp)
+                return json.loads(text.strip().splitlines()[-1])["s"], rss
+            a, b = _pairs(lambda: child("trtlab"), lambda: child("peer"), runs)
+            s_a, s_b, m_a, m_b = _med(a, 0), _med(b, 0), _med(a, 1), _med(b, 1)
+            print(_line(label, s_a, s_b, LOAD_TARGET, m_a / 2**20, m_b / 2**20, m_a / m_b,
+                        LOAD_TARGET, "x peer"))
+            met &= s_a / s_b <= LOAD_TARGET and m_a / m_b <= LOAD_TARGET
+
+        out = tmp / "partition"
+        ours = lambda: _run([py, "-m", "trtlab.cli", "partition", str(big), "--out", str(out), "--force"], tmp)
+        theirs = lambda: _run([polygraphy, "inspect", "capability", "--with-partitioning", str(big)], tmp)
+        a, b = _pairs(ours, theirs, runs)
+        s_a, s_b, m_a, m_b = _med(a, 0), _med(b, 0), _med(a, 1), _med(b, 1)
+        print(_line(f"partition CLI, {gib:g} GiB", s_a, s_b, CLI_TARGET, m_a / 2**20, m_b / 2**20,
+                    m_a / weights, CLI_MEMORY_TARGET, "x weights"))
+        met &= s_a / s_b <= CLI_TARGET and m_a / weights <= CLI_MEMORY_TARGET
+        copy = _copy_cost(big.with_suffix(".data"), tmp, max(1, runs // 2))
+        print(_line(f"partition CLI, analysis only", s_a - copy, s_b, CLI_TARGET, m_a / 2**20,
+                    m_b / 2**20, m_a / weights, CLI_MEMORY_TARGET, "x weights")
+              + f"  (data copy + fsync + sha256: {copy:.2f} s)")
+    print(f"weights: {weights / 2**20:.0f} MiB; medians of {runs} paired fresh-process runs")
+    print("all targets met" if met else "some targets NOT met")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
