@@ -13,7 +13,7 @@ import copy
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set, Union
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import numpy as np
 import onnx
@@ -21,6 +21,8 @@ from onnx import helper, numpy_helper
 
 from trtlab.errors import PartitionError
 from trtlab.model import fit_ir_version
+from trtlab.weights import (STUB_MIN_BYTES, _is_stub, _nbytes, base_dir, external_info, has_external, is_external,
+                            materialize, stub, tensor_bytes)
 
 #: A :class:`~trtlab.partitioning.partitioner.Partition` (not imported: the partitioner imports this module).
 Partition = Any
@@ -102,7 +104,7 @@ def _runtime_types(partition: "Partition") -> Dict[str, tuple]:
         proto.graph.output.add().name = name
     found: Dict[str, tuple] = {}
     try:
-        outputs = session(proto, ["CPUExecutionProvider"]).get_outputs()
+        outputs = session(proto, ["CPUExecutionProvider"], base_dir=base_dir(model)).get_outputs()
     except Exception as exc:  # best effort: the caller reports the untyped tensor
         log.info("ONNX Runtime type inference failed: %s", exc)
         outputs = []
@@ -212,7 +214,7 @@ def _name_omitted_loop_inputs(graph: onnx.GraphProto) -> None:
                 _name_omitted_loop_inputs(body)
 
 
-def segment_model(partition: "Partition", index: int) -> onnx.ModelProto:
+def segment_model(partition: "Partition", index: int, *, weights: str = "embed") -> onnx.ModelProto:
     """Segment ``index`` of ``partition`` as a standalone, checker-valid ONNX model.
 
     Parameters
@@ -221,6 +223,13 @@ def segment_model(partition: "Partition", index: int) -> onnx.ModelProto:
         A :class:`~trtlab.partitioning.partitioner.Partition`.
     index
         Segment index (position in :attr:`Partition.segments`).
+    weights
+        ``"embed"`` (default): every initializer's data is in the returned model (a copy; external
+        data is read from the model's folder). ``"reference"``: the model's weights are not copied:
+        initializers the model keeps in external data stay references to that data (relative to
+        the model's folder), and embedded ones of at least
+        :data:`~trtlab.weights.STUB_MIN_BYTES` are stubs without data that
+        :meth:`trtlab.weights.Weights.fill` restores.
 
     Returns
     -------
@@ -233,6 +242,8 @@ def segment_model(partition: "Partition", index: int) -> onnx.ModelProto:
     PartitionError
         Unknown index, or a boundary tensor without a known type.
     """
+    if weights not in ("embed", "reference"):
+        raise PartitionError(f"weights={weights!r}: use 'embed' (a standalone model) or 'reference'.")
     segments = partition.segments
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(segments):
         raise PartitionError(f"No segment {index!r}: partition of {partition.model.name!r} has segments "
@@ -263,17 +274,20 @@ def segment_model(partition: "Partition", index: int) -> onnx.ModelProto:
     outputs = [_value_info(partition, t, "output", seg.name) for t in seg.outputs]
     boundary = set(seg.inputs) | set(seg.outputs)
     internal = produced - boundary
-    value_info = [copy.deepcopy(vi) for vi in graph.value_info if vi.name in internal]
+    value_info = [vi for vi in graph.value_info if vi.name in internal]
+    if weights == "reference":
+        initializers = [stub(t) if is_external(t) or _nbytes(t) >= STUB_MIN_BYTES else t for t in initializers]
 
+    # make_graph copies what it is given into the new graph (one copy, none for stubs)
     body = helper.make_graph(
-        [copy.deepcopy(n) for n in foreign_constants + nodes],
-        f"{model.name}_{seg.name}", inputs, outputs,
-        initializer=[copy.deepcopy(t) for t in initializers], value_info=value_info,
-        sparse_initializer=[copy.deepcopy(s) for s in sparse])
+        foreign_constants + nodes, f"{model.name}_{seg.name}", inputs, outputs,
+        initializer=initializers, value_info=value_info, sparse_initializer=sparse)
     proto = helper.make_model(body, opset_imports=list(model.proto.opset_import),
                               producer_name="trtlab", ir_version=model.proto.ir_version)
     proto.functions.extend(model.proto.functions)
     proto.doc_string = f"Segment {seg.name} ({seg.backend}) of {model.name}: {len(nodes)} node(s)"
+    if weights == "embed" and has_external(proto):
+        proto = materialize(proto, base_dir(model))
     return fit_ir_version(proto)
 
 
@@ -292,6 +306,12 @@ def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
                     overwrite: bool = False) -> Dict[str, Path]:
     """Write every segment model plus ``summary.csv``, ``boundaries.csv``, ``decisions.csv`` and
     ``partition.json`` to ``out_dir``, atomically.
+
+    Weights of at least :data:`~trtlab.weights.STUB_MIN_BYTES` are written once, as external
+    data in ``weights.data`` shared by the segment files (each initializer once, even when
+    several segments read it; offsets aligned to 4096 bytes); smaller ones stay embedded. Each
+    segment file loads with ``onnx.load(path)`` or ``onnxruntime.InferenceSession(path)`` from
+    the folder. Weights are streamed from the model (its external data is not read whole).
 
     Everything is written to a temporary folder beside ``out_dir``, fsynced, listed in
     ``MANIFEST.json`` (sizes and sha256) and swapped in whole: a full disk or a kill leaves the
@@ -324,14 +344,19 @@ def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
     names = [segment_file_name(seg.index, seg.name, width) for seg in partition.segments]
     if len(set(names)) != len(names):
         raise PartitionError(f"Segment file names collide: {names}. Give the segments distinct names.")
-    # Everything is computed before the folder is touched.
-    blobs = {name: segment_model(partition, seg.index).SerializeToString()
-             for name, seg in zip(names, partition.segments)}
+    # Everything but the weights is computed before the folder is touched.
+    protos = {name: segment_model(partition, seg.index, weights="reference")
+              for name, seg in zip(names, partition.segments)}
+    layout = _weights_layout(partition.model, protos.values())
+    blobs = {name: proto.SerializeToString() for name, proto in protos.items()}
+    del protos
     tables = {"summary.csv": partition.summary(), "boundaries.csv": partition.boundaries(),
               "decisions.csv": partition.decisions}
     text = partition.to_json(indent=1)
     with _io.atomic_dir(out, overwrite=overwrite, what="partition",
                         meta={"content": "trtlab partition", "segments": len(names)}) as tmp:
+        if layout:
+            _write_weights(partition.model, layout, tmp / WEIGHTS_FILE)
         for name, blob in blobs.items():
             with open(tmp / name, "wb") as fh:
                 fh.write(blob)
@@ -339,6 +364,65 @@ def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
             frame.to_csv(tmp / name, index=False)
         with open(tmp / "partition.json", "w", encoding="utf-8") as fh:
             fh.write(text)
-    written = {name: out / name for name in list(blobs) + list(tables) + ["partition.json", _io.MANIFEST]}
+    extra = [WEIGHTS_FILE] if layout else []
+    written = {name: out / name for name in list(blobs) + extra + list(tables) + ["partition.json", _io.MANIFEST]}
     log.info("wrote %d segment model(s) and tables to %s", len(partition.segments), out)
     return written
+
+
+#: The external data file :func:`write_partition` writes beside the segment models.
+WEIGHTS_FILE = "weights.data"
+_ALIGN = 4096
+
+
+def _weights_layout(model: Any, protos: Any) -> Dict[str, Tuple[int, int]]:
+    """Point every stub and external reference of ``protos`` at :data:`WEIGHTS_FILE` (in place).
+
+    Returns ``{initializer name: (offset, length)}`` in file order; each initializer once.
+    """
+    layout: Dict[str, Tuple[int, int]] = {}
+    end = 0
+    for proto in protos:
+        for tensor in proto.graph.initializer:
+            if not (is_external(tensor) or _is_stub(tensor)):
+                continue
+            if tensor.name not in layout:
+                length = _raw_length(model.initializers[tensor.name])
+                offset = -(-end // _ALIGN) * _ALIGN
+                layout[tensor.name] = (offset, length)
+                end = offset + length
+            offset, length = layout[tensor.name]
+            del tensor.external_data[:]
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", WEIGHTS_FILE), ("offset", str(offset)), ("length", str(length))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+    return layout
+
+
+def _raw_length(tensor: onnx.TensorProto) -> int:
+    if is_external(tensor):
+        length = external_info(tensor).get("length")
+        if length:
+            return int(length)
+    return _nbytes(tensor)
+
+
+def _raw(tensor: onnx.TensorProto, base: Any) -> Any:
+    """The tensor's little-endian bytes (a memory map for external data)."""
+    if is_external(tensor) or tensor.HasField("raw_data"):
+        return tensor_bytes(tensor, base)
+    return numpy_helper.from_array(numpy_helper.to_array(tensor)).raw_data
+
+
+def _write_weights(model: Any, layout: Dict[str, Tuple[int, int]], path: Path) -> None:
+    """Stream the weights of ``layout`` from the model into ``path``, one initializer at a time."""
+    base = base_dir(model)
+    with open(path, "wb") as fh:
+        for name, (offset, length) in layout.items():
+            data = _raw(model.initializers[name], base)
+            if len(data) != length:
+                raise PartitionError(f"Initializer {name!r} has {len(data)} bytes of data, but its type and "
+                                     f"shape need {length}: the model's weights are inconsistent.")
+            fh.seek(offset)
+            fh.write(memoryview(data) if not isinstance(data, bytes) else data)

@@ -24,7 +24,7 @@ import html
 import logging
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -39,7 +39,7 @@ from trtlab.feeds import validate_feeds
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HybridModel", "HybridRunner"]
+__all__ = ["HybridModel", "HybridRunner", "SegmentModels"]
 
 
 class HybridModel(BaseRunner):
@@ -53,8 +53,10 @@ class HybridModel(BaseRunner):
     partition : Partition
         The partition that runs: the one given, after any build-failure moves (its
         ``decisions`` have kind ``build_failed`` rows, its ``moved`` lists the nodes).
-    segment_models : dict
-        Segment index -> the ``onnx.ModelProto`` actually built and run (after FP16/INT8).
+    segment_models : SegmentModels
+        Segment index -> the ``onnx.ModelProto`` actually built and run (after FP16/INT8), made
+        on access with every weight embedded (a new copy each time): the hybrid keeps light
+        segment models, whose weights stay with the model (:mod:`trtlab.weights`).
     precisions : dict
         Segment index -> precision.
     last_timings : dict
@@ -77,9 +79,11 @@ class HybridModel(BaseRunner):
                  segment_models: Mapping[int, onnx.ModelProto], precisions: Mapping[int, str], *,
                  cache: Any = None, dynamic_batch: str = "single",
                  moved: Sequence[Tuple[str, str]] = (), facts: Any = None, isolation_builds: int = 0,
-                 name: Optional[str] = None) -> None:
+                 name: Optional[str] = None, weights: Any = None) -> None:
         super().__init__(name=name or f"hybrid-{partition.model.name}")
         self._pending: Optional[Callable[[Dict[str, np.ndarray]], "HybridModel"]] = None
+        if not isinstance(segment_models, SegmentModels):
+            segment_models = SegmentModels(segment_models, weights)
         self._setup(partition, executables, segment_models, precisions, cache=cache,
                     dynamic_batch=dynamic_batch, moved=moved, facts=facts, isolation_builds=isolation_builds)
 
@@ -113,7 +117,8 @@ class HybridModel(BaseRunner):
         self.isolation_builds = isolation_builds
         self.model = partition.model
         self.executables = dict(executables)
-        self.segment_models = dict(segment_models)
+        self.segment_models = segment_models if isinstance(segment_models, SegmentModels) else \
+            SegmentModels(segment_models, None)
         self.precisions = dict(precisions)
         self.cache = cache
         self.dynamic_batch = dynamic_batch
@@ -143,11 +148,15 @@ class HybridModel(BaseRunner):
 
     def _outputs_no_segment_computes(self) -> Dict[str, np.ndarray]:
         """Graph outputs that are constants (initializers, Constant outputs) no segment produces."""
+        from trtlab.weights import base_dir, to_array
+
         produced = {t for s in self.partition.segments for t in s.outputs} | {t.name for t in self._specs}
         out: Dict[str, np.ndarray] = {}
         for name in self._output_names:
             if name not in produced:
-                value = self.model.constant_value(name)
+                init = self.model.initializers.get(name)
+                value = np.array(to_array(init, base_dir(self.model))) if init is not None else \
+                    self.model.constant_value(name)
                 if value is not None:
                     out[name] = value
         return out
@@ -366,6 +375,39 @@ class HybridModel(BaseRunner):
     def __del__(self) -> None:
         if getattr(self, "is_active", False):
             self.deactivate()
+
+
+class SegmentModels(Mapping):
+    """Segment index -> the segment's ONNX as built and run, every weight embedded, made on access.
+
+    The hybrid keeps light segment models (their weights are the model's, referenced, not
+    copied: :mod:`trtlab.weights`); each lookup returns a new standalone copy, for inspection or
+    saving. :meth:`light` gives the kept model itself.
+    """
+
+    def __init__(self, models: Mapping[int, onnx.ModelProto], weights: Any = None) -> None:
+        self._models = dict(models)
+        self._weights = weights
+
+    def __getitem__(self, index: int) -> onnx.ModelProto:
+        proto = self._models[index]
+        return self._weights.full(proto) if self._weights is not None else proto
+
+    def light(self, index: int) -> onnx.ModelProto:
+        """The segment model the hybrid keeps (stubs and external references instead of weight copies)."""
+        return self._models[index]
+
+    def __contains__(self, index: object) -> bool:
+        return index in self._models
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._models)
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def __repr__(self) -> str:
+        return f"SegmentModels(segments {sorted(self._models)})"
 
 
 def _host(value: Any) -> Any:
