@@ -306,6 +306,10 @@ def build(partition: Any, *, feeds: Any = None, shapes: Optional[Mapping[str, An
     opts = _Options(per_node, default_precision, calib_batches, shapes, base, on_build_failure, progress,
                     ort_threads)
     table = _Backends(part, backends)
+    if not _needs_shapes(part, table):
+        # ONNX Runtime runs any shape: no observation run of the model, no wait for the first run
+        examples = None
+        return _compile(part, examples, opts, table)
     undetermined = needs_data(part.model, shapes)
     value_cuts = _value_cuts(part) if examples is None else []
     if examples is None and eager and (undetermined or value_cuts):
@@ -318,6 +322,15 @@ def build(partition: Any, *, feeds: Any = None, shapes: Optional[Mapping[str, An
         return HybridModel.deferred(part, lambda first: _compile(part, [first], opts, table), cache=cache,
                                     dynamic_batch=dynamic_batch)
     return _compile(part, examples, opts, table)
+
+
+def _needs_shapes(part: Any, table: "_Backends") -> bool:
+    """Whether a segment's backend compiles for shapes (``needs_shapes``, true unless it says not).
+
+    When none does (every segment runs on ONNX Runtime), the build needs no example run of
+    the model: no extra session of it, no build deferred to the first run.
+    """
+    return any(getattr(table[name], "needs_shapes", True) for name in {s.backend for s in part.segments})
 
 
 def _compile(part: Any, examples: Optional[List[Dict[str, np.ndarray]]], opts: _Options,

@@ -161,10 +161,15 @@ class BackendBase(abc.ABC):
     initializers may be external data references (relative to ``settings.weights_dir``) or stubs
     without data that ``settings.full_model(model)`` fills (see :mod:`trtlab.weights`). False by
     default: such a backend gets segment models with every weight embedded.
+
+    ``needs_shapes``: whether ``compile`` uses ``settings.profile`` / ``settings.values`` (shapes
+    observed on example inputs). When no segment's backend does, :func:`trtlab.build` neither
+    runs the model on the example inputs nor waits for the first run.
     """
 
     name = "backend"
     weights_by_reference = False
+    needs_shapes = True
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -104,6 +104,8 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
     weights_by_reference = True
+    #: ONNX Runtime runs any input shape: build() needs no example run for it
+    needs_shapes = False
 
     def __repr__(self) -> str:
         return "OnnxRuntimeBackend()"
