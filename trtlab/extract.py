@@ -22,7 +22,7 @@ from onnx import helper, numpy_helper
 from trtlab.errors import PartitionError
 from trtlab.model import fit_ir_version
 from trtlab.weights import (STUB_MIN_BYTES, _is_stub, _nbytes, base_dir, external_info, has_external, is_external,
-                            materialize, stub, tensor_bytes)
+                            light_constant, materialize, stub, tensor_bytes)
 
 #: A :class:`~trtlab.partitioning.partitioner.Partition` (not imported: the partitioner imports this module).
 Partition = Any
@@ -229,7 +229,8 @@ def segment_model(partition: "Partition", index: int, *, weights: str = "embed")
         initializers the model keeps in external data stay references to that data (relative to
         the model's folder), and embedded ones of at least
         :data:`~trtlab.weights.STUB_MIN_BYTES` are stubs without data that
-        :meth:`trtlab.weights.Weights.fill` restores.
+        :meth:`trtlab.weights.Weights.fill` restores; so are the values of such ``Constant``
+        nodes.
 
     Returns
     -------
@@ -277,6 +278,8 @@ def segment_model(partition: "Partition", index: int, *, weights: str = "embed")
     value_info = [vi for vi in graph.value_info if vi.name in internal]
     if weights == "reference":
         initializers = [stub(t) if is_external(t) or _nbytes(t) >= STUB_MIN_BYTES else t for t in initializers]
+        foreign_constants = [light_constant(n) for n in foreign_constants]
+        nodes = [light_constant(n) for n in nodes]
 
     # make_graph copies what it is given into the new graph (one copy, none for stubs)
     body = helper.make_graph(
@@ -307,8 +310,9 @@ def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
     """Write every segment model plus ``summary.csv``, ``boundaries.csv``, ``decisions.csv`` and
     ``partition.json`` to ``out_dir``, atomically.
 
-    Weights of at least :data:`~trtlab.weights.STUB_MIN_BYTES` are written once, as external
-    data in ``weights.data`` shared by the segment files (each initializer once, even when
+    Weights (initializers and ``Constant`` values) of at least
+    :data:`~trtlab.weights.STUB_MIN_BYTES` are written once, as external data in
+    ``weights.data`` shared by the segment files (each initializer once, even when
     several segments read it; offsets aligned to 4096 bytes); smaller ones stay embedded. Each
     segment file loads with ``onnx.load(path)`` or ``onnxruntime.InferenceSession(path)`` from
     the folder. Weights are streamed from the model (its external data is not read whole).
@@ -347,7 +351,8 @@ def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
     # Everything but the weights is computed before the folder is touched.
     protos = {name: segment_model(partition, seg.index, weights="reference")
               for name, seg in zip(names, partition.segments)}
-    layout = _weights_layout(partition.model, protos.values())
+    sources = _weight_sources(partition.model)
+    layout = _weights_layout(sources, protos.values())
     blobs = {name: proto.SerializeToString() for name, proto in protos.items()}
     del protos
     tables = {"summary.csv": partition.summary(), "boundaries.csv": partition.boundaries(),
@@ -356,7 +361,7 @@ def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
     with _io.atomic_dir(out, overwrite=overwrite, what="partition",
                         meta={"content": "trtlab partition", "segments": len(names)}) as tmp:
         if layout:
-            _write_weights(partition.model, layout, tmp / WEIGHTS_FILE)
+            _write_weights(sources, base_dir(partition.model), layout, tmp / WEIGHTS_FILE)
         for name, blob in blobs.items():
             with open(tmp / name, "wb") as fh:
                 fh.write(blob)
@@ -375,23 +380,43 @@ WEIGHTS_FILE = "weights.data"
 _ALIGN = 4096
 
 
-def _weights_layout(model: Any, protos: Any) -> Dict[str, Tuple[int, int]]:
+def _weight_sources(model: Any) -> Dict[str, onnx.TensorProto]:
+    """Tensor name -> the model's tensor holding its data: initializers and large ``Constant`` values."""
+    from trtlab.weights import Weights
+
+    sources = dict(Weights.of(model).constants)
+    sources.update(model.initializers)
+    return sources
+
+
+def _stubs(proto: onnx.ModelProto) -> Any:
+    """(tensor name, tensor) of every stub and external reference in ``proto`` (initializers, Constants)."""
+    for tensor in proto.graph.initializer:
+        if is_external(tensor) or _is_stub(tensor):
+            yield tensor.name, tensor
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.output:
+            for attr in node.attribute:
+                if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR and \
+                        (is_external(attr.t) or _is_stub(attr.t)):
+                    yield node.output[0], attr.t
+
+
+def _weights_layout(sources: Dict[str, onnx.TensorProto], protos: Any) -> Dict[str, Tuple[int, int]]:
     """Point every stub and external reference of ``protos`` at :data:`WEIGHTS_FILE` (in place).
 
-    Returns ``{initializer name: (offset, length)}`` in file order; each initializer once.
+    Returns ``{tensor name: (offset, length)}`` in file order; each tensor once.
     """
     layout: Dict[str, Tuple[int, int]] = {}
     end = 0
     for proto in protos:
-        for tensor in proto.graph.initializer:
-            if not (is_external(tensor) or _is_stub(tensor)):
-                continue
-            if tensor.name not in layout:
-                length = _raw_length(model.initializers[tensor.name])
+        for name, tensor in _stubs(proto):
+            if name not in layout:
+                length = _raw_length(sources[name])
                 offset = -(-end // _ALIGN) * _ALIGN
-                layout[tensor.name] = (offset, length)
+                layout[name] = (offset, length)
                 end = offset + length
-            offset, length = layout[tensor.name]
+            offset, length = layout[name]
             del tensor.external_data[:]
             tensor.data_location = onnx.TensorProto.EXTERNAL
             for key, value in (("location", WEIGHTS_FILE), ("offset", str(offset)), ("length", str(length))):
@@ -415,14 +440,14 @@ def _raw(tensor: onnx.TensorProto, base: Any) -> Any:
     return numpy_helper.from_array(numpy_helper.to_array(tensor)).raw_data
 
 
-def _write_weights(model: Any, layout: Dict[str, Tuple[int, int]], path: Path) -> None:
-    """Stream the weights of ``layout`` from the model into ``path``, one initializer at a time."""
-    base = base_dir(model)
+def _write_weights(sources: Dict[str, onnx.TensorProto], base: Any, layout: Dict[str, Tuple[int, int]],
+                   path: Path) -> None:
+    """Stream the weights of ``layout`` from the model into ``path``, one tensor at a time."""
     with open(path, "wb") as fh:
         for name, (offset, length) in layout.items():
-            data = _raw(model.initializers[name], base)
+            data = _raw(sources[name], base)
             if len(data) != length:
-                raise PartitionError(f"Initializer {name!r} has {len(data)} bytes of data, but its type and "
+                raise PartitionError(f"Tensor {name!r} has {len(data)} bytes of data, but its type and "
                                      f"shape need {length}: the model's weights are inconsistent.")
             fh.seek(offset)
             fh.write(memoryview(data) if not isinstance(data, bytes) else data)

@@ -6,16 +6,17 @@ weights only where a step needs their values, as read-only memory maps of the fi
 
 Segment models of a hybrid are *light*: an initializer the model keeps in external data stays a
 reference to that file (ONNX Runtime reads it from there, like ``InferenceSession(path)``), and
-an initializer embedded in the model's proto is a stub without data (name, type and shape),
+an initializer (or ``Constant`` value) embedded in the model's proto is a stub without data
+(name, type and shape),
 filled from the model only where a full model is needed (a TensorRT build, an ONNX Runtime
 session, :attr:`trtlab.runtime.HybridModel.segment_models`). So a hybrid holds one copy of the
 weights: the model's.
 
 Examples
 --------
->>> weights = Weights.of(model)                    # doctest: +SKIP
->>> light = weights.light(segment_proto)           # stubs instead of copies of the weights
->>> standalone = weights.full(light)               # every weight embedded (a new copy)
+>>> weights = Weights.of(model)                                        # doctest: +SKIP
+>>> light = trtlab.extract.segment_model(part, 0, weights="reference")  # no weight copies
+>>> standalone = weights.full(light)                                   # every weight embedded
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from trtlab.errors import ExternalDataError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Weights", "base_dir", "is_external", "external_info", "to_array", "stub", "has_external",
+__all__ = ["Weights", "base_dir", "is_external", "external_info", "to_array", "stub", "light_constant", "has_external",
            "materialize", "same_as_file", "STUB_MIN_BYTES"]
 
 #: Initializers smaller than this stay embedded in light segment models: ONNX Runtime and ONNX
@@ -176,6 +177,32 @@ def _nbytes(tensor: onnx.TensorProto) -> int:
         return 0
 
 
+def _big_value(node: onnx.NodeProto) -> Optional[onnx.AttributeProto]:
+    """The ``value`` attribute of a ``Constant`` node holding at least :data:`STUB_MIN_BYTES`."""
+    if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+        return None
+    for attr in node.attribute:
+        if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR and not is_external(attr.t) \
+                and _nbytes(attr.t) >= STUB_MIN_BYTES:
+            return attr
+    return None
+
+
+def light_constant(node: onnx.NodeProto) -> onnx.NodeProto:
+    """``node`` itself, or for a ``Constant`` with a large value a copy whose value is a stub."""
+    big = _big_value(node)
+    if big is None:
+        return node
+    out = onnx.NodeProto(input=node.input, output=node.output, name=node.name, op_type=node.op_type,
+                         domain=node.domain, doc_string=node.doc_string)
+    for attr in node.attribute:
+        if attr is big:
+            out.attribute.add(name=attr.name, type=attr.type).t.CopyFrom(stub(attr.t))
+        else:
+            out.attribute.append(attr)
+    return out
+
+
 def _is_stub(tensor: onnx.TensorProto) -> bool:
     """A stub made by :meth:`Weights.light`: embedded location, no data at all, non-empty shape."""
     if is_external(tensor) or tensor.HasField("raw_data"):
@@ -208,34 +235,31 @@ class Weights:
         The folder external data locations are relative to.
     """
 
-    def __init__(self, initializers: Mapping[str, onnx.TensorProto], base: Optional[Path] = None) -> None:
+    def __init__(self, initializers: Mapping[str, onnx.TensorProto], base: Optional[Path] = None,
+                 graph: Optional[onnx.GraphProto] = None) -> None:
         self.initializers = initializers
         self.base = base
+        self._graph = graph
+        self._constants: Optional[Dict[str, onnx.TensorProto]] = None
 
     @classmethod
     def of(cls, model: Any) -> "Weights":
-        """The weights of a :class:`~trtlab.model.Model`."""
-        return cls(model.initializers, base_dir(model))
+        """The weights of a :class:`~trtlab.model.Model` (initializers and ``Constant`` values)."""
+        return cls(model.initializers, base_dir(model), model.proto.graph)
+
+    @property
+    def constants(self) -> Dict[str, onnx.TensorProto]:
+        """Output name -> value tensor of the model's ``Constant`` nodes (top level)."""
+        if self._constants is None:
+            self._constants = {}
+            for node in (self._graph.node if self._graph is not None else ()):
+                big = _big_value(node)
+                if big is not None and node.output:
+                    self._constants[node.output[0]] = big.t
+        return self._constants
 
     def __repr__(self) -> str:
         return f"Weights({len(self.initializers)} initializers, base={str(self.base) if self.base else None!r})"
-
-    def light(self, proto: onnx.ModelProto) -> onnx.ModelProto:
-        """Replace (in place) embedded initializers that are the model's own by stubs; returns ``proto``.
-
-        Only initializers of at least :data:`STUB_MIN_BYTES` whose name, type and shape match the
-        model's are replaced: the data is the model's, so :meth:`full` restores it.
-        """
-        graph = proto.graph
-        for i, tensor in enumerate(graph.initializer):
-            if is_external(tensor):
-                continue
-            own = self.initializers.get(tensor.name)
-            if own is None or is_external(own) or own.data_type != tensor.data_type \
-                    or list(own.dims) != list(tensor.dims) or _nbytes(tensor) < STUB_MIN_BYTES:
-                continue
-            graph.initializer[i].CopyFrom(stub(tensor))
-        return proto
 
     def fill(self, proto: onnx.ModelProto, *, external: bool = False) -> onnx.ModelProto:
         """A copy of a light ``proto`` with the stubs' data copied from the model.
@@ -254,6 +278,16 @@ class Weights:
                 raise ExternalDataError(f"Initializer {tensor.name!r} of a segment model has no data and the "
                                         "model has no initializer of that name to take it from.")
             graph.initializer[i].CopyFrom(own)
+        for node in graph.node:
+            if node.op_type != "Constant":
+                continue
+            for attr in node.attribute:
+                if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR and _is_stub(attr.t):
+                    own = self.constants.get(node.output[0]) if node.output else None
+                    if own is None:
+                        raise ExternalDataError(f"Constant node {node.name!r} of a segment model has no data and "
+                                                "the model has no Constant making its output to take it from.")
+                    attr.t.CopyFrom(own)
         return materialize(out, self.base) if external and has_external(out) else out
 
     def full(self, proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -261,22 +295,41 @@ class Weights:
         return self.fill(proto, external=True)
 
     def holds_data(self, proto: onnx.ModelProto) -> List[str]:
-        """Names of ``proto``'s initializers of at least :data:`STUB_MIN_BYTES` embedded in it."""
-        return [t.name for t in proto.graph.initializer
-                if not is_external(t) and not _is_stub(t) and _nbytes(t) >= STUB_MIN_BYTES]
+        """Names of ``proto``'s initializers (and ``Constant`` outputs) of at least
+        :data:`STUB_MIN_BYTES` whose data is embedded in it."""
+        inits = [t.name for t in proto.graph.initializer
+                 if not is_external(t) and not _is_stub(t) and _nbytes(t) >= STUB_MIN_BYTES]
+        consts = [n.output[0] for n in proto.graph.node
+                  if _big_value(n) is not None and not _is_stub(_big_value(n).t) and n.output]  # type: ignore[union-attr]
+        return inits + consts
 
 
 # ----------------------------------------------------------------------------------------------
 # the model's own file
 # ----------------------------------------------------------------------------------------------
 
+def _strip_names(node: onnx.NodeProto) -> None:
+    """Clear what does not change what a node computes (in place): names, docs, and the types
+    shape inference writes into bodies (value_info, body input and output types)."""
+    node.name = ""
+    node.doc_string = ""
+    for attr in node.attribute:
+        for body in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else
+                     attr.graphs if attr.type == onnx.AttributeProto.GRAPHS else []):
+            del body.value_info[:]
+            body.doc_string = ""
+            for value in [*body.input, *body.output]:  # shape inference fills in body types
+                value.ClearField("type")
+            for inner in body.node:
+                _strip_names(inner)
+
+
 def _canonical_nodes(graph: onnx.GraphProto) -> List[bytes]:
     out = []
     for node in graph.node:
         clone = onnx.NodeProto()
         clone.CopyFrom(node)
-        clone.name = ""
-        clone.doc_string = ""
+        _strip_names(clone)
         out.append(clone.SerializeToString(deterministic=True))
     return sorted(out)
 
