@@ -199,15 +199,22 @@ class HybridModel(BaseRunner):
             plan.append((s.name, call, tuple(s.inputs), on_device))
         return plan
 
-    def _single_call(self) -> Optional[Tuple[str, Any]]:
-        """(segment name, call) when :meth:`_run_single` applies, else ``None``."""
+    def _single_call(self) -> Optional[Tuple[str, Any, bool]]:
+        """(segment name, call, call returns the output list) when :meth:`_run_single` applies.
+
+        A segment that runs in one ONNX Runtime session (``outputs_call``) is called through
+        the session's ``run`` for the model's outputs directly.
+        """
         if len(self._plan) != 1 or self._plan[0][3] or self._constant_outputs or self._passthrough:
             return None
         name, call, inputs, _ = self._plan[0]
         seg = self.partition.segments[0]
         if set(inputs) != {t.name for t in self._specs} or not set(self._output_names) <= set(seg.outputs):
             return None
-        return name, call
+        outputs_call = getattr(self.executables[seg.index], "outputs_call", None)
+        if outputs_call is not None:
+            return name, outputs_call(self._output_names), True
+        return name, call, False
 
     @property
     def executors(self) -> Any:
@@ -331,12 +338,15 @@ class HybridModel(BaseRunner):
     def _run_single(self, feeds: Dict[str, Any], start: float) -> Dict[str, np.ndarray]:
         """:meth:`run` of a one-segment hybrid on the host whose segment reads exactly the model
         inputs and makes every output (checked feeds go to the segment as they are)."""
-        name, call = self._single
+        name, call, direct = self._single
         clock = time.perf_counter
         t0 = clock()
         got = call(feeds)
         t1 = clock()
-        out = {n: v if type(v) is np.ndarray else _host(v) for n, v in ((n, got[n]) for n in self._output_names)}
+        if direct:  # the session's outputs are the model's, in order: ONNX Runtime's own values
+            out = dict(zip(self._output_names, got))
+        else:
+            out = {n: v if type(v) is np.ndarray else _host(v) for n, v in ((n, got[n]) for n in self._output_names)}
         self.last_timings = {name: t1 - t0}
         self.last_total = clock() - start
         return out

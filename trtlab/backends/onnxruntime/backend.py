@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Tuple
 
 import numpy as np
 import onnx
@@ -78,6 +78,14 @@ class OrtSegment(CompiledSegment):
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         return dict(zip(self._outputs, self._call(self._outputs, feeds)))
+
+    def outputs_call(self, names: List[str]) -> Callable[[Mapping[str, np.ndarray]], List[Any]]:
+        """``f(feeds) -> [value of each of names]``: the session's ``run`` for those outputs, bound once."""
+        unknown = [n for n in names if n not in self._outputs]
+        if unknown:
+            raise KeyError(f"segment {self.name!r} has no outputs {unknown}; it has {self._outputs}")
+        call, names = self._call, list(names)
+        return lambda feeds: call(names, feeds)
 
 
 def session_notes(settings: CompileSettings) -> List[str]:
