@@ -3,15 +3,17 @@
 Figures per model, each next to its target:
 
 * time: a one-segment hybrid (``trtlab.load(path)``, every node in one segment, ``build``)
-  against ``onnxruntime.InferenceSession(path)``: median over adjacent pairs of runs of the
-  ratio of their times, which of the two runs first alternating (target <= 1.03);
+  against ``onnxruntime.InferenceSession(path)``: median over rounds of the ratio of their
+  times, the two (and the noise peer below) running back to back in each round, in rotated
+  order (target <= 1.03);
 * memory: peak resident memory (``VmHWM``, see :func:`peak_kb`) of a fresh process that makes
   the ready hybrid and runs it once, against a fresh process that makes the session and runs
   it once (target <= 1.2). Printed whole and above each process's warm baseline: the peak
   after a one-node model went the same way (imports and runtime set-up), so what is above it
-  is what the model costs;
-* noise: the same ratio for a second ``InferenceSession(path)`` against the first, measured the
-  same way in the same run (on a shared machine it is rarely 1.000; read the hybrid's ratio
+  is what the model costs; "of it load" is the part reached while ``trtlab.load`` ran, before
+  partition and build;
+* noise: the same ratio for a second ``InferenceSession(path)`` against the first, measured in
+  the same rounds (on a shared machine it is rarely 1.000; read the hybrid's ratio
   against it).
 
 The cost per segment boundary is measured by ``benchmarks/hybrid_overhead.py``.
@@ -130,23 +132,27 @@ def one_segment(model: Any) -> Any:
 # measurements
 # ----------------------------------------------------------------------------------------------
 
-def paired_ratio(a, b, feeds, pairs: int) -> float:
-    """Median over ``pairs`` adjacent runs of time(b) / time(a); which runs first alternates."""
+def paired_ratios(runs, feeds, rounds: int) -> List[float]:
+    """Median over ``rounds`` of time(run i) / time(run 0), for each run after the first.
+
+    Each round runs every one of ``runs`` once, back to back, in an order rotated from round to
+    round, so that a busy moment of the machine falls on all of them alike.
+    """
     clock = time.perf_counter
-    for _ in range(max(3, pairs // 10)):
-        a(feeds)
-        b(feeds)
-    ratios = np.empty(pairs)
-    for i in range(pairs):
-        first, second = (a, b) if i % 2 == 0 else (b, a)
-        t0 = clock()
-        first(feeds)
-        t1 = clock()
-        second(feeds)
-        t2 = clock()
-        ta, tb = (t1 - t0, t2 - t1) if i % 2 == 0 else (t2 - t1, t1 - t0)
-        ratios[i] = tb / ta
-    return float(np.median(ratios))
+    k = len(runs)
+    for _ in range(max(3, rounds // 10)):
+        for run in runs:
+            run(feeds)
+    ratios = np.empty((rounds, k - 1))
+    took = [0.0] * k
+    for r in range(rounds):
+        for j in range(k):
+            i = (r + j) % k
+            t0 = clock()
+            runs[i](feeds)
+            took[i] = clock() - t0
+        ratios[r] = [t / took[0] for t in took[1:]]
+    return [float(x) for x in np.median(ratios, axis=0)]
 
 
 def peak_kb() -> int:
@@ -202,12 +208,15 @@ def child(kind: str, model_id: str, path: str) -> None:
     if kind == "session":
         sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         sess.run(None, feeds)
+        after_load = base
     else:
-        hybrid = one_segment(loaded(model_id, Path(path), kind == "hybrid-ref"))
+        model = loaded(model_id, Path(path), kind == "hybrid-ref")
+        after_load = peak_kb()
+        hybrid = one_segment(model)
         hybrid.run(feeds)
     ready = time.perf_counter() - t0
     peak = peak_kb()
-    print(json.dumps({"base_kb": base, "peak_kb": peak, "ready_s": ready}))
+    print(json.dumps({"base_kb": base, "load_kb": after_load, "peak_kb": peak, "ready_s": ready}))
 
 
 def fresh(kind: str, model_id: str, path: Path) -> Dict[str, float]:
@@ -245,11 +254,11 @@ def main(argv=None) -> int:
 
     logging.getLogger("trtlab").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
-    pairs = 300 if args.quick else 2000
+    pairs = 300 if args.quick else 1500
     large_mb = args.large_mb or (256 if args.quick else 1024)
     print(f"trtlab {trtlab.__version__}, onnxruntime {ort.__version__}, {os.cpu_count()} cores")
     print(f"{'model':<28} {'time hybrid/session':>19} {'session/session':>15} {'peak MB hybrid / session':>25} "
-          f"{'ratio':>6} {'above warm baseline':>20} {'ratio':>6} {'ready s hybrid/session':>23}")
+          f"{'ratio':>6} {'above warm baseline':>20} {'ratio':>6} {'of it load':>10} {'ready s hybrid/session':>23}")
     worst = {"time": 0.0, "mem": 0.0, "mem_model": 0.0}
     with tempfile.TemporaryDirectory(prefix="trtlab-hybrid-bench-") as tmp:
         models = {k: (k, v) for k, v in real_models(args.models, args.real_dir).items()}
@@ -269,8 +278,8 @@ def main(argv=None) -> int:
             names = [o.name for o in sess.get_outputs()]
             hybrid = one_segment(model)
             n = max(20, pairs // 50) if model_id.startswith("large") else pairs
-            ratio = paired_ratio(lambda f: sess.run(names, f), hybrid.run, feeds, n)
-            noise = paired_ratio(lambda f: sess.run(names, f), lambda f: peer.run(names, f), feeds, n)
+            ratio, noise = paired_ratios([lambda f: sess.run(names, f), hybrid.run, lambda f: peer.run(names, f)],
+                                         feeds, n)
             del hybrid, sess, peer, model
             s = fresh("session", model_id, path)
             h = fresh("hybrid-ref" if by_ref else "hybrid", model_id, path)
@@ -281,7 +290,8 @@ def main(argv=None) -> int:
             worst["mem_model"] = max(worst["mem_model"], above)
             print(f"{label:<28} {ratio:>19.3f} {noise:>15.3f} {h['peak_kb'] / 1024:>12.0f} / {s['peak_kb'] / 1024:<10.0f} "
                   f"{mem:>6.2f} {(h['peak_kb'] - h['base_kb']) / 1024:>10.0f} / {(s['peak_kb'] - s['base_kb']) / 1024:<7.0f} "
-                  f"{above:>6.2f} {h['ready_s']:>11.2f} / {s['ready_s']:<9.2f}")
+                  f"{above:>6.2f} {(h['load_kb'] - h['base_kb']) / 1024:>10.0f} "
+                  f"{h['ready_s']:>11.2f} / {s['ready_s']:<9.2f}")
             sys.stdout.flush()
     print()
     print(f"worst one-segment time ratio (median of paired runs): {worst['time']:.3f} (target <= {TIME_TARGET}): "

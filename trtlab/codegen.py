@@ -336,7 +336,6 @@ def _needs_shapes(part: Any, table: "_Backends") -> bool:
 def _compile(part: Any, examples: Optional[List[Dict[str, np.ndarray]]], opts: _Options,
              table: _Backends) -> Any:
     from trtlab.runtime import HybridModel
-
     from trtlab.weights import Weights
 
     given = part
