@@ -5,7 +5,7 @@ Two numbers per model:
 * overhead: a HybridModel holding the whole model in one segment versus the same ONNX Runtime
   session called directly (median latency; target <= 5%);
 * cost per boundary: the model cut into 1, 2, 4 and 8 segments, each an ONNX Runtime session;
-  the slope of median latency over the number of boundaries (target <= 50 us), and the slope of
+  the slope of median latency over the number of boundaries (target <= 20 us), and the slope of
   the runtime's own time outside segment calls ("glue"). Measured with build()'s default ONNX
   Runtime thread policy (``ort_threads="auto"``: one intra-op thread per session when a hybrid
   has several) and with ONNX Runtime's own default in every session (``ort_threads="default"``). Segments run on
@@ -36,7 +36,7 @@ from trtlab.codegen import build
 from trtlab.backends.onnxruntime.session import session
 
 OVERHEAD_TARGET = 0.05
-BOUNDARY_TARGET_US = 50.0
+BOUNDARY_TARGET_US = 20.0
 
 
 def one_segment(model):

@@ -237,3 +237,66 @@ def test_sequence_typed_cut_tensors_keep_their_type(cid):
         assert len(got) == len(want)
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w)
+
+
+# -- write_partition: weights once, as external data ---------------------------------------------
+
+def shared_weight(seed=0):
+    """One weight read by two segments.
+
+        x -> MatMul(w) -> Relu (rejected) -> MatMul(w) -> Add(b) -> y      w: 32x32 float, b: 32
+    """
+    rng = np.random.default_rng(seed)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm1"),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["r", "w"], ["z"], name="mm2"),
+             helper.make_node("Add", ["z", "b"], ["y"], name="add")]
+    return F._model(nodes, [F.vi("x", [2, 32])], [F.vi("y", [2, 32])],
+                    [F.const("w", rng.standard_normal((32, 32)).astype(np.float32)),
+                     F.const("b", rng.standard_normal(32).astype(np.float32))])
+
+
+def _run_written(folder, part, feeds):
+    import onnxruntime as ort
+
+    env = dict(feeds)
+    for seg in part.segments:
+        path = next(folder.glob(f"{seg.index:02d}_*.onnx"))
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+        env.update(zip(names, sess.run(names, {t: env[t] for t in seg.inputs})))
+    return env
+
+
+@pytest.mark.parametrize("external", [False, True], ids=["embedded", "external"])
+def test_write_partition_writes_each_weight_once_as_external_data(tmp_path, external):
+    import copy
+    import json
+
+    from trtlab.model import Model
+    from trtlab.partitioning.partitioner import write_partition
+
+    proto = shared_weight()
+    model = trtlab.load(proto)
+    if external:
+        onnx.save(copy.deepcopy(proto), str(tmp_path / "m.onnx"), save_as_external_data=True, location="m.data")
+        model = Model(onnx.shape_inference.infer_shapes(onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)),
+                      path=tmp_path / "m.onnx")
+    part = partition(model, support=support(model, rejected={"relu"}))
+    assert len(part.segments) == 3
+    out = tmp_path / "out"
+    written = write_partition(part, out)
+    assert "weights.data" in written
+    assert (out / "weights.data").stat().st_size == 32 * 32 * 4  # w once; b (128 bytes) stays embedded
+    manifest = json.loads((out / "MANIFEST.json").read_text())
+    assert "weights.data" in json.dumps(manifest)
+    refs = []
+    for seg in (part.segments[0], part.segments[2]):
+        saved = onnx.load(str(next(out.glob(f"{seg.index:02d}_*.onnx"))), load_external_data=False)
+        w = next(t for t in saved.graph.initializer if t.name == "w")
+        assert w.data_location == onnx.TensorProto.EXTERNAL and not w.raw_data
+        refs.append({e.key: e.value for e in w.external_data})
+        onnx.checker.check_model(onnx.load(str(next(out.glob(f"{seg.index:02d}_*.onnx")))), full_check=True)
+    assert refs[0] == refs[1] == {"location": "weights.data", "offset": "0", "length": str(32 * 32 * 4)}
+    feeds = {"x": np.random.default_rng(1).standard_normal((2, 32)).astype(np.float32)}
+    np.testing.assert_allclose(_run_written(out, part, feeds)["y"], run_onnx(proto, feeds)["y"], rtol=1e-5)

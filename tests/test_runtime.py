@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from onnx import helper
 
@@ -281,3 +282,91 @@ def test_dtypes_onnxruntime_cannot_bind_raise_a_clear_error():
     case = load_case("node/test_cast_BFLOAT16_to_FLOAT")
     with pytest.raises(InputError, match="bfloat16.*Cast"):
         _hybrid(case)
+
+
+# -- weights shared with the model (trtlab.weights) ----------------------------------------------
+
+def _engine_is_the_onnx(onnx_bytes, profile, settings=None):
+    """A stand-in builder: the 'engine' is the ONNX it was given (so the test can read it)."""
+    return bytes(onnx_bytes)
+
+
+def _external(proto, folder, name="m.onnx"):
+    import copy
+
+    import onnx
+
+    from trtlab.model import Model
+
+    path = folder / name
+    onnx.save(copy.deepcopy(proto), str(path), save_as_external_data=True, location=name + ".data")
+    return Model(onnx.shape_inference.infer_shapes(onnx.load(str(path), load_external_data=False)), path=path)
+
+
+def _mlp_feeds():
+    return {"x": np.random.default_rng(3).standard_normal((2, 16)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("external", [False, True], ids=["embedded", "external"])
+def test_hybrid_keeps_no_copy_of_the_weights(tmp_path, external):
+    from trtlab.backends.tensorrt.backend import TensorRTBackend
+    from trtlab.weights import Weights
+
+    model = _external(F.mlp(), tmp_path) if external else load(F.mlp())
+    part = trtlab.partition(model, support={n: n != "relu1" for n in model.node_names},
+                            backend=TensorRTBackend(builder=_engine_is_the_onnx))
+    hybrid = build(part, feeds=_mlp_feeds(), cache_dir=False, progress=False)
+    assert len(hybrid.segments) == 3
+    weights = Weights.of(model)
+    for s in hybrid.segments:
+        light = hybrid.segment_models.light(s.index)
+        assert weights.holds_data(light) == [], f"segment {s.name} holds weight bytes"
+        exe = hybrid.executables[s.index]
+        assert weights.holds_data(exe.model) == [] and "onnx_bytes" not in vars(exe)
+        big = [t.name for t in load(F.mlp()).proto.graph.initializer
+               if t.name in {i.name for i in light.graph.initializer} and len(t.raw_data) >= 1024]
+        assert sorted(weights.holds_data(hybrid.segment_models[s.index])) == sorted(big)
+        if external and big:  # ONNX Runtime reads them from their file, and the reason says so
+            assert str(tmp_path) in hybrid.executors["reason"][s.index]
+    # the TensorRT builds got every weight: the stand-in 'engine' is the ONNX it was given
+    for index, engine in hybrid.engines.items():
+        built = onnx.load_from_string(engine)
+        assert not [t.name for t in built.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+        assert built.SerializeToString() == hybrid.segment_models[index].SerializeToString()
+    np.testing.assert_allclose(hybrid.run(_mlp_feeds())["y"], run_onnx(F.mlp(), _mlp_feeds())["y"], rtol=1e-5)
+
+
+def test_segment_models_are_standalone_copies_made_on_access(tmp_path):
+    model = _external(F.mlp(), tmp_path)
+    part = trtlab.partition(model, support={n: n != "relu1" for n in model.node_names})
+    hybrid = build(part, feeds=_mlp_feeds(), cache_dir=False, progress=False)
+    env = dict(_mlp_feeds())
+    for s in hybrid.segments:
+        proto = hybrid.segment_models[s.index]
+        assert proto is not hybrid.segment_models[s.index]
+        onnx.checker.check_model(proto, full_check=True)
+        assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+        env.update(run_onnx(proto, {t: env[t] for t in s.inputs}))
+    np.testing.assert_allclose(env["y"], run_onnx(F.mlp(), _mlp_feeds())["y"], rtol=1e-5)
+
+
+def test_one_segment_of_an_unchanged_file_is_read_by_onnxruntime_from_the_file(tmp_path):
+    import onnx
+
+    path = tmp_path / "mlp.onnx"
+    onnx.save(F.mlp(), str(path))
+    model = load(path)
+    everything = {n: (False, "one segment") for n in model.node_names}
+    hybrid = build(trtlab.partition(model, support=everything), cache_dir=False, progress=False)
+    assert "session read from the model file" in hybrid.executors["reason"][0]
+    assert hybrid.executables[0].session._model_path == str(path)
+    want = run_onnx(F.mlp(), _mlp_feeds())["y"]
+    np.testing.assert_allclose(hybrid.run(_mlp_feeds())["y"], want, rtol=1e-6)
+    # a model changed after loading is never run from its file
+    w2 = model.initializers["w2"]
+    w2.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(w2) * 0, "w2"))
+    changed = build(trtlab.partition(model, support=everything), cache_dir=False, progress=False)
+    assert "session read from the model file" not in changed.executors["reason"][0]
+    got = changed.run(_mlp_feeds())["y"]
+    np.testing.assert_allclose(got, run_onnx(model, _mlp_feeds())["y"], rtol=1e-6)
+    assert not np.allclose(got, want, rtol=1e-3)

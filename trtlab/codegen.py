@@ -306,6 +306,10 @@ def build(partition: Any, *, feeds: Any = None, shapes: Optional[Mapping[str, An
     opts = _Options(per_node, default_precision, calib_batches, shapes, base, on_build_failure, progress,
                     ort_threads)
     table = _Backends(part, backends)
+    if not _needs_shapes(part, table):
+        # ONNX Runtime runs any shape: no observation run of the model, no wait for the first run
+        examples = None
+        return _compile(part, examples, opts, table)
     undetermined = needs_data(part.model, shapes)
     value_cuts = _value_cuts(part) if examples is None else []
     if examples is None and eager and (undetermined or value_cuts):
@@ -320,12 +324,23 @@ def build(partition: Any, *, feeds: Any = None, shapes: Optional[Mapping[str, An
     return _compile(part, examples, opts, table)
 
 
+def _needs_shapes(part: Any, table: "_Backends") -> bool:
+    """Whether a segment's backend compiles for shapes (``needs_shapes``, true unless it says not).
+
+    When none does (every segment runs on ONNX Runtime), the build needs no example run of
+    the model: no extra session of it, no build deferred to the first run.
+    """
+    return any(getattr(table[name], "needs_shapes", True) for name in {s.backend for s in part.segments})
+
+
 def _compile(part: Any, examples: Optional[List[Dict[str, np.ndarray]]], opts: _Options,
              table: _Backends) -> Any:
     from trtlab.runtime import HybridModel
+    from trtlab.weights import Weights
 
     given = part
     facts = observe(part.model, examples, opts.shapes)
+    weights = Weights.of(part.model)
     compiled: Dict[Tuple[str, Tuple[str, ...], str], Tuple[Any, onnx.ModelProto]] = {}
     moved: List[Tuple[str, str]] = []
     builds = 0
@@ -348,12 +363,13 @@ def _compile(part: Any, examples: Optional[List[Dict[str, np.ndarray]]], opts: _
                 continue
             seg_calib = None if calib is None or not _needs_calibration(precisions[seg.index]) else \
                 [{k: b[k] for k in seg.inputs} for b in calib]
-            proto = facts.fix_value_inputs(_convert(part.segment_model(seg.index), precisions[seg.index], seg_calib))
+            proto, shared = _segment_onnx(part, seg, precisions[seg.index], seg_calib, weights, table[seg.backend])
+            proto = facts.fix_value_inputs(proto)
             profile, values, missing = facts.segment_profile(proto)
             if missing and not seg.is_fallback:
                 log.info("segment %s: no shapes known for %s; its engine builds at the first run", seg.name, missing)
             settings = dataclasses.replace(opts.base, segment=seg.name, precision=precisions[seg.index],
-                                           profile=None if missing else profile, values=values)
+                                           profile=None if missing else profile, values=values, **shared)
             jobs.setdefault(seg.backend, []).append((seg, proto, settings))
         failures = []
         bar = progress_bar(total=sum(len(v) for v in jobs.values()), desc="build", enabled=opts.progress,
@@ -379,7 +395,7 @@ def _compile(part: Any, examples: Optional[List[Dict[str, np.ndarray]]], opts: _
         for seg, proto, st, backend, exc in failures:
             if seg.is_fallback:
                 raise exc
-            culprits, tried = _isolate(backend, proto, st, exc, facts, opts.progress)
+            culprits, tried = _isolate(backend, st.full_model(proto), st, exc, facts, opts.progress)
             builds += tried
             for node, error in culprits:
                 original = _nearest_original(proto, node, seg.nodes)
@@ -395,7 +411,50 @@ def _compile(part: Any, examples: Optional[List[Dict[str, np.ndarray]]], opts: _
     if moved:
         _warn_moved(given, part, moved)
     return HybridModel(part, executables, models, precisions, cache=opts.base.cache,
-                       dynamic_batch=opts.base.dynamic_batch, moved=moved, facts=facts, isolation_builds=builds)
+                       dynamic_batch=opts.base.dynamic_batch, moved=moved, facts=facts, isolation_builds=builds,
+                       weights=weights)
+
+
+def _segment_onnx(part: Any, seg: Any, precision: str, calib: Optional[List[Dict[str, np.ndarray]]],
+                  weights: Any, backend: Any) -> Tuple[onnx.ModelProto, Dict[str, Any]]:
+    """The ONNX a segment's backend compiles, and the settings that say where its weights are.
+
+    FP32 segments share the model's weights: a backend that takes light models
+    (``weights_by_reference``) gets one without copies of them (:mod:`trtlab.weights`), others a
+    standalone copy. Converted segments (FP16, INT8 ...) hold their own converted weights. A
+    one-segment FP32 hybrid of a model unchanged from its file names that file
+    (``source_path``): ONNX Runtime reads it as ``InferenceSession(path)`` does.
+    """
+    from trtlab.extract import segment_model
+    from trtlab.weights import has_external
+
+    light = segment_model(part, seg.index, weights="reference")
+    if precision != "fp32":
+        return _convert(weights.full(light), precision, calib), {}
+    if not getattr(backend, "weights_by_reference", False):
+        return weights.full(light), {}
+    shared: Dict[str, Any] = {"weights": weights}
+    if has_external(light) and weights.base is not None:
+        shared["weights_dir"] = str(weights.base)
+    source = _whole_model_file(part, seg)
+    if source is not None:
+        shared["source_path"] = source
+    return light, shared
+
+
+def _whole_model_file(part: Any, seg: Any) -> Optional[str]:
+    """The model's file when ``seg`` is the whole model and the model is unchanged from that file."""
+    from trtlab.weights import same_as_file
+
+    model = part.model
+    if len(part.segments) != 1 or len(seg.nodes) != len(model.node_names) or \
+            set(seg.inputs) != {t.name for t in model.inputs}:
+        return None
+    why = same_as_file(model)
+    if why:
+        log.info("segment %s: ONNX Runtime gets the segment's ONNX, not the model file: %s", seg.name, why)
+        return None
+    return str(model.path)
 
 
 def _nearest_original(proto: onnx.ModelProto, node: str, originals: Sequence[str]) -> str:

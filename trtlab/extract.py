@@ -13,11 +13,13 @@ import copy
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set, Union
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 from trtlab._lazy import lazy_import
 from trtlab.errors import PartitionError
-from trtlab.model import external_location, external_tensors, fit_ir_version, inline_external_data
+from trtlab.model import fit_ir_version, inline_external_data
+from trtlab.weights import (STUB_MIN_BYTES, _is_stub, _nbytes, base_dir, external_info, has_external, is_external,
+                            light_constant, materialize, stub, tensor_bytes)
 
 #: A :class:`~trtlab.partitioning.partitioner.Partition` (not imported: the partitioner imports this module).
 Partition = Any
@@ -104,7 +106,7 @@ def _runtime_types(partition: "Partition") -> Dict[str, tuple]:
         proto.graph.output.add().name = name
     found: Dict[str, tuple] = {}
     try:
-        outputs = session(proto, ["CPUExecutionProvider"]).get_outputs()
+        outputs = session(proto, ["CPUExecutionProvider"], base_dir=base_dir(model)).get_outputs()
     except Exception as exc:  # best effort: the caller reports the untyped tensor
         log.info("ONNX Runtime type inference failed: %s", exc)
         outputs = []
@@ -214,7 +216,7 @@ def _name_omitted_loop_inputs(graph: onnx.GraphProto) -> None:
                 _name_omitted_loop_inputs(body)
 
 
-def segment_model(partition: "Partition", index: int, *, resolve_external: bool = True) -> onnx.ModelProto:
+def segment_model(partition: "Partition", index: int, *, weights: str = "embed") -> onnx.ModelProto:
     """Segment ``index`` of ``partition`` as a standalone, checker-valid ONNX model.
 
     Parameters
@@ -223,11 +225,14 @@ def segment_model(partition: "Partition", index: int, *, resolve_external: bool 
         A :class:`~trtlab.partitioning.partitioner.Partition`.
     index
         Segment index (position in :attr:`Partition.segments`).
-    resolve_external
-        Read the weights the model keeps as external data into the segment (a complete model).
-        With ``False`` they stay references relative to the model's ``base_dir`` (the
-        :class:`~trtlab.model.Model` contract); :func:`write_partition` puts the data files
-        beside the segments.
+    weights
+        ``"embed"`` (default): every initializer's data is in the returned model (a copy; external
+        data is read from the model's folder). ``"reference"``: the model's weights are not copied:
+        initializers the model keeps in external data stay references to that data (relative to
+        the model's folder), and embedded ones of at least
+        :data:`~trtlab.weights.STUB_MIN_BYTES` are stubs without data that
+        :meth:`trtlab.weights.Weights.fill` restores; so are the values of such ``Constant``
+        nodes.
 
     Returns
     -------
@@ -240,6 +245,8 @@ def segment_model(partition: "Partition", index: int, *, resolve_external: bool 
     PartitionError
         Unknown index, or a boundary tensor without a known type.
     """
+    if weights not in ("embed", "reference"):
+        raise PartitionError(f"weights={weights!r}: use 'embed' (a standalone model) or 'reference'.")
     segments = partition.segments
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(segments):
         raise PartitionError(f"No segment {index!r}: partition of {partition.model.name!r} has segments "
@@ -270,19 +277,22 @@ def segment_model(partition: "Partition", index: int, *, resolve_external: bool 
     outputs = [_value_info(partition, t, "output", seg.name) for t in seg.outputs]
     boundary = set(seg.inputs) | set(seg.outputs)
     internal = produced - boundary
-    value_info = [copy.deepcopy(vi) for vi in graph.value_info if vi.name in internal]
+    value_info = [vi for vi in graph.value_info if vi.name in internal]
+    if weights == "reference":
+        initializers = [stub(t) if is_external(t) or _nbytes(t) >= STUB_MIN_BYTES else t for t in initializers]
+        foreign_constants = [light_constant(n) for n in foreign_constants]
+        nodes = [light_constant(n) for n in nodes]
 
+    # make_graph copies what it is given into the new graph (one copy, none for stubs)
     body = helper.make_graph(
-        [copy.deepcopy(n) for n in foreign_constants + nodes],
-        f"{model.name}_{seg.name}", inputs, outputs,
-        initializer=[copy.deepcopy(t) for t in initializers], value_info=value_info,
-        sparse_initializer=[copy.deepcopy(s) for s in sparse])
+        foreign_constants + nodes, f"{model.name}_{seg.name}", inputs, outputs,
+        initializer=initializers, value_info=value_info, sparse_initializer=sparse)
     proto = helper.make_model(body, opset_imports=list(model.proto.opset_import),
                               producer_name="trtlab", ir_version=model.proto.ir_version)
     proto.functions.extend(model.proto.functions)
     proto.doc_string = f"Segment {seg.name} ({seg.backend}) of {model.name}: {len(nodes)} node(s)"
-    if resolve_external:
-        inline_external_data(proto, getattr(model, "base_dir", None))
+    if weights == "embed" and has_external(proto):
+        proto = materialize(proto, base_dir(model))
     return fit_ir_version(proto)
 
 
@@ -311,6 +321,13 @@ def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
                     overwrite: bool = False) -> Dict[str, Path]:
     """Write every segment model plus ``summary.csv``, ``boundaries.csv``, ``decisions.csv`` and
     ``partition.json`` to ``out_dir``, atomically.
+
+    Weights (initializers and ``Constant`` values) of at least
+    :data:`~trtlab.weights.STUB_MIN_BYTES` are written once, as external data in
+    ``weights.data`` shared by the segment files (each initializer once, even when
+    several segments read it; offsets aligned to 4096 bytes); smaller ones stay embedded. Each
+    segment file loads with ``onnx.load(path)`` or ``onnxruntime.InferenceSession(path)`` from
+    the folder. Weights are streamed from the model (its external data is not read whole).
 
     Everything is written to a temporary folder beside ``out_dir``, fsynced, listed in
     ``MANIFEST.json`` (sizes and sha256) and swapped in whole: a full disk or a kill leaves the
@@ -349,25 +366,19 @@ def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
     names = [segment_file_name(seg.index, seg.name, width) for seg in partition.segments]
     if len(set(names)) != len(names):
         raise PartitionError(f"Segment file names collide: {names}. Give the segments distinct names.")
-    # Everything is computed before the folder is touched.
-    protos = {name: segment_model(partition, seg.index, resolve_external=False)
+    # Everything but the weights is computed before the folder is touched.
+    protos = {name: segment_model(partition, seg.index, weights="reference")
               for name, seg in zip(names, partition.segments)}
-    base_dir = getattr(partition.model, "base_dir", None)
-    data_files: Dict[str, Path] = {}
-    for proto in protos.values():
-        for t in external_tensors(proto.graph):
-            location = next(e.value for e in t.external_data if e.key == "location")
-            data_files.setdefault(Path(location).as_posix(), external_location(t, base_dir)[0])
+    sources = _weight_sources(partition.model)
+    layout = _weights_layout(sources, protos.values())
     blobs = {name: proto.SerializeToString() for name, proto in protos.items()}
     del protos
     tables = partition.table_rows()
     text = partition.to_json(indent=1)
-    clash = set(data_files) & (set(blobs) | set(tables) | {"partition.json", _io.MANIFEST})
-    if clash:
-        raise PartitionError(f"External data file(s) {sorted(clash)} of {partition.model.name!r} have the "
-                             "name of a partition file. Rename the data file(s) and their locations.")
     with _io.atomic_dir(out, overwrite=overwrite, what="partition",
                         meta={"content": "trtlab partition", "segments": len(names)}) as tmp:
+        if layout:
+            _write_weights(sources, base_dir(partition.model), layout, tmp / WEIGHTS_FILE)
         for name, blob in blobs.items():
             with open(tmp / name, "wb") as fh:
                 fh.write(blob)
@@ -375,17 +386,85 @@ def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
             _write_csv(tmp / name, columns, rows)
         with open(tmp / "partition.json", "w", encoding="utf-8") as fh:
             fh.write(text)
-        for rel, src in data_files.items():
-            _copy_data_file(src, tmp / rel)
-    written = {name: out / name for name in list(blobs) + list(tables) + ["partition.json", _io.MANIFEST]
-               + list(data_files)}
+    extra = [WEIGHTS_FILE] if layout else []
+    written = {name: out / name for name in list(blobs) + extra + list(tables) + ["partition.json", _io.MANIFEST]}
     log.info("wrote %d segment model(s) and tables to %s", len(partition.segments), out)
     return written
 
 
-def _copy_data_file(src: Path, dst: Path) -> None:
-    """Copy the external data file ``src`` to ``dst`` (in the kernel where the OS can)."""
-    import shutil
+#: The external data file :func:`write_partition` writes beside the segment models.
+WEIGHTS_FILE = "weights.data"
+_ALIGN = 4096
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dst)
+
+def _weight_sources(model: Any) -> Dict[str, onnx.TensorProto]:
+    """Tensor name -> the model's tensor holding its data: initializers and large ``Constant`` values."""
+    from trtlab.weights import Weights
+
+    sources = dict(Weights.of(model).constants)
+    sources.update(model.initializers)
+    return sources
+
+
+def _stubs(proto: onnx.ModelProto) -> Any:
+    """(tensor name, tensor) of every stub and external reference in ``proto`` (initializers, Constants)."""
+    for tensor in proto.graph.initializer:
+        if is_external(tensor) or _is_stub(tensor):
+            yield tensor.name, tensor
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.output:
+            for attr in node.attribute:
+                if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR and \
+                        (is_external(attr.t) or _is_stub(attr.t)):
+                    yield node.output[0], attr.t
+
+
+def _weights_layout(sources: Dict[str, onnx.TensorProto], protos: Any) -> Dict[str, Tuple[int, int]]:
+    """Point every stub and external reference of ``protos`` at :data:`WEIGHTS_FILE` (in place).
+
+    Returns ``{tensor name: (offset, length)}`` in file order; each tensor once.
+    """
+    layout: Dict[str, Tuple[int, int]] = {}
+    end = 0
+    for proto in protos:
+        for name, tensor in _stubs(proto):
+            if name not in layout:
+                length = _raw_length(sources[name])
+                offset = -(-end // _ALIGN) * _ALIGN
+                layout[name] = (offset, length)
+                end = offset + length
+            offset, length = layout[name]
+            del tensor.external_data[:]
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", WEIGHTS_FILE), ("offset", str(offset)), ("length", str(length))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+    return layout
+
+
+def _raw_length(tensor: onnx.TensorProto) -> int:
+    if is_external(tensor):
+        length = external_info(tensor).get("length")
+        if length:
+            return int(length)
+    return _nbytes(tensor)
+
+
+def _raw(tensor: onnx.TensorProto, base: Any) -> Any:
+    """The tensor's little-endian bytes (a memory map for external data)."""
+    if is_external(tensor) or tensor.HasField("raw_data"):
+        return tensor_bytes(tensor, base)
+    return numpy_helper.from_array(numpy_helper.to_array(tensor)).raw_data
+
+
+def _write_weights(sources: Dict[str, onnx.TensorProto], base: Any, layout: Dict[str, Tuple[int, int]],
+                   path: Path) -> None:
+    """Stream the weights of ``layout`` from the model into ``path``, one tensor at a time."""
+    with open(path, "wb") as fh:
+        for name, (offset, length) in layout.items():
+            data = _raw(sources[name], base)
+            if len(data) != length:
+                raise PartitionError(f"Tensor {name!r} has {len(data)} bytes of data, but its type and "
+                                     f"shape need {length}: the model's weights are inconsistent.")
+            fh.seek(offset)
+            fh.write(memoryview(data) if not isinstance(data, bytes) else data)

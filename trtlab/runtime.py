@@ -24,7 +24,7 @@ import html
 import logging
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -39,7 +39,7 @@ from trtlab.feeds import validate_feeds
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HybridModel", "HybridRunner"]
+__all__ = ["HybridModel", "HybridRunner", "SegmentModels"]
 
 
 class HybridModel(BaseRunner):
@@ -53,8 +53,10 @@ class HybridModel(BaseRunner):
     partition : Partition
         The partition that runs: the one given, after any build-failure moves (its
         ``decisions`` have kind ``build_failed`` rows, its ``moved`` lists the nodes).
-    segment_models : dict
-        Segment index -> the ``onnx.ModelProto`` actually built and run (after FP16/INT8).
+    segment_models : SegmentModels
+        Segment index -> the ``onnx.ModelProto`` actually built and run (after FP16/INT8), made
+        on access with every weight embedded (a new copy each time): the hybrid keeps light
+        segment models, whose weights stay with the model (:mod:`trtlab.weights`).
     precisions : dict
         Segment index -> precision.
     last_timings : dict
@@ -77,9 +79,11 @@ class HybridModel(BaseRunner):
                  segment_models: Mapping[int, onnx.ModelProto], precisions: Mapping[int, str], *,
                  cache: Any = None, dynamic_batch: str = "single",
                  moved: Sequence[Tuple[str, str]] = (), facts: Any = None, isolation_builds: int = 0,
-                 name: Optional[str] = None) -> None:
+                 name: Optional[str] = None, weights: Any = None) -> None:
         super().__init__(name=name or f"hybrid-{partition.model.name}")
         self._pending: Optional[Callable[[Dict[str, np.ndarray]], "HybridModel"]] = None
+        if not isinstance(segment_models, SegmentModels):
+            segment_models = SegmentModels(segment_models, weights)
         self._setup(partition, executables, segment_models, precisions, cache=cache,
                     dynamic_batch=dynamic_batch, moved=moved, facts=facts, isolation_builds=isolation_builds)
 
@@ -113,7 +117,8 @@ class HybridModel(BaseRunner):
         self.isolation_builds = isolation_builds
         self.model = partition.model
         self.executables = dict(executables)
-        self.segment_models = dict(segment_models)
+        self.segment_models = segment_models if isinstance(segment_models, SegmentModels) else \
+            SegmentModels(segment_models, None)
         self.precisions = dict(precisions)
         self.cache = cache
         self.dynamic_batch = dynamic_batch
@@ -131,6 +136,7 @@ class HybridModel(BaseRunner):
         self._plan = self._make_plan() if self._pending is None and self.executables else []
         # -- device residency (trtlab.backends.tensorrt.device) --
         self._residency = device.Residency.of(self) if self._plan else None
+        self._single = self._single_call() if self._residency is None else None
         self.last_copies: Dict[str, Dict[str, Any]] = {}
 
     def _check_bindable(self) -> None:
@@ -143,11 +149,15 @@ class HybridModel(BaseRunner):
 
     def _outputs_no_segment_computes(self) -> Dict[str, np.ndarray]:
         """Graph outputs that are constants (initializers, Constant outputs) no segment produces."""
+        from trtlab.weights import base_dir, to_array
+
         produced = {t for s in self.partition.segments for t in s.outputs} | {t.name for t in self._specs}
         out: Dict[str, np.ndarray] = {}
         for name in self._output_names:
             if name not in produced:
-                value = self.model.constant_value(name)
+                init = self.model.initializers.get(name)
+                value = np.array(to_array(init, base_dir(self.model))) if init is not None else \
+                    self.model.constant_value(name)
                 if value is not None:
                     out[name] = value
         return out
@@ -188,6 +198,23 @@ class HybridModel(BaseRunner):
             call = functools.partial(exe.run_device, host=False, to_host=to_host[s.index]) if on_device else exe
             plan.append((s.name, call, tuple(s.inputs), on_device))
         return plan
+
+    def _single_call(self) -> Optional[Tuple[str, Any, bool]]:
+        """(segment name, call, call returns the output list) when :meth:`_run_single` applies.
+
+        A segment that runs in one ONNX Runtime session (``outputs_call``) is called through
+        the session's ``run`` for the model's outputs directly.
+        """
+        if len(self._plan) != 1 or self._plan[0][3] or self._constant_outputs or self._passthrough:
+            return None
+        name, call, inputs, _ = self._plan[0]
+        seg = self.partition.segments[0]
+        if set(inputs) != {t.name for t in self._specs} or not set(self._output_names) <= set(seg.outputs):
+            return None
+        outputs_call = getattr(self.executables[seg.index], "outputs_call", None)
+        if outputs_call is not None:
+            return name, outputs_call(self._output_names), True
+        return name, call, False
 
     @property
     def executors(self) -> Any:
@@ -273,6 +300,8 @@ class HybridModel(BaseRunner):
             Missing or extra inputs, wrong dtype, rank or shape.
         """
         start = time.perf_counter()
+        if self._single is not None and self._feeds_ok(feeds):
+            return self._run_single(feeds, start)
         if self._pending is not None:
             self._finish(validate_feeds(self._specs, feeds, what=f"model {self.model.name!r}"))
         if self._feeds_ok(feeds):
@@ -305,6 +334,22 @@ class HybridModel(BaseRunner):
         return out
 
     __call__ = run
+
+    def _run_single(self, feeds: Dict[str, Any], start: float) -> Dict[str, np.ndarray]:
+        """:meth:`run` of a one-segment hybrid on the host whose segment reads exactly the model
+        inputs and makes every output (checked feeds go to the segment as they are)."""
+        name, call, direct = self._single
+        clock = time.perf_counter
+        t0 = clock()
+        got = call(feeds)
+        t1 = clock()
+        if direct:  # the session's outputs are the model's, in order: ONNX Runtime's own values
+            out = dict(zip(self._output_names, got))
+        else:
+            out = {n: v if type(v) is np.ndarray else _host(v) for n, v in ((n, got[n]) for n in self._output_names)}
+        self.last_timings = {name: t1 - t0}
+        self.last_total = clock() - start
+        return out
 
     def _feeds_ok(self, feeds: Any) -> bool:
         """Quick check of well-formed feeds; anything unusual goes to the full validation."""
@@ -366,6 +411,39 @@ class HybridModel(BaseRunner):
     def __del__(self) -> None:
         if getattr(self, "is_active", False):
             self.deactivate()
+
+
+class SegmentModels(Mapping):
+    """Segment index -> the segment's ONNX as built and run, every weight embedded, made on access.
+
+    The hybrid keeps light segment models (their weights are the model's, referenced, not
+    copied: :mod:`trtlab.weights`); each lookup returns a new standalone copy, for inspection or
+    saving. :meth:`light` gives the kept model itself.
+    """
+
+    def __init__(self, models: Mapping[int, onnx.ModelProto], weights: Any = None) -> None:
+        self._models = dict(models)
+        self._weights = weights
+
+    def __getitem__(self, index: int) -> onnx.ModelProto:
+        proto = self._models[index]
+        return self._weights.full(proto) if self._weights is not None else proto
+
+    def light(self, index: int) -> onnx.ModelProto:
+        """The segment model the hybrid keeps (stubs and external references instead of weight copies)."""
+        return self._models[index]
+
+    def __contains__(self, index: object) -> bool:
+        return index in self._models
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._models)
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def __repr__(self) -> str:
+        return f"SegmentModels(segments {sorted(self._models)})"
 
 
 def _host(value: Any) -> Any:

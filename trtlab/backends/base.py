@@ -28,8 +28,10 @@ teaching backend subclasses :class:`BackendBase` and is passed once, to ``partit
 from __future__ import annotations
 
 import abc
+import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 import numpy as np
@@ -154,9 +156,20 @@ class BackendBase(abc.ABC):
 
     Subclasses set ``name`` and implement ``compile``; overriding ``compile_many`` lets a
     backend compile several segments (or bisection candidates) at once.
+
+    ``weights_by_reference``: whether ``compile`` takes *light* segment models, whose
+    initializers may be external data references (relative to ``settings.weights_dir``) or stubs
+    without data that ``settings.full_model(model)`` fills (see :mod:`trtlab.weights`). False by
+    default: such a backend gets segment models with every weight embedded.
+
+    ``needs_shapes``: whether ``compile`` uses ``settings.profile`` / ``settings.values`` (shapes
+    observed on example inputs). When no segment's backend does, :func:`trtlab.build` neither
+    runs the model on the example inputs nor waits for the first run.
     """
 
     name = "backend"
+    weights_by_reference = False
+    needs_shapes = True
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -263,6 +276,15 @@ class CompileSettings:
         Seconds one engine build may take before it counts as hung.
     progress : bool
         Show progress bars (TensorRT: one per segment build).
+    weights : Weights or None
+        Where the data of stub initializers of a light segment model comes from
+        (:class:`trtlab.weights.Weights`); set by :func:`trtlab.build` for backends whose
+        ``weights_by_reference`` is true. Never sent to build workers.
+    weights_dir : str or None
+        The folder the segment model's external data references are relative to.
+    source_path : str or None
+        The segment is the whole model of this ONNX file, unchanged
+        (:func:`trtlab.weights.same_as_file`): ONNX Runtime may read the file itself.
     """
 
     segment: str = "segment"
@@ -280,9 +302,27 @@ class CompileSettings:
     workers: Optional[int] = None
     timeout: Optional[float] = None
     progress: bool = False
+    weights: Any = field(default=None, compare=False, repr=False)
+    weights_dir: Optional[str] = None
+    source_path: Optional[str] = None
 
     def build_options(self) -> Dict[str, Any]:
         """The settings an engine depends on (part of the cache key)."""
         return {"workspace": self.workspace, "opt_level": self.opt_level, "strongly_typed": True}
+
+    def for_worker(self) -> "CompileSettings":
+        """These settings as sent to a build worker process: no cache object, no weights."""
+        return dataclasses.replace(self, cache=None, weights=None)
+
+    def full_model(self, model: onnx.ModelProto) -> onnx.ModelProto:
+        """``model`` with every weight embedded: stubs filled from :attr:`weights`, external data
+        read from :attr:`weights_dir` (``model`` itself when it holds all its data)."""
+        from trtlab.weights import has_external, materialize
+
+        if self.weights is not None:
+            return self.weights.full(model)
+        if has_external(model):
+            return materialize(model, None if self.weights_dir is None else Path(self.weights_dir))
+        return model
 
 

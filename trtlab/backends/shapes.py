@@ -195,7 +195,9 @@ def _observer(model: Any) -> Tuple[Any, List[str]]:
             proto.graph.output.append(onnx.helper.make_tensor_value_info(t, elem, None))
             outputs.add(t)
             names.append(t)
-    sess = session(proto, ["CPUExecutionProvider"])
+    from trtlab.weights import base_dir
+
+    sess = session(proto, ["CPUExecutionProvider"], base_dir=base_dir(model))
     with _LOCK:
         if len(_SESSIONS) >= 2:
             _SESSIONS.pop(next(iter(_SESSIONS)))

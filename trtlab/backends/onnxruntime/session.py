@@ -20,7 +20,7 @@ from trtlab.model import Model, TensorInfo, _read_path, fit_ir_version
 
 log = logging.getLogger(__name__)
 
-__all__ = ["session", "run_onnx", "default_providers", "model_bytes", "fast_call", "run_error"]
+__all__ = ["session", "session_from_file", "run_onnx", "default_providers", "model_bytes", "fast_call", "run_error"]
 
 ModelLike = Union[Model, onnx.ModelProto, bytes, str, os.PathLike]
 
@@ -57,8 +57,13 @@ def model_bytes(model: ModelLike) -> bytes:
     return model_bytes(_read_path(Path(model).expanduser()))
 
 
+#: ONNX Runtime's session option naming the folder of external data for a model given as bytes.
+EXTERNAL_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
+
+
 def session(model: ModelLike, providers: Optional[Sequence[str]] = None, *,
-            sess_options: Any = None, threads: Optional[int] = None) -> Any:
+            sess_options: Any = None, threads: Optional[int] = None,
+            base_dir: Union[str, os.PathLike, None] = None) -> Any:
     """An ``onnxruntime.InferenceSession`` for ``model``.
 
     Parameters
@@ -69,18 +74,57 @@ def session(model: ModelLike, providers: Optional[Sequence[str]] = None, *,
         Execution providers; default :func:`default_providers`.
     threads
         Intra-op thread count (default: ONNX Runtime's choice).
+    base_dir
+        The folder external data references are relative to (a Model's own folder when not
+        given). ONNX Runtime reads such weights from there, as ``InferenceSession(path)`` does;
+        they are not copied into the bytes given to it.
     """
     import onnxruntime as ort
 
+    from trtlab.weights import base_dir as folder_of
+    from trtlab.weights import has_external
+
+    proto = model.proto if isinstance(model, Model) else model if isinstance(model, onnx.ModelProto) else None
+    folder = base_dir if base_dir is not None else (folder_of(model) if isinstance(model, Model) else None)
+    external = proto is not None and has_external(proto)
+    if external and folder is None:
+        from trtlab.errors import ExternalDataError
+
+        raise ExternalDataError(
+            "The model keeps weights in external data files and the folder they are relative to is "
+            "unknown; load it from its .onnx path (trtlab.load(path)) or pass base_dir=.")
     data = model_bytes(model)
+    opts = _options(ort, model, sess_options, threads)
+    if external:
+        opts.add_session_config_entry(EXTERNAL_FOLDER_KEY, os.fspath(folder))
+    return _create(ort, data, opts, providers)
+
+
+def session_from_file(path: Union[str, os.PathLike], providers: Optional[Sequence[str]] = None, *,
+                      sess_options: Any = None, threads: Optional[int] = None) -> Any:
+    """An ``onnxruntime.InferenceSession`` reading the model file itself, as ``InferenceSession(path)`` does.
+
+    ONNX Runtime reads the file and its external data; nothing is parsed or copied in Python.
+    """
+    import onnxruntime as ort
+
+    return _create(ort, os.fspath(path), _options(ort, None, sess_options, threads), providers)
+
+
+def _options(ort: Any, model: Any, sess_options: Any, threads: Optional[int]) -> Any:
     opts = sess_options or ort.SessionOptions()
-    if _has_float8(model) and int(opts.graph_optimization_level) > int(ort.GraphOptimizationLevel.ORT_ENABLE_BASIC):
+    if model is not None and _has_float8(model) and \
+            int(opts.graph_optimization_level) > int(ort.GraphOptimizationLevel.ORT_ENABLE_BASIC):
         # ONNX Runtime's extended QDQ fusions drop a Relu before a float8 QuantizeLinear (they read
         # the float8 zero point as an integer type's minimum): wrong results, so basic level only
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     if threads is not None:
         opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
+    return opts
+
+
+def _create(ort: Any, data: Union[bytes, str], opts: Any, providers: Optional[Sequence[str]]) -> Any:
     try:
         return ort.InferenceSession(data, sess_options=opts,
                                     providers=list(providers or default_providers()))

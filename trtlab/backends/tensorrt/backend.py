@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 
 from trtlab.backends.base import DYNAMIC_BATCH_MODES, CompiledSegment, CompileSettings, Profile, Shape
-from trtlab.backends.onnxruntime.backend import _ort_session
+from trtlab.backends.onnxruntime.backend import _ort_session, session_notes
 from trtlab.backends.onnxruntime.session import fast_call
 from trtlab.backends.tensorrt import device
 from trtlab.backends.tensorrt.engine import (EngineBuilder, EngineRecord, build_engine, build_job, cache_key,
@@ -44,11 +44,14 @@ class TensorRTSegment(CompiledSegment):
     ``executor`` is ``"tensorrt"`` when :func:`trtlab.backends.tensorrt.flavor.info` says engines
     run on this machine, else the ONNX Runtime executor that runs the same ONNX (``reason`` says
     why).
+
+    ``model`` is the segment's ONNX as given, light when the weights stay with the model
+    (:mod:`trtlab.weights`); :attr:`onnx_bytes` serializes it with every weight, when a build
+    needs it, and is not kept.
     """
 
     def __init__(self, model: onnx.ModelProto, settings: CompileSettings, builder: EngineBuilder,
                  pool: Optional[BuildPool] = None, *, build_now: bool = True) -> None:
-        from trtlab.backends.onnxruntime.session import model_bytes
         from trtlab.backends.tensorrt import flavor as trt
 
         if settings.dynamic_batch not in DYNAMIC_BATCH_MODES:
@@ -59,7 +62,6 @@ class TensorRTSegment(CompiledSegment):
         self.name = settings.segment
         self.profile = settings.profile
         self.values = settings.values
-        self.onnx_bytes = model_bytes(model)
         self._builder = builder
         self._pool = pool
         self._dynamic = _dynamic_inputs(model)
@@ -73,15 +75,25 @@ class TensorRTSegment(CompiledSegment):
         self.reason = info.reason
         self._session: Any = None
         self._ort_label = "onnxruntime"
+        self.notes: List[str] = []
         if not info.run:
             self._session, self._ort_label = _ort_session(model, settings)
             self._call = fast_call(self._session)
+            self.notes = session_notes(settings)
+            self.reason = "; ".join([self.reason] + self.notes) if self.reason else "; ".join(self.notes)
         self._runners: Dict[int, Any] = {}
         #: host/device copies of the last run (:mod:`trtlab.backends.tensorrt.device`)
         self.last_copies: List[device.Copy] = []
         self._pending: Any = None
         if build_now and settings.eager and (not self._dynamic or settings.profile is not None):
             self.finish(self.start())
+
+    @property
+    def onnx_bytes(self) -> bytes:
+        """The segment's serialized ONNX with every weight embedded (made on each call, not kept)."""
+        from trtlab.backends.onnxruntime.session import model_bytes
+
+        return model_bytes(self.settings.full_model(self.model))
 
     @property
     def executor(self) -> str:  # type: ignore[override]
@@ -105,25 +117,26 @@ class TensorRTSegment(CompiledSegment):
         values = self.settings.values if values == "first" else values
         settings = dataclasses.replace(self.settings, values=values)
         cache = settings.cache
-        key = cache_key(self.onnx_bytes, settings, profile) if cache is not None else None
+        onnx_bytes = self.onnx_bytes
+        key = cache_key(onnx_bytes, settings, profile) if cache is not None else None
         lookup = cache.get(key) if cache is not None else None
         job = {"profile": profile, "values": values, "key": key, "lookup": lookup, "t0": time.perf_counter()}
         if lookup is not None and lookup.status == "hit" and lookup.data is not None:
             job["data"] = lookup.data
             return job
         timing = timing_cache_path(settings)
-        worker_settings = dataclasses.replace(settings, cache=None)
+        worker_settings = settings.for_worker()
         import multiprocessing
 
         if self._pool is not None and picklable(self._builder) and not multiprocessing.current_process().daemon:
             try:
-                job["future"] = self._pool.submit(build_job, self._builder, self.onnx_bytes, profile,
+                job["future"] = self._pool.submit(build_job, self._builder, onnx_bytes, profile,
                                                   worker_settings, timing)
                 return job
             except OSError as exc:  # no room for a worker's pipes or semaphores (disk or /dev/shm full)
                 log.warning("segment %s: no build worker could start (%s); building in this process, "
                             "so a TensorRT crash would end it", self.name, exc)
-        job["call"] = (self._builder, self.onnx_bytes, profile, worker_settings, timing)
+        job["call"] = (self._builder, onnx_bytes, profile, worker_settings, timing)
         return job
 
     def finish(self, job: Dict[str, Any]) -> EngineRecord:
@@ -134,7 +147,7 @@ class TensorRTSegment(CompiledSegment):
         elif "future" in job:
             data, shape_tensors = self._pool.result(job["future"], self.name)  # type: ignore[union-attr]
         else:
-            data, shape_tensors = build_job(*job["call"])
+            data, shape_tensors = build_job(*job.pop("call"))
         values = job["values"]
         if shape_tensors is not None:
             # only shape-tensor values bind an engine; other small integer inputs are data
@@ -297,6 +310,8 @@ class TensorRTBackend:
     """
 
     name = "tensorrt"
+    #: takes light segment models (:mod:`trtlab.weights`): weights are embedded only for a build
+    weights_by_reference = True
 
     def __init__(self, builder: Optional[EngineBuilder] = None, pool: Optional[BuildPool] = None) -> None:
         self.builder = build_engine if builder is None else builder
@@ -347,7 +362,7 @@ class TensorRTBackend:
         """Build candidate sub-models in parallel (no cache); ``None`` for each that builds, else the error."""
         from trtlab.backends.onnxruntime.session import model_bytes
 
-        worker_settings = dataclasses.replace(settings, cache=None)
+        worker_settings = settings.for_worker()
         pool = self._pool_for(settings)
         if not picklable(self.builder):
             results: List[Any] = []

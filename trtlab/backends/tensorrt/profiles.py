@@ -190,7 +190,9 @@ def _boundary_values(model: Any, batches: List[Dict[str, np.ndarray]],
         if name not in existing and name not in inputs:
             proto.graph.output.append(onnx.helper.make_tensor_value_info(
                 name, model.tensor(name).elem_type or onnx.TensorProto.FLOAT, None))
-    sess = session(proto)
+    from trtlab.weights import base_dir
+
+    sess = session(proto, base_dir=base_dir(model))
     wanted = [t for t in tensors if t not in inputs]
     out = []
     for i, b in enumerate(batches):

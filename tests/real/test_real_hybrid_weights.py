@@ -1,0 +1,102 @@
+"""Hybrids that share the model's weights, on trained models shipped inside PyPI wheels.
+
+For every model in ``models.toml``: the one-segment hybrid of the loaded file runs the file
+itself in ONNX Runtime (as ``InferenceSession(path)`` does) and returns its outputs exactly; the
+same model saved with external data and loaded with its weights left in the file, cut into
+many segments, keeps no copy of the weights in the hybrid (initializers stay in the file,
+``Constant`` values with the model) and reproduces the original outputs;
+and its partition written to disk (weights once, as external data) runs in ONNX Runtime from
+the folder with the same outputs.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import fetch_real_models
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import trtlab
+from trtlab.backends.onnxruntime.backend import OnnxRuntimeBackend
+from trtlab.extract import write_partition
+from trtlab.model import Model
+from trtlab.weights import Weights, has_external
+
+pytestmark = pytest.mark.real
+
+MODELS = {m.id: m for m in fetch_real_models.load_manifest()}
+RTOL = 1e-5
+
+
+def _reference(path: str, feeds):
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, feeds)))
+
+
+def _assert_close(name, got, want):
+    assert got.shape == want.shape and got.dtype == want.dtype, name
+    if np.issubdtype(want.dtype, np.floating):
+        scale = float(np.max(np.abs(want))) if want.size else 0.0
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * scale, err_msg=name)
+    else:
+        np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+@pytest.mark.parametrize("model_id", MODELS)
+def test_one_segment_hybrid_runs_the_file_itself(real_model_paths, model_id):
+    path = str(real_model_paths[model_id])
+    model = trtlab.load(path, **MODELS[model_id].load_options)
+    everything = {n: (False, "whole model in one segment") for n in model.node_names}
+    hybrid = trtlab.build(trtlab.partition(model, support=everything), cache_dir=False, progress=False)
+    assert "session read from the model file" in hybrid.executors["reason"][0]
+    feeds = MODELS[model_id].feeds()
+    got, want = hybrid.run(feeds), _reference(path, feeds)
+    assert list(got) == list(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+@pytest.mark.parametrize("model_id", MODELS)
+def test_external_data_model_cut_in_segments_shares_its_weights(real_model_paths, model_id, tmp_path):
+    path = str(real_model_paths[model_id])
+    # the loaded model (unique node names, topological order) saved with external data, then
+    # read back with the weights left in the file: what a loader keeping them there gives
+    proto = trtlab.load(path, **MODELS[model_id].load_options).proto
+    onnx.save(copy.deepcopy(proto), str(tmp_path / "model.onnx"), save_as_external_data=True,
+              location="model.onnx.data")
+    # initializers with raw data go to the external file; Constant values stay in the graph
+    in_file = any(len(t.raw_data) >= 1024 for t in proto.graph.initializer)
+    del proto
+    loaded = onnx.shape_inference.infer_shapes(onnx.load(str(tmp_path / "model.onnx"), load_external_data=False))
+    model = Model(loaded, path=tmp_path / "model.onnx")
+    assert has_external(model.proto) == in_file
+    names = model.node_names
+    support = {n: (i % 5 != 4, "every fifth node cut out") for i, n in enumerate(names)}
+    part = trtlab.partition(model, support=support, backend=OnnxRuntimeBackend())
+    assert len(part.segments) > 2
+    hybrid = trtlab.build(part, cache_dir=False, progress=False)
+    weights = Weights.of(model)
+    for seg in hybrid.segments:
+        assert weights.holds_data(hybrid.segment_models.light(seg.index)) == [], seg.name
+    feeds = MODELS[model_id].feeds()
+    want = _reference(path, feeds)
+    got = hybrid.run(feeds)
+    for name in want:
+        _assert_close(name, got[name], want[name])
+
+    out = tmp_path / "partition"
+    written = write_partition(part, out)
+    assert (out / "weights.data").is_file()
+    files = sorted(name for name in written if name.endswith(".onnx"))
+    env = dict(feeds)
+    for seg, name in zip(part.segments, files):
+        seg_path = out / name
+        sess = ort.InferenceSession(str(seg_path), providers=["CPUExecutionProvider"])
+        outs = [o.name for o in sess.get_outputs()]
+        env.update(zip(outs, sess.run(outs, {t: env[t] for t in seg.inputs})))
+    for name in want:
+        _assert_close(name, env[name], want[name])
