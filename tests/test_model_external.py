@@ -70,7 +70,7 @@ def test_analysis_never_reads_weights(ext, monkeypatch):
     table = trtlab.check_support(m, source="rules")
     part = trtlab.partition(m, support=table, exclude_ops=("Relu",))
     assert len(part.segments) == 3
-    proto = segment_model(part, 0, resolve_external=False)
+    proto = segment_model(part, 0, weights="reference")
     assert any(model_mod.is_external(t) for t in proto.graph.initializer)
 
 
@@ -148,7 +148,7 @@ def test_written_partition_loads_in_onnx_and_onnxruntime(ext, tmp_path):
     part = trtlab.partition(m, support=trtlab.check_support(m, source="rules"), exclude_ops=("Relu",))
     out = tmp_path / "part"
     written = write_partition(part, out)
-    assert "weights.bin" in written and (out / "weights.bin").is_file()
+    assert "weights.data" in written and (out / "weights.data").is_file()
     env = dict(_feeds())
     for seg in part.segments:
         file = out / f"{seg.index:02d}_{seg.name}.onnx"

@@ -32,8 +32,11 @@ def test_external_tensor_is_a_read_only_map_of_its_file(tmp_path):
     w1 = model.initializers["w1"]
     assert is_external(w1) and not w1.raw_data
     value = to_array(w1, tmp_path)
-    assert isinstance(value, np.memmap) and not value.flags.writeable
-    assert Path(value.filename).resolve() == (tmp_path / "m.onnx.data").resolve()
+    assert not value.flags.writeable and not value.flags.owndata
+    mapped = value
+    while not isinstance(mapped, np.memmap):
+        mapped = mapped.base
+    assert Path(mapped.filename).resolve() == (tmp_path / "m.onnx.data").resolve()
     want = numpy_helper.to_array(next(t for t in proto.graph.initializer if t.name == "w1"))
     np.testing.assert_array_equal(value, want)
 
@@ -41,17 +44,17 @@ def test_external_tensor_is_a_read_only_map_of_its_file(tmp_path):
 def test_external_data_errors_name_the_file_and_the_fix(tmp_path):
     model = external_model(F.mlp(), tmp_path)
     w1 = model.initializers["w1"]
-    with pytest.raises(ExternalDataError, match="folder that file is relative to is unknown"):
+    with pytest.raises(ExternalDataError, match="no folder to read it from"):
         to_array(w1, None)
     escaping = copy.deepcopy(w1)
     next(e for e in escaping.external_data if e.key == "location").value = "../elsewhere.data"
-    with pytest.raises(ExternalDataError, match="not a relative path inside"):
+    with pytest.raises(ExternalDataError, match="outside the model's folder"):
         to_array(escaping, tmp_path)
     (tmp_path / "m.onnx.data").write_bytes(b"\0" * 16)
     with pytest.raises(ExternalDataError, match="truncated"):
         to_array(w1, tmp_path)
     (tmp_path / "m.onnx.data").unlink()
-    with pytest.raises(ExternalDataError, match="cannot be read"):
+    with pytest.raises(ExternalDataError, match="could not be read"):
         to_array(w1, tmp_path)
 
 

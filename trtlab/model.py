@@ -28,7 +28,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from trtlab import _io
 from trtlab._lazy import lazy_import
-from trtlab.opinfo import MAC_FORMULA_OPS
+from trtlab.opinfo import MAC_FORMULA_OPS, ElemType
 from trtlab.errors import (
     ExternalDataError,
     InvalidModelError,
@@ -271,10 +271,9 @@ def _is_torch_module(obj: Any) -> bool:
 #: the checker and shape inference see (they only need dims and dtypes of weights).
 _SKELETON_MIN_BYTES = 16 << 10
 #: Integer types shape inference reads values of (shape tensors); never left out when inline.
-_SHAPE_VALUE_TYPES = frozenset({onnx.TensorProto.INT64, onnx.TensorProto.INT32})
-_EXTERNAL = onnx.TensorProto.EXTERNAL
-_SUB_BYTE_TYPES = frozenset(getattr(onnx.TensorProto, n) for n in (
-    "INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2") if hasattr(onnx.TensorProto, n))
+_SHAPE_VALUE_TYPES = frozenset({ElemType.INT64, ElemType.INT32})
+_EXTERNAL = ElemType.EXTERNAL
+_SUB_BYTE_TYPES = ElemType.SUB_BYTE
 
 
 def is_external(tensor: onnx.TensorProto) -> bool:

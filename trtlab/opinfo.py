@@ -73,6 +73,14 @@ class ElemType:
     UINT4 = 21
     INT4 = 22
     FLOAT4E2M1 = 23
+    FLOAT8E8M0 = 24
+    UINT2 = 25
+    INT2 = 26
+
+    #: ``TensorProto.DataLocation``: data kept in an external file.
+    EXTERNAL = 1
+    #: Element types packed below one byte per element.
+    SUB_BYTE = frozenset({21, 22, 23, 25, 26})
 
 
 assert MAC_FORMULA_OPS <= COMPUTE_OPS and set(WEIGHTED_OPS) <= COMPUTE_OPS

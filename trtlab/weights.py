@@ -25,11 +25,13 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
-import numpy as np
-import onnx
-from onnx import helper, numpy_helper
-
+from trtlab._lazy import lazy_import
 from trtlab.errors import ExternalDataError
+from trtlab.model import _check_external, _tensor_nbytes, external_location, inline_external_data, is_external
+from trtlab.model import tensor_value
+
+np = lazy_import("numpy")
+onnx = lazy_import("onnx")
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +50,6 @@ def base_dir(model: Any) -> Optional[Path]:
         return Path(folder)
     path = getattr(model, "path", None)
     return Path(path).parent if path is not None else None
-
-
-def is_external(tensor: onnx.TensorProto) -> bool:
-    """Whether the tensor's data lives in an external file."""
-    return tensor.data_location == onnx.TensorProto.EXTERNAL
 
 
 def external_info(tensor: onnx.TensorProto) -> Dict[str, str]:
@@ -80,63 +77,17 @@ def has_external(proto: onnx.ModelProto) -> bool:
     return any(is_external(t) for t in _all_tensors(proto.graph))
 
 
-def _external_file(tensor: onnx.TensorProto, base: Optional[Path]) -> Tuple[Path, int, Optional[int]]:
-    info = external_info(tensor)
-    location = info.get("location", "")
-    if base is None:
-        raise ExternalDataError(
-            f"Initializer {tensor.name!r} keeps its data in external file {location!r}, and the folder "
-            "that file is relative to is unknown (the model was not loaded from a path). Load the model "
-            "from its .onnx file, or embed the weights: onnx.load(path) then trtlab.load(proto).")
-    rel = Path(location)
-    if not location or rel.is_absolute() or ".." in rel.parts:
-        raise ExternalDataError(
-            f"Initializer {tensor.name!r} has external data location {location!r}, which is not a "
-            f"relative path inside the model's folder {base}. Re-save the model with "
-            "onnx.save(model, path, save_as_external_data=True).")
-    path = base / rel
-    offset = int(info.get("offset", 0) or 0)
-    length = int(info["length"]) if info.get("length") else None
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise ExternalDataError(
-            f"Initializer {tensor.name!r} keeps its data in {path}, which cannot be read ({exc.strerror}). "
-            "Keep the external data file beside the model file.") from None
-    if offset + (length or 0) > size:
-        raise ExternalDataError(
-            f"Initializer {tensor.name!r} reads bytes {offset}..{offset + (length or 0)} of {path}, which "
-            f"has {size} bytes: the external data file is truncated or belongs to another model.")
-    return path, offset, length
-
-
-def _plain_dtype(data_type: int) -> Optional[np.dtype]:
-    """NumPy dtype whose raw bytes are the ONNX little-endian layout (``None`` for packed/special types)."""
-    plain = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.INT8, onnx.TensorProto.UINT8,
-             onnx.TensorProto.INT16, onnx.TensorProto.UINT16, onnx.TensorProto.INT32, onnx.TensorProto.UINT32,
-             onnx.TensorProto.INT64, onnx.TensorProto.UINT64, onnx.TensorProto.FLOAT16, onnx.TensorProto.BOOL}
-    if data_type not in plain:
-        return None
-    return np.dtype(helper.tensor_dtype_to_np_dtype(data_type)).newbyteorder("<")
-
-
 def to_array(tensor: onnx.TensorProto, base: Optional[Path] = None) -> np.ndarray:
-    """The tensor's value; external data as a read-only memory map of its file (no copy).
+    """The tensor's value; external data checked (exists, big enough), then memory-mapped read-only."""
+    if is_external(tensor):
+        _check_external(tensor, base, f"Tensor {tensor.name!r}")
+    return tensor_value(tensor, base)
 
-    Raises
-    ------
-    ExternalDataError
-        The external file is missing, truncated or outside ``base``.
-    """
-    if not is_external(tensor):
-        return numpy_helper.to_array(tensor)
-    path, offset, length = _external_file(tensor, base)
-    dtype = _plain_dtype(tensor.data_type)
-    shape = tuple(tensor.dims)
-    count = int(np.prod(shape)) if shape else 1
-    if dtype is not None and count and (length is None or length >= count * dtype.itemsize):
-        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
-    return numpy_helper.to_array(tensor, base_dir=str(base))
+
+def _external_file(tensor: onnx.TensorProto, base: Optional[Path]) -> Tuple[Path, int, Optional[int]]:
+    """``(file, offset, length)`` of an external tensor, its file checked (exists, big enough), not read."""
+    _check_external(tensor, base, f"Tensor {tensor.name!r}")
+    return external_location(tensor, base)
 
 
 def tensor_bytes(tensor: onnx.TensorProto, base: Optional[Path] = None) -> Any:
@@ -159,22 +110,9 @@ def stub(tensor: onnx.TensorProto) -> onnx.TensorProto:
     return out
 
 
-_PACKED = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2")
-           if hasattr(onnx.TensorProto, n)}
-
-
 def _nbytes(tensor: onnx.TensorProto) -> int:
     """Bytes of the tensor's raw data (0 for strings, which have none)."""
-    count = int(np.prod(tensor.dims)) if len(tensor.dims) else 1
-    if tensor.data_type == onnx.TensorProto.STRING or tensor.data_type == onnx.TensorProto.UNDEFINED:
-        return 0
-    if tensor.data_type in _PACKED:
-        bits = 2 if "2" in onnx.TensorProto.DataType.Name(tensor.data_type)[-1:] else 4
-        return (count * bits + 7) // 8
-    try:
-        return count * np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
-    except (KeyError, TypeError, ValueError):
-        return 0
+    return _tensor_nbytes(tensor) or 0
 
 
 def _big_value(node: onnx.NodeProto) -> Optional[onnx.AttributeProto]:
@@ -215,13 +153,7 @@ def materialize(proto: onnx.ModelProto, base: Optional[Path]) -> onnx.ModelProto
     """A copy of ``proto`` with every external tensor's data embedded (read from ``base``)."""
     out = onnx.ModelProto()
     out.CopyFrom(proto)
-    for tensor in _all_tensors(out.graph):
-        if is_external(tensor):
-            data = tensor_bytes(tensor, base)
-            tensor.raw_data = bytes(data) if not isinstance(data, bytes) else data
-            tensor.data_location = onnx.TensorProto.DEFAULT
-            del tensor.external_data[:]
-    return out
+    return inline_external_data(out, base)
 
 
 class Weights:
