@@ -38,7 +38,7 @@ SINGLE_METHODS = ("mse", "entropy", "minmax", "percentile")
 #: ``auto`` measures every single method's thresholds; quantize_int8 keeps the method whose
 #: quantized model has the least output error on the calibration data.
 METHODS = ("auto",) + SINGLE_METHODS
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 QMAX = 127.0
 #: Entropy calibration needs this many values per histogram bin on average; sparser histograms
 #: are merged down to 512 bins, and below that the tensor falls back to its min-max range.

@@ -78,6 +78,22 @@ OPTIONAL_RULES: Mapping[str, str] = MappingProxyType({
 })
 _OPTIONAL_OPS = {"pooling": ("MaxPool", "AveragePool", "GlobalAveragePool"), "concat": ("Concat",),
                  "resize": ("Resize",), "mul": ("Mul",)}
+#: Exact rewrites :func:`quantize_int8` makes before calibrating when the data calls for them.
+#: Pass ``equalize=False`` to leave them out; each one made is a plan row (role ``equalized``).
+EQUALIZATION_RULES: Mapping[str, str] = MappingProxyType({
+    "depthwise_equalization": "input of a depthwise Conv whose channel ranges are far apart on the "
+                              "calibration data: one per-tensor INT8 scale, set by the widest "
+                              "channels, leaves the narrow ones a few levels, and a depthwise Conv "
+                              "never mixes channels to average that error out. Each channel is "
+                              "divided by its range (a Mul before the Q/DQ pair) and the Conv's "
+                              "weights are multiplied back per output channel, which their "
+                              "per-channel INT8 scales absorb exactly",
+})
+#: A depthwise Conv's input is equalized when its widest channel range is at least this many times
+#: its median channel range on the calibration data.
+EQUALIZE_RATIO = 2.0
+#: Channels narrower than this share of the widest are scaled as if they were this wide.
+_EQUALIZE_FLOOR = 1.0 / 128
 PLAN_COLUMNS = ["tensor", "role", "node", "op_type", "input_index", "axis", "graph", "rule",
                 "quantize", "reason"]
 _PER_AXIS_OPSET = 13
@@ -427,6 +443,103 @@ def _plan(proto: onnx.ModelProto, *, per_channel: bool, exclude_nodes: Iterable[
 
 
 # ----------------------------------------------------------------------------------------------
+# depthwise equalization
+# ----------------------------------------------------------------------------------------------
+
+def _depthwise_inputs(proto: onnx.ModelProto, plan: Any) -> Dict[str, List[onnx.NodeProto]]:
+    """Quantized main-graph activations -> the depthwise Convs reading them whose weights can
+    absorb a per-channel scale (an initializer of shape ``[C*m, 1, ...]`` read by that Conv only)."""
+    ix = _Index(proto)
+    by_name = {n.name: n for n in proto.graph.node}
+    rows = plan[(plan["role"] == "activation") & (plan["graph"] == "") & (plan["op_type"] == "Conv")
+                & (plan["input_index"] == 0) & plan["quantize"]]
+    out: Dict[str, List[onnx.NodeProto]] = {}
+    for row in rows.itertuples(index=False):
+        node = by_name.get(row.node)
+        if node is None or len(node.input) < 2:
+            continue
+        w, group = node.input[1], _attr(node, "group", 1)
+        dims = list(ix.inits[w].dims) if w in ix.inits else []
+        if (group > 1 and len(dims) >= 3 and dims[1] == 1 and dims[0] % group == 0
+                and len(ix.consumers.get(w, [])) == 1):
+            out.setdefault(row.tensor, []).append(node)
+    return out
+
+
+def _channel_ranges(proto: onnx.ModelProto, tensors: List[str], feeds: List[Any]) -> Dict[str, np.ndarray]:
+    """Largest ``|x|`` per channel (axis 1) of each tensor over the calibration feeds."""
+    aug, names = _graphs.expose(proto, tensors, _graphs.deep_types(proto))
+    sess = _graphs.measuring_session(aug, names)
+    out: Dict[str, np.ndarray] = {}
+    for batch in feeds:
+        for t, v in zip(tensors, sess.run([names[t] for t in tensors], batch)):
+            v = np.abs(np.asarray(v, dtype=np.float32))
+            if v.ndim < 2 or v.size == 0:
+                continue
+            a = np.moveaxis(v, 1, 0).reshape(v.shape[1], -1).max(axis=1)
+            out[t] = a if t not in out else np.maximum(out[t], a)
+    return out
+
+
+def _equalization_scales(proto: onnx.ModelProto, plan: Any, feeds: List[Any]) -> Dict[str, np.ndarray]:
+    """Per-channel scales ``s`` (widest channel = 1) of the depthwise inputs the data says to equalize."""
+    candidates = _depthwise_inputs(proto, plan)
+    if not candidates or not feeds:
+        return {}
+    scales = {}
+    for t, a in _channel_ranges(proto, list(candidates), feeds).items():
+        top, mid = float(a.max()), float(np.median(a))
+        groups = {_attr(n, "group", 1) for n in candidates[t]}
+        if top <= 0 or groups != {len(a)} or (mid > 0 and top / mid < EQUALIZE_RATIO):
+            continue
+        scales[t] = np.maximum(a / top, _EQUALIZE_FLOOR).astype(np.float32)
+    return scales
+
+
+def _equalize(proto: onnx.ModelProto, plan: Any, scales: Mapping[str, np.ndarray],
+              names: Optional[Mapping[str, str]] = None) -> Tuple[List[Dict[str, Any]], Dict[str, str]]:
+    """Divide each tensor in ``scales`` per channel before its depthwise Convs, whose weights are
+    multiplied back (in place). Returns the plan rows and ``{tensor: equalized tensor}``."""
+    candidates = _depthwise_inputs(proto, plan)
+    unknown = sorted(set(scales) - set(candidates))
+    if unknown:
+        raise CalibrationError(f"The calibration table equalizes tensor(s) {unknown[:5]} that feed no "
+                               "depthwise Conv of this model; calibrate this model with "
+                               "calibrate(model, data) and pass its result.")
+    g = proto.graph
+    taken = _graphs.all_names(proto)
+    inits = {t.name: t for t in g.initializer}
+    rows: List[Dict[str, Any]] = []
+    made: Dict[str, str] = {}
+    for t in sorted(scales):
+        s = np.asarray(scales[t], dtype=np.float32)
+        convs = candidates[t]
+        rank = len(inits[convs[0].input[1]].dims)
+        inv = numpy_helper.from_array((1.0 / s).reshape([1, -1] + [1] * (rank - 2)),
+                                      _unique(f"{t}_equalization_scale", taken))
+        out = (names or {}).get(t) or _unique(f"{t}_equalized", taken)
+        taken.add(out)
+        mul = helper.make_node("Mul", [t, inv.name], [out], name=_unique(f"{t}_equalization", taken))
+        g.initializer.append(inv)
+        first = min(list(g.node).index(c) for c in convs)
+        g.node.insert(first, mul)
+        for conv in convs:
+            w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float32)
+            per_out = np.repeat(s, w.shape[0] // len(s)).reshape([-1] + [1] * (w.ndim - 1))
+            inits[conv.input[1]].CopyFrom(numpy_helper.from_array(w * per_out, conv.input[1]))
+            conv.input[0] = out
+        ratio = float(1.0 / np.median(s))
+        rows.append(dict(tensor=out, role="equalized", node=mul.name, op_type="Mul", input_index=0,
+                         axis=1, graph="", rule="depthwise_equalization", quantize=False,
+                         reason=(f"channel ranges of {t} {ratio:.3g}x apart (widest / median) on the "
+                                 f"calibration data, >= {EQUALIZE_RATIO:g}: divided per channel before "
+                                 f"quantization, the weights of {', '.join(c.name for c in convs)} "
+                                 "multiplied back (exact up to float32 rounding)")))
+        made[t] = out
+    return rows, made
+
+
+# ----------------------------------------------------------------------------------------------
 # coverage
 # ----------------------------------------------------------------------------------------------
 
@@ -511,7 +624,8 @@ def quantize_int8(model: Any, calibration_data: Union[Data, Any], *, method: str
                   cache_dir: Optional[Union[str, os.PathLike]] = None, progress: bool = True,
                   exclude_nodes: Iterable[str] = (), quantize_residuals: bool = True,
                   exclusions: Iterable[str] = DEFAULT_EXCLUSIONS, extra_rules: Iterable[str] = (),
-                  clip_bound: Optional[float] = 4.0, batch_size: Optional[int] = None) -> Any:
+                  clip_bound: Optional[float] = 4.0, batch_size: Optional[int] = None,
+                  equalize: bool = True) -> Any:
     """Insert INT8 Q/DQ pairs with scales calibrated on real data.
 
     Parameters
@@ -537,6 +651,12 @@ def quantize_int8(model: Any, calibration_data: Union[Data, Any], *, method: str
         Quantize the residual input of an ``Add`` fed by a quantized branch.
     exclusions, extra_rules
         Placement rules, see :func:`quantization_plan`.
+    equalize
+        Apply :data:`EQUALIZATION_RULES` where the calibration data calls for them (a depthwise
+        Conv input whose channel ranges are :data:`EQUALIZE_RATIO` or more apart is divided per
+        channel before its Q/DQ pair and the Conv's weights multiplied back: exact up to float32
+        rounding, so every method calibrates a tensor whose channels share its levels). Each one
+        made is a plan row and a note. With a calibration table, the table's equalization is used.
 
     Returns
     -------
@@ -549,13 +669,14 @@ def quantize_int8(model: Any, calibration_data: Union[Data, Any], *, method: str
                      percentile=percentile, num_bins=num_bins, cache_dir=cache_dir, progress=progress,
                      exclude_nodes=exclude_nodes, quantize_residuals=quantize_residuals,
                      exclusions=exclusions, extra_rules=extra_rules, clip_bound=clip_bound,
-                     batch_size=batch_size)
+                     batch_size=batch_size, equalize=equalize)
 
 
 def _quantize(model: Any, calibration_data: Any, fmt: _Format, *, method: str, per_channel: bool,
               percentile: float, num_bins: int, cache_dir: Any, progress: bool,
               exclude_nodes: Iterable[str], quantize_residuals: bool, exclusions: Iterable[str],
-              extra_rules: Iterable[str], clip_bound: Optional[float], batch_size: Optional[int]) -> Any:
+              extra_rules: Iterable[str], clip_bound: Optional[float], batch_size: Optional[int],
+              equalize: bool = False) -> Any:
     src = as_model(model)
     proto, notes = _prepared(src)
     plan_kw = dict(exclude_nodes=exclude_nodes, quantize_residuals=quantize_residuals,
@@ -572,12 +693,23 @@ def _quantize(model: Any, calibration_data: Any, fmt: _Format, *, method: str, p
     if not per_axis:
         per_channel = False
     plan = _plan(proto, per_channel=per_channel, **plan_kw)
-    decisions = plan
+    eq_rows: List[Dict[str, Any]] = []
+    if equalize:
+        scales, eq_names = _table_scales(calibration_data)
+        if scales is None:
+            scales = _equalization_scales(proto, plan, calibration_feeds(as_model(proto), calibration_data,
+                                                                         batch_size))
+        if scales:
+            eq_rows, made = _equalize(proto, plan, scales, eq_names)
+            notes.append(f"{len(made)} depthwise Conv input(s) equalized per channel before quantization "
+                         "(exact up to float32 rounding; 'depthwise_equalization' rows of the plan)")
+            plan = _plan(proto, per_channel=per_channel, **plan_kw)
+    decisions = _with_rows(plan, eq_rows)
     plan = plan[plan["quantize"]]
     prepared = as_model(proto)
     activations = list(dict.fromkeys(plan.loc[plan["role"] != "weight", "tensor"]))
     kwargs = dict(percentile=percentile, num_bins=num_bins, cache_dir=cache_dir, progress=progress,
-                  batch_size=batch_size, clip_bound=clip_bound)
+                  batch_size=batch_size, clip_bound=clip_bound, equalize=False)
     chosen = method
     if method == "auto" and activations:
         amax, chosen, why = _auto_thresholds(proto, prepared, plan, activations, calibration_data, fmt,
@@ -602,6 +734,25 @@ def _quantize(model: Any, calibration_data: Any, fmt: _Format, *, method: str, p
     out.notes = list(src.notes) + notes
     out.quantization_plan = decisions
     return out
+
+
+def _with_rows(plan: Any, rows: List[Dict[str, Any]]) -> Any:
+    import pandas as pd
+
+    return plan if not rows else pd.concat([plan, _frame(rows)], ignore_index=True)
+
+
+def _table_scales(calibration_data: Any) -> Tuple[Optional[Dict[str, np.ndarray]], Dict[str, str]]:
+    """The equalization a calibration table was measured with (``None`` when given data)."""
+    import pandas as pd
+
+    if not isinstance(calibration_data, pd.DataFrame):
+        return None, {}
+    if "equalizes" not in calibration_data.columns:
+        return {}, {}
+    rows = calibration_data[calibration_data["equalizes"].notna()]
+    scales = {r.equalizes: np.asarray(r.channel_scale, dtype=np.float32) for r in rows.itertuples(index=False)}
+    return scales, {r.equalizes: r.tensor for r in rows.itertuples(index=False)}
 
 
 #: Calibration batches the ``auto`` method scores each candidate on.
@@ -803,7 +954,7 @@ def calibrate(model: Any, calibration_data: Data, *, method: str = "mse",
               num_bins: int = 2048, batch_size: Optional[int] = None,
               cache_dir: Optional[Union[str, os.PathLike]] = None, progress: bool = True,
               exclude_nodes: Iterable[str] = (), clip_bound: Optional[float] = 4.0,
-              exclusions: Optional[Iterable[str]] = None) -> Any:
+              exclusions: Optional[Iterable[str]] = None, equalize: bool = True) -> Any:
     """Measure activation ranges for INT8 quantization.
 
     Parameters
@@ -837,6 +988,10 @@ def calibrate(model: Any, calibration_data: Data, *, method: str = "mse",
         Entropy and percentile thresholds whose INT8 error on the data exceeds this many times
         the least error are raised until it does not (the ``note`` column says so, and
         ``method_amax`` keeps the method's own threshold); ``None`` keeps them as the method says.
+    equalize
+        With the default tensors, equalize depthwise Conv inputs as :func:`quantize_int8` does
+        and measure the equalized tensors (rows whose ``equalizes`` names the original tensor and
+        ``channel_scale`` holds the per-channel scales; :func:`quantize_int8` reuses them).
 
     Returns
     -------
@@ -855,9 +1010,21 @@ def calibrate(model: Any, calibration_data: Data, *, method: str = "mse",
     if num_bins < 256:
         raise CalibrationError(f"num_bins must be at least 256 for 8-bit calibration, got {num_bins}.")
     src = as_model(model)
+    measured, proto, made, scales = src, src.proto, {}, {}
+    feeds = calibration_feeds(src, calibration_data, batch_size)
     if tensors is None:
-        kw = {} if exclusions is None else {"exclusions": exclusions}
-        plan = quantization_plan(src, exclude_nodes=exclude_nodes, **kw)
+        proto, _ = _prepared(src)
+        plan_kw = dict(per_channel=True, exclude_nodes=exclude_nodes, quantize_residuals=True,
+                       exclusions=DEFAULT_EXCLUSIONS if exclusions is None else exclusions,
+                       extra_rules=(), name=src.name)
+        plan = _plan(proto, **plan_kw)
+        scales = _equalization_scales(proto, plan, feeds) if equalize else {}
+        if scales:
+            _, made = _equalize(proto, plan, scales)
+            plan = _plan(proto, **plan_kw)
+            measured = as_model(proto)
+        else:
+            proto = src.proto
         plan = plan[plan["quantize"]]
         names = list(dict.fromkeys(plan.loc[plan["role"] != "weight", "tensor"]))
     else:
@@ -874,9 +1041,9 @@ def calibrate(model: Any, calibration_data: Data, *, method: str = "mse",
                 f"Cannot calibrate unknown tensor(s) {unknown[:5]} of model {src.name!r}; "
                 "tensor names are in Model.nodes['outputs']."
             )
-    feeds = calibration_feeds(src, calibration_data, batch_size)
     mhash, dhash = model_hash(src.proto), data_hash(feeds)
-    settings: Dict[str, Any] = {"method": method, "num_bins": num_bins, "tensors": sorted(names)}
+    settings: Dict[str, Any] = {"method": method, "num_bins": num_bins, "tensors": sorted(names),
+                                "equalized": {made[t]: scales[t].tolist() for t in made}}
     if method in ("percentile", "auto"):
         settings["percentile"] = percentile
     if method in ("entropy", "percentile", "auto"):
@@ -892,21 +1059,25 @@ def calibrate(model: Any, calibration_data: Data, *, method: str = "mse",
         else:
             cache_state = "miss"
     if stats is None:
-        stats = _measure(src.proto, feeds, names, method, num_bins, percentile, progress,
+        stats = _measure(proto, feeds, names, method, num_bins, percentile, progress,
                          clip_bound) if names else {}
         if path is not None:
             _write_cache(path, {"version": CACHE_VERSION, "key": key, "model_hash": mhash,
                                 "data_hash": dhash, "settings": settings, "tensors": stats})
+    source = {v: k for k, v in made.items()}
     rows = []
     for t in names:
         s = stats[t]
-        rows.append({"tensor": t, "producer": src.producer(t), "min": s["min"], "max": s["max"],
+        rows.append({"tensor": t, "producer": measured.producer(t), "min": s["min"], "max": s["max"],
                      "absmax": s["absmax"], "amax": s["amax"], "scale": s["amax"] / QMAX,
                      "method": method, "method_amax": s.get("method_amax", s["amax"]),
                      "samples": s["samples"], "note": s.get("note", ""),
+                     "equalizes": source.get(t),
+                     "channel_scale": scales[source[t]].tolist() if t in source else None,
                      **{f"amax_{m}": s.get(f"amax_{m}", np.nan) for m in SINGLE_METHODS}})
     frame = pd.DataFrame(rows, columns=["tensor", "producer", "min", "max", "absmax", "amax",
-                                        "scale", "method", "method_amax", "samples", "note"]
+                                        "scale", "method", "method_amax", "samples", "note",
+                                        "equalizes", "channel_scale"]
                          + [f"amax_{m}" for m in SINGLE_METHODS])
     frame.attrs.update(model_hash=mhash, data_hash=dhash, cache=cache_state,
                        cache_path=str(path) if path else None, method=method)
