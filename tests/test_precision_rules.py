@@ -475,6 +475,58 @@ def test_a_table_that_equalizes_a_tensor_the_model_lacks_is_refused():
         quantize_int8(depthwise_gain_net(), table)
 
 
+class _AdditiveTrials:
+    """Stand-in for the quantized model's output error: each tensor adds its own share."""
+
+    def __init__(self, shares):
+        import pandas as pd
+
+        self.shares = shares
+        self.plan = pd.DataFrame({"tensor": list(shares), "role": "activation"})
+        self.calls = 0
+
+    def error(self, amax, keep_float=()):
+        self.calls += 1
+        return sum(v for t, v in self.shares.items() if t not in set(keep_float))
+
+
+def test_dominant_error_keeps_float_only_the_tensors_that_dominate_a_collapsed_method():
+    from trtlab.precision.int8 import _dominant_tensors
+
+    shares = {f"t{i}": 0.001 for i in range(40)}
+    shares["t17"] = 0.2  # as PP-OCRv4 det's p2o.Add.7 under minmax: one range, 20x the error
+    trials = _AdditiveTrials(shares)
+    amax = {t: 1.0 for t in shares}
+    errors = {"minmax": trials.error(amax), "mse": 0.025}
+    kept, why = _dominant_tensors(trials, amax, errors, "minmax", 2.0)
+    assert kept == ["t17"] and "t17 kept float" in why
+    assert trials.calls <= 2 * 6 + 3  # bisection, not one trial per tensor
+    # within the bound: nothing is touched
+    assert _dominant_tensors(trials, amax, {"minmax": 0.015, "mse": 0.01}, "minmax", 2.0)[0] == []
+    # spread error (no tensor removes half of it): nothing kept, and the note says why
+    spread = _AdditiveTrials({f"t{i}": 0.01 for i in range(40)})
+    kept, why = _dominant_tensors(spread, amax, {"entropy": 0.4, "mse": 0.01}, "entropy", 2.0)
+    assert kept == [] and "no single tensor" in why
+
+
+def test_dominant_error_rows_and_weighted_ops_left_float(monkeypatch):
+    from trtlab.precision import int8
+
+    model = conv_net()
+    monkeypatch.setattr(int8, "_dominant_tensors",
+                        lambda trials, amax, errors, method, bound: (["r1"], "dominant_error: test"))
+    q = quantize_int8(model, images(32), method="minmax", progress=False)
+    plan = q.quantization_plan
+    rows = plan[plan["rule"] == "dominant_error"]
+    assert set(rows["node"]) == {"conv2"} and not rows["quantize"].any()
+    assert set(rows["role"]) == {"activation", "weight"}
+    assert qdq_inputs(q, "conv2") == ["Relu", None]  # float activation, float weight
+    assert qdq_inputs(q, "conv1") == ["DequantizeLinear", "DequantizeLinear"]
+    assert 0 < int8_coverage(q) < 1
+    # auto never calls it: its choice is the least error by construction
+    assert quantize_int8(model, images(32), progress=False).quantization_plan["rule"].ne("dominant_error").all()
+
+
 # -- FP16 by data --------------------------------------------------------------------------
 
 def test_fp16_keeps_out_of_range_constants_and_activations_with_reasons():

@@ -36,7 +36,8 @@ from onnx import TensorProto, helper, numpy_helper
 from trtlab.errors import CalibrationError, PrecisionError
 from trtlab.precision import _graphs
 from trtlab.precision._common import data_hash, model_hash, Data, as_model, calibration_feeds, finish, unique_name as _unique
-from trtlab.precision.calibration import (CACHE_VERSION, METHODS, QMAX, SINGLE_METHODS, _cache_path, _measure, _read_cache, _write_cache)
+from trtlab.precision.calibration import (CACHE_VERSION, CLIP_BOUND, METHODS, QMAX, SINGLE_METHODS, _cache_path, _measure,
+                                          _read_cache, _write_cache)
 
 log = logging.getLogger(__name__)
 
@@ -624,8 +625,8 @@ def quantize_int8(model: Any, calibration_data: Union[Data, Any], *, method: str
                   cache_dir: Optional[Union[str, os.PathLike]] = None, progress: bool = True,
                   exclude_nodes: Iterable[str] = (), quantize_residuals: bool = True,
                   exclusions: Iterable[str] = DEFAULT_EXCLUSIONS, extra_rules: Iterable[str] = (),
-                  clip_bound: Optional[float] = 4.0, batch_size: Optional[int] = None,
-                  equalize: bool = True) -> Any:
+                  clip_bound: Optional[float] = CLIP_BOUND, batch_size: Optional[int] = None,
+                  equalize: bool = True, dominant_bound: Optional[float] = 2.0) -> Any:
     """Insert INT8 Q/DQ pairs with scales calibrated on real data.
 
     Parameters
@@ -657,6 +658,15 @@ def quantize_int8(model: Any, calibration_data: Union[Data, Any], *, method: str
         channel before its Q/DQ pair and the Conv's weights multiplied back: exact up to float32
         rounding, so every method calibrates a tensor whose channels share its levels). Each one
         made is a plan row and a note. With a calibration table, the table's equalization is used.
+    dominant_bound
+        The ``dominant_error`` rule, for a single method given calibration data: every method's
+        thresholds are measured in one run and each quantized model's output error on the
+        calibration data compared. When this method's error exceeds ``dominant_bound`` times the
+        least, the activations that dominate it (one kept float removes at least half of the
+        error left; at most :data:`DOMINANT_MAX`) stay float together with the weighted ops
+        reading them, as plan rows (rule ``dominant_error``) and a note; every other tensor keeps
+        the method's own threshold. ``None`` turns the rule off. ``auto`` picks the least error,
+        so the rule never fires for it.
 
     Returns
     -------
@@ -669,14 +679,14 @@ def quantize_int8(model: Any, calibration_data: Union[Data, Any], *, method: str
                      percentile=percentile, num_bins=num_bins, cache_dir=cache_dir, progress=progress,
                      exclude_nodes=exclude_nodes, quantize_residuals=quantize_residuals,
                      exclusions=exclusions, extra_rules=extra_rules, clip_bound=clip_bound,
-                     batch_size=batch_size, equalize=equalize)
+                     batch_size=batch_size, equalize=equalize, dominant_bound=dominant_bound)
 
 
 def _quantize(model: Any, calibration_data: Any, fmt: _Format, *, method: str, per_channel: bool,
               percentile: float, num_bins: int, cache_dir: Any, progress: bool,
               exclude_nodes: Iterable[str], quantize_residuals: bool, exclusions: Iterable[str],
               extra_rules: Iterable[str], clip_bound: Optional[float], batch_size: Optional[int],
-              equalize: bool = False) -> Any:
+              equalize: bool = False, dominant_bound: Optional[float] = None) -> Any:
     src = as_model(model)
     proto, notes = _prepared(src)
     plan_kw = dict(exclude_nodes=exclude_nodes, quantize_residuals=quantize_residuals,
@@ -710,14 +720,27 @@ def _quantize(model: Any, calibration_data: Any, fmt: _Format, *, method: str, p
     activations = list(dict.fromkeys(plan.loc[plan["role"] != "weight", "tensor"]))
     kwargs = dict(percentile=percentile, num_bins=num_bins, cache_dir=cache_dir, progress=progress,
                   batch_size=batch_size, clip_bound=clip_bound, equalize=False)
-    chosen = method
+    chosen, trials, errors = method, None, {}
+    if activations and calibration_data is not None and not _is_table(calibration_data):
+        trials = _Trials(proto, plan, fmt, calibration_feeds(prepared, calibration_data, batch_size)[:AUTO_BATCHES])
     if method == "auto" and activations:
-        amax, chosen, why = _auto_thresholds(proto, prepared, plan, activations, calibration_data, fmt,
-                                             batch_size, kwargs)
+        amax, chosen, why = _auto_thresholds(trials, prepared, activations, calibration_data, kwargs)
         notes.append(why)
+    elif activations and trials is not None and dominant_bound is not None:
+        # every method's thresholds from one calibration run: the others show what the data allows
+        table = calibrate(prepared, calibration_data, tensors=activations, method="auto", **kwargs)
+        candidates = _candidates(table)
+        amax = candidates[method]
+        errors = {m: trials.error(a) for m, a in candidates.items()}
     else:
         amax = _calibration_table(calibration_data, prepared, activations, method=method,
                                   **kwargs) if activations else {}
+    if errors and dominant_bound is not None:
+        kept, why = _dominant_tensors(trials, amax, errors, method, dominant_bound)
+        notes.append(why)
+        if kept:
+            plan, decisions = _keep_float(plan, decisions, kept, why)
+            activations = [t for t in activations if t not in kept]
     _insert(proto, plan, _shared_concat(amax, plan), fmt)
     n_act, n_w = len(activations), int((plan["role"] == "weight").sum())
     meta = {"trtlab.precision": fmt.name,
@@ -785,42 +808,113 @@ def _output_error(reference: List[Dict[str, np.ndarray]], got: List[Dict[str, np
     return float(np.mean(errs)) if errs else 0.0
 
 
-def _auto_thresholds(proto: onnx.ModelProto, prepared: Any, plan: Any, activations: List[str],
-                     calibration_data: Any, fmt: "_Format", batch_size: Optional[int],
-                     kwargs: Dict[str, Any]) -> Tuple[Dict[str, float], str, str]:
-    """Each method's thresholds; the set whose quantized model errs least on calibration data."""
+def _is_table(data: Any) -> bool:
     import pandas as pd
 
-    from trtlab.precision import _graphs
-    from trtlab.precision.calibration import SINGLE_METHODS
+    return isinstance(data, pd.DataFrame)
 
-    if isinstance(calibration_data, pd.DataFrame):
-        table = calibration_data
-        data = None
-    else:
-        table = calibrate(prepared, calibration_data, tensors=activations, method="auto", **kwargs)
-        data = calibration_feeds(prepared, calibration_data, batch_size)[:AUTO_BATCHES]
+
+class _Trials:
+    """Output error of the Q/DQ model on calibration batches, for given thresholds and float tensors."""
+
+    def __init__(self, proto: onnx.ModelProto, plan: Any, fmt: _Format, data: List[Any]) -> None:
+        self.proto, self.plan, self.fmt, self.data = proto, plan, fmt, data
+        self.names = [o.name for o in proto.graph.output]
+        sess = _graphs.measuring_session(proto, {})
+        self.reference = [dict(zip(self.names, sess.run(self.names, f))) for f in data]
+
+    def error(self, amax: Mapping[str, float], keep_float: Iterable[str] = ()) -> float:
+        plan = _without(self.plan, set(keep_float))
+        trial = onnx.ModelProto()
+        trial.CopyFrom(self.proto)
+        _insert(trial, plan, _shared_concat(amax, plan), self.fmt)
+        sess = _graphs.measuring_session(trial, {})
+        return _output_error(self.reference, [dict(zip(self.names, sess.run(self.names, f))) for f in self.data])
+
+
+def _candidates(table: Any) -> Dict[str, Dict[str, float]]:
     have = [m for m in SINGLE_METHODS if f"amax_{m}" in table.columns and table[f"amax_{m}"].notna().all()]
-    if data is None or len(have) < 2:
+    return {m: dict(zip(table["tensor"], table[f"amax_{m}"].astype(float))) for m in have}
+
+
+def _auto_thresholds(trials: Optional[_Trials], prepared: Any, activations: List[str],
+                     calibration_data: Any, kwargs: Dict[str, Any]) -> Tuple[Dict[str, float], str, str]:
+    """Each method's thresholds; the set whose quantized model errs least on calibration data."""
+    if trials is None:
+        amax = _calibration_table(calibration_data, prepared, activations)
+        return amax, "mse", "auto calibration: one candidate available, mse thresholds used"
+    table = calibrate(prepared, calibration_data, tensors=activations, method="auto", **kwargs)
+    candidates = _candidates(table)
+    if len(candidates) < 2:
         amax = _calibration_table(table, prepared, activations)
         return amax, "mse", "auto calibration: one candidate available, mse thresholds used"
-    names = [o.name for o in proto.graph.output]
-    ref_sess = _graphs.measuring_session(proto, {})
-    reference = [dict(zip(names, ref_sess.run(names, f))) for f in data]
-    errors: Dict[str, float] = {}
-    candidates: Dict[str, Dict[str, float]] = {}
-    for m in have:
-        amax = dict(zip(table["tensor"], table[f"amax_{m}"].astype(float)))
-        trial = onnx.ModelProto()
-        trial.CopyFrom(proto)
-        _insert(trial, plan, _shared_concat(amax, plan), fmt)
-        sess = _graphs.measuring_session(trial, {})
-        errors[m] = _output_error(reference, [dict(zip(names, sess.run(names, f))) for f in data])
-        candidates[m] = amax
+    have = list(candidates)
+    errors = {m: trials.error(a) for m, a in candidates.items()}
     best = min(errors, key=lambda k: (errors[k], have.index(k)))
     detail = ", ".join(f"{m} {e:.3g}" for m, e in errors.items())
     return candidates[best], best, (f"auto calibration chose {best}: relative output error on "
-                                    f"{len(data)} calibration batch(es): {detail}")
+                                    f"{len(trials.data)} calibration batch(es): {detail}")
+
+
+#: Most tensors the ``dominant_error`` rule keeps in float for one method.
+DOMINANT_MAX = 4
+
+
+def _dominant_tensors(trials: _Trials, amax: Mapping[str, float], errors: Mapping[str, float],
+                      method: str, bound: float) -> Tuple[List[str], str]:
+    """Tensors that dominate ``method``'s output error when it exceeds ``bound`` x the least.
+
+    While the error is above the bound, the activation whose float copy removes the most error is
+    found by bisection (halves of the tensor list kept float in turn); it is kept float when that
+    removes at least half of the error left, else the search stops.
+    """
+    least = min(errors.values())
+    err = errors[method]
+    detail = ", ".join(f"{m} {e:.3g}" for m, e in errors.items())
+    if not err > bound * least:
+        return [], (f"dominant_error: {method}'s relative output error {err:.3g} is within {bound:g}x "
+                    f"the least among the methods ({detail}); nothing kept float")
+    tensors = list(dict.fromkeys(t for t in amax if isinstance(t, str)))
+    tensors = [t for t in tensors if t in set(trials.plan.loc[trials.plan["role"] != "weight", "tensor"])]
+    kept: List[str] = []
+    while err > bound * least and len(kept) < DOMINANT_MAX:
+        cands = [t for t in tensors if t not in kept]
+        if not cands:
+            break
+        while len(cands) > 1:
+            half = len(cands) // 2
+            a, b = cands[:half], cands[half:]
+            cands = a if trials.error(amax, kept + a) <= trials.error(amax, kept + b) else b
+        new = trials.error(amax, kept + cands)
+        if new > 0.5 * err:
+            break
+        kept.append(cands[0])
+        err = new
+    if not kept:
+        return [], (f"dominant_error: {method}'s relative output error {errors[method]:.3g} exceeds "
+                    f"{bound:g}x the least ({detail}), but no single tensor removes half of it; "
+                    "nothing kept float")
+    return kept, (f"dominant_error: {method}'s relative output error {errors[method]:.3g} exceeded "
+                  f"{bound:g}x the least among the methods ({detail}); {', '.join(kept)} kept float "
+                  f"(error then {err:.3g})")
+
+
+def _without(plan: Any, kept: Set[str]) -> Any:
+    """``plan`` without Q/DQ on ``kept`` tensors, nor on the weights of the weighted ops reading them."""
+    if not kept:
+        return plan
+    reads = plan["tensor"].isin(kept) & (plan["role"] != "weight")
+    nodes = set(plan.loc[reads & plan["op_type"].isin(WEIGHTED_OPS), "node"])
+    return plan[~(reads | (plan["node"].isin(nodes) & (plan["role"] == "weight")))]
+
+
+def _keep_float(plan: Any, decisions: Any, kept: List[str], why: str) -> Tuple[Any, Any]:
+    decisions = decisions.copy()
+    gone = ~decisions.index.isin(_without(decisions, set(kept)).index) & decisions["quantize"]
+    decisions.loc[gone, "quantize"] = False
+    decisions.loc[gone, "rule"] = "dominant_error"
+    decisions.loc[gone, "reason"] = why
+    return _without(plan, set(kept)), decisions
 
 
 def _unchanged(src: Any, precision: str, why: str) -> Any:
@@ -953,7 +1047,7 @@ def calibrate(model: Any, calibration_data: Data, *, method: str = "mse",
               tensors: Optional[Iterable[str]] = None, percentile: float = 99.99,
               num_bins: int = 2048, batch_size: Optional[int] = None,
               cache_dir: Optional[Union[str, os.PathLike]] = None, progress: bool = True,
-              exclude_nodes: Iterable[str] = (), clip_bound: Optional[float] = 4.0,
+              exclude_nodes: Iterable[str] = (), clip_bound: Optional[float] = CLIP_BOUND,
               exclusions: Optional[Iterable[str]] = None, equalize: bool = True) -> Any:
     """Measure activation ranges for INT8 quantization.
 
