@@ -735,7 +735,7 @@ def _quantize(model: Any, calibration_data: Any, fmt: _Format, *, method: str, p
     kwargs = dict(percentile=percentile, num_bins=num_bins, cache_dir=cache_dir, progress=progress,
                   batch_size=batch_size, clip_bound=clip_bound, equalize=False)
     chosen, trials, errors = method, None, {}
-    if activations and calibration_data is not None and not _is_table(calibration_data):
+    if activations and (method == "auto" or dominant_bound is not None) and not _is_table(calibration_data):
         feeds = calibration_feeds(prepared, calibration_data, batch_size)[:AUTO_BATCHES]
         trials = _Trials(proto, plan, fmt, feeds)
     if method == "auto" and activations:
