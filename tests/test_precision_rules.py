@@ -6,6 +6,7 @@ Small models built here by named factories, each with a sketch of its graph.
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 import onnx
@@ -402,6 +403,128 @@ def test_calibration_table_reports_bounding_and_methods_agree_on_a_trained_like_
         got = run_onnx(quantize_int8(model, images(32), method=method, progress=False), {"x": images(8, seed=9)})["y"]
         errs[method] = float(np.abs(got - ref).max() / np.abs(ref).max())
     assert max(errs.values()) < 0.05, errs
+
+
+def depthwise_gain_net(seed=0):
+    """x[N,8,8,8] -> mul(gain) -> dw(w, group=8) -> mul(1/gain) -> y[N,8,8,8]
+
+    A per-channel affine (as PP-OCRv4's learnable hardswish) makes two channels 40x wider than
+    the rest just before a depthwise Conv, which never mixes channels; the gain is undone after
+    it, so every channel matters equally in ``y``.
+    """
+    rng = np.random.default_rng(seed)
+    gain = np.ones(8, np.float32)
+    gain[:2] = 40.0
+    w = (rng.standard_normal((8, 1, 3, 3)) * 0.5).astype(np.float32)
+    nodes = [
+        helper.make_node("Mul", ["x", "gain"], ["a"], name="affine"),
+        helper.make_node("Conv", ["a", "w"], ["d"], name="dw", group=8, pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["d", "inv_gain"], ["y"], name="undo"),
+    ]
+    inits = [const("gain", gain.reshape(1, 8, 1, 1)), const("w", w),
+             const("inv_gain", (1 / gain).reshape(1, 8, 1, 1))]
+    return _model(nodes, [vi("x", ["N", 8, 8, 8])], [vi("y", ["N", 8, 8, 8])], inits)
+
+
+def _relative_error(model, candidate, x):
+    ref, got = run_onnx(model, {"x": x})["y"], run_onnx(candidate, {"x": x})["y"]
+    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+
+
+def test_depthwise_inputs_with_far_apart_channel_ranges_are_equalized_for_every_method():
+    # one per-tensor scale set by the wide channels leaves the narrow ones ~3 levels: every
+    # method loses them (10-20 % output error) unless the channels are equalized first
+    model = depthwise_gain_net()
+    calib, test = images(32, c=8), images(8, seed=9, c=8)
+    for method in ("auto", "mse", "entropy", "minmax", "percentile"):
+        plain = quantize_int8(model, calib, method=method, progress=False, equalize=False)
+        assert _relative_error(model, plain, test) > 0.05, method
+        q = quantize_int8(model, calib, method=method, progress=False)
+        assert _relative_error(model, q, test) < 0.02, method
+        plan = q.quantization_plan
+        row = plan[plan["rule"] == "depthwise_equalization"]
+        assert len(row) == 1 and not row["quantize"].iloc[0], plan
+        assert float(re.search(r"([0-9.]+)x apart", row["reason"].iloc[0]).group(1)) > 20
+        assert any("equalized" in n for n in q.notes)
+        assert int8_coverage(q) == 1.0
+
+
+def test_calibration_table_carries_the_equalization_quantize_int8_reuses():
+    model = depthwise_gain_net()
+    calib, test = images(32, c=8), images(8, seed=9, c=8)
+    table = calibrate(model, calib, method="auto", progress=False)
+    row = table[table["equalizes"] == "a"]
+    assert len(row) == 1 and row["tensor"].iloc[0] != "a"
+    assert np.allclose(row["channel_scale"].iloc[0], [1, 1] + [1 / 40] * 6, rtol=0.2)
+    for method in ("mse", "minmax"):
+        from_table = quantize_int8(model, table.assign(amax=table[f"amax_{method}"]), method=method)
+        from_data = quantize_int8(model, calib, method=method, progress=False)
+        x = {"x": test}
+        assert np.allclose(run_onnx(from_table, x)["y"], run_onnx(from_data, x)["y"], atol=1e-5)
+    # balanced channels are left alone
+    plain = calibrate(conv_net(), images(32), progress=False)
+    assert plain["equalizes"].isna().all()
+
+
+def test_a_table_that_equalizes_a_tensor_the_model_lacks_is_refused():
+    from trtlab.errors import CalibrationError
+
+    table = calibrate(depthwise_gain_net(), images(32, c=8), progress=False)
+    table.loc[table["equalizes"] == "a", "equalizes"] = "not_there"
+    with pytest.raises(CalibrationError, match="depthwise Conv"):
+        quantize_int8(depthwise_gain_net(), table)
+
+
+class _AdditiveTrials:
+    """Stand-in for the quantized model's output error: each tensor adds its own share."""
+
+    def __init__(self, shares):
+        import pandas as pd
+
+        self.shares = shares
+        self.plan = pd.DataFrame({"tensor": list(shares), "role": "activation"})
+        self.calls = 0
+
+    def error(self, amax, keep_float=()):
+        self.calls += 1
+        return sum(v for t, v in self.shares.items() if t not in set(keep_float))
+
+
+def test_dominant_error_keeps_float_only_the_tensors_that_dominate_a_collapsed_method():
+    from trtlab.precision.int8 import _dominant_tensors
+
+    shares = {f"t{i}": 0.001 for i in range(40)}
+    shares["t17"] = 0.2  # as PP-OCRv4 det's p2o.Add.7 under minmax: one range, 20x the error
+    trials = _AdditiveTrials(shares)
+    amax = {t: 1.0 for t in shares}
+    errors = {"minmax": trials.error(amax), "mse": 0.025}
+    kept, why = _dominant_tensors(trials, amax, errors, "minmax", 2.0)
+    assert kept == ["t17"] and "t17 kept float" in why
+    assert trials.calls <= 2 * 6 + 3  # bisection, not one trial per tensor
+    # within the bound: nothing is touched
+    assert _dominant_tensors(trials, amax, {"minmax": 0.015, "mse": 0.01}, "minmax", 2.0)[0] == []
+    # spread error (no tensor removes half of it): nothing kept, and the note says why
+    spread = _AdditiveTrials({f"t{i}": 0.01 for i in range(40)})
+    kept, why = _dominant_tensors(spread, amax, {"entropy": 0.4, "mse": 0.01}, "entropy", 2.0)
+    assert kept == [] and "no single tensor" in why
+
+
+def test_dominant_error_rows_and_weighted_ops_left_float(monkeypatch):
+    from trtlab.precision import int8
+
+    model = conv_net()
+    monkeypatch.setattr(int8, "_dominant_tensors",
+                        lambda trials, amax, errors, method, bound: (["r1"], "dominant_error: test"))
+    q = quantize_int8(model, images(32), method="minmax", progress=False)
+    plan = q.quantization_plan
+    rows = plan[plan["rule"] == "dominant_error"]
+    assert set(rows["node"]) == {"conv2"} and not rows["quantize"].any()
+    assert set(rows["role"]) == {"activation", "weight"}
+    assert qdq_inputs(q, "conv2") == ["Relu", None]  # float activation, float weight
+    assert qdq_inputs(q, "conv1") == ["DequantizeLinear", "DequantizeLinear"]
+    assert 0 < int8_coverage(q) < 1
+    # auto never calls it: its choice is the least error by construction
+    assert quantize_int8(model, images(32), progress=False).quantization_plan["rule"].ne("dominant_error").all()
 
 
 # -- FP16 by data --------------------------------------------------------------------------

@@ -10,9 +10,9 @@ tone bursts in noise for the VADs, bytes of real files for Magika. ONNX Runtime'
 ``quantize_static`` (QDQ, per channel, MinMax) is the peer on the same calibration data.
 
 Quick mode (default; ``TRTLAB_PRECISION_FULL=1`` for the full one) evaluates on 8 samples
-(more for the models whose metric counts whole samples), calibrates on 8, derives the single
-INT8 methods from one calibration run, and builds FP16, BF16, FP8 and the default INT8 (all
-modes are parsed); the full mode uses 32 and 32 samples and builds every mode. The tier's table is written to
+(more for the models whose metric counts whole samples), calibrates on 8 (the INT8 methods share
+one cached calibration run), and builds FP16, BF16, FP8 and the default INT8 (all modes are
+parsed); the full mode uses 32 and 32 samples and builds every mode. The tier's table is written to
 ``build/real_models/precision_table.csv``.
 """
 
@@ -34,7 +34,7 @@ import pytest
 
 import trtlab
 from trtlab.backends.tensorrt import flavor as trt
-from trtlab.precision import (calibrate, int8_coverage, ort_variant, quantize_fp8, quantize_int8, to_bf16,
+from trtlab.precision import (int8_coverage, ort_variant, quantize_fp8, quantize_int8, to_bf16,
                               to_fp16)
 
 pytestmark = pytest.mark.real
@@ -248,27 +248,22 @@ MODELS = {k: v for k, v in MODELS.items() if k in TASKS}
 # conversions, runs, builds (cached per session)
 # ----------------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=None)
-def _thresholds(model_id: str, path: str):
-    """Every calibration method's thresholds from one calibration run (``method="auto"``)."""
-    model = trtlab.load(path, fold_constants=False, **MODELS[model_id].load_options)
-    return calibrate(model, _data(model_id)[1], method="auto", progress=False)
+#: One calibration cache for the session: every INT8 method of a model measures all methods'
+#: thresholds in the same calibration run (the ``dominant_error`` rule compares them), so the run
+#: is made once per model and read back by the others.
+_CACHE = tempfile.TemporaryDirectory(prefix="trtlab-precision-tier-")
 
 
 def _convert(mode: str, model_id: str, path: str, calib) -> trtlab.Model:
-    table = _thresholds(model_id, path) if mode.startswith("int8 ") and mode != "int8 auto" else None
     # loaded without constant folding: Constant-node weights reach the transforms as shipped
     path = trtlab.load(path, fold_constants=False, **MODELS[model_id].load_options)
-    if table is not None:  # one method's thresholds from the shared calibration run
-        method = mode.split()[1]
-        return quantize_int8(path, table.assign(amax=table[f"amax_{method}"]), method=method, progress=False)
     if mode == "fp16":  # data-driven: nodes whose activations leave the float16 range stay float32
         return to_fp16(path, calibration_data=calib)
     if mode == "bf16":
         return to_bf16(path, calibration_data=calib)
     if mode == "fp8":
         return quantize_fp8(path, calib, progress=False)
-    return quantize_int8(path, calib, method=mode.split()[1], progress=False)
+    return quantize_int8(path, calib, method=mode.split()[1], progress=False, cache_dir=_CACHE.name)
 
 
 def _run(model, feeds) -> List[Dict[str, np.ndarray]]:
@@ -423,15 +418,17 @@ def test_default_calibration_is_within_3_points_of_the_best_method(real_model_pa
 
 @pytest.mark.parametrize("model_id", MODELS)
 def test_no_calibration_method_collapses(real_model_paths, model_id):
-    """No method destroys a model (keeps at least 60 % of the best method's metric).
+    """Every method's task metric is within 3 points of the best method's.
 
-    The issue's failures were collapses to IoU 0.000 and 0/150 reads; the 3-point bound holds
-    for the default (``auto``) only, see the test above and the tier's table.
+    The collapses measured before (PP-OCRv4 det IoU 0.59-0.71 for minmax, percentile and mse
+    against 0.96) came from one per-tensor scale on depthwise Conv inputs whose channel ranges
+    are 26x apart (``depthwise_equalization``) and, for minmax, one tensor's range
+    (``dominant_error``).
     """
     path = _path(real_model_paths, model_id)
     scores = {m: _result(model_id, path, f"int8 {m}")["metric"] for m in METHODS}
     best = max(scores.values())
-    assert all(v >= 0.6 * best for v in scores.values()), scores
+    assert all(v >= best - 0.03 for v in scores.values()), scores
 
 
 @pytest.mark.parametrize("model_id", MODELS)
