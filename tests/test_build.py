@@ -643,7 +643,7 @@ def test_calibration_data_the_model_cannot_run_raise_calibration_error():
     model = load(F.mlp())
     bad = [{"x": np.ones((3, 16), np.float32)}]  # batch 3 where the model says 2
     with pytest.raises(CalibrationError, match="calibration batch 0"):
-        _boundary_values(model, bad, ["h1"] if "h1" in model._tensors else [model.nodes.outputs[0][0]])
+        _boundary_values(model, bad, ["h1"] if "h1" in model._known_tensors else [model.nodes.outputs[0][0]])
 
 
 @needs_build

@@ -1134,27 +1134,50 @@ class Model:
         return None
 
     @cached_property
-    def _tensors(self) -> Dict[str, TensorInfo]:
+    def _value_infos(self) -> Dict[str, list]:
+        """Tensor name -> its value_info / input / output entries (shapes parsed on demand)."""
         g = self.proto.graph
-        out: Dict[str, TensorInfo] = {}
-        for vi in list(g.value_info) + list(g.input) + list(g.output):
-            info = _info_from_value_info(vi)
-            prev = out.get(vi.name)
-            if prev is None or (prev.shape is None and info.shape is not None) or not prev.elem_type:
-                out[vi.name] = info
-        for t in g.initializer:
-            out[t.name] = TensorInfo(t.name, tuple(int(d) for d in t.dims), t.data_type)
-        for n in g.node:
-            if n.op_type == "Constant":
-                for a in n.attribute:
-                    if a.name == "value" and n.output:
-                        out.setdefault(n.output[0], TensorInfo(
-                            n.output[0], tuple(int(d) for d in a.t.dims), a.t.data_type))
+        out: Dict[str, list] = {}
+        for vi in (*g.value_info, *g.input, *g.output):
+            out.setdefault(vi.name, []).append(vi)
         return out
+
+    @cached_property
+    def _constant_values(self) -> Dict[str, Any]:
+        """Output name -> value tensor of the top-level ``Constant`` nodes."""
+        return {n.output[0]: a.t for n in self.proto.graph.node if n.op_type == "Constant" and n.output
+                for a in n.attribute if a.name == "value"}
+
+    @cached_property
+    def _tensor_cache(self) -> Dict[str, TensorInfo]:
+        return {}
+
+    @cached_property
+    def _known_tensors(self) -> set:
+        """Names of the tensors the model declares a type for (value_info, I/O, constants)."""
+        return set(self._value_infos) | set(self.initializers) | set(self._constant_values)
+
+    def _tensor_info(self, name: str) -> TensorInfo:
+        init = self.initializers.get(name)
+        if init is not None:
+            return TensorInfo(name, tuple(int(d) for d in init.dims), init.data_type)
+        best: Optional[TensorInfo] = None
+        for vi in self._value_infos.get(name, ()):
+            info = _info_from_value_info(vi)
+            if best is None or (best.shape is None and info.shape is not None) or not best.elem_type:
+                best = info
+        if best is None:
+            value = self._constant_values.get(name)
+            if value is not None:
+                best = TensorInfo(name, tuple(int(d) for d in value.dims), value.data_type)
+        return best if best is not None else TensorInfo(name, None, 0)
 
     def tensor(self, name: str) -> TensorInfo:
         """Shape and type of tensor ``name`` (unknown parts are ``None``)."""
-        return self._tensors.get(name, TensorInfo(name, None, 0))
+        info = self._tensor_cache.get(name)
+        if info is None:
+            info = self._tensor_cache[name] = self._tensor_info(name)
+        return info
 
     @property
     def inputs(self) -> List[TensorInfo]:

@@ -88,7 +88,7 @@ def input_ranges(model: Any, shapes: Optional[Mapping[str, Any]] = None, *,
     ``defaults`` sets their dynamic dims to 1 (what Polygraphy does).
     """
     shapes = dict(shapes or {})
-    known = set(model._tensors) | {t.name for t in model.inputs}
+    known = set(model._known_tensors) | {t.name for t in model.inputs}
     unknown = [n for n in shapes if n not in known]
     if unknown:
         raise InputError(f"shapes names {unknown}, which are not tensors of model {model.name!r}. "
