@@ -190,12 +190,7 @@ def _all_tensors(graph: onnx.GraphProto) -> Iterable[onnx.TensorProto]:
     """Initializers and tensor attributes (``Constant`` values included) of a graph and its bodies."""
     yield from graph.initializer
     for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            for body in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _all_tensors(body)
+        yield from _node_tensors(node)
 
 
 def _node_tensors(node: onnx.NodeProto) -> Iterable[onnx.TensorProto]:

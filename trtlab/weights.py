@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from trtlab._lazy import lazy_import
 from trtlab.errors import ExternalDataError
-from trtlab.model import _check_external, _tensor_nbytes, external_location, inline_external_data, is_external
+from trtlab.model import _all_tensors, _check_external, _tensor_nbytes, external_location, inline_external_data, is_external
 from trtlab.model import tensor_value
 
 np = lazy_import("numpy")
@@ -55,21 +55,6 @@ def base_dir(model: Any) -> Optional[Path]:
 def external_info(tensor: onnx.TensorProto) -> Dict[str, str]:
     """The tensor's external data fields (``location``, ``offset``, ``length``, ...)."""
     return {e.key: e.value for e in tensor.external_data}
-
-
-def _all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR:
-                yield attr.t
-            elif attr.type == onnx.AttributeProto.TENSORS:
-                yield from attr.tensors
-            elif attr.type == onnx.AttributeProto.GRAPH:
-                yield from _all_tensors(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    yield from _all_tensors(g)
 
 
 def has_external(proto: onnx.ModelProto) -> bool:

@@ -25,6 +25,7 @@ import onnxruntime as ort
 import pytest
 
 import trtlab
+from realcheck import assert_close
 from trtlab.backends.tensorrt import flavor as trt
 from trtlab.codegen import BuildWarning, LazyBuildWarning
 
@@ -58,14 +59,8 @@ def real_feeds(model_id: str, seed: int = 0) -> dict:
     return out
 
 
-def assert_close(name, got, want):
-    assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"
-    if np.issubdtype(want.dtype, np.floating):
-        scale = float(np.max(np.abs(want))) if want.size else 0.0
-        np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * scale, err_msg=name)
-    else:
-        np.testing.assert_array_equal(got, want, err_msg=name)
-
+def _close(name, got, want):
+    assert_close(name, got, want, RTOL, check_dtype=False)
 
 @pytest.mark.parametrize("model_id", MODELS)
 def test_first_session_builds_without_shapes_and_matches_onnxruntime(real_model_paths, model_id, tmp_path):
@@ -94,8 +89,8 @@ def test_first_session_builds_without_shapes_and_matches_onnxruntime(real_model_
     want = dict(zip(names, sess.run(names, feeds)))
     assert list(out) == names
     for name in names:
-        assert_close(name, out[name], want[name])
-        assert_close(name, again[name], want[name])
+        _close(name, out[name], want[name])
+        _close(name, again[name], want[name])
     trt_segments = [s for s in hybrid.partition.segments if s.backend == "tensorrt"]
     assert set(hybrid.engines) == {s.index for s in trt_segments}
 
@@ -153,4 +148,4 @@ def test_cuts_through_shape_computations_build_without_moving_nodes(real_model_p
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     for name, want in zip(names, sess.run(names, feeds)):
-        assert_close(name, hybrid.run(feeds)[name], want)
+        _close(name, hybrid.run(feeds)[name], want)

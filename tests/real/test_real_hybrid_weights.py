@@ -20,6 +20,7 @@ import onnxruntime as ort
 import pytest
 
 import trtlab
+from realcheck import assert_close
 from trtlab.backends.onnxruntime.backend import OnnxRuntimeBackend
 from trtlab.extract import write_partition
 from trtlab.model import Model
@@ -38,13 +39,7 @@ def _reference(path: str, feeds):
 
 
 def _assert_close(name, got, want):
-    assert got.shape == want.shape and got.dtype == want.dtype, name
-    if np.issubdtype(want.dtype, np.floating):
-        scale = float(np.max(np.abs(want))) if want.size else 0.0
-        np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * scale, err_msg=name)
-    else:
-        np.testing.assert_array_equal(got, want, err_msg=name)
-
+    assert_close(name, got, want, RTOL)
 
 @pytest.mark.parametrize("model_id", MODELS)
 def test_one_segment_hybrid_runs_the_file_itself(real_model_paths, model_id):

@@ -17,6 +17,7 @@ import onnxruntime as ort
 import pytest
 
 import trtlab
+from realcheck import assert_close
 from trtlab.backends.onnxruntime.session import run_onnx
 
 pytestmark = pytest.mark.real
@@ -75,14 +76,7 @@ def _run_segments(part, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _assert_close(name: str, got: np.ndarray, want: np.ndarray) -> None:
-    assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"
-    assert got.dtype == want.dtype, f"{name}: dtype {got.dtype} != {want.dtype}"
-    if np.issubdtype(want.dtype, np.floating):
-        scale = float(np.max(np.abs(want))) if want.size else 0.0
-        np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * scale, err_msg=name)
-    else:
-        np.testing.assert_array_equal(got, want, err_msg=name)
-
+    assert_close(name, got, want, RTOL)
 
 @pytest.mark.parametrize("model_id", MODELS)
 def test_fetched_file_is_the_pinned_one(real_model_paths, model_id):
