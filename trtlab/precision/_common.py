@@ -159,7 +159,9 @@ def feed_list(model: Any, data: Data, *, batch_size: Optional[int] = None,
         missing = [n for n in names if n not in item]
         if missing:
             raise error(f"Feed {i} lacks model input(s) {missing}; it has {list(item)}.")
-        feeds.append({n: _cast(np.asarray(item[n]), dtypes[n]) for n in names})
+        # Sequence inputs (no tensor dtype) stay lists of arrays, as ONNX Runtime takes them.
+        feeds.append({n: item[n] if dtypes[n] is None and isinstance(item[n], (list, tuple))
+                      else _cast(np.asarray(item[n]), dtypes[n]) for n in names})
     if not feeds:
         raise error("The data holds no samples; pass at least one feed.")
     return feeds

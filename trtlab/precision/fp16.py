@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from trtlab.errors import PrecisionError
+from trtlab.errors import CalibrationError, PrecisionError
 from trtlab.precision._common import as_model, finish, unique_name as _unique
 
 log = logging.getLogger(__name__)
@@ -243,7 +243,16 @@ def _activation_ranges(src: Any, data: Any, types: Mapping[str, int], batch_size
     out = [names[t] for t in tensors]
     ranges = {t: 0.0 for t in tensors}
     for feed in feeds:
-        for t, v in zip(tensors, sess.run(out, feed)):
+        try:
+            values = sess.run(out, feed)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument types
+            raise CalibrationError(
+                f"ONNX Runtime could not run {src.name!r} with its intermediate tensors exposed to "
+                f"measure activation ranges ({str(exc).strip().splitlines()[0][:300]}). Convert without "
+                "calibration_data= (only the init_max rule applies), or name the nodes to keep with "
+                "keep_fp32_nodes=."
+            ) from exc
+        for t, v in zip(tensors, values):
             v = np.asarray(v)
             if v.size and np.issubdtype(v.dtype, np.floating):
                 finite = np.abs(v[np.isfinite(v)])
