@@ -1306,8 +1306,7 @@ class Model:
     def rename_symbolic_dims(self) -> "Model":
         """A copy where every reused symbolic dimension gets a distinct name (``<input>_dim<axis>``)."""
         proto = copy.deepcopy(self.proto)
-        conflicts = self.symbolic_dim_conflicts()
-        fix = {(r.input, ax) for r in conflicts.itertuples() for ax in r.axes[1:]}
+        fix = {(r["input"], ax) for r in self._symbolic_dim_conflict_rows() for ax in r["axes"][1:]}
         for vi in proto.graph.input:
             for ax, d in enumerate(vi.type.tensor_type.shape.dim):
                 if (vi.name, ax) in fix:
