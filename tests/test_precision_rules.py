@@ -679,3 +679,45 @@ def test_int8_on_the_onnx_backend_suite_at_opset_9():
         else:
             np.testing.assert_array_equal(got, want)
     assert labels.count("int8") >= len(dirs) - 2, labels
+
+
+def lstm_after_conv():
+    """x[1,4,8] -> Conv(k=1) -> Relu -> Transpose(2,0,1) -> LSTM(hidden 6) -> y.
+
+    The layout of silero-vad's encoder feeding its LSTM, whose float16 build TensorRT-RTX 1.7
+    refuses (Myelin shape inference on the reshape it inserts before the LSTM).
+    """
+    rng = np.random.default_rng(0)
+    inits = [const("w", rng.standard_normal((4, 4, 1)).astype(np.float32)),
+             const("W", rng.standard_normal((1, 24, 4)).astype(np.float32)),
+             const("R", rng.standard_normal((1, 24, 6)).astype(np.float32))]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Transpose", ["r"], ["t"], name="to_seq", perm=[2, 0, 1]),
+             helper.make_node("LSTM", ["t", "W", "R"], ["y"], name="lstm", hidden_size=6)]
+    return _model(nodes, [vi("x", [1, 4, 8])], [vi("y", [8, 1, 1, 6])], inits)
+
+
+def test_recurrent_input_rule_keeps_the_lstm_producer_float32():
+    model = trtlab.load(lstm_after_conv())
+    half = to_fp16(model)
+    kept = half.fp32_nodes.set_index("node")
+    assert kept.loc["relu", "rule"] == "recurrent_input" and kept.loc["to_seq", "rule"] == "recurrent_input"
+    assert "lstm" in kept.loc["relu", "reason"]
+    assert "conv" not in kept.index  # the computing node before is converted
+    x = np.random.default_rng(1).standard_normal((1, 4, 8)).astype(np.float32)
+    want = run_onnx(model, {"x": x})["y"]
+    np.testing.assert_allclose(run_onnx(half, {"x": x})["y"], want, rtol=1e-2, atol=1e-2)
+    plain = to_fp16(model, keep_recurrent_inputs=False)
+    assert "recurrent_input" not in set(plain.fp32_nodes["rule"])
+
+
+@needs_build
+def test_recurrent_input_rule_lets_tensorrt_build_float16():
+    for convert in (to_fp16, to_bf16):
+        half = convert(trtlab.load(lstm_after_conv()))
+        builder, network, parser, logger = trt.make_parser()
+        assert parser.parse(half.to_bytes())
+        config = builder.create_builder_config()
+        config.builder_optimization_level = 0
+        assert builder.build_serialized_network(network, config) is not None, convert.__name__

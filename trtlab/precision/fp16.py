@@ -98,6 +98,28 @@ def _has_subgraph(node: onnx.NodeProto) -> bool:
 
 
 KEEP_COLUMNS = ["node", "op_type", "graph", "rule", "value", "reason"]
+
+#: Recurrent ops whose data input keeps its float32 producer (rule ``recurrent_input``).
+RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
+#: Ops passed through when looking for that producer (they only move data).
+_LAYOUT_OPS = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten"})
+
+
+def _recurrent_inputs(graph: onnx.GraphProto) -> Dict[str, str]:
+    """Node name -> recurrent node it feeds: for each LSTM/GRU/RNN of ``graph``, the nodes from
+    its data input back through layout ops to the first computing node, that node included."""
+    producer = {o: n for n in graph.node for o in n.output if o}
+    found: Dict[str, str] = {}
+    for node in graph.node:
+        if node.op_type not in RECURRENT_OPS or not node.input:
+            continue
+        src = producer.get(node.input[0])
+        while src is not None and src.name not in found:
+            found[src.name] = node.name
+            if src.op_type not in _LAYOUT_OPS or not src.input:
+                break
+            src = producer.get(src.input[0])
+    return found
 #: AutoCast's default bound on activations: nodes whose inputs or outputs exceed it on the
 #: calibration data stay float32.
 DEFAULT_DATA_MAX = 512.0
@@ -155,13 +177,16 @@ def fp16_keep_table(model: Any, calibration_data: Any = None, *, init_max: float
                     data_max: Optional[float] = DEFAULT_DATA_MAX,
                     keep_fp32_ops: Iterable[str] = DEFAULT_KEEP_FP32_OPS,
                     keep_fp32_nodes: Iterable[str] = (), batch_size: Optional[int] = None,
-                    max_samples: Optional[int] = 64) -> Any:
+                    max_samples: Optional[int] = 64, keep_recurrent_inputs: bool = True) -> Any:
     """Which nodes :func:`to_fp16` keeps in float32, and why (AutoCast-style rules).
 
     Rules, in order: ``keep_fp32_nodes`` (the user's list), ``op`` (the op type is in
     ``keep_fp32_ops``, with that op's reason), ``init_max`` (a constant input holds a value
     beyond ``init_max``: float16 would clip it), ``data_max`` (an input or output exceeds
-    ``data_max`` in magnitude on ``calibration_data``; only with data).
+    ``data_max`` in magnitude on ``calibration_data``; only with data), ``recurrent_input``
+    (the computing node feeding an LSTM/GRU/RNN's data input, and the layout ops between them:
+    TensorRT-RTX 1.7 cannot build a float16 producer feeding a recurrent layer, its Myelin
+    shape inference fails on the reshape it inserts; ``keep_recurrent_inputs=False`` drops it).
 
     Returns
     -------
@@ -199,6 +224,10 @@ def fp16_keep_table(model: Any, calibration_data: Any = None, *, init_max: float
     ranges: Dict[str, float] = {}
     if calibration_data is not None and data_max is not None:
         ranges = _activation_ranges(src, calibration_data, types, batch_size, max_samples)
+    recurrent: Dict[str, str] = {}
+    if keep_recurrent_inputs:
+        for _, g in _graphs.walk(src.proto.graph):
+            recurrent.update(_recurrent_inputs(g))
     rows = []
     for name, (path, node) in all_nodes.items():
         if node.op_type == "Constant":
@@ -208,6 +237,10 @@ def fp16_keep_table(model: Any, calibration_data: Any = None, *, init_max: float
             rows.append(dict(row, rule="keep_fp32_nodes", reason="listed in keep_fp32_nodes"))
         elif node.op_type in keep_ops:
             rows.append(dict(row, rule="op", reason=keep_ops[node.op_type]))
+        elif name in recurrent:
+            rows.append(dict(row, rule="recurrent_input",
+                             reason=f"feeds the data input of {recurrent[name]!r}: TensorRT-RTX 1.7 cannot "
+                                    "build a float16 producer of a recurrent layer's input"))
         else:
             big = max((consts[x] for x in node.input if x in consts), default=0.0)
             if big > init_max:
@@ -267,7 +300,7 @@ def to_fp16(model: Any, *, keep_io_types: bool = True,
             keep_fp32_ops: Iterable[str] = DEFAULT_KEEP_FP32_OPS,
             keep_fp32_nodes: Iterable[str] = (), calibration_data: Any = None,
             init_max: float = FP16_MAX, data_max: Optional[float] = DEFAULT_DATA_MAX,
-            batch_size: Optional[int] = None) -> Any:
+            batch_size: Optional[int] = None, keep_recurrent_inputs: bool = True) -> Any:
     """Convert a model's float32 weights and compute to float16.
 
     Parameters
@@ -289,6 +322,9 @@ def to_fp16(model: Any, *, keep_io_types: bool = True,
         Activation bound used with ``calibration_data`` (AutoCast's default 512).
     batch_size
         Batch size for dynamic-batch models when measuring activations.
+    keep_recurrent_inputs
+        Keep in float32 the node feeding each LSTM/GRU/RNN data input (rule ``recurrent_input``
+        of :func:`fp16_keep_table`), which TensorRT-RTX 1.7 cannot build in float16.
 
     Returns
     -------
@@ -306,19 +342,21 @@ def to_fp16(model: Any, *, keep_io_types: bool = True,
     """
     return _to_low_precision(model, HALF, keep_io_types=keep_io_types, keep_fp32_ops=keep_fp32_ops,
                              keep_fp32_nodes=keep_fp32_nodes, calibration_data=calibration_data,
-                             init_max=init_max, data_max=data_max, batch_size=batch_size)
+                             init_max=init_max, data_max=data_max, batch_size=batch_size,
+                             keep_recurrent_inputs=keep_recurrent_inputs)
 
 
 def _to_low_precision(model: Any, dtype: int, *, keep_io_types: bool, keep_fp32_ops: Iterable[str],
                       keep_fp32_nodes: Iterable[str], calibration_data: Any, init_max: float,
-                      data_max: Optional[float], batch_size: Optional[int]) -> Any:
+                      data_max: Optional[float], batch_size: Optional[int],
+                      keep_recurrent_inputs: bool = True) -> Any:
     from trtlab.precision import _graphs
 
     label = "fp16" if dtype == HALF else "bf16"
     src = as_model(model)
     table = fp16_keep_table(src, calibration_data, init_max=init_max, data_max=data_max,
                             keep_fp32_ops=keep_fp32_ops, keep_fp32_nodes=keep_fp32_nodes,
-                            batch_size=batch_size)
+                            batch_size=batch_size, keep_recurrent_inputs=keep_recurrent_inputs)
     proto = onnx.ModelProto()
     proto.CopyFrom(src.proto)
     notes: List[str] = []

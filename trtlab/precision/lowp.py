@@ -30,14 +30,15 @@ BF16_KEEP_FP32_OPS: Mapping[str, str] = MappingProxyType({
 def to_bf16(model: Any, *, keep_io_types: bool = True,
             keep_fp32_ops: Iterable[str] = BF16_KEEP_FP32_OPS, keep_fp32_nodes: Iterable[str] = (),
             calibration_data: Any = None, data_max: Optional[float] = None,
-            batch_size: Optional[int] = None) -> Any:
+            batch_size: Optional[int] = None, keep_recurrent_inputs: bool = True) -> Any:
     """Convert float32 weights and compute to bfloat16 (see :func:`~trtlab.precision.to_fp16`).
 
     ``data_max`` is off by default: bfloat16 has float32's range, its cost is precision.
     """
     return _to_low_precision(model, BF16, keep_io_types=keep_io_types, keep_fp32_ops=keep_fp32_ops,
                              keep_fp32_nodes=keep_fp32_nodes, calibration_data=calibration_data,
-                             init_max=BF16_MAX, data_max=data_max, batch_size=batch_size)
+                             init_max=BF16_MAX, data_max=data_max, batch_size=batch_size,
+                             keep_recurrent_inputs=keep_recurrent_inputs)
 
 
 def quantize_fp8(model: Any, calibration_data: Any, *, method: str = "minmax", per_channel: bool = True,
