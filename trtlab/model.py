@@ -683,7 +683,18 @@ def _skeleton(proto: onnx.ModelProto, base_dir: Optional[Path], what: str) -> on
             stripped.append(t)
         else:
             kept.append(t)
-    if not stripped:
+    # Large float values of top-level Constant nodes (PP-OCR keeps its weights so) are left out
+    # the same way: the node becomes an Identity of a typed graph input (indices stay aligned).
+    constants: Dict[int, onnx.TensorProto] = {}
+    for i, node in enumerate(g.node):
+        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
+            continue
+        for a in node.attribute:
+            if a.name == "value" and a.type == onnx.AttributeProto.TENSOR and not is_external(a.t) \
+                    and a.t.HasField("raw_data") and a.t.data_type not in _SHAPE_VALUE_TYPES \
+                    and len(a.t.raw_data) > _SKELETON_MIN_BYTES and _tensor_nbytes(a.t) == len(a.t.raw_data):
+                constants[i] = a.t
+    if not stripped and not constants:
         return proto
     Dim = onnx.TensorShapeProto.Dimension
     skel = onnx.ModelProto()
@@ -693,6 +704,16 @@ def _skeleton(proto: onnx.ModelProto, base_dir: Optional[Path], what: str) -> on
     sg = skel.graph
     sg.name = g.name
     sg.node.extend(g.node)
+    taken = {n for node in g.node for n in node.output} | {i.name for i in g.input} | {t.name for t in g.initializer}
+    for i, t in constants.items():
+        node = sg.node[i]
+        stand_in, k = f"{node.output[0]}__value", 0
+        while stand_in in taken:
+            k += 1
+            stand_in = f"{node.output[0]}__value{k}"
+        taken.add(stand_in)
+        sg.node[i].CopyFrom(onnx.helper.make_node("Identity", [stand_in], list(node.output), name=node.name))
+        stripped.append(onnx.TensorProto(name=stand_in, data_type=t.data_type, dims=t.dims))
     sg.input.extend(g.input)
     sg.output.extend(g.output)
     sg.value_info.extend(g.value_info)
