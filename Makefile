@@ -42,7 +42,7 @@ test-install: $(STAMP)
 	TRTLAB_PROGRESS=0 $(BIN)/python -m pytest -q tests -m install
 
 benchmarks: $(STAMP)
-	for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+	for f in benchmarks/[!_]*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 clean:
 	rm -rf build dist .pytest_cache
