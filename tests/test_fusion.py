@@ -25,7 +25,6 @@ MOBILENET = FIXTURES / "mobilenet_v2_residuals.qat.engine.graph.json"
 MOBILENET_PROFILE = FIXTURES / "mobilenet_v2_residuals.qat.engine.profile.json"
 TRT11 = FIXTURES / "trt11_tiny_block.graph.json"
 TRT11_PROFILE = FIXTURES / "trt11_tiny_block.profile.json"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
 needs_parser = pytest.mark.skipif(not trt.info().parse,
                                   reason="TensorRT's ONNX parser is not available here")
@@ -99,13 +98,6 @@ def _layer(name, ins=("a",), outs=("b",), fmt="Row major linear FP32", **extra):
 @pytest.fixture(scope="module")
 def mobilenet():
     return fusion(MOBILENET, profile=MOBILENET_PROFILE)
-
-
-def test_fixture_copy_matches_shared():
-    if not SHARED.is_dir():
-        pytest.skip("shared/ is not beside the repository")
-    for name in (MOBILENET.name, MOBILENET_PROFILE.name):
-        assert (FIXTURES / name).read_bytes() == (SHARED / name).read_bytes()
 
 
 def test_mobilenet_layer_count_and_stage(mobilenet):

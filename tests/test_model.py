@@ -266,14 +266,23 @@ def test_unknown_source_type():
         trtlab.load(42)
 
 
+def _torch():
+    """PyTorch: the ``torch`` extra is part of what ``make test`` installs."""
+    try:
+        import torch
+    except ImportError as exc:
+        pytest.fail(f"the trtlab[torch] extra is not installed ({exc}); pip install 'trtlab[torch]'")
+    return torch
+
+
 def test_torch_module_without_example_inputs():
-    torch = pytest.importorskip("torch", reason="PyTorch (extra 'torch') is not installed")
+    torch = _torch()
     with pytest.raises(ModelLoadError, match="example inputs"):
         trtlab.load(torch.nn.Linear(4, 2))
 
 
 def test_torch_module_exports():
-    torch = pytest.importorskip("torch", reason="PyTorch (extra 'torch') is not installed")
+    torch = _torch()
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
     m = trtlab.load(net, example_inputs=(torch.randn(2, 4),))

@@ -16,7 +16,8 @@ import pytest
 import factories as F
 import trtlab
 from trtlab import model as model_mod
-from trtlab.errors import ExternalDataError
+from trtlab.backends.tensorrt import flavor as trt
+from trtlab.errors import ExternalDataError, OutputExistsError
 from trtlab.extract import segment_model, write_partition
 from trtlab.partitioning.partitioner import run_segments
 
@@ -118,6 +119,18 @@ def test_save_elsewhere_writes_its_own_data(ext, tmp_path):
                                   onnx.numpy_helper.to_array(F.mlp().graph.initializer[0]))
 
 
+def test_save_without_overwrite_keeps_an_existing_data_file(ext, tmp_path):
+    _, path, _ = ext
+    m = trtlab.load(path)
+    out = tmp_path / "copy" / "saved.onnx"
+    out.parent.mkdir()
+    (out.parent / "saved.onnx.data").write_bytes(b"another model's weights")
+    with pytest.raises(OutputExistsError, match="saved.onnx.data"):
+        m.save(out, overwrite=False)
+    assert (out.parent / "saved.onnx.data").read_bytes() == b"another model's weights"
+    assert not out.exists()
+
+
 def test_save_over_its_own_file(tmp_path):
     # a data file named like the one save() writes is never overwritten while it is read
     _, path = _external_mlp(tmp_path, data="mlp.onnx.data")
@@ -162,7 +175,8 @@ def test_written_partition_loads_in_onnx_and_onnxruntime(ext, tmp_path):
 
 
 def test_parser_support_without_reading_weights(ext, monkeypatch):
-    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX's ONNX parser is not installed")
+    if not trt.info().parse:
+        pytest.skip(f"no TensorRT ONNX parser installed: {trt.info().reason}")
     _, path, _ = ext
     monkeypatch.setattr(model_mod, "_read_external", lambda *a, **k: pytest.fail("a weight was read"))
     m = trtlab.load(path)

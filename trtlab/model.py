@@ -1401,7 +1401,7 @@ def _save_external(proto: onnx.ModelProto, path: Path, *, overwrite: bool) -> No
                             location=data_name)
         except OSError as exc:
             raise _io._write_error(path, exc, "model file") from exc
-        with _io.atomic_path(path.parent / data_name, overwrite=True, what="model data file") as dst:
+        with _io.atomic_path(path.parent / data_name, overwrite=overwrite, what="model data file") as dst:
             os.replace(Path(tmp) / data_name, dst)
         with _io.atomic_path(path, overwrite=overwrite, what="model file") as dst:
             os.replace(Path(tmp) / path.name, dst)
@@ -1465,7 +1465,7 @@ def _save_with_data(proto: onnx.ModelProto, base_dir: Optional[Path], path: Path
     sources = [external_location(t, base_dir)[0] for t in external_tensors(proto.graph)]
     data_name = _data_file_name(path, sources)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _io.atomic_path(path.parent / data_name, overwrite=True, what="model data file") as dst:
+    with _io.atomic_path(path.parent / data_name, overwrite=overwrite, what="model data file") as dst:
         try:
             with open(dst, "wb") as fh:
                 written = copy_external_data(proto, base_dir, fh, data_name)

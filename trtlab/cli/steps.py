@@ -270,10 +270,12 @@ def copy_notebooks(out: "str | os.PathLike[str]", *, force: bool = False) -> Lis
     if clashes and not force:
         raise InputError(f"{len(clashes)} notebook(s) already in {target} ({clashes[0].name}, ...); "
                          "nothing was copied. Pick another folder or pass --force to overwrite.")
+    from trtlab import _io
+
     target.mkdir(parents=True, exist_ok=True)
     written = []
     for nb in notebooks:
-        _io_write_bytes(target / nb.name, nb.read_bytes())
+        _io.write_bytes(target / nb.name, _io.read_bytes(nb, what="Notebook"), what="notebook")
         written.append(target / nb.name)
     return written
 
@@ -356,8 +358,3 @@ def add_parsers(add: Callable[..., argparse.ArgumentParser]) -> None:
     s.add_argument("--force", action="store_true", help="overwrite notebooks already there")
     s.set_defaults(func=cmd_notebooks)
 
-
-def _io_write_bytes(path: Path, data: bytes) -> None:
-    from trtlab import _io
-
-    _io.write_bytes(path, data, what="notebook")
