@@ -5,28 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
-import signal
 import time
-from contextlib import contextmanager
 
 import pytest
 
+from faults import disk_full
 from trtlab import _io
 from trtlab.errors import FileReadError, FileWriteError, OutputExistsError
-
-
-@contextmanager
-def disk_full(limit):
-    """Writes past ``limit`` bytes fail in the kernel (EFBIG), as on a full disk."""
-    old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, old)
 
 
 def test_write_bytes_replaces_whole_and_leaves_no_temporary(tmp_path):

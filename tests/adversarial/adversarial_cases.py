@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import resource
-import signal
 import socket
 import subprocess
 import time
@@ -32,6 +31,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 import factories as F
+from faults import disk_full
 
 # ----------------------------------------------------------------------------------------------
 # Verdicts and helpers
@@ -146,19 +146,6 @@ def no_temporaries(folder: Path) -> None:
     left = [p.name for p in folder.iterdir() if p.name.startswith(".")] if folder.is_dir() else []
     if left:
         raise Destroyed(f"temporary files left in {folder}: {left}")
-
-
-@contextlib.contextmanager
-def disk_full(limit: int = 0) -> Iterator[None]:
-    """Writes past ``limit`` bytes of any file fail (EFBIG) for this process, as on a full disk."""
-    old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, old)
 
 
 @contextlib.contextmanager

@@ -158,14 +158,7 @@ class TensorRTSegment(CompiledSegment):
         if cache is not None:
             status, path = lookup.status, str(lookup.path)
             if status != "hit":
-                from trtlab.errors import CacheError
-
-                try:
-                    cache.put(key, data)
-                except CacheError as exc:
-                    if not isinstance(exc.__cause__, OSError):
-                        raise
-                    log.warning("engine not cached: %s", exc)
+                cache.keep(key, data)
         record = EngineRecord(self.name, job["profile"], data, status, key, path,
                               time.perf_counter() - job["t0"], values)
         log.info("segment %s: engine %s (%d bytes, cache %s)", self.name, job["profile"], len(data), status)

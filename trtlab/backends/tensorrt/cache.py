@@ -266,13 +266,21 @@ class EngineCache:
         if lookup.status == "hit" and lookup.data is not None:
             return lookup.data, lookup
         data = build()
+        self.keep(key, data)
+        return data, lookup
+
+    def keep(self, key: CacheKey, data: bytes) -> bool:
+        """:meth:`put`, where a disk fault (full, read-only) is a warning: the engine just isn't
+        cached. Other refusals (an unsafe folder, an empty engine) still raise. Returns whether
+        the engine was stored."""
         try:
             self.put(key, data)
         except CacheError as exc:
             if not isinstance(exc.__cause__, OSError):
                 raise
             log.warning("engine not cached: %s", exc)
-        return data, lookup
+            return False
+        return True
 
     def entries(self) -> Dict[str, Path]:
         """Entry digests present on disk."""
