@@ -226,3 +226,18 @@ def test_external_reference_without_folder(ext):
     again = trtlab.load(trtlab.load(path))
     assert again.base_dir == path.parent
     np.testing.assert_array_equal(again.constant_value("b1"), onnx.numpy_helper.to_array(F.mlp().graph.initializer[1]))
+
+
+def test_steps_that_run_the_model_read_external_weights_in_place(ext, monkeypatch):
+    # shape observation, runtime typing and error localization hand the references to ONNX
+    # Runtime (which reads the data file) instead of reading every weight into Python
+    from trtlab.backends.shapes import observe
+    from trtlab.study.localize import localize_error
+
+    _, path, expected = ext
+    m = trtlab.load(path)
+    monkeypatch.setattr(model_mod, "_read_external", lambda *a, **k: pytest.fail("a weight was read"))
+    facts = observe(m, [_feeds()])
+    assert facts.ranges  # every observed tensor has a shape range
+    table = localize_error(m, m, _feeds(), progress=False)
+    assert len(table) > 0 and float(table["max_abs"].max()) == 0.0

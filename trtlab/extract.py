@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 from trtlab._lazy import lazy_import
 from trtlab.errors import PartitionError
-from trtlab.model import fit_ir_version, inline_external_data
+from trtlab.model import fit_ir_version
 from trtlab.weights import (STUB_MIN_BYTES, _is_stub, _nbytes, base_dir, external_info, has_external, is_external,
                             light_constant, materialize, stub, tensor_bytes)
 
@@ -98,7 +98,7 @@ def _runtime_types(partition: "Partition") -> Dict[str, tuple]:
     from trtlab.backends.onnxruntime.session import session
 
     model = partition.model
-    proto = inline_external_data(copy.deepcopy(model.proto), getattr(model, "base_dir", None))
+    proto = copy.deepcopy(model.proto)  # external weights stay references: the session reads them
     known = {o.name for o in proto.graph.output}
     untyped = [o for n in proto.graph.node for o in n.output
                if o and o not in known and (not model.tensor(o).elem_type or model.tensor(o).shape is None)]

@@ -177,11 +177,8 @@ def _observer(model: Any) -> Tuple[Any, List[str]]:
             return hit[1], hit[2]
     from trtlab.backends.onnxruntime.session import session
 
-    from trtlab.model import inline_external_data
-
     proto = onnx.ModelProto()
-    proto.CopyFrom(model.proto)
-    inline_external_data(proto, getattr(model, "base_dir", None))  # the session runs on values
+    proto.CopyFrom(model.proto)  # external weights stay references: the session reads them
     outputs = {o.name for o in proto.graph.output}
     inputs = {t.name for t in model.inputs}
     names = [o.name for o in proto.graph.output]

@@ -23,20 +23,21 @@ Data = Union[np.ndarray, Mapping[str, np.ndarray], Iterable[Mapping[str, np.ndar
 DEFAULT_BATCH = 64
 
 
-def as_model(model: Any, what: str = "model") -> Any:
+def as_model(model: Any, what: str = "model", *, read_weights: bool = True) -> Any:
     """A :class:`trtlab.model.Model` for ``model`` (a Model, ModelProto, path or bytes).
 
     Models are loaded without constant folding so explicit Q/DQ pairs on constant weights survive.
+    Transforms read and rewrite weights, so by default they get a copy holding external weights;
+    steps that only run the model (``read_weights=False``) keep the references.
     """
     from trtlab.model import Model, load
 
     if isinstance(model, Model):
-        # Transforms read and rewrite weights: they work on a copy holding them.
-        return model.copy().load_weights() if model.has_external_data else model
+        return model.copy().load_weights() if read_weights and model.has_external_data else model
     if isinstance(model, onnx.ModelProto) or isinstance(model, (str, bytes, bytearray)) or \
             hasattr(model, "__fspath__"):
         loaded = load(model, fold_constants=False)
-        return loaded.load_weights() if loaded.has_external_data else loaded
+        return loaded.load_weights() if read_weights and loaded.has_external_data else loaded
     raise PrecisionError(
         f"The {what} is a {type(model).__name__}; expected a trtlab Model, an onnx.ModelProto, "
         "a path to a .onnx file or its bytes. Load it with trtlab.load(...) first."

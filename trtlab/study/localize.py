@@ -40,7 +40,8 @@ _FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DO
 
 def common_tensors(reference: Any, candidate: Any) -> List[str]:
     """Float tensors computed by nodes of both models (same name), in the reference's order."""
-    ref, cand = as_model(reference, "reference"), as_model(candidate, "candidate")
+    ref = as_model(reference, "reference", read_weights=False)
+    cand = as_model(candidate, "candidate", read_weights=False)
     rtypes, ctypes = tensor_types(ref.proto), tensor_types(cand.proto)
     produced = {o for n in cand.proto.graph.node for o in n.output if o}
     out = []
@@ -54,11 +55,9 @@ def common_tensors(reference: Any, candidate: Any) -> List[str]:
 
 
 def _with_outputs(model: Any, tensors: List[str]) -> onnx.ModelProto:
-    from trtlab.model import inline_external_data
-
+    """``model``'s proto with ``tensors`` as its outputs (external weights stay references)."""
     out = onnx.ModelProto()
     out.CopyFrom(model.proto)
-    inline_external_data(out, model.base_dir)
     del out.graph.output[:]
     out.graph.output.extend(onnx.ValueInfoProto(name=t) for t in tensors)
     return out
@@ -145,7 +144,8 @@ def localize_error(model: Any, candidate_model: Any, data: Data, *,
 
     from trtlab.backends.onnxruntime.session import session
 
-    ref, cand = as_model(model, "reference"), as_model(candidate_model, "candidate")
+    ref = as_model(model, "reference", read_weights=False)
+    cand = as_model(candidate_model, "candidate", read_weights=False)
     available = common_tensors(ref, cand)
     if tensors is None:
         chosen = available
@@ -169,8 +169,8 @@ def localize_error(model: Any, candidate_model: Any, data: Data, *,
     accs = {t: _Acc() for t in chosen}
     chunks = [chosen[i:i + chunk_size] for i in range(0, len(chosen), chunk_size)]
     for chunk in progress_bar(chunks, desc="localizing error", enabled=progress):
-        rs = session(_with_outputs(ref, chunk), providers=["CPUExecutionProvider"])
-        cs = session(_with_outputs(cand, chunk), providers=["CPUExecutionProvider"])
+        rs = session(_with_outputs(ref, chunk), providers=["CPUExecutionProvider"], base_dir=ref.base_dir)
+        cs = session(_with_outputs(cand, chunk), providers=["CPUExecutionProvider"], base_dir=cand.base_dir)
         for rf, cf in zip(feeds, cand_feeds):
             for t, a, b in zip(chunk, rs.run(chunk, rf), cs.run(chunk, cf)):
                 accs[t].add(np.asarray(a), np.asarray(b))
