@@ -242,12 +242,16 @@ def _strip_names(node: onnx.NodeProto) -> None:
 
 
 def _canonical_nodes(graph: onnx.GraphProto) -> List[bytes]:
+    """Sorted digests of the nodes without their names (order-free; a digest per node, so the
+    comparison does not hold a second serialized copy of nodes carrying weights)."""
+    import hashlib
+
     out = []
     for node in graph.node:
         clone = onnx.NodeProto()
         clone.CopyFrom(node)
         _strip_names(clone)
-        out.append(clone.SerializeToString(deterministic=True))
+        out.append(hashlib.sha256(clone.SerializeToString(deterministic=True)).digest())
     return sorted(out)
 
 
