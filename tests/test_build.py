@@ -419,6 +419,35 @@ def test_segfaulting_build_worker_is_a_recorded_failure_and_isolated():
     np.testing.assert_allclose(hybrid.run(feeds)["y"], run_onnx(m, feeds)["y"], rtol=1e-6)
 
 
+def test_crash_signal_is_read_while_the_pool_reaps_the_worker():
+    """The pool's manager thread reaps a dead worker concurrently: for a moment ``exitcode`` reads
+    None (or ``join`` raises). The signal must still be reported, not 'exit code None'."""
+    from types import SimpleNamespace
+
+    from trtlab.backends.tensorrt import workers
+
+    class Reaping:
+        def __init__(self, reads_before_known):
+            self.reads = reads_before_known
+            self._popen = SimpleNamespace(returncode=None)
+
+        def join(self, timeout=None):
+            self.reads -= 1
+            if self.reads == 1:
+                raise OSError("[Errno 10] No child processes")
+            if self.reads <= 0:
+                self._popen.returncode = -11
+
+        @property
+        def exitcode(self):
+            return self._popen.returncode
+
+    pool = SimpleNamespace(_processes={1: Reaping(3)})
+    assert workers._exit_codes(pool) == [-11]
+    gone = SimpleNamespace(_processes={1: SimpleNamespace(join=lambda timeout=None: None, exitcode=None)})
+    assert workers._exit_codes(gone, wait=0.3) == [None]
+
+
 def test_hung_build_times_out_and_is_isolated():
     import build_standins
     from trtlab.backends.tensorrt.workers import BuildPool

@@ -28,6 +28,7 @@ import pickle
 import signal
 import sys
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor, TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
@@ -184,8 +185,10 @@ class BuildPool:
             dead = [c for c in codes if c is not None and c < 0]
             if dead:
                 detail = f"TensorRT crashed with signal {-dead[0]} ({_signal_name(-dead[0])})"
-            elif codes:
+            elif codes and codes[0] is not None:
                 detail = f"TensorRT crashed (worker exit code {codes[0]})"
+            elif codes:
+                detail = "TensorRT crashed (the worker died; its exit status could not be read)"
             raise crash_error(segment, detail) from None
         except (pickle.PicklingError, AttributeError, TypeError) as exc:
             raise BuildError(f"Build job for {segment} could not be sent to a worker: {exc}") from None
@@ -243,15 +246,27 @@ def _main_not_reimported() -> Iterator[None]:
             setattr(main, attr, value)
 
 
-def _exit_codes(pool: ProcessPoolExecutor) -> List[Optional[int]]:
-    procs = getattr(pool, "_processes", None) or {}
-    codes = []
-    for p in list(procs.values()):
-        try:
-            p.join(timeout=1.0)
-        except Exception:  # a process already reaped
-            pass
-        codes.append(p.exitcode)
+def _exit_codes(pool: ProcessPoolExecutor, wait: float = 5.0) -> List[Optional[int]]:
+    """Exit codes of the pool's workers (``-N`` for signal N).
+
+    The pool's manager thread reaps a dead worker concurrently; while it does, ``exitcode`` can
+    read ``None`` for a moment, so the codes are polled until known or ``wait`` seconds pass.
+    """
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    deadline = time.monotonic() + wait
+    codes: List[Optional[int]] = []
+    for p in procs:
+        code = None
+        while True:
+            try:
+                p.join(timeout=0.2)
+                code = p.exitcode
+            except Exception:  # already reaped by the manager thread: its code lands shortly
+                code = getattr(getattr(p, "_popen", None), "returncode", None)
+            if code is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        codes.append(code)
     return sorted(codes, key=lambda c: (c is None, c if c is not None else 0))
 
 
