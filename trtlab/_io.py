@@ -37,7 +37,7 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional, Type, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type, Union
 
 from trtlab.errors import FileReadError, FileWriteError, OutputExistsError, TrtlabError
 
@@ -332,21 +332,51 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_tree(root: Path) -> Dict[str, dict]:
-    files: Dict[str, dict] = {}
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_all(files: Sequence[Path], folders: Sequence[Path]) -> None:
+    """fsync every file and folder, all at once: the file system commits concurrent fsyncs
+    together (one journal commit instead of one per file: 10 small files 6 ms instead of 25-50 ms
+    on ext4), and each call still returns only once its data is on disk."""
+    jobs = [(_fsync_file, f) for f in files] + [(fsync_dir, d) for d in folders]
+    if len(jobs) <= 1:
+        for fn, target in jobs:
+            fn(target)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(16, len(jobs))) as pool:
+        for future in [pool.submit(fn, target) for fn, target in jobs]:
+            future.result()
+
+
+def _tree(root: Path) -> Tuple[List[Path], List[Path]]:
+    files: List[Path] = []
+    folders: List[Path] = []
     for dirpath, _, names in os.walk(root):
-        for name in sorted(names):
-            full = Path(dirpath) / name
-            fd = os.open(full, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            rel = full.relative_to(root).as_posix()
-            if rel != MANIFEST:
-                files[rel] = {"bytes": full.stat().st_size, "sha256": _file_sha256(full)}
-        fsync_dir(dirpath)
-    return files
+        folders.append(Path(dirpath))
+        files += [Path(dirpath) / name for name in sorted(names)]
+    return files, folders
+
+
+def _listing(root: Path, files: Sequence[Path]) -> Dict[str, dict]:
+    """MANIFEST entries (size, sha256) of ``files``, hashed in parallel (hashlib releases the GIL)."""
+    listed = [f for f in files if f.relative_to(root).as_posix() != MANIFEST]
+    if len(listed) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(4, len(listed))) as pool:
+            digests = list(pool.map(_file_sha256, listed))
+    else:
+        digests = [_file_sha256(f) for f in listed]
+    return {f.relative_to(root).as_posix(): {"bytes": f.stat().st_size, "sha256": d}
+            for f, d in zip(listed, digests)}
 
 
 def _rename_exchange() -> Optional[Callable[[str, str], int]]:
@@ -388,14 +418,14 @@ def atomic_dir(path: PathLike, *, overwrite: bool = False, what: str = "output",
     old: Optional[Path] = None
     try:
         yield tmp
-        files = _fsync_tree(tmp)
-        manifest = {"format": "trtlab-manifest", "version": 1, "files": files, **(meta or {})}
+        files, folders = _tree(tmp)
+        manifest = {"format": "trtlab-manifest", "version": 1, "files": _listing(tmp, files), **(meta or {})}
         with open(tmp / MANIFEST, "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
         os.chmod(tmp, 0o755)
-        fsync_dir(tmp)
+        if tmp / MANIFEST not in files:
+            files.append(tmp / MANIFEST)
+        _fsync_all(files, folders)
         # Checked again: the destination may have been filled while the work ran.
         check_destination(path, overwrite=overwrite, folder=True, what=what)
         if os.path.lexists(path):
