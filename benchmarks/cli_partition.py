@@ -31,7 +31,9 @@ Models: every ``.onnx`` of the real tier (``tests/real/models.toml``, fetched in
    trtlab's peak memory <= 1.3x the weights' size (``MiB/weights``). ``trtlab partition``
    writes segments that reference the model's weights there (``--weights reference``, the
    default for models with external data); the row ``--weights copy`` shows the self-contained
-   folder (every weight copied once into ``weights.data``), for reference, not a target.
+   folder (every weight copied once into ``weights.data``), for reference, not a target. The
+   real models of ``--external-real`` (default ``rapidocr_det``, PP-OCRv4 det) saved with
+   their weights in external data get the same pair, with the real tier's target.
 
 Run: ``python benchmarks/cli_partition.py [--quick] [--runs N] [--models id,id] [--gib G]``
 (``--quick``: 3 paired runs per model instead of 7; ``--gib 0`` skips the large-weight rows).
@@ -175,6 +177,49 @@ def big_weights(gib: float) -> Path:
     return Path(done.stdout.strip().splitlines()[-1])
 
 
+_SAVE_EXTERNAL = r"""
+import sys
+import onnx
+from onnx import numpy_helper
+proto = onnx.load(sys.argv[1])
+def tensors(g):
+    yield from g.initializer
+    for n in g.node:
+        for a in n.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            for body in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                yield from tensors(body)
+for t in tensors(proto.graph):  # typed fields as raw data (same values), so they can move out
+    if not t.HasField("raw_data") and t.data_type != onnx.TensorProto.STRING:
+        t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t), t.name))
+onnx.save(proto, sys.argv[2], save_as_external_data=True, location="model.onnx.data", convert_attribute=True)
+"""
+
+
+def external_copy(model_id: str, path: Path) -> Path:
+    """Real model ``model_id`` saved with its weights (initializers and ``Constant`` values of
+    1 KiB or more) in external data, under ``build/bench_models/`` (made once, in a child process)."""
+    out = ROOT / "build" / "bench_models" / f"{model_id}_external" / "model.onnx"
+    if not (out.is_file() and out.with_name("model.onnx.data").is_file()):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-c", _SAVE_EXTERNAL, str(path), str(out)], check=True)
+    return out
+
+
+def external_real_table(ids: Sequence[str], runs: int) -> List[Dict[str, object]]:
+    """trtlab partition (weights referenced) vs Polygraphy on real models saved with external data."""
+    rows = []
+    for model_id, path in real_models(ids).items():
+        ext = external_copy(model_id, path)
+        row = cli_table({f"{model_id} (external data), --weights reference": ext}, runs)[0]
+        row["weights MiB"] = ext.with_name("model.onnx.data").stat().st_size / 2**20
+        row["MiB/weights"] = row["trtlab MiB"] / row["weights MiB"]
+        rows.append(row)
+    return rows
+
+
 def big_table(gib: float, runs: int) -> List[Dict[str, object]]:
     """trtlab partition (reference and copy) vs Polygraphy on the large external-weight model."""
     path = big_weights(gib)
@@ -274,6 +319,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          "Polygraphy fails on); not part of the target")
     ap.add_argument("--gib", type=float, default=1.0,
                     help="GiB of external weights of the large-weight rows (default 1; 0 skips them)")
+    ap.add_argument("--external-real", default="rapidocr_det",
+                    help="comma-separated real-model ids also measured saved with external data and "
+                         "partitioned by reference (default rapidocr_det; '' for none)")
     ap.add_argument("--skip-in-process", action="store_true")
     ap.add_argument("--skip-cli", action="store_true")
     args = ap.parse_args(argv)
@@ -293,6 +341,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"\nCLI on a {args.gib:g} GiB external-weight model (fresh processes, {runs} paired runs, "
               "median; peak RSS MiB)")
         big = big_table(args.gib, runs)
+        ids = [m for m in args.external_real.split(",") if m]
+        if ids:
+            print(f"\nthe same CLI pair on real models saved with external data (target {CLI_TARGET} as on "
+                  "the real tier)")
+            big += external_real_table(ids, runs)
         _table(big)
         failed += [r for r in big if r["met"] == "NOT met"]
     if not args.skip_in_process:

@@ -25,7 +25,7 @@ from trtlab import _io
 from trtlab.backends.onnxruntime.session import session
 from trtlab.backends.tensorrt import flavor as trt
 from trtlab.cli import main as cli
-from trtlab.errors import ExternalDataError, OutputExistsError, PartitionError
+from trtlab.errors import PartitionError
 from trtlab.extract import weights_mode, write_partition
 from trtlab.partition_folder import check_weights, read_partition, segment_file
 
