@@ -140,9 +140,10 @@ def _weights_note(out: Path, written: Dict[str, Path]) -> Dict[str, Any]:
     """Where the weights of a written partition are, and how to get a self-contained folder."""
     import json
 
+    from trtlab import _io
     from trtlab.extract import WEIGHTS_FILE
 
-    record = json.loads((out / "partition.json").read_text(encoding="utf-8"))["weights"]
+    record = json.loads(_io.read_text(out / "partition.json", what="Partition JSON"))["weights"]
     mib = sum(f["bytes"] for f in record["files"].values()) / 2 ** 20
     if record["mode"] == "reference":
         files = ", ".join(list(record["files"])[:3]) + (", ..." if len(record["files"]) > 3 else "")
