@@ -147,6 +147,14 @@ def test_tensorrt_parser_reads_a_reference_segment_from_the_weights_folder(tmp_p
     assert sf.parser_path == str(path.parent / sf.path.name)
     run = _run_parser(sf.proto.SerializeToString(), sf.parser_path)
     assert run.ok, run
+    # the segment as a trtlab Model: the parser path and every step read the weights' folder
+    seg_model = sf.model()
+    assert seg_model.base_dir == path.parent.resolve()
+    assert trtlab.check_support(seg_model, source="parser").frame["supported"].all()
+    feeds = {t: np.random.default_rng(2).standard_normal((2, 16)).astype(np.float32) for t in seg.inputs}
+    want = session(sf.proto, ["CPUExecutionProvider"], base_dir=sf.weights_dir).run(None, feeds)
+    got = trtlab.build(trtlab.partition(seg_model), cache_dir=False, progress=False).run(feeds)
+    np.testing.assert_allclose(list(got.values())[0], want[0], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("change", ["moved", "rewritten", "touched"])

@@ -243,6 +243,14 @@ class SegmentFile:
         looks for the external data."""
         return str(self.weights_dir / self.path.name)
 
+    def model(self) -> Any:
+        """The segment as a :class:`~trtlab.model.Model` whose external weights are read from
+        :attr:`weights_dir`, for every trtlab step (``check_support``, ``partition``, ``build``,
+        ``run_onnx``); nothing is read until a step needs a value."""
+        from trtlab.model import Model
+
+        return Model(self.proto, name=self.path.stem, path=self.path, base_dir=self.weights_dir)
+
 
 def segment_file(folder: PathLike, index: int) -> SegmentFile:
     """Segment ``index`` of the partition in ``folder`` (its weights checked first).
