@@ -25,8 +25,18 @@ for compiling its sources when ``PYTHONDONTWRITEBYTECODE`` is set.
 Models: every ``.onnx`` of the real tier (``tests/real/models.toml``, fetched into
 ``build/real_models`` by ``scripts/fetch_real_models.py``).
 
-Run: ``python benchmarks/cli_partition.py [--quick] [--runs N] [--models id,id]``
-(``--quick``: 3 paired runs per model instead of 7).
+3. **Large external weights.** The same CLI pair on ``big_weights`` (``benchmarks/_models.py``:
+   a MatMul chain whose float32 weights, ``--gib`` GiB in all, live in one external data file;
+   made on the fly under ``build/bench_models/``, never committed). Targets: ratio <= 2.0 and
+   trtlab's peak memory <= 1.3x the weights' size (``MiB/weights``). ``trtlab partition``
+   writes segments that reference the model's weights there (``--weights reference``, the
+   default for models with external data); the row ``--weights copy`` shows the self-contained
+   folder (every weight copied once into ``weights.data``), for reference, not a target. The
+   real models of ``--external-real`` (default ``rapidocr_det``, PP-OCRv4 det) saved with
+   their weights in external data get the same pair, with the real tier's target.
+
+Run: ``python benchmarks/cli_partition.py [--quick] [--runs N] [--models id,id] [--gib G]``
+(``--quick``: 3 paired runs per model instead of 7; ``--gib 0`` skips the large-weight rows).
 """
 
 from __future__ import annotations
@@ -49,6 +59,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fetch_real_models  # noqa: E402
 
 CLI_TARGET = 1.0
+#: Targets of the large external-weight rows: wall time ratio, peak memory / weights' size.
+BIG_TARGET = 2.0
+BIG_MEMORY_TARGET = 1.3
 #: ``load_options`` of the real models (models.toml), used by the in-process table.
 LOAD_OPTIONS: Dict[str, Dict[str, object]] = {}
 IN_PROCESS_TARGET = 2.0
@@ -74,7 +87,7 @@ def extra_models(items: Optional[Sequence[str]]) -> Dict[str, Path]:
     from trtlab import zoo
 
     out = {}
-    for item in ["quantized_dynamic"] if items is None else items:
+    for item in ["quantized_dynamic"] if items is None else [i for i in items if i]:
         path = Path(item) if Path(item).is_file() else zoo.path(item)
         out[f"{Path(item).stem} (extra)"] = path
     return out
@@ -106,17 +119,19 @@ def timed(cmd: List[str], env: Dict[str, str], cwd: str) -> Tuple[float, float, 
     return wall, usage.ru_maxrss / 1024, proc.returncode, (tail[-1] if tail else "")
 
 
-def cli_commands(model: Path, out: Path) -> Tuple[List[str], List[str]]:
+def cli_commands(model: Path, out: Path, extra: Sequence[str] = ()) -> Tuple[List[str], List[str]]:
     bindir = Path(sys.executable).parent
-    ours = [sys.executable, "-m", "trtlab.cli", "partition", str(model), "--out", str(out / "trtlab")]
+    ours = [sys.executable, "-m", "trtlab.cli", "partition", str(model), "--out", str(out / "trtlab"), *extra]
     theirs = [str(bindir / "polygraphy"), "inspect", "capability", "--with-partitioning", str(model),
               "-o", str(out / "polygraphy")]
     return ours, theirs
 
 
-def cli_table(models: Dict[str, Path], runs: int) -> List[Dict[str, object]]:
+def cli_table(models: Dict[str, Path], runs: int, extra: Sequence[str] = (),
+              target: float = CLI_TARGET) -> List[Dict[str, object]]:
     env = dict(os.environ, POLYGRAPHY_USE_TENSORRT_RTX="1")
     env["PYTHONPATH"] = _pythonpath()
+    env.setdefault("TRTLAB_PROGRESS", "0")
     rows = []
     for name, path in models.items():
         ours_t, ours_m, theirs_t, theirs_m = [], [], [], []
@@ -127,7 +142,7 @@ def cli_table(models: Dict[str, Path], runs: int) -> List[Dict[str, object]]:
                     out = Path(tmp) / "out"
                     shutil.rmtree(out, ignore_errors=True)
                     out.mkdir()
-                    ours, theirs = cli_commands(path, out)
+                    ours, theirs = cli_commands(path, out, extra)
                     wall, rss, code, tail = timed(ours if side == "ours" else theirs, env, tmp)
                     if side == "ours":
                         if code != 0:
@@ -142,11 +157,86 @@ def cli_table(models: Dict[str, Path], runs: int) -> List[Dict[str, object]]:
         ta = statistics.median(ours_t)
         tb = statistics.median(theirs_t) if theirs_t else None
         row: Dict[str, object] = {"model": name, "trtlab s": ta, "polygraphy s": tb,
-                                  "ratio": ta / tb if tb else None, "target": CLI_TARGET,
+                                  "ratio": ta / tb if tb else None, "target": target,
                                   "trtlab MiB": max(ours_m), "polygraphy MiB": max(theirs_m) if theirs_m else None}
-        row["met"] = ("n/a: " + theirs_error) if tb is None else ("met" if ta / tb <= CLI_TARGET else "NOT met")
+        row["met"] = ("n/a: " + theirs_error) if tb is None else ("met" if ta / tb <= target else "NOT met")
         rows.append(row)
         print(_line(row), flush=True)
+    return rows
+
+
+def big_weights(gib: float) -> Path:
+    """The ``gib`` GiB external-weight model of ``_models.py`` (made in a child process, so this
+    process, whose children's peak memory is measured, never holds the weights)."""
+    folder = ROOT / "build" / "bench_models"
+    name = "big_weights" if gib == 1.0 else f"big_weights_{gib:g}"
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from _models import big_weight_model; "
+            "print(big_weight_model(sys.argv[2], gib=float(sys.argv[3]), name=sys.argv[4]))")
+    done = subprocess.run([sys.executable, "-c", code, str(Path(__file__).resolve().parent), str(folder),
+                           str(gib), name], check=True, capture_output=True, text=True)
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+_SAVE_EXTERNAL = r"""
+import sys
+import onnx
+from onnx import numpy_helper
+proto = onnx.load(sys.argv[1])
+def tensors(g):
+    yield from g.initializer
+    for n in g.node:
+        for a in n.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            for body in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                yield from tensors(body)
+for t in tensors(proto.graph):  # typed fields as raw data (same values), so they can move out
+    if not t.HasField("raw_data") and t.data_type != onnx.TensorProto.STRING:
+        t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t), t.name))
+onnx.save(proto, sys.argv[2], save_as_external_data=True, location="model.onnx.data", convert_attribute=True)
+"""
+
+
+def external_copy(model_id: str, path: Path) -> Path:
+    """Real model ``model_id`` saved with its weights (initializers and ``Constant`` values of
+    1 KiB or more) in external data, under ``build/bench_models/`` (made once, in a child process)."""
+    out = ROOT / "build" / "bench_models" / f"{model_id}_external" / "model.onnx"
+    if not (out.is_file() and out.with_name("model.onnx.data").is_file()):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-c", _SAVE_EXTERNAL, str(path), str(out)], check=True)
+    return out
+
+
+def external_real_table(ids: Sequence[str], runs: int) -> List[Dict[str, object]]:
+    """trtlab partition (weights referenced) vs Polygraphy on real models saved with external data."""
+    rows = []
+    for model_id, path in real_models(ids).items():
+        ext = external_copy(model_id, path)
+        row = cli_table({f"{model_id} (external data), --weights reference": ext}, runs)[0]
+        row["weights MiB"] = ext.with_name("model.onnx.data").stat().st_size / 2**20
+        row["MiB/weights"] = row["trtlab MiB"] / row["weights MiB"]
+        rows.append(row)
+    return rows
+
+
+def big_table(gib: float, runs: int) -> List[Dict[str, object]]:
+    """trtlab partition (reference and copy) vs Polygraphy on the large external-weight model."""
+    path = big_weights(gib)
+    weights_mib = path.with_suffix(".data").stat().st_size / 2**20
+    rows = []
+    for mode, target in (("reference", BIG_TARGET), ("copy", None)):
+        row = cli_table({f"big_weights {gib:g} GiB, --weights {mode}": path}, runs, ("--weights", mode),
+                        target=target if target is not None else float("inf"))[0]
+        row["weights MiB"] = weights_mib
+        row["MiB/weights"] = row["trtlab MiB"] / weights_mib
+        if target is None:
+            row["target"], row["met"] = None, "for reference"
+        else:
+            row["mem target"] = BIG_MEMORY_TARGET
+            row["met"] = "met" if row["ratio"] is not None and row["ratio"] <= BIG_TARGET and \
+                row["MiB/weights"] <= BIG_MEMORY_TARGET else "NOT met"
+        rows.append(row)
     return rows
 
 
@@ -227,6 +317,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--extra", action="append", default=None, metavar="ZOO_NAME_OR_PATH",
                     help="more models for the CLI table (default: the zoo's quantized_dynamic, which "
                          "Polygraphy fails on); not part of the target")
+    ap.add_argument("--gib", type=float, default=1.0,
+                    help="GiB of external weights of the large-weight rows (default 1; 0 skips them)")
+    ap.add_argument("--external-real", default="rapidocr_det",
+                    help="comma-separated real-model ids also measured saved with external data and "
+                         "partitioned by reference (default rapidocr_det; '' for none)")
     ap.add_argument("--skip-in-process", action="store_true")
     ap.add_argument("--skip-cli", action="store_true")
     args = ap.parse_args(argv)
@@ -242,6 +337,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         failed += [r for r in cli if r["ratio"] is not None and r["ratio"] > CLI_TARGET
                    and not str(r["model"]).endswith("(extra)")]
         floor(models, runs)
+    if args.gib > 0:
+        print(f"\nCLI on a {args.gib:g} GiB external-weight model (fresh processes, {runs} paired runs, "
+              "median; peak RSS MiB)")
+        big = big_table(args.gib, runs)
+        ids = [m for m in args.external_real.split(",") if m]
+        if ids:
+            print(f"\nthe same CLI pair on real models saved with external data (target {CLI_TARGET} as on "
+                  "the real tier)")
+            big += external_real_table(ids, runs)
+        _table(big)
+        failed += [r for r in big if r["met"] == "NOT met"]
     if not args.skip_in_process:
         print("\nIn process: check_support(source='parser') + partition vs one bare supports_model_v2 "
               f"({runs} paired runs, median)")
@@ -253,8 +359,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _table(rows: List[Dict[str, object]]) -> None:
-    cols = list(rows[0])
-    cells = [[("-" if r[c] is None else f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c])) for c in cols]
+    cols = list(dict.fromkeys(c for r in rows for c in r))
+    cells = [[("-" if r.get(c) is None else f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c])) for c in cols]
              for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     print()

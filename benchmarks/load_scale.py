@@ -13,10 +13,9 @@ medians are printed with their ratio (trtlab / peer):
 - ``partition CLI`` on the 1 GiB model: ``trtlab partition M --out D --force`` against
   ``POLYGRAPHY_USE_TENSORRT_RTX=1 polygraphy inspect capability --with-partitioning M``, wall
   time of the whole process and its peak RSS. Targets: <= 2x wall time, peak memory <= 1.3x
-  the weights' size. ``--out`` writes complete segments: the weights' data file is copied
-  beside them (onnx and ONNX Runtime refuse links), fsynced and hashed into the manifest; the
-  row ``partition CLI, analysis only`` shows the same run with the copy's cost taken out
-  (the data copy timed on its own and subtracted), for reference.
+  the weights' size. The segments refer to the model's data file in place (``--weights
+  reference``, the default for external data; ``benchmarks/cli_partition.py`` also times
+  ``--weights copy``, the self-contained folder).
 
 Usage::
 
@@ -30,12 +29,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -123,27 +120,6 @@ def _line(what: str, ours_s: float, peer_s: float, target: float, ours_mb: float
             f"{ours_mb:>8.0f} {peer_mb:>8.0f} {mem_ratio:>6.2f} {mem_target:>4.1f}x {mem_what:<8} {ok}")
 
 
-def _copy_cost(data: Path, tmp: Path, runs: int) -> float:
-    """Median time to copy ``data`` and fsync it (what ``--out`` adds for external weights)."""
-    times = []
-    for _ in range(runs):
-        dst = tmp / "copy.data"
-        t = time.perf_counter()
-        shutil.copyfile(data, dst)
-        fd = os.open(dst, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-        import hashlib
-
-        digest = hashlib.sha256()
-        with open(dst, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        times.append(time.perf_counter() - t)
-        dst.unlink()
-    return statistics.median(times)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -175,17 +151,14 @@ def main(argv=None) -> int:
             met &= s_a / s_b <= LOAD_TARGET and m_a / m_b <= LOAD_TARGET
 
         out = tmp / "partition"
-        ours = lambda: _run([py, "-m", "trtlab.cli", "partition", str(big), "--out", str(out), "--force"], tmp)
+        ours = lambda: _run([py, "-m", "trtlab.cli", "partition", str(big), "--out", str(out), "--force",
+                                   "--weights", "reference"], tmp)
         theirs = lambda: _run([polygraphy, "inspect", "capability", "--with-partitioning", str(big)], tmp)
         a, b = _pairs(ours, theirs, runs)
         s_a, s_b, m_a, m_b = _med(a, 0), _med(b, 0), _med(a, 1), _med(b, 1)
         print(_line(f"partition CLI, {gib:g} GiB", s_a, s_b, CLI_TARGET, m_a / 2**20, m_b / 2**20,
                     m_a / weights, CLI_MEMORY_TARGET, "x weights"))
         met &= s_a / s_b <= CLI_TARGET and m_a / weights <= CLI_MEMORY_TARGET
-        copy = _copy_cost(big.with_suffix(".data"), tmp, max(1, runs // 2))
-        print(_line(f"partition CLI, analysis only", s_a - copy, s_b, CLI_TARGET, m_a / 2**20,
-                    m_b / 2**20, m_a / weights, CLI_MEMORY_TARGET, "x weights")
-              + f"  (data copy + fsync + sha256: {copy:.2f} s)")
     print(f"weights: {weights / 2**20:.0f} MiB; medians of {runs} paired fresh-process runs")
     print("all targets met" if met else "some targets NOT met")
     return 0

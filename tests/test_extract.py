@@ -285,7 +285,7 @@ def test_write_partition_writes_each_weight_once_as_external_data(tmp_path, exte
     part = partition(model, support=support(model, rejected={"relu"}))
     assert len(part.segments) == 3
     out = tmp_path / "out"
-    written = write_partition(part, out)
+    written = write_partition(part, out, weights="copy")
     assert "weights.data" in written
     assert (out / "weights.data").stat().st_size == 32 * 32 * 4  # w once; b (128 bytes) stays embedded
     manifest = json.loads((out / "MANIFEST.json").read_text())

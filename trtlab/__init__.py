@@ -32,6 +32,7 @@ _EXPORTS: Dict[str, Tuple[str, str]] = {
     "Partition": ("trtlab.partitioning.partitioner", "Partition"),
     "Segment": ("trtlab.partitioning.partitioner", "Segment"),
     "run_segments": ("trtlab.partitioning.partitioner", "run_segments"),
+    "read_partition": ("trtlab.partition_folder", "read_partition"),
     "build": ("trtlab.codegen", "build"),
     "BuildWarning": ("trtlab.codegen", "BuildWarning"),
     "LazyBuildWarning": ("trtlab.codegen", "LazyBuildWarning"),
@@ -61,7 +62,7 @@ _EXPORTS: Dict[str, Tuple[str, str]] = {
     "sweep_results": ("trtlab.study.sweeps", "sweep_results"),
 }
 
-_SUBMODULES = ("errors", "model", "extract", "feeds", "config", "zoo", "partitioning", "codegen",
+_SUBMODULES = ("errors", "model", "extract", "partition_folder", "feeds", "config", "zoo", "partitioning", "codegen",
                "runtime", "backends", "precision", "study", "viz", "cli")
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -10,6 +10,7 @@ bodies read from the enclosing scope become segment inputs when another segment 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 from pathlib import Path
@@ -31,7 +32,7 @@ onnx = lazy_import("onnx")
 helper = lazy_import("onnx.helper")
 numpy_helper = lazy_import("onnx.numpy_helper")
 
-__all__ = ["segment_model", "write_partition"]
+__all__ = ["segment_model", "write_partition", "weights_mode", "referenced_files", "WEIGHT_MODES"]
 
 
 def _reads(model, node: onnx.NodeProto) -> List[str]:
@@ -317,34 +318,148 @@ def _write_csv(path: Path, columns: Any, rows: Any) -> None:
         writer.writerows(rows)
 
 
+#: How :func:`write_partition` stores the weights: ``"auto"`` picks one of the other two.
+WEIGHT_MODES = ("auto", "copy", "reference")
+
+
+def weights_mode(model: Any, weights: str = "auto") -> str:
+    """The weight mode :func:`write_partition` uses for ``model``: ``"copy"`` or ``"reference"``.
+
+    ``"auto"`` is ``"reference"`` when the model keeps weights as external data in files beside
+    it (a 1 GiB model is partitioned without copying 1 GiB), else ``"copy"``.
+
+    Raises
+    ------
+    PartitionError
+        An unknown mode, or ``"reference"`` for a model with no external data to refer to.
+    """
+    if weights not in WEIGHT_MODES:
+        raise PartitionError(f"weights={weights!r} is not a weight mode; use one of {list(WEIGHT_MODES)} "
+                             "('copy': the folder holds every weight; 'reference': segments refer to the "
+                             "model's external data files in place; 'auto': reference when there are any).")
+    external = has_external(model.proto) and base_dir(model) is not None
+    if weights == "auto":
+        return "reference" if external else "copy"
+    if weights == "reference" and not external:
+        raise PartitionError(
+            f"weights='reference': model {model.name!r} keeps no weights as external data files, so "
+            "there is nothing to refer to. Use weights='copy' (--weights copy), or save the model with "
+            "external data first (trtlab.load(path).save('folder/model.onnx') writes model.data beside it) "
+            "and partition that file.")
+    return weights
+
+
+def referenced_files(model: Any, protos: Any = None) -> Dict[str, Dict[str, int]]:
+    """``{location: {"bytes": size, "mtime_ns": modification time}}`` of the external data files
+    the model's tensors (or only those of ``protos``, segment models) refer to, relative to the
+    model's folder. A cheap fingerprint: the files are not read.
+
+    Raises
+    ------
+    ExternalDataError
+        A referenced file is missing.
+    """
+    from trtlab.errors import ExternalDataError
+    from trtlab.model import external_location, external_tensors
+
+    base = base_dir(model)
+    graphs = [model.proto.graph] if protos is None else [p.graph for p in protos]
+    files: Dict[str, Dict[str, int]] = {}
+    for graph in graphs:
+        for tensor in external_tensors(graph):
+            location = external_info(tensor)["location"]
+            if location in files:
+                continue
+            path = external_location(tensor, base)[0]
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                raise ExternalDataError(
+                    f"Model {model.name!r} reads weights from {path}, which cannot be read ({exc.strerror}). "
+                    "Put the data file back beside the model, or load the model again.") from exc
+            files[location] = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return dict(sorted(files.items()))
+
+
+def _weights_record(partition: "Partition", mode: str, protos: Any) -> Dict[str, Any]:
+    """The ``weights`` entry of ``partition.json``: where the weights are and how to check them."""
+    model = partition.model
+    path = getattr(model, "path", None)
+    source = None
+    if path is not None and Path(path).is_file():
+        st = os.stat(path)
+        source = {"path": str(Path(path).resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    record: Dict[str, Any] = {"mode": mode, "model_file": source}
+    if mode == "reference":
+        record["folder"] = str(Path(base_dir(model)).resolve())
+        record["files"] = referenced_files(model, protos)
+    else:
+        record["folder"] = None
+        record["files"] = {}
+    return record
+
+
+def _check_reference_target(partition: "Partition", out: Path, mode: str) -> None:
+    """Refuse a reference partition written over the folder that holds the weights it refers to."""
+    if mode != "reference":
+        return
+    weights = Path(base_dir(partition.model)).resolve()
+    target = out.resolve()
+    if weights == target or target in weights.parents:
+        raise PartitionError(
+            f"The partition would be written to {out}, which holds the weights its segments refer to "
+            f"({weights}): replacing the folder would delete them. Write it to another folder, or use "
+            "weights='copy' (--weights copy) for a folder with its own copy of the weights.")
+
+
+def _inline_embedded(protos: Any, sources: Dict[str, onnx.TensorProto], base: Any) -> None:
+    """Fill stubs of weights the model holds embedded (in place): a reference partition refers
+    only to the model's external data files, and embeds the rest."""
+    for proto in protos:
+        for name, tensor in _stubs(proto):
+            if not is_external(tensor):
+                tensor.raw_data = bytes(_raw(sources[name], base))
+
+
 def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
-                    overwrite: bool = False) -> Dict[str, Path]:
+                    overwrite: bool = False, weights: str = "auto") -> Dict[str, Path]:
     """Write every segment model plus ``summary.csv``, ``boundaries.csv``, ``decisions.csv`` and
     ``partition.json`` to ``out_dir``, atomically.
 
-    Weights (initializers and ``Constant`` values) of at least
-    :data:`~trtlab.weights.STUB_MIN_BYTES` are written once, as external data in
-    ``weights.data`` shared by the segment files (each initializer once, even when
-    several segments read it; offsets aligned to 4096 bytes); smaller ones stay embedded. Each
-    segment file loads with ``onnx.load(path)`` or ``onnxruntime.InferenceSession(path)`` from
-    the folder. Weights are streamed from the model (its external data is not read whole).
+    Where the weights go (``weights``):
+
+    ``"copy"``
+        The folder is self-contained. Weights (initializers and ``Constant`` values) of at least
+        :data:`~trtlab.weights.STUB_MIN_BYTES` are written once, as external data in
+        ``weights.data`` shared by the segment files (each initializer once, even when several
+        segments read it; offsets aligned to 4096 bytes); smaller ones stay embedded. Each segment
+        file loads with ``onnx.load(path)`` or ``onnxruntime.InferenceSession(path)`` from the
+        folder, also after the original model is deleted. Weights are streamed from the model
+        (its external data is memory-mapped, never read whole).
+    ``"reference"``
+        Nothing is copied: the segments refer to the model's external data files where they
+        are, at their original relative locations (weights the model holds embedded stay
+        embedded in the segments). ``partition.json`` records that folder and each referenced
+        file's size and modification time; :func:`trtlab.read_partition` checks them and gives
+        ONNX Runtime and TensorRT's parser that folder. The segment files alone do not load with
+        ``onnx.load(path)`` (it looks for the data beside them): read them with
+        :func:`trtlab.partition_folder.segment_file`, or write the folder with ``"copy"``.
+    ``"auto"`` (default)
+        ``"reference"`` when the model keeps weights as external data, else ``"copy"``
+        (:func:`weights_mode`).
 
     Everything is written to a temporary folder beside ``out_dir``, fsynced, listed in
-    ``MANIFEST.json`` (sizes and sha256) and swapped in whole: a full disk or a kill leaves the
-    previous folder (or none), never a mix. Segment files are named
-    ``<index>_<segment name>.onnx`` (index zero-padded).
-
-    Weights the model keeps as external data stay external: the segments reference them at
-    their original relative locations, and those data files are copied into ``out_dir`` by the
-    kernel (no weight passes through this process's memory), so every segment loads in onnx
-    and ONNX Runtime from the folder. (onnx and ONNX Runtime refuse hard and symbolic links to
-    data files, so a copy it is.)
+    ``MANIFEST.json`` (sizes and sha256 of the files the folder holds; referenced weights are
+    not read) and swapped in whole: a full disk or a kill leaves the previous folder (or none),
+    never a mix. Segment files are named ``<index>_<segment name>.onnx`` (index zero-padded).
 
     Parameters
     ----------
     overwrite
         Replace an existing non-empty ``out_dir`` written by trtlab. Without it an existing
         non-empty folder is refused before anything is computed; an empty one is filled.
+    weights
+        ``"auto"``, ``"copy"`` or ``"reference"`` (see above).
 
     Returns
     -------
@@ -355,13 +470,18 @@ def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
     ------
     OutputExistsError
         ``out_dir`` is a file, or a non-empty folder and ``overwrite`` is false.
+    PartitionError
+        An unknown weight mode, ``"reference"`` for a model without external data, or
+        ``"reference"`` into the folder that holds the model's weights.
     FileWriteError
         The folder could not be written (disk full, read-only); nothing existing was changed.
     """
     from trtlab import _io
 
     out = Path(out_dir)
+    mode = weights_mode(partition.model, weights)
     _io.check_destination(out, overwrite=overwrite, folder=True, what="partition")
+    _check_reference_target(partition, out, mode)
     width = max(2, len(str(max(len(partition.segments) - 1, 0))))
     names = [segment_file_name(seg.index, seg.name, width) for seg in partition.segments]
     if len(set(names)) != len(names):
@@ -370,15 +490,22 @@ def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
     protos = {name: segment_model(partition, seg.index, weights="reference")
               for name, seg in zip(names, partition.segments)}
     sources = _weight_sources(partition.model)
-    layout = _weights_layout(sources, protos.values())
+    base = base_dir(partition.model)
+    if mode == "reference":
+        _inline_embedded(protos.values(), sources, base)
+        layout: Dict[str, Tuple[int, int]] = {}
+    else:
+        layout = _weights_layout(sources, protos.values())
+    doc = json.loads(partition.to_json())
+    doc["weights"] = _weights_record(partition, mode, protos.values())
     blobs = {name: proto.SerializeToString() for name, proto in protos.items()}
     del protos
     tables = partition.table_rows()
-    text = partition.to_json(indent=1)
+    text = json.dumps(doc, indent=1)
     with _io.atomic_dir(out, overwrite=overwrite, what="partition",
-                        meta={"content": "trtlab partition", "segments": len(names)}) as tmp:
+                        meta={"content": "trtlab partition", "segments": len(names), "weights": mode}) as tmp:
         if layout:
-            _write_weights(sources, base_dir(partition.model), layout, tmp / WEIGHTS_FILE)
+            _write_weights(sources, base, layout, tmp / WEIGHTS_FILE)
         for name, blob in blobs.items():
             with open(tmp / name, "wb") as fh:
                 fh.write(blob)
@@ -388,7 +515,9 @@ def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
             fh.write(text)
     extra = [WEIGHTS_FILE] if layout else []
     written = {name: out / name for name in list(blobs) + extra + list(tables) + ["partition.json", _io.MANIFEST]}
-    log.info("wrote %d segment model(s) and tables to %s", len(partition.segments), out)
+    log.info("wrote %d segment model(s) and tables to %s (weights: %s)", len(partition.segments), out,
+             "copied into " + WEIGHTS_FILE if layout else
+             f"referenced in {doc['weights']['folder']}" if mode == "reference" else "embedded")
     return written
 
 

@@ -6,12 +6,16 @@ same model saved with external data and loaded with its weights left in the file
 many segments, keeps no copy of the weights in the hybrid (initializers stay in the file,
 ``Constant`` values with the model) and reproduces the original outputs;
 and its partition written to disk (weights once, as external data) runs in ONNX Runtime from
-the folder with the same outputs.
+the folder with the same outputs. Written by reference (nothing copied), the partition folder
+is read back, built and run with the original outputs, its segment files run in ONNX Runtime
+given the weights' folder, and a change to the original weights is refused.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import os
 
 import fetch_real_models
 import numpy as np
@@ -22,8 +26,11 @@ import pytest
 import trtlab
 from realcheck import assert_close
 from trtlab.backends.onnxruntime.backend import OnnxRuntimeBackend
+from trtlab.backends.onnxruntime.session import session
+from trtlab.errors import PartitionError
 from trtlab.extract import write_partition
-from trtlab.model import Model
+from trtlab.model import Model, _all_tensors
+from trtlab.partition_folder import read_partition, segment_file
 from trtlab.weights import Weights, has_external
 
 pytestmark = pytest.mark.real
@@ -84,7 +91,7 @@ def test_external_data_model_cut_in_segments_shares_its_weights(real_model_paths
         _assert_close(name, got[name], want[name])
 
     out = tmp_path / "partition"
-    written = write_partition(part, out)
+    written = write_partition(part, out, weights="copy")
     assert (out / "weights.data").is_file()
     files = sorted(name for name in written if name.endswith(".onnx"))
     env = dict(feeds)
@@ -95,3 +102,53 @@ def test_external_data_model_cut_in_segments_shares_its_weights(real_model_paths
         env.update(zip(outs, sess.run(outs, {t: env[t] for t in seg.inputs})))
     for name in want:
         _assert_close(name, env[name], want[name])
+
+
+@pytest.mark.parametrize("model_id", MODELS)
+def test_external_data_model_partitioned_by_reference(real_model_paths, model_id, tmp_path):
+    path = str(real_model_paths[model_id])
+    proto = copy.deepcopy(trtlab.load(path, **MODELS[model_id].load_options).proto)
+    for t in _all_tensors(proto.graph):  # typed fields (float_data ...) as raw data, same values
+        if not t.HasField("raw_data") and t.data_type != onnx.TensorProto.STRING:
+            t.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(t), t.name))
+    saved = tmp_path / "model" / "model.onnx"
+    saved.parent.mkdir()
+    # initializers and Constant values (the PP-OCR models keep their weights in Constants) external
+    onnx.save(proto, str(saved), save_as_external_data=True, location="model.onnx.data", convert_attribute=True)
+    del proto
+    data = saved.parent / "model.onnx.data"
+    loaded = onnx.shape_inference.infer_shapes(onnx.load(str(saved), load_external_data=False))
+    model = Model(loaded, path=saved)
+    names = model.node_names
+    support = {n: (i % 5 != 4, "every fifth node cut out") for i, n in enumerate(names)}
+    part = trtlab.partition(model, support=support, backend=OnnxRuntimeBackend())
+    out = tmp_path / "partition"
+    written = write_partition(part, out)  # auto: reference when the model has external data
+    external = has_external(model.proto)
+    record = json.loads((out / "partition.json").read_text())["weights"]
+    assert external and record["mode"] == "reference"
+    assert "weights.data" not in written
+    assert record["files"] == {data.name: {"bytes": data.stat().st_size, "mtime_ns": data.stat().st_mtime_ns}}
+    held = sum((out / n).stat().st_size for n in written if n.endswith(".onnx"))
+    assert held < data.stat().st_size  # the folder does not hold the external weights again
+
+    feeds = MODELS[model_id].feeds()
+    want = _reference(path, feeds)
+    env = dict(feeds)
+    for seg in part.segments:
+        sf = segment_file(out, seg.index)
+        assert sf.weights_dir == saved.parent.resolve()
+        sess = session(sf.proto, ["CPUExecutionProvider"], base_dir=sf.weights_dir)
+        outs = [o.name for o in sess.get_outputs()]
+        env.update(zip(outs, sess.run(outs, {t: env[t] for t in seg.inputs})))
+    for name in want:
+        _assert_close(name, env[name], want[name])
+
+    back = read_partition(out, model)
+    got = trtlab.build(back, cache_dir=False, progress=False).run(feeds)
+    for name in want:
+        _assert_close(name, got[name], want[name])
+
+    os.utime(data, ns=(data.stat().st_atime_ns, data.stat().st_mtime_ns + 1_000_000))
+    with pytest.raises(PartitionError, match="changed since the partition was written"):
+        read_partition(out, model)

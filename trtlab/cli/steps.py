@@ -101,6 +101,13 @@ def _partition(args: argparse.Namespace) -> Any:
     from trtlab.partitioning.partitioner import partition
     from trtlab.backends.tensorrt.support import check_support
 
+    folder = Path(args.model)
+    if folder.is_dir() and args.command != "partition":
+        # a folder written by `trtlab partition --out`: its partition, weights checked
+        from trtlab.partition_folder import read_partition
+
+        part = read_partition(folder)
+        return part.model, part
     model = load(args.model)
     support = check_support(model, source=args.source)
     part = partition(model, support=support, min_subgraph_size=args.min_subgraph_size,
@@ -116,15 +123,41 @@ def cmd_partition(args: argparse.Namespace) -> int:
     _check_int(args, "min_subgraph_size", 0)
     _io.check_destination(args.out, overwrite=args.force, folder=True, what="partition")
     _, part = _partition(args)
-    write_partition(part, args.out, overwrite=args.force)
+    written = write_partition(part, args.out, overwrite=args.force, weights=args.weights)
     out = Path(args.out).resolve()
     rows = part.summary_rows()
+    weights = _weights_note(out, written)
     if args.json:
-        print_json({"out": str(out), "segments": rows})
+        print_json({"out": str(out), "segments": rows, "weights": weights})
         return EXIT_OK
     print(format_table(SUMMARY_COLUMNS, rows))
     print(f"\n{len(part.segments)} segments written to {out}")
+    print(weights["note"])
     return EXIT_OK
+
+
+def _weights_note(out: Path, written: Dict[str, Path]) -> Dict[str, Any]:
+    """Where the weights of a written partition are, and how to get a self-contained folder."""
+    import json
+
+    from trtlab import _io
+    from trtlab.extract import WEIGHTS_FILE
+
+    record = json.loads(_io.read_text(out / "partition.json", what="Partition JSON"))["weights"]
+    mib = sum(f["bytes"] for f in record["files"].values()) / 2 ** 20
+    if record["mode"] == "reference":
+        files = ", ".join(list(record["files"])[:3]) + (", ..." if len(record["files"]) > 3 else "")
+        note = (f"Weights: not copied. The segments refer to the model's external data in "
+                f"{record['folder']} ({files}: {mib:.1f} MiB), checked by size and modification time when "
+                f"the folder is read back (trtlab build {out}, trtlab.read_partition). Keep those files "
+                "in place; for a self-contained folder run again with --weights copy.")
+    elif WEIGHTS_FILE in written:
+        mib = (out / WEIGHTS_FILE).stat().st_size / 2 ** 20
+        note = (f"Weights: copied into {out / WEIGHTS_FILE} ({mib:.1f} MiB); the folder is self-contained.")
+    else:
+        note = "Weights: embedded in the segment files; the folder is self-contained."
+    return {"mode": record["mode"], "folder": record["folder"] or str(out), "files": record["files"],
+            "note": note}
 
 
 def _parse_shapes(items: Any) -> Any:
@@ -291,8 +324,10 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _partition_args(s: argparse.ArgumentParser) -> None:
-    s.add_argument("model", help="path of an ONNX model")
+def _partition_args(s: argparse.ArgumentParser, folder: bool = False) -> None:
+    s.add_argument("model", help="path of an ONNX model" + (
+        ", or a folder written by trtlab partition --out (its partition is built as written; the "
+        "partitioning options are then not used)" if folder else ""))
     s.add_argument("--source", default="auto", choices=("auto", "parser", "rules"),
                    help="support ground truth (default: parser when TensorRT is installed)")
     s.add_argument("--min-subgraph-size", type=int, default=1)
@@ -302,10 +337,22 @@ def _partition_args(s: argparse.ArgumentParser) -> None:
 
 def add_parsers(add: Callable[..., argparse.ArgumentParser]) -> None:
     """Register the pipeline subcommands with ``add(name, help=...)`` (a subparser factory)."""
-    s = add("partition", help="partition a model and write every segment")
+    s = add("partition", help="partition a model and write every segment",
+            description="Partition a model and write one ONNX file per segment, summary.csv, "
+                        "boundaries.csv, decisions.csv and partition.json to --out (atomically). "
+                        "Weights: with --weights reference (the default for models that keep weights "
+                        "as external data) nothing is copied: the segments refer to the model's data "
+                        "files where they are, and partition.json records their folder, size and "
+                        "modification time (read the folder back with trtlab build DIR or "
+                        "trtlab.read_partition). With --weights copy (the default otherwise) the folder "
+                        "is self-contained: every weight once in weights.data.")
     json_option(s)
     _partition_args(s)
     s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--weights", default="auto", choices=("auto", "copy", "reference"),
+                   help="copy: the folder holds every weight (weights.data), self-contained; reference: "
+                        "segments refer to the model's external data files in place (nothing copied); "
+                        "auto (default): reference when the model keeps weights as external data, else copy")
     s.add_argument("--force", action="store_true",
                    help="replace an existing output folder written by trtlab")
     s.set_defaults(func=cmd_partition)
@@ -314,7 +361,7 @@ def add_parsers(add: Callable[..., argparse.ArgumentParser]) -> None:
                                  ("bench", cmd_bench, "build, run and print latency statistics")):
         s = add(name, help=helptext)
         json_option(s)
-        _partition_args(s)
+        _partition_args(s, folder=name == "build")
         s.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
         s.add_argument("--cache-dir", default=None)
         s.add_argument("--calibration", metavar="FILE.npz", default=None,
