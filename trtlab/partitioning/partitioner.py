@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import gc
 import hashlib
 import html
@@ -42,7 +43,7 @@ from dataclasses import asdict, dataclass
 from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set,
                     Tuple, Union)
 
-from trtlab._lazy import lazy_import
+from trtlab._lazy import Deferred, Later, lazy_import, resolved_state
 from trtlab.errors import InputError, PartitionError
 from trtlab.opinfo import BODY_OPS, COMPUTE_OPS as MAC_OPS, TRIVIAL_OPS
 from trtlab.extract import segment_model, write_partition
@@ -84,6 +85,12 @@ SupportLike = Union[None, Mapping[str, Any], Any]
 # ----------------------------------------------------------------------------------------------
 
 
+def _segment_macs(model: Model, nodes: Tuple[str, ...]) -> int:
+    """Multiply-accumulate count of ``nodes`` (the model's per-node MACs, computed once per model)."""
+    macs = model.macs
+    return int(sum(macs[n] for n in nodes))
+
+
 @dataclass(frozen=True)
 class Segment:
     """One piece of a partitioned model.
@@ -103,7 +110,7 @@ class Segment:
         constants are embedded, not inputs) and tensors it hands on (to later segments or as
         graph outputs).
     macs : int
-        Multiply-accumulate count of its nodes.
+        Multiply-accumulate count of its nodes (computed from tensor shapes when first read).
     """
 
     index: int
@@ -112,7 +119,9 @@ class Segment:
     nodes: Tuple[str, ...]
     inputs: Tuple[str, ...]
     outputs: Tuple[str, ...]
-    macs: int
+    macs: int = Deferred()  # type: ignore[assignment]
+
+    __getstate__ = resolved_state  # copies and pickles hold the number, not the model
 
     @property
     def is_fallback(self) -> bool:
@@ -576,14 +585,16 @@ def partition(model: Any, *, support: SupportLike = None, min_subgraph_size: int
                         remove_no_mac_subgraphs=bool(remove_no_mac_subgraphs),
                         exclude_ops=_names(exclude_ops, "exclude_ops"),
                         exclude_nodes=_names(exclude_nodes, "exclude_nodes"))
-    _check_node_names(model, settings.exclude_nodes, "exclude_nodes")
+    if settings.exclude_nodes:
+        _check_node_names(model, settings.exclude_nodes, "exclude_nodes")
     verdicts = _verdicts(model, support, backend)
-    part = _keep_unranked_together(_run(model, verdicts, settings, {}))
+    dag = _Dag.of(model)
+    part = _keep_unranked_together(_run(model, verdicts, settings, {}, dag), dag)
     part.backend_object = None if isinstance(backend, str) else backend
     return part
 
 
-def _keep_unranked_together(part: "Partition", rounds: int = 3) -> "Partition":
+def _keep_unranked_together(part: "Partition", dag: "_Dag", rounds: int = 3) -> "Partition":
     """Keep tensors of unknown rank off segment boundaries.
 
     A segment model must declare the rank of its inputs and outputs. When neither ONNX shape
@@ -592,7 +603,7 @@ def _keep_unranked_together(part: "Partition", rounds: int = 3) -> "Partition":
     ``unranked_boundary`` decisions. Only models with ``If`` nodes are checked.
     """
     model = part.model
-    if not any(n.op_type == "If" for n in model.proto.graph.node):
+    if "If" not in dag.ops:
         return part  # ONNX Runtime types every other tensor extraction meets
     for _ in range(rounds):
         cut = {t for s in part.segments for t in s.inputs if model.producer(t) is not None}
@@ -614,13 +625,14 @@ def _keep_unranked_together(part: "Partition", rounds: int = 3) -> "Partition":
                     "segment boundary; its producer and readers stay together in fallback"))
         if forced == part.forced:
             return part
-        part = _run(model, part.verdicts, part.settings, forced)
+        part = _run(model, part.verdicts, part.settings, forced, dag)
     return part
 
 
-def _run(model: Model, verdicts: Verdicts, settings: Settings, forced: Forced) -> Partition:
+def _run(model: Model, verdicts: Verdicts, settings: Settings, forced: Forced,
+         dag: Optional["_Dag"] = None) -> Partition:
     with _gc_paused():
-        return _pipeline(model, verdicts, settings, forced)
+        return _pipeline(model, verdicts, settings, forced, dag)
 
 
 @contextlib.contextmanager
@@ -635,9 +647,10 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _pipeline(model: Model, verdicts: Verdicts, settings: Settings, forced: Forced) -> Partition:
+def _pipeline(model: Model, verdicts: Verdicts, settings: Settings, forced: Forced,
+              dag: Optional["_Dag"] = None) -> Partition:
     decisions: List[Tuple[str, str, str]] = []
-    dag = _Dag.of(model)
+    dag = dag if dag is not None else _Dag.of(model)
     accel = annotate(dag, verdicts, decisions)
     exclude(dag, accel, settings, forced, decisions)
     regions = merge(dag, accel, decisions)
@@ -659,39 +672,62 @@ class _Dag:
 
     @classmethod
     def of(cls, model: Model) -> "_Dag":
+        """The adjacency of ``model``'s nodes, in one pass over them (plain lists, no per-node objects)."""
         names: List[str] = []
         ops: List[str] = []
         reads: List[List[str]] = []
         outs: List[List[str]] = []
+        preds: List[List[int]] = []
+        producer: Dict[str, int] = {}
+        late: List[int] = []  # nodes reading a tensor no earlier node made (an input, a weight, or out of order)
         standard = ("", "ai.onnx")
-        for node in model.proto.graph.node:
+        get = producer.get
+        for i, node in enumerate(model.proto.graph.node):
             op = node.op_type
             names.append(node.name)
             ops.append(op)
-            out = list(node.output)
-            outs.append([o for o in out if o] if "" in out else out)
             if (op in _BODY_OPS or node.domain not in standard) and _has_bodies(node):
-                reads.append(model.node_inputs(node.name))
+                rs = model.node_inputs(node.name)
             else:
-                ins = list(node.input)
-                reads.append([t for t in ins if t] if "" in ins else ins)
-        producer = {o: i for i, os_ in enumerate(outs) for o in os_}
-        preds: List[List[int]] = []
-        succs: List[List[int]] = [[] for _ in names]
-        get = producer.get
-        for i, rs in enumerate(reads):
-            found = {get(t, -1) for t in rs}
-            found.discard(-1)
-            ps = sorted(found)
-            if ps and ps[-1] >= i:
-                raise PartitionError(
-                    f"Model {model.name!r} is not topologically sorted (node {names[i]!r} reads a "
-                    f"tensor produced by node {names[ps[-1]]!r}, which does not run before it). "
-                    "Load it with trtlab.load().")
+                rs = node.input[:]
+                if "" in rs:
+                    rs = [t for t in rs if t]
+            reads.append(rs)
+            ps: List[int] = []
+            for t in rs:
+                p = get(t)
+                if p is None:
+                    late.append(i)
+                elif p not in ps:
+                    ps.append(p)
+            if len(ps) > 1:
+                ps.sort()
             preds.append(ps)
+            out = node.output[:]
+            if "" in out:
+                out = [o for o in out if o]
+            outs.append(out)
+            for o in out:
+                producer[o] = i
+        if late:
+            _check_order(model, names, reads, producer, late)
+        succs: List[List[int]] = [[] for _ in names]
+        for i, ps in enumerate(preds):
             for p in ps:
                 succs[p].append(i)
         return cls(names, ops, reads, outs, preds, succs)
+
+
+def _check_order(model: Model, names: List[str], reads: List[List[str]], producer: Dict[str, int],
+                 late: Iterable[int]) -> None:
+    """Refuse a model whose node ``i`` reads a tensor made by node ``i`` or a later one."""
+    for i in dict.fromkeys(late):
+        after = [producer[t] for t in reads[i] if producer.get(t, -1) >= i]
+        if after:
+            raise PartitionError(
+                f"Model {model.name!r} is not topologically sorted (node {names[i]!r} reads a "
+                f"tensor produced by node {names[max(after)]!r}, which does not run before it). "
+                "Load it with trtlab.load().")
 
 
 _BODY_OPS = BODY_OPS
@@ -863,7 +899,6 @@ def _segments(model: Model, dag: _Dag, accel: List[bool], groups: List[List[int]
                     if p is not None:
                         exported.add(t)
         seg_inputs.append(list(ins))
-    macs = model.macs
     segments: List[Segment] = []
     prefix = "trt" if backend == "tensorrt" else backend
     for k, nodes in enumerate(groups):
@@ -874,11 +909,12 @@ def _segments(model: Model, dag: _Dag, accel: List[bool], groups: List[List[int]
             # a valid model, so it returns the tensors its nodes leave unread.
             read_here = {t for i in nodes for t in reads[i]}
             outs = [o for i in nodes for o in dag.outs[i] if o and o not in read_here]
+        names = tuple(dag.names[i] for i in nodes)
         segments.append(Segment(
             index=k, name=f"{prefix if on_backend else FALLBACK}_{k}",
-            backend=backend if on_backend else FALLBACK,
-            nodes=tuple(dag.names[i] for i in nodes), inputs=tuple(seg_inputs[k]),
-            outputs=tuple(dict.fromkeys(outs)), macs=int(sum(macs[dag.names[i]] for i in nodes))))
+            backend=backend if on_backend else FALLBACK, nodes=names, inputs=tuple(seg_inputs[k]),
+            outputs=tuple(dict.fromkeys(outs)),
+            macs=Later(functools.partial(_segment_macs, model, names))))
     return segments
 
 
@@ -1088,6 +1124,17 @@ def _verdicts(model: Model, support: SupportLike, backend: Any) -> Verdicts:
     if frame is None and rows is None and hasattr(support, "columns"):
         frame = support
     verdicts: Verdicts = {}
+    names = model.node_names
+    if rows is not None and len(rows) == len(names):
+        # a table made for this model lists its nodes in the model's order: one pass
+        ordered: Verdicts = {}
+        for row, name in zip(rows, names):
+            if row["node"] != name:
+                break
+            ok, reason = bool(row["supported"]), row["reason"]
+            ordered[name] = (ok, reason if reason.__class__ is str and reason else _reason(ok, reason))
+        else:
+            return ordered
     if rows is not None:
         for row in rows:
             verdicts[str(row["node"])] = (bool(row["supported"]), _reason(row["supported"], row["reason"]))
@@ -1113,7 +1160,6 @@ def _verdicts(model: Model, support: SupportLike, backend: Any) -> Verdicts:
         raise PartitionError(
             f"support must be a SupportTable, a DataFrame (node, supported, reason), a mapping "
             f"node -> bool | (bool, reason), or None; got {type(support).__name__}.")
-    names = model.node_names
     known = set(names)
     missing = [n for n in names if n not in verdicts]
     extra = [n for n in verdicts if n not in known]
