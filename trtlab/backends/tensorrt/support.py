@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from trtlab.errors import SupportError
-from trtlab.backends.tensorrt.parser import ParserReport, ParserVerdict, parse_support
+from trtlab.backends.tensorrt.parser import ParserReport, ParserVerdict, _parse, parse_support
 from trtlab.backends.tensorrt.ops import (BOOL, FLOATS, INTS, LATEST, QUANTIZED, RTX_FEATURE_LEVEL, Rule, RuleContext,
                     RuleSet, TrtTarget, Verdict, _TensorIndex, all_of, attr_in, constant_input,
                     default_rules, dtypes, no_input, no_output, rank_in, register_rule,
@@ -120,9 +120,9 @@ def _most_precise(model: Any, rows: List[Dict[str, Any]]) -> None:
 
 
 def _parser_table(model: Any, recheck: bool) -> SupportTable:
-    report = parse_support(model, recheck=recheck)
-    rows = [{"node": v.name, "op_type": v.op_type, "supported": bool(v.supported), "reason": v.reason,
-             "source": "parser"} for v in report.verdicts]
+    report, names, ops, answers = _parse(model, recheck)
+    rows = [{"node": name, "op_type": op, "supported": ok, "reason": reason, "source": "parser"}
+            for name, op, (ok, reason, _) in zip(names, ops, answers)]
     _most_precise(model, rows)
     flavor = "TensorRT-RTX" if report.flavor == "tensorrt_rtx" else "TensorRT"
     return SupportTable._from_clean_rows(rows, model_name=model.name,
