@@ -587,8 +587,8 @@ def partition(model: Any, *, support: SupportLike = None, min_subgraph_size: int
                         exclude_nodes=_names(exclude_nodes, "exclude_nodes"))
     if settings.exclude_nodes:
         _check_node_names(model, settings.exclude_nodes, "exclude_nodes")
-    verdicts = _verdicts(model, support, backend)
     dag = _Dag.of(model)
+    verdicts = _verdicts(model, support, backend, dag.names)
     part = _keep_unranked_together(_run(model, verdicts, settings, {}, dag), dag)
     part.backend_object = None if isinstance(backend, str) else backend
     return part
@@ -663,23 +663,39 @@ def _pipeline(model: Model, verdicts: Verdicts, settings: Settings, forced: Forc
 
 
 class _Dag:
-    """Node-index adjacency of a model (edges include reads from If/Loop/Scan bodies)."""
+    """Node-index adjacency of a model (edges include reads from If/Loop/Scan bodies).
+
+    Plain lists indexed by node position: ``names``, ``ops``, ``reads`` (tensors each node reads),
+    ``outs`` (tensors it makes), ``preds`` (sorted producer positions), ``producer`` (tensor ->
+    position) and ``succs`` (made on first use).
+    """
 
     def __init__(self, names: List[str], ops: List[str], reads: List[List[str]],
-                 outs: List[List[str]], preds: List[List[int]], succs: List[List[int]]) -> None:
+                 outs: List[List[str]], preds: List[List[int]], producer: Dict[str, int]) -> None:
         self.names, self.ops, self.reads, self.outs = names, ops, reads, outs
-        self.preds, self.succs = preds, succs
+        self.preds, self.producer = preds, producer
+        self._succs: Optional[List[List[int]]] = None
+
+    @property
+    def succs(self) -> List[List[int]]:
+        if self._succs is None:
+            succs: List[List[int]] = [[] for _ in self.names]
+            for i, ps in enumerate(self.preds):
+                for p in ps:
+                    succs[p].append(i)
+            self._succs = succs
+        return self._succs
 
     @classmethod
     def of(cls, model: Model) -> "_Dag":
-        """The adjacency of ``model``'s nodes, in one pass over them (plain lists, no per-node objects)."""
+        """The adjacency of ``model``'s nodes, in one pass over them."""
         names: List[str] = []
         ops: List[str] = []
         reads: List[List[str]] = []
         outs: List[List[str]] = []
         preds: List[List[int]] = []
         producer: Dict[str, int] = {}
-        late: List[int] = []  # nodes reading a tensor no earlier node made (an input, a weight, or out of order)
+        unmade: List[str] = []  # tensors read before any node made them: inputs, weights (or a bad order)
         standard = ("", "ai.onnx")
         get = producer.get
         for i, node in enumerate(model.proto.graph.node):
@@ -693,36 +709,39 @@ class _Dag:
                 if "" in rs:
                     rs = [t for t in rs if t]
             reads.append(rs)
-            ps: List[int] = []
-            for t in rs:
-                p = get(t)
+            if len(rs) == 1:
+                p = get(rs[0])
                 if p is None:
-                    late.append(i)
-                elif p not in ps:
-                    ps.append(p)
-            if len(ps) > 1:
-                ps.sort()
-            preds.append(ps)
+                    unmade.append(rs[0])
+                    preds.append([])
+                else:
+                    preds.append([p])
+            else:
+                ps: List[int] = []
+                for t in rs:
+                    p = get(t)
+                    if p is None:
+                        unmade.append(t)
+                    elif p not in ps:
+                        ps.append(p)
+                if len(ps) > 1:
+                    ps.sort()
+                preds.append(ps)
             out = node.output[:]
             if "" in out:
                 out = [o for o in out if o]
             outs.append(out)
             for o in out:
                 producer[o] = i
-        if late:
-            _check_order(model, names, reads, producer, late)
-        succs: List[List[int]] = [[] for _ in names]
-        for i, ps in enumerate(preds):
-            for p in ps:
-                succs[p].append(i)
-        return cls(names, ops, reads, outs, preds, succs)
+        if unmade and not producer.keys().isdisjoint(unmade):
+            _refuse_order(model, names, reads, producer)
+        return cls(names, ops, reads, outs, preds, producer)
 
 
-def _check_order(model: Model, names: List[str], reads: List[List[str]], producer: Dict[str, int],
-                 late: Iterable[int]) -> None:
-    """Refuse a model whose node ``i`` reads a tensor made by node ``i`` or a later one."""
-    for i in dict.fromkeys(late):
-        after = [producer[t] for t in reads[i] if producer.get(t, -1) >= i]
+def _refuse_order(model: Model, names: List[str], reads: List[List[str]], producer: Dict[str, int]) -> None:
+    """Raise for the first node that reads a tensor made by itself or a later node."""
+    for i, rs in enumerate(reads):
+        after = [producer[t] for t in rs if producer.get(t, -1) >= i]
         if after:
             raise PartitionError(
                 f"Model {model.name!r} is not topologically sorted (node {names[i]!r} reads a "
@@ -742,12 +761,11 @@ def _has_bodies(node: Any) -> bool:
 
 def annotate(dag: _Dag, verdicts: Verdicts, decisions: List[Tuple[str, str, str]]) -> List[bool]:
     """Per node: on the backend (``True``) or fallback; each rejection is a ``rejected`` row."""
-    accel = []
-    for name in dag.names:
-        ok, reason = verdicts[name]
-        accel.append(bool(ok))
-        if not ok:
-            decisions.append((name, "rejected", reason))
+    answers = [verdicts[name] for name in dag.names]
+    accel = [bool(ok) for ok, _ in answers]
+    if not all(accel):
+        decisions.extend((name, "rejected", reason)
+                         for name, (ok, reason) in zip(dag.names, answers) if not ok)
     return accel
 
 
@@ -756,6 +774,8 @@ def exclude(dag: _Dag, accel: List[bool], settings: Settings, forced: Forced,
     """Send user-excluded nodes and op types, and forced nodes, to fallback."""
     ops = set(settings.exclude_ops)
     nodes = set(settings.exclude_nodes)
+    if not (ops or nodes or forced):
+        return
     for i, name in enumerate(dag.names):
         if not accel[i]:
             continue
@@ -780,6 +800,8 @@ def merge(dag: _Dag, accel: List[bool], decisions: List[Tuple[str, str, str]]) -
     Refused merges between backend regions are recorded as ``merge_refused_cycle`` rows.
     """
     labels = [1 if a else 0 for a in accel]
+    if len(set(labels)) <= 1:  # one label: the regions are the connected components
+        return _components(dag.preds)
     region, refused = _merge(dag.preds, dag.succs, labels, [False] * len(labels))
     sizes = Counter(region)
     for u, v, via in refused:
@@ -851,6 +873,8 @@ def order(model: Model, dag: _Dag, accel: List[bool], groups: List[int], backend
     members: Dict[int, List[int]] = {}
     for i, g in enumerate(groups):
         members.setdefault(g, []).append(i)
+    if len(members) == 1:
+        return _segments(model, dag, accel, list(members.values()), backend)
     succ: Dict[int, Set[int]] = {g: set() for g in members}
     indeg: Dict[int, int] = {g: 0 for g in members}
     for i, ps in enumerate(dag.preds):
@@ -876,14 +900,14 @@ def order(model: Model, dag: _Dag, accel: List[bool], groups: List[int], backend
 
 def _segments(model: Model, dag: _Dag, accel: List[bool], groups: List[List[int]],
               backend: str) -> List[Segment]:
-    seg_of_node = {}
+    seg_of_node = [0] * len(dag.names)
     for k, nodes in enumerate(groups):
         for i in nodes:
             seg_of_node[i] = k
     constants = set(model.initializers)
     constants.update(o for i, op in enumerate(dag.ops) if op == "Constant" for o in dag.outs[i])
     graph_outputs = {o.name for o in model.proto.graph.output}
-    producer = {o: i for i, os_ in enumerate(dag.outs) for o in os_}
+    producer = dag.producer
     reads = dag.reads
     exported: Set[str] = set()
     seg_inputs: List[List[str]] = []
@@ -891,13 +915,12 @@ def _segments(model: Model, dag: _Dag, accel: List[bool], groups: List[List[int]
         ins: Dict[str, None] = {}
         for i in nodes:
             for t in reads[i]:
-                if t in constants:
-                    continue
                 p = producer.get(t)
-                if p is None or seg_of_node[p] != k:
-                    ins[t] = None
-                    if p is not None:
-                        exported.add(t)
+                if (p is not None and seg_of_node[p] == k) or t in constants:
+                    continue
+                ins[t] = None
+                if p is not None:
+                    exported.add(t)
         seg_inputs.append(list(ins))
     segments: List[Segment] = []
     prefix = "trt" if backend == "tensorrt" else backend
@@ -948,12 +971,7 @@ def _merge(preds: List[List[int]], succs: List[List[int]], labels: List[int],
         return root
 
     if len(set(labels)) <= 1 and not any(fixed):  # one label: regions are the components
-        for v in range(n):
-            for u in preds[v]:
-                ru, rv = find(u), find(v)
-                if ru != rv:
-                    parent[rv] = ru
-        return [find(u) for u in range(n)], []
+        return _components(preds), []
 
     # 1. runs of a greedy Kahn schedule
     indeg = [len(p) for p in preds]
@@ -1066,6 +1084,28 @@ def _merge(preds: List[List[int]], succs: List[List[int]], labels: List[int],
     return region, refused
 
 
+def _components(preds: Sequence[Sequence[int]]) -> List[int]:
+    """Connected component (its root unit) of every unit of a DAG given by its predecessor lists."""
+    n = len(preds)
+    parent = list(range(n))
+    for v in range(n):
+        for u in preds[v]:
+            ru = u
+            while parent[ru] != ru:
+                parent[ru] = ru = parent[parent[ru]]
+            rv = v
+            while parent[rv] != rv:
+                parent[rv] = rv = parent[parent[rv]]
+            if ru != rv:
+                parent[rv] = ru
+    for v in range(n):
+        r = v
+        while parent[r] != r:
+            r = parent[r]
+        parent[v] = r
+    return parent
+
+
 def _witness(region_id: int, region: List[int], first: Dict[int, int]) -> int:
     """A unit of region ``region_id`` (ids may have been merged since)."""
     return first.get(region[region_id], region_id)
@@ -1109,8 +1149,9 @@ def _check_node_names(model: Model, names: Iterable[str], what: str) -> None:
             f"({len(known)} nodes; names are listed in Model.nodes.name).{' ' + hint if hint else ''}")
 
 
-def _verdicts(model: Model, support: SupportLike, backend: Any) -> Verdicts:
-    """``{node: (supported, reason)}`` from any accepted form of support data."""
+def _verdicts(model: Model, support: SupportLike, backend: Any, names: Optional[List[str]] = None) -> Verdicts:
+    """``{node: (supported, reason)}`` from any accepted form of support data, for the nodes
+    ``names`` (default: the model's), in their order."""
     if support is None:
         checker = getattr(backend, "check_support", None)
         if callable(checker):
@@ -1124,17 +1165,13 @@ def _verdicts(model: Model, support: SupportLike, backend: Any) -> Verdicts:
     if frame is None and rows is None and hasattr(support, "columns"):
         frame = support
     verdicts: Verdicts = {}
-    names = model.node_names
-    if rows is not None and len(rows) == len(names):
-        # a table made for this model lists its nodes in the model's order: one pass
-        ordered: Verdicts = {}
-        for row, name in zip(rows, names):
-            if row["node"] != name:
-                break
-            ok, reason = bool(row["supported"]), row["reason"]
-            ordered[name] = (ok, reason if reason.__class__ is str and reason else _reason(ok, reason))
-        else:
-            return ordered
+    names = model.node_names if names is None else names
+    if rows is not None and len(rows) == len(names) and [r["node"] for r in rows] == names:
+        # a table made for this model lists its nodes in the model's order
+        pairs = [(r["supported"], r["reason"]) for r in rows]
+        if all(ok.__class__ is bool and reason.__class__ is str and reason for ok, reason in pairs):
+            return dict(zip(names, pairs))
+        return {name: (bool(ok), _reason(ok, reason)) for name, (ok, reason) in zip(names, pairs)}
     if rows is not None:
         for row in rows:
             verdicts[str(row["node"])] = (bool(row["supported"]), _reason(row["supported"], row["reason"]))
