@@ -587,11 +587,18 @@ def partition(model: Any, *, support: SupportLike = None, min_subgraph_size: int
                         exclude_nodes=_names(exclude_nodes, "exclude_nodes"))
     if settings.exclude_nodes:
         _check_node_names(model, settings.exclude_nodes, "exclude_nodes")
-    dag = _Dag.of(model)
-    verdicts = _verdicts(model, support, backend, dag.names)
-    part = _keep_unranked_together(_run(model, verdicts, settings, {}, dag), dag)
+    if support is None:
+        support = _default_support(model, backend)
+    with _gc_paused():  # the passes' temporaries are gone before the collector looks again
+        part = _partition(model, support, settings, backend)
     part.backend_object = None if isinstance(backend, str) else backend
     return part
+
+
+def _partition(model: Model, support: SupportLike, settings: Settings, backend: Any) -> "Partition":
+    dag = _Dag.of(model)
+    verdicts = _verdicts(model, support, backend, dag.names)
+    return _keep_unranked_together(_pipeline(model, verdicts, settings, {}, dag), dag)
 
 
 def _keep_unranked_together(part: "Partition", dag: "_Dag", rounds: int = 3) -> "Partition":
@@ -1153,13 +1160,7 @@ def _verdicts(model: Model, support: SupportLike, backend: Any, names: Optional[
     """``{node: (supported, reason)}`` from any accepted form of support data, for the nodes
     ``names`` (default: the model's), in their order."""
     if support is None:
-        checker = getattr(backend, "check_support", None)
-        if callable(checker):
-            support = checker(model)
-        else:
-            from trtlab.backends.tensorrt.support import check_support
-
-            support = check_support(model)
+        support = _default_support(model, backend)
     rows = getattr(support, "_rows", None)  # a SupportTable: its rows, without building a DataFrame
     frame = None if rows is not None else getattr(support, "frame", None)
     if frame is None and rows is None and hasattr(support, "columns"):
@@ -1211,6 +1212,16 @@ def _verdicts(model: Model, support: SupportLike, backend: Any, names: Optional[
             "trtlab.check_support(model) on the same loaded model, or give every node in "
             "Model.node_names a verdict.")
     return {n: verdicts[n] for n in names}
+
+
+def _default_support(model: Model, backend: Any) -> Any:
+    """The backend object's own ``check_support(model)``, else TensorRT's."""
+    checker = getattr(backend, "check_support", None)
+    if callable(checker):
+        return checker(model)
+    from trtlab.backends.tensorrt.support import check_support
+
+    return check_support(model)
 
 
 def _reason(ok: Any, reason: Any) -> str:
