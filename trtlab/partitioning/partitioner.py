@@ -1161,18 +1161,19 @@ def _verdicts(model: Model, support: SupportLike, backend: Any, names: Optional[
     ``names`` (default: the model's), in their order."""
     if support is None:
         support = _default_support(model, backend)
-    rows = getattr(support, "_rows", None)  # a SupportTable: its rows, without building a DataFrame
-    frame = None if rows is not None else getattr(support, "frame", None)
-    if frame is None and rows is None and hasattr(support, "columns"):
+    columns = getattr(support, "_columns", None)  # a SupportTable: its columns, without a DataFrame
+    rows = None if columns is None else getattr(support, "_rows", None)
+    frame = None if columns is not None else getattr(support, "frame", None)
+    if frame is None and columns is None and hasattr(support, "columns"):
         frame = support
     verdicts: Verdicts = {}
     names = model.node_names if names is None else names
-    if rows is not None and len(rows) == len(names) and [r["node"] for r in rows] == names:
+    if columns is not None and columns[0] == names:
         # a table made for this model lists its nodes in the model's order
-        pairs = [(r["supported"], r["reason"]) for r in rows]
-        if all(ok.__class__ is bool and reason.__class__ is str and reason for ok, reason in pairs):
-            return dict(zip(names, pairs))
-        return {name: (bool(ok), _reason(ok, reason)) for name, (ok, reason) in zip(names, pairs)}
+        _, _, supported, reasons, _ = columns
+        if set(map(type, supported)) <= {bool} and set(map(type, reasons)) <= {str} and "" not in reasons:
+            return dict(zip(names, zip(supported, reasons)))
+        return {name: (bool(ok), _reason(ok, reason)) for name, ok, reason in zip(names, supported, reasons)}
     if rows is not None:
         for row in rows:
             verdicts[str(row["node"])] = (bool(row["supported"]), _reason(row["supported"], row["reason"]))
