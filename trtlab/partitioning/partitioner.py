@@ -1162,11 +1162,6 @@ def _verdicts(model: Model, support: SupportLike, backend: Any, names: Optional[
     if support is None:
         support = _default_support(model, backend)
     columns = getattr(support, "_columns", None)  # a SupportTable: its columns, without a DataFrame
-    rows = None if columns is None else getattr(support, "_rows", None)
-    frame = None if columns is not None else getattr(support, "frame", None)
-    if frame is None and columns is None and hasattr(support, "columns"):
-        frame = support
-    verdicts: Verdicts = {}
     names = model.node_names if names is None else names
     if columns is not None and columns[0] == names:
         # a table made for this model lists its nodes in the model's order
@@ -1174,6 +1169,11 @@ def _verdicts(model: Model, support: SupportLike, backend: Any, names: Optional[
         if set(map(type, supported)) <= {bool} and set(map(type, reasons)) <= {str} and "" not in reasons:
             return dict(zip(names, zip(supported, reasons)))
         return {name: (bool(ok), _reason(ok, reason)) for name, ok, reason in zip(names, supported, reasons)}
+    rows = None if columns is None else support._rows
+    frame = None if columns is not None else getattr(support, "frame", None)
+    if frame is None and columns is None and hasattr(support, "columns"):
+        frame = support
+    verdicts: Verdicts = {}
     if rows is not None:
         for row in rows:
             verdicts[str(row["node"])] = (bool(row["supported"]), _reason(row["supported"], row["reason"]))
