@@ -65,3 +65,33 @@ def test_the_cli_parser_loads_no_heavy_module():
         "parser().parse_args(['partition', 'm.onnx', '--out', 'o'])\n"
         f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n")
     assert loaded == []
+
+
+def test_a_deferred_field_is_computed_once_when_first_read():
+    """A Deferred dataclass field given as Later(fn) calls fn on the first read only; a plain
+    value is kept as given; the field stays required; copies hold the value (pickles: see the
+    partition and parser tests)."""
+    import copy
+    import dataclasses
+
+    from trtlab._lazy import Deferred, Later, resolved_state
+
+    @dataclasses.dataclass(frozen=True)
+    class Box:
+        name: str
+        size: int = Deferred()  # type: ignore[assignment]
+        __getstate__ = resolved_state
+
+    calls = []
+    box = Box("a", Later(lambda: calls.append(1) or 7))
+    assert calls == []
+    assert repr(box).endswith("Box(name='a', size=7)") and calls == [1]
+    assert box.size == 7 and calls == [1]
+    assert Box("b", 3).size == 3
+    assert copy.deepcopy(Box("c", Later(lambda: 5))).__dict__ == {"name": "c", "size": 5}
+    with pytest.raises(TypeError):
+        Box("d")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        box.size = 1
+    assert Box("e", 4) == Box("e", Later(lambda: 4))
+    assert resolved_state(Box("f", Later(lambda: 6))) == {"name": "f", "size": 6}

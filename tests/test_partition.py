@@ -123,6 +123,24 @@ def test_regions_merge_around_an_unsupported_branch_when_no_cycle_forms():
     assert trt0.macs == 2 * 4 * 4
 
 
+def test_segment_macs_are_counted_when_first_read():
+    """Partitioning computes no MACs (no tensor shapes are read); a segment's count is made from
+    the model when first read, and copies, pickles and JSON carry the number."""
+    import copy
+    import pickle
+
+    m = two_branches()
+    part = partition(m, support=all_supported(m, rejected={"neg"}))
+    assert "macs" not in m.__dict__  # the model's per-node MACs were not computed
+    clone = pickle.loads(pickle.dumps(part.segments[0]))
+    assert clone.macs == 2 * 4 * 4 and clone.__dict__["macs"] == 32
+    assert [s.macs for s in part.segments] == [32, 0, 0] and "macs" in m.__dict__
+    assert copy.copy(part.segments[0]) == part.segments[0]
+    assert [s["macs"] for s in json.loads(part.to_json())["segments"]] == [32, 0, 0]
+    with pytest.raises(AttributeError):
+        part.segments[0].macs = 1
+
+
 def test_regions_scheduled_apart_still_merge_when_no_cycle_forms():
     """x0 -> relu -------------> sum -> y     relu and sum merge; tanh cannot join them
        x1 -> tanh -> neg (rejected) -^      (the other path runs through neg)

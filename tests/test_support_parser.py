@@ -234,3 +234,72 @@ def test_recheck_windows_give_the_parser_the_shape_computations_they_read():
     unsqueeze = comparison.frame[comparison.frame["op_type"] == "Unsqueeze"]
     assert len(unsqueeze) == 4
     assert unsqueeze["parser"].all(), unsqueeze.loc[~unsqueeze["parser"], "parser_reason"].tolist()[:2]
+
+
+def _relu_chain_file(path: Path, weight_bytes: int) -> Path:
+    """x ─► MatMul(w) ─► Relu ─► Relu ─► y, saved to ``path`` with ``w`` of about ``weight_bytes``."""
+    side = max(4, int((weight_bytes / 4) ** 0.5))
+    w = np.random.default_rng(0).standard_normal((side, side)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["a"], name="matmul"),
+         helper.make_node("Relu", ["a"], ["b"], name="relu0"),
+         helper.make_node("Relu", ["b"], ["y"], name="relu1")],
+        "chain", [helper.make_tensor_value_info("x", F, [1, side])],
+        [helper.make_tensor_value_info("y", F, [1, side])], initializer=[numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("weight_bytes", [4096, 9 << 20], ids=["small_file", "file_over_8MiB"])
+def test_the_parser_sees_edits_made_after_load(tmp_path, weight_bytes):
+    """The parser is given the model as it is now, not as its file was: an edit made after load,
+    and one made after a first check_support of the same Model, both reach the parser (files of
+    8 MiB or more are serialized field by field, smaller ones whole)."""
+    model = trtlab.load(_relu_chain_file(tmp_path / "chain.onnx", weight_bytes))
+    assert model.path is not None and (model.path.stat().st_size >= 8 << 20) == (weight_bytes > 4096)
+    relu0 = model.proto.graph.node[1]
+    relu0.op_type, relu0.domain = "Mystery", "com.example"
+    model.proto.opset_import.append(helper.make_opsetid("com.example", 1))
+    table = check_support(model, source="parser")
+    assert table.unsupported_nodes == {"relu0"}
+    assert table.frame.set_index("node").loc["relu0", "op_type"] == "Mystery"
+    part = trtlab.partition(model, support=table)
+    assert [s.backend for s in part.segments] == ["tensorrt", "fallback", "tensorrt"]
+
+    relu1 = model.proto.graph.node[2]
+    relu1.op_type, relu1.domain = "Mystery", "com.example"
+    again = check_support(model, source="parser")
+    assert again.unsupported_nodes == {"relu0", "relu1"}
+    assert [s.backend for s in trtlab.partition(model, support=again).segments] == ["tensorrt", "fallback"]
+
+
+def test_model_bytes_field_by_field_are_the_serialized_bytes(tmp_path):
+    """The field-by-field serialization used for large files is byte for byte protobuf's own, on
+    every zoo model and on a model whose graph carries a field this onnx does not know (which is
+    serialized whole, so the field reaches the parser)."""
+    from trtlab.backends.tensorrt.parser import _model_bytes
+
+    for path in ZOO:
+        proto = trtlab.load(path).proto
+        assert _model_bytes(proto, 1 << 40) == proto.SerializeToString(), path.name
+    proto = trtlab.load(_relu_chain_file(tmp_path / "chain.onnx", 4096)).proto
+    unknown = bytes([0xF8, 0x3E, 0x05])  # field 999, varint 5: no GraphProto field has that number
+    proto.graph.ParseFromString(proto.graph.SerializeToString() + unknown)
+    assert _model_bytes(proto, 1 << 40) == proto.SerializeToString()
+    assert unknown in _model_bytes(proto, 1 << 40)
+
+
+def test_report_verdicts_are_made_when_read_and_kept_in_copies():
+    """ParserReport.verdicts is built on first read; pickles and copies hold the verdicts."""
+    import copy
+    import pickle
+
+    report = parse_support(relu_unique_relu())
+    assert report.__dict__["verdicts"].__class__.__name__ == "Later"
+    clone = pickle.loads(pickle.dumps(report))
+    assert [v.name for v in clone.verdicts] == ["relu0", "unique", "relu1"]
+    assert [v.supported for v in report.verdicts] == [True, False, True]
+    assert copy.deepcopy(report).verdicts == report.verdicts
+    assert report.verdicts[1].subgraph is None and report.verdicts[0].subgraph == 0

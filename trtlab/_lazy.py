@@ -26,9 +26,9 @@ from __future__ import annotations
 import importlib
 import threading
 import types
-from typing import Any
+from typing import Any, Callable, Dict, Optional
 
-__all__ = ["lazy_import", "LazyModule"]
+__all__ = ["lazy_import", "LazyModule", "Later", "Deferred", "resolved_state"]
 
 _lock = threading.RLock()
 
@@ -76,3 +76,49 @@ def lazy_import(name: str) -> Any:
     An import error (the package is missing) is raised then, with the module's own message.
     """
     return LazyModule(name)
+
+
+class Later:
+    """A value computed on first read: ``Later(fn)`` given for a :class:`Deferred` field."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+
+
+class Deferred:
+    """A dataclass field that may be given as :class:`Later`: its function runs when the field is
+    first read, and the result replaces it (frozen dataclasses too).
+
+    ``dataclasses`` call a descriptor field's ``__set__`` from ``__init__`` and its ``__get__``
+    on every read; with no default the field stays required. Give the class
+    ``__getstate__ = resolved_state`` so copies and pickles hold values, not functions::
+
+        @dataclass(frozen=True)
+        class Segment:
+            nodes: Tuple[str, ...]
+            macs: int = Deferred()
+            __getstate__ = resolved_state
+
+        Segment(nodes, Later(lambda: count(nodes))).macs   # counted here, once
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: Optional[type] = None) -> Any:
+        if obj is None:
+            raise AttributeError(self.name)  # no class-level default
+        value = obj.__dict__[self.name]
+        if isinstance(value, Later):
+            value = obj.__dict__[self.name] = value.fn()
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.name] = value
+
+
+def resolved_state(obj: Any) -> Dict[str, Any]:
+    """``obj.__dict__`` with every :class:`Later` value computed (a ``__getstate__``)."""
+    return {k: (getattr(obj, k) if isinstance(v, Later) else v) for k, v in obj.__dict__.items()}

@@ -145,3 +145,21 @@ def test_segments_reproduce_the_original(real_model_paths, model_id, setting):
     want = _reference(model_id, path)
     for name in want:
         _assert_close(name, got[name], want[name])
+
+
+@pytest.mark.parametrize("model_id", MODELS)
+def test_the_parser_is_given_the_model_as_it_is_now(real_model_paths, model_id):
+    """The parser reads the loaded model's own serialization (files of 8 MiB or more, PP-OCRv4 rec
+    here, are serialized field by field: byte for byte the same), and an edit made after load
+    reaches it: the last node turned into an op of an unknown domain is the one rejection."""
+    from trtlab.backends.tensorrt.parser import _file_size, _model_bytes
+
+    model = trtlab.load(real_model_paths[model_id], **MODELS[model_id].load_options)  # edited below
+    assert _model_bytes(model.proto, _file_size(model)) == model.proto.SerializeToString()
+    last = model.proto.graph.node[-1]
+    last.op_type, last.domain = "Mystery", "com.example"
+    model.proto.opset_import.append(onnx.helper.make_opsetid("com.example", 1))
+    table = trtlab.check_support(model, source="parser")
+    assert table.unsupported_nodes == {last.name}
+    assert "plugin not found" in table.reason(last.name).lower()
+    assert table.frame.set_index("node").loc[last.name, "op_type"] == "Mystery"

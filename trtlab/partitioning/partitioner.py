@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import gc
 import hashlib
 import html
@@ -42,7 +43,7 @@ from dataclasses import asdict, dataclass
 from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set,
                     Tuple, Union)
 
-from trtlab._lazy import lazy_import
+from trtlab._lazy import Deferred, Later, lazy_import, resolved_state
 from trtlab.errors import InputError, PartitionError
 from trtlab.opinfo import BODY_OPS, COMPUTE_OPS as MAC_OPS, TRIVIAL_OPS
 from trtlab.extract import segment_model, write_partition
@@ -84,6 +85,12 @@ SupportLike = Union[None, Mapping[str, Any], Any]
 # ----------------------------------------------------------------------------------------------
 
 
+def _segment_macs(model: Model, nodes: Tuple[str, ...]) -> int:
+    """Multiply-accumulate count of ``nodes`` (the model's per-node MACs, computed once per model)."""
+    macs = model.macs
+    return int(sum(macs[n] for n in nodes))
+
+
 @dataclass(frozen=True)
 class Segment:
     """One piece of a partitioned model.
@@ -103,7 +110,7 @@ class Segment:
         constants are embedded, not inputs) and tensors it hands on (to later segments or as
         graph outputs).
     macs : int
-        Multiply-accumulate count of its nodes.
+        Multiply-accumulate count of its nodes (computed from tensor shapes when first read).
     """
 
     index: int
@@ -112,7 +119,9 @@ class Segment:
     nodes: Tuple[str, ...]
     inputs: Tuple[str, ...]
     outputs: Tuple[str, ...]
-    macs: int
+    macs: int = Deferred()  # type: ignore[assignment]
+
+    __getstate__ = resolved_state  # copies and pickles hold the number, not the model
 
     @property
     def is_fallback(self) -> bool:
@@ -576,14 +585,23 @@ def partition(model: Any, *, support: SupportLike = None, min_subgraph_size: int
                         remove_no_mac_subgraphs=bool(remove_no_mac_subgraphs),
                         exclude_ops=_names(exclude_ops, "exclude_ops"),
                         exclude_nodes=_names(exclude_nodes, "exclude_nodes"))
-    _check_node_names(model, settings.exclude_nodes, "exclude_nodes")
-    verdicts = _verdicts(model, support, backend)
-    part = _keep_unranked_together(_run(model, verdicts, settings, {}))
+    if settings.exclude_nodes:
+        _check_node_names(model, settings.exclude_nodes, "exclude_nodes")
+    if support is None:
+        support = _default_support(model, backend)
+    with _gc_paused():  # the passes' temporaries are gone before the collector looks again
+        part = _partition(model, support, settings, backend)
     part.backend_object = None if isinstance(backend, str) else backend
     return part
 
 
-def _keep_unranked_together(part: "Partition", rounds: int = 3) -> "Partition":
+def _partition(model: Model, support: SupportLike, settings: Settings, backend: Any) -> "Partition":
+    dag = _Dag.of(model)
+    verdicts = _verdicts(model, support, backend, dag.names)
+    return _keep_unranked_together(_pipeline(model, verdicts, settings, {}, dag), dag)
+
+
+def _keep_unranked_together(part: "Partition", dag: "_Dag", rounds: int = 3) -> "Partition":
     """Keep tensors of unknown rank off segment boundaries.
 
     A segment model must declare the rank of its inputs and outputs. When neither ONNX shape
@@ -592,7 +610,7 @@ def _keep_unranked_together(part: "Partition", rounds: int = 3) -> "Partition":
     ``unranked_boundary`` decisions. Only models with ``If`` nodes are checked.
     """
     model = part.model
-    if not any(n.op_type == "If" for n in model.proto.graph.node):
+    if "If" not in dag.ops:
         return part  # ONNX Runtime types every other tensor extraction meets
     for _ in range(rounds):
         cut = {t for s in part.segments for t in s.inputs if model.producer(t) is not None}
@@ -614,13 +632,14 @@ def _keep_unranked_together(part: "Partition", rounds: int = 3) -> "Partition":
                     "segment boundary; its producer and readers stay together in fallback"))
         if forced == part.forced:
             return part
-        part = _run(model, part.verdicts, part.settings, forced)
+        part = _run(model, part.verdicts, part.settings, forced, dag)
     return part
 
 
-def _run(model: Model, verdicts: Verdicts, settings: Settings, forced: Forced) -> Partition:
+def _run(model: Model, verdicts: Verdicts, settings: Settings, forced: Forced,
+         dag: Optional["_Dag"] = None) -> Partition:
     with _gc_paused():
-        return _pipeline(model, verdicts, settings, forced)
+        return _pipeline(model, verdicts, settings, forced, dag)
 
 
 @contextlib.contextmanager
@@ -635,9 +654,10 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _pipeline(model: Model, verdicts: Verdicts, settings: Settings, forced: Forced) -> Partition:
+def _pipeline(model: Model, verdicts: Verdicts, settings: Settings, forced: Forced,
+              dag: Optional["_Dag"] = None) -> Partition:
     decisions: List[Tuple[str, str, str]] = []
-    dag = _Dag.of(model)
+    dag = dag if dag is not None else _Dag.of(model)
     accel = annotate(dag, verdicts, decisions)
     exclude(dag, accel, settings, forced, decisions)
     regions = merge(dag, accel, decisions)
@@ -650,48 +670,90 @@ def _pipeline(model: Model, verdicts: Verdicts, settings: Settings, forced: Forc
 
 
 class _Dag:
-    """Node-index adjacency of a model (edges include reads from If/Loop/Scan bodies)."""
+    """Node-index adjacency of a model (edges include reads from If/Loop/Scan bodies).
+
+    Plain lists indexed by node position: ``names``, ``ops``, ``reads`` (tensors each node reads),
+    ``outs`` (tensors it makes), ``preds`` (sorted producer positions), ``producer`` (tensor ->
+    position) and ``succs`` (made on first use).
+    """
 
     def __init__(self, names: List[str], ops: List[str], reads: List[List[str]],
-                 outs: List[List[str]], preds: List[List[int]], succs: List[List[int]]) -> None:
+                 outs: List[List[str]], preds: List[List[int]], producer: Dict[str, int]) -> None:
         self.names, self.ops, self.reads, self.outs = names, ops, reads, outs
-        self.preds, self.succs = preds, succs
+        self.preds, self.producer = preds, producer
+        self._succs: Optional[List[List[int]]] = None
+
+    @property
+    def succs(self) -> List[List[int]]:
+        if self._succs is None:
+            succs: List[List[int]] = [[] for _ in self.names]
+            for i, ps in enumerate(self.preds):
+                for p in ps:
+                    succs[p].append(i)
+            self._succs = succs
+        return self._succs
 
     @classmethod
     def of(cls, model: Model) -> "_Dag":
+        """The adjacency of ``model``'s nodes, in one pass over them."""
         names: List[str] = []
         ops: List[str] = []
         reads: List[List[str]] = []
         outs: List[List[str]] = []
+        preds: List[List[int]] = []
+        producer: Dict[str, int] = {}
+        unmade: List[str] = []  # tensors read before any node made them: inputs, weights (or a bad order)
         standard = ("", "ai.onnx")
-        for node in model.proto.graph.node:
+        get = producer.get
+        for i, node in enumerate(model.proto.graph.node):
             op = node.op_type
             names.append(node.name)
             ops.append(op)
-            out = list(node.output)
-            outs.append([o for o in out if o] if "" in out else out)
             if (op in _BODY_OPS or node.domain not in standard) and _has_bodies(node):
-                reads.append(model.node_inputs(node.name))
+                rs = model.node_inputs(node.name)
             else:
-                ins = list(node.input)
-                reads.append([t for t in ins if t] if "" in ins else ins)
-        producer = {o: i for i, os_ in enumerate(outs) for o in os_}
-        preds: List[List[int]] = []
-        succs: List[List[int]] = [[] for _ in names]
-        get = producer.get
-        for i, rs in enumerate(reads):
-            found = {get(t, -1) for t in rs}
-            found.discard(-1)
-            ps = sorted(found)
-            if ps and ps[-1] >= i:
-                raise PartitionError(
-                    f"Model {model.name!r} is not topologically sorted (node {names[i]!r} reads a "
-                    f"tensor produced by node {names[ps[-1]]!r}, which does not run before it). "
-                    "Load it with trtlab.load().")
-            preds.append(ps)
-            for p in ps:
-                succs[p].append(i)
-        return cls(names, ops, reads, outs, preds, succs)
+                rs = node.input[:]
+                if "" in rs:
+                    rs = [t for t in rs if t]
+            reads.append(rs)
+            if len(rs) == 1:
+                p = get(rs[0])
+                if p is None:
+                    unmade.append(rs[0])
+                    preds.append([])
+                else:
+                    preds.append([p])
+            else:
+                ps: List[int] = []
+                for t in rs:
+                    p = get(t)
+                    if p is None:
+                        unmade.append(t)
+                    elif p not in ps:
+                        ps.append(p)
+                if len(ps) > 1:
+                    ps.sort()
+                preds.append(ps)
+            out = node.output[:]
+            if "" in out:
+                out = [o for o in out if o]
+            outs.append(out)
+            for o in out:
+                producer[o] = i
+        if unmade and not producer.keys().isdisjoint(unmade):
+            _refuse_order(model, names, reads, producer)
+        return cls(names, ops, reads, outs, preds, producer)
+
+
+def _refuse_order(model: Model, names: List[str], reads: List[List[str]], producer: Dict[str, int]) -> None:
+    """Raise for the first node that reads a tensor made by itself or a later node."""
+    for i, rs in enumerate(reads):
+        after = [producer[t] for t in rs if producer.get(t, -1) >= i]
+        if after:
+            raise PartitionError(
+                f"Model {model.name!r} is not topologically sorted (node {names[i]!r} reads a "
+                f"tensor produced by node {names[max(after)]!r}, which does not run before it). "
+                "Load it with trtlab.load().")
 
 
 _BODY_OPS = BODY_OPS
@@ -706,12 +768,11 @@ def _has_bodies(node: Any) -> bool:
 
 def annotate(dag: _Dag, verdicts: Verdicts, decisions: List[Tuple[str, str, str]]) -> List[bool]:
     """Per node: on the backend (``True``) or fallback; each rejection is a ``rejected`` row."""
-    accel = []
-    for name in dag.names:
-        ok, reason = verdicts[name]
-        accel.append(bool(ok))
-        if not ok:
-            decisions.append((name, "rejected", reason))
+    answers = [verdicts[name] for name in dag.names]
+    accel = [bool(ok) for ok, _ in answers]
+    if not all(accel):
+        decisions.extend((name, "rejected", reason)
+                         for name, (ok, reason) in zip(dag.names, answers) if not ok)
     return accel
 
 
@@ -720,6 +781,8 @@ def exclude(dag: _Dag, accel: List[bool], settings: Settings, forced: Forced,
     """Send user-excluded nodes and op types, and forced nodes, to fallback."""
     ops = set(settings.exclude_ops)
     nodes = set(settings.exclude_nodes)
+    if not (ops or nodes or forced):
+        return
     for i, name in enumerate(dag.names):
         if not accel[i]:
             continue
@@ -744,6 +807,8 @@ def merge(dag: _Dag, accel: List[bool], decisions: List[Tuple[str, str, str]]) -
     Refused merges between backend regions are recorded as ``merge_refused_cycle`` rows.
     """
     labels = [1 if a else 0 for a in accel]
+    if len(set(labels)) <= 1:  # one label: the regions are the connected components
+        return _components(dag.preds)
     region, refused = _merge(dag.preds, dag.succs, labels, [False] * len(labels))
     sizes = Counter(region)
     for u, v, via in refused:
@@ -815,6 +880,8 @@ def order(model: Model, dag: _Dag, accel: List[bool], groups: List[int], backend
     members: Dict[int, List[int]] = {}
     for i, g in enumerate(groups):
         members.setdefault(g, []).append(i)
+    if len(members) == 1:
+        return _segments(model, dag, accel, list(members.values()), backend)
     succ: Dict[int, Set[int]] = {g: set() for g in members}
     indeg: Dict[int, int] = {g: 0 for g in members}
     for i, ps in enumerate(dag.preds):
@@ -840,14 +907,14 @@ def order(model: Model, dag: _Dag, accel: List[bool], groups: List[int], backend
 
 def _segments(model: Model, dag: _Dag, accel: List[bool], groups: List[List[int]],
               backend: str) -> List[Segment]:
-    seg_of_node = {}
+    seg_of_node = [0] * len(dag.names)
     for k, nodes in enumerate(groups):
         for i in nodes:
             seg_of_node[i] = k
     constants = set(model.initializers)
     constants.update(o for i, op in enumerate(dag.ops) if op == "Constant" for o in dag.outs[i])
     graph_outputs = {o.name for o in model.proto.graph.output}
-    producer = {o: i for i, os_ in enumerate(dag.outs) for o in os_}
+    producer = dag.producer
     reads = dag.reads
     exported: Set[str] = set()
     seg_inputs: List[List[str]] = []
@@ -855,15 +922,13 @@ def _segments(model: Model, dag: _Dag, accel: List[bool], groups: List[List[int]
         ins: Dict[str, None] = {}
         for i in nodes:
             for t in reads[i]:
-                if t in constants:
-                    continue
                 p = producer.get(t)
-                if p is None or seg_of_node[p] != k:
-                    ins[t] = None
-                    if p is not None:
-                        exported.add(t)
+                if (p is not None and seg_of_node[p] == k) or t in constants:
+                    continue
+                ins[t] = None
+                if p is not None:
+                    exported.add(t)
         seg_inputs.append(list(ins))
-    macs = model.macs
     segments: List[Segment] = []
     prefix = "trt" if backend == "tensorrt" else backend
     for k, nodes in enumerate(groups):
@@ -874,11 +939,12 @@ def _segments(model: Model, dag: _Dag, accel: List[bool], groups: List[List[int]
             # a valid model, so it returns the tensors its nodes leave unread.
             read_here = {t for i in nodes for t in reads[i]}
             outs = [o for i in nodes for o in dag.outs[i] if o and o not in read_here]
+        names = tuple(dag.names[i] for i in nodes)
         segments.append(Segment(
             index=k, name=f"{prefix if on_backend else FALLBACK}_{k}",
-            backend=backend if on_backend else FALLBACK,
-            nodes=tuple(dag.names[i] for i in nodes), inputs=tuple(seg_inputs[k]),
-            outputs=tuple(dict.fromkeys(outs)), macs=int(sum(macs[dag.names[i]] for i in nodes))))
+            backend=backend if on_backend else FALLBACK, nodes=names, inputs=tuple(seg_inputs[k]),
+            outputs=tuple(dict.fromkeys(outs)),
+            macs=Later(functools.partial(_segment_macs, model, names))))
     return segments
 
 
@@ -912,12 +978,7 @@ def _merge(preds: List[List[int]], succs: List[List[int]], labels: List[int],
         return root
 
     if len(set(labels)) <= 1 and not any(fixed):  # one label: regions are the components
-        for v in range(n):
-            for u in preds[v]:
-                ru, rv = find(u), find(v)
-                if ru != rv:
-                    parent[rv] = ru
-        return [find(u) for u in range(n)], []
+        return _components(preds), []
 
     # 1. runs of a greedy Kahn schedule
     indeg = [len(p) for p in preds]
@@ -1030,6 +1091,28 @@ def _merge(preds: List[List[int]], succs: List[List[int]], labels: List[int],
     return region, refused
 
 
+def _components(preds: Sequence[Sequence[int]]) -> List[int]:
+    """Connected component (its root unit) of every unit of a DAG given by its predecessor lists."""
+    n = len(preds)
+    parent = list(range(n))
+    for v in range(n):
+        for u in preds[v]:
+            ru = u
+            while parent[ru] != ru:
+                parent[ru] = ru = parent[parent[ru]]
+            rv = v
+            while parent[rv] != rv:
+                parent[rv] = rv = parent[parent[rv]]
+            if ru != rv:
+                parent[rv] = ru
+    for v in range(n):
+        r = v
+        while parent[r] != r:
+            r = parent[r]
+        parent[v] = r
+    return parent
+
+
 def _witness(region_id: int, region: List[int], first: Dict[int, int]) -> int:
     """A unit of region ``region_id`` (ids may have been merged since)."""
     return first.get(region[region_id], region_id)
@@ -1073,19 +1156,22 @@ def _check_node_names(model: Model, names: Iterable[str], what: str) -> None:
             f"({len(known)} nodes; names are listed in Model.nodes.name).{' ' + hint if hint else ''}")
 
 
-def _verdicts(model: Model, support: SupportLike, backend: Any) -> Verdicts:
-    """``{node: (supported, reason)}`` from any accepted form of support data."""
+def _verdicts(model: Model, support: SupportLike, backend: Any, names: Optional[List[str]] = None) -> Verdicts:
+    """``{node: (supported, reason)}`` from any accepted form of support data, for the nodes
+    ``names`` (default: the model's), in their order."""
     if support is None:
-        checker = getattr(backend, "check_support", None)
-        if callable(checker):
-            support = checker(model)
-        else:
-            from trtlab.backends.tensorrt.support import check_support
-
-            support = check_support(model)
-    rows = getattr(support, "_rows", None)  # a SupportTable: its rows, without building a DataFrame
-    frame = None if rows is not None else getattr(support, "frame", None)
-    if frame is None and rows is None and hasattr(support, "columns"):
+        support = _default_support(model, backend)
+    columns = getattr(support, "_columns", None)  # a SupportTable: its columns, without a DataFrame
+    names = model.node_names if names is None else names
+    if columns is not None and columns[0] == names:
+        # a table made for this model lists its nodes in the model's order
+        _, _, supported, reasons, _ = columns
+        if set(map(type, supported)) <= {bool} and set(map(type, reasons)) <= {str} and "" not in reasons:
+            return dict(zip(names, zip(supported, reasons)))
+        return {name: (bool(ok), _reason(ok, reason)) for name, ok, reason in zip(names, supported, reasons)}
+    rows = None if columns is None else support._rows
+    frame = None if columns is not None else getattr(support, "frame", None)
+    if frame is None and columns is None and hasattr(support, "columns"):
         frame = support
     verdicts: Verdicts = {}
     if rows is not None:
@@ -1113,7 +1199,6 @@ def _verdicts(model: Model, support: SupportLike, backend: Any) -> Verdicts:
         raise PartitionError(
             f"support must be a SupportTable, a DataFrame (node, supported, reason), a mapping "
             f"node -> bool | (bool, reason), or None; got {type(support).__name__}.")
-    names = model.node_names
     known = set(names)
     missing = [n for n in names if n not in verdicts]
     extra = [n for n in verdicts if n not in known]
@@ -1128,6 +1213,16 @@ def _verdicts(model: Model, support: SupportLike, backend: Any) -> Verdicts:
             "trtlab.check_support(model) on the same loaded model, or give every node in "
             "Model.node_names a verdict.")
     return {n: verdicts[n] for n in names}
+
+
+def _default_support(model: Model, backend: Any) -> Any:
+    """The backend object's own ``check_support(model)``, else TensorRT's."""
+    checker = getattr(backend, "check_support", None)
+    if callable(checker):
+        return checker(model)
+    from trtlab.backends.tensorrt.support import check_support
+
+    return check_support(model)
 
 
 def _reason(ok: Any, reason: Any) -> str:

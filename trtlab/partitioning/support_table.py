@@ -36,19 +36,19 @@ class SupportTable:
         if missing:
             raise SupportError(f"a SupportTable needs columns {COLUMNS}; {missing} are missing "
                                f"(got {list(frame.columns)}).")
-        rows = [dict(zip(COLUMNS, values)) for values in frame[COLUMNS].itertuples(index=False, name=None)]
-        self._init(rows, model_name, target, details)
+        self._init(*(frame[c].tolist() for c in COLUMNS), model_name, target, details)
 
-    def _init(self, rows: List[Dict[str, Any]], model_name: str, target: str, details: Any,
-              clean: bool = False) -> None:
+    def _init(self, nodes: List[Any], ops: List[Any], supported: List[Any], reasons: List[Any],
+              sources: List[Any], model_name: str, target: str, details: Any, clean: bool = False) -> None:
+        """The table from its columns (the order of :data:`COLUMNS`), kept as they are given."""
         if not clean:
-            for row in rows:
-                row["supported"] = bool(row["supported"])
-        if len({r["node"] for r in rows}) != len(rows):
+            supported = [bool(v) for v in supported]
+        if len(set(nodes)) != len(nodes):
             seen: Set[str] = set()
-            dup = [r["node"] for r in rows if r["node"] in seen or seen.add(r["node"])][:5]
+            dup = [n for n in nodes if n in seen or seen.add(n)][:5]
             raise SupportError(f"a SupportTable has one row per node; {dup} appear twice.")
-        self._rows = rows
+        self._columns = (nodes, ops, supported, reasons, sources)
+        self._row_dicts: Optional[List[Dict[str, Any]]] = None
         self._frame: Optional["pd.DataFrame"] = None
         self.model_name = model_name
         self.target = target
@@ -59,18 +59,28 @@ class SupportTable:
     def from_rows(cls, rows: Iterable[Dict[str, Any]], *, model_name: str = "", target: str = "",
                   details: Any = None) -> "SupportTable":
         """A table from dicts with the keys of :data:`COLUMNS` (pandas is not needed until ``frame``)."""
+        rows = list(rows)
         table = cls.__new__(cls)
-        table._init([{c: r.get(c) for c in COLUMNS} for r in rows], model_name, target, details)
+        table._init(*([r.get(c) for r in rows] for c in COLUMNS), model_name, target, details)
         return table
 
     @classmethod
-    def _from_clean_rows(cls, rows: List[Dict[str, Any]], *, model_name: str = "", target: str = "",
-                         details: Any = None) -> "SupportTable":
-        """A table from rows that already have exactly the keys of :data:`COLUMNS`, in that
-        order, with a bool ``supported`` (the backends' own tables); the rows are not copied."""
+    def _from_columns(cls, nodes: List[str], ops: List[str], supported: List[bool], reasons: List[str],
+                      source: str, *, model_name: str = "", target: str = "",
+                      details: Any = None) -> "SupportTable":
+        """A table from clean columns (a bool per node in ``supported``) answered by one ``source``
+        (the backends' own tables); the lists are not copied."""
         table = cls.__new__(cls)
-        table._init(rows, model_name, target, details, clean=True)
+        table._init(nodes, ops, supported, reasons, [source] * len(nodes), model_name, target, details,
+                    clean=True)
         return table
+
+    @property
+    def _rows(self) -> List[Dict[str, Any]]:
+        """One dict per node with the keys of :data:`COLUMNS` (made on first use)."""
+        if self._row_dicts is None:
+            self._row_dicts = [dict(zip(COLUMNS, values)) for values in zip(*self._columns)]
+        return self._row_dicts
 
     @property
     def frame(self) -> "pd.DataFrame":
@@ -78,27 +88,31 @@ class SupportTable:
         if self._frame is None:
             import pandas as pd
 
-            self._frame = pd.DataFrame(self._rows, columns=COLUMNS).astype({"supported": bool})
+            self._frame = pd.DataFrame(dict(zip(COLUMNS, self._columns)), columns=COLUMNS).astype(
+                {"supported": bool})
         return self._frame
 
     # -- queries -------------------------------------------------------------------------------
     @property
     def supported_nodes(self) -> Set[str]:
-        return {r["node"] for r in self._rows if r["supported"]}
+        nodes, _, supported, _, _ = self._columns
+        return {n for n, ok in zip(nodes, supported) if ok}
 
     @property
     def unsupported_nodes(self) -> Set[str]:
-        return {r["node"] for r in self._rows if not r["supported"]}
+        nodes, _, supported, _, _ = self._columns
+        return {n for n, ok in zip(nodes, supported) if not ok}
 
     @property
     def source(self) -> str:
-        sources = sorted({str(r["source"]) for r in self._rows})
+        sources = sorted({str(v) for v in self._columns[4]})
         return sources[0] if len(sources) == 1 else "+".join(sources)
 
     @property
     def coverage(self) -> float:
         """Fraction of nodes supported (1.0 for an empty graph)."""
-        return sum(r["supported"] for r in self._rows) / len(self._rows) if self._rows else 1.0
+        supported = self._columns[2]
+        return sum(supported) / len(supported) if supported else 1.0
 
     def is_supported(self, node: str) -> bool:
         return node in self.supported_nodes
@@ -106,7 +120,7 @@ class SupportTable:
     def reason(self, node: str) -> str:
         """Why ``node`` is (not) supported."""
         if self._reasons is None:
-            self._reasons = {r["node"]: r["reason"] for r in self._rows}
+            self._reasons = dict(zip(self._columns[0], self._columns[3]))
         try:
             return self._reasons[node]
         except KeyError:
@@ -140,13 +154,13 @@ class SupportTable:
 
     # -- display -------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._columns[0])
 
     def __iter__(self):
         return iter(self.frame.itertuples(index=False))
 
     def _headline(self) -> str:
-        n, ok = len(self._rows), sum(r["supported"] for r in self._rows)
+        n, ok = len(self._columns[0]), sum(self._columns[2])
         name = f" for {self.model_name}" if self.model_name else ""
         target = f", {self.target}" if self.target else ""
         return f"SupportTable{name}: {ok}/{n} nodes supported (source={self.source}{target})"

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
-from trtlab._lazy import lazy_import
+from trtlab._lazy import Deferred, Later, lazy_import, resolved_state
 from trtlab.errors import SupportError
 from trtlab.model import node_reads
 from trtlab.opinfo import ElemType
@@ -78,9 +79,11 @@ class ParserReport:
     passes: int
     subgraphs: Tuple[Tuple[int, ...], ...]
     verified: Tuple[bool, ...]
-    verdicts: Tuple[ParserVerdict, ...]
+    verdicts: Tuple[ParserVerdict, ...] = Deferred()  # type: ignore[assignment]
     graph_errors: Tuple[str, ...] = field(default_factory=tuple)
     seconds: float = 0.0
+
+    __getstate__ = resolved_state  # copies and pickles hold the verdicts
 
 
 @dataclass
@@ -297,13 +300,80 @@ def _sub_model(index: _Index, keep: Sequence[int],
     return index.head + _field(_MODEL_GRAPH, b"".join(parts))
 
 
+#: Models at least this large (bytes of their file) are serialized for the parser field by field.
+_PIECEWISE_MIN_BYTES = 8 << 20
+
+
+def _model_bytes(proto: onnx.ModelProto, size_hint: Optional[int] = None) -> bytes:
+    """``proto`` serialized, as the parser reads it.
+
+    protobuf's encoder grows one buffer by doubling and then copies it into a bytes object, so a
+    model over 8 MiB passes through a 16 MiB block and a copy, and the allocator hands both out as
+    fresh pages on every call (a 10.9 MB OCR model: 7,300 page faults, 18 ms; 3 ms when the
+    pages are reused). A model whose file (``size_hint``, bytes) is that large is serialized field
+    by field instead, each node, tensor and value info on its own, and joined once: the same bytes
+    (fields in number order, as the encoder writes them). Messages carrying fields this onnx does
+    not know are serialized whole.
+    """
+    if size_hint is None or size_hint < _PIECEWISE_MIN_BYTES or _unknown_fields(proto) \
+            or _unknown_fields(proto.graph):
+        return proto.SerializeToString()
+    parts: List[bytes] = []
+    for fd, value in proto.ListFields():
+        if fd.number == _MODEL_GRAPH:
+            graph: List[bytes] = []
+            for gfd, gvalue in value.ListFields():
+                _field_parts(value, gfd, gvalue, graph)
+            parts.append(_varint(_MODEL_GRAPH << 3 | 2) + _varint(sum(map(len, graph))))
+            parts.extend(graph)
+        else:
+            _field_parts(proto, fd, value, parts)
+    return b"".join(parts)
+
+
+def _unknown_fields(message: Any) -> int:
+    from google.protobuf.unknown_fields import UnknownFieldSet
+
+    return len(UnknownFieldSet(message))
+
+
+def _field_parts(message: Any, fd: Any, value: Any, parts: List[bytes]) -> None:
+    """Field ``fd`` of ``message`` serialized: each element of a repeated message field on its own."""
+    if fd.is_repeated and fd.type == fd.TYPE_MESSAGE:
+        key = _varint(fd.number << 3 | 2)
+        for item in value:
+            data = item.SerializeToString()
+            parts.append(key + _varint(len(data)))
+            parts.append(data)
+        return
+    one = type(message)()
+    if fd.is_repeated:
+        getattr(one, fd.name).extend(value)
+    elif fd.type == fd.TYPE_MESSAGE:
+        getattr(one, fd.name).CopyFrom(value)
+    else:
+        setattr(one, fd.name, value)
+    parts.append(one.SerializeToString())
+
+
+def _file_size(model: Any) -> Optional[int]:
+    """Bytes of the file ``model`` was loaded from (a hint for :func:`_model_bytes`), else None."""
+    path = getattr(model, "path", None)
+    if path is None:
+        return None
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
 #: Element types of shape computations (axes, shapes, indices): their producers are always given
 #: to the parser as context, however far back, since it needs their values to be constants.
 _INDEX_TYPES = frozenset({ElemType.INT64, ElemType.INT32, ElemType.BOOL})
 
 
 def _window(index: _Index, undecided: Sequence[int], size: int,
-            verdicts: Dict[int, "ParserVerdict"],
+            verdicts: Dict[int, Tuple[bool, str, Optional[str]]],
             types: Optional[Dict[str, Tuple[int, Optional[Tuple[Any, ...]]]]] = None) -> List[int]:
     """The next re-check: ``size`` undecided nodes, plus the accepted nodes that feed them: those
     just before them, and every producer of an integer (shape, axis) input however far back, so the
@@ -321,7 +391,7 @@ def _window(index: _Index, undecided: Sequence[int], size: int,
         if k < lookback and (types or {}).get(name, (0, None))[0] not in _INDEX_TYPES:
             continue
         verdict = verdicts.get(k)
-        if verdict is None or not verdict.supported:
+        if verdict is None or not verdict[0]:
             continue
         feeding.add(k)
         stack.extend(index.reads[k])
@@ -386,6 +456,17 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
     SupportError
         The parser could not read the model at all.
     """
+    return _parse(model, recheck)[0]
+
+
+#: One node's answer while :func:`_parse` runs: (supported, reason, error code).
+_Answer = Tuple[bool, str, Optional[str]]
+
+
+def _parse(model: Any, recheck: bool) -> Tuple[ParserReport, List[str], List[str], List[_Answer]]:
+    """:func:`parse_support`, with its answers as columns: the report, and per node its name, op
+    type and (supported, reason, code). The report's :class:`ParserVerdict` objects are made only
+    when ``report.verdicts`` is read."""
     from trtlab.backends.tensorrt import flavor as _trt
 
     proto: onnx.ModelProto = model if isinstance(model, onnx.ModelProto) else model.proto
@@ -395,25 +476,23 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
         model.path if getattr(model, "path", None) is not None and Path(model.path).parent == base_dir
         else Path(base_dir) / "model.onnx")
     graph = proto.graph
-    n = len(graph.node)
-    old = _old_opset(proto)
-    if old is not None:
-        mod = _trt.module()
-        return ParserReport(
-            flavor=str(_trt.flavor() or mod.__name__), version=str(mod.__version__), all_supported=False,
-            passes=0, subgraphs=(), verified=(),
-            verdicts=tuple(ParserVerdict(k, nd.name, nd.op_type, False, old, "UNSUPPORTED_OPSET")
-                           for k, nd in enumerate(graph.node)))
     nodes = list(graph.node)
+    n = len(nodes)
     names = [node.name for node in nodes]
-    by_name = {name: i for i, name in enumerate(names) if name}
-    owners: Optional[Dict[str, int]] = None  # built when an error names a node of a body
-    types: Dict[str, Tuple[int, Optional[Tuple[Any, ...]]]] = {}  # filled for the first re-check
+    ops = [node.op_type for node in nodes]
     mod = _trt.module()
     flavor = _trt.flavor() or mod.__name__
+    old = _old_opset(proto)
+    if old is not None:
+        answers: List[_Answer] = [(False, old, "UNSUPPORTED_OPSET")] * n
+        return (_report(str(flavor), str(mod.__version__), False, 0, (), (), names, ops, answers, {}, (), 0.0),
+                names, ops, answers)
+    by_name: Optional[Dict[str, int]] = None  # built when an error's index does not match its name
+    owners: Optional[Dict[str, int]] = None  # built when an error names a node of a body
+    types: Dict[str, Tuple[int, Optional[Tuple[Any, ...]]]] = {}  # filled for the first re-check
     started = time.perf_counter()
 
-    verdicts: Dict[int, ParserVerdict] = {}
+    verdicts: Dict[int, _Answer] = {}
     graph_errors: List[str] = []
     assumed: Dict[str, str] = {}
     first: Optional[_Run] = None
@@ -426,15 +505,14 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
             extra = [assumed[i] for i in nodes[k].input if i in assumed]
             if extra:
                 note += " (re-checked assuming " + "; ".join(extra) + ")"
-        verdicts[k] = ParserVerdict(k, names[k], nodes[k].op_type, True, note, None,
-                                    subgraph_of.get(k))
+        verdicts[k] = (True, note, None)
 
     index: Optional[_Index] = None
     size = _FIRST_WINDOW
     cursor = 0
     while len(verdicts) < n or passes == 0:
         if passes == 0:
-            mapping = list(range(n))
+            mapping = range(n)
         else:
             if index is None:
                 index, types = _Index(proto), _types(proto)
@@ -448,9 +526,10 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
                         break
             mapping = _window(index, undecided, size, verdicts, types)
             if stalled:
-                mapping = sorted(set(mapping) | {k for k in range(n) if k not in verdicts or verdicts[k].supported})
+                mapping = sorted(set(mapping) | {k for k in range(n) if k not in verdicts or verdicts[k][0]})
         decided_before = len(verdicts)
-        data = proto.SerializeToString() if passes == 0 else _sub_model(index, mapping, types, assumed)
+        data = _model_bytes(proto, _file_size(model)) if passes == 0 else \
+            _sub_model(index, mapping, types, assumed)
         try:
             run = _run_parser(data, model_path) if model_path else _run_parser(data)
         except Exception as exc:  # the binding raises RuntimeError/TypeError on bad input
@@ -458,6 +537,7 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
                 f"TensorRT's ONNX parser ({flavor} {mod.__version__}) failed on model "
                 f"{graph.name!r}: {exc}. Check the model with onnx.checker, or use "
                 "source='rules'.") from exc
+        del data
         passes += 1
         if first is None:
             first = run
@@ -482,6 +562,8 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
             else:
                 if position is None:
                     position = {k: p for p, k in enumerate(mapping)}
+                if by_name is None:
+                    by_name = {name: i for i, name in enumerate(names) if name}
                 if ename in by_name and by_name[ename] in position:
                     pos = position[by_name[ename]]
                 else:
@@ -510,16 +592,17 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
             extra = [assumed[i] for i in nodes[k].input if i in assumed]
             if extra:
                 text += " (re-checked assuming " + "; ".join(extra) + ")"
-            verdicts[k] = ParserVerdict(k, names[k], nodes[k].op_type, False,
-                                        f"rejected by the parser: {text}", "/".join(codes),
-                                        subgraph_of.get(k))
+            verdicts[k] = (False, f"rejected by the parser: {text}", "/".join(codes))
         note = "accepted by the parser" if passes == 1 else \
             f"accepted by the parser (imported in re-check pass {passes})"
         first_bad = min(errors_at) if errors_at else None
         if first_bad is None:
-            for k in mapping:
-                if k not in verdicts:
-                    accept(k, note)
+            if not verdicts and not assumed:  # the first run imported every node
+                verdicts = dict.fromkeys(mapping, (True, note, None))
+            else:
+                for k in mapping:
+                    if k not in verdicts:
+                        accept(k, note)
             if len(verdicts) == n:
                 break
             size *= 2
@@ -542,23 +625,33 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
                 if s is None:
                     reason = (f"not covered by any parser subgraph (the parser stopped importing "
                               f"at node {stop} {names[stop]!r})")
-                    verdicts[k] = ParserVerdict(k, names[k], graph.node[k].op_type, False,
-                                                reason, None, None)
+                    verdicts[k] = (False, reason, None)
                 else:
                     reason = (f"listed in parser subgraph {s} but not imported: the parser "
                               f"stopped importing at node {stop} {names[stop]!r} "
                               "(run with recheck=True to verify)")
-                    verdicts[k] = ParserVerdict(k, names[k], graph.node[k].op_type, True,
-                                                reason, None, s)
+                    verdicts[k] = (True, reason, None)
             break
 
     seconds = time.perf_counter() - started
+    answers = [verdicts[k] for k in range(n)]
     log.info("parser support: %d/%d nodes accepted in %d pass(es), %.3f s",
-             sum(v.supported for v in verdicts.values()), n, passes, seconds)
-    return ParserReport(
-        flavor=str(flavor), version=str(mod.__version__),
-        all_supported=bool(first.ok) if first else True, passes=passes,
-        subgraphs=tuple(tuple(s) for s in (first.subgraphs if first else [])),
-        verified=tuple(first.verified if first else []),
-        verdicts=tuple(verdicts[k] for k in range(n)),
-        graph_errors=tuple(graph_errors), seconds=seconds)
+             sum(a[0] for a in answers), n, passes, seconds)
+    report = _report(str(flavor), str(mod.__version__), bool(first.ok) if first else True, passes,
+                     tuple(tuple(s) for s in (first.subgraphs if first else [])),
+                     tuple(first.verified if first else []), names, ops, answers, subgraph_of,
+                     tuple(graph_errors), seconds)
+    return report, names, ops, answers
+
+
+def _report(flavor: str, version: str, all_supported: bool, passes: int,
+            subgraphs: Tuple[Tuple[int, ...], ...], verified: Tuple[bool, ...], names: List[str],
+            ops: List[str], answers: List[_Answer], subgraph_of: Dict[int, int],
+            graph_errors: Tuple[str, ...], seconds: float) -> ParserReport:
+    def verdicts() -> Tuple[ParserVerdict, ...]:
+        return tuple(ParserVerdict(k, names[k], ops[k], ok, reason, code, subgraph_of.get(k))
+                     for k, (ok, reason, code) in enumerate(answers))
+
+    return ParserReport(flavor=flavor, version=version, all_supported=all_supported, passes=passes,
+                        subgraphs=subgraphs, verified=verified, verdicts=Later(verdicts),
+                        graph_errors=graph_errors, seconds=seconds)

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from trtlab.errors import SupportError
-from trtlab.backends.tensorrt.parser import ParserReport, ParserVerdict, parse_support
+from trtlab.backends.tensorrt.parser import ParserReport, ParserVerdict, _parse, parse_support
 from trtlab.backends.tensorrt.ops import (BOOL, FLOATS, INTS, LATEST, QUANTIZED, RTX_FEATURE_LEVEL, Rule, RuleContext,
                     RuleSet, TrtTarget, Verdict, _TensorIndex, all_of, attr_in, constant_input,
                     default_rules, dtypes, no_input, no_output, rank_in, register_rule,
@@ -107,26 +107,26 @@ def _vague(reason: str) -> bool:
     return text in ("", "false", "unknown") or text.endswith((": false", ": unknown", ":"))
 
 
-def _most_precise(model: Any, rows: List[Dict[str, Any]]) -> None:
+def _most_precise(model: Any, names: List[str], supported: List[bool], reasons: List[str]) -> None:
     """Rejections whose parser reason is only 'false' take trtlab's rule reason when the
-    rules reject the node too (the parser's words are kept after it)."""
-    vague = [r for r in rows if not r["supported"] and _vague(r["reason"])]
+    rules reject the node too (the parser's words are kept after it); ``reasons`` is updated."""
+    vague = [k for k, ok in enumerate(supported) if not ok and _vague(reasons[k])]
     if not vague:
         return
     by_rules = rules_support(model)
-    for r in vague:
-        if not by_rules.is_supported(r["node"]):
-            r["reason"] = f"{by_rules.reason(r['node'])} (parser: {r['reason']})"
+    for k in vague:
+        if not by_rules.is_supported(names[k]):
+            reasons[k] = f"{by_rules.reason(names[k])} (parser: {reasons[k]})"
 
 
 def _parser_table(model: Any, recheck: bool) -> SupportTable:
-    report = parse_support(model, recheck=recheck)
-    rows = [{"node": v.name, "op_type": v.op_type, "supported": bool(v.supported), "reason": v.reason,
-             "source": "parser"} for v in report.verdicts]
-    _most_precise(model, rows)
+    report, names, ops, answers = _parse(model, recheck)
+    supported = [a[0] for a in answers]
+    reasons = [a[1] for a in answers]
+    _most_precise(model, names, supported, reasons)
     flavor = "TensorRT-RTX" if report.flavor == "tensorrt_rtx" else "TensorRT"
-    return SupportTable._from_clean_rows(rows, model_name=model.name,
-                                         target=f"{flavor} {report.version} parser", details=report)
+    return SupportTable._from_columns(names, ops, supported, reasons, "parser", model_name=model.name,
+                                      target=f"{flavor} {report.version} parser", details=report)
 
 
 def check_support(model: Any, *, source: str = "auto", trt_version: Any = None,
