@@ -3,7 +3,11 @@ against Polygraphy's, on a 10k-node model and a 1 GiB-weight model.
 
 Models (made on the fly under ``build/bench_models/`` by ``benchmarks/_models.py``, never
 committed): ``chain10k`` (2,500 residual MLP blocks, 10,000 nodes, inline weights) and
-``big_weights`` (float32 MatMul chain, 1 GiB of weights in an external data file).
+``big_weights`` (float32 MatMul chain, 1 GiB of weights in an external data file). So that
+``load`` is not tuned to one graph, the same rows follow for graphs of about 10k nodes in other
+shapes (``_models.GRAPH_SHAPES``: wide, many small initializers, ``Constant`` nodes, ``If``
+bodies) and for the trained models of the real tier that ``scripts/fetch_real_models.py`` has
+fetched into ``build/real_models/`` (rows for missing ones are left out, and say so).
 
 Every measurement runs in a fresh process; trtlab and its peer alternate (paired runs) and the
 medians are printed with their ratio (trtlab / peer):
@@ -20,9 +24,10 @@ medians are printed with their ratio (trtlab / peer):
 
 Usage::
 
-    python benchmarks/load_scale.py [--quick] [--runs N]
+    python benchmarks/load_scale.py [--quick] [--runs N] [--load-only]
 
-``--quick``: 3 pairs and a 256 MiB model instead of 7 pairs and 1 GiB.
+``--quick``: 3 pairs and a 256 MiB model instead of 7 pairs and 1 GiB. ``--load-only``: the
+``load`` rows only (no partition CLI).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _models import big_weight_model, chain_model, save  # noqa: E402
+from _models import GRAPH_SHAPES, big_weight_model, chain_model, save  # noqa: E402
 
 LOAD_TARGET = 1.2
 CLI_TARGET = 2.0
@@ -119,7 +124,7 @@ def _line(what: str, ours_s: float, peer_s: float, target: float, ours_mb: float
           mem_ratio: float, mem_target: float, mem_what: str) -> str:
     ratio = ours_s / peer_s
     ok = "met" if ratio <= target and mem_ratio <= mem_target else "NOT met"
-    return (f"{what:<30} {ours_s:>8.3f} {peer_s:>8.3f} {ratio:>6.2f} {target:>5.1f}x  "
+    return (f"{what:<34} {ours_s:>8.3f} {peer_s:>8.3f} {ratio:>6.2f} {target:>5.1f}x  "
             f"{ours_mb:>8.0f} {peer_mb:>8.0f} {mem_ratio:>6.2f} {mem_target:>4.1f}x {mem_what:<8} {ok}")
 
 
@@ -148,6 +153,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--runs", type=int, default=None)
+    ap.add_argument("--load-only", action="store_true", help="only the load rows (no partition CLI)")
     args = ap.parse_args(argv)
     runs = args.runs or (3 if args.quick else 7)
     gib = 0.25 if args.quick else 1.0
@@ -159,12 +165,12 @@ def main(argv=None) -> int:
     weights = big.with_suffix(".data").stat().st_size
     py = sys.executable
     polygraphy = str(Path(py).parent / "polygraphy")
-    print(f"{'':<30} {'time s':>17} {'ratio':>6} {'target':>6}  {'peak RSS MB':>17} {'ratio':>6} {'target':>10}")
-    print(f"{'what':<30} {'trtlab':>8} {'peer':>8} {'':>6} {'':>6}  {'trtlab':>8} {'peer':>8}")
+    print(f"{'':<34} {'time s':>17} {'ratio':>6} {'target':>6}  {'peak RSS MB':>17} {'ratio':>6} {'target':>10}")
+    print(f"{'what':<34} {'trtlab':>8} {'peer':>8} {'':>6} {'':>6}  {'trtlab':>8} {'peer':>8}")
     met = True
     with tempfile.TemporaryDirectory(prefix="trtlab_load_scale_", dir=ROOT / "build") as tmp_name:
         tmp = Path(tmp_name)
-        for label, path in (("load, 10k nodes", chain), (f"load, {gib:g} GiB external", big)):
+        for label, path in _load_models(folder, chain, big, gib):
             def child(which, path=path):
                 _, rss, text = _run([py, "-c", _CHILD, which, str(path)], tmp)
                 return json.loads(text.strip().splitlines()[-1])["s"], rss
@@ -173,7 +179,8 @@ def main(argv=None) -> int:
             print(_line(label, s_a, s_b, LOAD_TARGET, m_a / 2**20, m_b / 2**20, m_a / m_b,
                         LOAD_TARGET, "x peer"))
             met &= s_a / s_b <= LOAD_TARGET and m_a / m_b <= LOAD_TARGET
-
+        if args.load_only:
+            return _summary(weights, runs, met)
         out = tmp / "partition"
         ours = lambda: _run([py, "-m", "trtlab.cli", "partition", str(big), "--out", str(out), "--force"], tmp)
         theirs = lambda: _run([polygraphy, "inspect", "capability", "--with-partitioning", str(big)], tmp)
@@ -186,9 +193,37 @@ def main(argv=None) -> int:
         print(_line(f"partition CLI, analysis only", s_a - copy, s_b, CLI_TARGET, m_a / 2**20,
                     m_b / 2**20, m_a / weights, CLI_MEMORY_TARGET, "x weights")
               + f"  (data copy + fsync + sha256: {copy:.2f} s)")
+    return _summary(weights, runs, met)
+
+
+def _summary(weights: int, runs: int, met: bool) -> int:
     print(f"weights: {weights / 2**20:.0f} MiB; medians of {runs} paired fresh-process runs")
     print("all targets met" if met else "some targets NOT met")
     return 0
+
+
+def _load_models(folder: Path, chain: Path, big: Path, gib: float) -> List[Tuple[str, Path]]:
+    """``(row label, model path)`` of every ``load`` row: the two targets, then the other graphs."""
+    rows = [("load, 10k nodes", chain), (f"load, {gib:g} GiB external", big)]
+    for shape, make in GRAPH_SHAPES.items():
+        path = folder / f"{shape.replace(' ', '_').lower()}.onnx"
+        if not path.exists():
+            save(make(), path)
+        rows.append((f"load, {shape}", path))
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import fetch_real_models
+
+    missing = []
+    for real in fetch_real_models.load_manifest():
+        path = fetch_real_models.target_path(real)
+        if path.exists():
+            rows.append((f"load, real {real.id}", path))
+        else:
+            missing.append(real.id)
+    if missing:
+        print(f"(real models not fetched, rows left out: {', '.join(missing)}; "
+              "python scripts/fetch_real_models.py fetches them)")
+    return rows
 
 
 if __name__ == "__main__":
