@@ -109,6 +109,65 @@ def test_external_data_loads_from_path(tmp_path):
     np.testing.assert_array_equal(m.constant_value("w1"), expected)
 
 
+def _fixes_needed():
+    """Models load() changes before checking them (each a different change), and one it does not."""
+    unsorted = F.mlp()
+    nodes = list(unsorted.graph.node)[::-1]
+    del unsorted.graph.node[:]
+    unsorted.graph.node.extend(nodes)
+    negative = F.conv_relu()
+    negative.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
+    return {"as written": F.mlp(), "renamed": F.duplicate_names(), "IR-4 inputs": F.initializers_as_inputs(),
+            "unsorted": unsorted, "negative dim": negative, "IR 3": F.old_opset()}
+
+
+@pytest.mark.parametrize("which", list(_fixes_needed()))
+def test_path_and_bytes_load_what_a_proto_loads(which, tmp_path):
+    """A path or bytes source hands its bytes to the checker and shape inference while load()
+    has changed nothing; the loaded model is the one a ModelProto source gives."""
+    proto = _fixes_needed()[which]
+    path = tmp_path / "m.onnx"
+    path.write_bytes(proto.SerializeToString())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TrtlabWarning)
+        want = trtlab.load(proto)
+        for got in (trtlab.load(path), trtlab.load(proto.SerializeToString())):
+            assert got.proto == want.proto, which
+            assert got.notes == want.notes and got.renamed == want.renamed
+    assert len(want.proto.graph.value_info) >= len(want.proto.graph.node) - 1  # shapes inferred
+
+
+def _one_weight_model(tensor):
+    """w (an initializer of 64 KiB, left out of the copy the checker sees) -> Identity -> y"""
+    out = onnx.helper.make_tensor_value_info("y", tensor.data_type, list(tensor.dims))
+    return F._model([onnx.helper.make_node("Identity", ["w"], ["y"], name="id")], [], [out], [tensor])
+
+
+def _short(t):
+    t.raw_data = t.raw_data[:-4]
+
+
+def _twice(t):
+    t.float_data.extend(np.zeros(16384, np.float32).tolist())
+
+
+def _string(t):
+    t.data_type = onnx.TensorProto.STRING
+
+
+@pytest.mark.parametrize("tamper", [_short, _twice, _string])
+def test_weights_the_checker_does_not_see_are_checked_as_it_would(tamper):
+    """Large weights are left out of the checker's copy; what it would refuse in them still is."""
+    w = onnx.numpy_helper.from_array(np.ones((128, 128), np.float32), "w")
+    assert trtlab.load(_one_weight_model(w)).tensor("y").shape == (128, 128)
+    tamper(w)
+    proto = _one_weight_model(w)
+    with pytest.raises(onnx.checker.ValidationError):
+        onnx.checker.check_model(proto)
+    with pytest.raises(InvalidModelError, match=r"'w'|tensor name: w\)"):
+        trtlab.load(proto)
+
+
 # -- real-world traps ----------------------------------------------------------------------------
 
 def test_duplicate_and_empty_names_made_unique():
