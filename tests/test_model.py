@@ -517,3 +517,53 @@ def test_ir3_models_with_initializers_as_inputs_load_and_run(cid):
     assert any("IR version 3 raised to 4" in n for n in m.notes)
     out = _run(m, feeds(case))
     np.testing.assert_allclose(out[m.outputs[0].name], case.data_sets[0][1][0], rtol=1e-3, atol=1e-5)
+
+
+# -- data propagation ------------------------------------------------------------------------------
+
+def _shape_chain():
+    """x[N,3,8] -> Shape -> Gather(0) -> Cast(float) -> Mul(x) ... no node reads a computed shape
+
+    x -> Shape -> Gather(idx) -> Cast -> Add(c) -> y ; x -> Relu -> z
+    """
+    nodes = [
+        onnx.helper.make_node("Shape", ["x"], ["s"], name="shape"),
+        onnx.helper.make_node("Gather", ["s", "idx"], ["g"], name="gather", axis=0),
+        onnx.helper.make_node("Cast", ["g"], ["gf"], name="cast", to=onnx.TensorProto.FLOAT),
+        onnx.helper.make_node("Add", ["gf", "c"], ["y"], name="add"),
+        onnx.helper.make_node("Relu", ["x"], ["z"], name="relu"),
+    ]
+    inits = [onnx.numpy_helper.from_array(np.array([0, 2], np.int64), "idx"),
+             onnx.numpy_helper.from_array(np.ones(2, np.float32), "c")]
+    return F._model(nodes, [F.vi("x", ["N", 3, 8])], [F.vi("y", [2]), F.vi("z", ["N", 3, 8])], inits)
+
+
+def test_data_propagation_is_skipped_only_where_it_cannot_change_a_shape():
+    """load() runs ONNX's data propagation unless every node is one whose shape inference reads no
+    computed shape (model._SHAPES_FROM_SHAPES); on such graphs, from the onnx backend test suite
+    (its expanded function cases chain Shape, Gather, Concat ...) and a Shape chain, inference
+    gives the same model with and without it."""
+    from onnx.backend.test.case.node import collect_testcases
+    from trtlab.model import _Nodes, _SHAPES_FROM_SHAPES
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cases = [c.model for c in collect_testcases(None)] + [_shape_chain()]
+    compared = 0
+    for proto in cases:
+        if proto.functions or not _SHAPES_FROM_SHAPES.issuperset(n.op_type for n in proto.graph.node) \
+                or any(n.domain not in ("", "ai.onnx") for n in proto.graph.node):
+            assert _Nodes.of(proto.graph).data_prop
+            continue
+        assert not _Nodes.of(proto.graph).data_prop
+        data = proto.SerializeToString()
+        try:
+            with_prop = onnx.shape_inference.infer_shapes(data, data_prop=True)
+        except Exception:  # noqa: BLE001 - cases onnx itself cannot infer are not this test's
+            continue
+        assert with_prop == onnx.shape_inference.infer_shapes(data, data_prop=False), proto.graph.name
+        compared += 1
+    assert compared > 300, compared
+    reshape = _shape_chain()
+    reshape.graph.node[-1].op_type = "Reshape"  # a node that reads a shape: propagation stays on
+    assert _Nodes.of(reshape.graph).data_prop

@@ -14,8 +14,9 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import html
+import gc
 import io
 import logging
 import os
@@ -23,8 +24,9 @@ import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from functools import cached_property
+from operator import attrgetter
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from trtlab import _io
 from trtlab._lazy import lazy_import
@@ -269,6 +271,7 @@ _SKELETON_MIN_BYTES = 16 << 10
 #: Integer types shape inference reads values of (shape tensors); never left out when inline.
 _SHAPE_VALUE_TYPES = frozenset({ElemType.INT64, ElemType.INT32})
 _EXTERNAL = ElemType.EXTERNAL
+_DATA_LOCATION = attrgetter("data_location")
 _SUB_BYTE_TYPES = ElemType.SUB_BYTE
 
 
@@ -466,25 +469,29 @@ class _Nodes:
     special: List[int]
     #: whether some node is outside ai.onnx (contrib ops)
     custom: bool
+    #: whether ONNX's data propagation can add to the inferred shapes: some node is not one of
+    #: :data:`_SHAPES_FROM_SHAPES` (it may read a shape computed by other nodes) or holds a body
+    data_prop: bool = True
 
     @classmethod
     def of(cls, graph: onnx.GraphProto) -> "_Nodes":
-        names: List[str] = []
-        constants: List[int] = []
-        special: List[int] = []
-        custom = False
+        nodes = list(graph.node)  # one Python object per node, read three times
+        names = list(map(_NAME, nodes))
+        ops = list(map(_OP_TYPE, nodes))
+        domains = list(map(_DOMAIN, nodes))
+        standard = _STANDARD_DOMAINS.issuperset(domains)
         body_ops = _BODY_OPS
-        for i, node in enumerate(graph.node):
-            names.append(node.name)
-            domain = node.domain
-            if domain and domain != "ai.onnx":
-                special.append(i)
-                custom = True
-            elif node.op_type in body_ops:
-                special.append(i)
-            elif node.op_type == "Constant":
-                constants.append(i)
-        return cls(names, constants, special, custom)
+        if standard:
+            special = [i for i, op in enumerate(ops) if op in body_ops] \
+                if not body_ops.isdisjoint(ops) else []
+            constants = [i for i, op in enumerate(ops) if op == "Constant"] if "Constant" in ops else []
+        else:
+            special = [i for i, (op, d) in enumerate(zip(ops, domains))
+                       if op in body_ops or d not in _STANDARD_DOMAINS]
+            constants = [i for i, (op, d) in enumerate(zip(ops, domains))
+                         if op == "Constant" and d in _STANDARD_DOMAINS]
+        data_prop = bool(special) or not _SHAPES_FROM_SHAPES.issuperset(ops)
+        return cls(names, constants, special, not standard, data_prop)
 
     def bodies(self, graph: onnx.GraphProto) -> Iterable[Tuple[int, onnx.NodeProto]]:
         """``(index, node)`` of the nodes that hold bodies."""
@@ -492,6 +499,34 @@ class _Nodes:
             node = graph.node[i]
             if _has_body(node):
                 yield i, node
+
+
+#: ai.onnx ops whose shape inference reads no shape computed by other nodes: data propagation
+#: (ONNX's partial evaluation of Shape -> Gather -> Concat ... chains) reaches shape inference
+#: only through the shape inputs of Reshape, Expand, ConstantOfShape, Resize and AffineGrid
+#: (``getShapeInput`` in onnx/defs), so in a graph of these ops alone it cannot change a shape.
+#: tests/test_model.py checks this against the installed onnx on the backend test suite.
+_SHAPES_FROM_SHAPES = frozenset({
+    "Abs", "Acos", "Acosh", "Add", "And", "ArgMax", "ArgMin", "Asin", "Asinh", "Atan", "Atanh",
+    "AveragePool", "BatchNormalization", "Cast", "CastLike", "Ceil", "Celu", "Clip", "Concat",
+    "Constant", "Conv", "ConvInteger", "ConvTranspose", "Cos", "Cosh", "CumSum", "DepthToSpace",
+    "DequantizeLinear", "Div", "Dropout", "Einsum", "Elu", "Equal", "Erf", "Exp", "Flatten",
+    "Floor", "Gather", "GatherElements", "GatherND", "Gelu", "Gemm", "GlobalAveragePool",
+    "GlobalMaxPool", "Greater", "GreaterOrEqual", "GroupNormalization", "HardSigmoid",
+    "HardSwish", "Hardmax", "Identity", "InstanceNormalization", "IsInf", "IsNaN", "LRN",
+    "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax",
+    "LpNormalization", "LpPool", "MatMul", "MatMulInteger", "Max", "MaxPool", "Mean",
+    "MeanVarianceNormalization", "Min", "Mish", "Mod", "Mul", "Neg", "Not", "Or", "PRelu", "Pow",
+    "QLinearConv", "QLinearMatMul", "QuantizeLinear", "Reciprocal", "Relu", "Round", "Selu",
+    "Shape", "Shrink", "Sigmoid", "Sign", "Sin", "Sinh", "Size", "Softmax", "Softplus",
+    "Softsign", "SpaceToDepth", "Sqrt", "Sub", "Sum", "Tan", "Tanh", "ThresholdedRelu",
+    "Transpose", "Where", "Xor",
+})
+
+_NAME = attrgetter("name")
+_OP_TYPE = attrgetter("op_type")
+_DOMAIN = attrgetter("domain")
+_STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
 
 
 def _unique_node_names(graph: onnx.GraphProto, names: Optional[List[str]] = None) -> Dict[str, str]:
@@ -644,9 +679,15 @@ def _name_negative_dims(graph: onnx.GraphProto) -> List[str]:
     return named
 
 
-def _strip_initializer_inputs(graph: onnx.GraphProto) -> List[str]:
-    """IR-4-style models list initializers as graph inputs; drop those inputs."""
-    inits = {t.name for t in graph.initializer}
+def _strip_initializer_inputs(graph: onnx.GraphProto,
+                              initializers: Optional[List[onnx.TensorProto]] = None) -> List[str]:
+    """IR-4-style models list initializers as graph inputs; drop those inputs.
+
+    ``initializers``: ``list(graph.initializer)`` when the caller has it.
+    """
+    if not len(graph.input):
+        return []
+    inits = set(map(_NAME, graph.initializer if initializers is None else initializers))
     keep = [i for i in graph.input if i.name not in inits]
     dropped = [i.name for i in graph.input if i.name in inits]
     if dropped:
@@ -705,7 +746,8 @@ def _shapeless(graph: onnx.GraphProto, nodes: Optional[_Nodes] = None) -> List[A
 
 
 def _skeleton(proto: onnx.ModelProto, base_dir: Optional[Path], what: str,
-              nodes: Optional[_Nodes] = None) -> onnx.ModelProto:
+              nodes: Optional[_Nodes] = None,
+              initializers: Optional[List[onnx.TensorProto]] = None) -> onnx.ModelProto:
     """``proto`` as the checker and shape inference need it: without its weights.
 
     External initializers and inline ones over :data:`_SKELETON_MIN_BYTES` (integer shape
@@ -713,23 +755,24 @@ def _skeleton(proto: onnx.ModelProto, base_dir: Optional[Path], what: str,
     and shape inference only read their dims and dtype. The data the checker would have
     verified is verified here instead (inline sizes; external files present and long enough,
     without reading them). With no such tensor, ``proto`` itself is returned (no copy).
-    ``nodes``: :class:`_Nodes` of ``proto.graph`` when the caller has it.
+    ``nodes``: :class:`_Nodes` of ``proto.graph``, ``initializers``: ``list(proto.graph.initializer)``,
+    when the caller has them.
     """
     g = proto.graph
-    stripped: List[onnx.TensorProto] = []
-    keep: List[bool] = []
+    inits = list(g.initializer) if initializers is None else initializers
     external, least, shape_types = _EXTERNAL, _SKELETON_MIN_BYTES, _SHAPE_VALUE_TYPES
-    for t in g.initializer:
-        if t.data_location == external:
+    where = list(map(_DATA_LOCATION, inits))
+    sizes = list(map(onnx.TensorProto.ByteSize, inits))
+    stripped: List[onnx.TensorProto] = []
+    left_out: set = set()
+    for i in [i for i, (at, size) in enumerate(zip(where, sizes)) if at == external or size > least]:
+        t = inits[i]
+        if where[i] == external:
             _check_external(t, base_dir, what)
-        else:
-            size = t.ByteSize()
-            if not (size > least and t.data_type not in shape_types and t.HasField("raw_data")
-                    and _check_inline(t, size, what)):
-                keep.append(True)
-                continue
+        elif not (t.data_type not in shape_types and t.HasField("raw_data") and _check_inline(t, sizes[i], what)):
+            continue
         stripped.append(t)
-        keep.append(False)
+        left_out.add(i)
     # Large float values of top-level Constant nodes (PP-OCR keeps its weights so) are left out
     # the same way: the node becomes an Identity of a typed graph input (indices stay aligned).
     constants: Dict[int, onnx.TensorProto] = {}
@@ -768,10 +811,10 @@ def _skeleton(proto: onnx.ModelProto, base_dir: Optional[Path], what: str,
     sg.output.extend(g.output)
     sg.value_info.extend(g.value_info)
     sg.sparse_initializer.extend(g.sparse_initializer)
-    if all(keep):
-        sg.initializer.extend(g.initializer)
-    elif any(keep):
-        sg.initializer.extend([t for t, k in zip(g.initializer, keep) if k])
+    if not left_out:
+        sg.initializer.extend(inits)
+    elif len(left_out) < len(inits):
+        sg.initializer.extend([t for i, t in enumerate(inits) if i not in left_out])
     add = sg.input.add
     for t in stripped:
         tt = add(name=t.name).type.tensor_type
@@ -1022,7 +1065,8 @@ def _infer_shapes(proto: onnx.ModelProto, skel: Optional[onnx.ModelProto] = None
         skel = _skeleton(proto, base_dir, what, nodes)
     try:
         inferred = onnx.shape_inference.infer_shapes(
-            data if data is not None else skel.SerializeToString(), data_prop=True)
+            data if data is not None else skel.SerializeToString(),
+            data_prop=nodes.data_prop or len(proto.functions) > 0)
     except Exception as exc:  # inference is best effort: unknown ops, custom domains
         log.info("shape inference incomplete: %s", exc)
         inferred = skel
@@ -1162,6 +1206,8 @@ class Model:
 
     def _repr_html_(self) -> str:
         hist = self.op_histogram().head(12).to_html(index=False)
+        import html
+
         return f"<b>{html.escape(str(self.name))}</b>: {len(self.node_names)} nodes, opset {self.opset}<br>{hist}"
 
     @property
@@ -1641,6 +1687,35 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
         External weights missing, too short, outside the model's folder, or referenced by a
         model not loaded from a file.
     """
+    with _collection_held(not _is_torch_module(source)):  # an export makes garbage of its own
+        return _load(source, fold_constants=fold_constants, shape_inference=shape_inference,
+                     example_inputs=example_inputs, name=name, opset=opset,
+                     rename_symbolic_dims=rename_symbolic_dims, fold_max_bytes=fold_max_bytes)
+
+
+@contextlib.contextmanager
+def _collection_held(hold: bool = True) -> Iterator[None]:
+    """Hold off Python's cyclic garbage collector while :func:`load` runs (restored after).
+
+    Walking a graph creates and drops one short-lived Python object per node and tensor;
+    reference counting frees them, but with the collector on their allocations also start
+    full collections over every object of the process (onnx's and the caller's), which cost
+    more than the walks. Cyclic garbage, if any, is collected once the collector runs again.
+    """
+    if not hold or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _load(source: Source, *, fold_constants: bool = False, shape_inference: bool = True,
+         example_inputs: Any = None, name: Optional[str] = None, opset: int = 17,
+         rename_symbolic_dims: bool = False, fold_max_bytes: int = FOLD_MAX_BYTES) -> Model:
+    """:func:`load` (with the collector held off)."""
     path: Optional[Path] = None
     base_dir: Optional[Path] = None
     maybe_external = True
@@ -1690,7 +1765,8 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
     negative = _name_negative_dims(proto.graph)
     if negative:
         notes.append(f"{len(negative)} dim(s) declared as -1 treated as dynamic ({', '.join(negative[:4])})")
-    dropped = _strip_initializer_inputs(proto.graph)
+    inits = list(proto.graph.initializer)  # one Python object per initializer, read by two steps
+    dropped = _strip_initializer_inputs(proto.graph, inits)
     if dropped:
         notes.append(f"dropped {len(dropped)} initializer(s) listed as graph inputs (IR-4 style)")
         if proto.ir_version < 4:
@@ -1712,9 +1788,9 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
         nodes = _sorted(proto, what, nodes)
     if negative or dropped or renamed or attribute_external:
         written = None
-    skel = _skeleton(proto, base_dir, what, nodes)
+    skel = _skeleton(proto, base_dir, what, nodes, inits)
     data = written if skel is proto and written is not None else skel.SerializeToString()
-    del written
+    del written, inits
     # The checker proves nodes are in topological order; they are sorted only when it refuses.
     try:
         checked = _check_model(skel, what, data=data, path=path, attribute_external=bool(attribute_external),
@@ -1757,7 +1833,7 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
                    "assumes such axes are equal. Use load(..., rename_symbolic_dims=True) or "
                    "Model.rename_symbolic_dims() to give each axis its own name.")
             model.notes.append(msg)
-            warnings.warn(msg, TrtlabWarning, stacklevel=2)
+            warnings.warn(msg, TrtlabWarning, stacklevel=3)  # the caller of load()
     for note in model.notes:
         log.info("%s: %s", model.name, note)
     return model
