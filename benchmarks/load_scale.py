@@ -15,6 +15,10 @@ beforehand (into ``build/bench_pycache``), as an installed package's are:
 
 - ``load``: the time of the call alone (imports done before the clock starts) and the process's
   peak RSS (``ru_maxrss``). Target: <= 1.2x in time and in peak memory on both models.
+
+The last column, for reference, is the ratio of CPU time (user + system; of the call for
+``load``, of the whole process for the CLI): on a shared machine wall time also counts the
+time a process waits for a core, CPU time only the work it does.
 - ``partition CLI`` on the 1 GiB model: ``trtlab partition M --out D --force`` against
   ``POLYGRAPHY_USE_TENSORRT_RTX=1 polygraphy inspect capability --with-partitioning M``, wall
   time of the whole process and its peak RSS. Targets: <= 2x wall time, peak memory <= 1.3x
@@ -61,13 +65,13 @@ which, path = sys.argv[1], sys.argv[2]
 import onnx
 if which == "trtlab":
     import trtlab.model
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 if which == "trtlab":
     m = trtlab.model.load(path)
 else:
     m = onnx.shape_inference.infer_shapes(onnx.load(path))
-s = time.perf_counter() - t
-print(json.dumps({"s": s, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+s, cpu = time.perf_counter() - t, time.process_time() - c
+print(json.dumps({"s": s, "cpu": cpu, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
 
 
@@ -108,19 +112,20 @@ out = proc.stdout.read()
 _, status, usage = os.wait4(proc.pid, 0)
 wall = time.perf_counter() - t
 sys.stdout.write(json.dumps({"wall": wall, "rss": usage.ru_maxrss * 1024,
+                             "cpu": usage.ru_utime + usage.ru_stime,
                              "code": os.waitstatus_to_exitcode(status),
                              "out": out.decode(errors="replace")[-4000:]}))
 """
 
 
-def _run(cmd: Sequence[str], cwd: Path) -> Tuple[float, int, str]:
-    """Wall time, peak RSS (bytes) and stdout of one fresh process."""
+def _run(cmd: Sequence[str], cwd: Path) -> Tuple[float, int, str, float]:
+    """Wall time, peak RSS (bytes), stdout and CPU time (user + system) of one fresh process."""
     done = subprocess.run([sys.executable, "-c", _WRAPPER, *cmd], capture_output=True, env=_env(),
                           cwd=cwd, check=True)
     rep = json.loads(done.stdout)
     if rep["code"] != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({rep['code']}): {rep['out'][-2000:]}")
-    return rep["wall"], rep["rss"], rep["out"]
+    return rep["wall"], rep["rss"], rep["out"], rep["cpu"]
 
 
 def _pairs(ours, theirs, runs: int) -> Tuple[List[tuple], List[tuple]]:
@@ -140,11 +145,16 @@ def _med(rows: List[tuple], k: int) -> float:
 
 
 def _line(what: str, ours_s: float, peer_s: float, target: float, ours_mb: float, peer_mb: float,
-          mem_ratio: float, mem_target: float, mem_what: str) -> str:
+          mem_ratio: float, mem_target: float, mem_what: str, cpu_ratio: float) -> str:
     ratio = ours_s / peer_s
     ok = "met" if ratio <= target and mem_ratio <= mem_target else "NOT met"
     return (f"{what:<34} {ours_s:>8.3f} {peer_s:>8.3f} {ratio:>6.2f} {target:>5.1f}x  "
-            f"{ours_mb:>8.0f} {peer_mb:>8.0f} {mem_ratio:>6.2f} {mem_target:>4.1f}x {mem_what:<8} {ok}")
+            f"{ours_mb:>8.0f} {peer_mb:>8.0f} {mem_ratio:>6.2f} {mem_target:>4.1f}x {mem_what:<8} "
+            f"{ok:<8} {cpu_ratio:>5.2f}")
+
+
+def _cpu_ratio(a: List[tuple], b: List[tuple], k: int) -> float:
+    return _med(a, k) / _med(b, k)
 
 
 def _copy_cost(data: Path, tmp: Path, runs: int) -> float:
@@ -185,19 +195,22 @@ def main(argv=None) -> int:
     py = sys.executable
     polygraphy = str(Path(py).parent / "polygraphy")
     _compile()
-    print(f"{'':<34} {'time s':>17} {'ratio':>6} {'target':>6}  {'peak RSS MB':>17} {'ratio':>6} {'target':>10}")
-    print(f"{'what':<34} {'trtlab':>8} {'peer':>8} {'':>6} {'':>6}  {'trtlab':>8} {'peer':>8}")
+    print(f"{'':<34} {'time s':>17} {'ratio':>6} {'target':>6}  {'peak RSS MB':>17} {'ratio':>6} "
+          f"{'target':>10}  {'':<8} {'CPU':>5}")
+    print(f"{'what':<34} {'trtlab':>8} {'peer':>8} {'':>6} {'':>6}  {'trtlab':>8} {'peer':>8} "
+          f"{'':>6} {'':>10}  {'':<8} {'ratio':>5}")
     met = True
     with tempfile.TemporaryDirectory(prefix="trtlab_load_scale_", dir=ROOT / "build") as tmp_name:
         tmp = Path(tmp_name)
         for label, path in _load_models(folder, chain, big, gib):
             def child(which, path=path):
-                _, rss, text = _run([py, "-c", _CHILD, which, str(path)], tmp)
-                return json.loads(text.strip().splitlines()[-1])["s"], rss
+                _, rss, text, _ = _run([py, "-c", _CHILD, which, str(path)], tmp)
+                rep = json.loads(text.strip().splitlines()[-1])
+                return rep["s"], rss, rep["cpu"]
             a, b = _pairs(lambda: child("trtlab"), lambda: child("peer"), runs)
             s_a, s_b, m_a, m_b = _med(a, 0), _med(b, 0), _med(a, 1), _med(b, 1)
             print(_line(label, s_a, s_b, LOAD_TARGET, m_a / 2**20, m_b / 2**20, m_a / m_b,
-                        LOAD_TARGET, "x peer"))
+                        LOAD_TARGET, "x peer", _cpu_ratio(a, b, 2)))
             met &= s_a / s_b <= LOAD_TARGET and m_a / m_b <= LOAD_TARGET
         if args.load_only:
             return _summary(weights, runs, met)
@@ -207,11 +220,11 @@ def main(argv=None) -> int:
         a, b = _pairs(ours, theirs, runs)
         s_a, s_b, m_a, m_b = _med(a, 0), _med(b, 0), _med(a, 1), _med(b, 1)
         print(_line(f"partition CLI, {gib:g} GiB", s_a, s_b, CLI_TARGET, m_a / 2**20, m_b / 2**20,
-                    m_a / weights, CLI_MEMORY_TARGET, "x weights"))
+                    m_a / weights, CLI_MEMORY_TARGET, "x weights", _cpu_ratio(a, b, 3)))
         met &= s_a / s_b <= CLI_TARGET and m_a / weights <= CLI_MEMORY_TARGET
         copy = _copy_cost(big.with_suffix(".data"), tmp, max(1, runs // 2))
         print(_line(f"partition CLI, analysis only", s_a - copy, s_b, CLI_TARGET, m_a / 2**20,
-                    m_b / 2**20, m_a / weights, CLI_MEMORY_TARGET, "x weights")
+                    m_b / 2**20, m_a / weights, CLI_MEMORY_TARGET, "x weights", _cpu_ratio(a, b, 3))
               + f"  (data copy + fsync + sha256: {copy:.2f} s)")
     return _summary(weights, runs, met)
 

@@ -567,3 +567,21 @@ def test_data_propagation_is_skipped_only_where_it_cannot_change_a_shape():
     reshape = _shape_chain()
     reshape.graph.node[-1].op_type = "Reshape"  # a node that reads a shape: propagation stays on
     assert _Nodes.of(reshape.graph).data_prop
+
+
+def test_load_restores_the_garbage_collector():
+    """load() holds Python's cyclic collector off while it runs and restores it, also on error."""
+    import gc
+
+    assert gc.isenabled()
+    trtlab.load(F.mlp())
+    assert gc.isenabled()
+    with pytest.raises(InvalidModelError):
+        trtlab.load(F.cycle())
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        trtlab.load(F.mlp())
+        assert not gc.isenabled()  # a caller's choice is left alone
+    finally:
+        gc.enable()

@@ -679,15 +679,11 @@ def _name_negative_dims(graph: onnx.GraphProto) -> List[str]:
     return named
 
 
-def _strip_initializer_inputs(graph: onnx.GraphProto,
-                              initializers: Optional[List[onnx.TensorProto]] = None) -> List[str]:
-    """IR-4-style models list initializers as graph inputs; drop those inputs.
-
-    ``initializers``: ``list(graph.initializer)`` when the caller has it.
-    """
+def _strip_initializer_inputs(graph: onnx.GraphProto) -> List[str]:
+    """IR-4-style models list initializers as graph inputs; drop those inputs."""
     if not len(graph.input):
         return []
-    inits = set(map(_NAME, graph.initializer if initializers is None else initializers))
+    inits = set(map(_NAME, graph.initializer))
     keep = [i for i in graph.input if i.name not in inits]
     dropped = [i.name for i in graph.input if i.name in inits]
     if dropped:
@@ -746,8 +742,7 @@ def _shapeless(graph: onnx.GraphProto, nodes: Optional[_Nodes] = None) -> List[A
 
 
 def _skeleton(proto: onnx.ModelProto, base_dir: Optional[Path], what: str,
-              nodes: Optional[_Nodes] = None,
-              initializers: Optional[List[onnx.TensorProto]] = None) -> onnx.ModelProto:
+              nodes: Optional[_Nodes] = None) -> onnx.ModelProto:
     """``proto`` as the checker and shape inference need it: without its weights.
 
     External initializers and inline ones over :data:`_SKELETON_MIN_BYTES` (integer shape
@@ -755,11 +750,10 @@ def _skeleton(proto: onnx.ModelProto, base_dir: Optional[Path], what: str,
     and shape inference only read their dims and dtype. The data the checker would have
     verified is verified here instead (inline sizes; external files present and long enough,
     without reading them). With no such tensor, ``proto`` itself is returned (no copy).
-    ``nodes``: :class:`_Nodes` of ``proto.graph``, ``initializers``: ``list(proto.graph.initializer)``,
-    when the caller has them.
+    ``nodes``: :class:`_Nodes` of ``proto.graph`` when the caller has it.
     """
     g = proto.graph
-    inits = list(g.initializer) if initializers is None else initializers
+    inits = list(g.initializer)  # one Python object per initializer, read twice
     external, least, shape_types = _EXTERNAL, _SKELETON_MIN_BYTES, _SHAPE_VALUE_TYPES
     where = list(map(_DATA_LOCATION, inits))
     sizes = list(map(onnx.TensorProto.ByteSize, inits))
@@ -1765,8 +1759,7 @@ def _load(source: Source, *, fold_constants: bool = False, shape_inference: bool
     negative = _name_negative_dims(proto.graph)
     if negative:
         notes.append(f"{len(negative)} dim(s) declared as -1 treated as dynamic ({', '.join(negative[:4])})")
-    inits = list(proto.graph.initializer)  # one Python object per initializer, read by two steps
-    dropped = _strip_initializer_inputs(proto.graph, inits)
+    dropped = _strip_initializer_inputs(proto.graph)
     if dropped:
         notes.append(f"dropped {len(dropped)} initializer(s) listed as graph inputs (IR-4 style)")
         if proto.ir_version < 4:
@@ -1788,9 +1781,9 @@ def _load(source: Source, *, fold_constants: bool = False, shape_inference: bool
         nodes = _sorted(proto, what, nodes)
     if negative or dropped or renamed or attribute_external:
         written = None
-    skel = _skeleton(proto, base_dir, what, nodes, inits)
+    skel = _skeleton(proto, base_dir, what, nodes)
     data = written if skel is proto and written is not None else skel.SerializeToString()
-    del written, inits
+    del written
     # The checker proves nodes are in topological order; they are sorted only when it refuses.
     try:
         checked = _check_model(skel, what, data=data, path=path, attribute_external=bool(attribute_external),
