@@ -1048,8 +1048,10 @@ def _infer_shapes(proto: onnx.ModelProto, skel: Optional[onnx.ModelProto] = None
                  data: Optional[bytes] = None, nodes: Optional[_Nodes] = None) -> onnx.ModelProto:
     """Shapes and dtypes of every tensor into ``proto``'s value_info (in place; returns it).
 
-    ONNX's data-propagating inference runs on the weightless copy (:func:`_skeleton`), so no
-    weight is serialized or read; the inferred value_info, outputs and bodies are copied back.
+    ONNX's inference runs on the weightless copy (:func:`_skeleton`), so no weight is
+    serialized or read; the inferred value_info, outputs and bodies are copied back. Its data
+    propagation (shapes computed by Shape -> Gather -> Concat ... chains) runs where a node can
+    read such a shape (see :data:`_SHAPES_FROM_SHAPES`).
     Past contrib ops (com.microsoft ...), ONNX Runtime's symbolic inference fills the rest
     (:mod:`trtlab.shapes`). ``nodes``: :class:`_Nodes` of ``proto.graph`` when the caller has it.
     """
