@@ -3,6 +3,12 @@
 ``chain_model(blocks)``
     Residual MLP blocks, 4 nodes each (``MatMul -> Add -> Relu -> Add``), small inline weights:
     ``chain_model(2500)`` is a 10k-node graph whose cost is in the graph, not in the weights.
+``wide_model(branches)``, ``small_initializers_model(nodes)``, ``constants_model(blocks)``,
+``subgraph_model(blocks)``
+    About 10k nodes each, in other shapes: many parallel branches joined by one ``Sum``; a chain
+    of element-wise ops each with its own tiny initializer; weights and reshape targets held by
+    ``Constant`` nodes (shape tensors shape inference propagates); ``If`` nodes whose bodies
+    read the enclosing graph. They keep a load benchmark from being tuned to one graph.
 ``big_weight_model(folder, gib)``
     A chain of square ``MatMul -> Add -> Relu`` layers whose float32 weights (``gib`` GiB in all)
     live in one external data file beside the model. TensorRT's ONNX parser accepts both.
@@ -47,6 +53,105 @@ def chain_model(blocks: int = 2500, width: int = 32, seed: int = 0) -> onnx.Mode
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
         [helper.make_tensor_value_info(h, TensorProto.FLOAT, ["batch", width])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
+
+
+def _model(nodes, name, inputs, outputs, inits=()) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, name, inputs, outputs, list(inits))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
+
+
+def wide_model(branches: int = 3333, width: int = 16, seed: int = 0) -> onnx.ModelProto:
+    """``3 * branches + 1`` nodes: ``Sum_i(Relu(x @ W_i) * s_i)``, every branch reading ``x``."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, terms = [], [], []
+    for i in range(branches):
+        w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"W{i}"),
+                  numpy_helper.from_array(np.float32(rng.uniform(0.5, 1.5)), f"s{i}")]
+        nodes += [
+            helper.make_node("MatMul", ["x", f"W{i}"], [f"mm{i}"], name=f"mm{i}"),
+            helper.make_node("Relu", [f"mm{i}"], [f"act{i}"], name=f"relu{i}"),
+            helper.make_node("Mul", [f"act{i}", f"s{i}"], [f"t{i}"], name=f"scale{i}"),
+        ]
+        terms.append(f"t{i}")
+    nodes.append(helper.make_node("Sum", terms, ["y"], name="sum"))
+    return _model(nodes, f"wide{branches}",
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])], inits)
+
+
+def small_initializers_model(nodes: int = 10000, width: int = 8, seed: int = 0) -> onnx.ModelProto:
+    """``nodes`` element-wise ops (``Add``, ``Mul``, ``Sub``, ``Max`` in turn), each with its own
+    ``width``-float initializer: as many initializers as nodes, none of them large."""
+    rng = np.random.default_rng(seed)
+    ops = ("Add", "Mul", "Sub", "Max")
+    graph_nodes, inits = [], []
+    h = "x"
+    for i in range(nodes):
+        c = rng.uniform(0.9, 1.1, width).astype(np.float32)
+        inits.append(numpy_helper.from_array(c, f"c{i}"))
+        graph_nodes.append(helper.make_node(ops[i % 4], [h, f"c{i}"], [f"h{i}"], name=f"op{i}"))
+        h = f"h{i}"
+    return _model(graph_nodes, f"small_inits{nodes}",
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+                  [helper.make_tensor_value_info(h, TensorProto.FLOAT, ["batch", width])], inits)
+
+
+def constants_model(blocks: int = 2000, width: int = 16, seed: int = 0) -> onnx.ModelProto:
+    """``5 * blocks`` nodes, no initializer: ``h = Relu(Reshape(h @ C_i, [-1, width]))`` with the
+    weight ``C_i`` and the reshape target each a ``Constant`` node."""
+    rng = np.random.default_rng(seed)
+    nodes = []
+    h = "x"
+    for i in range(blocks):
+        w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+        nodes += [
+            helper.make_node("Constant", [], [f"C{i}"], name=f"const{i}",
+                             value=numpy_helper.from_array(w, f"C{i}")),
+            helper.make_node("MatMul", [h, f"C{i}"], [f"mm{i}"], name=f"mm{i}"),
+            helper.make_node("Constant", [], [f"shape{i}"], name=f"shape_const{i}",
+                             value=numpy_helper.from_array(np.array([-1, width], np.int64), f"shape{i}")),
+            helper.make_node("Reshape", [f"mm{i}", f"shape{i}"], [f"r{i}"], name=f"reshape{i}"),
+            helper.make_node("Relu", [f"r{i}"], [f"h{i}"], name=f"relu{i}"),
+        ]
+        h = f"h{i}"
+    return _model(nodes, f"constants{blocks}",
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+                  [helper.make_tensor_value_info(h, TensorProto.FLOAT, [None, width])])
+
+
+def subgraph_model(blocks: int = 2500, width: int = 16, seed: int = 0) -> onnx.ModelProto:
+    """``2 * blocks`` top-level nodes (``If`` then ``Relu``) and ``2 * blocks`` body nodes: each
+    ``If`` adds (then) or subtracts (else) its own bias, read from the enclosing graph."""
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+    h = "x"
+    out_vi = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", width])
+    for i in range(blocks):
+        inits.append(numpy_helper.from_array(
+            (rng.standard_normal(width) * 0.01).astype(np.float32), f"b{i}"))
+        then = helper.make_graph([helper.make_node("Add", [h, f"b{i}"], [f"then{i}"], name=f"add{i}")],
+                                 f"then{i}", [], [out_vi(f"then{i}")])
+        other = helper.make_graph([helper.make_node("Sub", [h, f"b{i}"], [f"else{i}"], name=f"sub{i}")],
+                                  f"else{i}", [], [out_vi(f"else{i}")])
+        nodes += [
+            helper.make_node("If", ["cond"], [f"if{i}"], name=f"if{i}", then_branch=then, else_branch=other),
+            helper.make_node("Relu", [f"if{i}"], [f"h{i}"], name=f"relu{i}"),
+        ]
+        h = f"h{i}"
+    return _model(nodes, f"subgraphs{blocks}",
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width]),
+                   helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+                  [helper.make_tensor_value_info(h, TensorProto.FLOAT, ["batch", width])], inits)
+
+
+#: The graph makers beside :func:`chain_model`, by the name benchmarks print.
+GRAPH_SHAPES = {
+    "wide": wide_model,
+    "small initializers": small_initializers_model,
+    "Constant nodes": constants_model,
+    "If bodies": subgraph_model,
+}
 
 
 def big_weight_layout(gib: float = 1.0, width: int = 4096) -> Tuple[int, int]:

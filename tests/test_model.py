@@ -109,6 +109,65 @@ def test_external_data_loads_from_path(tmp_path):
     np.testing.assert_array_equal(m.constant_value("w1"), expected)
 
 
+def _fixes_needed():
+    """Models load() changes before checking them (each a different change), and one it does not."""
+    unsorted = F.mlp()
+    nodes = list(unsorted.graph.node)[::-1]
+    del unsorted.graph.node[:]
+    unsorted.graph.node.extend(nodes)
+    negative = F.conv_relu()
+    negative.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
+    return {"as written": F.mlp(), "renamed": F.duplicate_names(), "IR-4 inputs": F.initializers_as_inputs(),
+            "unsorted": unsorted, "negative dim": negative, "IR 3": F.old_opset()}
+
+
+@pytest.mark.parametrize("which", list(_fixes_needed()))
+def test_path_and_bytes_load_what_a_proto_loads(which, tmp_path):
+    """A path or bytes source hands its bytes to the checker and shape inference while load()
+    has changed nothing; the loaded model is the one a ModelProto source gives."""
+    proto = _fixes_needed()[which]
+    path = tmp_path / "m.onnx"
+    path.write_bytes(proto.SerializeToString())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TrtlabWarning)
+        want = trtlab.load(proto)
+        for got in (trtlab.load(path), trtlab.load(proto.SerializeToString())):
+            assert got.proto == want.proto, which
+            assert got.notes == want.notes and got.renamed == want.renamed
+    assert len(want.proto.graph.value_info) >= len(want.proto.graph.node) - 1  # shapes inferred
+
+
+def _one_weight_model(tensor):
+    """w (an initializer of 64 KiB, left out of the copy the checker sees) -> Identity -> y"""
+    out = onnx.helper.make_tensor_value_info("y", tensor.data_type, list(tensor.dims))
+    return F._model([onnx.helper.make_node("Identity", ["w"], ["y"], name="id")], [], [out], [tensor])
+
+
+def _short(t):
+    t.raw_data = t.raw_data[:-4]
+
+
+def _twice(t):
+    t.float_data.extend(np.zeros(16384, np.float32).tolist())
+
+
+def _string(t):
+    t.data_type = onnx.TensorProto.STRING
+
+
+@pytest.mark.parametrize("tamper", [_short, _twice, _string])
+def test_weights_the_checker_does_not_see_are_checked_as_it_would(tamper):
+    """Large weights are left out of the checker's copy; what it would refuse in them still is."""
+    w = onnx.numpy_helper.from_array(np.ones((128, 128), np.float32), "w")
+    assert trtlab.load(_one_weight_model(w)).tensor("y").shape == (128, 128)
+    tamper(w)
+    proto = _one_weight_model(w)
+    with pytest.raises(onnx.checker.ValidationError):
+        onnx.checker.check_model(proto)
+    with pytest.raises(InvalidModelError, match=r"'w'|tensor name: w\)"):
+        trtlab.load(proto)
+
+
 # -- real-world traps ----------------------------------------------------------------------------
 
 def test_duplicate_and_empty_names_made_unique():
@@ -458,3 +517,71 @@ def test_ir3_models_with_initializers_as_inputs_load_and_run(cid):
     assert any("IR version 3 raised to 4" in n for n in m.notes)
     out = _run(m, feeds(case))
     np.testing.assert_allclose(out[m.outputs[0].name], case.data_sets[0][1][0], rtol=1e-3, atol=1e-5)
+
+
+# -- data propagation ------------------------------------------------------------------------------
+
+def _shape_chain():
+    """x[N,3,8] -> Shape -> Gather(0) -> Cast(float) -> Mul(x) ... no node reads a computed shape
+
+    x -> Shape -> Gather(idx) -> Cast -> Add(c) -> y ; x -> Relu -> z
+    """
+    nodes = [
+        onnx.helper.make_node("Shape", ["x"], ["s"], name="shape"),
+        onnx.helper.make_node("Gather", ["s", "idx"], ["g"], name="gather", axis=0),
+        onnx.helper.make_node("Cast", ["g"], ["gf"], name="cast", to=onnx.TensorProto.FLOAT),
+        onnx.helper.make_node("Add", ["gf", "c"], ["y"], name="add"),
+        onnx.helper.make_node("Relu", ["x"], ["z"], name="relu"),
+    ]
+    inits = [onnx.numpy_helper.from_array(np.array([0, 2], np.int64), "idx"),
+             onnx.numpy_helper.from_array(np.ones(2, np.float32), "c")]
+    return F._model(nodes, [F.vi("x", ["N", 3, 8])], [F.vi("y", [2]), F.vi("z", ["N", 3, 8])], inits)
+
+
+def test_data_propagation_is_skipped_only_where_it_cannot_change_a_shape():
+    """load() runs ONNX's data propagation unless every node is one whose shape inference reads no
+    computed shape (model._SHAPES_FROM_SHAPES); on such graphs, from the onnx backend test suite
+    (its expanded function cases chain Shape, Gather, Concat ...) and a Shape chain, inference
+    gives the same model with and without it."""
+    from onnx.backend.test.case.node import collect_testcases
+    from trtlab.model import _Nodes, _SHAPES_FROM_SHAPES
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cases = [c.model for c in collect_testcases(None)] + [_shape_chain()]
+    compared = 0
+    for proto in cases:
+        if proto.functions or not _SHAPES_FROM_SHAPES.issuperset(n.op_type for n in proto.graph.node) \
+                or any(n.domain not in ("", "ai.onnx") for n in proto.graph.node):
+            assert _Nodes.of(proto.graph).data_prop
+            continue
+        assert not _Nodes.of(proto.graph).data_prop
+        data = proto.SerializeToString()
+        try:
+            with_prop = onnx.shape_inference.infer_shapes(data, data_prop=True)
+        except Exception:  # noqa: BLE001 - cases onnx itself cannot infer are not this test's
+            continue
+        assert with_prop == onnx.shape_inference.infer_shapes(data, data_prop=False), proto.graph.name
+        compared += 1
+    assert compared > 300, compared
+    reshape = _shape_chain()
+    reshape.graph.node[-1].op_type = "Reshape"  # a node that reads a shape: propagation stays on
+    assert _Nodes.of(reshape.graph).data_prop
+
+
+def test_load_restores_the_garbage_collector():
+    """load() holds Python's cyclic collector off while it runs and restores it, also on error."""
+    import gc
+
+    assert gc.isenabled()
+    trtlab.load(F.mlp())
+    assert gc.isenabled()
+    with pytest.raises(InvalidModelError):
+        trtlab.load(F.cycle())
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        trtlab.load(F.mlp())
+        assert not gc.isenabled()  # a caller's choice is left alone
+    finally:
+        gc.enable()

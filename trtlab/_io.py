@@ -29,7 +29,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -325,6 +324,8 @@ def _unlink_quietly(path: Path) -> None:
 
 
 def _file_sha256(path: Path) -> str:
+    import hashlib  # imported here: it loads OpenSSL (MBs), and reading a model never hashes
+
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

@@ -14,8 +14,9 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import html
+import gc
 import io
 import logging
 import os
@@ -23,8 +24,9 @@ import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from functools import cached_property
+from operator import attrgetter
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from trtlab import _io
 from trtlab._lazy import lazy_import
@@ -263,11 +265,13 @@ def _is_torch_module(obj: Any) -> bool:
 # ----------------------------------------------------------------------------------------------
 
 #: Initializers larger than this (serialized bytes) are left out of the copy of the model that
-#: the checker and shape inference see (they only need dims and dtypes of weights).
+#: the checker and shape inference see (they only need dims and dtypes of weights). Below it,
+#: a typed stand-in costs more than serializing the tensor.
 _SKELETON_MIN_BYTES = 16 << 10
 #: Integer types shape inference reads values of (shape tensors); never left out when inline.
 _SHAPE_VALUE_TYPES = frozenset({ElemType.INT64, ElemType.INT32})
 _EXTERNAL = ElemType.EXTERNAL
+_DATA_LOCATION = attrgetter("data_location")
 _SUB_BYTE_TYPES = ElemType.SUB_BYTE
 
 
@@ -454,9 +458,84 @@ def _resolve_external(proto: onnx.ModelProto, base_dir: Optional[Path]) -> onnx.
 # ----------------------------------------------------------------------------------------------
 
 
-def _unique_node_names(graph: onnx.GraphProto) -> Dict[str, str]:
-    """Give every node a unique, non-empty name; returns ``{new: old}`` for the renamed ones."""
-    names = [n.name for n in graph.node]
+@dataclass
+class _Nodes:
+    """What one pass over a graph's top-level nodes tells :func:`load` (indices into ``node``)."""
+
+    names: List[str]
+    #: ``Constant`` nodes of ai.onnx
+    constants: List[int]
+    #: nodes that may hold bodies (If/Loop/Scan/SequenceMap, any op outside ai.onnx)
+    special: List[int]
+    #: whether some node is outside ai.onnx (contrib ops)
+    custom: bool
+    #: whether ONNX's data propagation can add to the inferred shapes: some node is not one of
+    #: :data:`_SHAPES_FROM_SHAPES` (it may read a shape computed by other nodes) or holds a body
+    data_prop: bool = True
+
+    @classmethod
+    def of(cls, graph: onnx.GraphProto) -> "_Nodes":
+        nodes = list(graph.node)  # one Python object per node, read three times
+        names = list(map(_NAME, nodes))
+        ops = list(map(_OP_TYPE, nodes))
+        domains = list(map(_DOMAIN, nodes))
+        standard = _STANDARD_DOMAINS.issuperset(domains)
+        body_ops = _BODY_OPS
+        if standard:
+            special = [i for i, op in enumerate(ops) if op in body_ops] \
+                if not body_ops.isdisjoint(ops) else []
+            constants = [i for i, op in enumerate(ops) if op == "Constant"] if "Constant" in ops else []
+        else:
+            special = [i for i, (op, d) in enumerate(zip(ops, domains))
+                       if op in body_ops or d not in _STANDARD_DOMAINS]
+            constants = [i for i, (op, d) in enumerate(zip(ops, domains))
+                         if op == "Constant" and d in _STANDARD_DOMAINS]
+        data_prop = bool(special) or not _SHAPES_FROM_SHAPES.issuperset(ops)
+        return cls(names, constants, special, not standard, data_prop)
+
+    def bodies(self, graph: onnx.GraphProto) -> Iterable[Tuple[int, onnx.NodeProto]]:
+        """``(index, node)`` of the nodes that hold bodies."""
+        for i in self.special:
+            node = graph.node[i]
+            if _has_body(node):
+                yield i, node
+
+
+#: ai.onnx ops whose shape inference reads no shape computed by other nodes: data propagation
+#: (ONNX's partial evaluation of Shape -> Gather -> Concat ... chains) reaches shape inference
+#: only through the shape inputs of Reshape, Expand, ConstantOfShape, Resize and AffineGrid
+#: (``getShapeInput`` in onnx/defs), so in a graph of these ops alone it cannot change a shape.
+#: tests/test_model.py checks this against the installed onnx on the backend test suite.
+_SHAPES_FROM_SHAPES = frozenset({
+    "Abs", "Acos", "Acosh", "Add", "And", "ArgMax", "ArgMin", "Asin", "Asinh", "Atan", "Atanh",
+    "AveragePool", "BatchNormalization", "Cast", "CastLike", "Ceil", "Celu", "Clip", "Concat",
+    "Constant", "Conv", "ConvInteger", "ConvTranspose", "Cos", "Cosh", "CumSum", "DepthToSpace",
+    "DequantizeLinear", "Div", "Dropout", "Einsum", "Elu", "Equal", "Erf", "Exp", "Flatten",
+    "Floor", "Gather", "GatherElements", "GatherND", "Gelu", "Gemm", "GlobalAveragePool",
+    "GlobalMaxPool", "Greater", "GreaterOrEqual", "GroupNormalization", "HardSigmoid",
+    "HardSwish", "Hardmax", "Identity", "InstanceNormalization", "IsInf", "IsNaN", "LRN",
+    "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax",
+    "LpNormalization", "LpPool", "MatMul", "MatMulInteger", "Max", "MaxPool", "Mean",
+    "MeanVarianceNormalization", "Min", "Mish", "Mod", "Mul", "Neg", "Not", "Or", "PRelu", "Pow",
+    "QLinearConv", "QLinearMatMul", "QuantizeLinear", "Reciprocal", "Relu", "Round", "Selu",
+    "Shape", "Shrink", "Sigmoid", "Sign", "Sin", "Sinh", "Size", "Softmax", "Softplus",
+    "Softsign", "SpaceToDepth", "Sqrt", "Sub", "Sum", "Tan", "Tanh", "ThresholdedRelu",
+    "Transpose", "Where", "Xor",
+})
+
+_NAME = attrgetter("name")
+_OP_TYPE = attrgetter("op_type")
+_DOMAIN = attrgetter("domain")
+_STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
+
+
+def _unique_node_names(graph: onnx.GraphProto, names: Optional[List[str]] = None) -> Dict[str, str]:
+    """Give every node a unique, non-empty name; returns ``{new: old}`` for the renamed ones.
+
+    ``names``: the nodes' names when the caller has them.
+    """
+    if names is None:
+        names = [n.name for n in graph.node]
     if all(names) and len(set(names)) == len(names):
         return {}
     used = Counter(n.name for n in graph.node if n.name)
@@ -602,7 +681,9 @@ def _name_negative_dims(graph: onnx.GraphProto) -> List[str]:
 
 def _strip_initializer_inputs(graph: onnx.GraphProto) -> List[str]:
     """IR-4-style models list initializers as graph inputs; drop those inputs."""
-    inits = {t.name for t in graph.initializer}
+    if not len(graph.input):
+        return []
+    inits = set(map(_NAME, graph.initializer))
     keep = [i for i in graph.input if i.name not in inits]
     dropped = [i.name for i in graph.input if i.name in inits]
     if dropped:
@@ -643,20 +724,25 @@ def _check_opset(proto: onnx.ModelProto, what: str) -> None:
         )
 
 
-def _shapeless(graph: onnx.GraphProto) -> List[Any]:
-    """Tensor types without a shape field (rank unknown) in ``graph`` and its bodies."""
+def _shapeless(graph: onnx.GraphProto, nodes: Optional[_Nodes] = None) -> List[Any]:
+    """Tensor types without a shape field (rank unknown) in ``graph`` and its bodies.
+
+    ``nodes``: :class:`_Nodes` of ``graph`` when the caller has it (bodies are found from it).
+    """
     found = [vi.type.tensor_type for vi in [*graph.input, *graph.output, *graph.value_info]
              if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape")]
-    for node in graph.node:
-        if not ((node.op_type in _BODY_OPS or node.domain) and _may_have_body(node)):
-            continue
+    holders = nodes.bodies(graph) if nodes is not None else (
+        (i, node) for i, node in enumerate(graph.node)
+        if (node.op_type in _BODY_OPS or node.domain) and _may_have_body(node))
+    for _, node in holders:
         for attr in node.attribute:
             for body in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs):
                 found += _shapeless(body)
     return found
 
 
-def _skeleton(proto: onnx.ModelProto, base_dir: Optional[Path], what: str) -> onnx.ModelProto:
+def _skeleton(proto: onnx.ModelProto, base_dir: Optional[Path], what: str,
+              nodes: Optional[_Nodes] = None) -> onnx.ModelProto:
     """``proto`` as the checker and shape inference need it: without its weights.
 
     External initializers and inline ones over :data:`_SKELETON_MIN_BYTES` (integer shape
@@ -664,29 +750,28 @@ def _skeleton(proto: onnx.ModelProto, base_dir: Optional[Path], what: str) -> on
     and shape inference only read their dims and dtype. The data the checker would have
     verified is verified here instead (inline sizes; external files present and long enough,
     without reading them). With no such tensor, ``proto`` itself is returned (no copy).
+    ``nodes``: :class:`_Nodes` of ``proto.graph`` when the caller has it.
     """
     g = proto.graph
+    inits = list(g.initializer)  # one Python object per initializer, read twice
+    external, least, shape_types = _EXTERNAL, _SKELETON_MIN_BYTES, _SHAPE_VALUE_TYPES
+    where = list(map(_DATA_LOCATION, inits))
+    sizes = list(map(onnx.TensorProto.ByteSize, inits))
     stripped: List[onnx.TensorProto] = []
-    kept: List[onnx.TensorProto] = []
-    for t in g.initializer:
-        if is_external(t):
+    left_out: set = set()
+    for i in [i for i, (at, size) in enumerate(zip(where, sizes)) if at == external or size > least]:
+        t = inits[i]
+        if where[i] == external:
             _check_external(t, base_dir, what)
-            stripped.append(t)
-        elif t.ByteSize() > _SKELETON_MIN_BYTES and t.data_type not in _SHAPE_VALUE_TYPES \
-                and t.HasField("raw_data"):
-            expected, got = _tensor_nbytes(t), len(t.raw_data)
-            if expected is not None and got != expected:
-                raise InvalidModelError(
-                    f"{what}: initializer {t.name!r} holds {got} bytes of data, but its shape "
-                    f"{list(t.dims)} and type {onnx.TensorProto.DataType.Name(t.data_type)} need "
-                    f"{expected}. Re-export the model.")
-            stripped.append(t)
-        else:
-            kept.append(t)
+        elif not (t.data_type not in shape_types and t.HasField("raw_data") and _check_inline(t, sizes[i], what)):
+            continue
+        stripped.append(t)
+        left_out.add(i)
     # Large float values of top-level Constant nodes (PP-OCR keeps its weights so) are left out
     # the same way: the node becomes an Identity of a typed graph input (indices stay aligned).
     constants: Dict[int, onnx.TensorProto] = {}
-    for i, node in enumerate(g.node):
+    for i in (nodes.constants if nodes is not None else range(len(g.node))):
+        node = g.node[i]
         if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
             continue
         for a in node.attribute:
@@ -704,7 +789,9 @@ def _skeleton(proto: onnx.ModelProto, base_dir: Optional[Path], what: str) -> on
     sg = skel.graph
     sg.name = g.name
     sg.node.extend(g.node)
-    taken = {n for node in g.node for n in node.output} | {i.name for i in g.input} | {t.name for t in g.initializer}
+    if constants:
+        taken = {n for node in g.node for n in node.output} | {i.name for i in g.input} \
+            | {t.name for t in g.initializer}
     for i, t in constants.items():
         node = sg.node[i]
         stand_in, k = f"{node.output[0]}__value", 0
@@ -718,21 +805,63 @@ def _skeleton(proto: onnx.ModelProto, base_dir: Optional[Path], what: str) -> on
     sg.output.extend(g.output)
     sg.value_info.extend(g.value_info)
     sg.sparse_initializer.extend(g.sparse_initializer)
-    sg.initializer.extend(kept)
+    if not left_out:
+        sg.initializer.extend(inits)
+    elif len(left_out) < len(inits):
+        sg.initializer.extend([t for i, t in enumerate(inits) if i not in left_out])
+    add = sg.input.add
     for t in stripped:
-        tt = sg.input.add(name=t.name).type.tensor_type
+        tt = add(name=t.name).type.tensor_type
         tt.elem_type = t.data_type
-        tt.shape.dim.extend([Dim(dim_value=d) for d in t.dims]) if t.dims else tt.shape.SetInParent()
+        if t.dims:
+            tt.shape.dim.extend([Dim(dim_value=d) for d in t.dims])
+        else:
+            tt.shape.SetInParent()
     return skel
 
 
+def _check_inline(t: onnx.TensorProto, size: int, what: str) -> bool:
+    """What the checker verifies of an inline initializer's data, for one it will not see (its
+    raw bytes match its shape and type, no other value field is set); ``size``: ``t.ByteSize()``.
+
+    Returns ``False`` for a type whose size is not known here (strings, types numpy lacks): the
+    checker then sees the tensor itself.
+    """
+    expected = _tensor_nbytes(t)
+    if expected is None:
+        return False
+    got = len(t.raw_data)
+    if got != expected:
+        raise InvalidModelError(
+            f"{what}: initializer {t.name!r} holds {got} bytes of data, but its shape "
+            f"{list(t.dims)} and type {onnx.TensorProto.DataType.Name(t.data_type)} need "
+            f"{expected}. Re-export the model.")
+    if size > got + _TENSOR_HEADER_SLACK + len(t.name.encode()) + 11 * len(t.dims):
+        others = [f.name for f, _ in t.ListFields() if f.name in _VALUE_FIELDS]
+        if others:
+            raise InvalidModelError(
+                f"{what}: initializer {t.name!r} holds its values twice (raw_data and "
+                f"{', '.join(others)}); ONNX allows one value field. Re-export the model.")
+    return True
+
+
+#: Value fields of a TensorProto besides raw_data.
+_VALUE_FIELDS = frozenset({"float_data", "int32_data", "string_data", "int64_data", "double_data",
+                           "uint64_data"})
+#: Bytes a TensorProto may take beyond its raw data, name and dims without another value field
+#: (tags, lengths, data type, doc string and metadata are checked by listing the fields).
+_TENSOR_HEADER_SLACK = 32
+
+
 def _check_model(skel: onnx.ModelProto, what: str, *, data: Optional[bytes] = None,
-                 path: Optional[Path] = None, attribute_external: bool = False) -> bool:
+                 path: Optional[Path] = None, attribute_external: bool = False,
+                 nodes: Optional[_Nodes] = None) -> bool:
     """Run ONNX's checker on the weightless copy ``skel`` (see :func:`_skeleton`).
 
     ``data`` is ``skel`` serialized, when the caller has it. ``attribute_external``: some node
     attribute holds an external tensor, which the checker resolves against a folder that only
-    a path gives it (the file is then checked as written). Returns whether the checker ran.
+    a path gives it (the file is then checked as written). ``nodes``: :class:`_Nodes` of the
+    model (the skeleton keeps node indices). Returns whether the checker ran.
     """
     if attribute_external:
         if path is None:
@@ -742,12 +871,12 @@ def _check_model(skel: onnx.ModelProto, what: str, *, data: Optional[bytes] = No
     else:
         # Newer checkers refuse rank-unknown tensors, which runtimes accept: check the model with
         # an empty shape in their place, so every other check still runs.
-        shapeless = _shapeless(skel.graph)
+        shapeless = _shapeless(skel.graph, nodes)
         if shapeless:
             log.info("%s: %d tensor(s) have no shape (rank unknown)", what, len(shapeless))
             checked = onnx.ModelProto()
             checked.CopyFrom(skel)
-            for tensor_type in _shapeless(checked.graph):
+            for tensor_type in _shapeless(checked.graph, nodes):
                 tensor_type.shape.SetInParent()
             target = checked.SerializeToString()
         else:
@@ -916,25 +1045,31 @@ def _fold(proto: onnx.ModelProto, max_bytes: int = FOLD_MAX_BYTES,
 
 def _infer_shapes(proto: onnx.ModelProto, skel: Optional[onnx.ModelProto] = None,
                  base_dir: Optional[Path] = None, what: str = "model",
-                 data: Optional[bytes] = None) -> onnx.ModelProto:
+                 data: Optional[bytes] = None, nodes: Optional[_Nodes] = None) -> onnx.ModelProto:
     """Shapes and dtypes of every tensor into ``proto``'s value_info (in place; returns it).
 
-    ONNX's data-propagating inference runs on the weightless copy (:func:`_skeleton`), so no
-    weight is serialized or read; the inferred value_info, outputs and bodies are copied back.
+    ONNX's inference runs on the weightless copy (:func:`_skeleton`), so no weight is
+    serialized or read; the inferred value_info, outputs and bodies are copied back. Its data
+    propagation (shapes computed by Shape -> Gather -> Concat ... chains) runs where a node can
+    read such a shape (see :data:`_SHAPES_FROM_SHAPES`).
     Past contrib ops (com.microsoft ...), ONNX Runtime's symbolic inference fills the rest
-    (:mod:`trtlab.shapes`).
+    (:mod:`trtlab.shapes`). ``nodes``: :class:`_Nodes` of ``proto.graph`` when the caller has it.
     """
-    from trtlab.shapes import infer_contrib_shapes
-
+    if nodes is None:
+        nodes = _Nodes.of(proto.graph)
     if skel is None:
-        skel = _skeleton(proto, base_dir, what)
+        skel = _skeleton(proto, base_dir, what, nodes)
     try:
         inferred = onnx.shape_inference.infer_shapes(
-            data if data is not None else skel.SerializeToString(), data_prop=True)
+            data if data is not None else skel.SerializeToString(),
+            data_prop=nodes.data_prop or len(proto.functions) > 0)
     except Exception as exc:  # inference is best effort: unknown ops, custom domains
         log.info("shape inference incomplete: %s", exc)
         inferred = skel
-    inferred = infer_contrib_shapes(inferred)
+    if nodes.custom:
+        from trtlab.shapes import infer_contrib_shapes
+
+        inferred = infer_contrib_shapes(inferred)
     if skel is proto:
         inferred.ir_version = proto.ir_version  # may have been lowered since ``data`` was made
         return inferred  # the whole model, value_info included
@@ -943,9 +1078,8 @@ def _infer_shapes(proto: onnx.ModelProto, skel: Optional[onnx.ModelProto] = None
     g.value_info.extend(ig.value_info)
     for out, new in zip(g.output, ig.output):
         out.CopyFrom(new)
-    for i, node in enumerate(g.node):
-        if (node.op_type in _BODY_OPS or node.domain) and _may_have_body(node):
-            node.CopyFrom(ig.node[i])  # bodies carry their own inferred value_info
+    for i, node in nodes.bodies(g):
+        node.CopyFrom(ig.node[i])  # bodies carry their own inferred value_info
     return proto
 
 
@@ -1068,6 +1202,8 @@ class Model:
 
     def _repr_html_(self) -> str:
         hist = self.op_histogram().head(12).to_html(index=False)
+        import html
+
         return f"<b>{html.escape(str(self.name))}</b>: {len(self.node_names)} nodes, opset {self.opset}<br>{hist}"
 
     @property
@@ -1309,20 +1445,7 @@ class Model:
         return pd.DataFrame(self._symbolic_dim_conflict_rows(), columns=["input", "dim_param", "axes"])
 
     def _symbolic_dim_conflict_rows(self) -> List[Dict[str, Any]]:
-        rows: List[Dict[str, Any]] = []
-        inits = self.initializers
-        for vi in self.proto.graph.input:
-            if vi.name in inits:
-                continue
-            t = _info_from_value_info(vi)
-            if t.shape is None:
-                continue
-            axes: Dict[str, List[int]] = defaultdict(list)
-            for ax, d in enumerate(t.shape):
-                if isinstance(d, str):
-                    axes[d].append(ax)
-            rows += [{"input": t.name, "dim_param": p, "axes": a} for p, a in axes.items() if len(a) > 1]
-        return rows
+        return _symbolic_dim_conflicts(self.proto.graph, self.initializers)
 
     def rename_symbolic_dims(self) -> "Model":
         """A copy where every reused symbolic dimension gets a distinct name (``<input>_dim<axis>``)."""
@@ -1477,6 +1600,32 @@ def _save_with_data(proto: onnx.ModelProto, base_dir: Optional[Path], path: Path
     _io.write_bytes(path, written.SerializeToString(), overwrite=overwrite, what="model file")
 
 
+def _symbolic_dim_conflicts(graph: onnx.GraphProto, skip: Any) -> List[Dict[str, Any]]:
+    """Rows of :meth:`Model.symbolic_dim_conflicts` for the inputs of ``graph`` not in ``skip``."""
+    rows: List[Dict[str, Any]] = []
+    for vi in graph.input:
+        if vi.name in skip:
+            continue
+        t = _info_from_value_info(vi)
+        if t.shape is None:
+            continue
+        axes: Dict[str, List[int]] = defaultdict(list)
+        for ax, d in enumerate(t.shape):
+            if isinstance(d, str):
+                axes[d].append(ax)
+        rows += [{"input": t.name, "dim_param": p, "axes": a} for p, a in axes.items() if len(a) > 1]
+    return rows
+
+
+def _sorted(proto: onnx.ModelProto, what: str, nodes: "_Nodes") -> "_Nodes":
+    """Sort ``proto``'s nodes (see :func:`_toposort`); ``nodes`` itself when the order holds,
+    else the :class:`_Nodes` of the new order."""
+    if _in_order(proto.graph):
+        return nodes
+    _toposort(proto.graph, what)
+    return _Nodes.of(proto.graph)
+
+
 def _clear_value_info(proto: onnx.ModelProto) -> onnx.ModelProto:
     del proto.graph.value_info[:]
     return proto
@@ -1534,9 +1683,41 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
         External weights missing, too short, outside the model's folder, or referenced by a
         model not loaded from a file.
     """
+    with _collection_held(not _is_torch_module(source)):  # an export makes garbage of its own
+        return _load(source, fold_constants=fold_constants, shape_inference=shape_inference,
+                     example_inputs=example_inputs, name=name, opset=opset,
+                     rename_symbolic_dims=rename_symbolic_dims, fold_max_bytes=fold_max_bytes)
+
+
+@contextlib.contextmanager
+def _collection_held(hold: bool = True) -> Iterator[None]:
+    """Hold off Python's cyclic garbage collector while :func:`load` runs (restored after).
+
+    Walking a graph creates and drops one short-lived Python object per node and tensor;
+    reference counting frees them, but with the collector on their allocations also start
+    full collections over every object of the process (onnx's and the caller's), which cost
+    more than the walks. Cyclic garbage, if any, is collected once the collector runs again.
+    """
+    if not hold or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _load(source: Source, *, fold_constants: bool = False, shape_inference: bool = True,
+         example_inputs: Any = None, name: Optional[str] = None, opset: int = 17,
+         rename_symbolic_dims: bool = False, fold_max_bytes: int = FOLD_MAX_BYTES) -> Model:
+    """:func:`load` (with the collector held off)."""
     path: Optional[Path] = None
     base_dir: Optional[Path] = None
     maybe_external = True
+    # The bytes ``proto`` was parsed from, while nothing has changed it: the checker and shape
+    # inference read them instead of a serialization of ``proto``.
+    written: Optional[bytes] = None
     if isinstance(source, Model):
         proto, what = copy.deepcopy(source.proto), f"Model {source.name!r}"
         name = name or source.name
@@ -1544,15 +1725,16 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
     elif isinstance(source, onnx.ModelProto):
         proto, what = copy.deepcopy(source), "The given ModelProto"
     elif isinstance(source, (bytes, bytearray, memoryview)):
-        proto, what = _parse_bytes(bytes(source), "The given bytes"), "The given bytes"
+        written = bytes(source)
+        proto, what = _parse_bytes(written, "The given bytes"), "The given bytes"
+        maybe_external = b"location" in written  # see the path case
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
-        raw = _read_model_bytes(path)
-        proto, what = _parse_bytes(raw, f"File {path}"), f"Model {path}"
+        written = _read_model_bytes(path)
+        proto, what = _parse_bytes(written, f"File {path}"), f"Model {path}"
         # Every external tensor names its file under the key "location": without those bytes
         # in the file, no tensor is external and nodes need not be searched for one.
-        maybe_external = b"location" in raw
-        del raw
+        maybe_external = b"location" in written
         name = name or path.stem
         base_dir = path.parent
     elif _is_torch_module(source):
@@ -1587,7 +1769,8 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
             # reads the model the same way (an initializer is a constant either way).
             notes.append(f"IR version {proto.ir_version} raised to 4 (initializers need not be graph inputs)")
             proto.ir_version = 4
-    renamed = _unique_node_names(proto.graph)
+    nodes = _Nodes.of(proto.graph)  # the one walk over the nodes; indices hold until a sort
+    renamed = _unique_node_names(proto.graph, nodes.names)
     if renamed:
         notes.append(f"renamed {len(renamed)} node(s) with empty or duplicate names")
     # External weights stay in their files: each is checked to exist and be long enough, and
@@ -1597,22 +1780,29 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
     for t in attribute_external:
         _check_external(t, base_dir, what)
     if attribute_external:
-        _toposort(proto.graph, what)
-    skel = _skeleton(proto, base_dir, what)
-    data = skel.SerializeToString()
+        nodes = _sorted(proto, what, nodes)
+    if negative or dropped or renamed or attribute_external:
+        written = None
+    skel = _skeleton(proto, base_dir, what, nodes)
+    data = written if skel is proto and written is not None else skel.SerializeToString()
+    del written
     # The checker proves nodes are in topological order; they are sorted only when it refuses.
     try:
-        checked = _check_model(skel, what, data=data, path=path, attribute_external=bool(attribute_external))
+        checked = _check_model(skel, what, data=data, path=path, attribute_external=bool(attribute_external),
+                               nodes=nodes)
     except InvalidModelError:
-        before = [n.name for n in proto.graph.node]
-        _toposort(proto.graph, what)  # names a dangling input or a cycle
-        if [n.name for n in proto.graph.node] == before:
+        before = nodes
+        nodes = _sorted(proto, what, nodes)  # names a dangling input or a cycle
+        if nodes is before:
             raise
-        skel = _skeleton(proto, base_dir, what)
+        skel = _skeleton(proto, base_dir, what, nodes)
         data = skel.SerializeToString()
-        checked = _check_model(skel, what, data=data)
+        checked = _check_model(skel, what, data=data, nodes=nodes)
     if not checked:
-        _toposort(proto.graph, what)
+        before = nodes
+        nodes = _sorted(proto, what, nodes)
+        if nodes is not before:
+            skel, data = _skeleton(proto, base_dir, what, nodes), None
     if proto.ir_version > WRITE_IR_VERSION:
         before = proto.ir_version
         fit_ir_version(proto)
@@ -1622,13 +1812,13 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
         n_before = len(proto.graph.node)
         proto, n_folded = _fold(proto, fold_max_bytes, base_dir)
         if n_folded:
-            skel, data = None, None
+            skel, data, nodes = None, None, None
             notes.append(f"constant folding: {n_folded} node(s) folded into initializers "
                          f"({n_before} -> {len(proto.graph.node)} top-level nodes)")
     if shape_inference:
-        proto = _infer_shapes(proto, skel, base_dir, what, data)
+        proto = _infer_shapes(proto, skel, base_dir, what, data, nodes)
     model = Model(proto, name=name, path=path, notes=notes, renamed=renamed, base_dir=base_dir)
-    conflicts = model._symbolic_dim_conflict_rows()
+    conflicts = _symbolic_dim_conflicts(proto.graph, ())  # load dropped initializers from the inputs
     if conflicts:
         desc = "; ".join(f"{r['input']}: '{r['dim_param']}' on axes {r['axes']}" for r in conflicts)
         if rename_symbolic_dims:
@@ -1638,7 +1828,7 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
                    "assumes such axes are equal. Use load(..., rename_symbolic_dims=True) or "
                    "Model.rename_symbolic_dims() to give each axis its own name.")
             model.notes.append(msg)
-            warnings.warn(msg, TrtlabWarning, stacklevel=2)
+            warnings.warn(msg, TrtlabWarning, stacklevel=3)  # the caller of load()
     for note in model.notes:
         log.info("%s: %s", model.name, note)
     return model

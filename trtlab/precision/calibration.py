@@ -31,7 +31,7 @@ from trtlab.precision._common import Feeds
 
 log = logging.getLogger(__name__)
 
-__all__ = ["calibrate", "METHODS", "CLIP_BOUND", "entropy_amax", "percentile_amax", "mse_amax", "quantization_mse"]
+__all__ = ["METHODS", "CLIP_BOUND", "entropy_amax", "percentile_amax", "mse_amax", "quantization_mse"]
 
 #: Methods that each give one threshold per tensor.
 SINGLE_METHODS = ("mse", "entropy", "minmax", "percentile")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Union
+from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Union
 
 if TYPE_CHECKING:
     import pandas as pd
