@@ -301,3 +301,20 @@ def test_after_a_build_left_its_weights_in_the_file_every_step_still_works(tmp_p
     np.testing.assert_array_equal(run_onnx(str(saved), feeds)["y"], want)
     again = trtlab.load(model)
     np.testing.assert_array_equal(run_onnx(again, feeds)["y"], want)
+
+
+def test_a_model_saved_over_the_file_holding_its_weights_keeps_them(tmp_path):
+    from trtlab.weights import leave_in_file
+
+    path = tmp_path / "m.onnx"
+    onnx.save(constant_mlp(), str(path))
+    feeds = {"x": np.random.default_rng(3).standard_normal((2, 256)).astype(np.float32)}
+    want = run_onnx(str(path), feeds)["y"]
+    model = trtlab.load(path)
+    k1 = np.array(model.constant_value("k1"))
+    assert leave_in_file(model) > 0
+    model.save(path)  # the file the model reads its weights from is replaced
+    assert (tmp_path / "m.onnx.data").is_file()
+    np.testing.assert_array_equal(model.constant_value("k1"), k1)
+    np.testing.assert_array_equal(run_onnx(model, feeds)["y"], want)
+    np.testing.assert_array_equal(run_onnx(str(path), feeds)["y"], want)
