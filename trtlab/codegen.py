@@ -277,6 +277,14 @@ def build(partition: Any, *, feeds: Any = None, shapes: Optional[Mapping[str, An
     -------
     HybridModel
         ``hybrid.partition`` is the partition that runs (after any build-failure moves).
+
+    Notes
+    -----
+    A model loaded from an ``.onnx`` file keeps, after the build, the weights that are exactly
+    its file's in that file (references to their bytes there, as for external data; ``model.notes``
+    says so): its sessions and engines hold the weights, the hybrid no second copy. Values read
+    through the model (:meth:`~trtlab.model.Model.constant_value`, ``save``, ``to_bytes``, later
+    partitions and builds) come from the file, which must stay in place, unchanged.
     """
     from trtlab.runtime import HybridModel
 

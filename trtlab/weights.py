@@ -657,9 +657,9 @@ def same_as_file(model: Any, source: Optional[ModelFile] = None) -> str:
 # ----------------------------------------------------------------------------------------------
 
 def _reference(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> onnx.TensorProto:
-    """``tensor``'s name, type and shape, its data a reference to ``length`` bytes at ``offset`` of ``location``."""
-    out = stub(tensor)
-    out.doc_string = tensor.doc_string
+    """``tensor`` (every field but its data), its data a reference to ``length`` bytes at ``offset`` of ``location``."""
+    out = onnx.TensorProto()
+    _copy_fields(out, tensor, ("raw_data", "external_data", "data_location"))
     out.data_location = onnx.TensorProto.EXTERNAL
     for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
         out.external_data.add(key=key, value=value)
@@ -745,11 +745,13 @@ def leave_in_file(model: Any, source: Optional[ModelFile] = None) -> int:
         if ref is None:
             new.graph.node.add().CopyFrom(node)
             continue
-        out = new.graph.node.add(input=node.input, output=node.output, name=node.name, op_type=node.op_type,
-                                 domain=node.domain, doc_string=node.doc_string)
+        out = new.graph.node.add()
+        _copy_fields(out, node, ("attribute",))
         for attr in node.attribute:
             if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
-                out.attribute.add(name=attr.name, type=attr.type, doc_string=attr.doc_string).t.CopyFrom(ref)
+                value = out.attribute.add()
+                _copy_fields(value, attr, ("t",))
+                value.t.CopyFrom(ref)
             else:
                 out.attribute.append(attr)
     model.proto = new
