@@ -692,3 +692,25 @@ def test_segment_inputs_of_unknown_rank_move_their_readers_to_fallback():
     assert all("build failed" in why for _, why in hybrid.moved)
     out = hybrid.run(feeds(case))
     np.testing.assert_allclose(out[model.outputs[0].name], case.data_sets[0][1][0], rtol=1e-5)
+
+
+def test_an_fp32_onnxruntime_hybrid_imports_no_precision_pandas_or_progress_bar(tmp_path):
+    """What a ready FP32 hybrid costs in memory includes its imports: only what runs is imported."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "mlp.onnx"
+    onnx.save(F.mlp(), str(path))
+    code = (
+        "import sys, numpy as np, trtlab\n"
+        f"model = trtlab.load({str(path)!r})\n"
+        "everything = {n: (False, 'one segment') for n in model.node_names}\n"
+        "hybrid = trtlab.build(trtlab.partition(model, support=everything), cache_dir=False, progress=False)\n"
+        "hybrid.run({'x': np.ones((2, 16), np.float32)})\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'tqdm', 'asyncio', 'matplotlib'}),\n"
+        "      sorted(m for m in sys.modules if m.startswith('trtlab.precision')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "TRTLAB_PROGRESS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[] []", out.stdout

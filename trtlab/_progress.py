@@ -49,10 +49,40 @@ def progress_enabled(enabled: Optional[bool] = True, stream: Optional[TextIO] = 
     return in_notebook() or _is_terminal(sys.stderr if stream is None else stream)
 
 
+class _Quiet:
+    """A progress bar nobody sees: iterates ``iterable``; ``update``, ``close`` ... do nothing.
+
+    Given where no bar shows, so tqdm (and the asyncio it pulls in) is not imported for it.
+    """
+
+    def __init__(self, iterable: Optional[Iterable[Any]] = None, total: Optional[int] = None) -> None:
+        self.iterable = iterable
+        self.total = total
+        self.n = 0
+
+    def __iter__(self) -> Any:
+        return iter(self.iterable if self.iterable is not None else ())
+
+    def __enter__(self) -> "_Quiet":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def _nothing(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    set_postfix_str = set_postfix = set_description = refresh = close = _nothing
+
+
 def progress(iterable: Optional[Iterable[Any]] = None, *, total: Optional[int] = None,
              desc: Optional[str] = None, enabled: Optional[bool] = True, **kwargs: Any) -> Any:
     """Wrap ``iterable`` in a ``tqdm.auto`` bar (a plain pass-through when disabled)."""
+    if not progress_enabled(enabled):
+        return _Quiet(iterable, total)
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, disable=not progress_enabled(enabled),
-                leave=False, **kwargs)
+    return tqdm(iterable, total=total, desc=desc, leave=False, **kwargs)

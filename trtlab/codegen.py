@@ -62,6 +62,8 @@ class LazyBuildWarning(UserWarning):
 # ----------------------------------------------------------------------------------------------
 
 def _check_precision(value: Any, where: str) -> str:
+    if value == "fp32":  # always a mode; the precision package is not imported for it
+        return value
     from trtlab.precision import registry
 
     if value not in registry.names():
@@ -113,9 +115,11 @@ def _calibration_batches(model: Any, data: Any) -> List[Dict[str, np.ndarray]]:
 
 
 def _needs_calibration(precision: Optional[str]) -> bool:
+    if not precision or precision == "fp32":
+        return False
     from trtlab.precision import registry
 
-    return bool(precision) and registry.needs_calibration(precision)
+    return registry.needs_calibration(precision)
 
 
 def _convert(proto: onnx.ModelProto, precision: str, calib: Optional[List[Dict[str, np.ndarray]]]) -> onnx.ModelProto:
@@ -273,6 +277,13 @@ def build(partition: Any, *, feeds: Any = None, shapes: Optional[Mapping[str, An
     -------
     HybridModel
         ``hybrid.partition`` is the partition that runs (after any build-failure moves).
+
+    Notes
+    -----
+    ``build`` never changes the model given. A model loaded from an ``.onnx`` file holds its
+    embedded weights in memory next to its sessions' copies; :func:`trtlab.weights.leave_in_file`
+    (opt-in) turns the ones equal to the file's into references to their bytes there, so the model
+    holds no copy, at the price of reading them from a file that must then stay unchanged.
     """
     from trtlab.runtime import HybridModel
 
@@ -339,6 +350,7 @@ def _compile(part: Any, examples: Optional[List[Dict[str, np.ndarray]]], opts: _
     from trtlab.weights import Weights
 
     given = part
+    source = _model_file(part.model)
     facts = observe(part.model, examples, opts.shapes)
     weights = Weights.of(part.model)
     compiled: Dict[Tuple[str, Tuple[str, ...], str], Tuple[Any, onnx.ModelProto]] = {}
@@ -363,7 +375,8 @@ def _compile(part: Any, examples: Optional[List[Dict[str, np.ndarray]]], opts: _
                 continue
             seg_calib = None if calib is None or not _needs_calibration(precisions[seg.index]) else \
                 [{k: b[k] for k in seg.inputs} for b in calib]
-            proto, shared = _segment_onnx(part, seg, precisions[seg.index], seg_calib, weights, table[seg.backend])
+            proto, shared = _segment_onnx(part, seg, precisions[seg.index], seg_calib, weights, table[seg.backend],
+                                          source)
             proto = facts.fix_value_inputs(proto)
             profile, values, missing = facts.segment_profile(proto)
             if missing and not seg.is_fallback:
@@ -415,8 +428,21 @@ def _compile(part: Any, examples: Optional[List[Dict[str, np.ndarray]]], opts: _
                        weights=weights)
 
 
+def _model_file(model: Any) -> Any:
+    """The model's file read as a stream (:class:`~trtlab.weights.ModelFile`: no second parsed
+    copy of its weights), or ``None`` when the model has no readable file."""
+    from trtlab.weights import read_model_file
+
+    if getattr(model, "path", None) is None:
+        return None
+    source, why = read_model_file(model.path)
+    if source is None:
+        log.info("model %s: no file to compare with: %s", model.name, why)
+    return source
+
+
 def _segment_onnx(part: Any, seg: Any, precision: str, calib: Optional[List[Dict[str, np.ndarray]]],
-                  weights: Any, backend: Any) -> Tuple[onnx.ModelProto, Dict[str, Any]]:
+                  weights: Any, backend: Any, source: Any = None) -> Tuple[onnx.ModelProto, Dict[str, Any]]:
     """The ONNX a segment's backend compiles, and the settings that say where its weights are.
 
     FP32 segments share the model's weights: a backend that takes light models
@@ -436,13 +462,13 @@ def _segment_onnx(part: Any, seg: Any, precision: str, calib: Optional[List[Dict
     shared: Dict[str, Any] = {"weights": weights}
     if has_external(light) and weights.base is not None:
         shared["weights_dir"] = str(weights.base)
-    source = _whole_model_file(part, seg)
-    if source is not None:
-        shared["source_path"] = source
+    whole = _whole_model_file(part, seg, source)
+    if whole is not None:
+        shared["source_path"] = whole
     return light, shared
 
 
-def _whole_model_file(part: Any, seg: Any) -> Optional[str]:
+def _whole_model_file(part: Any, seg: Any, source: Any = None) -> Optional[str]:
     """The model's file when ``seg`` is the whole model and the model is unchanged from that file."""
     from trtlab.weights import same_as_file
 
@@ -450,7 +476,7 @@ def _whole_model_file(part: Any, seg: Any) -> Optional[str]:
     if len(part.segments) != 1 or len(seg.nodes) != len(model.node_names) or \
             set(seg.inputs) != {t.name for t in model.inputs}:
         return None
-    why = same_as_file(model)
+    why = same_as_file(model, source)
     if why:
         log.info("segment %s: ONNX Runtime gets the segment's ONNX, not the model file: %s", seg.name, why)
         return None

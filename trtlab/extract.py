@@ -132,7 +132,7 @@ def _runtime_types(partition: "Partition") -> Dict[str, tuple]:
     # for If outputs and everything computed from them are guesses, so they are not used.
     still = [t for t in still if not _after_if(model, t)]
     if still:
-        for name, (elem, shape) in _symbolic_types(model.proto, still).items():
+        for name, (elem, shape) in _symbolic_types(model.proto, still, getattr(model, "base_dir", None)).items():
             old_elem, old_shape = found.get(name, (0, None))
             found[name] = (old_elem or elem, old_shape if old_shape is not None else shape)
     partition._runtime_types = found
@@ -152,12 +152,22 @@ def _after_if(model: Any, tensor: str) -> bool:
     return any(n == producer or producer in nx.descendants(graph, n) for n in ifs)
 
 
-def _symbolic_types(proto: onnx.ModelProto, names: List[str]) -> Dict[str, tuple]:
-    """Types and shapes from ONNX Runtime's symbolic shape inference (follows Loop/Scan bodies)."""
+def _symbolic_types(proto: onnx.ModelProto, names: List[str], base: Any = None) -> Dict[str, tuple]:
+    """Types and shapes from ONNX Runtime's symbolic shape inference (follows Loop/Scan bodies).
+
+    It reads ``Constant`` values: those kept as external data (in ``base``) are read into its copy.
+    """
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
+        from trtlab.model import inline_tensor
+
         proto = copy.deepcopy(proto)
+        for node in proto.graph.node:
+            if node.op_type == "Constant" and base is not None:
+                for attr in node.attribute:
+                    if attr.HasField("t") and is_external(attr.t):
+                        attr.t.CopyFrom(inline_tensor(attr.t, base))
         _name_omitted_loop_inputs(proto.graph)
         inferred = _symbolic_infer(SymbolicShapeInference, proto)
     except Exception as exc:  # best effort, like ONNX shape inference

@@ -1493,7 +1493,11 @@ class Model:
         path = Path(path)
         _io.check_destination(path, overwrite=overwrite, what="model file")
         if external_tensors(self.proto.graph):
-            _save_with_data(self.proto, self.base_dir, path, overwrite=overwrite)
+            replaced = _save_with_data(self.proto, self.base_dir, path, overwrite=overwrite)
+            if replaced is not None:  # the file written over held weights of this model: read them from the copy
+                self.proto, self.base_dir = replaced, path.parent
+                for cached in ("initializers", "_value_infos", "_constant_values"):
+                    self.__dict__.pop(cached, None)
             return path
         proto = fit_ir_version(copy.deepcopy(self.proto)) if self.proto.ir_version > WRITE_IR_VERSION \
             else self.proto
@@ -1583,9 +1587,17 @@ def copy_external_data(proto: onnx.ModelProto, base_dir: Optional[Path], out: An
 
 
 def _save_with_data(proto: onnx.ModelProto, base_dir: Optional[Path], path: Path, *,
-                    overwrite: bool) -> None:
-    """Save a model holding external references: its weights copied to ``<name>.data`` beside it."""
+                    overwrite: bool) -> Optional[onnx.ModelProto]:
+    """Save a model holding external references: its weights copied to ``<name>.data`` beside it.
+
+    Returns the written model (references to the new data file) when ``path`` was itself a file
+    the references read (a model whose weights are left in its own file, saved over it), else ``None``.
+    """
     sources = [external_location(t, base_dir)[0] for t in external_tensors(proto.graph)]
+    try:
+        over_source = path.resolve() in {s.resolve() for s in sources}
+    except OSError:
+        over_source = False
     data_name = _data_file_name(path, sources)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _io.atomic_path(path.parent / data_name, overwrite=overwrite, what="model data file") as dst:
@@ -1598,6 +1610,7 @@ def _save_with_data(proto: onnx.ModelProto, base_dir: Optional[Path], path: Path
             raise _io._write_error(path.parent / data_name, exc, "model data file") from exc
     fit_ir_version(written)
     _io.write_bytes(path, written.SerializeToString(), overwrite=overwrite, what="model file")
+    return written if over_source else None
 
 
 def _symbolic_dim_conflicts(graph: onnx.GraphProto, skip: Any) -> List[Dict[str, Any]]:

@@ -22,8 +22,9 @@ Examples
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from trtlab._lazy import lazy_import
 from trtlab.errors import ExternalDataError
@@ -36,7 +37,7 @@ onnx = lazy_import("onnx")
 log = logging.getLogger(__name__)
 
 __all__ = ["Weights", "base_dir", "is_external", "external_info", "to_array", "stub", "light_constant", "has_external",
-           "materialize", "same_as_file", "STUB_MIN_BYTES"]
+           "materialize", "same_as_file", "ModelFile", "read_model_file", "leave_in_file", "STUB_MIN_BYTES"]
 
 #: Initializers smaller than this stay embedded in light segment models: ONNX Runtime and ONNX
 #: shape inference read small constants (a Reshape's shape, a Clip's bounds) while loading a model.
@@ -111,6 +112,14 @@ def _big_value(node: onnx.NodeProto) -> Optional[onnx.AttributeProto]:
     return None
 
 
+def _external_value(node: onnx.NodeProto) -> Optional[onnx.AttributeProto]:
+    """The ``value`` attribute of a ``Constant`` node referring to external data."""
+    if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+        return None
+    return next((a for a in node.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR
+                 and is_external(a.t)), None)
+
+
 def light_constant(node: onnx.NodeProto) -> onnx.NodeProto:
     """``node`` itself, or for a ``Constant`` with a large value a copy whose value is a stub."""
     big = _big_value(node)
@@ -166,11 +175,12 @@ class Weights:
 
     @property
     def constants(self) -> Dict[str, onnx.TensorProto]:
-        """Output name -> value tensor of the model's ``Constant`` nodes (top level)."""
+        """Output name -> value tensor of the model's ``Constant`` nodes (top level) holding at
+        least :data:`STUB_MIN_BYTES`, or referring to external data."""
         if self._constants is None:
             self._constants = {}
             for node in (self._graph.node if self._graph is not None else ()):
-                big = _big_value(node)
+                big = _big_value(node) or _external_value(node)
                 if big is not None and node.output:
                     self._constants[node.output[0]] = big.t
         return self._constants
@@ -222,8 +232,265 @@ class Weights:
 
 
 # ----------------------------------------------------------------------------------------------
-# the model's own file
+# the model's own file, read as a stream
 # ----------------------------------------------------------------------------------------------
+
+#: Bytes read at a time when tensors are compared with (or hashed from) a file.
+_CHUNK = 1 << 20
+
+
+_NUMBERS: Dict[Tuple[str, str], int] = {}
+
+
+def _field(message: Any, name: str) -> int:
+    """The field number of ``message.name`` (from ONNX's own descriptors)."""
+    key = (message.DESCRIPTOR.name, name)
+    number = _NUMBERS.get(key)
+    if number is None:
+        number = _NUMBERS[key] = message.DESCRIPTOR.fields_by_name[name].number
+    return number
+
+
+def _uvarint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _length_delimited(number: int, payload: bytes) -> bytes:
+    return _uvarint(number << 3 | 2) + _uvarint(len(payload)) + payload
+
+
+class _Wire:
+    """Fields of protobuf messages in a memory-mapped file, read by position.
+
+    Only the bytes asked for are touched: payloads skipped over are never read into memory.
+    """
+
+    def __init__(self, buf: Any) -> None:
+        self.buf = buf
+
+    def read(self, start: int, end: int) -> bytes:
+        return self.buf[start:end]
+
+    def _varint(self, pos: int, end: int) -> Tuple[int, int]:
+        buf = self.buf
+        value = shift = 0
+        for i in range(pos, min(pos + 10, end)):
+            byte = buf[i]
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value, i + 1
+            shift += 7
+        raise ValueError("a malformed varint")
+
+    def fields(self, start: int, end: int) -> Iterator[Tuple[int, int, int, int, int]]:
+        """``(number, wire type, field start, payload start, payload end)`` of each field in [start, end)."""
+        pos = start
+        while pos < end:
+            key, body = self._varint(pos, end)
+            number, wire = key >> 3, key & 7
+            if wire == 0:
+                _, stop = self._varint(body, end)
+            elif wire == 1:
+                stop = body + 8
+            elif wire == 5:
+                stop = body + 4
+            elif wire == 2:
+                size, body = self._varint(body, end)
+                stop = body + size
+            else:
+                raise ValueError(f"wire type {wire} (groups) is not used by ONNX")
+            if stop > end or number == 0:
+                raise ValueError("a field runs past its message")
+            yield number, wire, pos, body, stop
+            pos = stop
+
+    def uint(self, body: int, end: int) -> int:
+        return self._varint(body, end)[0]
+
+
+class ModelFile:
+    """A model's ``.onnx`` file read as a stream, without its large weights.
+
+    :attr:`skeleton` is the file's model in which every tensor of at least
+    :data:`STUB_MIN_BYTES` of raw data (initializers, top-level ``Constant`` values) is a
+    reference to its bytes in the file itself (external data whose location is the file);
+    :attr:`spans` says where: ``("initializer", name)`` or ``("constant", output name)`` ->
+    ``(offset, length)``. Reading it holds one tensor's bytes at most, not a second copy of the
+    model.
+
+    Raises ``OSError`` (the file cannot be read) or ``ValueError`` (not a protobuf message).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.spans: Dict[Tuple[str, str], Tuple[int, int]] = {}
+        import mmap
+
+        with open(self.path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if not size:
+                raise ValueError("the file is empty")
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                data = self._message(_Wire(buf), 0, size, self._model_field)
+        self.skeleton = onnx.ModelProto.FromString(data)
+
+    def __repr__(self) -> str:
+        return f"ModelFile({str(self.path)!r}, {len(self.spans)} weights left in the file)"
+
+    # -- rebuilding the messages without the payloads ------------------------------------------
+    @staticmethod
+    def _message(wire: _Wire, start: int, end: int, rebuild: Any) -> bytes:
+        """The message in [start, end) with each field ``rebuild`` returns bytes for replaced by them."""
+        out, copy_from = [], start
+        for number, kind, field_start, body, stop in wire.fields(start, end):
+            new = rebuild(wire, number, kind, body, stop)
+            if new is None:
+                continue
+            if copy_from < field_start:
+                out.append(wire.read(copy_from, field_start))
+            out.append(new)
+            copy_from = stop
+        if copy_from < end:
+            out.append(wire.read(copy_from, end))
+        return b"".join(out)
+
+    def _model_field(self, wire: _Wire, number: int, kind: int, body: int, stop: int) -> Optional[bytes]:
+        if number != _field(onnx.ModelProto, "graph") or kind != 2:
+            return None
+        return _length_delimited(number, self._message(wire, body, stop, self._graph_field))
+
+    def _graph_field(self, wire: _Wire, number: int, kind: int, body: int, stop: int) -> Optional[bytes]:
+        if kind != 2 or stop - body < STUB_MIN_BYTES:
+            return None
+        if number == _field(onnx.GraphProto, "initializer"):
+            return self._tensor(wire, body, stop, "initializer", number)
+        if number == _field(onnx.GraphProto, "node"):
+            return self._node(wire, body, stop, number)
+        return None
+
+    def _node(self, wire: _Wire, start: int, end: int, number: int) -> Optional[bytes]:
+        """A ``Constant`` node whose ``value`` holds a large tensor, that tensor left in the file."""
+        op_type, domain, output, value = "", "", None, None
+        for num, kind, _, body, stop in wire.fields(start, end):
+            if kind != 2:
+                continue
+            if num == _field(onnx.NodeProto, "op_type"):
+                op_type = wire.read(body, stop).decode("utf-8", "replace")
+            elif num == _field(onnx.NodeProto, "domain"):
+                domain = wire.read(body, stop).decode("utf-8", "replace")
+            elif num == _field(onnx.NodeProto, "output") and output is None:
+                output = wire.read(body, stop).decode("utf-8", "replace")
+            elif num == _field(onnx.NodeProto, "attribute") and stop - body >= STUB_MIN_BYTES:
+                value = (body, stop)
+        if op_type != "Constant" or domain not in ("", "ai.onnx") or not output or value is None:
+            return None
+        key = output
+        attr_number = _field(onnx.NodeProto, "attribute")
+
+        def attribute(wire: _Wire, num: int, kind: int, body: int, stop: int) -> Optional[bytes]:
+            if num == _field(onnx.AttributeProto, "t") and kind == 2:
+                return self._tensor(wire, body, stop, "constant", num, key=key)
+            return None
+
+        def node_field(wire: _Wire, num: int, kind: int, body: int, stop: int) -> Optional[bytes]:
+            if num != attr_number or kind != 2 or (body, stop) != value:
+                return None
+            name = next((wire.read(b, s) for n, k, _, b, s in wire.fields(body, stop)
+                         if n == _field(onnx.AttributeProto, "name") and k == 2), b"")
+            if name != b"value":
+                return None
+            return _length_delimited(num, self._message(wire, body, stop, attribute))
+
+        return _length_delimited(number, self._message(wire, start, end, node_field))
+
+    def _tensor(self, wire: _Wire, start: int, end: int, kind_name: str, number: int,
+                key: Optional[str] = None) -> Optional[bytes]:
+        """The tensor with its raw data replaced by a reference to where it is in this file."""
+        name, raw, external = None, None, False
+        for num, kind, _, body, stop in wire.fields(start, end):
+            if num == _field(onnx.TensorProto, "name") and kind == 2:
+                name = wire.read(body, stop).decode("utf-8", "replace")
+            elif num == _field(onnx.TensorProto, "raw_data") and kind == 2:
+                raw = (body, stop)
+            elif num == _field(onnx.TensorProto, "data_location") and kind == 0:
+                external = wire.uint(body, stop) == onnx.TensorProto.EXTERNAL
+        key = key if key is not None else name
+        if external or raw is None or raw[1] - raw[0] < STUB_MIN_BYTES or key is None:
+            return None
+        self.spans[(kind_name, key)] = (raw[0], raw[1] - raw[0])
+        raw_number = _field(onnx.TensorProto, "raw_data")
+
+        def drop_raw(wire: _Wire, num: int, kind: int, body: int, stop: int) -> Optional[bytes]:
+            return b"" if num == raw_number else None
+
+        entry = _field(onnx.TensorProto, "external_data")
+        ref = b"".join(_length_delimited(entry, _length_delimited(1, k.encode()) + _length_delimited(2, v.encode()))
+                       for k, v in (("location", self.path.name), ("offset", str(raw[0])),
+                                    ("length", str(raw[1] - raw[0]))))
+        location = _uvarint(_field(onnx.TensorProto, "data_location") << 3) + _uvarint(onnx.TensorProto.EXTERNAL)
+        return _length_delimited(number, self._message(wire, start, end, drop_raw) + ref + location)
+
+    # -- the bytes -----------------------------------------------------------------------------
+    def holds(self, kind_name: str, key: str, tensor: onnx.TensorProto, base: Optional[Path]) -> bool:
+        """Whether ``tensor`` has exactly the bytes this file keeps for ``(kind_name, key)``."""
+        span = self.spans.get((kind_name, key))
+        if span is None or _nbytes(tensor) != span[1]:
+            return False
+        with open(self.path, "rb") as fh:
+            fh.seek(span[0])
+            return _same_stream(_chunks(tensor, base), _file_chunks(fh, span[1]))
+
+
+def _file_chunks(fh: Any, length: int) -> Iterator[bytes]:
+    left = length
+    while left > 0:
+        data = fh.read(min(_CHUNK, left))
+        if not data:
+            raise ExternalDataError(f"{getattr(fh, 'name', 'a file')} ends {left} bytes before a tensor's data.")
+        left -= len(data)
+        yield data
+
+
+def _chunks(tensor: onnx.TensorProto, base: Optional[Path]) -> Iterator[Any]:
+    """The raw bytes of a tensor with raw or external data, a piece at a time (external: read from its file)."""
+    if not is_external(tensor):
+        yield memoryview(tensor.raw_data)
+        return
+    path, offset, length = _external_file(tensor, base)
+    size = path.stat().st_size - offset if length is None else length
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        yield from _file_chunks(fh, size)
+
+
+def _same_stream(a: Iterator[Any], b: Iterator[Any]) -> bool:
+    """Whether two byte streams cut into pieces differently hold the same bytes."""
+    left, right = memoryview(b""), memoryview(b"")
+    while True:
+        if not len(left):
+            left = memoryview(next(a, b"")).cast("B")
+        if not len(right):
+            right = memoryview(next(b, b"")).cast("B")
+        if not len(left) or not len(right):
+            return not len(left) and not len(right) and next(a, None) is None and next(b, None) is None
+        n = min(len(left), len(right), _CHUNK)
+        if left[:n].tobytes() != right[:n].tobytes():  # bytes compare with memcmp, memoryviews per item
+            return False
+        left, right = left[n:], right[n:]
+
+
+def _raw_like(tensor: onnx.TensorProto) -> bool:
+    """A tensor whose data is raw bytes (embedded ``raw_data`` or external), of at least :data:`STUB_MIN_BYTES`."""
+    return is_external(tensor) or (tensor.HasField("raw_data") and _nbytes(tensor) >= STUB_MIN_BYTES)
+
 
 def _strip_names(node: onnx.NodeProto) -> None:
     """Clear what does not change what a node computes (in place): names, docs, and the types
@@ -241,18 +508,57 @@ def _strip_names(node: onnx.NodeProto) -> None:
                 _strip_names(inner)
 
 
-def _canonical_nodes(graph: onnx.GraphProto) -> List[bytes]:
+def _canonical_nodes(graph: onnx.GraphProto, base: Optional[Path], source: ModelFile) -> List[bytes]:
     """Sorted digests of the nodes without their names (order-free; a digest per node, so the
-    comparison does not hold a second serialized copy of nodes carrying weights)."""
+    comparison does not hold a second serialized copy of nodes carrying weights).
+
+    A ``Constant`` value of raw bytes counts by its type, shape and where its bytes are: a
+    reference (file, offset, length) for external data and for embedded bytes exactly equal to
+    the ones ``source`` (the model's file) keeps for that ``Constant``, else the bytes' digest.
+    The model and its file then digest alike whether or not a weight was left in the file, and
+    weights left there are not read again.
+    """
     import hashlib
 
     out = []
     for node in graph.node:
+        digest = hashlib.sha256()
         clone = onnx.NodeProto()
-        clone.CopyFrom(node)
+        big = node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output
+        value = next((i for i, a in enumerate(node.attribute) if a.name == "value"
+                      and a.type == onnx.AttributeProto.TENSOR and _raw_like(a.t)), None) if big else None
+        if value is None:
+            clone.CopyFrom(node)
+        else:
+            clone.CopyFrom(_value_stub(node, value))
+            tensor = node.attribute[value].t
+            if is_external(tensor):
+                file, offset, length = _external_file(tensor, base)
+                digest.update(f"ref {file.resolve()} {offset} {length}".encode())
+            elif source.holds("constant", node.output[0], tensor, base):
+                offset, length = source.spans[("constant", node.output[0])]
+                digest.update(f"ref {source.path.resolve()} {offset} {length}".encode())
+            else:
+                digest.update(b"raw ")
+                digest.update(tensor.raw_data)
         _strip_names(clone)
-        out.append(hashlib.sha256(clone.SerializeToString(deterministic=True)).digest())
+        digest.update(clone.SerializeToString(deterministic=True))
+        out.append(digest.digest())
     return sorted(out)
+
+
+def _value_stub(node: onnx.NodeProto, value: int) -> onnx.NodeProto:
+    """A copy of ``node`` whose attribute ``value`` (an index) is its type and shape only (no data, no location)."""
+    out = onnx.NodeProto(input=node.input, output=node.output, name=node.name, op_type=node.op_type,
+                         domain=node.domain, doc_string=node.doc_string)
+    for i, attr in enumerate(node.attribute):
+        if i == value:
+            t = attr.t
+            out.attribute.add(name=attr.name, type=attr.type).t.CopyFrom(
+                onnx.TensorProto(name=t.name, data_type=t.data_type, dims=t.dims))
+        else:
+            out.attribute.append(attr)
+    return out
 
 
 def _same_tensor(mine: onnx.TensorProto, mine_base: Optional[Path], theirs: onnx.TensorProto,
@@ -261,7 +567,8 @@ def _same_tensor(mine: onnx.TensorProto, mine_base: Optional[Path], theirs: onnx
         return False
     if is_external(mine) and is_external(theirs):
         same_place = mine_base is not None and Path(mine_base).resolve() == file_base.resolve()
-        return same_place and external_info(mine) == external_info(theirs)
+        if same_place and external_info(mine) == external_info(theirs):
+            return True
     if not is_external(mine) and not is_external(theirs):
         a, b = onnx.TensorProto(), onnx.TensorProto()
         a.CopyFrom(mine)
@@ -269,30 +576,44 @@ def _same_tensor(mine: onnx.TensorProto, mine_base: Optional[Path], theirs: onnx
         a.doc_string = b.doc_string = ""
         return a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
     try:
+        if _raw_like(mine) and _raw_like(theirs):
+            return _same_stream(_chunks(mine, mine_base), _chunks(theirs, file_base))
         return np.array_equal(np.asarray(to_array(mine, mine_base)).view(np.uint8).reshape(-1),
                               np.asarray(to_array(theirs, file_base)).view(np.uint8).reshape(-1))
-    except (ExternalDataError, ValueError, TypeError):
+    except (ExternalDataError, OSError, ValueError, TypeError):
         return False
 
 
-def same_as_file(model: Any) -> str:
-    """Why ONNX Runtime could not read ``model`` from its file instead (``""``: it computes the same).
-
-    The file is read without its external data. Node names, node order, value_info and
-    initializers listed as graph inputs may differ (they do not change what runs); opsets, local
-    functions, the graph's inputs and outputs, every node with its attributes, and every
-    initializer's type, shape and data (or external reference) must be the same.
-    """
-    path = getattr(model, "path", None)
+def read_model_file(path: Any) -> Tuple[Optional[ModelFile], str]:
+    """``(ModelFile, "")`` for the model file at ``path``, or ``(None, why not)``."""
     if path is None:
-        return "the model was not loaded from a file"
+        return None, "the model was not loaded from a file"
     path = Path(path)
     if not path.is_file():
-        return f"its file {path} no longer exists"
+        return None, f"its file {path} no longer exists"
     try:
-        theirs = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError, OSError ...
-        return f"its file {path} could not be read again ({exc})"
+        return ModelFile(path), ""
+    except Exception as exc:  # OSError, ValueError, protobuf's DecodeError ...
+        return None, f"its file {path} could not be read again ({exc})"
+
+
+def same_as_file(model: Any, source: Optional[ModelFile] = None) -> str:
+    """Why ONNX Runtime could not read ``model`` from its file instead (``""``: it computes the same).
+
+    The file is read as a stream (:class:`ModelFile`): without its external data, and without a
+    second copy of its embedded weights, which are compared with the model's piece by piece.
+    Node names, node order, value_info and initializers listed as graph inputs may differ (they
+    do not change what runs); opsets, local functions, the graph's inputs and outputs, every node
+    with its attributes, and every initializer's type, shape and data (or external reference)
+    must be the same.
+    """
+    path = getattr(model, "path", None)
+    if source is None:
+        source, why = read_model_file(path)
+        if source is None:
+            return why
+    path = Path(path)
+    theirs = source.skeleton
     mine = model.proto
     if sorted((o.domain, o.version) for o in mine.opset_import) != \
             sorted((o.domain, o.version) for o in theirs.opset_import):
@@ -314,16 +635,130 @@ def same_as_file(model: Any) -> str:
                 (mine_in.type.HasField("tensor_type") and
                  mine_in.type.tensor_type.elem_type != theirs_in.type.tensor_type.elem_type):
             return f"input {mine_in.name!r} has another type than in the file"
-    if _canonical_nodes(mine.graph) != _canonical_nodes(theirs.graph):
-        return "its nodes differ from the file's (changed after loading, or folded)"
+    mine_base = base_dir(model)
+    try:
+        if _canonical_nodes(mine.graph, mine_base, source) != _canonical_nodes(theirs.graph, path.parent, source):
+            return "its nodes differ from the file's (changed after loading, or folded)"
+    except (ExternalDataError, OSError) as exc:
+        return f"a Constant value could not be read to compare it ({exc})"
     if set(model.initializers) != set(file_inits):
         return "its initializers differ from the file's"
     if [s.SerializeToString(deterministic=True) for s in mine.graph.sparse_initializer] != \
             [s.SerializeToString(deterministic=True) for s in theirs.graph.sparse_initializer]:
         return "its sparse initializers differ from the file's"
-    mine_base = base_dir(model)
     for name, tensor in model.initializers.items():
         if not _same_tensor(tensor, mine_base, file_inits[name], path.parent):
             return f"initializer {name!r} differs from the file's"
     return ""
 
+
+# ----------------------------------------------------------------------------------------------
+# leaving weights in the model's file
+# ----------------------------------------------------------------------------------------------
+
+def _reference(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> onnx.TensorProto:
+    """``tensor`` (every field but its data), its data a reference to ``length`` bytes at ``offset`` of ``location``."""
+    out = onnx.TensorProto()
+    _copy_fields(out, tensor, ("raw_data", "external_data", "data_location"))
+    out.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        out.external_data.add(key=key, value=value)
+    return out
+
+
+def _copy_fields(dst: Any, src: Any, skip: Tuple[str, ...]) -> None:
+    """Copy every set field of message ``src`` into ``dst`` except those named in ``skip``."""
+    for fd, value in src.ListFields():
+        if fd.name in skip:
+            continue
+        if fd.is_repeated:
+            getattr(dst, fd.name).extend(value)
+        elif fd.type == fd.TYPE_MESSAGE:
+            getattr(dst, fd.name).CopyFrom(value)
+        else:
+            setattr(dst, fd.name, value)
+
+
+#: Model caches that hold parts of ``Model.proto`` (dropped when the proto is replaced).
+_PROTO_CACHES = ("initializers", "_value_infos", "_constant_values")
+
+
+def leave_in_file(model: Any, source: Optional[ModelFile] = None) -> int:
+    """Leave in the model's file the weights the model holds a copy of (in place); bytes left there.
+
+    A model loaded from an ``.onnx`` file holds its embedded weights in memory, as the file does.
+    Each initializer and top-level ``Constant`` value of at least :data:`STUB_MIN_BYTES` whose
+    type, shape and bytes are exactly the file's becomes a reference to those bytes in the file
+    (external data whose location is the file itself: :class:`~trtlab.model.Model`'s weights by
+    reference), so the model keeps no copy of them; values are read from the file where a step
+    needs them, as for any external data. Tensors changed or made after loading (folded
+    constants, edits) stay in memory. ``model.proto`` becomes a new message (the old one, and
+    its copies of the weights, are freed when nothing else holds them); ``model.notes`` says
+    what moved.
+
+    Like external data files, the model file must then stay where it is, unchanged.
+    """
+    path = getattr(model, "path", None)
+    folder = base_dir(model)
+    if path is None or folder is None:
+        return 0
+    path = Path(path)
+    try:
+        if Path(folder).resolve() != path.parent.resolve():
+            return 0
+    except OSError:
+        return 0
+    proto = model.proto
+    initializers = [t for t in proto.graph.initializer if not is_external(t) and t.HasField("raw_data")
+                    and _nbytes(t) >= STUB_MIN_BYTES]
+    constants = [(i, n, _big_value(n)) for i, n in enumerate(proto.graph.node)]
+    constants = [(i, n, v) for i, n, v in constants if v is not None and n.output and v.t.HasField("raw_data")]
+    if not initializers and not constants:
+        return 0
+    if source is None:
+        source, why = read_model_file(path)
+        if source is None:
+            log.debug("model %s keeps its weights in memory: %s", getattr(model, "name", "?"), why)
+            return 0
+    refs: Dict[Tuple[str, str], onnx.TensorProto] = {}
+    moved = 0
+    for tensor in initializers:
+        key = ("initializer", tensor.name)
+        if source.holds(*key, tensor, folder):
+            refs[key] = _reference(tensor, path.name, *source.spans[key])
+            moved += source.spans[key][1]
+    for _, node, value in constants:
+        key = ("constant", node.output[0])
+        if source.holds(*key, value.t, folder):
+            refs[key] = _reference(value.t, path.name, *source.spans[key])
+            moved += source.spans[key][1]
+    if not refs:
+        return 0
+    new = onnx.ModelProto()
+    _copy_fields(new, proto, ("graph",))
+    _copy_fields(new.graph, proto.graph, ("node", "initializer"))
+    for tensor in proto.graph.initializer:
+        ref = refs.get(("initializer", tensor.name))
+        new.graph.initializer.add().CopyFrom(ref if ref is not None else tensor)
+    for node in proto.graph.node:
+        ref = refs.get(("constant", node.output[0])) if node.output and node.op_type == "Constant" else None
+        if ref is None:
+            new.graph.node.add().CopyFrom(node)
+            continue
+        out = new.graph.node.add()
+        _copy_fields(out, node, ("attribute",))
+        for attr in node.attribute:
+            if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+                value = out.attribute.add()
+                _copy_fields(value, attr, ("t",))
+                value.t.CopyFrom(ref)
+            else:
+                out.attribute.append(attr)
+    model.proto = new
+    for name in _PROTO_CACHES:
+        model.__dict__.pop(name, None)
+    note = (f"{len(refs)} weight(s), {moved / 2 ** 20:.1f} MiB, are read from the model file {path.name} "
+            "(unchanged since loading) where a step needs them, not held in memory")
+    model.notes.append(note)
+    log.info("%s: %s", getattr(model, "name", "model"), note)
+    return moved

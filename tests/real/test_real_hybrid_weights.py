@@ -1,7 +1,10 @@
 """Hybrids that share the model's weights, on trained models shipped inside PyPI wheels.
 
 For every model in ``models.toml``: the one-segment hybrid of the loaded file runs the file
-itself in ONNX Runtime (as ``InferenceSession(path)`` does) and returns its outputs exactly; the
+itself in ONNX Runtime (as ``InferenceSession(path)`` does) and returns its outputs exactly;
+building it leaves the model's weights in its file (the model keeps no copy of them), and the
+model then still saves, compares, cuts into segments and writes its partition with the file's
+outputs; the
 same model saved with external data and loaded with its weights left in the file, cut into
 many segments, keeps no copy of the weights in the hybrid (initializers stay in the file,
 ``Constant`` values with the model) and reproduces the original outputs;
@@ -31,7 +34,7 @@ from trtlab.errors import PartitionError
 from trtlab.extract import write_partition
 from trtlab.model import Model, _all_tensors
 from trtlab.partition_folder import read_partition, segment_file
-from trtlab.weights import Weights, has_external
+from trtlab.weights import STUB_MIN_BYTES, Weights, has_external, is_external
 
 pytestmark = pytest.mark.real
 
@@ -48,6 +51,23 @@ def _reference(path: str, feeds):
 def _assert_close(name, got, want):
     assert_close(name, got, want, RTOL)
 
+
+def _held_in_memory(proto):
+    """Top-level initializers and Constant values of at least STUB_MIN_BYTES held in the proto."""
+    tensors = list(proto.graph.initializer) + [a.t for n in proto.graph.node if n.op_type == "Constant"
+                                               for a in n.attribute if a.name == "value" and a.HasField("t")]
+    return [t.name for t in tensors if not is_external(t) and len(t.raw_data) >= STUB_MIN_BYTES]
+
+
+def _run_folder(part, folder, feeds):
+    env = dict(feeds)
+    files = sorted(p for p in folder.iterdir() if p.suffix == ".onnx")
+    for seg, seg_path in zip(part.segments, files):
+        sess = ort.InferenceSession(str(seg_path), providers=["CPUExecutionProvider"])
+        outs = [o.name for o in sess.get_outputs()]
+        env.update(zip(outs, sess.run(outs, {t: env[t] for t in seg.inputs})))
+    return env
+
 @pytest.mark.parametrize("model_id", MODELS)
 def test_one_segment_hybrid_runs_the_file_itself(real_model_paths, model_id):
     path = str(real_model_paths[model_id])
@@ -60,6 +80,47 @@ def test_one_segment_hybrid_runs_the_file_itself(real_model_paths, model_id):
     assert list(got) == list(want)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+@pytest.mark.parametrize("model_id", MODELS)
+def test_weights_left_in_the_file_keep_every_step_working(real_model_paths, model_id, tmp_path):
+    from trtlab.weights import leave_in_file
+
+    path = str(real_model_paths[model_id])
+    model = trtlab.load(path, **MODELS[model_id].load_options)
+    held = _held_in_memory(model.proto)  # none for a model keeping its values as float_data
+    everything = {n: (False, "whole model in one segment") for n in model.node_names}
+    one = trtlab.build(trtlab.partition(model, support=everything), cache_dir=False, progress=False)
+    assert _held_in_memory(model.proto) == held  # build never changes the model given
+    assert (leave_in_file(model) > 0) == bool(held)  # opt-in: the model now reads them from its file
+    assert _held_in_memory(model.proto) == []
+    assert any("read from the model file" in note for note in model.notes) == bool(held)
+    feeds = MODELS[model_id].feeds()
+    want = _reference(path, feeds)
+    got = one.run(feeds)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    # the segment model as built, standalone; the model saved: the file's outputs exactly
+    standalone = ort.InferenceSession(one.segment_models[0].SerializeToString(), providers=["CPUExecutionProvider"])
+    for name, value in zip([o.name for o in standalone.get_outputs()], standalone.run(None, feeds)):
+        np.testing.assert_array_equal(value, want[name], err_msg=name)
+    saved = _reference(str(model.save(tmp_path / "saved" / "model.onnx")), feeds)
+    for name in want:
+        np.testing.assert_array_equal(saved[name], want[name], err_msg=name)
+    table = trtlab.compare(path, {"one": one}, [feeds])
+    assert (table["max_abs"] == 0).all(), table
+    # cut in segments again: built, run, written
+    support = {n: (i % 5 != 4, "every fifth node cut out") for i, n in enumerate(model.node_names)}
+    part = trtlab.partition(model, support=support, backend=OnnxRuntimeBackend())
+    assert len(part.segments) > 2
+    cut = trtlab.build(part, cache_dir=False, progress=False)
+    got = cut.run(feeds)
+    for name in want:
+        _assert_close(name, got[name], want[name])
+    write_partition(part, tmp_path / "partition", weights="copy")  # a folder plain ONNX Runtime runs
+    env = _run_folder(part, tmp_path / "partition", feeds)
+    for name in want:
+        _assert_close(name, env[name], want[name])
 
 
 @pytest.mark.parametrize("model_id", MODELS)

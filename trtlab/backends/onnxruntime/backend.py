@@ -33,9 +33,7 @@ def _ort_session(model: onnx.ModelProto, settings: CompileSettings) -> Tuple[Any
     if not settings.spinning:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    from trtlab.precision import registry
-
-    if registry.get(settings.precision).emulate_on_onnxruntime:
+    if _emulated(settings):
         from trtlab.precision import ort_variant
 
         providers = list(settings.providers) if settings.providers else None
@@ -99,6 +97,10 @@ def session_notes(settings: CompileSettings) -> List[str]:
 
 
 def _emulated(settings: CompileSettings) -> bool:
+    """Whether the segment's precision runs emulated on ONNX Runtime (never FP32, for which the
+    precision package is not imported)."""
+    if settings.precision == "fp32":
+        return False
     from trtlab.precision import registry
 
     return bool(registry.get(settings.precision).emulate_on_onnxruntime)
