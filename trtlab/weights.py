@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from trtlab._lazy import lazy_import
+from trtlab._wire import length_delimited, varint
 from trtlab.errors import ExternalDataError
 from trtlab.model import _all_tensors, _check_external, _tensor_nbytes, external_location, inline_external_data, is_external
 from trtlab.model import tensor_value
@@ -251,22 +252,6 @@ def _field(message: Any, name: str) -> int:
     return number
 
 
-def _uvarint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
-
-
-def _length_delimited(number: int, payload: bytes) -> bytes:
-    return _uvarint(number << 3 | 2) + _uvarint(len(payload)) + payload
-
-
 class _Wire:
     """Fields of protobuf messages in a memory-mapped file, read by position.
 
@@ -365,7 +350,7 @@ class ModelFile:
     def _model_field(self, wire: _Wire, number: int, kind: int, body: int, stop: int) -> Optional[bytes]:
         if number != _field(onnx.ModelProto, "graph") or kind != 2:
             return None
-        return _length_delimited(number, self._message(wire, body, stop, self._graph_field))
+        return length_delimited(number, self._message(wire, body, stop, self._graph_field))
 
     def _graph_field(self, wire: _Wire, number: int, kind: int, body: int, stop: int) -> Optional[bytes]:
         if kind != 2 or stop - body < STUB_MIN_BYTES:
@@ -407,9 +392,9 @@ class ModelFile:
                          if n == _field(onnx.AttributeProto, "name") and k == 2), b"")
             if name != b"value":
                 return None
-            return _length_delimited(num, self._message(wire, body, stop, attribute))
+            return length_delimited(num, self._message(wire, body, stop, attribute))
 
-        return _length_delimited(number, self._message(wire, start, end, node_field))
+        return length_delimited(number, self._message(wire, start, end, node_field))
 
     def _tensor(self, wire: _Wire, start: int, end: int, kind_name: str, number: int,
                 key: Optional[str] = None) -> Optional[bytes]:
@@ -432,11 +417,11 @@ class ModelFile:
             return b"" if num == raw_number else None
 
         entry = _field(onnx.TensorProto, "external_data")
-        ref = b"".join(_length_delimited(entry, _length_delimited(1, k.encode()) + _length_delimited(2, v.encode()))
+        ref = b"".join(length_delimited(entry, length_delimited(1, k.encode()) + length_delimited(2, v.encode()))
                        for k, v in (("location", self.path.name), ("offset", str(raw[0])),
                                     ("length", str(raw[1] - raw[0]))))
-        location = _uvarint(_field(onnx.TensorProto, "data_location") << 3) + _uvarint(onnx.TensorProto.EXTERNAL)
-        return _length_delimited(number, self._message(wire, start, end, drop_raw) + ref + location)
+        location = varint(_field(onnx.TensorProto, "data_location") << 3) + varint(onnx.TensorProto.EXTERNAL)
+        return length_delimited(number, self._message(wire, start, end, drop_raw) + ref + location)
 
     # -- the bytes -----------------------------------------------------------------------------
     def holds(self, kind_name: str, key: str, tensor: onnx.TensorProto, base: Optional[Path]) -> bool:

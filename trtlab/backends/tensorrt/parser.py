@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from trtlab._lazy import Deferred, Later, lazy_import, resolved_state
+from trtlab._wire import length_delimited, varint
 from trtlab.errors import SupportError
 from trtlab.model import node_reads
 from trtlab.opinfo import ElemType
@@ -128,7 +129,6 @@ _FIRST_WINDOW = 256
 _MIN_WINDOW = 32
 
 
-
 @functools.lru_cache(maxsize=None)
 def _type_of() -> Dict[str, int]:
     """``"tensor(float)"`` -> ``onnx.TensorProto.FLOAT`` for every element type."""
@@ -206,7 +206,7 @@ class _Index:
         head.opset_import.extend(proto.opset_import)
         head.functions.extend(proto.functions)
         self.head = head.SerializeToString()  # every field of a re-check model but its graph
-        self.name_field = _field(_GRAPH_NAME, f"{graph.name}_rest".encode())
+        self.name_field = length_delimited(_GRAPH_NAME, f"{graph.name}_rest".encode())
         self._node_fields: Dict[int, bytes] = {}
         self._small_fields: Dict[Tuple[int, str], bytes] = {}
 
@@ -214,7 +214,7 @@ class _Index:
         """Node ``k`` encoded as a ``GraphProto.node`` field."""
         data = self._node_fields.get(k)
         if data is None:
-            data = self._node_fields[k] = _field(_GRAPH_NODE, self.nodes[k].SerializeToString())
+            data = self._node_fields[k] = length_delimited(_GRAPH_NODE, self.nodes[k].SerializeToString())
         return data
 
     def tensor_field(self, number: int, message: Any, name: str) -> bytes:
@@ -222,7 +222,7 @@ class _Index:
         key = (number, name)
         data = self._small_fields.get(key)
         if data is None:
-            data = _field(number, message.SerializeToString())
+            data = length_delimited(number, message.SerializeToString())
             if len(data) <= _KEEP_FIELD_BYTES:
                 self._small_fields[key] = data
         return data
@@ -234,26 +234,6 @@ _GRAPH_INPUT, _GRAPH_OUTPUT, _GRAPH_VALUE_INFO = 11, 12, 13
 _MODEL_GRAPH = 7
 #: Serialized initializers up to this size are kept between re-check passes.
 _KEEP_FIELD_BYTES = 1 << 16
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited protobuf field: key, length, payload."""
-    size = len(payload)
-    if number < 16 and size < 128:
-        return bytes((number << 3 | 2, size)) + payload
-    return _varint(number << 3 | 2) + _varint(size) + payload
 
 
 def _sub_model(index: _Index, keep: Sequence[int],
@@ -282,7 +262,7 @@ def _sub_model(index: _Index, keep: Sequence[int],
                 producer = index.producer.get(name)
                 info = _boundary(name, None if producer is None else index.nodes[producer],
                                  index.opset, types, assumed)
-                parts.append(_field(_GRAPH_INPUT, info.SerializeToString()))
+                parts.append(length_delimited(_GRAPH_INPUT, info.SerializeToString()))
     consumers = index.consumers
     outputs = [o for k in keep for o in outs[k]
                if o in index.graph_outputs or any(c not in keep_set for c in consumers.get(o, ()))]
@@ -292,12 +272,12 @@ def _sub_model(index: _Index, keep: Sequence[int],
         elem, shape = types.get(name, (0, None))
         info = helper.make_tensor_value_info(name, elem or onnx.TensorProto.FLOAT,
                                              None if shape is None else list(shape))
-        parts.append(_field(_GRAPH_OUTPUT, info.SerializeToString()))
+        parts.append(length_delimited(_GRAPH_OUTPUT, info.SerializeToString()))
     for o in produced:
         vi = index.value_info.get(o)
         if vi is not None:
             parts.append(index.tensor_field(_GRAPH_VALUE_INFO, vi, o))
-    return index.head + _field(_MODEL_GRAPH, b"".join(parts))
+    return index.head + length_delimited(_MODEL_GRAPH, b"".join(parts))
 
 
 #: Models at least this large (bytes of their file) are serialized for the parser field by field.
@@ -324,7 +304,7 @@ def _model_bytes(proto: onnx.ModelProto, size_hint: Optional[int] = None) -> byt
             graph: List[bytes] = []
             for gfd, gvalue in value.ListFields():
                 _field_parts(value, gfd, gvalue, graph)
-            parts.append(_varint(_MODEL_GRAPH << 3 | 2) + _varint(sum(map(len, graph))))
+            parts.append(varint(_MODEL_GRAPH << 3 | 2) + varint(sum(map(len, graph))))
             parts.extend(graph)
         else:
             _field_parts(proto, fd, value, parts)
@@ -340,10 +320,10 @@ def _unknown_fields(message: Any) -> int:
 def _field_parts(message: Any, fd: Any, value: Any, parts: List[bytes]) -> None:
     """Field ``fd`` of ``message`` serialized: each element of a repeated message field on its own."""
     if fd.is_repeated and fd.type == fd.TYPE_MESSAGE:
-        key = _varint(fd.number << 3 | 2)
+        key = varint(fd.number << 3 | 2)
         for item in value:
             data = item.SerializeToString()
-            parts.append(key + _varint(len(data)))
+            parts.append(key + varint(len(data)))
             parts.append(data)
         return
     one = type(message)()
