@@ -350,7 +350,6 @@ def _compile(part: Any, examples: Optional[List[Dict[str, np.ndarray]]], opts: _
     from trtlab.weights import Weights
 
     given = part
-    source = _model_file(part.model)
     facts = observe(part.model, examples, opts.shapes)
     weights = Weights.of(part.model)
     compiled: Dict[Tuple[str, Tuple[str, ...], str], Tuple[Any, onnx.ModelProto]] = {}
@@ -375,8 +374,7 @@ def _compile(part: Any, examples: Optional[List[Dict[str, np.ndarray]]], opts: _
                 continue
             seg_calib = None if calib is None or not _needs_calibration(precisions[seg.index]) else \
                 [{k: b[k] for k in seg.inputs} for b in calib]
-            proto, shared = _segment_onnx(part, seg, precisions[seg.index], seg_calib, weights, table[seg.backend],
-                                          source)
+            proto, shared = _segment_onnx(part, seg, precisions[seg.index], seg_calib, weights, table[seg.backend])
             proto = facts.fix_value_inputs(proto)
             profile, values, missing = facts.segment_profile(proto)
             if missing and not seg.is_fallback:
@@ -428,21 +426,8 @@ def _compile(part: Any, examples: Optional[List[Dict[str, np.ndarray]]], opts: _
                        weights=weights)
 
 
-def _model_file(model: Any) -> Any:
-    """The model's file read as a stream (:class:`~trtlab.weights.ModelFile`: no second parsed
-    copy of its weights), or ``None`` when the model has no readable file."""
-    from trtlab.weights import read_model_file
-
-    if getattr(model, "path", None) is None:
-        return None
-    source, why = read_model_file(model.path)
-    if source is None:
-        log.info("model %s: no file to compare with: %s", model.name, why)
-    return source
-
-
 def _segment_onnx(part: Any, seg: Any, precision: str, calib: Optional[List[Dict[str, np.ndarray]]],
-                  weights: Any, backend: Any, source: Any = None) -> Tuple[onnx.ModelProto, Dict[str, Any]]:
+                  weights: Any, backend: Any) -> Tuple[onnx.ModelProto, Dict[str, Any]]:
     """The ONNX a segment's backend compiles, and the settings that say where its weights are.
 
     FP32 segments share the model's weights: a backend that takes light models
@@ -462,13 +447,13 @@ def _segment_onnx(part: Any, seg: Any, precision: str, calib: Optional[List[Dict
     shared: Dict[str, Any] = {"weights": weights}
     if has_external(light) and weights.base is not None:
         shared["weights_dir"] = str(weights.base)
-    whole = _whole_model_file(part, seg, source)
+    whole = _whole_model_file(part, seg)
     if whole is not None:
         shared["source_path"] = whole
     return light, shared
 
 
-def _whole_model_file(part: Any, seg: Any, source: Any = None) -> Optional[str]:
+def _whole_model_file(part: Any, seg: Any) -> Optional[str]:
     """The model's file when ``seg`` is the whole model and the model is unchanged from that file."""
     from trtlab.weights import same_as_file
 
@@ -476,7 +461,7 @@ def _whole_model_file(part: Any, seg: Any, source: Any = None) -> Optional[str]:
     if len(part.segments) != 1 or len(seg.nodes) != len(model.node_names) or \
             set(seg.inputs) != {t.name for t in model.inputs}:
         return None
-    why = same_as_file(model, source)
+    why = same_as_file(model)
     if why:
         log.info("segment %s: ONNX Runtime gets the segment's ONNX, not the model file: %s", seg.name, why)
         return None
