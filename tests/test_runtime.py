@@ -82,6 +82,14 @@ def test_symbolic_dims_must_agree():
     assert ok["y"].shape == (3, 4)
     with pytest.raises(InputError, match="symbolic dimension 'N'"):
         hybrid.run({"a": np.ones((3, 4), np.float32), "b": np.ones((2, 4), np.float32)})
+    # feeds of the shapes accepted last are not waved through on their shapes alone
+    with pytest.raises(InputError, match="dtype float64, expected float32"):
+        hybrid.run({"a": np.ones((3, 4), np.float32), "b": np.ones((3, 4), np.float64)})
+    with pytest.raises(InputError, match="missing input"):
+        hybrid.run({"a": np.ones((3, 4), np.float32), "c": np.ones((3, 4), np.float32)})
+    assert hybrid.run({"a": np.ones((5, 4), np.float32), "b": np.ones((5, 4), np.float32)})["y"].shape == (5, 4)
+    with pytest.raises(InputError, match="symbolic dimension 'N'"):
+        hybrid.run({"a": np.ones((5, 4), np.float32), "b": np.ones((3, 4), np.float32)})
 
 
 def test_run_matches_and_records_timings(mlp_hybrid):

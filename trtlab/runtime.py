@@ -42,6 +42,14 @@ log = logging.getLogger(__name__)
 __all__ = ["HybridModel", "HybridRunner", "SegmentModels"]
 
 
+
+def _input_check(spec: Any) -> Tuple[str, Any, Optional[Tuple[Any, ...]], bool]:
+    """(name, dtype, shape, every dimension known) of a model input, for ``_feeds_ok``."""
+    shape = tuple(spec.shape) if spec.shape is not None else None
+    static = shape is not None and all(d.__class__ is int for d in shape)
+    return spec.name, spec.dtype, shape, static
+
+
 class HybridModel(BaseRunner):
     """A partition whose segments are compiled: run it, time it, inspect what ran where.
 
@@ -126,7 +134,8 @@ class HybridModel(BaseRunner):
         self.last_timings: Dict[str, float] = {}
         self.last_total = 0.0
         self._specs = list(self.model.inputs)
-        self._checks = [(t.name, t.dtype, tuple(t.shape) if t.shape is not None else None) for t in self._specs]
+        self._checks = [_input_check(t) for t in self._specs]
+        self._accepted: Optional[List[Tuple[int, ...]]] = None  # input shapes _feeds_ok accepted last
         self._output_names = [t.name for t in self.model.outputs]
         # Graph outputs that are graph inputs: returned as copies, never the caller's own array.
         self._passthrough = [n for n in self._output_names if n in {t.name for t in self._specs}]
@@ -355,11 +364,26 @@ class HybridModel(BaseRunner):
         """Quick check of well-formed feeds; anything unusual goes to the full validation."""
         if type(feeds) is not dict or len(feeds) != len(self._checks):
             return False
-        bound: Dict[str, int] = {}
-        for name, dtype, shape in self._checks:
+        last = self._accepted
+        if last is not None:  # the shapes of the feeds accepted last: one tuple comparison each
+            for (name, dtype, _, _), was in zip(self._checks, last):
+                value = feeds.get(name)
+                if type(value) is not np.ndarray or value.shape != was or (
+                        dtype is not None and value.dtype is not dtype and value.dtype != dtype):
+                    break
+            else:
+                return True
+        bound: Optional[Dict[str, int]] = None
+        for name, dtype, shape, static in self._checks:
             value = feeds.get(name)
-            if type(value) is not np.ndarray or (dtype is not None and value.dtype != dtype):
+            if type(value) is not np.ndarray:
                 return False
+            if dtype is not None and value.dtype is not dtype and value.dtype != dtype:
+                return False
+            if static:  # every dimension known: one tuple comparison
+                if value.shape != shape:
+                    return False
+                continue
             if shape is None:
                 continue
             got = value.shape
@@ -370,8 +394,11 @@ class HybridModel(BaseRunner):
                     if g != d:
                         return False
                 elif d is not None:
+                    if bound is None:
+                        bound = {}
                     if bound.setdefault(d, g) != g:
                         return False
+        self._accepted = [feeds[name].shape for name, _, _, _ in self._checks]
         return True
 
     # -- display -------------------------------------------------------------------------------
