@@ -97,10 +97,6 @@ def _calibration(args: argparse.Namespace) -> Any:
 
 
 def _partition(args: argparse.Namespace) -> Any:
-    from trtlab.model import load
-    from trtlab.partitioning.partitioner import partition
-    from trtlab.backends.tensorrt.support import check_support
-
     folder = Path(args.model)
     if folder.is_dir() and args.command != "partition":
         # a folder written by `trtlab partition --out`: its partition, weights checked
@@ -108,8 +104,24 @@ def _partition(args: argparse.Namespace) -> Any:
 
         part = read_partition(folder)
         return part.model, part
-    model = load(args.model)
-    support = check_support(model, source=args.source)
+    # TensorRT is imported and its parser made in a worker process while this one imports onnx
+    # and loads the model (parser_worker; in this process where fork is unavailable).
+    worker = None
+    if args.source != "rules":
+        from trtlab.backends.tensorrt import parser_worker
+
+        worker = parser_worker.start()
+    try:
+        from trtlab.model import load
+        from trtlab.backends.tensorrt.support import check_support
+
+        model = load(args.model)
+        support = check_support(model, source=args.source, worker=worker)
+    finally:
+        if worker is not None:
+            worker.close()
+    from trtlab.partitioning.partitioner import partition
+
     part = partition(model, support=support, min_subgraph_size=args.min_subgraph_size,
                      remove_no_mac_subgraphs=args.no_mac, exclude_ops=tuple(args.exclude_op or ()))
     return model, part
