@@ -506,7 +506,7 @@ def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
         layout: Dict[str, Tuple[int, int]] = {}
     else:
         layout = _weights_layout(sources, protos.values())
-    doc = json.loads(partition.to_json())
+    doc = partition._json_doc()  # encoded once, below
     doc["weights"] = _weights_record(partition, mode, protos.values())
     blobs = {name: proto.SerializeToString() for name, proto in protos.items()}
     del protos

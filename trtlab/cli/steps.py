@@ -96,22 +96,38 @@ def _calibration(args: argparse.Namespace) -> Any:
     return _load_npz(path, "Calibration data", CalibrationError)
 
 
-def _partition(args: argparse.Namespace) -> Any:
-    folder = Path(args.model)
-    if folder.is_dir() and args.command != "partition":
-        # a folder written by `trtlab partition --out`: its partition, weights checked
-        from trtlab.partition_folder import read_partition
+def _parser_worker(args: argparse.Namespace) -> Any:
+    """A parser worker (:mod:`trtlab.backends.tensorrt.parser_worker`) for a command that loads and
+    partitions a model: TensorRT is imported and its parser made there while this process imports
+    onnx and loads the model. ``None`` for the rules, a partition folder, or where fork is unavailable
+    (the parser then runs in this process)."""
+    if args.source == "rules" or (Path(args.model).is_dir() and args.command != "partition"):
+        return None
+    from trtlab.backends.tensorrt import parser_worker
 
-        part = read_partition(folder)
-        return part.model, part
-    # TensorRT is imported and its parser made in a worker process while this one imports onnx
-    # and loads the model (parser_worker; in this process where fork is unavailable).
-    worker = None
-    if args.source != "rules":
-        from trtlab.backends.tensorrt import parser_worker
+    worker = parser_worker.start()
+    if worker is not None:  # what the command needs after the parser, imported while it parses
+        worker.while_parsing(_import_partition_step)
+    return worker
 
-        worker = parser_worker.start()
+
+def _import_partition_step() -> None:
+    import importlib
+
+    for name in ("trtlab.partitioning.partitioner", "concurrent.futures.thread"):
+        importlib.import_module(name)
+
+
+def _partition(args: argparse.Namespace, worker: Any = None) -> Any:
+    """The model's partition; ``worker``: a parser worker of :func:`_parser_worker` (closed here)."""
     try:
+        folder = Path(args.model)
+        if folder.is_dir() and args.command != "partition":
+            # a folder written by `trtlab partition --out`: its partition, weights checked
+            from trtlab.partition_folder import read_partition
+
+            part = read_partition(folder)
+            return part.model, part
         from trtlab.model import load
         from trtlab.backends.tensorrt.support import check_support
 
@@ -129,12 +145,19 @@ def _partition(args: argparse.Namespace) -> Any:
 
 @_wrapped
 def cmd_partition(args: argparse.Namespace) -> int:
-    from trtlab import _io
+    worker = _parser_worker(args)
+    try:
+        from trtlab import _io
+
+        _check_int(args, "min_subgraph_size", 0)
+        _io.check_destination(args.out, overwrite=args.force, folder=True, what="partition")
+    except BaseException:
+        if worker is not None:
+            worker.close()
+        raise
+    _, part = _partition(args, worker)
     from trtlab.partitioning.partitioner import SUMMARY_COLUMNS, write_partition
 
-    _check_int(args, "min_subgraph_size", 0)
-    _io.check_destination(args.out, overwrite=args.force, folder=True, what="partition")
-    _, part = _partition(args)
     written = write_partition(part, args.out, overwrite=args.force, weights=args.weights)
     out = Path(args.out).resolve()
     rows = part.summary_rows()
@@ -198,7 +221,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     _check_int(args, "min_subgraph_size", 0)
     calibration = _calibration(args)
-    _, part = _partition(args)
+    _, part = _partition(args, _parser_worker(args))
     feeds = _load_feeds(args.feeds) if getattr(args, "feeds", None) else None
     if feeds is None and calibration is not None and not getattr(args, "shapes", None):
         feeds = calibration  # real inputs of the model: the engines are built for their shapes

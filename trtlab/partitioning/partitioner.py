@@ -336,7 +336,11 @@ class Partition:
     # -- JSON ----------------------------------------------------------------------------------
     def to_json(self, indent: Optional[int] = None) -> str:
         """The partition as versioned JSON (read back with :meth:`from_json`)."""
-        doc = {
+        return json.dumps(self._json_doc(), indent=indent)
+
+    def _json_doc(self) -> Dict[str, Any]:
+        """What :meth:`to_json` writes, as the dict it encodes."""
+        return {
             "format": _FORMAT,
             "version": FORMAT_VERSION,
             "model": {"name": self.model.name, "nodes": len(self.model.node_names),
@@ -347,7 +351,6 @@ class Partition:
             "segments": [asdict(s) for s in self.segments],
             "decisions": [list(d) for d in self._decisions],
         }
-        return json.dumps(doc, indent=indent)
 
     @classmethod
     def from_json(cls, text: Union[str, bytes], model: Any) -> "Partition":

@@ -34,7 +34,7 @@ import signal
 import struct
 import threading
 import time
-from typing import Any, Callable, Optional, Set, Tuple
+from typing import Any, Callable, List, Optional, Set, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ IDLE_TIMEOUT = 600.0
 EXIT_TIMEOUT = 5.0
 
 _HEADER = struct.Struct("<Q")
+#: Pipe buffer asked for on Linux (the default maximum an unprivileged process may set).
+PIPE_BYTES = 1 << 20
 
 #: ``run(data, path, made)`` -> the parser's answer; ``made`` is a ready (builder, network,
 #: parser, logger) or None.
@@ -63,33 +65,68 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _write(fd: int, value: Any) -> None:
-    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    view = memoryview(_HEADER.pack(len(data)) + data)
+def _write_all(fd: int, part: Any) -> None:
+    view = memoryview(part)
     while view:
         view = view[os.write(fd, view):]
 
 
-def _read_exact(fd: int, size: int) -> Optional[bytes]:
-    parts = []
-    while size:
-        chunk = os.read(fd, min(size, 1 << 20))
-        if not chunk:
+def _write(fd: int, value: Any) -> None:
+    """One message: its length, then ``value`` pickled."""
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    _write_all(fd, _HEADER.pack(len(data)))
+    _write_all(fd, data)
+
+
+def _read_exact(fd: int, size: int) -> Optional[bytearray]:
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    while view:
+        got = os.readv(fd, [view])
+        if not got:
             return None
-        parts.append(chunk)
-        size -= len(chunk)
-    return b"".join(parts)
+        view = view[got:]
+    return buffer
+
+
+def _wait(fd: int, timeout: Optional[float]) -> bool:
+    return timeout is None or bool(select.select([fd], [], [], timeout)[0])
 
 
 def _read(fd: int, timeout: Optional[float] = None) -> Any:
-    """The next message on ``fd``; ``None`` at end of file or when ``timeout`` seconds pass first."""
-    if timeout is not None and not select.select([fd], [], [], timeout)[0]:
-        return None
-    head = _read_exact(fd, _HEADER.size)
+    """The next message of :func:`_write` on ``fd``; ``None`` at end of file or after ``timeout`` s."""
+    head = _read_exact(fd, _HEADER.size) if _wait(fd, timeout) else None
     if head is None:
         return None
     data = _read_exact(fd, _HEADER.unpack(head)[0])
     return None if data is None else pickle.loads(data)
+
+
+#: A request: the path's length (:data:`_NO_PATH` for none) and the model's; then both, raw (a
+#: model's bytes are not pickled: each copy of megabytes costs page faults on both sides).
+_REQUEST = struct.Struct("<QQ")
+_NO_PATH = (1 << 64) - 1
+
+
+def _send_request(fd: int, data: Any, path: Optional[str]) -> None:
+    encoded = b"" if path is None else os.fsencode(path)
+    _write_all(fd, _REQUEST.pack(_NO_PATH if path is None else len(encoded), len(data)) + encoded)
+    _write_all(fd, data)
+
+
+def _read_request(fd: int, timeout: Optional[float]) -> Optional[Tuple[bytearray, Optional[str]]]:
+    head = _read_exact(fd, _REQUEST.size) if _wait(fd, timeout) else None
+    if head is None:
+        return None
+    path_size, size = _REQUEST.unpack(head)
+    path: Optional[str] = None
+    if path_size != _NO_PATH:
+        encoded = _read_exact(fd, path_size)
+        if encoded is None:
+            return None
+        path = os.fsdecode(bytes(encoded))
+    data = _read_exact(fd, size)
+    return None if data is None else (data, path)
 
 
 def _default_runner(data: bytes, path: Optional[str], made: Any) -> Any:
@@ -123,11 +160,13 @@ def _serve(requests: int, replies: int, run: Runner) -> None:
     _write(replies, hello)
     if hello[3] is not None:  # the caller parses in process
         return
+    if run is _default_runner:
+        import trtlab.backends.tensorrt.parser  # noqa: F401 - while the caller loads the model
     while True:
-        message = _read(requests, IDLE_TIMEOUT)
+        message = _read_request(requests, IDLE_TIMEOUT)
         if message is None:
             return
-        data, path = message
+        data, path = message  # the parser reads a bytearray as it reads bytes
         try:
             reply: Tuple[Any, ...] = ("ok", run(data, path, made))
         except Exception as exc:  # noqa: BLE001 - re-raised in the caller with the same text
@@ -153,6 +192,7 @@ class ParserWorker:
         self._replies: Optional[int] = replies
         self._hello: Optional[Tuple[Any, ...]] = None
         self._status: Optional[int] = None
+        self._meanwhile: List[Callable[[], Any]] = []
 
     def __repr__(self) -> str:
         state = "closed" if self._requests is None else "running"
@@ -209,6 +249,12 @@ class ParserWorker:
         return tuple(parts)
 
     # -- calls ----------------------------------------------------------------------------------
+    def while_parsing(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn()`` once in this process while the worker parses the next call (work the
+        caller needs next and that does not depend on the answer, such as its imports). An
+        error of ``fn`` is logged, not raised: the caller meets it again where it needs the work."""
+        self._meanwhile.append(fn)
+
     def run(self, data: bytes, path: Optional[str] = None) -> Any:
         """The parser's answer for ``data`` (and ``path``, locating external weights).
 
@@ -223,7 +269,13 @@ class ParserWorker:
             raise ParserCrash(f"the parser worker cannot parse: {self.problem or 'it was closed'}")
         assert self._requests is not None and self._replies is not None
         try:
-            _write(self._requests, (data, path))
+            _send_request(self._requests, data, path)
+            meanwhile, self._meanwhile = self._meanwhile, []
+            for fn in meanwhile:
+                try:
+                    fn()
+                except Exception as exc:  # noqa: BLE001 - raised again where the caller needs it
+                    log.debug("work while parsing failed: %s", exc)
             reply = _read(self._replies)
         except (BrokenPipeError, OSError):
             reply = None
@@ -276,6 +328,17 @@ class ParserWorker:
 _OPEN: Set[int] = set()
 
 
+def _widen(fd: int) -> None:
+    """A pipe buffer of up to :data:`PIPE_BYTES` (Linux): a model's bytes cross in a few writes,
+    not one 64 KiB round trip between the processes each."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except (ImportError, AttributeError, OSError):
+        pass
+
+
 def _forkable() -> bool:
     return hasattr(os, "fork") and threading.active_count() == 1
 
@@ -295,6 +358,7 @@ def start(run: Optional[Runner] = None) -> Optional[ParserWorker]:
     runner = run or _default_runner
     requests_r, requests_w = os.pipe()
     replies_r, replies_w = os.pipe()
+    _widen(requests_w)
     try:
         pid = os.fork()
     except OSError as exc:
