@@ -166,3 +166,44 @@ def test_build_shapes_flag_parses_ranges():
     assert _parse_shapes(None) is None
     with pytest.raises(InputError, match="NAME=1x3x224x224"):
         _parse_shapes(["1x3x8x8"])
+
+
+def _folder(path):
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def _children():
+    import os
+    from pathlib import Path
+
+    pids = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        if (task / "children").exists():
+            pids.update(int(p) for p in (task / "children").read_text().split())
+    return pids
+
+
+@pytest.mark.skipif(not trt.info().parse, reason="needs TensorRT's ONNX parser")
+@pytest.mark.parametrize("name", ["detection_postproc", "quantized_dynamic", "lstm_seq"])
+def test_partition_parses_in_a_worker_and_writes_what_it_writes_without(tmp_path, monkeypatch, capsys, name):
+    """trtlab partition forks a parser worker (where fork is available): the folder is byte for
+    byte the one written with the parser in process (fork unavailable), and no process is left."""
+    import os
+
+    from trtlab.backends.tensorrt import parser_worker
+    from trtlab.cli.main import main
+
+    started = []
+    real_start = parser_worker.start
+    monkeypatch.setattr(parser_worker, "start", lambda *a, **k: started.append(real_start(*a, **k)) or started[-1])
+    children = _children()
+    assert main(["partition", str(zoo.path(name)), "--out", str(tmp_path / "worker")]) == 0
+    if hasattr(os, "fork"):
+        assert started and started[0] is not None and not started[0].can_parse  # used, then closed
+    assert _children() == children
+    monkeypatch.delattr(os, "fork", raising=False)
+    assert main(["partition", str(zoo.path(name)), "--out", str(tmp_path / "here")]) == 0
+    assert started[-1] is None
+    worker, here = _folder(tmp_path / "worker"), _folder(tmp_path / "here")
+    assert sorted(worker) == sorted(here)
+    assert worker == here

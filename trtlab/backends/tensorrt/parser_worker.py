@@ -370,6 +370,9 @@ def start(run: Optional[Runner] = None) -> Optional[ParserWorker]:
         code = 0
         try:
             signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends it quietly; the caller reports
+            import faulthandler
+
+            faulthandler.disable()  # a crash is reported by the caller, not as this stack
             for fd in (requests_w, replies_r, *_OPEN):
                 os.close(fd)
             _serve(requests_r, replies_w, runner)
