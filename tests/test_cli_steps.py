@@ -168,42 +168,57 @@ def test_build_shapes_flag_parses_ranges():
         _parse_shapes(["1x3x8x8"])
 
 
+
 def _folder(path):
     return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
-def _children():
-    import os
-    from pathlib import Path
-
-    pids = set()
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        if (task / "children").exists():
-            pids.update(int(p) for p in (task / "children").read_text().split())
-    return pids
-
-
 @pytest.mark.skipif(not trt.info().parse, reason="needs TensorRT's ONNX parser")
 @pytest.mark.parametrize("name", ["detection_postproc", "quantized_dynamic", "lstm_seq"])
-def test_partition_parses_in_a_worker_and_writes_what_it_writes_without(tmp_path, monkeypatch, capsys, name):
+def test_partition_parses_in_a_worker_and_writes_what_it_writes_without(tmp_path, name):
     """trtlab partition forks a parser worker (where fork is available): the folder is byte for
-    byte the one written with the parser in process (fork unavailable), and no process is left."""
+    byte the one written with the parser in process (fork unavailable)."""
     import os
+
+    model = str(zoo.path(name))
+    worker = run_cli("--debug", "partition", model, "--out", str(tmp_path / "worker"))
+    if hasattr(os, "fork"):
+        assert "parser worker" in worker.stderr and "started" in worker.stderr
+    code = ("import os, sys\n"
+            "del os.fork\n"
+            "from trtlab.cli.main import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    here = subprocess.run([sys.executable, "-c", code, "--debug", "partition", model, "--out", str(tmp_path / "here")],
+                          capture_output=True, text=True)
+    assert here.returncode == 0, here.stderr
+    assert "not started: os.fork is unavailable" in here.stderr
+    assert here.stdout.replace("/here", "/worker") == worker.stdout
+    a, b = _folder(tmp_path / "worker"), _folder(tmp_path / "here")
+    assert sorted(a) == sorted(b)
+    assert a == b
+
+
+def test_partition_leaves_no_parser_worker_behind(tmp_path, monkeypatch):
+    """Run in this process (threads of earlier tests aside): the worker is reaped by the command."""
+    import os
+    import threading
+    from pathlib import Path
 
     from trtlab.backends.tensorrt import parser_worker
     from trtlab.cli.main import main
 
+    def children():
+        pids = set()
+        for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+            if (task / "children").exists():
+                pids.update(int(p) for p in (task / "children").read_text().split())
+        return pids
+
     started = []
     real_start = parser_worker.start
+    monkeypatch.setattr(threading, "active_count", lambda: 1)  # forking here is safe: nothing runs
     monkeypatch.setattr(parser_worker, "start", lambda *a, **k: started.append(real_start(*a, **k)) or started[-1])
-    children = _children()
-    assert main(["partition", str(zoo.path(name)), "--out", str(tmp_path / "worker")]) == 0
-    if hasattr(os, "fork"):
-        assert started and started[0] is not None and not started[0].can_parse  # used, then closed
-    assert _children() == children
-    monkeypatch.delattr(os, "fork", raising=False)
-    assert main(["partition", str(zoo.path(name)), "--out", str(tmp_path / "here")]) == 0
-    assert started[-1] is None
-    worker, here = _folder(tmp_path / "worker"), _folder(tmp_path / "here")
-    assert sorted(worker) == sorted(here)
-    assert worker == here
+    before = children()
+    assert main(["partition", str(zoo.path("detection_postproc")), "--out", str(tmp_path / "out")]) == 0
+    assert started and started[0] is not None and started[0].pid not in children()
+    assert children() == before

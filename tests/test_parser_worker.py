@@ -70,9 +70,25 @@ def _same_answers(model, worker) -> None:
     assert b.frame.equals(a.frame)
 
 
+def _idle_threads_only(mp: pytest.MonkeyPatch) -> None:
+    """Earlier tests of this process may leave idle pool threads, which make start() refuse to
+    fork (right for a library call); these tests fork knowing that nothing runs in them."""
+    import threading
+
+    mp.setattr(threading, "active_count", lambda: 1)
+
+
+@pytest.fixture(autouse=True)
+def _forkable_here(monkeypatch):
+    _idle_threads_only(monkeypatch)
+
+
 @pytest.fixture(scope="module")
 def worker():
-    with _started() as w:
+    with pytest.MonkeyPatch.context() as mp:
+        _idle_threads_only(mp)
+        w = _started()
+    with w:
         yield w
     assert not _running(w.pid)
 

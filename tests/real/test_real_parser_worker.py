@@ -29,7 +29,11 @@ def _folder(path: Path) -> dict:
 
 @pytest.mark.parametrize("model_id", IDS)
 def test_partition_folder_is_the_same_with_the_parser_worker(real_model_paths, tmp_path, monkeypatch, model_id):
+    import threading
+
     path = str(real_model_paths[model_id])
+    # earlier tests of this process may leave idle pool threads, which make start() refuse to fork
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
     started = []
     real_start = parser_worker.start
     monkeypatch.setattr(parser_worker, "start", lambda *a, **k: started.append(real_start(*a, **k)) or started[-1])

@@ -119,7 +119,8 @@ def _import_partition_step() -> None:
 
 
 def _partition(args: argparse.Namespace, worker: Any = None) -> Any:
-    """The model's partition; ``worker``: a parser worker of :func:`_parser_worker` (closed here)."""
+    """The model's partition; ``worker``: a parser worker of :func:`_parser_worker`, told to exit
+    here once the support is known (reaped by the caller's ``worker.close()``)."""
     try:
         folder = Path(args.model)
         if folder.is_dir() and args.command != "partition":
@@ -135,7 +136,7 @@ def _partition(args: argparse.Namespace, worker: Any = None) -> Any:
         support = check_support(model, source=args.source, worker=worker)
     finally:
         if worker is not None:
-            worker.close()
+            worker.close(wait=False)
     from trtlab.partitioning.partitioner import partition
 
     part = partition(model, support=support, min_subgraph_size=args.min_subgraph_size,
@@ -151,14 +152,13 @@ def cmd_partition(args: argparse.Namespace) -> int:
 
         _check_int(args, "min_subgraph_size", 0)
         _io.check_destination(args.out, overwrite=args.force, folder=True, what="partition")
-    except BaseException:
-        if worker is not None:
-            worker.close()
-        raise
-    _, part = _partition(args, worker)
-    from trtlab.partitioning.partitioner import SUMMARY_COLUMNS, write_partition
+        _, part = _partition(args, worker)
+        from trtlab.partitioning.partitioner import SUMMARY_COLUMNS, write_partition
 
-    written = write_partition(part, args.out, overwrite=args.force, weights=args.weights)
+        written = write_partition(part, args.out, overwrite=args.force, weights=args.weights)
+    finally:
+        if worker is not None:
+            worker.close()  # exited while the partition was written: reaped
     out = Path(args.out).resolve()
     rows = part.summary_rows()
     weights = _weights_note(out, written)
@@ -217,11 +217,16 @@ def _parse_shapes(items: Any) -> Any:
 
 @_wrapped
 def cmd_build(args: argparse.Namespace) -> int:
-    from trtlab.codegen import build
-
     _check_int(args, "min_subgraph_size", 0)
     calibration = _calibration(args)
-    _, part = _partition(args, _parser_worker(args))
+    worker = _parser_worker(args)
+    try:
+        _, part = _partition(args, worker)
+    finally:
+        if worker is not None:
+            worker.close()
+    from trtlab.codegen import build
+
     feeds = _load_feeds(args.feeds) if getattr(args, "feeds", None) else None
     if feeds is None and calibration is not None and not getattr(args, "shapes", None):
         feeds = calibration  # real inputs of the model: the engines are built for their shapes

@@ -174,6 +174,8 @@ def _serve(requests: int, replies: int, run: Runner) -> None:
         made = None
         del data, message
         _write(replies, reply)
+        if reply[0] == "ok" and getattr(reply[1], "ok", True):
+            continue  # every node imported: no re-check pass follows
         try:
             made = _make()  # ready for the next call (a re-check pass) while the caller works
         except Exception:  # noqa: BLE001 - the next call makes its own and reports the failure
@@ -311,15 +313,19 @@ class ParserWorker:
             return f"signal {number} ({_signal_name(number)})"
         return f"exit code {os.waitstatus_to_exitcode(status)}"
 
-    def close(self) -> None:
-        """End the worker (end of file on its pipe) and reap it; safe to call twice."""
+    def close(self, wait: bool = True) -> None:
+        """End the worker (end of file on its pipe) and reap it; safe to call twice.
+
+        With ``wait=False`` the worker is told to exit but not waited for (a process holding
+        TensorRT takes about 20 ms to exit): call ``close()`` again later to reap it.
+        """
         requests, replies = self._requests, self._replies
         self._requests = self._replies = None
         for fd in (requests, replies):
             if fd is not None:
                 _OPEN.discard(fd)
                 os.close(fd)
-        if requests is not None or self._status is None:
+        if wait and self._status is None:
             self._reap()
 
 
