@@ -271,3 +271,21 @@ def test_other_threads_mean_no_worker(monkeypatch):
 
     monkeypatch.setattr(threading, "active_count", lambda: 2)
     assert parser_worker.start() is None
+
+
+@pytest.mark.parametrize("weight_bytes", [4096, 9 << 20], ids=["small_file", "file_over_8MiB"])
+def test_worker_answers_as_the_parser_here_on_model_files(worker, tmp_path, weight_bytes):
+    """A model read from a file (over 8 MiB: serialized field by field) and the same model saved
+    with its weights as external data (the parser is given a path in their folder)."""
+    import onnx
+
+    path = synthetic._relu_chain_file(tmp_path / "chain.onnx", weight_bytes)
+    _same_answers(trtlab.load(path), worker)
+    proto = onnx.load(path)
+    folder = tmp_path / "external"
+    folder.mkdir()
+    onnx.save(proto, folder / "model.onnx", save_as_external_data=True, location="model.onnx.data",
+              size_threshold=0)
+    model = trtlab.load(folder / "model.onnx")
+    assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.proto.graph.initializer)
+    _same_answers(model, worker)
