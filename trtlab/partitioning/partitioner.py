@@ -39,7 +39,7 @@ import heapq
 import json
 import logging
 from collections import Counter, deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set,
                     Tuple, Union)
 
@@ -348,7 +348,8 @@ class Partition:
             "settings": asdict(self.settings),
             "verdicts": {n: [bool(ok), r] for n, (ok, r) in self.verdicts.items()},
             "forced": {n: list(v) for n, v in self.forced.items()},
-            "segments": [asdict(s) for s in self.segments],
+            # each field as it is (JSON writes tuples as lists): asdict deep-copies every node name
+            "segments": [{f.name: getattr(s, f.name) for f in fields(s)} for s in self.segments],
             "decisions": [list(d) for d in self._decisions],
         }
 
