@@ -174,16 +174,19 @@ def _folder(path):
 
 
 @pytest.mark.skipif(not trt.info().parse, reason="needs TensorRT's ONNX parser")
-@pytest.mark.parametrize("name", ["detection_postproc", "quantized_dynamic", "lstm_seq"])
-def test_partition_parses_in_a_worker_and_writes_what_it_writes_without(tmp_path, name):
-    """trtlab partition forks a parser worker (where fork is available): the folder is byte for
-    byte the one written with the parser in process (fork unavailable)."""
+@pytest.mark.parametrize("name, all_accepted", [("detection_postproc", False), ("quantized_dynamic", False),
+                                                ("lstm_seq", True), ("digits_cnn", True)])
+def test_partition_parses_in_a_worker_and_writes_what_it_writes_without(tmp_path, name, all_accepted):
+    """trtlab partition forks a parser worker (where fork is available) and, while it parses, plans
+    the folder of an all-accepted partition, written only when the parser accepts every node: the
+    folder is byte for byte the one written with the parser in process (fork unavailable)."""
     import os
 
     model = str(zoo.path(name))
     worker = run_cli("--debug", "partition", model, "--out", str(tmp_path / "worker"))
     if hasattr(os, "fork"):
         assert "parser worker" in worker.stderr and "started" in worker.stderr
+        assert ("writing the folder planned while the parser ran" in worker.stderr) == all_accepted
     code = ("import os, sys\n"
             "del os.fork\n"
             "from trtlab.cli.main import main\n"

@@ -7,9 +7,10 @@ import argparse
 import errno
 import functools
 import io
+import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from trtlab._lazy import lazy_import
 from trtlab.cli.common import EXIT_OK, EXIT_STEPS_FAILED, format_table, json_option, print_json, records
@@ -118,9 +119,11 @@ def _import_partition_step() -> None:
         importlib.import_module(name)
 
 
-def _partition(args: argparse.Namespace, worker: Any = None) -> Any:
+def _partition(args: argparse.Namespace, worker: Any = None, planned: Optional[Dict[str, Any]] = None) -> Any:
     """The model's partition; ``worker``: a parser worker of :func:`_parser_worker`, told to exit
-    here once the support is known (reaped by the caller's ``worker.close()``)."""
+    here once the support is known (reaped by the caller's ``worker.close()``). With ``planned``
+    (a dict), the folder the partition would have if the parser accepted every node is planned
+    while the parser runs, as ``planned["plan"]`` (see :func:`_plan_if_all_accepted`)."""
     try:
         folder = Path(args.model)
         if folder.is_dir() and args.command != "partition":
@@ -133,15 +136,42 @@ def _partition(args: argparse.Namespace, worker: Any = None) -> Any:
         from trtlab.backends.tensorrt.support import check_support
 
         model = load(args.model)
+        if worker is not None and planned is not None:
+            worker.while_parsing(functools.partial(_plan_if_all_accepted, args, model, planned))
         support = check_support(model, source=args.source, worker=worker)
     finally:
         if worker is not None:
             worker.close(wait=False)
+    part = _partition_of(args, model, support)
+    return model, part
+
+
+def _partition_of(args: argparse.Namespace, model: Any, support: Any) -> Any:
     from trtlab.partitioning.partitioner import partition
 
-    part = partition(model, support=support, min_subgraph_size=args.min_subgraph_size,
+    return partition(model, support=support, min_subgraph_size=args.min_subgraph_size,
                      remove_no_mac_subgraphs=args.no_mac, exclude_ops=tuple(args.exclude_op or ()))
-    return model, part
+
+
+def _plan_if_all_accepted(args: argparse.Namespace, model: Any, planned: Dict[str, Any]) -> None:
+    """The folder ``trtlab partition`` writes if the parser accepts every node (the common case),
+    planned while the parser runs, into ``planned["plan"]``. It is written only when the partition
+    of the parser's answer is this one (:func:`_same_partition`), else it is dropped."""
+    from trtlab.extract import folder_plan, weights_mode
+
+    accepted = dict.fromkeys(model.node_names, (True, "accepted by the parser"))
+    part = _partition_of(args, model, accepted)
+    planned["plan"] = folder_plan(part, weights_mode(model, args.weights))
+
+
+def _same_partition(a: Any, b: Any) -> bool:
+    """Whether partitions ``a`` and ``b`` of one model are the same (everything their folder holds
+    is a function of these fields and the model)."""
+    def key(p: Any) -> tuple:
+        return (p.verdicts, p.forced, p.settings, list(p._decisions),
+                [(s.index, s.name, s.backend, s.nodes, s.inputs, s.outputs) for s in p.segments])
+
+    return a.model is b.model and key(a) == key(b)
 
 
 @_wrapped
@@ -152,10 +182,17 @@ def cmd_partition(args: argparse.Namespace) -> int:
 
         _check_int(args, "min_subgraph_size", 0)
         _io.check_destination(args.out, overwrite=args.force, folder=True, what="partition")
-        _, part = _partition(args, worker)
+        planned: Dict[str, Any] = {}
+        _, part = _partition(args, worker, planned)
+        from trtlab.extract import write_planned
         from trtlab.partitioning.partitioner import SUMMARY_COLUMNS, write_partition
 
-        written = write_partition(part, args.out, overwrite=args.force, weights=args.weights)
+        plan = planned.pop("plan", None)
+        if plan is not None and _same_partition(plan.partition, part):
+            logging.getLogger(__name__).debug("writing the folder planned while the parser ran")
+            written = write_planned(plan, args.out, overwrite=args.force)
+        else:
+            written = write_partition(part, args.out, overwrite=args.force, weights=args.weights)
     finally:
         if worker is not None:
             worker.close()  # exited while the partition was written: reaped
