@@ -10,7 +10,7 @@ bodies read from the enclosing scope become segment inputs when another segment 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import json
 import logging
 import os
@@ -33,7 +33,8 @@ onnx = lazy_import("onnx")
 helper = lazy_import("onnx.helper")
 numpy_helper = lazy_import("onnx.numpy_helper")
 
-__all__ = ["segment_model", "write_partition", "weights_mode", "referenced_files", "WEIGHT_MODES"]
+__all__ = ["segment_model", "write_partition", "weights_mode", "referenced_files", "WEIGHT_MODES", "FolderPlan",
+           "folder_plan", "write_planned"]
 
 
 def _reads(model, node: onnx.NodeProto) -> List[str]:
@@ -504,13 +505,13 @@ class FolderPlan:
 
     partition: "Partition"
     mode: str
-    blobs: Dict[str, bytes]
-    layout: Dict[str, Tuple[int, int]]
-    sources: Dict[str, onnx.TensorProto]
-    base: Any
-    tables: Dict[str, Any]
-    text: str
-    weights_record: Dict[str, Any]
+    blobs: Dict[str, bytes] = field(repr=False)
+    layout: Dict[str, Tuple[int, int]] = field(repr=False)
+    sources: Dict[str, onnx.TensorProto] = field(repr=False)
+    base: Any = field(repr=False)
+    tables: Dict[str, Any] = field(repr=False)
+    text: str = field(repr=False)
+    weights_record: Dict[str, Any] = field(repr=False)
 
 
 def folder_plan(partition: "Partition", mode: str) -> FolderPlan:
