@@ -11,9 +11,11 @@ Two tables, both measured in the same run of this script:
    line) and the row has no ratio; the benchmark goes on. By default the table also has the zoo's
    dynamically quantized model (``quantized_dynamic``), which Polygraphy fails on (``--extra``).
    ``trtlab partition`` imports TensorRT and runs the parser in a forked worker while it imports
-   onnx and loads the model (``trtlab/backends/tensorrt/parser_worker.py``), so the two imports
-   overlap where the machine has a free core; the ``floor`` line after the table prints both
-   imports side by side (the floor of that design) and one after the other.
+   onnx and loads the model (``trtlab/backends/tensorrt/parser_worker.py``) when the machine has
+   a core to spare (1-minute load average below its core count; else everything runs in one
+   process), so the two imports overlap; the ``load`` column is the load average when the row
+   started. The ``floor`` line after the table prints both imports side by side (the floor of
+   that design) and one after the other.
 2. **In process.** ``check_support(model, source="parser") + partition(model)`` on a loaded
    model next to one bare ``supports_model_v2`` call on a fresh TensorRT parser (builder,
    network, parser, as ``bare_parser`` of ``partition_scale.py`` makes them) given the same bytes
@@ -140,6 +142,7 @@ def cli_table(models: Dict[str, Path], runs: int, extra: Sequence[str] = (),
     env.setdefault("TRTLAB_PROGRESS", "0")
     rows = []
     for name, path in models.items():
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         ours_t, ours_m, theirs_t, theirs_m = [], [], [], []
         theirs_error = ""
         with tempfile.TemporaryDirectory() as tmp:
@@ -164,7 +167,8 @@ def cli_table(models: Dict[str, Path], runs: int, extra: Sequence[str] = (),
         tb = statistics.median(theirs_t) if theirs_t else None
         row: Dict[str, object] = {"model": name, "trtlab s": ta, "polygraphy s": tb,
                                   "ratio": ta / tb if tb else None, "target": target,
-                                  "trtlab MiB": max(ours_m), "polygraphy MiB": max(theirs_m) if theirs_m else None}
+                                  "trtlab MiB": max(ours_m), "polygraphy MiB": max(theirs_m) if theirs_m else None,
+                                  "load": load}
         row["met"] = ("n/a: " + theirs_error) if tb is None else "for reference" if target is None else \
             ("met" if ta / tb <= target else "NOT met")
         rows.append(row)

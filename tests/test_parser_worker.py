@@ -289,3 +289,22 @@ def test_worker_answers_as_the_parser_here_on_model_files(worker, tmp_path, weig
     model = trtlab.load(folder / "model.onnx")
     assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.proto.graph.initializer)
     _same_answers(model, worker)
+
+
+# -- when the command uses a worker -------------------------------------------------------------
+
+@pytest.mark.parametrize("load, cores, spare", [(0.3, 2, True), (1.9, 2, True), (2.5, 2, False),
+                                                (0.0, 1, False), (6.0, 8, True)])
+def test_a_core_is_spare_when_the_load_is_below_the_cores(monkeypatch, load, cores, spare):
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert parser_worker.spare_core() is spare
+
+
+def test_the_command_parses_in_process_on_a_busy_machine(tmp_path, monkeypatch):
+    from trtlab.cli.main import main
+
+    monkeypatch.setattr(parser_worker, "spare_core", lambda: False)
+    monkeypatch.setattr(parser_worker, "start", lambda *a, **k: pytest.fail("no worker on a busy machine"))
+    assert main(["partition", str(ZOO[0]), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "partition.json").is_file()

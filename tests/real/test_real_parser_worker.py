@@ -34,6 +34,7 @@ def test_partition_folder_is_the_same_with_the_parser_worker(real_model_paths, t
     path = str(real_model_paths[model_id])
     # earlier tests of this process may leave idle pool threads, which make start() refuse to fork
     monkeypatch.setattr(threading, "active_count", lambda: 1)
+    monkeypatch.setattr(parser_worker, "spare_core", lambda: True)  # however busy the machine is
     started = []
     real_start = parser_worker.start
     monkeypatch.setattr(parser_worker, "start", lambda *a, **k: started.append(real_start(*a, **k)) or started[-1])

@@ -100,12 +100,16 @@ def _calibration(args: argparse.Namespace) -> Any:
 def _parser_worker(args: argparse.Namespace) -> Any:
     """A parser worker (:mod:`trtlab.backends.tensorrt.parser_worker`) for a command that loads and
     partitions a model: TensorRT is imported and its parser made there while this process imports
-    onnx and loads the model. ``None`` for the rules, a partition folder, or where fork is unavailable
-    (the parser then runs in this process)."""
+    onnx and loads the model. ``None`` for the rules, a partition folder, where fork is unavailable
+    or the machine has no core to spare (the parser then runs in this process)."""
     if args.source == "rules" or (Path(args.model).is_dir() and args.command != "partition"):
         return None
     from trtlab.backends.tensorrt import parser_worker
 
+    if not parser_worker.spare_core():
+        logging.getLogger(__name__).debug("parser worker not started: no core to spare (load average %.2f)",
+                                          os.getloadavg()[0])
+        return None
     worker = parser_worker.start()
     if worker is not None:  # what the command needs after the parser, imported while it parses
         worker.while_parsing(_import_partition_step)

@@ -16,6 +16,8 @@ flavor, version and whether it can parse, so the command never imports TensorRT 
   (killing it after :data:`EXIT_TIMEOUT` seconds).
 * Where ``os.fork`` is missing or fails, or other threads run (forking them is unsafe),
   :func:`start` returns ``None`` and the caller parses in process, as the library API does.
+  The ``trtlab`` command also parses in process when the machine has no core to spare
+  (:func:`spare_core`): two processes taking turns on busy cores are slower than one.
 
 Examples
 --------
@@ -38,7 +40,7 @@ from typing import Any, Callable, List, Optional, Set, Tuple
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ParserWorker", "ParserCrash", "start", "IDLE_TIMEOUT", "EXIT_TIMEOUT"]
+__all__ = ["ParserWorker", "ParserCrash", "start", "spare_core", "IDLE_TIMEOUT", "EXIT_TIMEOUT"]
 
 #: Seconds the worker waits for a request before it exits on its own.
 IDLE_TIMEOUT = 600.0
@@ -343,6 +345,24 @@ def _widen(fd: int) -> None:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     except (ImportError, AttributeError, OSError):
         pass
+
+
+def spare_core() -> bool:
+    """Whether the machine has a core to spare for a worker: its 1-minute load average is below
+    the number of cores this process may use (True where the load is unknown).
+
+    The worker pays off only when it runs beside its caller; on a machine whose cores are all
+    busy the two processes take turns, and the parser is as fast in the caller (the answers are
+    the same either way)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return cores >= 2
+    return cores >= 2 and load < cores
 
 
 def _forkable() -> bool:
