@@ -161,11 +161,15 @@ def _plan_if_all_accepted(args: argparse.Namespace, model: Any, planned: Dict[st
     """The folder ``trtlab partition`` writes if the parser accepts every node (the common case),
     planned while the parser runs, into ``planned["plan"]``. It is written only when the partition
     of the parser's answer is this one (:func:`_same_partition`), else it is dropped."""
+    import warnings
+
     from trtlab.extract import folder_plan, weights_mode
 
     accepted = dict.fromkeys(model.node_names, (True, "accepted by the parser"))
-    part = _partition_of(args, model, accepted)
-    planned["plan"] = folder_plan(part, weights_mode(model, args.weights))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the partition of the parser's answer says it if it applies
+        part = _partition_of(args, model, accepted)
+        planned["plan"] = folder_plan(part, weights_mode(model, args.weights))
 
 
 def _same_partition(a: Any, b: Any) -> bool:
