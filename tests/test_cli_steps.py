@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -166,3 +167,70 @@ def test_build_shapes_flag_parses_ranges():
     assert _parse_shapes(None) is None
     with pytest.raises(InputError, match="NAME=1x3x224x224"):
         _parse_shapes(["1x3x8x8"])
+
+
+
+def _folder(path):
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.skipif(not trt.info().parse, reason="needs TensorRT's ONNX parser")
+@pytest.mark.parametrize("name, all_accepted", [("detection_postproc", False), ("quantized_dynamic", False),
+                                                ("lstm_seq", True), ("digits_cnn", True)])
+def test_partition_parses_in_a_worker_and_writes_what_it_writes_without(tmp_path, name, all_accepted):
+    """trtlab partition forks a parser worker (where fork is available) and, while it parses, plans
+    the folder of an all-accepted partition, written only when the parser accepts every node: the
+    folder is byte for byte the one written with the parser in process (fork unavailable)."""
+    import os
+
+    model = str(zoo.path(name))
+    spare = ("import sys\n"
+             "from trtlab.backends.tensorrt import parser_worker\n"
+             "parser_worker.spare_core = lambda: True  # however busy the machine running the tests is\n"
+             "from trtlab.cli.main import main\n"
+             "sys.exit(main(sys.argv[1:]))\n")
+    worker = subprocess.run([sys.executable, "-c", spare, "--debug", "partition", model, "--out",
+                             str(tmp_path / "worker")], capture_output=True, text=True)
+    assert worker.returncode == 0, worker.stderr
+    if hasattr(os, "fork"):
+        assert re.search(r"parser worker \d+ started", worker.stderr)
+        assert ("writing the folder planned while the parser ran" in worker.stderr) == all_accepted
+    code = ("import os, sys\n"
+            "del os.fork\n"
+            "from trtlab.cli.main import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    here = subprocess.run([sys.executable, "-c", code, "--debug", "partition", model, "--out", str(tmp_path / "here")],
+                          capture_output=True, text=True)
+    assert here.returncode == 0, here.stderr
+    assert re.search("not started: (os.fork is unavailable|no core to spare)", here.stderr)
+    assert here.stdout.replace("/here", "/worker") == worker.stdout
+    a, b = _folder(tmp_path / "worker"), _folder(tmp_path / "here")
+    assert sorted(a) == sorted(b)
+    assert a == b
+
+
+def test_partition_leaves_no_parser_worker_behind(tmp_path, monkeypatch):
+    """Run in this process (threads of earlier tests aside): the worker is reaped by the command."""
+    import os
+    import threading
+    from pathlib import Path
+
+    from trtlab.backends.tensorrt import parser_worker
+    from trtlab.cli.main import main
+
+    def children():
+        pids = set()
+        for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+            if (task / "children").exists():
+                pids.update(int(p) for p in (task / "children").read_text().split())
+        return pids
+
+    started = []
+    real_start = parser_worker.start
+    monkeypatch.setattr(threading, "active_count", lambda: 1)  # forking here is safe: nothing runs
+    monkeypatch.setattr(parser_worker, "spare_core", lambda: True)  # however busy the machine is
+    monkeypatch.setattr(parser_worker, "start", lambda *a, **k: started.append(real_start(*a, **k)) or started[-1])
+    before = children()
+    assert main(["partition", str(zoo.path("detection_postproc")), "--out", str(tmp_path / "out")]) == 0
+    assert started and started[0] is not None and started[0].pid not in children()
+    assert children() == before

@@ -26,8 +26,6 @@ b'hello'
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import json
 import logging
@@ -382,6 +380,9 @@ def _listing(root: Path, files: Sequence[Path]) -> Dict[str, dict]:
 
 def _rename_exchange() -> Optional[Callable[[str, str], int]]:
     """``renameat2(RENAME_EXCHANGE)`` on Linux: swap two folders in one atomic step."""
+    import ctypes
+    import ctypes.util
+
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         func = libc.renameat2

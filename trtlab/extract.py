@@ -10,6 +10,7 @@ bodies read from the enclosing scope become segment inputs when another segment 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 import json
 import logging
 import os
@@ -32,7 +33,8 @@ onnx = lazy_import("onnx")
 helper = lazy_import("onnx.helper")
 numpy_helper = lazy_import("onnx.numpy_helper")
 
-__all__ = ["segment_model", "write_partition", "weights_mode", "referenced_files", "WEIGHT_MODES"]
+__all__ = ["segment_model", "write_partition", "weights_mode", "referenced_files", "WEIGHT_MODES", "FolderPlan",
+           "folder_plan", "write_planned"]
 
 
 def _reads(model, node: onnx.NodeProto) -> List[str]:
@@ -486,17 +488,38 @@ def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
     FileWriteError
         The folder could not be written (disk full, read-only); nothing existing was changed.
     """
-    from trtlab import _io
-
     out = Path(out_dir)
     mode = weights_mode(partition.model, weights)
+    from trtlab import _io
+
     _io.check_destination(out, overwrite=overwrite, folder=True, what="partition")
     _check_reference_target(partition, out, mode)
+    return _write_folder(folder_plan(partition, mode), out, overwrite=overwrite)
+
+
+@dataclass
+class FolderPlan:
+    """Everything :func:`write_partition` writes, computed before the folder is touched (the
+    weights stay where they are until written): made by :func:`folder_plan`, written by
+    :func:`write_partition`. The ``trtlab`` command makes one while the parser runs."""
+
+    partition: "Partition"
+    mode: str
+    blobs: Dict[str, bytes] = field(repr=False)
+    layout: Dict[str, Tuple[int, int]] = field(repr=False)
+    sources: Dict[str, onnx.TensorProto] = field(repr=False)
+    base: Any = field(repr=False)
+    tables: Dict[str, Any] = field(repr=False)
+    text: str = field(repr=False)
+    weights_record: Dict[str, Any] = field(repr=False)
+
+
+def folder_plan(partition: "Partition", mode: str) -> FolderPlan:
+    """The files of ``partition``'s folder with weights ``mode`` (``"copy"`` or ``"reference"``)."""
     width = max(2, len(str(max(len(partition.segments) - 1, 0))))
     names = [segment_file_name(seg.index, seg.name, width) for seg in partition.segments]
     if len(set(names)) != len(names):
         raise PartitionError(f"Segment file names collide: {names}. Give the segments distinct names.")
-    # Everything but the weights is computed before the folder is touched.
     protos = {name: segment_model(partition, seg.index, weights="reference")
               for name, seg in zip(names, partition.segments)}
     sources = _weight_sources(partition.model)
@@ -506,29 +529,46 @@ def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
         layout: Dict[str, Tuple[int, int]] = {}
     else:
         layout = _weights_layout(sources, protos.values())
-    doc = json.loads(partition.to_json())
+    doc = partition._json_doc()
     doc["weights"] = _weights_record(partition, mode, protos.values())
     blobs = {name: proto.SerializeToString() for name, proto in protos.items()}
     del protos
-    tables = partition.table_rows()
-    text = json.dumps(doc, indent=1)
+    return FolderPlan(partition, mode, blobs, layout, sources, base, partition.table_rows(),
+                      json.dumps(doc, indent=1), doc["weights"])
+
+
+def _write_folder(plan: FolderPlan, out: Path, *, overwrite: bool) -> Dict[str, Path]:
+    """Write ``plan`` to ``out`` atomically; ``{file name: path}`` of everything written."""
+    from trtlab import _io
+
+    layout, blobs, tables = plan.layout, plan.blobs, plan.tables
     with _io.atomic_dir(out, overwrite=overwrite, what="partition",
-                        meta={"content": "trtlab partition", "segments": len(names), "weights": mode}) as tmp:
+                        meta={"content": "trtlab partition", "segments": len(blobs), "weights": plan.mode}) as tmp:
         if layout:
-            _write_weights(sources, base, layout, tmp / WEIGHTS_FILE)
+            _write_weights(plan.sources, plan.base, layout, tmp / WEIGHTS_FILE)
         for name, blob in blobs.items():
             with open(tmp / name, "wb") as fh:
                 fh.write(blob)
         for name, (columns, rows) in tables.items():
             _write_csv(tmp / name, columns, rows)
         with open(tmp / "partition.json", "w", encoding="utf-8") as fh:
-            fh.write(text)
+            fh.write(plan.text)
     extra = [WEIGHTS_FILE] if layout else []
     written = {name: out / name for name in list(blobs) + extra + list(tables) + ["partition.json", _io.MANIFEST]}
-    log.info("wrote %d segment model(s) and tables to %s (weights: %s)", len(partition.segments), out,
+    log.info("wrote %d segment model(s) and tables to %s (weights: %s)", len(blobs), out,
              "copied into " + WEIGHTS_FILE if layout else
-             f"referenced in {doc['weights']['folder']}" if mode == "reference" else "embedded")
+             f"referenced in {plan.weights_record['folder']}" if plan.mode == "reference" else "embedded")
     return written
+
+
+def write_planned(plan: FolderPlan, out_dir: Union[str, os.PathLike], *, overwrite: bool = False) -> Dict[str, Path]:
+    """:func:`write_partition` of a plan made before (same checks, same files)."""
+    from trtlab import _io
+
+    out = Path(out_dir)
+    _io.check_destination(out, overwrite=overwrite, folder=True, what="partition")
+    _check_reference_target(plan.partition, out, plan.mode)
+    return _write_folder(plan, out, overwrite=overwrite)
 
 
 #: The external data file :func:`write_partition` writes beside the segment models.

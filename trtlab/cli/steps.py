@@ -7,9 +7,10 @@ import argparse
 import errno
 import functools
 import io
+import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from trtlab._lazy import lazy_import
 from trtlab.cli.common import EXIT_OK, EXIT_STEPS_FAILED, format_table, json_option, print_json, records
@@ -96,34 +97,113 @@ def _calibration(args: argparse.Namespace) -> Any:
     return _load_npz(path, "Calibration data", CalibrationError)
 
 
-def _partition(args: argparse.Namespace) -> Any:
-    from trtlab.model import load
-    from trtlab.partitioning.partitioner import partition
-    from trtlab.backends.tensorrt.support import check_support
+def _parser_worker(args: argparse.Namespace) -> Any:
+    """A parser worker (:mod:`trtlab.backends.tensorrt.parser_worker`) for a command that loads and
+    partitions a model: TensorRT is imported and its parser made there while this process imports
+    onnx and loads the model. ``None`` for the rules, a partition folder, where fork is unavailable
+    or the machine has no core to spare (the parser then runs in this process)."""
+    if args.source == "rules" or (Path(args.model).is_dir() and args.command != "partition"):
+        return None
+    from trtlab.backends.tensorrt import parser_worker
 
-    folder = Path(args.model)
-    if folder.is_dir() and args.command != "partition":
-        # a folder written by `trtlab partition --out`: its partition, weights checked
-        from trtlab.partition_folder import read_partition
+    if not parser_worker.spare_core():
+        logging.getLogger(__name__).debug("parser worker not started: no core to spare (load average %.2f)",
+                                          os.getloadavg()[0])
+        return None
+    worker = parser_worker.start()
+    if worker is not None:  # what the command needs after the parser, imported while it parses
+        worker.while_parsing(_import_partition_step)
+    return worker
 
-        part = read_partition(folder)
-        return part.model, part
-    model = load(args.model)
-    support = check_support(model, source=args.source)
-    part = partition(model, support=support, min_subgraph_size=args.min_subgraph_size,
-                     remove_no_mac_subgraphs=args.no_mac, exclude_ops=tuple(args.exclude_op or ()))
+
+def _import_partition_step() -> None:
+    import importlib
+
+    for name in ("trtlab.partitioning.partitioner", "concurrent.futures.thread"):
+        importlib.import_module(name)
+
+
+def _partition(args: argparse.Namespace, worker: Any = None, planned: Optional[Dict[str, Any]] = None) -> Any:
+    """The model's partition; ``worker``: a parser worker of :func:`_parser_worker`, told to exit
+    here once the support is known (reaped by the caller's ``worker.close()``). With ``planned``
+    (a dict), the folder the partition would have if the parser accepted every node is planned
+    while the parser runs, as ``planned["plan"]`` (see :func:`_plan_if_all_accepted`)."""
+    try:
+        folder = Path(args.model)
+        if folder.is_dir() and args.command != "partition":
+            # a folder written by `trtlab partition --out`: its partition, weights checked
+            from trtlab.partition_folder import read_partition
+
+            part = read_partition(folder)
+            return part.model, part
+        from trtlab.model import load
+        from trtlab.backends.tensorrt.support import check_support
+
+        model = load(args.model)
+        if worker is not None and planned is not None:
+            worker.while_parsing(functools.partial(_plan_if_all_accepted, args, model, planned))
+        support = check_support(model, source=args.source, worker=worker)
+    finally:
+        if worker is not None:
+            worker.close(wait=False)
+    part = _partition_of(args, model, support)
     return model, part
+
+
+def _partition_of(args: argparse.Namespace, model: Any, support: Any) -> Any:
+    from trtlab.partitioning.partitioner import partition
+
+    return partition(model, support=support, min_subgraph_size=args.min_subgraph_size,
+                     remove_no_mac_subgraphs=args.no_mac, exclude_ops=tuple(args.exclude_op or ()))
+
+
+def _plan_if_all_accepted(args: argparse.Namespace, model: Any, planned: Dict[str, Any]) -> None:
+    """The folder ``trtlab partition`` writes if the parser accepts every node (the common case),
+    planned while the parser runs, into ``planned["plan"]``. It is written only when the partition
+    of the parser's answer is this one (:func:`_same_partition`), else it is dropped."""
+    import warnings
+
+    from trtlab.extract import folder_plan, weights_mode
+
+    accepted = dict.fromkeys(model.node_names, (True, "accepted by the parser"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the partition of the parser's answer says it if it applies
+        part = _partition_of(args, model, accepted)
+        planned["plan"] = folder_plan(part, weights_mode(model, args.weights))
+
+
+def _same_partition(a: Any, b: Any) -> bool:
+    """Whether partitions ``a`` and ``b`` of one model are the same (everything their folder holds
+    is a function of these fields and the model)."""
+    def key(p: Any) -> tuple:
+        return (p.verdicts, p.forced, p.settings, list(p._decisions),
+                [(s.index, s.name, s.backend, s.nodes, s.inputs, s.outputs) for s in p.segments])
+
+    return a.model is b.model and key(a) == key(b)
 
 
 @_wrapped
 def cmd_partition(args: argparse.Namespace) -> int:
-    from trtlab import _io
-    from trtlab.partitioning.partitioner import SUMMARY_COLUMNS, write_partition
+    worker = _parser_worker(args)
+    try:
+        from trtlab import _io
 
-    _check_int(args, "min_subgraph_size", 0)
-    _io.check_destination(args.out, overwrite=args.force, folder=True, what="partition")
-    _, part = _partition(args)
-    written = write_partition(part, args.out, overwrite=args.force, weights=args.weights)
+        _check_int(args, "min_subgraph_size", 0)
+        _io.check_destination(args.out, overwrite=args.force, folder=True, what="partition")
+        planned: Dict[str, Any] = {}
+        _, part = _partition(args, worker, planned)
+        from trtlab.extract import write_planned
+        from trtlab.partitioning.partitioner import SUMMARY_COLUMNS, write_partition
+
+        plan = planned.pop("plan", None)
+        if plan is not None and _same_partition(plan.partition, part):
+            logging.getLogger(__name__).debug("writing the folder planned while the parser ran")
+            written = write_planned(plan, args.out, overwrite=args.force)
+        else:
+            written = write_partition(part, args.out, overwrite=args.force, weights=args.weights)
+    finally:
+        if worker is not None:
+            worker.close()  # exited while the partition was written: reaped
     out = Path(args.out).resolve()
     rows = part.summary_rows()
     weights = _weights_note(out, written)
@@ -182,11 +262,16 @@ def _parse_shapes(items: Any) -> Any:
 
 @_wrapped
 def cmd_build(args: argparse.Namespace) -> int:
-    from trtlab.codegen import build
-
     _check_int(args, "min_subgraph_size", 0)
     calibration = _calibration(args)
-    _, part = _partition(args)
+    worker = _parser_worker(args)
+    try:
+        _, part = _partition(args, worker)
+    finally:
+        if worker is not None:
+            worker.close()
+    from trtlab.codegen import build
+
     feeds = _load_feeds(args.feeds) if getattr(args, "feeds", None) else None
     if feeds is None and calibration is not None and not getattr(args, "shapes", None):
         feeds = calibration  # real inputs of the model: the engines are built for their shapes

@@ -39,7 +39,7 @@ import heapq
 import json
 import logging
 from collections import Counter, deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set,
                     Tuple, Union)
 
@@ -336,7 +336,11 @@ class Partition:
     # -- JSON ----------------------------------------------------------------------------------
     def to_json(self, indent: Optional[int] = None) -> str:
         """The partition as versioned JSON (read back with :meth:`from_json`)."""
-        doc = {
+        return json.dumps(self._json_doc(), indent=indent)
+
+    def _json_doc(self) -> Dict[str, Any]:
+        """What :meth:`to_json` writes, as the dict it encodes."""
+        return {
             "format": _FORMAT,
             "version": FORMAT_VERSION,
             "model": {"name": self.model.name, "nodes": len(self.model.node_names),
@@ -344,10 +348,10 @@ class Partition:
             "settings": asdict(self.settings),
             "verdicts": {n: [bool(ok), r] for n, (ok, r) in self.verdicts.items()},
             "forced": {n: list(v) for n, v in self.forced.items()},
-            "segments": [asdict(s) for s in self.segments],
+            # each field as it is (JSON writes tuples as lists): asdict deep-copies every node name
+            "segments": [{f.name: getattr(s, f.name) for f in fields(s)} for s in self.segments],
             "decisions": [list(d) for d in self._decisions],
         }
-        return json.dumps(doc, indent=indent)
 
     @classmethod
     def from_json(cls, text: Union[str, bytes], model: Any) -> "Partition":

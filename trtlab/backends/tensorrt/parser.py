@@ -102,11 +102,15 @@ def _clean(text: str) -> str:
     return clean_message(text)
 
 
-def _run_parser(data: bytes, path: Optional[str] = None) -> _Run:
-    """One ``supports_model_v2`` call; ``path`` locates external weights (never read here)."""
+def _run_parser(data: bytes, path: Optional[str] = None, made: Optional[Tuple[Any, ...]] = None) -> _Run:
+    """One ``supports_model_v2`` call; ``path`` locates external weights (never read here).
+    ``made``: a fresh (builder, network, parser, logger) of ``make_parser(quiet_logger())`` made
+    ahead (a parser worker makes the next one while it waits), else one is made here."""
     from trtlab.backends.tensorrt import flavor as _trt
 
-    builder, network, parser, logger = _trt.make_parser(_trt.quiet_logger())  # all four stay alive
+    # all four stay alive while the parser runs
+    builder, network, parser, logger = made if made is not None else _trt.make_parser(_trt.quiet_logger())
+    del made
     try:
         ok = bool(parser.supports_model_v2(data, path))
     except TypeError:
@@ -414,7 +418,7 @@ def _old_opset(proto: onnx.ModelProto) -> Optional[str]:
             f"(>= {MIN_OPSET}); convert it with onnx.version_converter to put nodes on TensorRT")
 
 
-def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
+def parse_support(model: Any, *, recheck: bool = True, worker: Any = None) -> ParserReport:
     """Per-node support from TensorRT's ONNX parser.
 
     Parameters
@@ -424,6 +428,10 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
     recheck : bool
         Parse again the part of the graph the parser did not import after a failure (see the
         module docstring), so every node is verified.
+    worker : ParserWorker, optional
+        Run the parser in this worker process (:mod:`trtlab.backends.tensorrt.parser_worker`)
+        instead of this one: the same bytes are parsed, so the report is the same, and a crash
+        of the parser is a :class:`SupportError` instead of the end of this process.
 
     Returns
     -------
@@ -436,17 +444,19 @@ def parse_support(model: Any, *, recheck: bool = True) -> ParserReport:
     SupportError
         The parser could not read the model at all.
     """
-    return _parse(model, recheck)[0]
+    return _parse(model, recheck, worker)[0]
 
 
 #: One node's answer while :func:`_parse` runs: (supported, reason, error code).
 _Answer = Tuple[bool, str, Optional[str]]
 
 
-def _parse(model: Any, recheck: bool) -> Tuple[ParserReport, List[str], List[str], List[_Answer]]:
+def _parse(model: Any, recheck: bool, worker: Any = None
+           ) -> Tuple[ParserReport, List[str], List[str], List[_Answer]]:
     """:func:`parse_support`, with its answers as columns: the report, and per node its name, op
     type and (supported, reason, code). The report's :class:`ParserVerdict` objects are made only
-    when ``report.verdicts`` is read."""
+    when ``report.verdicts`` is read. With a ``worker`` that can parse, TensorRT is not imported
+    here: the worker parses and names the flavor and version."""
     from trtlab.backends.tensorrt import flavor as _trt
 
     proto: onnx.ModelProto = model if isinstance(model, onnx.ModelProto) else model.proto
@@ -460,12 +470,15 @@ def _parse(model: Any, recheck: bool) -> Tuple[ParserReport, List[str], List[str
     n = len(nodes)
     names = [node.name for node in nodes]
     ops = [node.op_type for node in nodes]
-    mod = _trt.module()
-    flavor = _trt.flavor() or mod.__name__
+    if worker is not None and worker.can_parse:
+        flavor, trt_version, run_parser = str(worker.flavor), str(worker.version), worker.run
+    else:
+        mod = _trt.module()
+        flavor, trt_version, run_parser = str(_trt.flavor() or mod.__name__), str(mod.__version__), _run_parser
     old = _old_opset(proto)
     if old is not None:
         answers: List[_Answer] = [(False, old, "UNSUPPORTED_OPSET")] * n
-        return (_report(str(flavor), str(mod.__version__), False, 0, (), (), names, ops, answers, {}, (), 0.0),
+        return (_report(flavor, trt_version, False, 0, (), (), names, ops, answers, {}, (), 0.0),
                 names, ops, answers)
     by_name: Optional[Dict[str, int]] = None  # built when an error's index does not match its name
     owners: Optional[Dict[str, int]] = None  # built when an error names a node of a body
@@ -511,10 +524,10 @@ def _parse(model: Any, recheck: bool) -> Tuple[ParserReport, List[str], List[str
         data = _model_bytes(proto, _file_size(model)) if passes == 0 else \
             _sub_model(index, mapping, types, assumed)
         try:
-            run = _run_parser(data, model_path) if model_path else _run_parser(data)
+            run = run_parser(data, model_path) if model_path else run_parser(data)
         except Exception as exc:  # the binding raises RuntimeError/TypeError on bad input
             raise SupportError(
-                f"TensorRT's ONNX parser ({flavor} {mod.__version__}) failed on model "
+                f"TensorRT's ONNX parser ({flavor} {trt_version}) failed on model "
                 f"{graph.name!r}: {exc}. Check the model with onnx.checker, or use "
                 "source='rules'.") from exc
         del data
@@ -617,7 +630,7 @@ def _parse(model: Any, recheck: bool) -> Tuple[ParserReport, List[str], List[str
     answers = [verdicts[k] for k in range(n)]
     log.info("parser support: %d/%d nodes accepted in %d pass(es), %.3f s",
              sum(a[0] for a in answers), n, passes, seconds)
-    report = _report(str(flavor), str(mod.__version__), bool(first.ok) if first else True, passes,
+    report = _report(flavor, trt_version, bool(first.ok) if first else True, passes,
                      tuple(tuple(s) for s in (first.subgraphs if first else [])),
                      tuple(first.verified if first else []), names, ops, answers, subgraph_of,
                      tuple(graph_errors), seconds)

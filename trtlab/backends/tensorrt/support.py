@@ -107,30 +107,33 @@ def _vague(reason: str) -> bool:
     return text in ("", "false", "unknown") or text.endswith((": false", ": unknown", ":"))
 
 
-def _most_precise(model: Any, names: List[str], supported: List[bool], reasons: List[str]) -> None:
+def _most_precise(model: Any, names: List[str], supported: List[bool], reasons: List[str],
+                  trt_version: Any = None) -> None:
     """Rejections whose parser reason is only 'false' take trtlab's rule reason when the
-    rules reject the node too (the parser's words are kept after it); ``reasons`` is updated."""
+    rules reject the node too (the parser's words are kept after it); ``reasons`` is updated.
+    ``trt_version``: the parser's version (default: the installed TensorRT's)."""
     vague = [k for k, ok in enumerate(supported) if not ok and _vague(reasons[k])]
     if not vague:
         return
-    by_rules = rules_support(model)
+    by_rules = rules_support(model, trt_version=trt_version)
     for k in vague:
         if not by_rules.is_supported(names[k]):
             reasons[k] = f"{by_rules.reason(names[k])} (parser: {reasons[k]})"
 
 
-def _parser_table(model: Any, recheck: bool) -> SupportTable:
-    report, names, ops, answers = _parse(model, recheck)
+def _parser_table(model: Any, recheck: bool, worker: Any = None) -> SupportTable:
+    report, names, ops, answers = _parse(model, recheck, worker)
     supported = [a[0] for a in answers]
     reasons = [a[1] for a in answers]
-    _most_precise(model, names, supported, reasons)
+    _most_precise(model, names, supported, reasons,
+                  worker.version_tuple() if worker is not None and worker.can_parse else None)
     flavor = "TensorRT-RTX" if report.flavor == "tensorrt_rtx" else "TensorRT"
     return SupportTable._from_columns(names, ops, supported, reasons, "parser", model_name=model.name,
                                       target=f"{flavor} {report.version} parser", details=report)
 
 
 def check_support(model: Any, *, source: str = "auto", trt_version: Any = None,
-                  rules: RulesArg = None, recheck: bool = True) -> SupportTable:
+                  rules: RulesArg = None, recheck: bool = True, worker: Any = None) -> SupportTable:
     """Which nodes TensorRT supports, one row per node with the reason.
 
     Parameters
@@ -147,6 +150,11 @@ def check_support(model: Any, *, source: str = "auto", trt_version: Any = None,
         Rules to use instead of :func:`default_rules`.
     recheck : bool
         Parser only: parse again what the parser did not import after a failure.
+    worker : ParserWorker, optional
+        Parser only: a worker process of :func:`trtlab.backends.tensorrt.parser_worker.start`
+        that runs the parser (and says which TensorRT it has) instead of this process; the
+        table is the same. ``trtlab partition`` starts one before it imports onnx, so TensorRT
+        is imported beside the model's loading. A worker that cannot parse is not used.
 
     Returns
     -------
@@ -155,13 +163,16 @@ def check_support(model: Any, *, source: str = "auto", trt_version: Any = None,
     if source not in _SOURCES:
         raise SupportError(f"source={source!r} is not a support source; use one of {_SOURCES}.")
     model = _as_model(model)
+    if worker is not None and not worker.can_parse:
+        log.info("parser worker not used: %s", worker.problem or "it was closed")
+        worker = None
     if source == "auto":
         from trtlab.backends.tensorrt import flavor as _trt
 
         source = "rules"
-        if _trt.info().parse:
+        if worker is not None or _trt.info().parse:
             wanted = resolve_target(trt_version) if trt_version is not None else None
-            installed = _trt.version_tuple()
+            installed = worker.version_tuple() if worker is not None else _trt.version_tuple()
             if wanted is None or wanted.version[:2] == installed[:2]:
                 source = "parser"
         log.info("check_support(source='auto') uses the %s", source)
@@ -169,13 +180,13 @@ def check_support(model: Any, *, source: str = "auto", trt_version: Any = None,
         if trt_version is not None:
             from trtlab.backends.tensorrt import flavor as _trt
 
-            installed = _trt.version_tuple()
+            installed = worker.version_tuple() if worker is not None else _trt.version_tuple()
             if resolve_target(trt_version).version[:2] != installed[:2]:
                 raise SupportError(
                     f"trt_version={trt_version!r} was asked for with source='parser', but the "
                     f"installed parser is {_trt.flavor()} {_trt.version()}. Use source='rules' to "
                     "judge for another version, or drop trt_version.")
-        return _parser_table(model, recheck)
+        return _parser_table(model, recheck, worker)
     return rules_support(model, trt_version=trt_version, rules=rules)
 
 
