@@ -366,6 +366,84 @@ def _check_external(tensor: onnx.TensorProto, base_dir: Optional[Path], what: st
             "Copy the complete data file beside the model.")
 
 
+@dataclass(frozen=True)
+class FileIdentity:
+    """What tells a file's content apart at the cost of one ``stat``: size, modification time
+    (ns), inode and device. Rewriting a file changes its modification time (and usually its
+    size); replacing it (another file renamed over it) changes its inode."""
+
+    size: int
+    mtime_ns: int
+    ino: int
+    dev: int
+
+    @classmethod
+    def of(cls, path: Union[str, os.PathLike]) -> "FileIdentity":
+        """The identity of the file at ``path`` now (raises ``OSError`` when it cannot be examined)."""
+        st = os.stat(path)
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+
+    def changes(self, now: "FileIdentity") -> List[str]:
+        """What differs in ``now`` from this identity, in words."""
+        out = []
+        if (now.ino, now.dev) != (self.ino, self.dev):
+            out.append("it was replaced by another file (new inode)")
+        if now.size != self.size:
+            out.append(f"its size changed from {self.size} to {now.size} bytes")
+        if now.mtime_ns != self.mtime_ns:
+            out.append("it was modified (new modification time)")
+        return out
+
+
+#: ``{absolute file path: FileIdentity}`` of the files a model reads weights from.
+WeightFiles = Dict[Path, FileIdentity]
+
+
+def record_weight_files(proto: onnx.ModelProto, base_dir: Optional[Path],
+                        known: Optional[Mapping[Path, FileIdentity]] = None) -> WeightFiles:
+    """The identity of every file the external tensors of ``proto`` read (its bodies and local
+    functions included), taken now; ``known`` gives identities taken earlier (used as they are).
+    Files that cannot be examined are left out (reading them fails with its own message)."""
+    if base_dir is None:
+        return {}
+    known = known or {}
+    tensors = external_tensors(proto.graph) + [attr.t for f in proto.functions for node in f.node
+                                               for attr in node.attribute if attr.HasField("t") and is_external(attr.t)]
+    out: WeightFiles = {}
+    for location in {e.value for t in tensors for e in t.external_data if e.key == "location"}:
+        path = Path(os.path.abspath(Path(base_dir) / location))
+        if path in out:
+            continue
+        if path in known:
+            out[path] = known[path]
+            continue
+        try:
+            out[path] = FileIdentity.of(path)
+        except OSError:
+            continue
+    return out
+
+
+def check_weight_files(files: Mapping[Path, FileIdentity], what: str, source: Optional[Path] = None) -> None:
+    """Raise :class:`~trtlab.errors.ExternalDataError` when a file in ``files`` is not the one
+    recorded (one ``stat`` per file). ``what`` names the model, ``source`` its ``.onnx`` file."""
+    for path, then in files.items():
+        try:
+            now = FileIdentity.of(path)
+        except OSError as exc:
+            changes = [f"it can no longer be examined ({exc.strerror or exc})"]
+        else:
+            if now == then:
+                continue
+            changes = then.changes(now)
+        again = f"trtlab.load({str(source)!r})" if source is not None else "trtlab.load(path)"
+        raise ExternalDataError(
+            f"{what} reads weights from {path}, which changed since the model was loaded: "
+            f"{'; '.join(changes)}. Its bytes may no longer be the model's weights, so they are not "
+            f"read. Load the model again ({again}) to use the file as it is now, or put back the "
+            "file it was loaded with.")
+
+
 def tensor_value(tensor: onnx.TensorProto, base_dir: Optional[Path] = None) -> np.ndarray:
     """The value of ``tensor`` as a NumPy array; external data is memory-mapped (read-only).
 
@@ -1167,7 +1245,16 @@ class Model:
     where they are needed, through one reader: :meth:`constant_value` / :func:`tensor_value`
     (memory-mapped), :meth:`load_weights` (into the proto), :meth:`to_bytes` (a complete
     serialized copy) and :meth:`save` (a complete model with its own data file). Code that reads
-    ``proto`` tensors directly must resolve such references the same way.
+    ``proto`` tensors directly must resolve such references the same way. By default
+    :func:`load` also leaves the weights embedded in the ``.onnx`` file there: they become
+    references to their bytes in the model file itself (``weights="file"``).
+
+    **Files checked unchanged.** The identity (size, modification time, inode, device) of each
+    file the weights are read from is recorded when the model is loaded
+    (:attr:`weight_files`); reading :attr:`base_dir` (which every step reading weights, or
+    handing the files to ONNX Runtime or TensorRT, does) checks the files with one ``stat``
+    each and raises :class:`~trtlab.errors.ExternalDataError` when one changed: another tool
+    writing a new model to the same path cannot silently give the model other weights.
 
     Attributes
     ----------
@@ -1175,7 +1262,11 @@ class Model:
     name : str
     base_dir : pathlib.Path or None
         Folder external-data locations are relative to (the model file's folder); ``None`` when
-        the model was not loaded from a file.
+        the model was not loaded from a file. Reading it checks :attr:`weight_files`.
+    weight_files : dict
+        ``{absolute path: FileIdentity}`` of the files the model reads weights from (its own
+        ``.onnx`` file for weights left there, external data files), as they were when loaded.
+        Models made from this one (copies, segments, transforms) carry it along.
     notes : list of str
         What :func:`load` changed or found (renamed nodes, dropped initializer inputs, ...).
     renamed : dict
@@ -1185,14 +1276,34 @@ class Model:
     def __init__(self, proto: onnx.ModelProto, *, name: Optional[str] = None,
                  path: Optional[Path] = None, notes: Sequence[str] = (),
                  renamed: Optional[Mapping[str, str]] = None,
-                 base_dir: Optional[Path] = None) -> None:
+                 base_dir: Optional[Path] = None, weight_files: Optional[Mapping[Path, FileIdentity]] = None) -> None:
         self.proto = proto
         self.name = name or proto.graph.name or "model"
         self.path = path
-        self.base_dir = Path(base_dir) if base_dir is not None else (
+        self._base_dir = Path(base_dir) if base_dir is not None else (
             Path(path).parent if path is not None else None)
         self.notes = list(notes)
         self.renamed = dict(renamed or {})
+        self.weight_files: WeightFiles = dict(weight_files) if weight_files is not None else \
+            record_weight_files(proto, self._base_dir)
+
+    @property
+    def base_dir(self) -> Optional[Path]:
+        """The folder external data locations are relative to, once :attr:`weight_files` are
+        checked unchanged (:class:`~trtlab.errors.ExternalDataError` otherwise)."""
+        if self.weight_files:
+            self.check_weight_files()
+        return self._base_dir
+
+    @base_dir.setter
+    def base_dir(self, folder: Optional[Path]) -> None:
+        self._base_dir = Path(folder) if folder is not None else None
+        self.weight_files = record_weight_files(self.proto, self._base_dir)
+
+    def check_weight_files(self) -> None:
+        """Raise :class:`~trtlab.errors.ExternalDataError` when a file the model reads weights
+        from changed since it was loaded (one ``stat`` per file)."""
+        check_weight_files(self.weight_files, f"Model {self.name!r}", self.path)
 
     # -- basic facts ---------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -1257,6 +1368,7 @@ class Model:
         """
         inline_external_data(self.proto, self.base_dir)
         self.__dict__.pop("initializers", None)
+        self.weight_files = {}
         return self
 
     @cached_property
@@ -1456,8 +1568,9 @@ class Model:
                 if (vi.name, ax) in fix:
                     d.dim_param = f"{vi.name}_dim{ax}"
         proto = _infer_shapes(_clear_value_info(proto), base_dir=self.base_dir, what=f"Model {self.name!r}")
-        return Model(proto, name=self.name, path=self.path, base_dir=self.base_dir,
-                     notes=self.notes + ["renamed reused symbolic dims"], renamed=self.renamed)
+        return Model(proto, name=self.name, path=self.path, base_dir=self._base_dir,
+                     notes=self.notes + ["renamed reused symbolic dims"], renamed=self.renamed,
+                     weight_files=self.weight_files)
 
     # -- output --------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -1481,7 +1594,9 @@ class Model:
         disk or a kill leaves the previous file intact. A model holding external weights, or over
         1.8 GB, keeps its weights in ``<name>.data`` beside the model (written first, the same
         way; external weights are copied there from their files piece by piece, never all in
-        memory), so the written model never points to data that is not there.
+        memory), so the written model never points to data that is not there. Weights
+        :func:`load` left in the model's own file are embedded again: the written model stands
+        alone, as the loaded file did.
 
         Raises
         ------
@@ -1492,24 +1607,53 @@ class Model:
         """
         path = Path(path)
         _io.check_destination(path, overwrite=overwrite, what="model file")
-        if external_tensors(self.proto.graph):
-            replaced = _save_with_data(self.proto, self.base_dir, path, overwrite=overwrite)
+        proto = self.proto
+        own = external_tensors(proto.graph)
+        if own and not self._in_own_file(own):
+            replaced = _save_with_data(proto, self.base_dir, path, overwrite=overwrite)
             if replaced is not None:  # the file written over held weights of this model: read them from the copy
                 self.proto, self.base_dir = replaced, path.parent
-                for cached in ("initializers", "_value_infos", "_constant_values"):
-                    self.__dict__.pop(cached, None)
+                self._drop_caches()
             return path
-        proto = fit_ir_version(copy.deepcopy(self.proto)) if self.proto.ir_version > WRITE_IR_VERSION \
-            else self.proto
+        if own:  # weights left in the model's own file: embedded again
+            proto = _resolve_external(proto, self.base_dir)
+        elif proto.ir_version > WRITE_IR_VERSION:
+            proto = copy.deepcopy(proto)
+        if proto.ir_version > WRITE_IR_VERSION:
+            fit_ir_version(proto)
         if proto.ByteSize() > 1_800_000_000:
             _save_external(proto, path, overwrite=overwrite)
         else:
             _io.write_bytes(path, proto.SerializeToString(), overwrite=overwrite, what="model file")
+        if own and _same_file(path, self.path):  # written over the file the weights were read from
+            from trtlab.weights import leave_in_file
+
+            self.proto, self.weight_files = proto, {}
+            self._drop_caches()
+            leave_in_file(self)
         return path
+
+    def _in_own_file(self, tensors: Sequence[onnx.TensorProto]) -> bool:
+        """Whether every tensor of ``tensors`` (external ones) is data left in the model's own file."""
+        if self.path is None or self._base_dir is None or Path(self.path).parent != self._base_dir:
+            return False
+        name = Path(self.path).name
+        return all(e.value == name for t in tensors for e in t.external_data if e.key == "location")
+
+    def _drop_caches(self) -> None:
+        for cached in ("initializers", "_value_infos", "_constant_values"):
+            self.__dict__.pop(cached, None)
 
     def copy(self) -> "Model":
         return Model(copy.deepcopy(self.proto), name=self.name, path=self.path, notes=self.notes,
-                     renamed=self.renamed, base_dir=self.base_dir)
+                     renamed=self.renamed, base_dir=self._base_dir, weight_files=self.weight_files)
+
+
+def _same_file(a: Path, b: Optional[Path]) -> bool:
+    try:
+        return b is not None and Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
 
 
 #: Protobuf's limit for one serialized message.
@@ -1653,7 +1797,8 @@ Source = Union[str, os.PathLike, bytes, bytearray, memoryview, "onnx.ModelProto"
 
 def load(source: Source, *, fold_constants: bool = False, shape_inference: bool = True,
          example_inputs: Any = None, name: Optional[str] = None, opset: int = 17,
-         rename_symbolic_dims: bool = False, fold_max_bytes: int = FOLD_MAX_BYTES) -> Model:
+         rename_symbolic_dims: bool = False, fold_max_bytes: int = FOLD_MAX_BYTES,
+         weights: str = "file") -> Model:
     """Load an ONNX model.
 
     Parameters
@@ -1681,6 +1826,18 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
     rename_symbolic_dims
         Give reused symbolic dimension names distinct names (see
         :meth:`Model.symbolic_dim_conflicts`).
+    weights
+        Where a model loaded from a path keeps the weights embedded in its ``.onnx`` file:
+        ``"file"`` (default) leaves them there, each initializer or ``Constant`` value of at
+        least 1 KiB a reference to its bytes in the file (read, memory-mapped, only by the steps
+        that need values; ONNX Runtime and TensorRT read them from the file), so the model holds
+        no copy of them and ONNX Runtime's session of the model is the one copy in memory;
+        ``"memory"`` keeps them in ``Model.proto``. Either way the model computes the same, and
+        the identity of every file weights are read from (the model file, external data files)
+        is recorded and checked before each read (:attr:`Model.weight_files`): a file changed
+        since loading raises :class:`~trtlab.errors.ExternalDataError`. Steps that change
+        weights (precision transforms, folding, edits) make in-memory tensors;
+        :meth:`Model.save` and :meth:`Model.to_bytes` embed the weights again.
 
     Returns
     -------
@@ -1694,12 +1851,17 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
         Dangling input, cycle, checker failure; :class:`UnsupportedOpsetError` for old opsets.
     ExternalDataError
         External weights missing, too short, outside the model's folder, or referenced by a
-        model not loaded from a file.
+        model not loaded from a file; a :class:`Model` given whose weight files changed.
     """
+    if weights not in ("file", "memory"):
+        raise ModelLoadError(f"load(weights={weights!r}): pass weights='file' (leave the weights embedded in "
+                             "the model's file there, read where needed) or weights='memory' (hold them in "
+                             "Model.proto).")
     with _collection_held(not _is_torch_module(source)):  # an export makes garbage of its own
         return _load(source, fold_constants=fold_constants, shape_inference=shape_inference,
                      example_inputs=example_inputs, name=name, opset=opset,
-                     rename_symbolic_dims=rename_symbolic_dims, fold_max_bytes=fold_max_bytes)
+                     rename_symbolic_dims=rename_symbolic_dims, fold_max_bytes=fold_max_bytes,
+                     weights=weights)
 
 
 @contextlib.contextmanager
@@ -1723,18 +1885,22 @@ def _collection_held(hold: bool = True) -> Iterator[None]:
 
 def _load(source: Source, *, fold_constants: bool = False, shape_inference: bool = True,
          example_inputs: Any = None, name: Optional[str] = None, opset: int = 17,
-         rename_symbolic_dims: bool = False, fold_max_bytes: int = FOLD_MAX_BYTES) -> Model:
+         rename_symbolic_dims: bool = False, fold_max_bytes: int = FOLD_MAX_BYTES,
+         weights: str = "file") -> Model:
     """:func:`load` (with the collector held off)."""
     path: Optional[Path] = None
     base_dir: Optional[Path] = None
     maybe_external = True
+    known: WeightFiles = {}  # identities recorded before the files were read
+    spans: Mapping[Tuple[str, str], Tuple[int, int]] = {}  # where the file keeps large raw tensors
     # The bytes ``proto`` was parsed from, while nothing has changed it: the checker and shape
     # inference read them instead of a serialization of ``proto``.
     written: Optional[bytes] = None
     if isinstance(source, Model):
+        base_dir = source.base_dir  # checks the files the model reads weights from
         proto, what = copy.deepcopy(source.proto), f"Model {source.name!r}"
         name = name or source.name
-        base_dir = source.base_dir
+        known = dict(source.weight_files)
     elif isinstance(source, onnx.ModelProto):
         proto, what = copy.deepcopy(source), "The given ModelProto"
     elif isinstance(source, (bytes, bytearray, memoryview)):
@@ -1743,8 +1909,16 @@ def _load(source: Source, *, fold_constants: bool = False, shape_inference: bool
         maybe_external = b"location" in written  # see the path case
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
+        try:
+            identity: Optional[FileIdentity] = FileIdentity.of(path)
+        except OSError:
+            identity = None  # the read names the problem
         written = _read_model_bytes(path)
         proto, what = _parse_bytes(written, f"File {path}"), f"Model {path}"
+        if weights == "file" and identity is not None:
+            spans = _file_spans(path, written)
+            if spans:
+                known[Path(os.path.abspath(path))] = identity
         # Every external tensor names its file under the key "location": without those bytes
         # in the file, no tensor is external and nodes need not be searched for one.
         maybe_external = b"location" in written
@@ -1830,7 +2004,23 @@ def _load(source: Source, *, fold_constants: bool = False, shape_inference: bool
                          f"({n_before} -> {len(proto.graph.node)} top-level nodes)")
     if shape_inference:
         proto = _infer_shapes(proto, skel, base_dir, what, data, nodes)
-    model = Model(proto, name=name, path=path, notes=notes, renamed=renamed, base_dir=base_dir)
+    skel = data = nodes = None  # type: ignore[assignment]
+    left = False
+    if spans and not fold_constants:
+        # the tensors are the ones parsed from the file's bytes (load changed none): no byte compare
+        from trtlab.weights import left_note, refer_to_file
+
+        new, count, moved = refer_to_file(proto, path.name, spans, lambda key, tensor: True)  # type: ignore[union-attr]
+        if new is not None:
+            proto, left = new, True
+            notes.append(left_note(count, moved, path.name))  # type: ignore[union-attr]
+    files = record_weight_files(proto, base_dir, known) if maybe_external else \
+        {p: i for p, i in known.items() if left}
+    model = Model(proto, name=name, path=path, notes=notes, renamed=renamed, base_dir=base_dir, weight_files=files)
+    if spans and fold_constants:  # folding made new tensors: those equal to the file's bytes are compared
+        from trtlab.weights import leave_in_file
+
+        leave_in_file(model)
     conflicts = _symbolic_dim_conflicts(proto.graph, ())  # load dropped initializers from the inputs
     if conflicts:
         desc = "; ".join(f"{r['input']}: '{r['dim_param']}' on axes {r['axes']}" for r in conflicts)
@@ -1845,6 +2035,20 @@ def _load(source: Source, *, fold_constants: bool = False, shape_inference: bool
     for note in model.notes:
         log.info("%s: %s", model.name, note)
     return model
+
+
+def _file_spans(path: Path, data: bytes) -> Dict[Tuple[str, str], Tuple[int, int]]:
+    """Where the model file ``path`` (its bytes ``data``) keeps the raw bytes of its large
+    tensors (:attr:`trtlab.weights.ModelFile.spans`); empty when it keeps none."""
+    from trtlab.weights import STUB_MIN_BYTES, ModelFile
+
+    if len(data) < STUB_MIN_BYTES:
+        return {}
+    try:
+        return ModelFile(path, data).spans
+    except Exception as exc:  # a wire the parser read is well formed; never fail a load on this
+        log.debug("%s: weights stay in memory (%s)", path, exc)
+        return {}
 
 
 def node_reads(node: onnx.NodeProto) -> List[str]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
@@ -30,7 +31,7 @@ from trtlab._lazy import lazy_import
 from trtlab._wire import length_delimited, varint
 from trtlab.errors import ExternalDataError
 from trtlab.model import _all_tensors, _check_external, _tensor_nbytes, external_location, inline_external_data, is_external
-from trtlab.model import tensor_value
+from trtlab.model import check_weight_files, tensor_value
 
 np = lazy_import("numpy")
 onnx = lazy_import("onnx")
@@ -38,7 +39,8 @@ onnx = lazy_import("onnx")
 log = logging.getLogger(__name__)
 
 __all__ = ["Weights", "base_dir", "is_external", "external_info", "to_array", "stub", "light_constant", "has_external",
-           "materialize", "same_as_file", "ModelFile", "read_model_file", "leave_in_file", "STUB_MIN_BYTES"]
+           "materialize", "same_as_file", "ModelFile", "read_model_file", "leave_in_file", "refer_to_file",
+           "left_note", "STUB_MIN_BYTES"]
 
 #: Initializers smaller than this stay embedded in light segment models: ONNX Runtime and ONNX
 #: shape inference read small constants (a Reshape's shape, a Clip's bounds) while loading a model.
@@ -160,19 +162,33 @@ class Weights:
         Name -> ``onnx.TensorProto`` of the model (embedded data, or references to external data).
     base
         The folder external data locations are relative to.
+    files
+        The identity of each file the external data is read from, as the model recorded it
+        when it was loaded (:attr:`trtlab.model.Model.weight_files`): :meth:`check` compares
+        them with the files as they are now.
     """
 
     def __init__(self, initializers: Mapping[str, onnx.TensorProto], base: Optional[Path] = None,
-                 graph: Optional[onnx.GraphProto] = None) -> None:
+                 graph: Optional[onnx.GraphProto] = None, files: Optional[Mapping[Path, Any]] = None,
+                 name: str = "model") -> None:
         self.initializers = initializers
         self.base = base
         self._graph = graph
         self._constants: Optional[Dict[str, onnx.TensorProto]] = None
+        self.files = dict(files or {})
+        self.name = name
 
     @classmethod
     def of(cls, model: Any) -> "Weights":
         """The weights of a :class:`~trtlab.model.Model` (initializers and ``Constant`` values)."""
-        return cls(model.initializers, base_dir(model), model.proto.graph)
+        return cls(model.initializers, base_dir(model), model.proto.graph, getattr(model, "weight_files", None),
+                   str(getattr(model, "name", "model")))
+
+    def check(self) -> None:
+        """Raise :class:`~trtlab.errors.ExternalDataError` when a file the weights are read from
+        changed since the model was loaded (one ``stat`` per file)."""
+        if self.files:
+            check_weight_files(self.files, f"Model {self.name!r}")
 
     @property
     def constants(self) -> Dict[str, onnx.TensorProto]:
@@ -195,6 +211,7 @@ class Weights:
         With ``external=True`` external references are read into the copy too, so it is
         standalone; otherwise they stay references (ONNX Runtime reads them from :attr:`base`).
         """
+        self.check()
         out = onnx.ModelProto()
         out.CopyFrom(proto)
         graph = out.graph
@@ -314,9 +331,14 @@ class ModelFile:
     Raises ``OSError`` (the file cannot be read) or ``ValueError`` (not a protobuf message).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, data: Any = None) -> None:
         self.path = Path(path)
         self.spans: Dict[Tuple[str, str], Tuple[int, int]] = {}
+        if data is not None:  # the file's bytes, already read
+            if not len(data):
+                raise ValueError("the file is empty")
+            self._skeleton_bytes = self._message(_Wire(data), 0, len(data), self._model_field)
+            return
         import mmap
 
         with open(self.path, "rb") as fh:
@@ -324,8 +346,12 @@ class ModelFile:
             if not size:
                 raise ValueError("the file is empty")
             with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                data = self._message(_Wire(buf), 0, size, self._model_field)
-        self.skeleton = onnx.ModelProto.FromString(data)
+                self._skeleton_bytes = self._message(_Wire(buf), 0, size, self._model_field)
+
+    @cached_property
+    def skeleton(self) -> onnx.ModelProto:
+        """The file's model, its large weights references to their bytes in the file."""
+        return onnx.ModelProto.FromString(self._skeleton_bytes)
 
     def __repr__(self) -> str:
         return f"ModelFile({str(self.path)!r}, {len(self.spans)} weights left in the file)"
@@ -671,18 +697,22 @@ _PROTO_CACHES = ("initializers", "_value_infos", "_constant_values")
 def leave_in_file(model: Any, source: Optional[ModelFile] = None) -> int:
     """Leave in the model's file the weights the model holds a copy of (in place); bytes left there.
 
-    A model loaded from an ``.onnx`` file holds its embedded weights in memory, as the file does.
-    Each initializer and top-level ``Constant`` value of at least :data:`STUB_MIN_BYTES` whose
-    type, shape and bytes are exactly the file's becomes a reference to those bytes in the file
-    (external data whose location is the file itself: :class:`~trtlab.model.Model`'s weights by
-    reference), so the model keeps no copy of them; values are read from the file where a step
-    needs them, as for any external data. Tensors changed or made after loading (folded
-    constants, edits) stay in memory. ``model.proto`` becomes a new message (the old one, and
-    its copies of the weights, are freed when nothing else holds them); ``model.notes`` says
-    what moved.
+    :func:`trtlab.load` does this by default (``weights="file"``); this is for a model loaded
+    with ``weights="memory"``. Each initializer and top-level ``Constant`` value of at least
+    :data:`STUB_MIN_BYTES` whose type, shape and bytes are exactly the file's becomes a
+    reference to those bytes in the file (external data whose location is the file itself:
+    :class:`~trtlab.model.Model`'s weights by reference), so the model keeps no copy of them;
+    values are read from the file where a step needs them, as for any external data. Tensors
+    changed or made after loading (folded constants, edits) stay in memory. ``model.proto``
+    becomes a new message (the old one, and its copies of the weights, are freed when nothing
+    else holds them); ``model.notes`` says what moved.
 
-    Like external data files, the model file must then stay where it is, unchanged.
+    Like external data files, the model file must then stay where it is, unchanged: its identity
+    (size, modification time, inode) is recorded in ``model.weight_files`` and checked before
+    every read (:class:`~trtlab.errors.ExternalDataError` when it changed).
     """
+    from trtlab.model import FileIdentity
+
     path = getattr(model, "path", None)
     folder = base_dir(model)
     if path is None or folder is None:
@@ -691,13 +721,10 @@ def leave_in_file(model: Any, source: Optional[ModelFile] = None) -> int:
     try:
         if Path(folder).resolve() != path.parent.resolve():
             return 0
+        identity = FileIdentity.of(path)
     except OSError:
         return 0
-    proto = model.proto
-    initializers = [t for t in proto.graph.initializer if not is_external(t) and t.HasField("raw_data")
-                    and _nbytes(t) >= STUB_MIN_BYTES]
-    constants = [(i, n, _big_value(n)) for i, n in enumerate(proto.graph.node)]
-    constants = [(i, n, v) for i, n, v in constants if v is not None and n.output and v.t.HasField("raw_data")]
+    initializers, constants = _left_out(model.proto)
     if not initializers and not constants:
         return 0
     if source is None:
@@ -705,20 +732,54 @@ def leave_in_file(model: Any, source: Optional[ModelFile] = None) -> int:
         if source is None:
             log.debug("model %s keeps its weights in memory: %s", getattr(model, "name", "?"), why)
             return 0
+    new, count, moved = refer_to_file(model.proto, path.name, source.spans,
+                                      lambda key, tensor: source.holds(*key, tensor, folder))
+    if new is None:
+        return 0
+    model.proto = new
+    for name in _PROTO_CACHES:
+        model.__dict__.pop(name, None)
+    model.weight_files[Path(os.path.abspath(path))] = identity
+    note = left_note(count, moved, path.name)
+    model.notes.append(note)
+    log.info("%s: %s", getattr(model, "name", "model"), note)
+    return moved
+
+
+def left_note(count: int, moved: int, file_name: str) -> str:
+    """The note a model carries when ``count`` weights (``moved`` bytes) are read from its file."""
+    return (f"{count} weight(s), {moved / 2 ** 20:.1f} MiB, are read from the model file {file_name} "
+            "(checked unchanged since loading before each read) where a step needs them, not held in memory")
+
+
+def _left_out(proto: onnx.ModelProto) -> Tuple[List[onnx.TensorProto], List[Tuple[onnx.NodeProto, onnx.AttributeProto]]]:
+    """The initializers and top-level ``Constant`` values of ``proto`` a file may keep for it."""
+    initializers = [t for t in proto.graph.initializer if not is_external(t) and t.HasField("raw_data")
+                    and _nbytes(t) >= STUB_MIN_BYTES]
+    constants = [(n, _big_value(n)) for n in proto.graph.node]
+    constants = [(n, v) for n, v in constants if v is not None and n.output and v.t.HasField("raw_data")]
+    return initializers, constants  # type: ignore[return-value]
+
+
+def refer_to_file(proto: onnx.ModelProto, location: str, spans: Mapping[Tuple[str, str], Tuple[int, int]],
+                  same: Any) -> Tuple[Optional[onnx.ModelProto], int, int]:
+    """``(new proto, count, bytes)``: a copy of ``proto`` whose large raw tensors are references
+    to their bytes in the file ``location`` (``spans`` as :attr:`ModelFile.spans`), for each
+    tensor ``same(key, tensor)`` says the file holds exactly; ``(None, 0, 0)`` when none is.
+
+    The copy is a new message: the weights of ``proto`` are freed with it.
+    """
+    initializers, constants = _left_out(proto)
     refs: Dict[Tuple[str, str], onnx.TensorProto] = {}
     moved = 0
-    for tensor in initializers:
-        key = ("initializer", tensor.name)
-        if source.holds(*key, tensor, folder):
-            refs[key] = _reference(tensor, path.name, *source.spans[key])
-            moved += source.spans[key][1]
-    for _, node, value in constants:
-        key = ("constant", node.output[0])
-        if source.holds(*key, value.t, folder):
-            refs[key] = _reference(value.t, path.name, *source.spans[key])
-            moved += source.spans[key][1]
+    for key, tensor in [(("initializer", t.name), t) for t in initializers] + \
+            [(("constant", n.output[0]), v.t) for n, v in constants]:
+        span = spans.get(key)
+        if span is not None and span[1] == _nbytes(tensor) and same(key, tensor):
+            refs[key] = _reference(tensor, location, *span)
+            moved += span[1]
     if not refs:
-        return 0
+        return None, 0, 0
     new = onnx.ModelProto()
     _copy_fields(new, proto, ("graph",))
     _copy_fields(new.graph, proto.graph, ("node", "initializer"))
@@ -739,11 +800,4 @@ def leave_in_file(model: Any, source: Optional[ModelFile] = None) -> int:
                 value.t.CopyFrom(ref)
             else:
                 out.attribute.append(attr)
-    model.proto = new
-    for name in _PROTO_CACHES:
-        model.__dict__.pop(name, None)
-    note = (f"{len(refs)} weight(s), {moved / 2 ** 20:.1f} MiB, are read from the model file {path.name} "
-            "(unchanged since loading) where a step needs them, not held in memory")
-    model.notes.append(note)
-    log.info("%s: %s", getattr(model, "name", "model"), note)
-    return moved
+    return new, len(refs), moved
