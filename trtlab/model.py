@@ -336,6 +336,13 @@ def external_location(tensor: onnx.TensorProto, base_dir: Optional[Path]) -> Tup
     return Path(base_dir) / rel, offset, length
 
 
+def in_file(tensor: onnx.TensorProto, location: Optional[str]) -> bool:
+    """Whether ``tensor`` keeps its data as external data in the file ``location`` (e.g. a
+    model's :attr:`Model.own_location`)."""
+    return location is not None and is_external(tensor) and \
+        any(e.key == "location" and e.value == location for e in tensor.external_data)
+
+
 def _check_external(tensor: onnx.TensorProto, base_dir: Optional[Path], what: str) -> None:
     """The file of an external tensor exists and holds ``offset + length`` bytes (not read)."""
     file, offset, length = external_location(tensor, base_dir)
@@ -1633,12 +1640,18 @@ class Model:
             leave_in_file(self)
         return path
 
+    @property
+    def own_location(self) -> Optional[str]:
+        """The external data location naming the model's own ``.onnx`` file (where :func:`load`
+        leaves embedded weights), or ``None`` when the model has no file in its :attr:`base_dir`."""
+        if self.path is None or self._base_dir is None or Path(self.path).parent != self._base_dir:
+            return None
+        return Path(self.path).name
+
     def _in_own_file(self, tensors: Sequence[onnx.TensorProto]) -> bool:
         """Whether every tensor of ``tensors`` (external ones) is data left in the model's own file."""
-        if self.path is None or self._base_dir is None or Path(self.path).parent != self._base_dir:
-            return False
-        name = Path(self.path).name
-        return all(e.value == name for t in tensors for e in t.external_data if e.key == "location")
+        own = self.own_location
+        return own is not None and all(in_file(t, own) for t in tensors)
 
     def _drop_caches(self) -> None:
         for cached in ("initializers", "_value_infos", "_constant_values"):
