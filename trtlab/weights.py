@@ -170,25 +170,26 @@ class Weights:
 
     def __init__(self, initializers: Mapping[str, onnx.TensorProto], base: Optional[Path] = None,
                  graph: Optional[onnx.GraphProto] = None, files: Optional[Mapping[Path, Any]] = None,
-                 name: str = "model") -> None:
+                 name: str = "model", source: Optional[Path] = None) -> None:
         self.initializers = initializers
         self.base = base
         self._graph = graph
         self._constants: Optional[Dict[str, onnx.TensorProto]] = None
         self.files = dict(files or {})
         self.name = name
+        self.source = source
 
     @classmethod
     def of(cls, model: Any) -> "Weights":
         """The weights of a :class:`~trtlab.model.Model` (initializers and ``Constant`` values)."""
         return cls(model.initializers, base_dir(model), model.proto.graph, getattr(model, "weight_files", None),
-                   str(getattr(model, "name", "model")))
+                   str(getattr(model, "name", "model")), getattr(model, "path", None))
 
     def check(self) -> None:
         """Raise :class:`~trtlab.errors.ExternalDataError` when a file the weights are read from
         changed since the model was loaded (one ``stat`` per file)."""
         if self.files:
-            check_weight_files(self.files, f"Model {self.name!r}")
+            check_weight_files(self.files, f"Model {self.name!r}", self.source)
 
     @property
     def constants(self) -> Dict[str, onnx.TensorProto]:
