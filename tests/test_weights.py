@@ -115,25 +115,7 @@ def test_same_as_file_accepts_the_loaded_file_and_refuses_any_change(tmp_path):
 # the model's own file, read as a stream; weights left in it
 # ----------------------------------------------------------------------------------------------
 
-def constant_mlp(seed=0, width=256):
-    """Weights in Constant nodes (as Paddle exports them) and in initializers:
-
-        x[2,W] -> MatMul(k1: Constant) -> Add(b1: initializer) -> Relu -> MatMul(w2: initializer) -> y[2,W]
-    """
-    from onnx import helper
-
-    rng = np.random.default_rng(seed)
-    k1 = numpy_helper.from_array(rng.standard_normal((width, width)).astype(np.float32), "k1_value")
-    nodes = [helper.make_node("Constant", [], ["k1"], name="k1_const", value=k1),
-             helper.make_node("MatMul", ["x", "k1"], ["h0"], name="mm1"),
-             helper.make_node("Add", ["h0", "b1"], ["h1"], name="add1"),
-             helper.make_node("Relu", ["h1"], ["h2"], name="relu1"),
-             helper.make_node("MatMul", ["h2", "w2"], ["y"], name="mm2")]
-    inits = [numpy_helper.from_array(rng.standard_normal(width).astype(np.float32), "b1"),
-             numpy_helper.from_array(rng.standard_normal((width, width)).astype(np.float32), "w2")]
-    graph = helper.make_graph(nodes, "constant_mlp", [helper.make_tensor_value_info("x", 1, [2, width])],
-                              [helper.make_tensor_value_info("y", 1, [2, width])], initializer=inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+constant_mlp = F.constant_mlp
 
 
 def embedded_tensors(proto: onnx.ModelProto):

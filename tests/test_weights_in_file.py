@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 import onnx
 import pytest
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 import factories as F
 import trtlab
@@ -34,24 +34,8 @@ WIDTH = 64
 
 
 def weighted_mlp(seed=0, width=WIDTH, batch=2):
-    """Weights in a Constant node (as Paddle exports them) and in initializers:
-
-        x[batch,W] -> MatMul(k1: Constant) -> Add(b1) -> Relu -> MatMul(w2) -> y[batch,W]
-
-    ``batch`` may be a symbolic name (a dynamic dim).
-    """
-    rng = np.random.default_rng(seed)
-    k1 = numpy_helper.from_array(rng.standard_normal((width, width)).astype(np.float32), "k1_value")
-    nodes = [helper.make_node("Constant", [], ["k1"], name="k1_const", value=k1),
-             helper.make_node("MatMul", ["x", "k1"], ["h0"], name="mm1"),
-             helper.make_node("Add", ["h0", "b1"], ["h1"], name="add1"),
-             helper.make_node("Relu", ["h1"], ["h2"], name="relu1"),
-             helper.make_node("MatMul", ["h2", "w2"], ["y"], name="mm2")]
-    inits = [numpy_helper.from_array(rng.standard_normal(width).astype(np.float32), "b1"),
-             numpy_helper.from_array(rng.standard_normal((width, width)).astype(np.float32), "w2")]
-    graph = helper.make_graph(nodes, "weighted_mlp", [helper.make_tensor_value_info("x", 1, [batch, width])],
-                              [helper.make_tensor_value_info("y", 1, [batch, width])], initializer=inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    """The model the tests load (:func:`factories.constant_mlp`): a Constant and initializers."""
+    return F.constant_mlp(seed, width, batch)
 
 
 def feeds(seed=1):
@@ -109,7 +93,7 @@ def test_saved_and_serialized_models_stand_alone(tmp_path):
     assert not has_external(onnx.load(str(saved), load_external_data=False))
     path.unlink()  # the original is gone: the copies still hold every weight
     np.testing.assert_array_equal(run_onnx(str(saved), feeds())["y"], want)
-    standalone = onnx.load_from_string(model.__class__.to_bytes(trtlab.load(saved)))
+    standalone = onnx.load_from_string(trtlab.load(saved).to_bytes())
     assert not has_external(standalone)
     np.testing.assert_array_equal(run_onnx(standalone, feeds())["y"], want)
 
