@@ -1637,7 +1637,7 @@ class Model:
 
             self.proto, self.weight_files = proto, {}
             self._drop_caches()
-            leave_in_file(self)
+            leave_in_file(self, min_bytes=LEAVE_MIN_BYTES)
         return path
 
     @property
@@ -1807,6 +1807,11 @@ def _clear_value_info(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview, "onnx.ModelProto", Model, Any]
 
+#: Smallest tensor (bytes of raw data) ``load(weights="file")`` leaves in the model's file: a
+#: smaller one costs about as much to refer to as it holds, and is one the checker and shape
+#: inference read anyway (:data:`_SKELETON_MIN_BYTES`).
+LEAVE_MIN_BYTES = _SKELETON_MIN_BYTES
+
 
 def load(source: Source, *, fold_constants: bool = False, shape_inference: bool = True,
          example_inputs: Any = None, name: Optional[str] = None, opset: int = 17,
@@ -1842,7 +1847,7 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
     weights
         Where a model loaded from a path keeps the weights embedded in its ``.onnx`` file:
         ``"file"`` (default) leaves them there, each initializer or ``Constant`` value of at
-        least 1 KiB a reference to its bytes in the file (read, memory-mapped, only by the steps
+        least 16 KiB (:data:`LEAVE_MIN_BYTES`) a reference to its bytes in the file (read, memory-mapped, only by the steps
         that need values; ONNX Runtime and TensorRT read them from the file), so the model holds
         no copy of them and ONNX Runtime's session of the model is the one copy in memory;
         ``"memory"`` keeps them in ``Model.proto``. Either way the model computes the same, and
@@ -1928,8 +1933,10 @@ def _load(source: Source, *, fold_constants: bool = False, shape_inference: bool
             identity = None  # the read names the problem
         written = _read_model_bytes(path)
         proto, what = _parse_bytes(written, f"File {path}"), f"Model {path}"
-        if weights == "file" and identity is not None:
-            spans = _file_spans(path, written)
+        if weights == "file" and identity is not None and len(written) >= LEAVE_MIN_BYTES:
+            from trtlab.weights import spans_in
+
+            spans = spans_in(written, proto, LEAVE_MIN_BYTES)  # before load changes anything
             if spans:
                 known[Path(os.path.abspath(path))] = identity
         # Every external tensor names its file under the key "location": without those bytes
@@ -2023,7 +2030,8 @@ def _load(source: Source, *, fold_constants: bool = False, shape_inference: bool
         # the tensors are the ones parsed from the file's bytes (load changed none): no byte compare
         from trtlab.weights import left_note, refer_to_file
 
-        new, count, moved = refer_to_file(proto, path.name, spans, lambda key, tensor: True)  # type: ignore[union-attr]
+        new, count, moved = refer_to_file(proto, path.name, spans, lambda key, tensor: True,  # type: ignore[union-attr]
+                                          LEAVE_MIN_BYTES)
         if new is not None:
             proto, left = new, True
             notes.append(left_note(count, moved, path.name))  # type: ignore[union-attr]
@@ -2033,7 +2041,7 @@ def _load(source: Source, *, fold_constants: bool = False, shape_inference: bool
     if spans and fold_constants:  # folding made new tensors: those equal to the file's bytes are compared
         from trtlab.weights import leave_in_file
 
-        leave_in_file(model)
+        leave_in_file(model, min_bytes=LEAVE_MIN_BYTES)
     conflicts = _symbolic_dim_conflicts(proto.graph, ())  # load dropped initializers from the inputs
     if conflicts:
         desc = "; ".join(f"{r['input']}: '{r['dim_param']}' on axes {r['axes']}" for r in conflicts)
@@ -2048,20 +2056,6 @@ def _load(source: Source, *, fold_constants: bool = False, shape_inference: bool
     for note in model.notes:
         log.info("%s: %s", model.name, note)
     return model
-
-
-def _file_spans(path: Path, data: bytes) -> Dict[Tuple[str, str], Tuple[int, int]]:
-    """Where the model file ``path`` (its bytes ``data``) keeps the raw bytes of its large
-    tensors (:attr:`trtlab.weights.ModelFile.spans`); empty when it keeps none."""
-    from trtlab.weights import STUB_MIN_BYTES, ModelFile
-
-    if len(data) < STUB_MIN_BYTES:
-        return {}
-    try:
-        return ModelFile(path, data).spans
-    except Exception as exc:  # a wire the parser read is well formed; never fail a load on this
-        log.debug("%s: weights stay in memory (%s)", path, exc)
-        return {}
 
 
 def node_reads(node: onnx.NodeProto) -> List[str]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
@@ -40,7 +39,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Weights", "base_dir", "is_external", "external_info", "to_array", "stub", "light_constant", "has_external",
            "materialize", "same_as_file", "ModelFile", "read_model_file", "leave_in_file", "refer_to_file",
-           "left_note", "STUB_MIN_BYTES"]
+           "left_note", "spans_in", "STUB_MIN_BYTES"]
 
 #: Initializers smaller than this stay embedded in light segment models: ONNX Runtime and ONNX
 #: shape inference read small constants (a Reshape's shape, a Clip's bounds) while loading a model.
@@ -332,14 +331,9 @@ class ModelFile:
     Raises ``OSError`` (the file cannot be read) or ``ValueError`` (not a protobuf message).
     """
 
-    def __init__(self, path: Path, data: Any = None) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.spans: Dict[Tuple[str, str], Tuple[int, int]] = {}
-        if data is not None:  # the file's bytes, already read
-            if not len(data):
-                raise ValueError("the file is empty")
-            self._skeleton_bytes = self._message(_Wire(data), 0, len(data), self._model_field)
-            return
         import mmap
 
         with open(self.path, "rb") as fh:
@@ -347,12 +341,8 @@ class ModelFile:
             if not size:
                 raise ValueError("the file is empty")
             with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                self._skeleton_bytes = self._message(_Wire(buf), 0, size, self._model_field)
-
-    @cached_property
-    def skeleton(self) -> onnx.ModelProto:
-        """The file's model, its large weights references to their bytes in the file."""
-        return onnx.ModelProto.FromString(self._skeleton_bytes)
+                data = self._message(_Wire(buf), 0, size, self._model_field)
+        self.skeleton = onnx.ModelProto.FromString(data)
 
     def __repr__(self) -> str:
         return f"ModelFile({str(self.path)!r}, {len(self.spans)} weights left in the file)"
@@ -671,7 +661,9 @@ def same_as_file(model: Any, source: Optional[ModelFile] = None) -> str:
 def _reference(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> onnx.TensorProto:
     """``tensor`` (every field but its data), its data a reference to ``length`` bytes at ``offset`` of ``location``."""
     out = onnx.TensorProto()
-    _copy_fields(out, tensor, ("raw_data", "external_data", "data_location"))
+    out.CopyFrom(tensor)  # a short-lived copy: every other field, whatever it is
+    for name in ("raw_data", "external_data", "data_location"):
+        out.ClearField(name)
     out.data_location = onnx.TensorProto.EXTERNAL
     for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
         out.external_data.add(key=key, value=value)
@@ -695,7 +687,7 @@ def _copy_fields(dst: Any, src: Any, skip: Tuple[str, ...]) -> None:
 _PROTO_CACHES = ("initializers", "_value_infos", "_constant_values")
 
 
-def leave_in_file(model: Any, source: Optional[ModelFile] = None) -> int:
+def leave_in_file(model: Any, source: Optional[ModelFile] = None, min_bytes: int = STUB_MIN_BYTES) -> int:
     """Leave in the model's file the weights the model holds a copy of (in place); bytes left there.
 
     :func:`trtlab.load` does this by default (``weights="file"``); this is for a model loaded
@@ -707,6 +699,8 @@ def leave_in_file(model: Any, source: Optional[ModelFile] = None) -> int:
     changed or made after loading (folded constants, edits) stay in memory. ``model.proto``
     becomes a new message (the old one, and its copies of the weights, are freed when nothing
     else holds them); ``model.notes`` says what moved.
+
+    ``min_bytes``: the smallest tensor left there (at least :data:`STUB_MIN_BYTES`).
 
     Like external data files, the model file must then stay where it is, unchanged: its identity
     (size, modification time, inode) is recorded in ``model.weight_files`` and checked before
@@ -725,8 +719,7 @@ def leave_in_file(model: Any, source: Optional[ModelFile] = None) -> int:
         identity = FileIdentity.of(path)
     except OSError:
         return 0
-    initializers, constants = _left_out(model.proto)
-    if not initializers and not constants:
+    if not _left_out(model.proto, min_bytes):
         return 0
     if source is None:
         source, why = read_model_file(path)
@@ -734,7 +727,7 @@ def leave_in_file(model: Any, source: Optional[ModelFile] = None) -> int:
             log.debug("model %s keeps its weights in memory: %s", getattr(model, "name", "?"), why)
             return 0
     new, count, moved = refer_to_file(model.proto, path.name, source.spans,
-                                      lambda key, tensor: source.holds(*key, tensor, folder))
+                                      lambda key, tensor: source.holds(*key, tensor, folder), min_bytes)
     if new is None:
         return 0
     model.proto = new
@@ -753,52 +746,124 @@ def left_note(count: int, moved: int, file_name: str) -> str:
             "(checked unchanged since loading before each read) where a step needs them, not held in memory")
 
 
-def _left_out(proto: onnx.ModelProto) -> Tuple[List[onnx.TensorProto], List[Tuple[onnx.NodeProto, onnx.AttributeProto]]]:
-    """The initializers and top-level ``Constant`` values of ``proto`` a file may keep for it."""
-    initializers = [t for t in proto.graph.initializer if not is_external(t) and t.HasField("raw_data")
-                    and _nbytes(t) >= STUB_MIN_BYTES]
-    constants = [(n, _big_value(n)) for n in proto.graph.node]
-    constants = [(n, v) for n, v in constants if v is not None and n.output and v.t.HasField("raw_data")]
-    return initializers, constants  # type: ignore[return-value]
+Key = Tuple[str, str]
 
 
-def refer_to_file(proto: onnx.ModelProto, location: str, spans: Mapping[Tuple[str, str], Tuple[int, int]],
-                  same: Any) -> Tuple[Optional[onnx.ModelProto], int, int]:
+def _left_out(proto: onnx.ModelProto, min_bytes: int = STUB_MIN_BYTES) -> List[Tuple[int, Key, onnx.TensorProto]]:
+    """``(index, key, tensor)`` of each ``Constant`` value (top level; index of its node) of at
+    least ``min_bytes`` of raw data, and each initializer (index in the initializers) with raw
+    data and at least that serialized size, of ``proto``: what a file may keep for it.
+    Constants first, as files hold nodes before initializers."""
+    from operator import attrgetter
+
+    graph = proto.graph
+    nodes = graph.node
+    out: List[Tuple[int, Key, onnx.TensorProto]] = []
+    for i, op in enumerate(map(attrgetter("op_type"), nodes)):
+        if op == "Constant":
+            node = nodes[i]
+            value = _big_value(node)
+            if value is not None and node.output and value.t.HasField("raw_data") and _nbytes(value.t) >= min_bytes:
+                out.append((i, ("constant", node.output[0]), value.t))
+    inits = graph.initializer
+    for i, size in enumerate(map(onnx.TensorProto.ByteSize, inits)):
+        if size >= min_bytes:  # its data may be
+            t = inits[i]
+            if not is_external(t) and t.HasField("raw_data"):
+                out.append((i, ("initializer", t.name), t))
+    return out
+
+
+def spans_in(data: bytes, proto: onnx.ModelProto, min_bytes: int = STUB_MIN_BYTES) -> Dict[Key, Tuple[int, int]]:
+    """Where the bytes ``data`` of a model file hold the raw data of ``proto``'s tensors of at
+    least ``min_bytes`` (``proto`` parsed from them): ``("initializer", name)`` /
+    ``("constant", output)`` -> ``(offset, length)``, as :attr:`ModelFile.spans`.
+
+    Each tensor's bytes are looked up in ``data`` after a ``raw_data`` field key and length, from
+    where the previous one ended (fields are in file order), and a span is given only where the
+    file's bytes are exactly the tensor's: found by comparison, so a reference to it reads the
+    tensor's value. Linear in the file's size; nothing is parsed again.
+    """
+    tag = varint(_field(onnx.TensorProto, "raw_data") << 3 | 2)
+    spans: Dict[Key, Tuple[int, int]] = {}
+    cursor = 0
+    for _, key, tensor in _left_out(proto, min_bytes):
+        raw = tensor.raw_data
+        if len(raw) < min_bytes:
+            continue
+        head = tag + varint(len(raw))
+        at = _find_raw(data, head, raw, cursor)
+        if at < 0 and cursor:
+            at = _find_raw(data, head, raw, 0)
+        if at >= 0:
+            spans[key] = (at, len(raw))
+            cursor = at + len(raw)
+    return spans
+
+
+def _find_raw(data: bytes, head: bytes, raw: bytes, start: int) -> int:
+    """Offset of the first payload ``raw`` after ``head`` in ``data`` from ``start`` (-1: none)."""
+    probe = head + raw[:64]
+    at = data.find(probe, start)
+    while at >= 0 and not data.startswith(raw, at + len(head)):
+        at = data.find(probe, at + 1)
+    return at + len(head) if at >= 0 else -1
+
+
+def refer_to_file(proto: onnx.ModelProto, location: str, spans: Mapping[Key, Tuple[int, int]],
+                  same: Any, min_bytes: int = STUB_MIN_BYTES) -> Tuple[Optional[onnx.ModelProto], int, int]:
     """``(new proto, count, bytes)``: a copy of ``proto`` whose large raw tensors are references
     to their bytes in the file ``location`` (``spans`` as :attr:`ModelFile.spans`), for each
-    tensor ``same(key, tensor)`` says the file holds exactly; ``(None, 0, 0)`` when none is.
+    tensor ``same(key, tensor)`` says the file holds exactly (tensors under ``min_bytes`` are
+    not looked at); ``(None, 0, 0)`` when none is.
 
-    The copy is a new message: the weights of ``proto`` are freed with it.
+    The copy is a new message (what is not replaced is copied in runs): the weights of ``proto``
+    are freed with it.
     """
-    initializers, constants = _left_out(proto)
-    refs: Dict[Tuple[str, str], onnx.TensorProto] = {}
+    nodes: Dict[int, onnx.NodeProto] = {}
+    initializers: Dict[int, onnx.TensorProto] = {}
     moved = 0
-    for key, tensor in [(("initializer", t.name), t) for t in initializers] + \
-            [(("constant", n.output[0]), v.t) for n, v in constants]:
+    for i, key, tensor in _left_out(proto, min_bytes):
         span = spans.get(key)
-        if span is not None and span[1] == _nbytes(tensor) and same(key, tensor):
-            refs[key] = _reference(tensor, location, *span)
-            moved += span[1]
-    if not refs:
+        if span is None or not same(key, tensor):
+            continue
+        ref = _reference(tensor, location, *span)
+        moved += span[1]
+        if key[0] == "initializer":
+            initializers[i] = ref
+        else:
+            nodes[i] = _with_value(proto.graph.node[i], ref)
+    if not nodes and not initializers:
         return None, 0, 0
     new = onnx.ModelProto()
     _copy_fields(new, proto, ("graph",))
     _copy_fields(new.graph, proto.graph, ("node", "initializer"))
-    for tensor in proto.graph.initializer:
-        ref = refs.get(("initializer", tensor.name))
-        new.graph.initializer.add().CopyFrom(ref if ref is not None else tensor)
-    for node in proto.graph.node:
-        ref = refs.get(("constant", node.output[0])) if node.output and node.op_type == "Constant" else None
-        if ref is None:
-            new.graph.node.add().CopyFrom(node)
-            continue
-        out = new.graph.node.add()
-        _copy_fields(out, node, ("attribute",))
-        for attr in node.attribute:
-            if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
-                value = out.attribute.add()
-                _copy_fields(value, attr, ("t",))
-                value.t.CopyFrom(ref)
-            else:
-                out.attribute.append(attr)
-    return new, len(refs), moved
+    _extend_replacing(new.graph.node, proto.graph.node, nodes)
+    _extend_replacing(new.graph.initializer, proto.graph.initializer, initializers)
+    return new, len(nodes) + len(initializers), moved
+
+
+def _with_value(node: onnx.NodeProto, value: onnx.TensorProto) -> onnx.NodeProto:
+    """A copy of a ``Constant`` node whose ``value`` attribute is ``value``."""
+    out = onnx.NodeProto()
+    _copy_fields(out, node, ("attribute",))
+    for attr in node.attribute:
+        if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+            new = out.attribute.add()
+            _copy_fields(new, attr, ("t",))
+            new.t.CopyFrom(value)
+        else:
+            out.attribute.append(attr)
+    return out
+
+
+def _extend_replacing(dst: Any, src: Any, replace: Mapping[int, Any]) -> None:
+    """Append to ``dst`` the messages of ``src``, those at the indices of ``replace`` replaced."""
+    last = 0
+    for i in sorted(replace):
+        if last < i:
+            dst.extend(src[last:i])
+        dst.append(replace[i])
+        last = i + 1
+    if last < len(src):
+        dst.extend(src[last:])
