@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from trtlab import _io
+from trtlab._wire import varint
 from trtlab._lazy import lazy_import
 from trtlab.opinfo import MAC_FORMULA_OPS, ElemType
 from trtlab.errors import (
@@ -536,6 +537,180 @@ def _resolve_external(proto: onnx.ModelProto, base_dir: Optional[Path]) -> onnx.
     out = onnx.ModelProto()
     out.CopyFrom(proto)
     return inline_external_data(out, base_dir)
+
+
+# ----------------------------------------------------------------------------------------------
+# Weights left in the model's own file: references to their bytes there
+# ----------------------------------------------------------------------------------------------
+
+#: Smallest tensor (bytes of raw data) ``load(weights="file")`` leaves in the model's file: a
+#: smaller one costs about as much to refer to as it holds, and is one the checker and shape
+#: inference read anyway (:data:`_SKELETON_MIN_BYTES`).
+LEAVE_MIN_BYTES = _SKELETON_MIN_BYTES
+
+
+def constant_value_attr(node: onnx.NodeProto, min_bytes: int) -> Optional[onnx.AttributeProto]:
+    """The ``value`` attribute of a ``Constant`` node holding at least ``min_bytes`` of data, not external."""
+    if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+        return None
+    for attr in node.attribute:
+        if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR and not is_external(attr.t) \
+                and (_tensor_nbytes(attr.t) or 0) >= min_bytes:
+            return attr
+    return None
+
+
+def left_note(count: int, moved: int, file_name: str) -> str:
+    """The note a model carries when ``count`` weights (``moved`` bytes) are read from its file."""
+    return (f"{count} weight(s), {moved / 2 ** 20:.1f} MiB, are read from the model file {file_name} "
+            "(checked unchanged since loading before each read) where a step needs them, not held in memory")
+
+
+Key = Tuple[str, str]
+
+
+def _left_out(proto: onnx.ModelProto, min_bytes: int = LEAVE_MIN_BYTES) -> List[Tuple[int, Key, onnx.TensorProto]]:
+    """``(index, key, tensor)`` of each ``Constant`` value (top level; index of its node) of at
+    least ``min_bytes`` of raw data, and each initializer (index in the initializers) with raw
+    data and at least that serialized size, of ``proto``: what a file may keep for it.
+    Constants first, as files hold nodes before initializers."""
+    graph = proto.graph
+    nodes = graph.node
+    out: List[Tuple[int, Key, onnx.TensorProto]] = []
+    for i, op in enumerate(map(attrgetter("op_type"), nodes)):
+        if op == "Constant":
+            node = nodes[i]
+            value = constant_value_attr(node, min_bytes)
+            if value is not None and node.output and value.t.HasField("raw_data"):
+                out.append((i, ("constant", node.output[0]), value.t))
+    inits = graph.initializer
+    for i, size in enumerate(map(onnx.TensorProto.ByteSize, inits)):
+        if size >= min_bytes:  # its data may be
+            t = inits[i]
+            if not is_external(t) and t.HasField("raw_data"):
+                out.append((i, ("initializer", t.name), t))
+    return out
+
+
+def spans_in(data: bytes, proto: onnx.ModelProto, min_bytes: int = LEAVE_MIN_BYTES) -> Dict[Key, Tuple[int, int]]:
+    """Where the bytes ``data`` of a model file hold the raw data of ``proto``'s tensors of at
+    least ``min_bytes`` (``proto`` parsed from them): ``("initializer", name)`` /
+    ``("constant", output)`` -> ``(offset, length)``, as :attr:`trtlab.weights.ModelFile.spans`.
+
+    Each tensor's bytes are looked up in ``data`` after a ``raw_data`` field key and length, from
+    where the previous one ended (fields are in file order), and a span is given only where the
+    file's bytes are exactly the tensor's: found by comparison, so a reference to it reads the
+    tensor's value. Linear in the file's size; nothing is parsed again.
+    """
+    tag = varint(onnx.TensorProto.RAW_DATA_FIELD_NUMBER << 3 | 2)
+    spans: Dict[Key, Tuple[int, int]] = {}
+    cursor = 0
+    for _, key, tensor in _left_out(proto, min_bytes):
+        raw = tensor.raw_data
+        if len(raw) < min_bytes:
+            continue
+        head = tag + varint(len(raw))
+        at = _find_raw(data, head, raw, cursor)
+        if at < 0 and cursor:
+            at = _find_raw(data, head, raw, 0)
+        if at >= 0:
+            spans[key] = (at, len(raw))
+            cursor = at + len(raw)
+    return spans
+
+
+def _find_raw(data: bytes, head: bytes, raw: bytes, start: int) -> int:
+    """Offset of the first payload ``raw`` after ``head`` in ``data`` from ``start`` (-1: none)."""
+    probe = head + raw[:64]
+    at = data.find(probe, start)
+    while at >= 0 and not data.startswith(raw, at + len(head)):
+        at = data.find(probe, at + 1)
+    return at + len(head) if at >= 0 else -1
+
+
+def refer_to_file(proto: onnx.ModelProto, location: str, spans: Mapping[Key, Tuple[int, int]],
+                  same: Any, min_bytes: int = LEAVE_MIN_BYTES) -> Tuple[Optional[onnx.ModelProto], int, int]:
+    """``(new proto, count, bytes)``: a copy of ``proto`` whose large raw tensors are references
+    to their bytes in the file ``location`` (``spans`` as :attr:`trtlab.weights.ModelFile.spans`), for each
+    tensor ``same(key, tensor)`` says the file holds exactly (tensors under ``min_bytes`` are
+    not looked at); ``(None, 0, 0)`` when none is.
+
+    The copy is a new message (what is not replaced is copied in runs): the weights of ``proto``
+    are freed with it.
+    """
+    nodes: Dict[int, onnx.NodeProto] = {}
+    initializers: Dict[int, onnx.TensorProto] = {}
+    moved = 0
+    for i, key, tensor in _left_out(proto, min_bytes):
+        span = spans.get(key)
+        if span is None or not same(key, tensor):
+            continue
+        ref = _reference(tensor, location, *span)
+        moved += span[1]
+        if key[0] == "initializer":
+            initializers[i] = ref
+        else:
+            nodes[i] = _with_value(proto.graph.node[i], ref)
+    if not nodes and not initializers:
+        return None, 0, 0
+    new = onnx.ModelProto()
+    _copy_fields(new, proto, ("graph",))
+    _copy_fields(new.graph, proto.graph, ("node", "initializer"))
+    _extend_replacing(new.graph.node, proto.graph.node, nodes)
+    _extend_replacing(new.graph.initializer, proto.graph.initializer, initializers)
+    return new, len(nodes) + len(initializers), moved
+
+
+def _with_value(node: onnx.NodeProto, value: onnx.TensorProto) -> onnx.NodeProto:
+    """A copy of a ``Constant`` node whose ``value`` attribute is ``value``."""
+    out = onnx.NodeProto()
+    _copy_fields(out, node, ("attribute",))
+    for attr in node.attribute:
+        if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+            new = out.attribute.add()
+            _copy_fields(new, attr, ("t",))
+            new.t.CopyFrom(value)
+        else:
+            out.attribute.append(attr)
+    return out
+
+
+def _extend_replacing(dst: Any, src: Any, replace: Mapping[int, Any]) -> None:
+    """Append to ``dst`` the messages of ``src``, those at the indices of ``replace`` replaced."""
+    last = 0
+    for i in sorted(replace):
+        if last < i:
+            dst.extend(src[last:i])
+        dst.append(replace[i])
+        last = i + 1
+    if last < len(src):
+        dst.extend(src[last:])
+
+
+def _reference(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> onnx.TensorProto:
+    """``tensor`` (every field but its data), its data a reference to ``length`` bytes at ``offset`` of ``location``."""
+    out = onnx.TensorProto()
+    out.CopyFrom(tensor)  # a short-lived copy: every other field, whatever it is
+    for name in ("raw_data", "external_data", "data_location"):
+        out.ClearField(name)
+    out.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        out.external_data.add(key=key, value=value)
+    return out
+
+
+def _copy_fields(dst: Any, src: Any, skip: Tuple[str, ...]) -> None:
+    """Copy every set field of message ``src`` into ``dst`` except those named in ``skip``."""
+    for fd, value in src.ListFields():
+        if fd.name in skip:
+            continue
+        if fd.is_repeated:
+            getattr(dst, fd.name).extend(value)
+        elif fd.type == fd.TYPE_MESSAGE:
+            getattr(dst, fd.name).CopyFrom(value)
+        else:
+            setattr(dst, fd.name, value)
+
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1628,16 +1803,20 @@ class Model:
             proto = copy.deepcopy(proto)
         if proto.ir_version > WRITE_IR_VERSION:
             fit_ir_version(proto)
+        over = bool(own) and _same_file(path, self.path)  # over the file the weights are read from
         if proto.ByteSize() > 1_800_000_000:
             _save_external(proto, path, overwrite=overwrite)
+            if over:  # the weights are in <name>.data now
+                self.proto, self.base_dir = _read_file(path), path.parent
+                self._drop_caches()
         else:
-            _io.write_bytes(path, proto.SerializeToString(), overwrite=overwrite, what="model file")
-        if own and _same_file(path, self.path):  # written over the file the weights were read from
-            from trtlab.weights import leave_in_file
-
-            self.proto, self.weight_files = proto, {}
-            self._drop_caches()
-            leave_in_file(self, min_bytes=LEAVE_MIN_BYTES)
+            data = proto.SerializeToString()
+            _io.write_bytes(path, data, overwrite=overwrite, what="model file")
+            if over:  # the weights are left in the file written, at their new places
+                new, _, _ = refer_to_file(proto, path.name, spans_in(data, proto), lambda key, tensor: True)
+                self.proto = new if new is not None else proto
+                self.weight_files = {Path(os.path.abspath(path)): FileIdentity.of(path)} if new is not None else {}
+                self._drop_caches()
         return path
 
     @property
@@ -1807,10 +1986,6 @@ def _clear_value_info(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview, "onnx.ModelProto", Model, Any]
 
-#: Smallest tensor (bytes of raw data) ``load(weights="file")`` leaves in the model's file: a
-#: smaller one costs about as much to refer to as it holds, and is one the checker and shape
-#: inference read anyway (:data:`_SKELETON_MIN_BYTES`).
-LEAVE_MIN_BYTES = _SKELETON_MIN_BYTES
 
 
 def load(source: Source, *, fold_constants: bool = False, shape_inference: bool = True,
@@ -1934,8 +2109,6 @@ def _load(source: Source, *, fold_constants: bool = False, shape_inference: bool
         written = _read_model_bytes(path)
         proto, what = _parse_bytes(written, f"File {path}"), f"Model {path}"
         if weights == "file" and identity is not None and len(written) >= LEAVE_MIN_BYTES:
-            from trtlab.weights import spans_in
-
             spans = spans_in(written, proto, LEAVE_MIN_BYTES)  # before load changes anything
             if spans:
                 known[Path(os.path.abspath(path))] = identity
@@ -2026,10 +2199,10 @@ def _load(source: Source, *, fold_constants: bool = False, shape_inference: bool
         proto = _infer_shapes(proto, skel, base_dir, what, data, nodes)
     skel = data = nodes = None  # type: ignore[assignment]
     left = False
-    if spans and not fold_constants:
-        # the tensors are the ones parsed from the file's bytes (load changed none): no byte compare
-        from trtlab.weights import left_note, refer_to_file
-
+    if spans:
+        # Every tensor kept under a name the file's spans have is the one parsed from the file's
+        # bytes: load changes no tensor (folding drops nodes and adds initializers named after
+        # node outputs, never after an initializer or a kept Constant).
         new, count, moved = refer_to_file(proto, path.name, spans, lambda key, tensor: True,  # type: ignore[union-attr]
                                           LEAVE_MIN_BYTES)
         if new is not None:
@@ -2038,10 +2211,6 @@ def _load(source: Source, *, fold_constants: bool = False, shape_inference: bool
     files = record_weight_files(proto, base_dir, known) if maybe_external else \
         {p: i for p, i in known.items() if left}
     model = Model(proto, name=name, path=path, notes=notes, renamed=renamed, base_dir=base_dir, weight_files=files)
-    if spans and fold_constants:  # folding made new tensors: those equal to the file's bytes are compared
-        from trtlab.weights import leave_in_file
-
-        leave_in_file(model, min_bytes=LEAVE_MIN_BYTES)
     conflicts = _symbolic_dim_conflicts(proto.graph, ())  # load dropped initializers from the inputs
     if conflicts:
         desc = "; ".join(f"{r['input']}: '{r['dim_param']}' on axes {r['axes']}" for r in conflicts)

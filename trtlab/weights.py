@@ -30,7 +30,7 @@ from trtlab._lazy import lazy_import
 from trtlab._wire import length_delimited, varint
 from trtlab.errors import ExternalDataError
 from trtlab.model import _all_tensors, _check_external, _tensor_nbytes, external_location, inline_external_data, is_external
-from trtlab.model import check_weight_files, tensor_value
+from trtlab.model import _left_out, check_weight_files, constant_value_attr, left_note, refer_to_file, tensor_value
 
 np = lazy_import("numpy")
 onnx = lazy_import("onnx")
@@ -38,8 +38,7 @@ onnx = lazy_import("onnx")
 log = logging.getLogger(__name__)
 
 __all__ = ["Weights", "base_dir", "is_external", "external_info", "to_array", "stub", "light_constant", "has_external",
-           "materialize", "same_as_file", "ModelFile", "read_model_file", "leave_in_file", "refer_to_file",
-           "left_note", "spans_in", "STUB_MIN_BYTES"]
+           "materialize", "same_as_file", "ModelFile", "read_model_file", "leave_in_file", "STUB_MIN_BYTES"]
 
 #: Initializers smaller than this stay embedded in light segment models: ONNX Runtime and ONNX
 #: shape inference read small constants (a Reshape's shape, a Clip's bounds) while loading a model.
@@ -105,13 +104,7 @@ def _nbytes(tensor: onnx.TensorProto) -> int:
 
 def _big_value(node: onnx.NodeProto) -> Optional[onnx.AttributeProto]:
     """The ``value`` attribute of a ``Constant`` node holding at least :data:`STUB_MIN_BYTES`."""
-    if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
-        return None
-    for attr in node.attribute:
-        if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR and not is_external(attr.t) \
-                and _nbytes(attr.t) >= STUB_MIN_BYTES:
-            return attr
-    return None
+    return constant_value_attr(node, STUB_MIN_BYTES)
 
 
 def _external_value(node: onnx.NodeProto) -> Optional[onnx.AttributeProto]:
@@ -658,31 +651,6 @@ def same_as_file(model: Any, source: Optional[ModelFile] = None) -> str:
 # leaving weights in the model's file
 # ----------------------------------------------------------------------------------------------
 
-def _reference(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> onnx.TensorProto:
-    """``tensor`` (every field but its data), its data a reference to ``length`` bytes at ``offset`` of ``location``."""
-    out = onnx.TensorProto()
-    out.CopyFrom(tensor)  # a short-lived copy: every other field, whatever it is
-    for name in ("raw_data", "external_data", "data_location"):
-        out.ClearField(name)
-    out.data_location = onnx.TensorProto.EXTERNAL
-    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
-        out.external_data.add(key=key, value=value)
-    return out
-
-
-def _copy_fields(dst: Any, src: Any, skip: Tuple[str, ...]) -> None:
-    """Copy every set field of message ``src`` into ``dst`` except those named in ``skip``."""
-    for fd, value in src.ListFields():
-        if fd.name in skip:
-            continue
-        if fd.is_repeated:
-            getattr(dst, fd.name).extend(value)
-        elif fd.type == fd.TYPE_MESSAGE:
-            getattr(dst, fd.name).CopyFrom(value)
-        else:
-            setattr(dst, fd.name, value)
-
-
 #: Model caches that hold parts of ``Model.proto`` (dropped when the proto is replaced).
 _PROTO_CACHES = ("initializers", "_value_infos", "_constant_values")
 
@@ -738,132 +706,3 @@ def leave_in_file(model: Any, source: Optional[ModelFile] = None, min_bytes: int
     model.notes.append(note)
     log.info("%s: %s", getattr(model, "name", "model"), note)
     return moved
-
-
-def left_note(count: int, moved: int, file_name: str) -> str:
-    """The note a model carries when ``count`` weights (``moved`` bytes) are read from its file."""
-    return (f"{count} weight(s), {moved / 2 ** 20:.1f} MiB, are read from the model file {file_name} "
-            "(checked unchanged since loading before each read) where a step needs them, not held in memory")
-
-
-Key = Tuple[str, str]
-
-
-def _left_out(proto: onnx.ModelProto, min_bytes: int = STUB_MIN_BYTES) -> List[Tuple[int, Key, onnx.TensorProto]]:
-    """``(index, key, tensor)`` of each ``Constant`` value (top level; index of its node) of at
-    least ``min_bytes`` of raw data, and each initializer (index in the initializers) with raw
-    data and at least that serialized size, of ``proto``: what a file may keep for it.
-    Constants first, as files hold nodes before initializers."""
-    from operator import attrgetter
-
-    graph = proto.graph
-    nodes = graph.node
-    out: List[Tuple[int, Key, onnx.TensorProto]] = []
-    for i, op in enumerate(map(attrgetter("op_type"), nodes)):
-        if op == "Constant":
-            node = nodes[i]
-            value = _big_value(node)
-            if value is not None and node.output and value.t.HasField("raw_data") and _nbytes(value.t) >= min_bytes:
-                out.append((i, ("constant", node.output[0]), value.t))
-    inits = graph.initializer
-    for i, size in enumerate(map(onnx.TensorProto.ByteSize, inits)):
-        if size >= min_bytes:  # its data may be
-            t = inits[i]
-            if not is_external(t) and t.HasField("raw_data"):
-                out.append((i, ("initializer", t.name), t))
-    return out
-
-
-def spans_in(data: bytes, proto: onnx.ModelProto, min_bytes: int = STUB_MIN_BYTES) -> Dict[Key, Tuple[int, int]]:
-    """Where the bytes ``data`` of a model file hold the raw data of ``proto``'s tensors of at
-    least ``min_bytes`` (``proto`` parsed from them): ``("initializer", name)`` /
-    ``("constant", output)`` -> ``(offset, length)``, as :attr:`ModelFile.spans`.
-
-    Each tensor's bytes are looked up in ``data`` after a ``raw_data`` field key and length, from
-    where the previous one ended (fields are in file order), and a span is given only where the
-    file's bytes are exactly the tensor's: found by comparison, so a reference to it reads the
-    tensor's value. Linear in the file's size; nothing is parsed again.
-    """
-    tag = varint(_field(onnx.TensorProto, "raw_data") << 3 | 2)
-    spans: Dict[Key, Tuple[int, int]] = {}
-    cursor = 0
-    for _, key, tensor in _left_out(proto, min_bytes):
-        raw = tensor.raw_data
-        if len(raw) < min_bytes:
-            continue
-        head = tag + varint(len(raw))
-        at = _find_raw(data, head, raw, cursor)
-        if at < 0 and cursor:
-            at = _find_raw(data, head, raw, 0)
-        if at >= 0:
-            spans[key] = (at, len(raw))
-            cursor = at + len(raw)
-    return spans
-
-
-def _find_raw(data: bytes, head: bytes, raw: bytes, start: int) -> int:
-    """Offset of the first payload ``raw`` after ``head`` in ``data`` from ``start`` (-1: none)."""
-    probe = head + raw[:64]
-    at = data.find(probe, start)
-    while at >= 0 and not data.startswith(raw, at + len(head)):
-        at = data.find(probe, at + 1)
-    return at + len(head) if at >= 0 else -1
-
-
-def refer_to_file(proto: onnx.ModelProto, location: str, spans: Mapping[Key, Tuple[int, int]],
-                  same: Any, min_bytes: int = STUB_MIN_BYTES) -> Tuple[Optional[onnx.ModelProto], int, int]:
-    """``(new proto, count, bytes)``: a copy of ``proto`` whose large raw tensors are references
-    to their bytes in the file ``location`` (``spans`` as :attr:`ModelFile.spans`), for each
-    tensor ``same(key, tensor)`` says the file holds exactly (tensors under ``min_bytes`` are
-    not looked at); ``(None, 0, 0)`` when none is.
-
-    The copy is a new message (what is not replaced is copied in runs): the weights of ``proto``
-    are freed with it.
-    """
-    nodes: Dict[int, onnx.NodeProto] = {}
-    initializers: Dict[int, onnx.TensorProto] = {}
-    moved = 0
-    for i, key, tensor in _left_out(proto, min_bytes):
-        span = spans.get(key)
-        if span is None or not same(key, tensor):
-            continue
-        ref = _reference(tensor, location, *span)
-        moved += span[1]
-        if key[0] == "initializer":
-            initializers[i] = ref
-        else:
-            nodes[i] = _with_value(proto.graph.node[i], ref)
-    if not nodes and not initializers:
-        return None, 0, 0
-    new = onnx.ModelProto()
-    _copy_fields(new, proto, ("graph",))
-    _copy_fields(new.graph, proto.graph, ("node", "initializer"))
-    _extend_replacing(new.graph.node, proto.graph.node, nodes)
-    _extend_replacing(new.graph.initializer, proto.graph.initializer, initializers)
-    return new, len(nodes) + len(initializers), moved
-
-
-def _with_value(node: onnx.NodeProto, value: onnx.TensorProto) -> onnx.NodeProto:
-    """A copy of a ``Constant`` node whose ``value`` attribute is ``value``."""
-    out = onnx.NodeProto()
-    _copy_fields(out, node, ("attribute",))
-    for attr in node.attribute:
-        if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
-            new = out.attribute.add()
-            _copy_fields(new, attr, ("t",))
-            new.t.CopyFrom(value)
-        else:
-            out.attribute.append(attr)
-    return out
-
-
-def _extend_replacing(dst: Any, src: Any, replace: Mapping[int, Any]) -> None:
-    """Append to ``dst`` the messages of ``src``, those at the indices of ``replace`` replaced."""
-    last = 0
-    for i in sorted(replace):
-        if last < i:
-            dst.extend(src[last:i])
-        dst.append(replace[i])
-        last = i + 1
-    if last < len(src):
-        dst.extend(src[last:])
