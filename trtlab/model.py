@@ -580,6 +580,8 @@ def _left_out(proto: onnx.ModelProto, min_bytes: int = LEAVE_MIN_BYTES) -> List[
     for i, op in enumerate(map(attrgetter("op_type"), nodes)):
         if op == "Constant":
             node = nodes[i]
+            if node.ByteSize() < min_bytes:
+                continue
             value = constant_value_attr(node, min_bytes)
             if value is not None and node.output and value.t.HasField("raw_data"):
                 out.append((i, ("constant", node.output[0]), value.t))
