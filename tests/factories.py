@@ -59,6 +59,27 @@ def mlp(seed=0):
     return _model(nodes, [vi("x", [2, 16])], [vi("y", [2, 10])], inits)
 
 
+def constant_mlp(seed=0, width=256, batch=2):
+    """Weights in a Constant node (as Paddle exports them) and in initializers:
+
+        x[batch,W] -> MatMul(k1: Constant) -> Add(b1: initializer) -> Relu -> MatMul(w2: initializer) -> y[batch,W]
+
+    ``batch`` may be a symbolic name (a dynamic dim).
+    """
+    rng = np.random.default_rng(seed)
+    k1 = numpy_helper.from_array(rng.standard_normal((width, width)).astype(np.float32), "k1_value")
+    nodes = [helper.make_node("Constant", [], ["k1"], name="k1_const", value=k1),
+             helper.make_node("MatMul", ["x", "k1"], ["h0"], name="mm1"),
+             helper.make_node("Add", ["h0", "b1"], ["h1"], name="add1"),
+             helper.make_node("Relu", ["h1"], ["h2"], name="relu1"),
+             helper.make_node("MatMul", ["h2", "w2"], ["y"], name="mm2")]
+    inits = [numpy_helper.from_array(rng.standard_normal(width).astype(np.float32), "b1"),
+             numpy_helper.from_array(rng.standard_normal((width, width)).astype(np.float32), "w2")]
+    graph = helper.make_graph(nodes, "constant_mlp", [helper.make_tensor_value_info("x", 1, [batch, width])],
+                              [helper.make_tensor_value_info("y", 1, [batch, width])], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def with_unsupported(seed=0):
     """x -> Relu -> NonZero (rejected by TensorRT-RTX) -> Cast -> y ; Relu -> Sigmoid -> z
 

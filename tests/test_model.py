@@ -131,9 +131,19 @@ def test_path_and_bytes_load_what_a_proto_loads(which, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TrtlabWarning)
         want = trtlab.load(proto)
-        for got in (trtlab.load(path), trtlab.load(proto.SerializeToString())):
+        for got in (trtlab.load(path, weights="memory"), trtlab.load(proto.SerializeToString())):
             assert got.proto == want.proto, which
             assert got.notes == want.notes and got.renamed == want.renamed
+        # by default, weights embedded in the file stay there: the same model, values read from the file
+        left = trtlab.load(path)
+        big = any(len(t.raw_data) >= trtlab.model.LEAVE_MIN_BYTES for t in want.initializers.values())
+        assert any("read from the model file m.onnx" in n for n in left.notes) == big
+        assert left.node_names == want.node_names and left.renamed == want.renamed
+        assert [n.SerializeToString() for n in left.proto.graph.node] == \
+            [n.SerializeToString() for n in want.proto.graph.node]
+        assert left.initializers.keys() == want.initializers.keys()
+        for name, tensor in want.initializers.items():
+            np.testing.assert_array_equal(left.constant_value(name), onnx.numpy_helper.to_array(tensor))
     assert len(want.proto.graph.value_info) >= len(want.proto.graph.node) - 1  # shapes inferred
 
 

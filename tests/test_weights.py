@@ -101,7 +101,7 @@ def test_same_as_file_accepts_the_loaded_file_and_refuses_any_change(tmp_path):
     assert same_as_file(trtlab.load(F.mlp())) == "the model was not loaded from a file"
     changed = trtlab.load(path)
     w1 = changed.initializers["w1"]
-    w1.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w1) * 2, "w1"))
+    w1.CopyFrom(numpy_helper.from_array(to_array(w1, changed.base_dir) * 2, "w1"))
     assert "initializer 'w1' differs" in same_as_file(changed)
     attr = trtlab.load(path)
     attr.node("softmax").attribute[0].i = 0
@@ -114,25 +114,7 @@ def test_same_as_file_accepts_the_loaded_file_and_refuses_any_change(tmp_path):
 # the model's own file, read as a stream; weights left in it
 # ----------------------------------------------------------------------------------------------
 
-def constant_mlp(seed=0, width=256):
-    """Weights in Constant nodes (as Paddle exports them) and in initializers:
-
-        x[2,W] -> MatMul(k1: Constant) -> Add(b1: initializer) -> Relu -> MatMul(w2: initializer) -> y[2,W]
-    """
-    from onnx import helper
-
-    rng = np.random.default_rng(seed)
-    k1 = numpy_helper.from_array(rng.standard_normal((width, width)).astype(np.float32), "k1_value")
-    nodes = [helper.make_node("Constant", [], ["k1"], name="k1_const", value=k1),
-             helper.make_node("MatMul", ["x", "k1"], ["h0"], name="mm1"),
-             helper.make_node("Add", ["h0", "b1"], ["h1"], name="add1"),
-             helper.make_node("Relu", ["h1"], ["h2"], name="relu1"),
-             helper.make_node("MatMul", ["h2", "w2"], ["y"], name="mm2")]
-    inits = [numpy_helper.from_array(rng.standard_normal(width).astype(np.float32), "b1"),
-             numpy_helper.from_array(rng.standard_normal((width, width)).astype(np.float32), "w2")]
-    graph = helper.make_graph(nodes, "constant_mlp", [helper.make_tensor_value_info("x", 1, [2, width])],
-                              [helper.make_tensor_value_info("y", 1, [2, width])], initializer=inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+constant_mlp = F.constant_mlp
 
 
 def embedded_tensors(proto: onnx.ModelProto):
@@ -198,7 +180,7 @@ def test_weights_left_in_the_file_keep_their_values_and_the_model_its_meaning(tm
 
     path = tmp_path / "m.onnx"
     onnx.save(constant_mlp(), str(path))
-    model = trtlab.load(path)
+    model = trtlab.load(path, weights="memory")
     values = {n: np.array(model.constant_value(n)) for n in ("k1", "b1", "w2")}
     feeds = {"x": np.random.default_rng(1).standard_normal((2, 256)).astype(np.float32)}
     want = run_onnx(str(path), feeds)["y"]
@@ -224,7 +206,7 @@ def test_only_weights_equal_to_the_file_are_left_there(tmp_path):
 
     path = tmp_path / "m.onnx"
     onnx.save(constant_mlp(), str(path))
-    model = trtlab.load(path)
+    model = trtlab.load(path, weights="memory")
     w2 = model.initializers["w2"]
     w2.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w2) + 1, "w2"))
     k1 = model.node("k1_const").attribute[0].t
@@ -244,7 +226,7 @@ def test_same_as_file_sees_a_changed_constant_value(tmp_path):
     model = trtlab.load(path)
     assert same_as_file(model) == ""
     k1 = model.node("k1_const").attribute[0].t
-    value = numpy_helper.to_array(k1).copy()
+    value = np.array(to_array(k1, model.base_dir))
     value[3, 4] += 1
     k1.CopyFrom(numpy_helper.from_array(value, k1.name))
     assert "nodes differ" in same_as_file(model)
@@ -271,7 +253,7 @@ def test_weights_left_in_the_file_keep_every_step_working(tmp_path):
     onnx.save(constant_mlp(), str(path))
     feeds = {"x": np.random.default_rng(2).standard_normal((2, 256)).astype(np.float32)}
     want = run_onnx(str(path), feeds)["y"]
-    model = trtlab.load(path)
+    model = trtlab.load(path, weights="memory")
     held = embedded_tensors(model.proto)
     everything = {n: (False, "one segment") for n in model.node_names}
     one = trtlab.build(trtlab.partition(model, support=everything), cache_dir=False, progress=False)
@@ -314,11 +296,13 @@ def test_a_model_saved_over_the_file_holding_its_weights_keeps_them(tmp_path):
     onnx.save(constant_mlp(), str(path))
     feeds = {"x": np.random.default_rng(3).standard_normal((2, 256)).astype(np.float32)}
     want = run_onnx(str(path), feeds)["y"]
-    model = trtlab.load(path)
+    model = trtlab.load(path, weights="memory")
     k1 = np.array(model.constant_value("k1"))
     assert leave_in_file(model) > 0
     model.save(path)  # the file the model reads its weights from is replaced
-    assert (tmp_path / "m.onnx.data").is_file()
+    assert not (tmp_path / "m.onnx.data").exists()  # embedded again: the file stands alone
+    assert not has_external(onnx.load(str(path), load_external_data=False))
+    assert embedded_tensors(model.proto) == ["b1"]  # the others left in the new file (as load() does: 16 KiB and up)
     np.testing.assert_array_equal(model.constant_value("k1"), k1)
     np.testing.assert_array_equal(run_onnx(model, feeds)["y"], want)
     np.testing.assert_array_equal(run_onnx(str(path), feeds)["y"], want)

@@ -280,10 +280,10 @@ def build(partition: Any, *, feeds: Any = None, shapes: Optional[Mapping[str, An
 
     Notes
     -----
-    ``build`` never changes the model given. A model loaded from an ``.onnx`` file holds its
-    embedded weights in memory next to its sessions' copies; :func:`trtlab.weights.leave_in_file`
-    (opt-in) turns the ones equal to the file's into references to their bytes there, so the model
-    holds no copy, at the price of reading them from a file that must then stay unchanged.
+    ``build`` never changes the model given. A model loaded from an ``.onnx`` file leaves its
+    embedded weights in the file by default (``load(path, weights="file")``), so the hybrid's
+    sessions hold the one copy of them; the sessions and engines are made only after the files
+    the model reads weights from are checked unchanged since loading (``ExternalDataError``).
     """
     from trtlab.runtime import HybridModel
 

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 from trtlab._lazy import lazy_import
 from trtlab.errors import PartitionError
-from trtlab.model import fit_ir_version
+from trtlab.model import _all_tensors, fit_ir_version, in_file
 from trtlab.weights import (STUB_MIN_BYTES, _is_stub, _nbytes, base_dir, external_info, has_external, is_external,
                             light_constant, materialize, stub, tensor_bytes)
 
@@ -349,7 +349,9 @@ def weights_mode(model: Any, weights: str = "auto") -> str:
         raise PartitionError(f"weights={weights!r} is not a weight mode; use one of {list(WEIGHT_MODES)} "
                              "('copy': the folder holds every weight; 'reference': segments refer to the "
                              "model's external data files in place; 'auto': reference when there are any).")
-    external = has_external(model.proto) and base_dir(model) is not None
+    own = getattr(model, "own_location", None)  # weights load() left in the model file count as embedded
+    external = any(is_external(t) and not in_file(t, own) for t in _all_tensors(model.proto.graph)) and \
+        base_dir(model) is not None
     if weights == "auto":
         return "reference" if external else "copy"
     if weights == "reference" and not external:
@@ -424,13 +426,18 @@ def _check_reference_target(partition: "Partition", out: Path, mode: str) -> Non
             "weights='copy' (--weights copy) for a folder with its own copy of the weights.")
 
 
-def _inline_embedded(protos: Any, sources: Dict[str, onnx.TensorProto], base: Any) -> None:
-    """Fill stubs of weights the model holds embedded (in place): a reference partition refers
-    only to the model's external data files, and embeds the rest."""
+def _inline_embedded(protos: Any, sources: Dict[str, onnx.TensorProto], base: Any, own: Optional[str]) -> None:
+    """Fill stubs of weights the model holds embedded, or left in its own file ``own`` (in place):
+    a reference partition refers only to the model's external data files, and embeds the rest."""
     for proto in protos:
         for name, tensor in _stubs(proto):
             if not is_external(tensor):
                 tensor.raw_data = bytes(_raw(sources[name], base))
+            elif in_file(tensor, own):
+                data = bytes(_raw(sources[name], base))
+                del tensor.external_data[:]
+                tensor.data_location = onnx.TensorProto.DEFAULT
+                tensor.raw_data = data
 
 
 def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
@@ -525,7 +532,7 @@ def folder_plan(partition: "Partition", mode: str) -> FolderPlan:
     sources = _weight_sources(partition.model)
     base = base_dir(partition.model)
     if mode == "reference":
-        _inline_embedded(protos.values(), sources, base)
+        _inline_embedded(protos.values(), sources, base, getattr(partition.model, "own_location", None))
         layout: Dict[str, Tuple[int, int]] = {}
     else:
         layout = _weights_layout(sources, protos.values())

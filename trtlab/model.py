@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from trtlab import _io
+from trtlab._wire import varint
 from trtlab._lazy import lazy_import
 from trtlab.opinfo import MAC_FORMULA_OPS, ElemType
 from trtlab.errors import (
@@ -336,6 +337,13 @@ def external_location(tensor: onnx.TensorProto, base_dir: Optional[Path]) -> Tup
     return Path(base_dir) / rel, offset, length
 
 
+def in_file(tensor: onnx.TensorProto, location: Optional[str]) -> bool:
+    """Whether ``tensor`` keeps its data as external data in the file ``location`` (e.g. a
+    model's :attr:`Model.own_location`)."""
+    return location is not None and is_external(tensor) and \
+        any(e.key == "location" and e.value == location for e in tensor.external_data)
+
+
 def _check_external(tensor: onnx.TensorProto, base_dir: Optional[Path], what: str) -> None:
     """The file of an external tensor exists and holds ``offset + length`` bytes (not read)."""
     file, offset, length = external_location(tensor, base_dir)
@@ -364,6 +372,84 @@ def _check_external(tensor: onnx.TensorProto, base_dir: Optional[Path], what: st
             f"{what}: external data file {file.name!r} has {st.st_size} bytes, but tensor "
             f"{tensor.name!r} needs bytes {offset}..{need} (a truncated or wrong data file). "
             "Copy the complete data file beside the model.")
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What tells a file's content apart at the cost of one ``stat``: size, modification time
+    (ns), inode and device. Rewriting a file changes its modification time (and usually its
+    size); replacing it (another file renamed over it) changes its inode."""
+
+    size: int
+    mtime_ns: int
+    ino: int
+    dev: int
+
+    @classmethod
+    def of(cls, path: Union[str, os.PathLike]) -> "FileIdentity":
+        """The identity of the file at ``path`` now (raises ``OSError`` when it cannot be examined)."""
+        st = os.stat(path)
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+
+    def changes(self, now: "FileIdentity") -> List[str]:
+        """What differs in ``now`` from this identity, in words."""
+        out = []
+        if (now.ino, now.dev) != (self.ino, self.dev):
+            out.append("it was replaced by another file (new inode)")
+        if now.size != self.size:
+            out.append(f"its size changed from {self.size} to {now.size} bytes")
+        if now.mtime_ns != self.mtime_ns:
+            out.append("it was modified (new modification time)")
+        return out
+
+
+#: ``{absolute file path: FileIdentity}`` of the files a model reads weights from.
+WeightFiles = Dict[Path, FileIdentity]
+
+
+def record_weight_files(proto: onnx.ModelProto, base_dir: Optional[Path],
+                        known: Optional[Mapping[Path, FileIdentity]] = None) -> WeightFiles:
+    """The identity of every file the external tensors of ``proto`` read (its bodies and local
+    functions included), taken now; ``known`` gives identities taken earlier (used as they are).
+    Files that cannot be examined are left out (reading them fails with its own message)."""
+    if base_dir is None:
+        return {}
+    known = known or {}
+    tensors = external_tensors(proto.graph) + [attr.t for f in proto.functions for node in f.node
+                                               for attr in node.attribute if attr.HasField("t") and is_external(attr.t)]
+    out: WeightFiles = {}
+    for location in {e.value for t in tensors for e in t.external_data if e.key == "location"}:
+        path = Path(os.path.abspath(Path(base_dir) / location))
+        if path in out:
+            continue
+        if path in known:
+            out[path] = known[path]
+            continue
+        try:
+            out[path] = FileIdentity.of(path)
+        except OSError:
+            continue
+    return out
+
+
+def check_weight_files(files: Mapping[Path, FileIdentity], what: str, source: Optional[Path] = None) -> None:
+    """Raise :class:`~trtlab.errors.ExternalDataError` when a file in ``files`` is not the one
+    recorded (one ``stat`` per file). ``what`` names the model, ``source`` its ``.onnx`` file."""
+    for path, then in files.items():
+        try:
+            now = FileIdentity.of(path)
+        except OSError as exc:
+            changes = [f"it can no longer be examined ({exc.strerror or exc})"]
+        else:
+            if now == then:
+                continue
+            changes = then.changes(now)
+        again = f"trtlab.load({str(source)!r})" if source is not None else "trtlab.load(path)"
+        raise ExternalDataError(
+            f"{what} reads weights from {path}, which changed since the model was loaded: "
+            f"{'; '.join(changes)}. Its bytes may no longer be the model's weights, so they are not "
+            f"read. Load the model again ({again}) to use the file as it is now, or put back the "
+            "file it was loaded with.")
 
 
 def tensor_value(tensor: onnx.TensorProto, base_dir: Optional[Path] = None) -> np.ndarray:
@@ -451,6 +537,182 @@ def _resolve_external(proto: onnx.ModelProto, base_dir: Optional[Path]) -> onnx.
     out = onnx.ModelProto()
     out.CopyFrom(proto)
     return inline_external_data(out, base_dir)
+
+
+# ----------------------------------------------------------------------------------------------
+# Weights left in the model's own file: references to their bytes there
+# ----------------------------------------------------------------------------------------------
+
+#: Smallest tensor (bytes of raw data) ``load(weights="file")`` leaves in the model's file: a
+#: smaller one costs about as much to refer to as it holds, and is one the checker and shape
+#: inference read anyway (:data:`_SKELETON_MIN_BYTES`).
+LEAVE_MIN_BYTES = _SKELETON_MIN_BYTES
+
+
+def constant_value_attr(node: onnx.NodeProto, min_bytes: int) -> Optional[onnx.AttributeProto]:
+    """The ``value`` attribute of a ``Constant`` node holding at least ``min_bytes`` of data, not external."""
+    if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+        return None
+    for attr in node.attribute:
+        if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR and not is_external(attr.t) \
+                and (_tensor_nbytes(attr.t) or 0) >= min_bytes:
+            return attr
+    return None
+
+
+def left_note(count: int, moved: int, file_name: str) -> str:
+    """The note a model carries when ``count`` weights (``moved`` bytes) are read from its file."""
+    return (f"{count} weight(s), {moved / 2 ** 20:.1f} MiB, are read from the model file {file_name} "
+            "(checked unchanged since loading before each read) where a step needs them, not held in memory")
+
+
+Key = Tuple[str, str]
+
+
+def _left_out(proto: onnx.ModelProto, min_bytes: int = LEAVE_MIN_BYTES) -> List[Tuple[int, Key, onnx.TensorProto]]:
+    """``(index, key, tensor)`` of each ``Constant`` value (top level; index of its node) of at
+    least ``min_bytes`` of raw data, and each initializer (index in the initializers) with raw
+    data and at least that serialized size, of ``proto``: what a file may keep for it.
+    Constants first, as files hold nodes before initializers."""
+    graph = proto.graph
+    nodes = graph.node
+    out: List[Tuple[int, Key, onnx.TensorProto]] = []
+    for i, op in enumerate(map(attrgetter("op_type"), nodes)):
+        if op == "Constant":
+            node = nodes[i]
+            if node.ByteSize() < min_bytes:
+                continue
+            value = constant_value_attr(node, min_bytes)
+            if value is not None and node.output and value.t.HasField("raw_data"):
+                out.append((i, ("constant", node.output[0]), value.t))
+    inits = graph.initializer
+    for i, size in enumerate(map(onnx.TensorProto.ByteSize, inits)):
+        if size >= min_bytes:  # its data may be
+            t = inits[i]
+            if not is_external(t) and t.HasField("raw_data"):
+                out.append((i, ("initializer", t.name), t))
+    return out
+
+
+def spans_in(data: bytes, proto: onnx.ModelProto, min_bytes: int = LEAVE_MIN_BYTES) -> Dict[Key, Tuple[int, int]]:
+    """Where the bytes ``data`` of a model file hold the raw data of ``proto``'s tensors of at
+    least ``min_bytes`` (``proto`` parsed from them): ``("initializer", name)`` /
+    ``("constant", output)`` -> ``(offset, length)``, as :attr:`trtlab.weights.ModelFile.spans`.
+
+    Each tensor's bytes are looked up in ``data`` after a ``raw_data`` field key and length, from
+    where the previous one ended (fields are in file order), and a span is given only where the
+    file's bytes are exactly the tensor's: found by comparison, so a reference to it reads the
+    tensor's value. Linear in the file's size; nothing is parsed again.
+    """
+    tag = varint(onnx.TensorProto.RAW_DATA_FIELD_NUMBER << 3 | 2)
+    spans: Dict[Key, Tuple[int, int]] = {}
+    cursor = 0
+    for _, key, tensor in _left_out(proto, min_bytes):
+        raw = tensor.raw_data
+        if len(raw) < min_bytes:
+            continue
+        head = tag + varint(len(raw))
+        at = _find_raw(data, head, raw, cursor)
+        if at < 0 and cursor:
+            at = _find_raw(data, head, raw, 0)
+        if at >= 0:
+            spans[key] = (at, len(raw))
+            cursor = at + len(raw)
+    return spans
+
+
+def _find_raw(data: bytes, head: bytes, raw: bytes, start: int) -> int:
+    """Offset of the first payload ``raw`` after ``head`` in ``data`` from ``start`` (-1: none)."""
+    probe = head + raw[:64]
+    at = data.find(probe, start)
+    while at >= 0 and not data.startswith(raw, at + len(head)):
+        at = data.find(probe, at + 1)
+    return at + len(head) if at >= 0 else -1
+
+
+def refer_to_file(proto: onnx.ModelProto, location: str, spans: Mapping[Key, Tuple[int, int]],
+                  same: Any, min_bytes: int = LEAVE_MIN_BYTES) -> Tuple[Optional[onnx.ModelProto], int, int]:
+    """``(new proto, count, bytes)``: a copy of ``proto`` whose large raw tensors are references
+    to their bytes in the file ``location`` (``spans`` as :attr:`trtlab.weights.ModelFile.spans`), for each
+    tensor ``same(key, tensor)`` says the file holds exactly (tensors under ``min_bytes`` are
+    not looked at); ``(None, 0, 0)`` when none is.
+
+    The copy is a new message (what is not replaced is copied in runs): the weights of ``proto``
+    are freed with it.
+    """
+    nodes: Dict[int, onnx.NodeProto] = {}
+    initializers: Dict[int, onnx.TensorProto] = {}
+    moved = 0
+    for i, key, tensor in _left_out(proto, min_bytes):
+        span = spans.get(key)
+        if span is None or not same(key, tensor):
+            continue
+        ref = _reference(tensor, location, *span)
+        moved += span[1]
+        if key[0] == "initializer":
+            initializers[i] = ref
+        else:
+            nodes[i] = _with_value(proto.graph.node[i], ref)
+    if not nodes and not initializers:
+        return None, 0, 0
+    new = onnx.ModelProto()
+    _copy_fields(new, proto, ("graph",))
+    _copy_fields(new.graph, proto.graph, ("node", "initializer"))
+    _extend_replacing(new.graph.node, proto.graph.node, nodes)
+    _extend_replacing(new.graph.initializer, proto.graph.initializer, initializers)
+    return new, len(nodes) + len(initializers), moved
+
+
+def _with_value(node: onnx.NodeProto, value: onnx.TensorProto) -> onnx.NodeProto:
+    """A copy of a ``Constant`` node whose ``value`` attribute is ``value``."""
+    out = onnx.NodeProto()
+    _copy_fields(out, node, ("attribute",))
+    for attr in node.attribute:
+        if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+            new = out.attribute.add()
+            _copy_fields(new, attr, ("t",))
+            new.t.CopyFrom(value)
+        else:
+            out.attribute.append(attr)
+    return out
+
+
+def _extend_replacing(dst: Any, src: Any, replace: Mapping[int, Any]) -> None:
+    """Append to ``dst`` the messages of ``src``, those at the indices of ``replace`` replaced."""
+    last = 0
+    for i in sorted(replace):
+        if last < i:
+            dst.extend(src[last:i])
+        dst.append(replace[i])
+        last = i + 1
+    if last < len(src):
+        dst.extend(src[last:])
+
+
+def _reference(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> onnx.TensorProto:
+    """``tensor`` (every field but its data), its data a reference to ``length`` bytes at ``offset`` of ``location``."""
+    out = onnx.TensorProto()
+    out.CopyFrom(tensor)  # a short-lived copy: every other field, whatever it is
+    for name in ("raw_data", "external_data", "data_location"):
+        out.ClearField(name)
+    out.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        out.external_data.add(key=key, value=value)
+    return out
+
+
+def _copy_fields(dst: Any, src: Any, skip: Tuple[str, ...]) -> None:
+    """Copy every set field of message ``src`` into ``dst`` except those named in ``skip``."""
+    for fd, value in src.ListFields():
+        if fd.name in skip:
+            continue
+        if fd.is_repeated:
+            getattr(dst, fd.name).extend(value)
+        elif fd.type == fd.TYPE_MESSAGE:
+            getattr(dst, fd.name).CopyFrom(value)
+        else:
+            setattr(dst, fd.name, value)
+
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1167,7 +1429,16 @@ class Model:
     where they are needed, through one reader: :meth:`constant_value` / :func:`tensor_value`
     (memory-mapped), :meth:`load_weights` (into the proto), :meth:`to_bytes` (a complete
     serialized copy) and :meth:`save` (a complete model with its own data file). Code that reads
-    ``proto`` tensors directly must resolve such references the same way.
+    ``proto`` tensors directly must resolve such references the same way. By default
+    :func:`load` also leaves the weights embedded in the ``.onnx`` file there: they become
+    references to their bytes in the model file itself (``weights="file"``).
+
+    **Files checked unchanged.** The identity (size, modification time, inode, device) of each
+    file the weights are read from is recorded when the model is loaded
+    (:attr:`weight_files`); reading :attr:`base_dir` (which every step reading weights, or
+    handing the files to ONNX Runtime or TensorRT, does) checks the files with one ``stat``
+    each and raises :class:`~trtlab.errors.ExternalDataError` when one changed: another tool
+    writing a new model to the same path cannot silently give the model other weights.
 
     Attributes
     ----------
@@ -1175,7 +1446,11 @@ class Model:
     name : str
     base_dir : pathlib.Path or None
         Folder external-data locations are relative to (the model file's folder); ``None`` when
-        the model was not loaded from a file.
+        the model was not loaded from a file. Reading it checks :attr:`weight_files`.
+    weight_files : dict
+        ``{absolute path: FileIdentity}`` of the files the model reads weights from (its own
+        ``.onnx`` file for weights left there, external data files), as they were when loaded.
+        Models made from this one (copies, segments, transforms) carry it along.
     notes : list of str
         What :func:`load` changed or found (renamed nodes, dropped initializer inputs, ...).
     renamed : dict
@@ -1185,14 +1460,34 @@ class Model:
     def __init__(self, proto: onnx.ModelProto, *, name: Optional[str] = None,
                  path: Optional[Path] = None, notes: Sequence[str] = (),
                  renamed: Optional[Mapping[str, str]] = None,
-                 base_dir: Optional[Path] = None) -> None:
+                 base_dir: Optional[Path] = None, weight_files: Optional[Mapping[Path, FileIdentity]] = None) -> None:
         self.proto = proto
         self.name = name or proto.graph.name or "model"
         self.path = path
-        self.base_dir = Path(base_dir) if base_dir is not None else (
+        self._base_dir = Path(base_dir) if base_dir is not None else (
             Path(path).parent if path is not None else None)
         self.notes = list(notes)
         self.renamed = dict(renamed or {})
+        self.weight_files: WeightFiles = dict(weight_files) if weight_files is not None else \
+            record_weight_files(proto, self._base_dir)
+
+    @property
+    def base_dir(self) -> Optional[Path]:
+        """The folder external data locations are relative to, once :attr:`weight_files` are
+        checked unchanged (:class:`~trtlab.errors.ExternalDataError` otherwise)."""
+        if self.weight_files:
+            self.check_weight_files()
+        return self._base_dir
+
+    @base_dir.setter
+    def base_dir(self, folder: Optional[Path]) -> None:
+        self._base_dir = Path(folder) if folder is not None else None
+        self.weight_files = record_weight_files(self.proto, self._base_dir)
+
+    def check_weight_files(self) -> None:
+        """Raise :class:`~trtlab.errors.ExternalDataError` when a file the model reads weights
+        from changed since it was loaded (one ``stat`` per file)."""
+        check_weight_files(self.weight_files, f"Model {self.name!r}", self.path)
 
     # -- basic facts ---------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -1257,6 +1552,7 @@ class Model:
         """
         inline_external_data(self.proto, self.base_dir)
         self.__dict__.pop("initializers", None)
+        self.weight_files = {}
         return self
 
     @cached_property
@@ -1456,8 +1752,9 @@ class Model:
                 if (vi.name, ax) in fix:
                     d.dim_param = f"{vi.name}_dim{ax}"
         proto = _infer_shapes(_clear_value_info(proto), base_dir=self.base_dir, what=f"Model {self.name!r}")
-        return Model(proto, name=self.name, path=self.path, base_dir=self.base_dir,
-                     notes=self.notes + ["renamed reused symbolic dims"], renamed=self.renamed)
+        return Model(proto, name=self.name, path=self.path, base_dir=self._base_dir,
+                     notes=self.notes + ["renamed reused symbolic dims"], renamed=self.renamed,
+                     weight_files=self.weight_files)
 
     # -- output --------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -1481,7 +1778,9 @@ class Model:
         disk or a kill leaves the previous file intact. A model holding external weights, or over
         1.8 GB, keeps its weights in ``<name>.data`` beside the model (written first, the same
         way; external weights are copied there from their files piece by piece, never all in
-        memory), so the written model never points to data that is not there.
+        memory), so the written model never points to data that is not there. Weights
+        :func:`load` left in the model's own file are embedded again: the written model stands
+        alone, as the loaded file did.
 
         Raises
         ------
@@ -1492,24 +1791,63 @@ class Model:
         """
         path = Path(path)
         _io.check_destination(path, overwrite=overwrite, what="model file")
-        if external_tensors(self.proto.graph):
-            replaced = _save_with_data(self.proto, self.base_dir, path, overwrite=overwrite)
+        proto = self.proto
+        own = external_tensors(proto.graph)
+        if own and not self._in_own_file(own):
+            replaced = _save_with_data(proto, self.base_dir, path, overwrite=overwrite)
             if replaced is not None:  # the file written over held weights of this model: read them from the copy
                 self.proto, self.base_dir = replaced, path.parent
-                for cached in ("initializers", "_value_infos", "_constant_values"):
-                    self.__dict__.pop(cached, None)
+                self._drop_caches()
             return path
-        proto = fit_ir_version(copy.deepcopy(self.proto)) if self.proto.ir_version > WRITE_IR_VERSION \
-            else self.proto
+        if own:  # weights left in the model's own file: embedded again
+            proto = _resolve_external(proto, self.base_dir)
+        elif proto.ir_version > WRITE_IR_VERSION:
+            proto = copy.deepcopy(proto)
+        if proto.ir_version > WRITE_IR_VERSION:
+            fit_ir_version(proto)
+        over = bool(own) and _same_file(path, self.path)  # over the file the weights are read from
         if proto.ByteSize() > 1_800_000_000:
             _save_external(proto, path, overwrite=overwrite)
+            if over:  # the weights are in <name>.data now
+                self.proto, self.base_dir = _read_file(path), path.parent
+                self._drop_caches()
         else:
-            _io.write_bytes(path, proto.SerializeToString(), overwrite=overwrite, what="model file")
+            data = proto.SerializeToString()
+            _io.write_bytes(path, data, overwrite=overwrite, what="model file")
+            if over:  # the weights are left in the file written, at their new places
+                new, _, _ = refer_to_file(proto, path.name, spans_in(data, proto), lambda key, tensor: True)
+                self.proto = new if new is not None else proto
+                self.weight_files = {Path(os.path.abspath(path)): FileIdentity.of(path)} if new is not None else {}
+                self._drop_caches()
         return path
+
+    @property
+    def own_location(self) -> Optional[str]:
+        """The external data location naming the model's own ``.onnx`` file (where :func:`load`
+        leaves embedded weights), or ``None`` when the model has no file in its :attr:`base_dir`."""
+        if self.path is None or self._base_dir is None or Path(self.path).parent != self._base_dir:
+            return None
+        return Path(self.path).name
+
+    def _in_own_file(self, tensors: Sequence[onnx.TensorProto]) -> bool:
+        """Whether every tensor of ``tensors`` (external ones) is data left in the model's own file."""
+        own = self.own_location
+        return own is not None and all(in_file(t, own) for t in tensors)
+
+    def _drop_caches(self) -> None:
+        for cached in ("initializers", "_value_infos", "_constant_values"):
+            self.__dict__.pop(cached, None)
 
     def copy(self) -> "Model":
         return Model(copy.deepcopy(self.proto), name=self.name, path=self.path, notes=self.notes,
-                     renamed=self.renamed, base_dir=self.base_dir)
+                     renamed=self.renamed, base_dir=self._base_dir, weight_files=self.weight_files)
+
+
+def _same_file(a: Path, b: Optional[Path]) -> bool:
+    try:
+        return b is not None and Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
 
 
 #: Protobuf's limit for one serialized message.
@@ -1651,9 +1989,11 @@ def _clear_value_info(proto: onnx.ModelProto) -> onnx.ModelProto:
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview, "onnx.ModelProto", Model, Any]
 
 
+
 def load(source: Source, *, fold_constants: bool = False, shape_inference: bool = True,
          example_inputs: Any = None, name: Optional[str] = None, opset: int = 17,
-         rename_symbolic_dims: bool = False, fold_max_bytes: int = FOLD_MAX_BYTES) -> Model:
+         rename_symbolic_dims: bool = False, fold_max_bytes: int = FOLD_MAX_BYTES,
+         weights: str = "file") -> Model:
     """Load an ONNX model.
 
     Parameters
@@ -1681,6 +2021,18 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
     rename_symbolic_dims
         Give reused symbolic dimension names distinct names (see
         :meth:`Model.symbolic_dim_conflicts`).
+    weights
+        Where a model loaded from a path keeps the weights embedded in its ``.onnx`` file:
+        ``"file"`` (default) leaves them there, each initializer or ``Constant`` value of at
+        least 16 KiB (:data:`LEAVE_MIN_BYTES`) a reference to its bytes in the file (read, memory-mapped, only by the steps
+        that need values; ONNX Runtime and TensorRT read them from the file), so the model holds
+        no copy of them and ONNX Runtime's session of the model is the one copy in memory;
+        ``"memory"`` keeps them in ``Model.proto``. Either way the model computes the same, and
+        the identity of every file weights are read from (the model file, external data files)
+        is recorded and checked before each read (:attr:`Model.weight_files`): a file changed
+        since loading raises :class:`~trtlab.errors.ExternalDataError`. Steps that change
+        weights (precision transforms, folding, edits) make in-memory tensors;
+        :meth:`Model.save` and :meth:`Model.to_bytes` embed the weights again.
 
     Returns
     -------
@@ -1694,12 +2046,17 @@ def load(source: Source, *, fold_constants: bool = False, shape_inference: bool 
         Dangling input, cycle, checker failure; :class:`UnsupportedOpsetError` for old opsets.
     ExternalDataError
         External weights missing, too short, outside the model's folder, or referenced by a
-        model not loaded from a file.
+        model not loaded from a file; a :class:`Model` given whose weight files changed.
     """
+    if weights not in ("file", "memory"):
+        raise ModelLoadError(f"load(weights={weights!r}): pass weights='file' (leave the weights embedded in "
+                             "the model's file there, read where needed) or weights='memory' (hold them in "
+                             "Model.proto).")
     with _collection_held(not _is_torch_module(source)):  # an export makes garbage of its own
         return _load(source, fold_constants=fold_constants, shape_inference=shape_inference,
                      example_inputs=example_inputs, name=name, opset=opset,
-                     rename_symbolic_dims=rename_symbolic_dims, fold_max_bytes=fold_max_bytes)
+                     rename_symbolic_dims=rename_symbolic_dims, fold_max_bytes=fold_max_bytes,
+                     weights=weights)
 
 
 @contextlib.contextmanager
@@ -1723,18 +2080,22 @@ def _collection_held(hold: bool = True) -> Iterator[None]:
 
 def _load(source: Source, *, fold_constants: bool = False, shape_inference: bool = True,
          example_inputs: Any = None, name: Optional[str] = None, opset: int = 17,
-         rename_symbolic_dims: bool = False, fold_max_bytes: int = FOLD_MAX_BYTES) -> Model:
+         rename_symbolic_dims: bool = False, fold_max_bytes: int = FOLD_MAX_BYTES,
+         weights: str = "file") -> Model:
     """:func:`load` (with the collector held off)."""
     path: Optional[Path] = None
     base_dir: Optional[Path] = None
     maybe_external = True
+    known: WeightFiles = {}  # identities recorded before the files were read
+    spans: Mapping[Tuple[str, str], Tuple[int, int]] = {}  # where the file keeps large raw tensors
     # The bytes ``proto`` was parsed from, while nothing has changed it: the checker and shape
     # inference read them instead of a serialization of ``proto``.
     written: Optional[bytes] = None
     if isinstance(source, Model):
+        base_dir = source.base_dir  # checks the files the model reads weights from
         proto, what = copy.deepcopy(source.proto), f"Model {source.name!r}"
         name = name or source.name
-        base_dir = source.base_dir
+        known = dict(source.weight_files)
     elif isinstance(source, onnx.ModelProto):
         proto, what = copy.deepcopy(source), "The given ModelProto"
     elif isinstance(source, (bytes, bytearray, memoryview)):
@@ -1743,8 +2104,16 @@ def _load(source: Source, *, fold_constants: bool = False, shape_inference: bool
         maybe_external = b"location" in written  # see the path case
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
+        try:
+            identity: Optional[FileIdentity] = FileIdentity.of(path)
+        except OSError:
+            identity = None  # the read names the problem
         written = _read_model_bytes(path)
         proto, what = _parse_bytes(written, f"File {path}"), f"Model {path}"
+        if weights == "file" and identity is not None and len(written) >= LEAVE_MIN_BYTES:
+            spans = spans_in(written, proto, LEAVE_MIN_BYTES)  # before load changes anything
+            if spans:
+                known[Path(os.path.abspath(path))] = identity
         # Every external tensor names its file under the key "location": without those bytes
         # in the file, no tensor is external and nodes need not be searched for one.
         maybe_external = b"location" in written
@@ -1830,7 +2199,20 @@ def _load(source: Source, *, fold_constants: bool = False, shape_inference: bool
                          f"({n_before} -> {len(proto.graph.node)} top-level nodes)")
     if shape_inference:
         proto = _infer_shapes(proto, skel, base_dir, what, data, nodes)
-    model = Model(proto, name=name, path=path, notes=notes, renamed=renamed, base_dir=base_dir)
+    skel = data = nodes = None  # type: ignore[assignment]
+    left = False
+    if spans:
+        # Every tensor kept under a name the file's spans have is the one parsed from the file's
+        # bytes: load changes no tensor (folding drops nodes and adds initializers named after
+        # node outputs, never after an initializer or a kept Constant).
+        new, count, moved = refer_to_file(proto, path.name, spans, lambda key, tensor: True,  # type: ignore[union-attr]
+                                          LEAVE_MIN_BYTES)
+        if new is not None:
+            proto, left = new, True
+            notes.append(left_note(count, moved, path.name))  # type: ignore[union-attr]
+    files = record_weight_files(proto, base_dir, known) if maybe_external else \
+        {p: i for p, i in known.items() if left}
+    model = Model(proto, name=name, path=path, notes=notes, renamed=renamed, base_dir=base_dir, weight_files=files)
     conflicts = _symbolic_dim_conflicts(proto.graph, ())  # load dropped initializers from the inputs
     if conflicts:
         desc = "; ".join(f"{r['input']}: '{r['dim_param']}' on axes {r['axes']}" for r in conflicts)

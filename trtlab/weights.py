@@ -30,7 +30,7 @@ from trtlab._lazy import lazy_import
 from trtlab._wire import length_delimited, varint
 from trtlab.errors import ExternalDataError
 from trtlab.model import _all_tensors, _check_external, _tensor_nbytes, external_location, inline_external_data, is_external
-from trtlab.model import tensor_value
+from trtlab.model import _left_out, check_weight_files, constant_value_attr, left_note, refer_to_file, tensor_value
 
 np = lazy_import("numpy")
 onnx = lazy_import("onnx")
@@ -104,13 +104,7 @@ def _nbytes(tensor: onnx.TensorProto) -> int:
 
 def _big_value(node: onnx.NodeProto) -> Optional[onnx.AttributeProto]:
     """The ``value`` attribute of a ``Constant`` node holding at least :data:`STUB_MIN_BYTES`."""
-    if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
-        return None
-    for attr in node.attribute:
-        if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR and not is_external(attr.t) \
-                and _nbytes(attr.t) >= STUB_MIN_BYTES:
-            return attr
-    return None
+    return constant_value_attr(node, STUB_MIN_BYTES)
 
 
 def _external_value(node: onnx.NodeProto) -> Optional[onnx.AttributeProto]:
@@ -160,19 +154,34 @@ class Weights:
         Name -> ``onnx.TensorProto`` of the model (embedded data, or references to external data).
     base
         The folder external data locations are relative to.
+    files
+        The identity of each file the external data is read from, as the model recorded it
+        when it was loaded (:attr:`trtlab.model.Model.weight_files`): :meth:`check` compares
+        them with the files as they are now.
     """
 
     def __init__(self, initializers: Mapping[str, onnx.TensorProto], base: Optional[Path] = None,
-                 graph: Optional[onnx.GraphProto] = None) -> None:
+                 graph: Optional[onnx.GraphProto] = None, files: Optional[Mapping[Path, Any]] = None,
+                 name: str = "model", source: Optional[Path] = None) -> None:
         self.initializers = initializers
         self.base = base
         self._graph = graph
         self._constants: Optional[Dict[str, onnx.TensorProto]] = None
+        self.files = dict(files or {})
+        self.name = name
+        self.source = source
 
     @classmethod
     def of(cls, model: Any) -> "Weights":
         """The weights of a :class:`~trtlab.model.Model` (initializers and ``Constant`` values)."""
-        return cls(model.initializers, base_dir(model), model.proto.graph)
+        return cls(model.initializers, base_dir(model), model.proto.graph, getattr(model, "weight_files", None),
+                   str(getattr(model, "name", "model")), getattr(model, "path", None))
+
+    def check(self) -> None:
+        """Raise :class:`~trtlab.errors.ExternalDataError` when a file the weights are read from
+        changed since the model was loaded (one ``stat`` per file)."""
+        if self.files:
+            check_weight_files(self.files, f"Model {self.name!r}", self.source)
 
     @property
     def constants(self) -> Dict[str, onnx.TensorProto]:
@@ -195,6 +204,7 @@ class Weights:
         With ``external=True`` external references are read into the copy too, so it is
         standalone; otherwise they stay references (ONNX Runtime reads them from :attr:`base`).
         """
+        self.check()
         out = onnx.ModelProto()
         out.CopyFrom(proto)
         graph = out.graph
@@ -641,48 +651,31 @@ def same_as_file(model: Any, source: Optional[ModelFile] = None) -> str:
 # leaving weights in the model's file
 # ----------------------------------------------------------------------------------------------
 
-def _reference(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> onnx.TensorProto:
-    """``tensor`` (every field but its data), its data a reference to ``length`` bytes at ``offset`` of ``location``."""
-    out = onnx.TensorProto()
-    _copy_fields(out, tensor, ("raw_data", "external_data", "data_location"))
-    out.data_location = onnx.TensorProto.EXTERNAL
-    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
-        out.external_data.add(key=key, value=value)
-    return out
-
-
-def _copy_fields(dst: Any, src: Any, skip: Tuple[str, ...]) -> None:
-    """Copy every set field of message ``src`` into ``dst`` except those named in ``skip``."""
-    for fd, value in src.ListFields():
-        if fd.name in skip:
-            continue
-        if fd.is_repeated:
-            getattr(dst, fd.name).extend(value)
-        elif fd.type == fd.TYPE_MESSAGE:
-            getattr(dst, fd.name).CopyFrom(value)
-        else:
-            setattr(dst, fd.name, value)
-
-
 #: Model caches that hold parts of ``Model.proto`` (dropped when the proto is replaced).
 _PROTO_CACHES = ("initializers", "_value_infos", "_constant_values")
 
 
-def leave_in_file(model: Any, source: Optional[ModelFile] = None) -> int:
+def leave_in_file(model: Any, source: Optional[ModelFile] = None, min_bytes: int = STUB_MIN_BYTES) -> int:
     """Leave in the model's file the weights the model holds a copy of (in place); bytes left there.
 
-    A model loaded from an ``.onnx`` file holds its embedded weights in memory, as the file does.
-    Each initializer and top-level ``Constant`` value of at least :data:`STUB_MIN_BYTES` whose
-    type, shape and bytes are exactly the file's becomes a reference to those bytes in the file
-    (external data whose location is the file itself: :class:`~trtlab.model.Model`'s weights by
-    reference), so the model keeps no copy of them; values are read from the file where a step
-    needs them, as for any external data. Tensors changed or made after loading (folded
-    constants, edits) stay in memory. ``model.proto`` becomes a new message (the old one, and
-    its copies of the weights, are freed when nothing else holds them); ``model.notes`` says
-    what moved.
+    :func:`trtlab.load` does this by default (``weights="file"``); this is for a model loaded
+    with ``weights="memory"``. Each initializer and top-level ``Constant`` value of at least
+    :data:`STUB_MIN_BYTES` whose type, shape and bytes are exactly the file's becomes a
+    reference to those bytes in the file (external data whose location is the file itself:
+    :class:`~trtlab.model.Model`'s weights by reference), so the model keeps no copy of them;
+    values are read from the file where a step needs them, as for any external data. Tensors
+    changed or made after loading (folded constants, edits) stay in memory. ``model.proto``
+    becomes a new message (the old one, and its copies of the weights, are freed when nothing
+    else holds them); ``model.notes`` says what moved.
 
-    Like external data files, the model file must then stay where it is, unchanged.
+    ``min_bytes``: the smallest tensor left there (at least :data:`STUB_MIN_BYTES`).
+
+    Like external data files, the model file must then stay where it is, unchanged: its identity
+    (size, modification time, inode) is recorded in ``model.weight_files`` and checked before
+    every read (:class:`~trtlab.errors.ExternalDataError` when it changed).
     """
+    from trtlab.model import FileIdentity
+
     path = getattr(model, "path", None)
     folder = base_dir(model)
     if path is None or folder is None:
@@ -691,59 +684,25 @@ def leave_in_file(model: Any, source: Optional[ModelFile] = None) -> int:
     try:
         if Path(folder).resolve() != path.parent.resolve():
             return 0
+        identity = FileIdentity.of(path)
     except OSError:
         return 0
-    proto = model.proto
-    initializers = [t for t in proto.graph.initializer if not is_external(t) and t.HasField("raw_data")
-                    and _nbytes(t) >= STUB_MIN_BYTES]
-    constants = [(i, n, _big_value(n)) for i, n in enumerate(proto.graph.node)]
-    constants = [(i, n, v) for i, n, v in constants if v is not None and n.output and v.t.HasField("raw_data")]
-    if not initializers and not constants:
+    if not _left_out(model.proto, min_bytes):
         return 0
     if source is None:
         source, why = read_model_file(path)
         if source is None:
             log.debug("model %s keeps its weights in memory: %s", getattr(model, "name", "?"), why)
             return 0
-    refs: Dict[Tuple[str, str], onnx.TensorProto] = {}
-    moved = 0
-    for tensor in initializers:
-        key = ("initializer", tensor.name)
-        if source.holds(*key, tensor, folder):
-            refs[key] = _reference(tensor, path.name, *source.spans[key])
-            moved += source.spans[key][1]
-    for _, node, value in constants:
-        key = ("constant", node.output[0])
-        if source.holds(*key, value.t, folder):
-            refs[key] = _reference(value.t, path.name, *source.spans[key])
-            moved += source.spans[key][1]
-    if not refs:
+    new, count, moved = refer_to_file(model.proto, path.name, source.spans,
+                                      lambda key, tensor: source.holds(*key, tensor, folder), min_bytes)
+    if new is None:
         return 0
-    new = onnx.ModelProto()
-    _copy_fields(new, proto, ("graph",))
-    _copy_fields(new.graph, proto.graph, ("node", "initializer"))
-    for tensor in proto.graph.initializer:
-        ref = refs.get(("initializer", tensor.name))
-        new.graph.initializer.add().CopyFrom(ref if ref is not None else tensor)
-    for node in proto.graph.node:
-        ref = refs.get(("constant", node.output[0])) if node.output and node.op_type == "Constant" else None
-        if ref is None:
-            new.graph.node.add().CopyFrom(node)
-            continue
-        out = new.graph.node.add()
-        _copy_fields(out, node, ("attribute",))
-        for attr in node.attribute:
-            if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
-                value = out.attribute.add()
-                _copy_fields(value, attr, ("t",))
-                value.t.CopyFrom(ref)
-            else:
-                out.attribute.append(attr)
     model.proto = new
     for name in _PROTO_CACHES:
         model.__dict__.pop(name, None)
-    note = (f"{len(refs)} weight(s), {moved / 2 ** 20:.1f} MiB, are read from the model file {path.name} "
-            "(unchanged since loading) where a step needs them, not held in memory")
+    model.weight_files[Path(os.path.abspath(path))] = identity
+    note = left_note(count, moved, path.name)
     model.notes.append(note)
     log.info("%s: %s", getattr(model, "name", "model"), note)
     return moved

@@ -30,7 +30,7 @@ import trtlab
 from realcheck import assert_close
 from trtlab.backends.onnxruntime.backend import OnnxRuntimeBackend
 from trtlab.backends.onnxruntime.session import session
-from trtlab.errors import PartitionError
+from trtlab.errors import ExternalDataError, PartitionError
 from trtlab.extract import write_partition
 from trtlab.model import Model, _all_tensors
 from trtlab.partition_folder import read_partition, segment_file
@@ -83,11 +83,40 @@ def test_one_segment_hybrid_runs_the_file_itself(real_model_paths, model_id):
 
 
 @pytest.mark.parametrize("model_id", MODELS)
+def test_a_loaded_model_holds_no_copy_of_its_weights(real_model_paths, model_id, tmp_path):
+    path = real_model_paths[model_id]
+    model = trtlab.load(path, **MODELS[model_id].load_options)
+    held = sum(len(t.raw_data) for t in _all_tensors(model.proto.graph) if not is_external(t))
+    assert held < 1 << 20, held
+    kept = trtlab.load(path, weights="memory", **MODELS[model_id].load_options)
+    weights = sum(len(t.raw_data) for t in _all_tensors(kept.proto.graph) if not is_external(t))
+    if weights > 1 << 20:  # a model keeping its weights as raw data: load() left them in the file
+        assert any("read from the model file" in n for n in model.notes)
+        assert list(model.weight_files) == [path.absolute()]
+    # the one-segment hybrid of the loaded model: the file's outputs exactly
+    everything = {n: (False, "whole model in one segment") for n in model.node_names}
+    hybrid = trtlab.build(trtlab.partition(model, support=everything), cache_dir=False, progress=False)
+    feeds = MODELS[model_id].feeds()
+    got, want = hybrid.run(feeds), _reference(str(path), feeds)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    # a copy of the file rewritten after loading is refused
+    copied = tmp_path / path.name
+    copied.write_bytes(path.read_bytes())
+    again = trtlab.load(copied, **MODELS[model_id].load_options)
+    if again.weight_files:
+        os.replace(copied, copied.with_name("moved.onnx"))
+        copied.write_bytes(path.read_bytes())  # the same bytes, but another file
+        with pytest.raises(ExternalDataError, match="replaced by another file"):
+            trtlab.build(trtlab.partition(again, support=everything), cache_dir=False, progress=False)
+
+
+@pytest.mark.parametrize("model_id", MODELS)
 def test_weights_left_in_the_file_keep_every_step_working(real_model_paths, model_id, tmp_path):
     from trtlab.weights import leave_in_file
 
     path = str(real_model_paths[model_id])
-    model = trtlab.load(path, **MODELS[model_id].load_options)
+    model = trtlab.load(path, weights="memory", **MODELS[model_id].load_options)  # leave_in_file: the opt-in
     held = _held_in_memory(model.proto)  # none for a model keeping its values as float_data
     everything = {n: (False, "whole model in one segment") for n in model.node_names}
     one = trtlab.build(trtlab.partition(model, support=everything), cache_dir=False, progress=False)
@@ -128,7 +157,7 @@ def test_external_data_model_cut_in_segments_shares_its_weights(real_model_paths
     path = str(real_model_paths[model_id])
     # the loaded model (unique node names, topological order) saved with external data, then
     # read back with the weights left in the file: what a loader keeping them there gives
-    proto = trtlab.load(path, **MODELS[model_id].load_options).proto
+    proto = trtlab.load(path, weights="memory", **MODELS[model_id].load_options).proto
     onnx.save(copy.deepcopy(proto), str(tmp_path / "model.onnx"), save_as_external_data=True,
               location="model.onnx.data")
     # initializers with raw data go to the external file; Constant values stay in the graph
@@ -168,7 +197,7 @@ def test_external_data_model_cut_in_segments_shares_its_weights(real_model_paths
 @pytest.mark.parametrize("model_id", MODELS)
 def test_external_data_model_partitioned_by_reference(real_model_paths, model_id, tmp_path):
     path = str(real_model_paths[model_id])
-    proto = copy.deepcopy(trtlab.load(path, **MODELS[model_id].load_options).proto)
+    proto = copy.deepcopy(trtlab.load(path, weights="memory", **MODELS[model_id].load_options).proto)
     for t in _all_tensors(proto.graph):  # typed fields (float_data ...) as raw data, same values
         if not t.HasField("raw_data") and t.data_type != onnx.TensorProto.STRING:
             t.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(t), t.name))

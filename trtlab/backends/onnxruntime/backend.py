@@ -28,6 +28,8 @@ def _ort_session(model: onnx.ModelProto, settings: CompileSettings) -> Tuple[Any
 
     from trtlab.backends.onnxruntime.session import session, session_from_file
 
+    if settings.weights is not None:  # ONNX Runtime is about to read the model's files
+        settings.weights.check()
     label = "onnxruntime"
     opts = ort.SessionOptions()
     if not settings.spinning:
