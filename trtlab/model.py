@@ -704,15 +704,19 @@ def _reference(tensor: onnx.TensorProto, location: str, offset: int, length: int
 def _copy_fields(dst: Any, src: Any, skip: Tuple[str, ...]) -> None:
     """Copy every set field of message ``src`` into ``dst`` except those named in ``skip``."""
     for fd, value in src.ListFields():
-        if fd.name in skip:
-            continue
-        if fd.is_repeated:
-            getattr(dst, fd.name).extend(value)
-        elif fd.type == fd.TYPE_MESSAGE:
-            getattr(dst, fd.name).CopyFrom(value)
-        else:
-            setattr(dst, fd.name, value)
+        if fd.name not in skip:
+            set_field(dst, fd, value)
 
+
+def set_field(message: Any, fd: Any, value: Any) -> None:
+    """Set field ``fd`` of ``message`` to ``value`` (as ``ListFields`` gives it): repeated fields
+    extended, messages copied."""
+    if fd.is_repeated:
+        getattr(message, fd.name).extend(value)
+    elif fd.type == fd.TYPE_MESSAGE:
+        getattr(message, fd.name).CopyFrom(value)
+    else:
+        setattr(message, fd.name, value)
 
 
 # ----------------------------------------------------------------------------------------------

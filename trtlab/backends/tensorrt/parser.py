@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 from trtlab._lazy import Deferred, Later, lazy_import, resolved_state
 from trtlab._wire import length_delimited, varint
 from trtlab.errors import SupportError
-from trtlab.model import node_reads
+from trtlab.model import node_reads, set_field
 from trtlab.opinfo import ElemType
 
 log = logging.getLogger(__name__)
@@ -331,12 +331,7 @@ def _field_parts(message: Any, fd: Any, value: Any, parts: List[bytes]) -> None:
             parts.append(data)
         return
     one = type(message)()
-    if fd.is_repeated:
-        getattr(one, fd.name).extend(value)
-    elif fd.type == fd.TYPE_MESSAGE:
-        getattr(one, fd.name).CopyFrom(value)
-    else:
-        setattr(one, fd.name, value)
+    set_field(one, fd, value)
     parts.append(one.SerializeToString())
 
 
