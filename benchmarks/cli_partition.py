@@ -12,8 +12,8 @@ Two tables, both measured in the same run of this script:
    dynamically quantized model (``quantized_dynamic``), which Polygraphy fails on (``--extra``).
    ``trtlab partition`` imports TensorRT and runs the parser in a forked worker while it imports
    onnx and loads the model (``trtlab/backends/tensorrt/parser_worker.py``) when the machine has
-   a core to spare (1-minute load average below its core count; else everything runs in one
-   process), so the two imports overlap; the ``load`` column is the load average when the row
+   a core to spare (1-minute load average below its core count plus one half; else everything
+   runs in one process), so the two imports overlap; the ``load`` column is the load average when the row
    started. The ``floor`` line after the table prints both imports side by side (the floor of
    that design) and one after the other.
 2. **In process.** ``check_support(model, source="parser") + partition(model)`` on a loaded

@@ -293,9 +293,9 @@ def test_worker_answers_as_the_parser_here_on_model_files(worker, tmp_path, weig
 
 # -- when the command uses a worker -------------------------------------------------------------
 
-@pytest.mark.parametrize("load, cores, spare", [(0.3, 2, True), (1.9, 2, True), (2.5, 2, False),
-                                                (0.0, 1, False), (6.0, 8, True)])
-def test_a_core_is_spare_when_the_load_is_below_the_cores(monkeypatch, load, cores, spare):
+@pytest.mark.parametrize("load, cores, spare", [(0.3, 2, True), (1.9, 2, True), (2.2, 2, True), (2.5, 2, False),
+                                                (3.1, 2, False), (0.0, 1, False), (6.0, 8, True), (8.6, 8, False)])
+def test_a_core_is_spare_when_the_load_is_below_the_cores_and_a_half(monkeypatch, load, cores, spare):
     monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert parser_worker.spare_core() is spare
