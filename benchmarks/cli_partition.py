@@ -192,17 +192,9 @@ _SAVE_EXTERNAL = r"""
 import sys
 import onnx
 from onnx import numpy_helper
+from trtlab.model import _all_tensors
 proto = onnx.load(sys.argv[1])
-def tensors(g):
-    yield from g.initializer
-    for n in g.node:
-        for a in n.attribute:
-            if a.HasField("t"):
-                yield a.t
-            yield from a.tensors
-            for body in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                yield from tensors(body)
-for t in tensors(proto.graph):  # typed fields as raw data (same values), so they can move out
+for t in _all_tensors(proto.graph):  # typed fields as raw data (same values), so they can move out
     if not t.HasField("raw_data") and t.data_type != onnx.TensorProto.STRING:
         t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t), t.name))
 onnx.save(proto, sys.argv[2], save_as_external_data=True, location="model.onnx.data", convert_attribute=True)

@@ -245,15 +245,19 @@ def _run_folder(part, folder, feeds):
     return env
 
 
+def _saved_constant_mlp(tmp_path, seed):
+    """(path, feeds, outputs ONNX Runtime gives for the file, the model loaded with its weights in memory)."""
+    path = tmp_path / "m.onnx"
+    onnx.save(constant_mlp(), str(path))
+    feeds = {"x": np.random.default_rng(seed).standard_normal((2, 256)).astype(np.float32)}
+    return path, feeds, run_onnx(str(path), feeds)["y"], trtlab.load(path, weights="memory")
+
+
 def test_weights_left_in_the_file_keep_every_step_working(tmp_path):
     from trtlab.extract import write_partition
     from trtlab.weights import leave_in_file
 
-    path = tmp_path / "m.onnx"
-    onnx.save(constant_mlp(), str(path))
-    feeds = {"x": np.random.default_rng(2).standard_normal((2, 256)).astype(np.float32)}
-    want = run_onnx(str(path), feeds)["y"]
-    model = trtlab.load(path, weights="memory")
+    path, feeds, want, model = _saved_constant_mlp(tmp_path, seed=2)
     held = embedded_tensors(model.proto)
     everything = {n: (False, "one segment") for n in model.node_names}
     one = trtlab.build(trtlab.partition(model, support=everything), cache_dir=False, progress=False)
@@ -292,11 +296,7 @@ def test_weights_left_in_the_file_keep_every_step_working(tmp_path):
 def test_a_model_saved_over_the_file_holding_its_weights_keeps_them(tmp_path):
     from trtlab.weights import leave_in_file
 
-    path = tmp_path / "m.onnx"
-    onnx.save(constant_mlp(), str(path))
-    feeds = {"x": np.random.default_rng(3).standard_normal((2, 256)).astype(np.float32)}
-    want = run_onnx(str(path), feeds)["y"]
-    model = trtlab.load(path, weights="memory")
+    path, feeds, want, model = _saved_constant_mlp(tmp_path, seed=3)
     k1 = np.array(model.constant_value("k1"))
     assert leave_in_file(model) > 0
     model.save(path)  # the file the model reads its weights from is replaced
