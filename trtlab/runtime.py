@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 __all__ = ["HybridModel", "HybridRunner", "SegmentModels"]
 
 
-
 def _input_check(spec: Any) -> Tuple[str, Any, Optional[Tuple[Any, ...]], bool]:
     """(name, dtype, shape, every dimension known) of a model input, for ``_feeds_ok``."""
     shape = tuple(spec.shape) if spec.shape is not None else None
