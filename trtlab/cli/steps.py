@@ -107,8 +107,7 @@ def _parser_worker(args: argparse.Namespace) -> Any:
     from trtlab.backends.tensorrt import parser_worker
 
     if not parser_worker.spare_core():
-        logging.getLogger(__name__).debug("parser worker not started: no core to spare (load average %.2f)",
-                                          os.getloadavg()[0])
+        logging.getLogger(__name__).debug("parser worker not started: no core to spare")
         return None
     worker = parser_worker.start()
     if worker is not None:  # what the command needs after the parser, imported while it parses
@@ -163,9 +162,10 @@ def _plan_if_all_accepted(args: argparse.Namespace, model: Any, planned: Dict[st
     of the parser's answer is this one (:func:`_same_partition`), else it is dropped."""
     import warnings
 
+    from trtlab.backends.tensorrt.parser import ACCEPTED
     from trtlab.extract import folder_plan, weights_mode
 
-    accepted = dict.fromkeys(model.node_names, (True, "accepted by the parser"))
+    accepted = dict.fromkeys(model.node_names, (True, ACCEPTED))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the partition of the parser's answer says it if it applies
         part = _partition_of(args, model, accepted)

@@ -182,11 +182,13 @@ def version() -> Optional[str]:
 
 def version_tuple() -> Tuple[int, ...]:
     """Version as integers, e.g. ``(1, 7, 1, 116)`` for TensorRT-RTX 1.7; ``()`` without TensorRT."""
-    v = version()
-    if not v:
-        return ()
+    return parse_version(version() or "")
+
+
+def parse_version(text: str) -> Tuple[int, ...]:
+    """``"1.7.1.116"`` -> ``(1, 7, 1, 116)``: the leading numeric pieces of a version string."""
     parts: List[int] = []
-    for piece in v.split("."):
+    for piece in text.split("."):
         digits = "".join(ch for ch in piece if ch.isdigit())
         if not digits:
             break

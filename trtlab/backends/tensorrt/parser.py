@@ -127,6 +127,10 @@ def _run_parser(data: bytes, path: Optional[str] = None, made: Optional[Tuple[An
     return _Run(ok, subgraphs, verified, errors)
 
 
+#: The reason of a node the parser imported on its first pass.
+ACCEPTED = "accepted by the parser"
+
+
 #: Re-check windows (nodes per extra parser run): each run parses a window of the undecided nodes,
 #: so a graph the parser stops in many times is re-parsed in linear, not quadratic, time.
 _FIRST_WINDOW = 256
@@ -581,7 +585,7 @@ def _parse(model: Any, recheck: bool, worker: Any = None
             if extra:
                 text += " (re-checked assuming " + "; ".join(extra) + ")"
             verdicts[k] = (False, f"rejected by the parser: {text}", "/".join(codes))
-        note = "accepted by the parser" if passes == 1 else \
+        note = ACCEPTED if passes == 1 else \
             f"accepted by the parser (imported in re-check pass {passes})"
         first_bad = min(errors_at) if errors_at else None
         if first_bad is None:

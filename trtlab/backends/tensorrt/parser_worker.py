@@ -244,13 +244,9 @@ class ParserWorker:
 
     def version_tuple(self) -> Tuple[int, ...]:
         """:attr:`version` as integers, as :func:`trtlab.backends.tensorrt.flavor.version_tuple`."""
-        parts = []
-        for piece in (self.version or "").split("."):
-            digits = "".join(ch for ch in piece if ch.isdigit())
-            if not digits:
-                break
-            parts.append(int(digits))
-        return tuple(parts)
+        from trtlab.backends.tensorrt.flavor import parse_version
+
+        return parse_version(self.version or "")
 
     # -- calls ----------------------------------------------------------------------------------
     def while_parsing(self, fn: Callable[[], Any]) -> None:
@@ -281,7 +277,7 @@ class ParserWorker:
                 except Exception as exc:  # noqa: BLE001 - raised again where the caller needs it
                     log.debug("work while parsing failed: %s", exc)
             reply = _read(self._replies)
-        except (BrokenPipeError, OSError):
+        except OSError:  # a broken pipe included
             reply = None
         if reply is None:
             how = self._reap()

@@ -126,7 +126,7 @@ def _parser_table(model: Any, recheck: bool, worker: Any = None) -> SupportTable
     supported = [a[0] for a in answers]
     reasons = [a[1] for a in answers]
     _most_precise(model, names, supported, reasons,
-                  worker.version_tuple() if worker is not None and worker.can_parse else None)
+                  worker.version_tuple() if worker is not None else None)
     flavor = "TensorRT-RTX" if report.flavor == "tensorrt_rtx" else "TensorRT"
     return SupportTable._from_columns(names, ops, supported, reasons, "parser", model_name=model.name,
                                       target=f"{flavor} {report.version} parser", details=report)
@@ -184,7 +184,8 @@ def check_support(model: Any, *, source: str = "auto", trt_version: Any = None,
             if resolve_target(trt_version).version[:2] != installed[:2]:
                 raise SupportError(
                     f"trt_version={trt_version!r} was asked for with source='parser', but the "
-                    f"installed parser is {_trt.flavor()} {_trt.version()}. Use source='rules' to "
+                    f"installed parser is {worker.flavor if worker is not None else _trt.flavor()} "
+                    f"{worker.version if worker is not None else _trt.version()}. Use source='rules' to "
                     "judge for another version, or drop trt_version.")
         return _parser_table(model, recheck, worker)
     return rules_support(model, trt_version=trt_version, rules=rules)
