@@ -631,11 +631,11 @@ def _find_raw(data: bytes, head: bytes, raw: bytes, start: int) -> int:
 
 
 def refer_to_file(proto: onnx.ModelProto, location: str, spans: Mapping[Key, Tuple[int, int]],
-                  same: Any, min_bytes: int = LEAVE_MIN_BYTES) -> Tuple[Optional[onnx.ModelProto], int, int]:
+                  same: Any = None, min_bytes: int = LEAVE_MIN_BYTES) -> Tuple[Optional[onnx.ModelProto], int, int]:
     """``(new proto, count, bytes)``: a copy of ``proto`` whose large raw tensors are references
     to their bytes in the file ``location`` (``spans`` as :attr:`trtlab.weights.ModelFile.spans`), for each
-    tensor ``same(key, tensor)`` says the file holds exactly (tensors under ``min_bytes`` are
-    not looked at); ``(None, 0, 0)`` when none is.
+    tensor ``same(key, tensor)`` says the file holds exactly (with ``same`` None: every tensor
+    ``spans`` places); tensors under ``min_bytes`` are not looked at. ``(None, 0, 0)`` when none is.
 
     The copy is a new message (what is not replaced is copied in runs): the weights of ``proto``
     are freed with it.
@@ -645,7 +645,7 @@ def refer_to_file(proto: onnx.ModelProto, location: str, spans: Mapping[Key, Tup
     moved = 0
     for i, key, tensor in _left_out(proto, min_bytes):
         span = spans.get(key)
-        if span is None or not same(key, tensor):
+        if span is None or (same is not None and not same(key, tensor)):
             continue
         ref = _reference(tensor, location, *span)
         moved += span[1]
@@ -1819,7 +1819,7 @@ class Model:
             data = proto.SerializeToString()
             _io.write_bytes(path, data, overwrite=overwrite, what="model file")
             if over:  # the weights are left in the file written, at their new places
-                new, _, _ = refer_to_file(proto, path.name, spans_in(data, proto), lambda key, tensor: True)
+                new, _, _ = refer_to_file(proto, path.name, spans_in(data, proto))
                 self.proto = new if new is not None else proto
                 self.weight_files = {Path(os.path.abspath(path)): FileIdentity.of(path)} if new is not None else {}
                 self._drop_caches()
@@ -2209,13 +2209,12 @@ def _load(source: Source, *, fold_constants: bool = False, shape_inference: bool
         # Every tensor kept under a name the file's spans have is the one parsed from the file's
         # bytes: load changes no tensor (folding drops nodes and adds initializers named after
         # node outputs, never after an initializer or a kept Constant).
-        new, count, moved = refer_to_file(proto, path.name, spans, lambda key, tensor: True,  # type: ignore[union-attr]
-                                          LEAVE_MIN_BYTES)
+        new, count, moved = refer_to_file(proto, path.name, spans, None, LEAVE_MIN_BYTES)  # type: ignore[union-attr]
         if new is not None:
             proto, left = new, True
             notes.append(left_note(count, moved, path.name))  # type: ignore[union-attr]
     files = record_weight_files(proto, base_dir, known) if maybe_external else \
-        {p: i for p, i in known.items() if left}
+        (dict(known) if left else {})
     model = Model(proto, name=name, path=path, notes=notes, renamed=renamed, base_dir=base_dir, weight_files=files)
     conflicts = _symbolic_dim_conflicts(proto.graph, ())  # load dropped initializers from the inputs
     if conflicts:

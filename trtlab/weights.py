@@ -516,6 +516,7 @@ def _canonical_nodes(graph: onnx.GraphProto, base: Optional[Path], source: Model
     import hashlib
 
     out = []
+    resolved: Dict[Path, Path] = {}  # each file resolved once (the files were checked with the step)
     for node in graph.node:
         digest = hashlib.sha256()
         clone = onnx.NodeProto()
@@ -528,11 +529,15 @@ def _canonical_nodes(graph: onnx.GraphProto, base: Optional[Path], source: Model
             clone.CopyFrom(_value_stub(node, value))
             tensor = node.attribute[value].t
             if is_external(tensor):
-                file, offset, length = _external_file(tensor, base)
-                digest.update(f"ref {file.resolve()} {offset} {length}".encode())
+                file, offset, length = external_location(tensor, base)
             elif source.holds("constant", node.output[0], tensor, base):
-                offset, length = source.spans[("constant", node.output[0])]
-                digest.update(f"ref {source.path.resolve()} {offset} {length}".encode())
+                file, (offset, length) = source.path, source.spans[("constant", node.output[0])]
+            else:
+                file = None
+            if file is not None:
+                if file not in resolved:
+                    resolved[file] = file.resolve()
+                digest.update(f"ref {resolved[file]} {offset} {length}".encode())
             else:
                 digest.update(b"raw ")
                 digest.update(tensor.raw_data)
@@ -651,10 +656,6 @@ def same_as_file(model: Any, source: Optional[ModelFile] = None) -> str:
 # leaving weights in the model's file
 # ----------------------------------------------------------------------------------------------
 
-#: Model caches that hold parts of ``Model.proto`` (dropped when the proto is replaced).
-_PROTO_CACHES = ("initializers", "_value_infos", "_constant_values")
-
-
 def leave_in_file(model: Any, source: Optional[ModelFile] = None, min_bytes: int = STUB_MIN_BYTES) -> int:
     """Leave in the model's file the weights the model holds a copy of (in place); bytes left there.
 
@@ -699,8 +700,7 @@ def leave_in_file(model: Any, source: Optional[ModelFile] = None, min_bytes: int
     if new is None:
         return 0
     model.proto = new
-    for name in _PROTO_CACHES:
-        model.__dict__.pop(name, None)
+    model._drop_caches()
     model.weight_files[Path(os.path.abspath(path))] = identity
     note = left_note(count, moved, path.name)
     model.notes.append(note)

@@ -2,8 +2,8 @@
 
 For every model in ``models.toml``: the one-segment hybrid of the loaded file runs the file
 itself in ONNX Runtime (as ``InferenceSession(path)`` does) and returns its outputs exactly;
-building it leaves the model's weights in its file (the model keeps no copy of them), and the
-model then still saves, compares, cuts into segments and writes its partition with the file's
+building it never changes the model; with the weights left in its file (``leave_in_file``, the
+model then keeps no copy of them) the model still saves, compares, cuts into segments and writes its partition with the file's
 outputs; the
 same model saved with external data and loaded with its weights left in the file, cut into
 many segments, keeps no copy of the weights in the hybrid (initializers stay in the file,
@@ -104,6 +104,7 @@ def test_a_loaded_model_holds_no_copy_of_its_weights(real_model_paths, model_id,
     copied = tmp_path / path.name
     copied.write_bytes(path.read_bytes())
     again = trtlab.load(copied, **MODELS[model_id].load_options)
+    assert bool(again.weight_files) == bool(model.weight_files)  # a copy loads as the file did
     if again.weight_files:
         os.replace(copied, copied.with_name("moved.onnx"))
         copied.write_bytes(path.read_bytes())  # the same bytes, but another file
