@@ -54,6 +54,48 @@ def test_exit_code_per_kind_of_failure(exc, code):
     assert cli.exit_code(exc) == code
 
 
+_EXIT_NOW = (
+    "import atexit, sys, tempfile, threading, time, weakref\n"
+    "from trtlab.cli.main import exit_now\n"
+    "atexit.register(lambda: print('handler ran', flush=False))\n"
+    "tmp = tempfile.TemporaryDirectory()\n"
+    "print(tmp.name)\n"
+    "if sys.argv[1] == 'thread':\n"
+    "    threading.Thread(target=lambda: (time.sleep(0.3), print('thread done'))).start()\n"
+    "sys.stdout.write('x' * 200000)\n"
+    "sys.stderr.write('to stderr')\n"
+    "exit_now(3)\n"
+)
+
+
+@pytest.mark.parametrize("case", ["plain", "thread"])
+def test_exit_now_keeps_output_handlers_and_exit_code(case):
+    """The command's exit skips the interpreter's teardown, not what outlives the process: the
+    exit status, every byte buffered on stdout and stderr (a pipe, block-buffered), atexit
+    handlers and finalizers (a TemporaryDirectory is removed); with a thread still running,
+    the normal exit waits for it."""
+    res = subprocess.run([sys.executable, "-c", _EXIT_NOW, case], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 3, res.stderr
+    lines = res.stdout.splitlines()
+    tmp = lines[0]
+    assert not os.path.exists(tmp), "the TemporaryDirectory's finalizer did not run"
+    assert "x" * 200000 in res.stdout
+    assert "handler ran" in res.stdout
+    assert res.stderr.endswith("to stderr")
+    assert ("thread done" in res.stdout) == (case == "thread")
+
+
+def test_command_output_complete_through_a_pipe():
+    """``python -m trtlab.cli`` (the fast exit of :func:`trtlab.cli.main.run`): a JSON document on a
+    pipe arrives whole and the exit status is the command's."""
+    res = run_cli("info", "--json")
+    assert res.returncode == 0, res.stderr
+    assert "python" in json.loads(res.stdout)
+    res = run_cli("inspect", "/nonexistent/model.onnx")
+    assert res.returncode == cli.EXIT_INPUT
+    assert "does not exist" in res.stderr or "not found" in res.stderr
+
+
 def test_exit_codes_are_distinct():
     codes = [cli.EXIT_OK, cli.EXIT_STEPS_FAILED, cli.EXIT_USAGE, cli.EXIT_INPUT, cli.EXIT_RUNTIME,
              cli.EXIT_MISSING_DEPENDENCY, cli.EXIT_INTERNAL, cli.EXIT_INTERRUPTED]

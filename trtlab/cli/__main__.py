@@ -1,7 +1,5 @@
 """``python -m trtlab.cli``: the command-line interface."""
 
-import sys
+from trtlab.cli.main import run
 
-from trtlab.cli.main import main
-
-sys.exit(main())
+run()

@@ -19,17 +19,24 @@ Exit codes
 
 Errors are one line on stderr (``trtlab: error: ...``); ``--debug`` adds the traceback and
 debug logging.
+
+The command (:func:`run`) ends its process without tearing the interpreter down: exit handlers
+run and output is flushed as at any exit, then the process exits at once, leaving the freeing of
+its modules and objects (onnx, NumPy, protobuf: 30-45 ms) to the operating system.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import logging
+import os
 import sys
+import threading
 import traceback
 import warnings
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, NoReturn, Optional, Sequence
 
 from trtlab.cli.common import (EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_MISSING_DEPENDENCY, EXIT_OK,  # noqa: F401
                                EXIT_RUNTIME, EXIT_STEPS_FAILED, EXIT_USAGE, exit_code, json_option, print_json,
@@ -155,5 +162,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return code
 
 
+def run(argv: Optional[Sequence[str]] = None) -> NoReturn:
+    """The ``trtlab`` command (and ``python -m trtlab.cli``): :func:`main`, then :func:`exit_now`."""
+    exit_now(main(argv))
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process with exit status ``code``, doing what the interpreter's exit does that
+    anything outlives: it runs the exit handlers (:mod:`atexit`: logging's flush, finalizers of
+    temporary files) and flushes stdout and stderr, then skips the teardown of modules and
+    objects (:func:`os._exit`). While a thread other than the main one runs, or if a handler or a
+    flush fails, the interpreter's own exit runs instead (it waits for the threads, and reports
+    the failure as usual)."""
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(code)
+    atexit._run_exitfuncs()  # each handler runs once: they are cleared after
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # e.g. a closed pipe: reported by the normal exit
+        sys.exit(code)
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
