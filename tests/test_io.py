@@ -68,6 +68,26 @@ def test_atomic_dir_swaps_whole_folder_with_manifest(tmp_path):
     assert os.listdir(tmp_path) == ["out"]
 
 
+def test_atomic_dir_lists_known_digests_and_reads_back_the_rest(tmp_path):
+    """Files written with ``put`` are listed from the digest taken in memory; a file the caller
+    wrote otherwise, or changed after ``put`` (another size), is read back and hashed."""
+    out = tmp_path / "out"
+    known = {}
+    with _io.atomic_dir(out, known=known) as tmp:
+        _io.put(tmp, "a.bin", b"one", known)
+        (tmp / "b.txt").write_text("two")
+        _io.put(tmp, "c.txt", "three", known)
+        (tmp / "c.txt").write_text("changed")
+        _io.put(tmp, "d.bin", b"four", known)
+        known["d.bin"] = (4, "0" * 64)  # the listing takes a known digest as given
+    files = json.loads((out / _io.MANIFEST).read_text())["files"]
+    assert files["a.bin"] == {"bytes": 3, "sha256": hashlib.sha256(b"one").hexdigest()}
+    assert files["b.txt"] == {"bytes": 3, "sha256": hashlib.sha256(b"two").hexdigest()}
+    assert files["c.txt"] == {"bytes": 7, "sha256": hashlib.sha256(b"changed").hexdigest()}
+    assert files["d.bin"]["sha256"] == "0" * 64
+    assert (out / "a.bin").read_bytes() == b"one"
+
+
 def test_atomic_dir_failure_keeps_previous_folder(tmp_path):
     out = tmp_path / "out"
     with _io.atomic_dir(out) as tmp:

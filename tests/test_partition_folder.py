@@ -229,6 +229,28 @@ def test_copy_partition_stands_alone_after_the_original_is_deleted(tmp_path):
         read_partition(out)
 
 
+@pytest.mark.parametrize("weights", ["copy", "reference"])
+def test_manifest_lists_every_file_as_it_is_on_disk(tmp_path, weights):
+    """The MANIFEST's sizes and sha256 (taken from memory while writing, the copied weights with
+    the zero gaps between aligned tensors) are those of the files read back."""
+    import hashlib
+
+    path, _ = _external(tmp_path / "m")
+    out = tmp_path / "out"
+    write_partition(_part(path), out, weights=weights)
+    files = json.loads((out / _io.MANIFEST).read_text())["files"]
+    on_disk = sorted(p.name for p in out.iterdir() if p.name != _io.MANIFEST)
+    assert sorted(files) == on_disk
+    for name, entry in files.items():
+        data = (out / name).read_bytes()
+        assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}, name
+    if weights == "copy":
+        layout = [t for t in onnx.load(str(out / next(n for n in on_disk if n.endswith(".onnx"))),
+                                       load_external_data=False).graph.initializer]
+        offsets = sorted(int(dict((e.key, e.value) for e in t.external_data)["offset"]) for t in layout)
+        assert len(offsets) >= 2 and offsets[1] % 4096 == 0  # tensors aligned: a gap of zeros between
+
+
 def test_a_damaged_copy_folder_is_refused(tmp_path):
     path, _ = _external(tmp_path / "m")
     out = tmp_path / "out"

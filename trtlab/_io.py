@@ -34,7 +34,7 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type, Union
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 from trtlab.errors import FileReadError, FileWriteError, OutputExistsError, TrtlabError
 
@@ -364,18 +364,46 @@ def _tree(root: Path) -> Tuple[List[Path], List[Path]]:
     return files, folders
 
 
-def _listing(root: Path, files: Sequence[Path]) -> Dict[str, dict]:
-    """MANIFEST entries (size, sha256) of ``files``, hashed in parallel (hashlib releases the GIL)."""
-    listed = [f for f in files if f.relative_to(root).as_posix() != MANIFEST]
-    if len(listed) > 1:
+def _listing(root: Path, files: Sequence[Path], known: Optional[Mapping[str, Tuple[int, str]]] = None
+             ) -> Dict[str, dict]:
+    """MANIFEST entries (size, sha256) of ``files``: from ``known`` (name -> (size, sha256), see
+    :func:`put`) where the file has that size, the others read back and hashed in parallel
+    (hashlib releases the GIL)."""
+    known = known or {}
+    entries: Dict[str, dict] = {}
+    unknown: List[Path] = []
+    for f in files:
+        name = f.relative_to(root).as_posix()
+        if name == MANIFEST:
+            continue
+        size = f.stat().st_size
+        if name in known and known[name][0] == size:
+            entries[name] = {"bytes": size, "sha256": known[name][1]}
+        else:
+            entries[name] = {"bytes": size}
+            unknown.append(f)
+    if len(unknown) > 1:
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(min(4, len(listed))) as pool:
-            digests = list(pool.map(_file_sha256, listed))
+        with ThreadPoolExecutor(min(4, len(unknown))) as pool:
+            digests = list(pool.map(_file_sha256, unknown))
     else:
-        digests = [_file_sha256(f) for f in listed]
-    return {f.relative_to(root).as_posix(): {"bytes": f.stat().st_size, "sha256": d}
-            for f, d in zip(listed, digests)}
+        digests = [_file_sha256(f) for f in unknown]
+    for f, digest in zip(unknown, digests):
+        entries[f.relative_to(root).as_posix()]["sha256"] = digest
+    return dict(sorted(entries.items()))
+
+
+def put(folder: Path, name: str, data: Union[bytes, str], known: Dict[str, Tuple[int, str]]) -> None:
+    """Write ``data`` (text as UTF-8) to ``folder / name`` in the folder of :func:`atomic_dir`,
+    recording its size and sha256 in ``known`` (given to ``atomic_dir``): the MANIFEST then
+    lists it without reading it back."""
+    import hashlib
+
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    with open(folder / name, "wb") as fh:
+        fh.write(raw)
+    known[name] = (len(raw), hashlib.sha256(raw).hexdigest())
 
 
 def _rename_exchange() -> Optional[Callable[[str, str], int]]:
@@ -401,14 +429,17 @@ def _rename_exchange() -> Optional[Callable[[str, str], int]]:
 
 @contextlib.contextmanager
 def atomic_dir(path: PathLike, *, overwrite: bool = False, what: str = "output",
-               meta: Optional[dict] = None) -> Iterator[Path]:
+               meta: Optional[dict] = None, known: Optional[Mapping[str, Tuple[int, str]]] = None
+               ) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it replaces ``path`` whole.
 
     The caller writes its files into the yielded folder. On success every file is fsynced, a
     ``MANIFEST.json`` (file names, sizes, sha256, ``meta``) is written, and the folder is swapped
     in (``renameat2(RENAME_EXCHANGE)`` on Linux; elsewhere two renames). On any error the
     temporary folder is removed and ``path`` is untouched. The destination is checked with
-    :func:`check_destination` before the caller's work starts.
+    :func:`check_destination` before the caller's work starts. ``known``: the sizes and sha256
+    of files the caller wrote from memory (filled by :func:`put` while the caller writes), which
+    the MANIFEST takes instead of reading the files back.
     """
     path = Path(path)
     check_destination(path, overwrite=overwrite, folder=True, what=what)
@@ -421,7 +452,7 @@ def atomic_dir(path: PathLike, *, overwrite: bool = False, what: str = "output",
     try:
         yield tmp
         files, folders = _tree(tmp)
-        manifest = {"format": "trtlab-manifest", "version": 1, "files": _listing(tmp, files), **(meta or {})}
+        manifest = {"format": "trtlab-manifest", "version": 1, "files": _listing(tmp, files, known), **(meta or {})}
         with open(tmp / MANIFEST, "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=1, sort_keys=True)
         os.chmod(tmp, 0o755)

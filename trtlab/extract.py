@@ -320,14 +320,16 @@ def segment_file_name(index: int, name: str, width: int) -> str:
     return f"{index:0{width}d}_{name}.onnx"
 
 
-def _write_csv(path: Path, columns: Any, rows: Any) -> None:
+def _csv_text(columns: Any, rows: Any) -> str:
     """A table as CSV (what ``DataFrame.to_csv(index=False)`` writes; None is an empty cell)."""
     import csv
+    import io
 
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows(rows)
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(rows)
+    return out.getvalue()
 
 
 #: How :func:`write_partition` stores the weights: ``"auto"`` picks one of the other two.
@@ -549,17 +551,18 @@ def _write_folder(plan: FolderPlan, out: Path, *, overwrite: bool) -> Dict[str, 
     from trtlab import _io
 
     layout, blobs, tables = plan.layout, plan.blobs, plan.tables
-    with _io.atomic_dir(out, overwrite=overwrite, what="partition",
+    known: Dict[str, Tuple[int, str]] = {}  # what the MANIFEST lists, hashed from memory
+    with _io.atomic_dir(out, overwrite=overwrite, what="partition", known=known,
                         meta={"content": "trtlab partition", "segments": len(blobs), "weights": plan.mode}) as tmp:
         if layout:
-            _write_weights(plan.sources, plan.base, layout, tmp / WEIGHTS_FILE)
+            hashed = _write_weights(plan.sources, plan.base, layout, tmp / WEIGHTS_FILE)
+            if hashed is not None:
+                known[WEIGHTS_FILE] = hashed
         for name, blob in blobs.items():
-            with open(tmp / name, "wb") as fh:
-                fh.write(blob)
+            _io.put(tmp, name, blob, known)
         for name, (columns, rows) in tables.items():
-            _write_csv(tmp / name, columns, rows)
-        with open(tmp / "partition.json", "w", encoding="utf-8") as fh:
-            fh.write(plan.text)
+            _io.put(tmp, name, _csv_text(columns, rows), known)
+        _io.put(tmp, "partition.json", plan.text, known)
     extra = [WEIGHTS_FILE] if layout else []
     written = {name: out / name for name in list(blobs) + extra + list(tables) + ["partition.json", _io.MANIFEST]}
     log.info("wrote %d segment model(s) and tables to %s (weights: %s)", len(blobs), out,
@@ -644,13 +647,28 @@ def _raw(tensor: onnx.TensorProto, base: Any) -> Any:
 
 
 def _write_weights(sources: Dict[str, onnx.TensorProto], base: Any, layout: Dict[str, Tuple[int, int]],
-                   path: Path) -> None:
-    """Stream the weights of ``layout`` from the model into ``path``, one tensor at a time."""
+                   path: Path) -> Optional[Tuple[int, str]]:
+    """Stream the weights of ``layout`` from the model into ``path``, one tensor at a time;
+    the file's size and sha256 (the gaps between tensors read as zeros), or None when the
+    layout is not in file order (the file is then hashed by reading it back)."""
+    import hashlib
+
+    digest: Any = hashlib.sha256()
+    end = 0
     with open(path, "wb") as fh:
         for name, (offset, length) in layout.items():
             data = _raw(sources[name], base)
             if len(data) != length:
                 raise PartitionError(f"Tensor {name!r} has {len(data)} bytes of data, but its type and "
                                      f"shape need {length}: the model's weights are inconsistent.")
+            view = memoryview(data) if not isinstance(data, bytes) else data
             fh.seek(offset)
-            fh.write(memoryview(data) if not isinstance(data, bytes) else data)
+            fh.write(view)
+            if digest is not None:
+                if offset < end:
+                    digest = None
+                else:
+                    digest.update(bytes(offset - end))
+                    digest.update(view)
+            end = max(end, offset + length)
+    return None if digest is None else (end, digest.hexdigest())

@@ -30,11 +30,9 @@ Examples
 from __future__ import annotations
 
 import contextlib
-import difflib
 import functools
 import gc
 import hashlib
-import html
 import heapq
 import json
 import logging
@@ -196,6 +194,8 @@ class Partition:
                 f"{len(self.assignment)} nodes on {self.backend}, {len(self._decisions)} decisions)")
 
     def _repr_html_(self) -> str:
+        import html
+
         return f"<b>{html.escape(repr(self))}</b>" + self.summary().to_html(index=False)
 
     def segment(self, key: Union[int, str]) -> Segment:
@@ -1153,6 +1153,8 @@ def _check_node_names(model: Model, names: Iterable[str], what: str) -> None:
     known = set(model.node_names)
     unknown = [n for n in names if n not in known]
     if unknown:
+        import difflib
+
         hints = {n: difflib.get_close_matches(n, model.node_names, n=3) for n in unknown[:5]}
         hint = "; ".join(f"{n!r}: did you mean {h}?" for n, h in hints.items() if h)
         raise PartitionError(

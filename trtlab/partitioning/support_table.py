@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set
 
 if TYPE_CHECKING:
@@ -169,6 +168,8 @@ class SupportTable:
         return self._headline()
 
     def _repr_html_(self) -> str:
+        import html
+
         head = f"<p><b>{html.escape(self._headline())}</b></p>"
         bad = self.unsupported()
         if not len(bad):
