@@ -85,6 +85,18 @@ def test_exit_now_keeps_output_handlers_and_exit_code(case):
     assert ("thread done" in res.stdout) == (case == "thread")
 
 
+@pytest.mark.parametrize("words, collector", [(["info", "--json"], False), (["--debug", "info"], False),
+                                              (["bench", "--help"], True)])
+def test_short_commands_run_without_the_cyclic_collector(words, collector):
+    code = ("import atexit, gc, sys\n"
+            "from trtlab.cli.main import run\n"
+            "atexit.register(lambda: sys.stderr.write(f'collector={gc.isenabled()}'))\n"
+            f"run({words!r})\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.endswith(f"collector={collector}")
+
+
 def test_command_output_complete_through_a_pipe():
     """``python -m trtlab.cli`` (the fast exit of :func:`trtlab.cli.main.run`): a JSON document on a
     pipe arrives whole and the exit status is the command's."""
