@@ -14,7 +14,10 @@ Two tables, both measured in the same run of this script:
    onnx and loads the model (``trtlab/backends/tensorrt/parser_worker.py``) when the machine has
    a core to spare (1-minute load average below its core count plus one half; else everything
    runs in one process), so the two imports overlap; the ``load`` column is the load average when the row
-   started. The ``floor`` line after the table prints both imports side by side (the floor of
+   started. The ``trtlab`` command also runs ``partition`` with Python's cyclic garbage collector
+   off and ends its process without the interpreter's teardown (exit handlers and output
+   flushed first; ``trtlab/cli/main.py``); Polygraphy's process exits the usual way, and its
+   time includes that teardown. The ``floor`` line after the table prints both imports side by side (the floor of
    that design) and one after the other.
 2. **In process.** ``check_support(model, source="parser") + partition(model)`` on a loaded
    model next to one bare ``supports_model_v2`` call on a fresh TensorRT parser (builder,
