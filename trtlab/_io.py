@@ -34,7 +34,7 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 from trtlab.errors import FileReadError, FileWriteError, OutputExistsError, TrtlabError
 
@@ -339,20 +339,22 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def _in_threads(jobs: Sequence[Tuple[Callable[[Any], Any], Any]], threads: int) -> List[Any]:
+    """``[fn(arg) for fn, arg in jobs]``, run on up to ``threads`` threads when there are several
+    (for calls that release the GIL: fsync, hashing); the first failure is raised."""
+    if len(jobs) <= 1:
+        return [fn(arg) for fn, arg in jobs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(threads, len(jobs))) as pool:
+        return [future.result() for future in [pool.submit(fn, arg) for fn, arg in jobs]]
+
+
 def _fsync_all(files: Sequence[Path], folders: Sequence[Path]) -> None:
     """fsync every file and folder, all at once: the file system commits concurrent fsyncs
     together (one journal commit instead of one per file: 10 small files 6 ms instead of 25-50 ms
     on ext4), and each call still returns only once its data is on disk."""
-    jobs = [(_fsync_file, f) for f in files] + [(fsync_dir, d) for d in folders]
-    if len(jobs) <= 1:
-        for fn, target in jobs:
-            fn(target)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(min(16, len(jobs))) as pool:
-        for future in [pool.submit(fn, target) for fn, target in jobs]:
-            future.result()
+    _in_threads([(_fsync_file, f) for f in files] + [(fsync_dir, d) for d in folders], 16)
 
 
 def _tree(root: Path) -> Tuple[List[Path], List[Path]]:
@@ -382,14 +384,7 @@ def _listing(root: Path, files: Sequence[Path], known: Optional[Mapping[str, Tup
         else:
             entries[name] = {"bytes": size}
             unknown.append(f)
-    if len(unknown) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(min(4, len(unknown))) as pool:
-            digests = list(pool.map(_file_sha256, unknown))
-    else:
-        digests = [_file_sha256(f) for f in unknown]
-    for f, digest in zip(unknown, digests):
+    for f, digest in zip(unknown, _in_threads([(_file_sha256, f) for f in unknown], 4)):
         entries[f.relative_to(root).as_posix()]["sha256"] = digest
     return dict(sorted(entries.items()))
 

@@ -549,15 +549,19 @@ def _resolve_external(proto: onnx.ModelProto, base_dir: Optional[Path]) -> onnx.
 LEAVE_MIN_BYTES = _SKELETON_MIN_BYTES
 
 
-def constant_value_attr(node: onnx.NodeProto, min_bytes: int) -> Optional[onnx.AttributeProto]:
-    """The ``value`` attribute of a ``Constant`` node holding at least ``min_bytes`` of data, not external."""
+def constant_value(node: onnx.NodeProto) -> Optional[onnx.AttributeProto]:
+    """The ``value`` attribute (a tensor) of an ai.onnx ``Constant`` node; None for any other node."""
     if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
         return None
-    for attr in node.attribute:
-        if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR and not is_external(attr.t) \
-                and (_tensor_nbytes(attr.t) or 0) >= min_bytes:
-            return attr
-    return None
+    return next((a for a in node.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR), None)
+
+
+def constant_value_attr(node: onnx.NodeProto, min_bytes: int) -> Optional[onnx.AttributeProto]:
+    """The ``value`` attribute of a ``Constant`` node holding at least ``min_bytes`` of data, not external."""
+    attr = constant_value(node)
+    if attr is None or is_external(attr.t) or (_tensor_nbytes(attr.t) or 0) < min_bytes:
+        return None
+    return attr
 
 
 def left_note(count: int, moved: int, file_name: str) -> str:
@@ -1038,13 +1042,11 @@ def _skeleton(proto: onnx.ModelProto, base_dir: Optional[Path], what: str,
     constants: Dict[int, onnx.TensorProto] = {}
     for i in (nodes.constants if nodes is not None else range(len(g.node))):
         node = g.node[i]
-        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
-            continue
-        for a in node.attribute:
-            if a.name == "value" and a.type == onnx.AttributeProto.TENSOR and not is_external(a.t) \
-                    and a.t.HasField("raw_data") and a.t.data_type not in _SHAPE_VALUE_TYPES \
-                    and len(a.t.raw_data) > _SKELETON_MIN_BYTES and _tensor_nbytes(a.t) == len(a.t.raw_data):
-                constants[i] = a.t
+        a = constant_value(node)
+        if a is not None and len(node.output) == 1 and not is_external(a.t) \
+                and a.t.HasField("raw_data") and a.t.data_type not in _SHAPE_VALUE_TYPES \
+                and len(a.t.raw_data) > _SKELETON_MIN_BYTES and _tensor_nbytes(a.t) == len(a.t.raw_data):
+            constants[i] = a.t
     if not stripped and not constants:
         return proto
     Dim = onnx.TensorShapeProto.Dimension

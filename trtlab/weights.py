@@ -30,7 +30,7 @@ from trtlab._lazy import lazy_import
 from trtlab._wire import length_delimited, varint
 from trtlab.errors import ExternalDataError
 from trtlab.model import _all_tensors, _check_external, _tensor_nbytes, external_location, inline_external_data, is_external
-from trtlab.model import _left_out, check_weight_files, constant_value_attr, left_note, refer_to_file, tensor_value
+from trtlab.model import _left_out, check_weight_files, constant_value, constant_value_attr, left_note, refer_to_file, tensor_value
 
 np = lazy_import("numpy")
 onnx = lazy_import("onnx")
@@ -109,10 +109,8 @@ def _big_value(node: onnx.NodeProto) -> Optional[onnx.AttributeProto]:
 
 def _external_value(node: onnx.NodeProto) -> Optional[onnx.AttributeProto]:
     """The ``value`` attribute of a ``Constant`` node referring to external data."""
-    if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
-        return None
-    return next((a for a in node.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR
-                 and is_external(a.t)), None)
+    attr = constant_value(node)
+    return attr if attr is not None and is_external(attr.t) else None
 
 
 def light_constant(node: onnx.NodeProto) -> onnx.NodeProto:
@@ -250,18 +248,6 @@ class Weights:
 _CHUNK = 1 << 20
 
 
-_NUMBERS: Dict[Tuple[str, str], int] = {}
-
-
-def _field(message: Any, name: str) -> int:
-    """The field number of ``message.name`` (from ONNX's own descriptors)."""
-    key = (message.DESCRIPTOR.name, name)
-    number = _NUMBERS.get(key)
-    if number is None:
-        number = _NUMBERS[key] = message.DESCRIPTOR.fields_by_name[name].number
-    return number
-
-
 class _Wire:
     """Fields of protobuf messages in a memory-mapped file, read by position.
 
@@ -358,16 +344,16 @@ class ModelFile:
         return b"".join(out)
 
     def _model_field(self, wire: _Wire, number: int, kind: int, body: int, stop: int) -> Optional[bytes]:
-        if number != _field(onnx.ModelProto, "graph") or kind != 2:
+        if number != onnx.ModelProto.GRAPH_FIELD_NUMBER or kind != 2:
             return None
         return length_delimited(number, self._message(wire, body, stop, self._graph_field))
 
     def _graph_field(self, wire: _Wire, number: int, kind: int, body: int, stop: int) -> Optional[bytes]:
         if kind != 2 or stop - body < STUB_MIN_BYTES:
             return None
-        if number == _field(onnx.GraphProto, "initializer"):
+        if number == onnx.GraphProto.INITIALIZER_FIELD_NUMBER:
             return self._tensor(wire, body, stop, "initializer", number)
-        if number == _field(onnx.GraphProto, "node"):
+        if number == onnx.GraphProto.NODE_FIELD_NUMBER:
             return self._node(wire, body, stop, number)
         return None
 
@@ -377,21 +363,21 @@ class ModelFile:
         for num, kind, _, body, stop in wire.fields(start, end):
             if kind != 2:
                 continue
-            if num == _field(onnx.NodeProto, "op_type"):
+            if num == onnx.NodeProto.OP_TYPE_FIELD_NUMBER:
                 op_type = wire.read(body, stop).decode("utf-8", "replace")
-            elif num == _field(onnx.NodeProto, "domain"):
+            elif num == onnx.NodeProto.DOMAIN_FIELD_NUMBER:
                 domain = wire.read(body, stop).decode("utf-8", "replace")
-            elif num == _field(onnx.NodeProto, "output") and output is None:
+            elif num == onnx.NodeProto.OUTPUT_FIELD_NUMBER and output is None:
                 output = wire.read(body, stop).decode("utf-8", "replace")
-            elif num == _field(onnx.NodeProto, "attribute") and stop - body >= STUB_MIN_BYTES:
+            elif num == onnx.NodeProto.ATTRIBUTE_FIELD_NUMBER and stop - body >= STUB_MIN_BYTES:
                 value = (body, stop)
         if op_type != "Constant" or domain not in ("", "ai.onnx") or not output or value is None:
             return None
         key = output
-        attr_number = _field(onnx.NodeProto, "attribute")
+        attr_number = onnx.NodeProto.ATTRIBUTE_FIELD_NUMBER
 
         def attribute(wire: _Wire, num: int, kind: int, body: int, stop: int) -> Optional[bytes]:
-            if num == _field(onnx.AttributeProto, "t") and kind == 2:
+            if num == onnx.AttributeProto.T_FIELD_NUMBER and kind == 2:
                 return self._tensor(wire, body, stop, "constant", num, key=key)
             return None
 
@@ -399,7 +385,7 @@ class ModelFile:
             if num != attr_number or kind != 2 or (body, stop) != value:
                 return None
             name = next((wire.read(b, s) for n, k, _, b, s in wire.fields(body, stop)
-                         if n == _field(onnx.AttributeProto, "name") and k == 2), b"")
+                         if n == onnx.AttributeProto.NAME_FIELD_NUMBER and k == 2), b"")
             if name != b"value":
                 return None
             return length_delimited(num, self._message(wire, body, stop, attribute))
@@ -411,26 +397,26 @@ class ModelFile:
         """The tensor with its raw data replaced by a reference to where it is in this file."""
         name, raw, external = None, None, False
         for num, kind, _, body, stop in wire.fields(start, end):
-            if num == _field(onnx.TensorProto, "name") and kind == 2:
+            if num == onnx.TensorProto.NAME_FIELD_NUMBER and kind == 2:
                 name = wire.read(body, stop).decode("utf-8", "replace")
-            elif num == _field(onnx.TensorProto, "raw_data") and kind == 2:
+            elif num == onnx.TensorProto.RAW_DATA_FIELD_NUMBER and kind == 2:
                 raw = (body, stop)
-            elif num == _field(onnx.TensorProto, "data_location") and kind == 0:
+            elif num == onnx.TensorProto.DATA_LOCATION_FIELD_NUMBER and kind == 0:
                 external = wire.uint(body, stop) == onnx.TensorProto.EXTERNAL
         key = key if key is not None else name
         if external or raw is None or raw[1] - raw[0] < STUB_MIN_BYTES or key is None:
             return None
         self.spans[(kind_name, key)] = (raw[0], raw[1] - raw[0])
-        raw_number = _field(onnx.TensorProto, "raw_data")
+        raw_number = onnx.TensorProto.RAW_DATA_FIELD_NUMBER
 
         def drop_raw(wire: _Wire, num: int, kind: int, body: int, stop: int) -> Optional[bytes]:
             return b"" if num == raw_number else None
 
-        entry = _field(onnx.TensorProto, "external_data")
+        entry = onnx.TensorProto.EXTERNAL_DATA_FIELD_NUMBER
         ref = b"".join(length_delimited(entry, length_delimited(1, k.encode()) + length_delimited(2, v.encode()))
                        for k, v in (("location", self.path.name), ("offset", str(raw[0])),
                                     ("length", str(raw[1] - raw[0]))))
-        location = varint(_field(onnx.TensorProto, "data_location") << 3) + varint(onnx.TensorProto.EXTERNAL)
+        location = varint(onnx.TensorProto.DATA_LOCATION_FIELD_NUMBER << 3) + varint(onnx.TensorProto.EXTERNAL)
         return length_delimited(number, self._message(wire, start, end, drop_raw) + ref + location)
 
     # -- the bytes -----------------------------------------------------------------------------

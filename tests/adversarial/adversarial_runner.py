@@ -141,7 +141,9 @@ def run_case(name: str, timeout: float) -> Dict[str, object]:
 
 
 def _warm() -> None:
-    """Import what the cases use once, before forking (no threads are started here)."""
+    """Import what the cases use once, before forking (no threads are started here). Cases that
+    drop privileges cannot read the Python installation any more: a module first imported after
+    that fails, so what the cases import lazily is imported here."""
     import numpy  # noqa: F401
     import onnx  # noqa: F401
     import onnxruntime  # noqa: F401
@@ -149,6 +151,7 @@ def _warm() -> None:
 
     import adversarial_cases  # noqa: F401
     import trtlab  # noqa: F401
+    import trtlab.backends.tensorrt.layers  # noqa: F401 - the fusion cases (it imports difflib)
     import trtlab.cli.main  # noqa: F401
     import trtlab.codegen  # noqa: F401
     import trtlab.model  # noqa: F401
