@@ -47,6 +47,7 @@ __all__ = [
     "atomic_path",
     "check_destination",
     "fsync_dir",
+    "put",
     "read_bytes",
     "read_text",
     "remove_stale_temps",

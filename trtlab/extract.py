@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 from trtlab._lazy import lazy_import
 from trtlab.errors import PartitionError
-from trtlab.model import _all_tensors, fit_ir_version, in_file
+from trtlab.model import _all_tensors, fit_ir_version, in_file, set_inline
 from trtlab.weights import (STUB_MIN_BYTES, _is_stub, _nbytes, base_dir, external_info, has_external, is_external,
                             light_constant, materialize, stub, tensor_bytes)
 
@@ -436,10 +436,7 @@ def _inline_embedded(protos: Any, sources: Dict[str, onnx.TensorProto], base: An
             if not is_external(tensor):
                 tensor.raw_data = bytes(_raw(sources[name], base))
             elif in_file(tensor, own):
-                data = bytes(_raw(sources[name], base))
-                del tensor.external_data[:]
-                tensor.data_location = onnx.TensorProto.DEFAULT
-                tensor.raw_data = data
+                set_inline(tensor, bytes(_raw(sources[name], base)))
 
 
 def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,

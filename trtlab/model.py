@@ -497,7 +497,11 @@ def _read_external(tensor: onnx.TensorProto, base_dir: Optional[Path]) -> bytes:
 
 
 def _make_inline(tensor: onnx.TensorProto, base_dir: Optional[Path]) -> None:
-    data = _read_external(tensor, base_dir)
+    set_inline(tensor, _read_external(tensor, base_dir))
+
+
+def set_inline(tensor: onnx.TensorProto, data: bytes) -> None:
+    """Make ``tensor`` hold ``data`` (its little-endian bytes) inline, no external reference left."""
     del tensor.external_data[:]
     tensor.data_location = onnx.TensorProto.DEFAULT
     tensor.raw_data = data

@@ -62,7 +62,6 @@ def _document(folder: Path) -> Dict[str, Any]:
                              "partition again (trtlab partition MODEL --out DIR --force).") from None
     if not isinstance(doc, dict):
         raise PartitionError(f"{path} is not a trtlab partition. Write the partition again.")
-    doc["__text__"] = text
     return doc
 
 
@@ -190,7 +189,7 @@ def read_partition(folder: PathLike, model: Any = None) -> Any:
                 f"The partition in {folder} refers to weights in {weights_dir}, but the model given reads "
                 f"its weights from {own}. Pass the model loaded from {weights_dir} (or no model), or "
                 f"{_rewrite_hint(folder, record, first=False)}.")
-    part = Partition.from_json(doc["__text__"], model)
+    part = Partition._from_doc(doc, model)
     log.info("read partition of %s from %s (%d segment(s), weights: %s)", model.name, folder,
              len(part.segments), record["mode"])
     return part

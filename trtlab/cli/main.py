@@ -184,9 +184,9 @@ def exit_now(code: int) -> NoReturn:
     """End the process with exit status ``code``, doing what the interpreter's exit does that
     anything outlives: it runs the exit handlers (:mod:`atexit`: logging's flush, finalizers of
     temporary files) and flushes stdout and stderr, then skips the teardown of modules and
-    objects (:func:`os._exit`). While a thread other than the main one runs, or if a handler or a
-    flush fails, the interpreter's own exit runs instead (it waits for the threads, and reports
-    the failure as usual)."""
+    objects (:func:`os._exit`). While a thread other than the main one runs, or if a flush fails
+    (a closed pipe), the interpreter's own exit runs instead (it waits for the threads, and
+    reports the failure as usual); a failing handler is reported as at any exit."""
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         sys.exit(code)
     atexit._run_exitfuncs()  # each handler runs once: they are cleared after

@@ -375,6 +375,11 @@ class Partition:
         except (TypeError, ValueError) as exc:
             raise PartitionError(f"Partition JSON could not be parsed ({exc}). Pass the text written "
                                  "by Partition.to_json().") from exc
+        return cls._from_doc(doc, model)
+
+    @classmethod
+    def _from_doc(cls, doc: Any, model: Model) -> "Partition":
+        """:meth:`from_json` of the parsed JSON ``doc``."""
         if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
             raise PartitionError(
                 f"This JSON is not a trtlab partition (format {doc.get('format') if isinstance(doc, dict) else None!r}, "
