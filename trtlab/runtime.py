@@ -38,6 +38,7 @@ from trtlab.backends.tensorrt import device
 from trtlab.feeds import validate_feeds
 
 log = logging.getLogger(__name__)
+_clock = time.perf_counter
 
 __all__ = ["HybridModel", "HybridRunner", "SegmentModels"]
 
@@ -208,7 +209,7 @@ class HybridModel(BaseRunner):
         return plan
 
     def _single_call(self) -> Optional[Tuple[str, Any, bool]]:
-        """(segment name, call, call returns the output list) when :meth:`_run_single` applies.
+        """(segment name, call, call returns the output list) when :meth:`run`'s one-segment path applies.
 
         A segment that runs in one ONNX Runtime session (``outputs_call``) is called through
         the session's ``run`` for the model's outputs directly.
@@ -307,9 +308,20 @@ class HybridModel(BaseRunner):
         InputError
             Missing or extra inputs, wrong dtype, rank or shape.
         """
-        start = time.perf_counter()
-        if self._single is not None and self._feeds_ok(feeds):
-            return self._run_single(feeds, start)
+        start = _clock()
+        single = self._single
+        if single is not None and self._feeds_ok(feeds):
+            # One segment on the host reading exactly the model inputs and making every output:
+            # checked feeds go to it as they are.
+            name, call, direct = single
+            t0 = _clock()
+            got = call(feeds)
+            t1 = _clock()
+            self.last_timings = {name: t1 - t0}
+            self.last_total = t1 - start
+            if direct:  # the session's outputs are the model's, in order: ONNX Runtime's own values
+                return dict(zip(self._output_names, got))
+            return {n: v if type(v) is np.ndarray else _host(v) for n, v in ((n, got[n]) for n in self._output_names)}
         if self._pending is not None:
             self._finish(validate_feeds(self._specs, feeds, what=f"model {self.model.name!r}"))
         if self._feeds_ok(feeds):
@@ -342,22 +354,6 @@ class HybridModel(BaseRunner):
         return out
 
     __call__ = run
-
-    def _run_single(self, feeds: Dict[str, Any], start: float) -> Dict[str, np.ndarray]:
-        """:meth:`run` of a one-segment hybrid on the host whose segment reads exactly the model
-        inputs and makes every output (checked feeds go to the segment as they are)."""
-        name, call, direct = self._single
-        clock = time.perf_counter
-        t0 = clock()
-        got = call(feeds)
-        t1 = clock()
-        if direct:  # the session's outputs are the model's, in order: ONNX Runtime's own values
-            out = dict(zip(self._output_names, got))
-        else:
-            out = {n: v if type(v) is np.ndarray else _host(v) for n, v in ((n, got[n]) for n in self._output_names)}
-        self.last_timings = {name: t1 - t0}
-        self.last_total = clock() - start
-        return out
 
     def _feeds_ok(self, feeds: Any) -> bool:
         """Quick check of well-formed feeds; anything unusual goes to the full validation."""

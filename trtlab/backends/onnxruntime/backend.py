@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Callable, Dict, List, Mapping, Tuple
 
@@ -84,8 +85,7 @@ class OrtSegment(CompiledSegment):
         unknown = [n for n in names if n not in self._outputs]
         if unknown:
             raise KeyError(f"segment {self.name!r} has no outputs {unknown}; it has {self._outputs}")
-        call, names = self._call, list(names)
-        return lambda feeds: call(names, feeds)
+        return functools.partial(self._call, list(names))  # no Python frame of its own
 
 
 def session_notes(settings: CompileSettings) -> List[str]:
