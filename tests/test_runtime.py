@@ -90,6 +90,13 @@ def test_symbolic_dims_must_agree():
     assert hybrid.run({"a": np.ones((5, 4), np.float32), "b": np.ones((5, 4), np.float32)})["y"].shape == (5, 4)
     with pytest.raises(InputError, match="symbolic dimension 'N'"):
         hybrid.run({"a": np.ones((5, 4), np.float32), "b": np.ones((3, 4), np.float32)})
+    # a dtype equal to float32 but another object: the full check accepts it, each time
+    alike = np.ones((5, 4), np.float32).view(np.dtype(np.float32, copy=True))
+    assert alike.dtype is not np.dtype(np.float32)
+    for _ in range(2):
+        assert hybrid.run({"a": alike, "b": alike})["y"].shape == (5, 4)
+    with pytest.raises(InputError, match="dtype float64, expected float32"):
+        hybrid.run({"a": alike, "b": np.ones((5, 4), np.float64)})
 
 
 def test_run_matches_and_records_timings(mlp_hybrid):

@@ -135,7 +135,8 @@ class HybridModel(BaseRunner):
         self.last_total = 0.0
         self._specs = list(self.model.inputs)
         self._checks = [_input_check(t) for t in self._specs]
-        self._accepted: Optional[List[Tuple[int, ...]]] = None  # input shapes _feeds_ok accepted last
+        # (name, shape, dtype) of each input _feeds_ok accepted last
+        self._accepted: Optional[List[Tuple[str, Tuple[int, ...], Any]]] = None
         self._output_names = [t.name for t in self.model.outputs]
         # Graph outputs that are graph inputs: returned as copies, never the caller's own array.
         self._passthrough = [n for n in self._output_names if n in {t.name for t in self._specs}]
@@ -360,11 +361,11 @@ class HybridModel(BaseRunner):
         if type(feeds) is not dict or len(feeds) != len(self._checks):
             return False
         last = self._accepted
-        if last is not None:  # the shapes of the feeds accepted last: one tuple comparison each
-            for (name, dtype, _, _), was in zip(self._checks, last):
-                value = feeds.get(name)
-                if type(value) is not np.ndarray or value.shape != was or (
-                        dtype is not None and value.dtype is not dtype and value.dtype != dtype):
+        if last is not None:  # the shapes and dtypes of the feeds accepted last: identical ones pass
+            get = feeds.get
+            for name, was, dtype in last:
+                value = get(name)
+                if type(value) is not np.ndarray or value.shape != was or value.dtype is not dtype:
                     break
             else:
                 return True
@@ -393,7 +394,7 @@ class HybridModel(BaseRunner):
                         bound = {}
                     if bound.setdefault(d, g) != g:
                         return False
-        self._accepted = [feeds[name].shape for name, _, _, _ in self._checks]
+        self._accepted = [(name, feeds[name].shape, feeds[name].dtype) for name, _, _, _ in self._checks]
         return True
 
     # -- display -------------------------------------------------------------------------------
