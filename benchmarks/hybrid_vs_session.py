@@ -4,8 +4,9 @@ Figures per model, each next to its target:
 
 * time: a one-segment hybrid (``trtlab.load(path)``, every node in one segment, ``build``)
   against ``onnxruntime.InferenceSession(path)``: median over rounds of the ratio of their
-  times, the two (and the noise peer below) running back to back in each round, in rotated
-  order (target <= 1.03);
+  times, every instance (:data:`INSTANCES` hybrids and as many sessions, each a time the median
+  of its instances; one of each for the large model) and the noise peer below running back
+  to back in each round, in rotated order (target <= 1.03);
 * memory: peak resident memory (``VmHWM``, see :func:`peak_kb`) of a fresh process that makes
   the ready hybrid and runs it once, against a fresh process that makes the session and runs
   it once (target <= 1.2). Printed whole and above each process's warm baseline: the peak
@@ -13,9 +14,9 @@ Figures per model, each next to its target:
   is what the model costs; "of it load" is the part reached while ``trtlab.load`` ran, before
   partition and build. Both processes read compiled bytecode, as installed packages do (see
   :func:`fresh`);
-* noise: the same ratio for a second ``InferenceSession(path)`` against the first, measured in
-  the same rounds (on a shared machine it is rarely 1.000; read the hybrid's ratio
-  against it).
+* noise: the same ratio for one more ``InferenceSession(path)`` against those sessions, measured
+  in the same rounds (one instance against several: on a shared machine it is rarely 1.000;
+  read the hybrid's ratio against it).
 
 The cost per segment boundary is measured by ``benchmarks/hybrid_overhead.py``.
 
@@ -51,6 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 TIME_TARGET = 1.03
 MEMORY_TARGET = 1.2
+#: Sessions and hybrids made of each model for the time ratio (one of each for the large model).
+INSTANCES = 3
 
 
 # ----------------------------------------------------------------------------------------------
@@ -133,18 +136,23 @@ def one_segment(model: Any) -> Any:
 # measurements
 # ----------------------------------------------------------------------------------------------
 
-def paired_ratios(runs, feeds, rounds: int) -> List[float]:
-    """Median over ``rounds`` of time(run i) / time(run 0), for each run after the first.
+def paired_ratios(groups, feeds, rounds: int) -> List[float]:
+    """Median over ``rounds`` of time(group i) / time(group 0), for each group after the first;
+    a group's time in a round is the median time of its runs (instances of one thing).
 
-    Each round runs every one of ``runs`` once, back to back, in an order rotated from round to
-    round, so that a busy moment of the machine falls on all of them alike.
+    Each round runs every run of every group once, back to back, in an order rotated from round
+    to round, so that a busy moment of the machine falls on all of them alike. Instances average
+    out what one instance's placement in memory costs or gains: two sessions of the same file
+    can differ by a few per cent, run after run.
     """
     clock = time.perf_counter
+    runs = [run for group in groups for run in group]
+    owner = [g for g, group in enumerate(groups) for _ in group]
     k = len(runs)
     for _ in range(max(3, rounds // 10)):
         for run in runs:
             run(feeds)
-    ratios = np.empty((rounds, k - 1))
+    ratios = np.empty((rounds, len(groups) - 1))
     took = [0.0] * k
     for r in range(rounds):
         for j in range(k):
@@ -152,8 +160,13 @@ def paired_ratios(runs, feeds, rounds: int) -> List[float]:
             t0 = clock()
             runs[i](feeds)
             took[i] = clock() - t0
-        ratios[r] = [t / took[0] for t in took[1:]]
+        per_group = [float(np.median([t for t, g in zip(took, owner) if g == index])) for index in range(len(groups))]
+        ratios[r] = [t / per_group[0] for t in per_group[1:]]
     return [float(x) for x in np.median(ratios, axis=0)]
+
+
+def _runner(sess: Any, names: List[str]) -> Any:
+    return lambda f: sess.run(names, f)
 
 
 def peak_kb() -> int:
@@ -268,7 +281,7 @@ def main(argv=None) -> int:
 
     logging.getLogger("trtlab").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
-    pairs = 300 if args.quick else 1500
+    pairs = 200 if args.quick else 800
     large_mb = args.large_mb or (256 if args.quick else 1024)
     print(f"trtlab {trtlab.__version__}, onnxruntime {ort.__version__}, {os.cpu_count()} cores")
     print(f"{'model':<28} {'time hybrid/session':>19} {'session/session':>15} {'peak MB hybrid / session':>25} "
@@ -289,14 +302,15 @@ def main(argv=None) -> int:
             by_ref = label.endswith("by reference")
             model = loaded(model_id, path, by_ref)
             feeds = feeds_for(model_id, path)
-            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            peer = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            names = [o.name for o in sess.get_outputs()]
-            hybrid = one_segment(model)
-            n = max(20, pairs // 50) if model_id.startswith("large") else pairs
-            ratio, noise = paired_ratios([lambda f: sess.run(names, f), hybrid.run, lambda f: peer.run(names, f)],
-                                         feeds, n)
-            del hybrid, sess, peer, model
+            large = model_id.startswith("large")
+            count = 1 if large else INSTANCES
+            sessions = [ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]) for _ in range(count + 1)]
+            names = [o.name for o in sessions[0].get_outputs()]
+            hybrids = [one_segment(model) for _ in range(count)]
+            n = max(20, pairs // 50) if large else pairs
+            ratio, noise = paired_ratios([[_runner(x, names) for x in sessions[:count]], [h.run for h in hybrids],
+                                          [_runner(sessions[count], names)]], feeds, n)
+            del hybrids, sessions, model
             kind = "hybrid-ref" if by_ref else "hybrid"
             if not primed:  # bytecode of every module both processes import, compiled once
                 fresh("session", model_id, path, bytecode)

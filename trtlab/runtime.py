@@ -213,7 +213,8 @@ class HybridModel(BaseRunner):
         """(segment name, call, call returns the output list) when :meth:`run`'s one-segment path applies.
 
         A segment that runs in one ONNX Runtime session (``outputs_call``) is called through
-        the session's ``run`` for the model's outputs directly.
+        the session's ``run`` for the model's outputs directly (its failures become
+        :class:`~trtlab.errors.RunError` in :meth:`run`, as the segment's own call makes them).
         """
         if len(self._plan) != 1 or self._plan[0][3] or self._constant_outputs or self._passthrough:
             return None
@@ -316,7 +317,14 @@ class HybridModel(BaseRunner):
             # checked feeds go to it as they are.
             name, call, direct = single
             t0 = _clock()
-            got = call(feeds)
+            try:
+                got = call(feeds)
+            except Exception as exc:
+                if not direct:
+                    raise
+                from trtlab.backends.onnxruntime.session import run_error
+
+                raise run_error(exc, self._output_names, feeds) from exc
             t1 = _clock()
             self.last_timings = {name: t1 - t0}
             self.last_total = t1 - start

@@ -81,11 +81,13 @@ class OrtSegment(CompiledSegment):
         return dict(zip(self._outputs, self._call(self._outputs, feeds)))
 
     def outputs_call(self, names: List[str]) -> Callable[[Mapping[str, np.ndarray]], List[Any]]:
-        """``f(feeds) -> [value of each of names]``: the session's ``run`` for those outputs, bound once."""
+        """``f(feeds) -> [value of each of names]``: the session's ``run`` for those outputs, bound
+        once (ONNX Runtime's public ``InferenceSession.run``; it raises ONNX Runtime's own errors,
+        which the caller reports with :func:`~trtlab.backends.onnxruntime.session.run_error`)."""
         unknown = [n for n in names if n not in self._outputs]
         if unknown:
             raise KeyError(f"segment {self.name!r} has no outputs {unknown}; it has {self._outputs}")
-        return functools.partial(self._call, list(names))  # no Python frame of its own
+        return functools.partial(self.session.run, list(names))  # no Python frame of its own
 
 
 def session_notes(settings: CompileSettings) -> List[str]:
