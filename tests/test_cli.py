@@ -97,6 +97,21 @@ def test_short_commands_run_without_the_cyclic_collector(words, collector):
     assert res.stderr.endswith(f"collector={collector}")
 
 
+def test_exit_now_with_stdout_closed_and_under_a_profiler(tmp_path):
+    """A command whose stdout was closed at start (``>&-``: ``sys.stdout`` is None) still exits
+    with its status; under ``python -m cProfile`` the normal exit runs, so the profile is written."""
+    script = tmp_path / "cmd.py"
+    script.write_text("from trtlab.cli.main import exit_now\nprint('gone')\nexit_now(3)\n")
+    res = subprocess.run(["sh", "-c", f'"{sys.executable}" "{script}" >&-'], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 3 and "Traceback" not in res.stderr, res.stderr
+    out = tmp_path / "out.prof"
+    res = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), str(script)], capture_output=True,
+                         text=True, timeout=60)
+    assert "Traceback" not in res.stderr, res.stderr  # (cProfile itself turns SystemExit into status 0)
+    assert out.is_file() and out.stat().st_size > 0
+
+
 def test_command_output_complete_through_a_pipe():
     """``python -m trtlab.cli`` (the fast exit of :func:`trtlab.cli.main.run`): a JSON document on a
     pipe arrives whole and the exit status is the command's."""

@@ -658,14 +658,22 @@ def _write_weights(sources: Dict[str, onnx.TensorProto], base: Any, layout: Dict
             if len(data) != length:
                 raise PartitionError(f"Tensor {name!r} has {len(data)} bytes of data, but its type and "
                                      f"shape need {length}: the model's weights are inconsistent.")
-            view = memoryview(data) if not isinstance(data, bytes) else data
+            view = memoryview(data)
             fh.seek(offset)
-            fh.write(view)
             if digest is not None:
                 if offset < end:
                     digest = None
                 else:
                     digest.update(bytes(offset - end))
-                    digest.update(view)
+            for start in range(0, length, _COPY_CHUNK):
+                # one copy written and hashed: a source changing meanwhile cannot make them differ
+                chunk = bytes(view[start:start + _COPY_CHUNK])
+                fh.write(chunk)
+                if digest is not None:
+                    digest.update(chunk)
             end = max(end, offset + length)
     return None if digest is None else (end, digest.hexdigest())
+
+
+#: Bytes of weights copied (and hashed) at a time by :func:`_write_weights`.
+_COPY_CHUNK = 1 << 22

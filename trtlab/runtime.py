@@ -325,12 +325,13 @@ class HybridModel(BaseRunner):
                 from trtlab.backends.onnxruntime.session import run_error
 
                 raise run_error(exc, self._output_names, feeds) from exc
-            t1 = _clock()
-            self.last_timings = {name: t1 - t0}
-            self.last_total = t1 - start
+            self.last_timings = {name: _clock() - t0}
             if direct:  # the session's outputs are the model's, in order: ONNX Runtime's own values
-                return dict(zip(self._output_names, got))
-            return {n: v if type(v) is np.ndarray else _host(v) for n, v in ((n, got[n]) for n in self._output_names)}
+                out = dict(zip(self._output_names, got))
+            else:
+                out = {n: v if type(v) is np.ndarray else _host(v) for n, v in ((n, got[n]) for n in self._output_names)}
+            self.last_total = _clock() - start
+            return out
         if self._pending is not None:
             self._finish(validate_feeds(self._specs, feeds, what=f"model {self.model.name!r}"))
         if self._feeds_ok(feeds):

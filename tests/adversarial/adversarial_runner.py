@@ -144,6 +144,9 @@ def _warm() -> None:
     """Import what the cases use once, before forking (no threads are started here). Cases that
     drop privileges cannot read the Python installation any more: a module first imported after
     that fails, so what the cases import lazily is imported here."""
+    import difflib  # noqa: F401 - imported where a node-name hint is made
+    import html  # noqa: F401 - imported where a table is shown as HTML
+
     import numpy  # noqa: F401
     import onnx  # noqa: F401
     import onnxruntime  # noqa: F401

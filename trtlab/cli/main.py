@@ -184,16 +184,19 @@ def exit_now(code: int) -> NoReturn:
     """End the process with exit status ``code``, doing what the interpreter's exit does that
     anything outlives: it runs the exit handlers (:mod:`atexit`: logging's flush, finalizers of
     temporary files) and flushes stdout and stderr, then skips the teardown of modules and
-    objects (:func:`os._exit`). While a thread other than the main one runs, or if a flush fails
-    (a closed pipe), the interpreter's own exit runs instead (it waits for the threads, and
-    reports the failure as usual); a failing handler is reported as at any exit."""
-    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+    objects (:func:`os._exit`). While a non-daemon thread other than the main one runs, under a
+    profiler or tracer (``python -m cProfile`` writes its results after this returns), or if a
+    flush fails (a closed pipe), the interpreter's own exit runs instead (it waits for the
+    threads, and reports the failure as usual); a failing handler is reported as at any exit."""
+    if sys.getprofile() is not None or sys.gettrace() is not None or any(
+            t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         sys.exit(code)
     atexit._run_exitfuncs()  # each handler runs once: they are cleared after
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):  # e.g. a closed pipe: reported by the normal exit
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:  # None when the descriptor was closed at start
+                stream.flush()
+    except Exception:  # e.g. a closed pipe: reported by the normal exit
         sys.exit(code)
     os._exit(code)
 
