@@ -494,13 +494,11 @@ def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
     FileWriteError
         The folder could not be written (disk full, read-only); nothing existing was changed.
     """
-    out = Path(out_dir)
-    mode = weights_mode(partition.model, weights)
     from trtlab import _io
 
-    _io.check_destination(out, overwrite=overwrite, folder=True, what="partition")
-    _check_reference_target(partition, out, mode)
-    return _write_folder(folder_plan(partition, mode), out, overwrite=overwrite)
+    mode = weights_mode(partition.model, weights)
+    _io.check_destination(out_dir, overwrite=overwrite, folder=True, what="partition")  # before the plan's work
+    return write_planned(folder_plan(partition, mode), out_dir, overwrite=overwrite)
 
 
 @dataclass
@@ -552,9 +550,7 @@ def _write_folder(plan: FolderPlan, out: Path, *, overwrite: bool) -> Dict[str, 
     with _io.atomic_dir(out, overwrite=overwrite, what="partition", known=known,
                         meta={"content": "trtlab partition", "segments": len(blobs), "weights": plan.mode}) as tmp:
         if layout:
-            hashed = _write_weights(plan.sources, plan.base, layout, tmp / WEIGHTS_FILE)
-            if hashed is not None:
-                known[WEIGHTS_FILE] = hashed
+            known[WEIGHTS_FILE] = _write_weights(plan.sources, plan.base, layout, tmp / WEIGHTS_FILE)
         for name, blob in blobs.items():
             _io.put(tmp, name, blob, known)
         for name, (columns, rows) in tables.items():
@@ -644,13 +640,13 @@ def _raw(tensor: onnx.TensorProto, base: Any) -> Any:
 
 
 def _write_weights(sources: Dict[str, onnx.TensorProto], base: Any, layout: Dict[str, Tuple[int, int]],
-                   path: Path) -> Optional[Tuple[int, str]]:
-    """Stream the weights of ``layout`` from the model into ``path``, one tensor at a time;
-    the file's size and sha256 (the gaps between tensors read as zeros), or None when the
-    layout is not in file order (the file is then hashed by reading it back)."""
+                   path: Path) -> Tuple[int, str]:
+    """Stream the weights of ``layout`` (in file order, as :func:`_weights_layout` makes it) from
+    the model into ``path``, one tensor at a time; the file's size and sha256 (the gaps between
+    tensors read as zeros)."""
     import hashlib
 
-    digest: Any = hashlib.sha256()
+    digest = hashlib.sha256()
     end = 0
     with open(path, "wb") as fh:
         for name, (offset, length) in layout.items():
@@ -660,19 +656,14 @@ def _write_weights(sources: Dict[str, onnx.TensorProto], base: Any, layout: Dict
                                      f"shape need {length}: the model's weights are inconsistent.")
             view = memoryview(data)
             fh.seek(offset)
-            if digest is not None:
-                if offset < end:
-                    digest = None
-                else:
-                    digest.update(bytes(offset - end))
+            digest.update(bytes(offset - end))  # the gap (a layout out of order raises here)
             for start in range(0, length, _COPY_CHUNK):
                 # one copy written and hashed: a source changing meanwhile cannot make them differ
                 chunk = bytes(view[start:start + _COPY_CHUNK])
                 fh.write(chunk)
-                if digest is not None:
-                    digest.update(chunk)
-            end = max(end, offset + length)
-    return None if digest is None else (end, digest.hexdigest())
+                digest.update(chunk)
+            end = offset + length
+    return end, digest.hexdigest()
 
 
 #: Bytes of weights copied (and hashed) at a time by :func:`_write_weights`.

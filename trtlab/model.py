@@ -553,7 +553,7 @@ def _resolve_external(proto: onnx.ModelProto, base_dir: Optional[Path]) -> onnx.
 LEAVE_MIN_BYTES = _SKELETON_MIN_BYTES
 
 
-def constant_value(node: onnx.NodeProto) -> Optional[onnx.AttributeProto]:
+def constant_attr(node: onnx.NodeProto) -> Optional[onnx.AttributeProto]:
     """The ``value`` attribute (a tensor) of an ai.onnx ``Constant`` node; None for any other node."""
     if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
         return None
@@ -562,7 +562,7 @@ def constant_value(node: onnx.NodeProto) -> Optional[onnx.AttributeProto]:
 
 def constant_value_attr(node: onnx.NodeProto, min_bytes: int) -> Optional[onnx.AttributeProto]:
     """The ``value`` attribute of a ``Constant`` node holding at least ``min_bytes`` of data, not external."""
-    attr = constant_value(node)
+    attr = constant_attr(node)
     if attr is None or is_external(attr.t) or (_tensor_nbytes(attr.t) or 0) < min_bytes:
         return None
     return attr
@@ -1046,7 +1046,7 @@ def _skeleton(proto: onnx.ModelProto, base_dir: Optional[Path], what: str,
     constants: Dict[int, onnx.TensorProto] = {}
     for i in (nodes.constants if nodes is not None else range(len(g.node))):
         node = g.node[i]
-        a = constant_value(node)
+        a = constant_attr(node)
         if a is not None and len(node.output) == 1 and not is_external(a.t) \
                 and a.t.HasField("raw_data") and a.t.data_type not in _SHAPE_VALUE_TYPES \
                 and len(a.t.raw_data) > _SKELETON_MIN_BYTES and _tensor_nbytes(a.t) == len(a.t.raw_data):
@@ -1997,7 +1997,6 @@ def _clear_value_info(proto: onnx.ModelProto) -> onnx.ModelProto:
 # ----------------------------------------------------------------------------------------------
 
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview, "onnx.ModelProto", Model, Any]
-
 
 
 def load(source: Source, *, fold_constants: bool = False, shape_inference: bool = True,

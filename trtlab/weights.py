@@ -30,7 +30,7 @@ from trtlab._lazy import lazy_import
 from trtlab._wire import length_delimited, varint
 from trtlab.errors import ExternalDataError
 from trtlab.model import _all_tensors, _check_external, _tensor_nbytes, external_location, inline_external_data, is_external
-from trtlab.model import _left_out, check_weight_files, constant_value, constant_value_attr, left_note, refer_to_file, tensor_value
+from trtlab.model import _left_out, check_weight_files, constant_attr, constant_value_attr, left_note, refer_to_file, tensor_value
 
 np = lazy_import("numpy")
 onnx = lazy_import("onnx")
@@ -109,7 +109,7 @@ def _big_value(node: onnx.NodeProto) -> Optional[onnx.AttributeProto]:
 
 def _external_value(node: onnx.NodeProto) -> Optional[onnx.AttributeProto]:
     """The ``value`` attribute of a ``Constant`` node referring to external data."""
-    attr = constant_value(node)
+    attr = constant_attr(node)
     return attr if attr is not None and is_external(attr.t) else None
 
 
