@@ -4,9 +4,13 @@ Figures per model, each next to its target:
 
 * time: a one-segment hybrid (``trtlab.load(path)``, every node in one segment, ``build``)
   against ``onnxruntime.InferenceSession(path)``: median over rounds of the ratio of their
-  times, every instance (:data:`INSTANCES` hybrids and as many sessions, each a time the median
-  of its instances; one of each for the large model) and the noise peer below running back
-  to back in each round, in rotated order (target <= 1.03);
+  times, every instance (:data:`INSTANCES` hybrids and as many sessions, made alternately, each
+  side's time the median of its instances; one of each for the large model) and the noise peer
+  below running back to back in each round, in rotated order. This is done in
+  :data:`PROCESSES` fresh processes (one for the large model) and the median of their ratios is
+  the figure (target <= 1.03), printed with the lowest and highest. Where an instance lands in
+  memory moves its time by a few per cent for as long as it lives, so one process's ratio
+  varies from process to process by as much; each process has instances of its own;
 * memory: peak resident memory (``VmHWM``, see :func:`peak_kb`) of a fresh process that makes
   the ready hybrid and runs it once, against a fresh process that makes the session and runs
   it once (target <= 1.2). Printed whole and above each process's warm baseline: the peak
@@ -54,6 +58,10 @@ TIME_TARGET = 1.03
 MEMORY_TARGET = 1.2
 #: Sessions and hybrids made of each model for the time ratio (one of each for the large model).
 INSTANCES = 3
+#: Fresh processes of the time comparison, each with instances of its own (2 with --quick).
+PROCESSES = 5
+#: Seconds of paired rounds per process at most (fewer rounds for models that run long).
+ROUND_SECONDS = 20.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,10 +219,43 @@ def warm_up(kind: str) -> None:
         one_segment(trtlab.load(os.path.join(tmp, "tiny.onnx"))).run(feeds)
 
 
-def child(kind: str, model_id: str, path: str) -> None:
-    """Run in a fresh process: make the ready session or hybrid, run once, print memory as JSON."""
+def time_child(model_id: str, path: Path, by_reference: bool, count: int, rounds: int) -> Dict[str, float]:
+    """The time comparison of one process: ``count`` sessions and hybrids made alternately (so that
+    neither side gets the memory made first), and the noise peer."""
+    import logging
+    import warnings
+
     import onnxruntime as ort
 
+    logging.getLogger("trtlab").setLevel(logging.ERROR)
+    warnings.simplefilter("ignore")
+    model = loaded(model_id, path, by_reference)
+    feeds = feeds_for(model_id, path)
+    sessions, hybrids = [], []
+    for _ in range(count):
+        sessions.append(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
+        hybrids.append(one_segment(model))
+    peer = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in peer.get_outputs()]
+    groups = [[_runner(x, names) for x in sessions], [h.run for h in hybrids], [_runner(peer, names)]]
+    t0 = time.perf_counter()
+    for _ in range(3):
+        peer.run(names, feeds)
+    run_s = (time.perf_counter() - t0) / 3
+    rounds = max(min(rounds, 20), min(rounds, int(ROUND_SECONDS / (run_s * (2 * count + 1)))))
+    ratio, noise = paired_ratios(groups, feeds, rounds)
+    return {"ratio": ratio, "noise": noise, "rounds": rounds, "run_ms": run_s * 1e3}
+
+
+def child(kind: str, model_id: str, path: str, extra: Optional[List[str]] = None) -> None:
+    """Run in a fresh process: make the ready session or hybrid, run once, print memory as JSON
+    (kind ``time``: :func:`time_child`, with ``extra`` = by reference, instances, rounds)."""
+    import onnxruntime as ort
+
+    if kind == "time":
+        by_ref, count, rounds = extra or ["0", str(INSTANCES), "800"]
+        print(json.dumps(time_child(model_id, Path(path), by_ref == "1", int(count), int(rounds))))
+        return
     warm_up(kind)
     base = peak_kb()
     feeds = feeds_for(model_id, Path(path))
@@ -233,7 +274,8 @@ def child(kind: str, model_id: str, path: str) -> None:
     print(json.dumps({"base_kb": base, "load_kb": after_load, "peak_kb": peak, "ready_s": ready}))
 
 
-def fresh(kind: str, model_id: str, path: Path, bytecode: Optional[Path] = None) -> Dict[str, float]:
+def fresh(kind: str, model_id: str, path: Path, bytecode: Optional[Path] = None,
+          extra: Optional[List[str]] = None) -> Dict[str, float]:
     """Peak memory of a fresh process (:func:`child`); Python bytecode cached in ``bytecode``.
 
     Installed packages come with their bytecode, so neither process should pay for compiling
@@ -246,7 +288,7 @@ def fresh(kind: str, model_id: str, path: Path, bytecode: Optional[Path] = None)
     if bytecode is not None:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(bytecode)
-    out = subprocess.run([sys.executable, __file__, "--child", kind, model_id, str(path)], env=env,
+    out = subprocess.run([sys.executable, __file__, "--child", kind, model_id, str(path), *(extra or [])], env=env,
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"{kind} {model_id}: {out.stderr[-2000:]}")
@@ -266,10 +308,12 @@ def main(argv=None) -> int:
     ap.add_argument("--compile-each-time", action="store_true",
                     help="no shared bytecode cache: each fresh process compiles what it imports (as with "
                          "PYTHONDONTWRITEBYTECODE and no __pycache__)")
-    ap.add_argument("--child", nargs=3, metavar=("KIND", "MODEL", "PATH"), help=argparse.SUPPRESS)
+    ap.add_argument("--processes", type=int, default=None,
+                    help=f"fresh processes of the time comparison (default {PROCESSES}, 2 with --quick)")
+    ap.add_argument("--child", nargs="+", metavar="ARG", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        child(*args.child)
+        child(*args.child[:3], extra=args.child[3:])
         return 0
     import logging
     import warnings
@@ -284,7 +328,10 @@ def main(argv=None) -> int:
     pairs = 200 if args.quick else 800
     large_mb = args.large_mb or (256 if args.quick else 1024)
     print(f"trtlab {trtlab.__version__}, onnxruntime {ort.__version__}, {os.cpu_count()} cores")
-    print(f"{'model':<28} {'time hybrid/session':>19} {'session/session':>15} {'peak MB hybrid / session':>25} "
+    processes = args.processes or (2 if args.quick else PROCESSES)
+    print(f"time: median of {processes} fresh processes (1 for the large model), {INSTANCES} instances a side in each; "
+          "range: their lowest and highest ratio")
+    print(f"{'model':<28} {'time hybrid/session':>19} {'range':>13} {'session/session':>15} {'peak MB hybrid / session':>25} "
           f"{'ratio':>6} {'above warm baseline':>20} {'ratio':>6} {'of it load':>10} {'ready s hybrid/session':>23}")
     worst = {"time": 0.0, "mem": 0.0, "mem_model": 0.0}
     with tempfile.TemporaryDirectory(prefix="trtlab-hybrid-bench-") as tmp:
@@ -300,22 +347,18 @@ def main(argv=None) -> int:
         primed = bytecode is None
         for label, (model_id, path) in models.items():
             by_ref = label.endswith("by reference")
-            model = loaded(model_id, path, by_ref)
-            feeds = feeds_for(model_id, path)
             large = model_id.startswith("large")
-            count = 1 if large else INSTANCES
-            sessions = [ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]) for _ in range(count + 1)]
-            names = [o.name for o in sessions[0].get_outputs()]
-            hybrids = [one_segment(model) for _ in range(count)]
-            n = max(20, pairs // 50) if large else pairs
-            ratio, noise = paired_ratios([[_runner(x, names) for x in sessions[:count]], [h.run for h in hybrids],
-                                          [_runner(sessions[count], names)]], feeds, n)
-            del hybrids, sessions, model
             kind = "hybrid-ref" if by_ref else "hybrid"
             if not primed:  # bytecode of every module both processes import, compiled once
                 fresh("session", model_id, path, bytecode)
                 fresh(kind, model_id, path, bytecode)
                 primed = True
+            extra = ["1" if by_ref else "0", "1" if large else str(INSTANCES),
+                     str(max(20, pairs // 50) if large else pairs)]
+            runs = [fresh("time", model_id, path, bytecode, extra) for _ in range(1 if large else processes)]
+            ratios = [r["ratio"] for r in runs]
+            ratio, noise = float(np.median(ratios)), float(np.median([r["noise"] for r in runs]))
+            spread = f"{min(ratios):.3f}-{max(ratios):.3f}"
             s = fresh("session", model_id, path, bytecode)
             h = fresh(kind, model_id, path, bytecode)
             mem = h["peak_kb"] / s["peak_kb"]
@@ -323,7 +366,7 @@ def main(argv=None) -> int:
             worst["time"] = max(worst["time"], ratio)
             worst["mem"] = max(worst["mem"], mem)
             worst["mem_model"] = max(worst["mem_model"], above)
-            print(f"{label:<28} {ratio:>19.3f} {noise:>15.3f} {h['peak_kb'] / 1024:>12.0f} / {s['peak_kb'] / 1024:<10.0f} "
+            print(f"{label:<28} {ratio:>19.3f} {spread:>13} {noise:>15.3f} {h['peak_kb'] / 1024:>12.0f} / {s['peak_kb'] / 1024:<10.0f} "
                   f"{mem:>6.2f} {(h['peak_kb'] - h['base_kb']) / 1024:>10.0f} / {(s['peak_kb'] - s['base_kb']) / 1024:<7.0f} "
                   f"{above:>6.2f} {(h['load_kb'] - h['base_kb']) / 1024:>10.0f} "
                   f"{h['ready_s']:>11.2f} / {s['ready_s']:<9.2f}")

@@ -64,12 +64,17 @@ def good_feeds():
     ({"x": np.zeros((2, 16, 1), np.float32)}, "rank 3"),
     ({"x": np.zeros((3, 16), np.float32)}, "size 3 on axis 0"),
     ([np.zeros((2, 16), np.float32)], "must be a dict"),
+    ({"z": np.zeros((2, 16), np.float32)}, "missing input"),
+    ({"x": np.zeros((2, 16), np.float32).astype(">f4")}, "dtype"),
+    ({"x": np.zeros((16, 2), np.float32)}, "size 16 on axis 0"),
 ])
 def test_bad_inputs_are_refused(mlp_hybrid, feeds, match):
     _, hybrid = mlp_hybrid
-    with pytest.raises(InputError, match=match) as info:
-        hybrid.run(feeds)
-    assert "x: float[2, 16]" in str(info.value)
+    for _ in range(2):  # before and after feeds were accepted (the quick check compares with those)
+        with pytest.raises(InputError, match=match) as info:
+            hybrid.run(feeds)
+        assert "x: float[2, 16]" in str(info.value)
+        hybrid.run(good_feeds())
 
 
 def test_symbolic_dims_must_agree():
@@ -97,6 +102,67 @@ def test_symbolic_dims_must_agree():
         assert hybrid.run({"a": alike, "b": alike})["y"].shape == (5, 4)
     with pytest.raises(InputError, match="dtype float64, expected float32"):
         hybrid.run({"a": alike, "b": np.ones((5, 4), np.float64)})
+
+
+def _three_inputs_two_outputs():
+    """Inputs named with quotes, a newline and braces; 'N' shared by two inputs; an int64 scalar."""
+    a, b, c = 'a"b', "c\nd", "{e}'"
+    nodes = [helper.make_node("Add", [a, b], ["sum"], name="add"),
+             helper.make_node("Cast", [c], ["c_f"], name="cast", to=onnx.TensorProto.FLOAT),
+             helper.make_node("Mul", ["sum", "c_f"], ["scaled"], name="mul")]
+    model = F._model(nodes, [F.vi(a, ["N", 4]), F.vi(b, ["N", 4]), F.vi(c, [], onnx.TensorProto.INT64)],
+                     [F.vi("sum", ["N", 4]), F.vi("scaled", ["N", 4])])
+    feeds = {a: np.full((3, 4), 1.5, np.float32), b: np.ones((3, 4), np.float32), c: np.array(2, np.int64)}
+    return load(model), feeds
+
+
+@pytest.mark.parametrize("backend", ["fallback", pytest.param("tensorrt", marks=needs_build)])
+def test_one_segment_quick_path_refuses_what_the_full_check_refuses(backend, tmp_path):
+    """A one-segment hybrid checks repeated feeds against those accepted last, in generated code
+    (the session's own run, or the segment's call): every bad feed is still an InputError."""
+    m, feeds = _three_inputs_two_outputs()
+    a, b, c = list(feeds)
+    if backend == "fallback":
+        part = trtlab.partition(m, exclude_nodes=m.node_names)
+    else:
+        part = trtlab.partition(m, support={n: (True, "") for n in m.node_names})
+    hybrid = build(part, feeds=feeds, cache_dir=tmp_path, progress=False)
+    assert len(hybrid.segments) == 1 and hybrid.segments[0].backend == backend
+    assert hybrid._quick is not None
+    want = run_onnx(m, feeds)
+    for _ in range(3):  # the first run goes through the full check, the others through the quick path
+        out = hybrid.run(feeds)
+        assert list(out) == ["sum", "scaled"]
+        for k in want:
+            np.testing.assert_allclose(out[k], want[k], rtol=1e-6)
+        assert list(hybrid.last_timings) == [hybrid.segments[0].name]
+        assert 0 < hybrid.last_timings[hybrid.segments[0].name] <= hybrid.last_total
+    bad = [
+        ({**feeds, b: feeds[b].astype(np.float64)}, "dtype float64, expected float32"),
+        ({**feeds, b: feeds[b].astype(">f4")}, "dtype"),
+        ({**feeds, b: np.ones((2, 4), np.float32)}, "symbolic dimension 'N'"),
+        ({**feeds, c: np.array([2], np.int64)}, "rank 1"),
+        ({a: feeds[a], b: feeds[b]}, "missing input"),
+        ({**feeds, "x": feeds[a]}, "unknown input"),
+        ({a: feeds[a], b: feeds[b], "x": feeds[c]}, "missing input"),
+        ({**feeds, a: [[1.5] * 4] * 3}, "dtype float64, expected float32"),  # a list, made an array
+        ({**feeds, c: 2}, None),  # a Python int: made an int64 array by the full check, then run
+        (list(feeds.values()), "must be a dict"),
+    ]
+    for bad_feeds, match in bad:
+        if match is None:
+            np.testing.assert_allclose(hybrid.run(bad_feeds)["scaled"], want["scaled"], rtol=1e-6)
+        else:
+            with pytest.raises(InputError, match=match):
+                hybrid.run(bad_feeds)
+        np.testing.assert_allclose(hybrid.run(feeds)["scaled"], want["scaled"], rtol=1e-6)
+    # new shapes pass the full check and are then the ones compared with
+    five = {a: np.ones((5, 4), np.float32), b: np.ones((5, 4), np.float32), c: np.array(3, np.int64)}
+    for _ in range(2):
+        assert hybrid.run(five)["scaled"].shape == (5, 4)
+        np.testing.assert_allclose(hybrid.run(five)["scaled"], np.full((5, 4), 6.0, np.float32))
+    with pytest.raises(InputError, match="symbolic dimension 'N'"):
+        hybrid.run({**five, b: np.ones((3, 4), np.float32)})
 
 
 def test_run_matches_and_records_timings(mlp_hybrid):

@@ -131,12 +131,11 @@ class HybridModel(BaseRunner):
         self.cache = cache
         self.dynamic_batch = dynamic_batch
         self.moved = list(moved)
-        self.last_timings: Dict[str, float] = {}
-        self.last_total = 0.0
+        self._record = _RunRecord()
         self._specs = list(self.model.inputs)
         self._checks = [_input_check(t) for t in self._specs]
-        # (name, shape, dtype) of each input _feeds_ok accepted last
-        self._accepted: Optional[List[Tuple[str, Tuple[int, ...], Any]]] = None
+        # the shapes, then the dtypes, of the inputs (in model order) _feeds_ok accepted last (None before)
+        self._accepted: List[Any] = [None] * (2 * len(self._checks))
         self._output_names = [t.name for t in self.model.outputs]
         # Graph outputs that are graph inputs: returned as copies, never the caller's own array.
         self._passthrough = [n for n in self._output_names if n in {t.name for t in self._specs}]
@@ -146,7 +145,7 @@ class HybridModel(BaseRunner):
         self._plan = self._make_plan() if self._pending is None and self.executables else []
         # -- device residency (trtlab.backends.tensorrt.device) --
         self._residency = device.Residency.of(self) if self._plan else None
-        self._single = self._single_call() if self._residency is None else None
+        self._quick = self._quick_run() if self._residency is None else None
         self.last_copies: Dict[str, Dict[str, Any]] = {}
 
     def _check_bindable(self) -> None:
@@ -209,23 +208,31 @@ class HybridModel(BaseRunner):
             plan.append((s.name, call, tuple(s.inputs), on_device))
         return plan
 
-    def _single_call(self) -> Optional[Tuple[str, Any, bool]]:
-        """(segment name, call, call returns the output list) when :meth:`run`'s one-segment path applies.
+    def _quick_run(self) -> Optional[Callable[[Any], Optional[Dict[str, Any]]]]:
+        """:meth:`run`'s path for a hybrid of one segment on the host that reads exactly the model
+        inputs and makes every output, or ``None`` (see :func:`_quick_maker`).
 
-        A segment that runs in one ONNX Runtime session (``outputs_call``) is called through
-        the session's ``run`` for the model's outputs directly (its failures become
-        :class:`~trtlab.errors.RunError` in :meth:`run`, as the segment's own call makes them).
+        A segment that runs in one ONNX Runtime session (``outputs_call``) is called through the
+        session's ``run`` for the model's outputs directly (its failures become
+        :class:`~trtlab.errors.RunError`, as the segment's own call makes them).
         """
-        if len(self._plan) != 1 or self._plan[0][3] or self._constant_outputs or self._passthrough:
+        if len(self._plan) != 1 or self._plan[0][3] or self._constant_outputs or self._passthrough \
+                or not self._checks or not self._output_names:
             return None
         name, call, inputs, _ = self._plan[0]
         seg = self.partition.segments[0]
         if set(inputs) != {t.name for t in self._specs} or not set(self._output_names) <= set(seg.outputs):
             return None
+        from trtlab.backends.onnxruntime.session import run_error
+
+        names = [c[0] for c in self._checks]
         outputs_call = getattr(self.executables[seg.index], "outputs_call", None)
-        if outputs_call is not None:
-            return name, outputs_call(self._output_names), True
-        return name, call, False
+        direct = outputs_call is not None
+        self._record.segment = name
+        make = _quick_maker(len(names), len(self._output_names), direct)
+        return make(names, self._accepted, np.ndarray, len(names),
+                    outputs_call(self._output_names) if direct else call, list(self._output_names), _clock,
+                    self._record, run_error, _host)
 
     @property
     def executors(self) -> Any:
@@ -310,28 +317,12 @@ class HybridModel(BaseRunner):
         InputError
             Missing or extra inputs, wrong dtype, rank or shape.
         """
+        quick = self._quick
+        if quick is not None:  # one segment, feeds of the shapes and dtypes accepted last
+            out = quick(feeds)
+            if out is not None:
+                return out
         start = _clock()
-        single = self._single
-        if single is not None and self._feeds_ok(feeds):
-            # One segment on the host reading exactly the model inputs and making every output:
-            # checked feeds go to it as they are.
-            name, call, direct = single
-            t0 = _clock()
-            try:
-                got = call(feeds)
-            except Exception as exc:
-                if not direct:
-                    raise
-                from trtlab.backends.onnxruntime.session import run_error
-
-                raise run_error(exc, self._output_names, feeds) from exc
-            self.last_timings = {name: _clock() - t0}
-            if direct:  # the session's outputs are the model's, in order: ONNX Runtime's own values
-                out = dict(zip(self._output_names, got))
-            else:
-                out = {n: v if type(v) is np.ndarray else _host(v) for n, v in ((n, got[n]) for n in self._output_names)}
-            self.last_total = _clock() - start
-            return out
         if self._pending is not None:
             self._finish(validate_feeds(self._specs, feeds, what=f"model {self.model.name!r}"))
         if self._feeds_ok(feeds):
@@ -359,20 +350,27 @@ class HybridModel(BaseRunner):
             self.last_copies = residency.per_tensor()
         for name in self._passthrough:
             out[name] = np.array(out[name], copy=True)
-        self.last_timings = timings
-        self.last_total = time.perf_counter() - start
+        self._record.ran(timings, time.perf_counter() - start)
         return out
 
     __call__ = run
+
+    @property
+    def last_timings(self) -> Dict[str, float]:
+        return self._record.timings()
+
+    @property
+    def last_total(self) -> float:
+        return self._record.total()
 
     def _feeds_ok(self, feeds: Any) -> bool:
         """Quick check of well-formed feeds; anything unusual goes to the full validation."""
         if type(feeds) is not dict or len(feeds) != len(self._checks):
             return False
-        last = self._accepted
-        if last is not None:  # the shapes and dtypes of the feeds accepted last: identical ones pass
+        accepted = self._accepted
+        if accepted and accepted[0] is not None:  # the shapes and dtypes of the feeds accepted last pass
             get = feeds.get
-            for name, was, dtype in last:
+            for (name, _, _, _), was, dtype in zip(self._checks, accepted, accepted[len(self._checks):]):
                 value = get(name)
                 if type(value) is not np.ndarray or value.shape != was or value.dtype is not dtype:
                     break
@@ -403,7 +401,8 @@ class HybridModel(BaseRunner):
                         bound = {}
                     if bound.setdefault(d, g) != g:
                         return False
-        self._accepted = [(name, feeds[name].shape, feeds[name].dtype) for name, _, _, _ in self._checks]
+        values = [feeds[c[0]] for c in self._checks]
+        self._accepted[:] = [v.shape for v in values] + [v.dtype for v in values]
         return True
 
     # -- display -------------------------------------------------------------------------------
@@ -476,6 +475,111 @@ class SegmentModels(Mapping):
 
     def __repr__(self) -> str:
         return f"SegmentModels(segments {sorted(self._models)})"
+
+
+class _RunRecord:
+    """What the last :meth:`HybridModel.run` took.
+
+    The general path gives ``ran(timings, total)``; the quick path of a one-segment hybrid
+    (:func:`_quick_maker`) sets ``marks`` = (start, segment start, end) only, the least it can
+    do while running, and the figures are made from them when asked for.
+    """
+
+    __slots__ = ("segment", "marks", "_timings", "_total")
+
+    def __init__(self) -> None:
+        self.segment = ""
+        self.marks: Optional[Tuple[float, float, float]] = None
+        self._timings: Dict[str, float] = {}
+        self._total = 0.0
+
+    def ran(self, timings: Dict[str, float], total: float) -> None:
+        self.marks = None
+        self._timings = timings
+        self._total = total
+
+    def timings(self) -> Dict[str, float]:
+        if self.marks is None:
+            return self._timings
+        _, began, end = self.marks
+        return {self.segment: end - began}
+
+    def total(self) -> float:
+        if self.marks is None:
+            return self._total
+        start, _, end = self.marks
+        return end - start
+
+
+_QUICK_SOURCE = """
+def make(inputs, accepted, array, count, call, outputs, clock, record, run_error, host):
+    {input_vars} = inputs
+    {output_vars} = outputs
+
+    def quick(feeds):
+        start = clock()
+        if type(feeds) is not dict or len(feeds) != count:
+            return None
+        try:
+{values}
+        except KeyError:
+            return None
+        if {refused}:
+            return None
+        began = clock()
+{call}
+        record.marks = (start, began, clock())
+        return out
+
+    return quick
+"""
+
+_DIRECT_CALL = """\
+        try:
+            got = call(feeds)
+        except Exception as exc:
+            raise run_error(exc, outputs, feeds) from exc
+        out = {{{outputs}}}"""
+
+_SEGMENT_CALL = """\
+        got = call(feeds)
+        out = {{{outputs}}}"""
+
+
+@functools.lru_cache(maxsize=None)
+def _quick_maker(inputs: int, outputs: int, direct: bool) -> Callable[..., Callable[[Any], Optional[Dict[str, Any]]]]:
+    """``make(inputs, accepted, ...) -> quick(feeds)``: :meth:`HybridModel.run` of a one-segment
+    hybrid with ``inputs`` (>= 1) inputs and ``outputs`` outputs, made once per signature.
+
+    ``quick(feeds)`` returns ``None`` unless ``feeds`` is a dict of exactly the model inputs
+    (``inputs``, in model order) whose values are NumPy arrays of the
+    shapes and dtypes the full check accepted last (``accepted``: the shapes, then the dtype
+    objects, filled in place by :meth:`HybridModel._feeds_ok`). Then it runs the segment, marks
+    the times in ``record`` and returns the outputs by name. ``direct``: ``call(feeds)`` is the
+    session's ``run`` for the model's outputs (a list, in order; its failures become
+    :class:`~trtlab.errors.RunError`); otherwise it is the segment's own call (a dict by name).
+
+    The code is straight-line, one term per input and per output, generated as
+    ``collections.namedtuple`` and ``dataclasses`` make their methods: right after a run of
+    ONNX Runtime every Python operation costs several times what it costs in a loop of its own,
+    and a loop or generator over the inputs cost 1-2% of a 0.1 ms model's run
+    (``benchmarks/hybrid_vs_session.py``, silero_vad_if). The source holds positions only,
+    never a name from the model.
+    """
+    ins = [f"v{i}" for i in range(inputs)]
+    names = [f"n{i}" for i in range(inputs)]
+    outs = [f"o{i}" for i in range(outputs)]
+    refused = [f"type({v}) is not array" for v in ins] + [f"{v}.shape != accepted[{i}]" for i, v in enumerate(ins)] + \
+        [f"{v}.dtype is not accepted[{inputs + i}]" for i, v in enumerate(ins)]
+    values = (f"{o}: got[{i}]" if direct else f"{o}: host(got[{o}])" for i, o in enumerate(outs))
+    source = _QUICK_SOURCE.format(
+        input_vars=", ".join(names) + ",", output_vars=", ".join(outs) + ",",
+        values="\n".join(f"            {v} = feeds[{n}]" for v, n in zip(ins, names)),
+        refused=" or ".join(refused),
+        call=(_DIRECT_CALL if direct else _SEGMENT_CALL).format(outputs=", ".join(values)))
+    scope: Dict[str, Any] = {}
+    exec(compile(source, f"<trtlab quick run: {inputs} inputs, {outputs} outputs>", "exec"), scope)  # noqa: S102
+    return scope["make"]
 
 
 def _host(value: Any) -> Any:
