@@ -59,9 +59,9 @@ MEMORY_TARGET = 1.2
 #: Sessions and hybrids made of each model for the time ratio (one of each for the large model).
 INSTANCES = 3
 #: Fresh processes of the time comparison, each with instances of its own (2 with --quick).
-PROCESSES = 5
+PROCESSES = 7
 #: Seconds of paired rounds per process at most (fewer rounds for models that run long).
-ROUND_SECONDS = 20.0
+ROUND_SECONDS = 8.0
 
 
 # ----------------------------------------------------------------------------------------------

@@ -165,6 +165,49 @@ def test_one_segment_quick_path_refuses_what_the_full_check_refuses(backend, tmp
         hybrid.run({**five, b: np.ones((3, 4), np.float32)})
 
 
+def test_one_segment_quick_path_under_threads():
+    """Threads running feeds of two shapes and inconsistent ones on one hybrid, the interpreter
+    switching threads as often as it can: each good run is right, the inconsistent feeds are
+    refused every time (the quick path reads one accepted set, replaced whole)."""
+    import sys
+    import threading
+
+    m, feeds = _three_inputs_two_outputs()
+    a, b, c = list(feeds)
+    hybrid = build(trtlab.partition(m, exclude_nodes=m.node_names), cache_dir=False, progress=False)
+    three = {a: np.ones((3, 4), np.float32), b: np.ones((3, 4), np.float32), c: np.array(2, np.int64)}
+    five = {a: np.ones((5, 4), np.float32), b: np.ones((5, 4), np.float32), c: np.array(3, np.int64)}
+    mixed = {a: np.ones((3, 4), np.float32), b: np.ones((5, 4), np.float32), c: np.array(2, np.int64)}
+    problems = []
+
+    def good(feeds, shape, value):
+        for _ in range(300):
+            out = hybrid.run(feeds)["scaled"]
+            if out.shape != shape or not np.all(out == value):
+                problems.append((shape, out.shape))
+
+    def bad():
+        for _ in range(300):
+            try:
+                hybrid.run(mixed)
+                problems.append("mixed feeds ran")
+            except InputError:
+                pass
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=good, args=(three, (3, 4), 4.0)),
+                   threading.Thread(target=good, args=(five, (5, 4), 6.0)), threading.Thread(target=bad)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert problems == []
+
+
 def test_run_matches_and_records_timings(mlp_hybrid):
     m, hybrid = mlp_hybrid
     feeds = good_feeds()

@@ -134,8 +134,9 @@ class HybridModel(BaseRunner):
         self._record = _RunRecord()
         self._specs = list(self.model.inputs)
         self._checks = [_input_check(t) for t in self._specs]
-        # the shapes, then the dtypes, of the inputs (in model order) _feeds_ok accepted last (None before)
-        self._accepted: List[Any] = [None] * (2 * len(self._checks))
+        # [(shapes, then dtypes, of the inputs in model order)] that _feeds_ok accepted last (None
+        # before): one tuple, replaced whole, so that a reader sees one accepted set, never a mix
+        self._accepted: List[Tuple[Any, ...]] = [(None,) * (2 * len(self._checks))]
         self._output_names = [t.name for t in self.model.outputs]
         # Graph outputs that are graph inputs: returned as copies, never the caller's own array.
         self._passthrough = [n for n in self._output_names if n in {t.name for t in self._specs}]
@@ -367,7 +368,7 @@ class HybridModel(BaseRunner):
         """Quick check of well-formed feeds; anything unusual goes to the full validation."""
         if type(feeds) is not dict or len(feeds) != len(self._checks):
             return False
-        accepted = self._accepted
+        accepted = self._accepted[0]
         if accepted and accepted[0] is not None:  # the shapes and dtypes of the feeds accepted last pass
             get = feeds.get
             for (name, _, _, _), was, dtype in zip(self._checks, accepted, accepted[len(self._checks):]):
@@ -402,7 +403,7 @@ class HybridModel(BaseRunner):
                     if bound.setdefault(d, g) != g:
                         return False
         values = [feeds[c[0]] for c in self._checks]
-        self._accepted[:] = [v.shape for v in values] + [v.dtype for v in values]
+        self._accepted[0] = (*(v.shape for v in values), *(v.dtype for v in values))
         return True
 
     # -- display -------------------------------------------------------------------------------
@@ -524,6 +525,7 @@ def make(inputs, accepted, array, count, call, outputs, clock, record, run_error
 {values}
         except KeyError:
             return None
+        known = accepted[0]
         if {refused}:
             return None
         began = clock()
@@ -553,8 +555,8 @@ def _quick_maker(inputs: int, outputs: int, direct: bool) -> Callable[..., Calla
 
     ``quick(feeds)`` returns ``None`` unless ``feeds`` is a dict of exactly the model inputs
     (``inputs``, in model order) whose values are NumPy arrays of the
-    shapes and dtypes the full check accepted last (``accepted``: the shapes, then the dtype
-    objects, filled in place by :meth:`HybridModel._feeds_ok`). Then it runs the segment, marks
+    shapes and dtypes the full check accepted last (``accepted[0]``: the shapes, then the dtype
+    objects, one tuple that :meth:`HybridModel._feeds_ok` replaces). Then it runs the segment, marks
     the times in ``record`` and returns the outputs by name. ``direct``: ``call(feeds)`` is the
     session's ``run`` for the model's outputs (a list, in order; its failures become
     :class:`~trtlab.errors.RunError`); otherwise it is the segment's own call (a dict by name).
@@ -569,8 +571,8 @@ def _quick_maker(inputs: int, outputs: int, direct: bool) -> Callable[..., Calla
     ins = [f"v{i}" for i in range(inputs)]
     names = [f"n{i}" for i in range(inputs)]
     outs = [f"o{i}" for i in range(outputs)]
-    refused = [f"type({v}) is not array" for v in ins] + [f"{v}.shape != accepted[{i}]" for i, v in enumerate(ins)] + \
-        [f"{v}.dtype is not accepted[{inputs + i}]" for i, v in enumerate(ins)]
+    refused = [f"type({v}) is not array" for v in ins] + [f"{v}.shape != known[{i}]" for i, v in enumerate(ins)] + \
+        [f"{v}.dtype is not known[{inputs + i}]" for i, v in enumerate(ins)]
     values = (f"{o}: got[{i}]" if direct else f"{o}: host(got[{o}])" for i, o in enumerate(outs))
     source = _QUICK_SOURCE.format(
         input_vars=", ".join(names) + ",", output_vars=", ".join(outs) + ",",
