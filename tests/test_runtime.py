@@ -165,6 +165,26 @@ def test_one_segment_quick_path_refuses_what_the_full_check_refuses(backend, tmp
         hybrid.run({**five, b: np.ones((3, 4), np.float32)})
 
 
+def test_one_segment_of_many_inputs_and_outputs_takes_the_general_path():
+    from trtlab.runtime import _QUICK_MOST
+
+    count = _QUICK_MOST // 2 + 1
+    nodes = [helper.make_node("Concat", [f"x{i}" for i in range(count)], ["cat"], name="cat", axis=0),
+             helper.make_node("Neg", ["cat"], ["neg"], name="neg"),
+             helper.make_node("Split", ["neg", "sizes"], [f"y{i}" for i in range(count)], name="split", axis=0)]
+    m = load(F._model(nodes, [F.vi(f"x{i}", [2]) for i in range(count)], [F.vi(f"y{i}", [2]) for i in range(count)],
+                      [F.const("sizes", np.full(count, 2, np.int64))]))
+    hybrid = build(trtlab.partition(m, exclude_nodes=m.node_names), cache_dir=False, progress=False)
+    assert len(hybrid.segments) == 1 and hybrid._quick is None
+    feeds = {f"x{i}": np.full(2, i, np.float32) for i in range(count)}
+    for _ in range(2):
+        out = hybrid.run(feeds)
+        assert list(out) == [f"y{i}" for i in range(count)]
+        assert all(np.array_equal(out[f"y{i}"], np.full(2, -i, np.float32)) for i in range(count))
+    with pytest.raises(InputError, match="dtype float64"):
+        hybrid.run({**feeds, "x0": np.zeros(2)})
+
+
 def test_one_segment_quick_path_under_threads():
     """Threads running feeds of two shapes and inconsistent ones on one hybrid, the interpreter
     switching threads as often as it can: each good run is right, the inconsistent feeds are

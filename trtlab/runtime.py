@@ -218,7 +218,8 @@ class HybridModel(BaseRunner):
         :class:`~trtlab.errors.RunError`, as the segment's own call makes them).
         """
         if len(self._plan) != 1 or self._plan[0][3] or self._constant_outputs or self._passthrough \
-                or not self._checks or not self._output_names:
+                or not self._checks or not self._output_names \
+                or len(self._checks) + len(self._output_names) > _QUICK_MOST:
             return None
         name, call, inputs, _ = self._plan[0]
         seg = self.partition.segments[0]
@@ -512,6 +513,9 @@ class _RunRecord:
         return end - start
 
 
+#: Inputs and outputs of a one-segment hybrid, at most, for the quick path of :func:`_quick_maker`.
+_QUICK_MOST = 256
+
 _QUICK_SOURCE = """
 def make(inputs, accepted, array, count, call, outputs, clock, record, run_error, host):
     {input_vars} = inputs
@@ -554,12 +558,14 @@ def _quick_maker(inputs: int, outputs: int, direct: bool) -> Callable[..., Calla
     hybrid with ``inputs`` (>= 1) inputs and ``outputs`` outputs, made once per signature.
 
     ``quick(feeds)`` returns ``None`` unless ``feeds`` is a dict of exactly the model inputs
-    (``inputs``, in model order) whose values are NumPy arrays of the
-    shapes and dtypes the full check accepted last (``accepted[0]``: the shapes, then the dtype
-    objects, one tuple that :meth:`HybridModel._feeds_ok` replaces). Then it runs the segment, marks
-    the times in ``record`` and returns the outputs by name. ``direct``: ``call(feeds)`` is the
-    session's ``run`` for the model's outputs (a list, in order; its failures become
+    (``inputs``, in model order) whose values are NumPy arrays of the shapes and dtypes the
+    full check accepted last (``accepted[0]``: the shapes, then the dtype objects, one tuple
+    that :meth:`HybridModel._feeds_ok` replaces). Then it runs the segment, marks the times in
+    ``record`` and returns the outputs by name. ``direct``: ``call(feeds)`` is the session's
+    ``run`` for the model's outputs (a list, in order; its failures become
     :class:`~trtlab.errors.RunError`); otherwise it is the segment's own call (a dict by name).
+    Models of more than :data:`_QUICK_MOST` inputs and outputs take the general path (the
+    source would take long to compile).
 
     The code is straight-line, one term per input and per output, generated as
     ``collections.namedtuple`` and ``dataclasses`` make their methods: right after a run of
