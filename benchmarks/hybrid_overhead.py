@@ -2,8 +2,11 @@
 
 Two numbers per model:
 
-* overhead: a HybridModel holding the whole model in one segment versus the same ONNX Runtime
-  session called directly (median latency; target <= 5%);
+* overhead: a HybridModel holding the whole model in one segment versus an ONNX Runtime session
+  of the model called directly (target <= 5%): both timed alike, call by call, in paired rounds
+  (:func:`hybrid_vs_session.paired_ratios`: :data:`INSTANCES` of each side, made alternately,
+  in rotated order; the median over rounds of the ratio of the sides' median times). "ort ms"
+  is the session's median latency, "hybrid ms" that times the ratio;
 * cost per boundary: the model cut into 1, 2, 4 and 8 segments, each an ONNX Runtime session;
   the slope of median latency over the number of boundaries (target <= 20 us), and the slope of
   the runtime's own time outside segment calls ("glue"). Measured with build()'s default ONNX
@@ -34,9 +37,12 @@ from trtlab.backends.onnxruntime.backend import OnnxRuntimeBackend
 from trtlab.study.latency import LatencyWarning, benchmark
 from trtlab.codegen import build
 from trtlab.backends.onnxruntime.session import session
+from hybrid_vs_session import _runner, paired_ratios  # noqa: E402  (this folder is on sys.path)
 
 OVERHEAD_TARGET = 0.05
 BOUNDARY_TARGET_US = 20.0
+#: Hybrids and sessions of each zoo model for the one-segment overhead.
+INSTANCES = 3
 
 
 def one_segment(model):
@@ -93,17 +99,17 @@ def main(argv=None) -> int:
     for name in names:
         model = zoo.load(name)
         feeds = zoo.example_inputs(name, batch=1)
-        direct = session(model)
-        outs = [o.name for o in direct.get_outputs()]
-
-        def ort_direct(f, _s=direct, _o=outs):
-            return _s.run(_o, f)
-
         start = time.perf_counter()
-        single = one_segment(model)
-        times = {k: v[0] for k, v in interleaved({"ort": ort_direct, "hybrid": single}, feeds,
-                                                   args.iterations).items()}
-        overhead = times["hybrid"] / times["ort"] - 1.0
+        sessions, singles = [], []
+        for _ in range(INSTANCES):
+            sessions.append(session(model))
+            singles.append(one_segment(model))
+        outs = [o.name for o in sessions[0].get_outputs()]
+        ort_ms = medians_ms(sessions[0], feeds, args.iterations)[0]
+        (ratio,) = paired_ratios([[_runner(s, outs) for s in sessions], [h.run for h in singles]], feeds,
+                                 max(200, args.iterations * 2))
+        overhead = ratio - 1.0
+        times = {"ort": ort_ms, "hybrid": ort_ms * ratio}
 
         slopes = {}
         for policy in ("auto", "default"):
