@@ -40,6 +40,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -60,7 +61,7 @@ MEMORY_TARGET = 1.2
 INSTANCES = 3
 #: Fresh processes of the time comparison, each with instances of its own (2 with --quick).
 PROCESSES = 7
-#: Seconds of paired rounds per process at most (fewer rounds for models that run long).
+#: Seconds of paired rounds per process, about (fewer rounds for models that run long; 20 at least).
 ROUND_SECONDS = 8.0
 
 
@@ -173,8 +174,10 @@ def paired_ratios(groups, feeds, rounds: int) -> List[float]:
     return [float(x) for x in np.median(ratios, axis=0)]
 
 
-def _runner(sess: Any, names: List[str]) -> Any:
-    return lambda f: sess.run(names, f)
+def session_call(sess: Any, names: List[str]) -> Any:
+    """``f(feeds)``: the session's public ``run`` for ``names``, bound once (no Python frame of
+    its own, as a direct ``sess.run(names, feeds)`` in a caller's loop)."""
+    return functools.partial(sess.run, names)
 
 
 def peak_kb() -> int:
@@ -237,7 +240,9 @@ def time_child(model_id: str, path: Path, by_reference: bool, count: int, rounds
         hybrids.append(one_segment(model))
     peer = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in peer.get_outputs()]
-    groups = [[_runner(x, names) for x in sessions], [h.run for h in hybrids], [_runner(peer, names)]]
+    groups = [[session_call(x, names) for x in sessions], [h.run for h in hybrids], [session_call(peer, names)]]
+    for _ in range(3):  # the first runs of a session are slower
+        peer.run(names, feeds)
     t0 = time.perf_counter()
     for _ in range(3):
         peer.run(names, feeds)
@@ -276,7 +281,8 @@ def child(kind: str, model_id: str, path: str, extra: Optional[List[str]] = None
 
 def fresh(kind: str, model_id: str, path: Path, bytecode: Optional[Path] = None,
           extra: Optional[List[str]] = None) -> Dict[str, float]:
-    """Peak memory of a fresh process (:func:`child`); Python bytecode cached in ``bytecode``.
+    """What a fresh process measures (:func:`child`: peak memory, or the time comparison of
+    kind ``time``); Python bytecode cached in ``bytecode``.
 
     Installed packages come with their bytecode, so neither process should pay for compiling
     sources (with ``PYTHONDONTWRITEBYTECODE`` set, every fresh process compiles trtlab again):
@@ -329,8 +335,8 @@ def main(argv=None) -> int:
     large_mb = args.large_mb or (256 if args.quick else 1024)
     print(f"trtlab {trtlab.__version__}, onnxruntime {ort.__version__}, {os.cpu_count()} cores")
     processes = args.processes or (2 if args.quick else PROCESSES)
-    print(f"time: median of {processes} fresh processes (1 for the large model), {INSTANCES} instances a side in each; "
-          "range: their lowest and highest ratio")
+    print(f"time: median of {processes} fresh processes, {INSTANCES} instances a side in each (1 process, 1 instance a "
+          "side for the large model); range: their lowest and highest ratio")
     print(f"{'model':<28} {'time hybrid/session':>19} {'range':>13} {'session/session':>15} {'peak MB hybrid / session':>25} "
           f"{'ratio':>6} {'above warm baseline':>20} {'ratio':>6} {'of it load':>10} {'ready s hybrid/session':>23}")
     worst = {"time": 0.0, "mem": 0.0, "mem_model": 0.0}

@@ -68,10 +68,11 @@ class HybridModel(BaseRunner):
     precisions : dict
         Segment index -> precision.
     last_timings : dict
-        Segment name -> seconds, for the last :meth:`run`.
+        Segment name -> seconds, for the last :meth:`run` (read-only). A segment's time covers
+        its call and the outputs it hands back by name.
     last_total : float
         Seconds of the last :meth:`run`, from the call to the return (validation and copies
-        between segments included).
+        between segments included; read-only).
     moved : list of (node, reason)
         Nodes moved to fallback because the backend could not build them.
     facts : ShapeFacts or None
@@ -484,7 +485,7 @@ class _RunRecord:
 
     The general path gives ``ran(timings, total)``; the quick path of a one-segment hybrid
     (:func:`_quick_maker`) sets ``marks`` = (start, segment start, end) only, the least it can
-    do while running, and the figures are made from them when asked for.
+    do while running, and the figures are made from them when first asked for.
     """
 
     __slots__ = ("segment", "marks", "_timings", "_total")
@@ -500,17 +501,19 @@ class _RunRecord:
         self._timings = timings
         self._total = total
 
+    def _settle(self) -> None:
+        marks = self.marks  # read once: a run in another thread may replace them
+        if marks is not None:
+            start, began, end = marks
+            self._timings, self._total, self.marks = {self.segment: end - began}, end - start, None
+
     def timings(self) -> Dict[str, float]:
-        if self.marks is None:
-            return self._timings
-        _, began, end = self.marks
-        return {self.segment: end - began}
+        self._settle()
+        return self._timings
 
     def total(self) -> float:
-        if self.marks is None:
-            return self._total
-        start, _, end = self.marks
-        return end - start
+        self._settle()
+        return self._total
 
 
 #: Inputs and outputs of a one-segment hybrid, at most, for the quick path of :func:`_quick_maker`.
