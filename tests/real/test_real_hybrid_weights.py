@@ -30,7 +30,7 @@ import trtlab
 from realcheck import assert_close
 from trtlab.backends.onnxruntime.backend import OnnxRuntimeBackend
 from trtlab.backends.onnxruntime.session import session
-from trtlab.errors import ExternalDataError, PartitionError
+from trtlab.errors import ExternalDataError, InputError, PartitionError
 from trtlab.extract import write_partition
 from trtlab.model import Model, _all_tensors
 from trtlab.partition_folder import read_partition, segment_file
@@ -76,10 +76,20 @@ def test_one_segment_hybrid_runs_the_file_itself(real_model_paths, model_id):
     hybrid = trtlab.build(trtlab.partition(model, support=everything), cache_dir=False, progress=False)
     assert "session read from the model file" in hybrid.executors["reason"][0]
     feeds = MODELS[model_id].feeds()
-    got, want = hybrid.run(feeds), _reference(path, feeds)
-    assert list(got) == list(want)
-    for name in want:
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    want = _reference(path, feeds)
+    assert hybrid._quick is not None  # runs after the first take the one-segment quick path
+    # the first run goes through the full check, the next ones through the quick path
+    for _ in range(3):
+        got = hybrid.run(feeds)
+        assert list(got) == list(want)
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    # after feeds were accepted, another dtype is still refused by name
+    first = next(iter(feeds))
+    other = np.float64 if feeds[first].dtype != np.float64 else np.float32
+    with pytest.raises(InputError, match=f"Input '{first}'"):
+        hybrid.run({**feeds, first: feeds[first].astype(other)})
+    np.testing.assert_array_equal(hybrid.run(feeds)[next(iter(want))], want[next(iter(want))])
 
 
 @pytest.mark.parametrize("model_id", MODELS)
