@@ -189,7 +189,7 @@ def test_a_model_with_other_weights_is_refused(tmp_path):
         read_partition(tmp_path / "out", trtlab.load(other))
 
 
-def test_reference_over_the_folder_holding_the_weights_is_refused_and_nothing_lost(tmp_path):
+def test_reference_over_the_folder_holding_the_weights_is_refused_and_nothing_lost(tmp_path, monkeypatch):
     path, _ = _external(tmp_path / "m")
     copied = tmp_path / "copied"
     write_partition(_part(path), copied, weights="copy")
@@ -201,6 +201,15 @@ def test_reference_over_the_folder_holding_the_weights_is_refused_and_nothing_lo
     with pytest.raises(PartitionError, match="holds the weights its segments refer to"):
         write_partition(part, copied, overwrite=True, weights="reference")
     assert sorted(p.name for p in copied.iterdir()) == before
+    # refused before any segment is made or any weight read
+    import trtlab.extract as extract
+
+    def no_plan(*args, **kwargs):
+        raise AssertionError("the folder was planned before its destination was checked")
+
+    monkeypatch.setattr(extract, "folder_plan", no_plan)
+    with pytest.raises(PartitionError, match="holds the weights its segments refer to"):
+        write_partition(part, copied, overwrite=True, weights="reference")
     check_weights(copied)
 
 

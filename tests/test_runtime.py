@@ -117,7 +117,7 @@ def _three_inputs_two_outputs():
 
 
 @pytest.mark.parametrize("backend", ["fallback", pytest.param("tensorrt", marks=needs_build)])
-def test_one_segment_quick_path_refuses_what_the_full_check_refuses(backend, tmp_path):
+def test_one_segment_quick_path_refuses_what_the_full_check_refuses(backend, tmp_path, monkeypatch):
     """A one-segment hybrid checks repeated feeds against those accepted last, in generated code
     (the session's own run, or the segment's call): every bad feed is still an InputError."""
     m, feeds = _three_inputs_two_outputs()
@@ -138,6 +138,10 @@ def test_one_segment_quick_path_refuses_what_the_full_check_refuses(backend, tmp
         assert list(hybrid.last_timings) == [hybrid.segments[0].name]
         assert 0 < hybrid.last_timings[hybrid.segments[0].name] <= hybrid.last_total
         assert hybrid.last_timings is hybrid.last_timings  # made once from the run's marks
+    # the runs after the first took the quick path: no full check ran for the same feeds
+    monkeypatch.setattr(hybrid, "_feeds_ok", lambda feeds: pytest.fail("the quick path was not taken"))
+    np.testing.assert_allclose(hybrid.run(feeds)["scaled"], want["scaled"], rtol=1e-6)
+    monkeypatch.undo()
     bad = [
         ({**feeds, b: feeds[b].astype(np.float64)}, "dtype float64, expected float32"),
         ({**feeds, b: feeds[b].astype(">f4")}, "dtype"),
@@ -184,6 +188,22 @@ def test_one_segment_of_many_inputs_and_outputs_takes_the_general_path():
         assert all(np.array_equal(out[f"y{i}"], np.full(2, -i, np.float32)) for i in range(count))
     with pytest.raises(InputError, match="dtype float64"):
         hybrid.run({**feeds, "x0": np.zeros(2)})
+
+
+def test_one_segment_quick_path_failure_is_run_error():
+    """An ONNX Runtime failure on the quick path (an index out of range, feeds of the accepted
+    shape) is a RunError naming the inputs."""
+    from trtlab.errors import RunError
+
+    nodes = [helper.make_node("Gather", ["data", "idx"], ["y"], name="gather", axis=0)]
+    m = load(F._model(nodes, [F.vi("idx", [1], onnx.TensorProto.INT64)], [F.vi("y", [1])],
+                      [F.const("data", np.arange(4, dtype=np.float32))]))
+    hybrid = build(trtlab.partition(m, exclude_nodes=m.node_names), cache_dir=False, progress=False)
+    for _ in range(2):
+        assert hybrid.run({"idx": np.array([2], np.int64)})["y"].tolist() == [2.0]
+    assert hybrid._record.marks is not None  # the last run took the quick path
+    with pytest.raises(RunError, match="idx"):
+        hybrid.run({"idx": np.array([10], np.int64)})
 
 
 def test_one_segment_quick_path_under_threads():

@@ -494,11 +494,9 @@ def write_partition(partition: "Partition", out_dir: Union[str, os.PathLike], *,
     FileWriteError
         The folder could not be written (disk full, read-only); nothing existing was changed.
     """
-    from trtlab import _io
-
     mode = weights_mode(partition.model, weights)
-    _io.check_destination(out_dir, overwrite=overwrite, folder=True, what="partition")  # before the plan's work
-    return write_planned(folder_plan(partition, mode), out_dir, overwrite=overwrite)
+    out = _check_target(partition, out_dir, mode, overwrite)  # before the plan's work
+    return _write_folder(folder_plan(partition, mode), out, overwrite=overwrite)
 
 
 @dataclass
@@ -566,12 +564,19 @@ def _write_folder(plan: FolderPlan, out: Path, *, overwrite: bool) -> Dict[str, 
 
 def write_planned(plan: FolderPlan, out_dir: Union[str, os.PathLike], *, overwrite: bool = False) -> Dict[str, Path]:
     """:func:`write_partition` of a plan made before (same checks, same files)."""
+    return _write_folder(plan, _check_target(plan.partition, out_dir, plan.mode, overwrite), overwrite=overwrite)
+
+
+def _check_target(partition: "Partition", out_dir: Union[str, os.PathLike], mode: str, overwrite: bool) -> Path:
+    """The checks of a partition folder's destination, made before any work: it may be written
+    (:func:`trtlab._io.check_destination`), and a reference partition is not written over the
+    folder of the weights it refers to."""
     from trtlab import _io
 
     out = Path(out_dir)
     _io.check_destination(out, overwrite=overwrite, folder=True, what="partition")
-    _check_reference_target(plan.partition, out, plan.mode)
-    return _write_folder(plan, out, overwrite=overwrite)
+    _check_reference_target(partition, out, mode)
+    return out
 
 
 #: The external data file :func:`write_partition` writes beside the segment models.

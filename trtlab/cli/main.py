@@ -180,6 +180,16 @@ def run(argv: Optional[Sequence[str]] = None) -> NoReturn:
     exit_now(main(argv))
 
 
+def _observed() -> bool:
+    """Whether a profiler, tracer, debugger or coverage tool watches this process: the old hooks
+    (``sys.setprofile``/``settrace``) or, from Python 3.12, a :mod:`sys.monitoring` tool
+    (``python -m cProfile`` uses one there)."""
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return True
+    monitoring = getattr(sys, "monitoring", None)
+    return monitoring is not None and any(monitoring.get_tool(i) is not None for i in range(6))
+
+
 def exit_now(code: int) -> NoReturn:
     """End the process with exit status ``code``, doing what the interpreter's exit does that
     anything outlives: it runs the exit handlers (:mod:`atexit`: logging's flush, finalizers of
@@ -188,8 +198,8 @@ def exit_now(code: int) -> NoReturn:
     profiler or tracer (``python -m cProfile`` writes its results after this returns), or if a
     flush fails (a closed pipe), the interpreter's own exit runs instead (it waits for the
     threads, and reports the failure as usual); a failing handler is reported as at any exit."""
-    if sys.getprofile() is not None or sys.gettrace() is not None or any(
-            t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+    if _observed() or any(t.is_alive() and not t.daemon for t in threading.enumerate()
+                           if t is not threading.main_thread()):
         sys.exit(code)
     atexit._run_exitfuncs()  # each handler runs once: they are cleared after
     try:
